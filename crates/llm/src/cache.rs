@@ -1,0 +1,476 @@
+//! The persistent response cache: a SQLite file (WAL mode, so several processes can share it),
+//! keyed by the SHA-256 of the canonical request plus the model's identity (provider kind,
+//! endpoint, model name). Credentials are never part of the key or the stored rows.
+//!
+//! The cache is disposable: its schema carries a version in `PRAGMA user_version`, and a file
+//! from an older version is emptied and recreated. A file from a newer metaprompt, or one that is
+//! not a SQLite database, is an error naming the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::config::ModelInfo;
+use crate::error::LlmError;
+use crate::provider::Provider;
+use crate::types::{Request, Response};
+
+/// Bump when the key material or the stored response format changes.
+const SCHEMA_VERSION: i64 = 1;
+/// Kept beside `SCHEMA_VERSION` (SQL must be a literal); a unit test checks they agree.
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS responses (
+    key        TEXT PRIMARY KEY,
+    model      TEXT NOT NULL,
+    request    TEXT NOT NULL,
+    response   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    hits       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS responses_model ON responses(model);
+";
+
+/// A handle on the cache file; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ResponseCache {
+    pool: SqlitePool,
+    path: Arc<PathBuf>,
+}
+
+/// What `metaprompt cache stats` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    pub path: PathBuf,
+    pub entries: u64,
+    pub hits: u64,
+    /// Size of the database file and its write-ahead log.
+    pub bytes: u64,
+    pub oldest_unix: Option<i64>,
+    pub newest_unix: Option<i64>,
+    pub models: Vec<ModelStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStats {
+    pub model: String,
+    pub entries: u64,
+    pub hits: u64,
+}
+
+impl ResponseCache {
+    /// `<user cache dir>/metaprompt/responses.sqlite`, if the platform has a cache dir.
+    pub fn default_path() -> Option<PathBuf> {
+        dirs::cache_dir().map(|d| d.join("metaprompt").join("responses.sqlite"))
+    }
+
+    /// Open (creating if needed) the cache at `path`.
+    pub async fn open(path: &Path) -> Result<Self, LlmError> {
+        let err = |what: String, source: Option<sqlx::Error>| LlmError::Cache {
+            path: path.to_path_buf(),
+            what,
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                err(
+                    format!("cannot create its directory {}: {e}", dir.display()),
+                    None,
+                )
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                err(
+                    format!("cannot open as a SQLite database ({e}); delete it or pass --no-cache"),
+                    Some(e),
+                )
+            })?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| {
+                err(
+                    format!("cannot open as a SQLite database ({e}); delete it or pass --no-cache"),
+                    Some(e),
+                )
+            })?;
+        if version > SCHEMA_VERSION {
+            return Err(err(
+                format!(
+                    "was written by a newer metaprompt (cache schema {version}, this one knows {SCHEMA_VERSION})"
+                ),
+                None,
+            ));
+        }
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| err(format!("cannot write: {e}"), Some(e)))?;
+        if version < SCHEMA_VERSION {
+            sqlx::query("DROP TABLE IF EXISTS responses")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| err(e.to_string(), Some(e)))?;
+        }
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err(format!("cannot create tables: {e}"), Some(e)))?;
+        sqlx::query(SET_SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err(e.to_string(), Some(e)))?;
+        tx.commit()
+            .await
+            .map_err(|e| err(format!("cannot write: {e}"), Some(e)))?;
+        Ok(Self {
+            pool,
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, what: &str, e: sqlx::Error) -> LlmError {
+        LlmError::Cache {
+            path: self.path.to_path_buf(),
+            what: format!("{what}: {e}"),
+            source: Some(e),
+        }
+    }
+
+    /// The cache key of a request to a model: hex SHA-256 of canonical JSON. Deliberately not
+    /// including credentials, pricing, timeouts or retry settings: none of them changes the answer.
+    pub fn key(info: &ModelInfo, request: &Request) -> String {
+        #[derive(Serialize)]
+        struct KeyMaterial<'a> {
+            schema: i64,
+            kind: &'static str,
+            endpoint: &'a str,
+            model: &'a str,
+            request: &'a Request,
+        }
+        let material = KeyMaterial {
+            schema: SCHEMA_VERSION,
+            kind: info.kind.as_str(),
+            endpoint: &info.base_url,
+            model: &info.model,
+            request,
+        };
+        // Serializing plain structs, strings and numbers cannot fail.
+        let bytes = serde_json::to_vec(&material).unwrap_or_default();
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// Look a key up; counts a hit.
+    pub async fn get(&self, key: &str) -> Result<Option<Response>, LlmError> {
+        let row =
+            sqlx::query("UPDATE responses SET hits = hits + 1 WHERE key = ? RETURNING response")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("lookup failed", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row
+            .try_get("response")
+            .map_err(|e| self.error("lookup failed", e))?;
+        match serde_json::from_str(&text) {
+            Ok(response) => Ok(Some(response)),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), key, error = %e, "unreadable cache entry ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Store a response (replacing any earlier one under the key).
+    pub async fn put(
+        &self,
+        key: &str,
+        info: &ModelInfo,
+        request: &Request,
+        response: &Response,
+    ) -> Result<(), LlmError> {
+        let request = serde_json::to_string(request).unwrap_or_default();
+        let response = serde_json::to_string(response).unwrap_or_default();
+        sqlx::query(
+            "INSERT OR REPLACE INTO responses (key, model, request, response, created_at, hits) VALUES (?, ?, ?, ?, ?, 0)",
+        )
+        .bind(key)
+        .bind(&info.name)
+        .bind(request)
+        .bind(response)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("write failed", e))?;
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<CacheStats, LlmError> {
+        let e = |e| self.error("cannot read statistics", e);
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(hits), 0) AS hits, MIN(created_at) AS oldest, MAX(created_at) AS newest FROM responses",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(e)?;
+        let models = sqlx::query(
+            "SELECT model, COUNT(*) AS n, COALESCE(SUM(hits), 0) AS hits FROM responses GROUP BY model ORDER BY n DESC, model",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .map(|r| {
+            Ok(ModelStats {
+                model: r.try_get("model")?,
+                entries: r.try_get::<i64, _>("n")? as u64,
+                hits: r.try_get::<i64, _>("hits")? as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(e)?;
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        Ok(CacheStats {
+            path: self.path.to_path_buf(),
+            entries: row.try_get::<i64, _>("n").map_err(e)? as u64,
+            hits: row.try_get::<i64, _>("hits").map_err(e)? as u64,
+            bytes: size(&self.path) + size(Path::new(&wal)),
+            oldest_unix: row.try_get("oldest").map_err(e)?,
+            newest_unix: row.try_get("newest").map_err(e)?,
+            models,
+        })
+    }
+
+    /// Delete every entry, or those of one model (canonical `provider:model` name). Returns how
+    /// many were deleted. Space is given back to the file system.
+    pub async fn clear(&self, model: Option<&str>) -> Result<u64, LlmError> {
+        let e = |e| self.error("cannot clear", e);
+        let done = match model {
+            Some(m) => {
+                sqlx::query("DELETE FROM responses WHERE model = ?")
+                    .bind(m)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM responses")
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(e)?;
+        sqlx::query("VACUUM").execute(&self.pool).await.map_err(e)?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(e)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Close the pool, flushing the write-ahead log.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Serves repeated requests from the cache; a hit costs nothing and says so.
+#[derive(Debug)]
+pub struct Cached {
+    inner: Arc<dyn Provider>,
+    cache: ResponseCache,
+}
+
+impl Cached {
+    pub fn new(inner: Arc<dyn Provider>, cache: ResponseCache) -> Self {
+        Self { inner, cache }
+    }
+}
+
+#[async_trait]
+impl Provider for Cached {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let start = Instant::now();
+        let key = ResponseCache::key(self.info(), request);
+        if let Some(mut hit) = self.cache.get(&key).await? {
+            hit.cached = true;
+            hit.cost_usd = Some(0.0);
+            hit.latency = start.elapsed();
+            return Ok(hit);
+        }
+        let response = self.inner.complete(request).await?;
+        if let Err(e) = self.cache.put(&key, self.info(), request, &response).await {
+            // The answer is still good; only its reuse is lost. Say so.
+            tracing::warn!(error = %e, "response not cached");
+        }
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::types::{FinishReason, Usage};
+
+    fn info() -> ModelInfo {
+        ModelInfo::new(ProviderKind::Openai, "gpt-4o-mini")
+    }
+
+    fn response(text: &str) -> Response {
+        Response {
+            text: text.into(),
+            finish_reason: FinishReason::Stop,
+            usage: Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                cached_input_tokens: None,
+            },
+            model: "gpt-4o-mini".into(),
+            latency: Duration::from_millis(120),
+            cost_usd: Some(0.001),
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn schema_version_statement_agrees() {
+        assert_eq!(
+            SET_SCHEMA_VERSION,
+            format!("PRAGMA user_version = {SCHEMA_VERSION}")
+        );
+    }
+
+    #[test]
+    fn key_is_stable_and_sensitive_to_what_changes_the_answer() {
+        let r = Request::text("Hello").max_tokens(8);
+        let k = ResponseCache::key(&info(), &r);
+        assert_eq!(k, ResponseCache::key(&info(), &r.clone()));
+        assert_eq!(k.len(), 64);
+        for changed in [
+            r.clone().temperature(0.7),
+            r.clone().max_tokens(9),
+            r.clone().stop("\n"),
+            r.clone().seed(1),
+            r.clone().sample(1),
+            Request::text("Hello!").max_tokens(8),
+        ] {
+            assert_ne!(k, ResponseCache::key(&info(), &changed), "{changed:?}");
+        }
+        let mut other = info();
+        other.base_url = "http://localhost:11434/v1".into();
+        assert_ne!(
+            k,
+            ResponseCache::key(&other, &r),
+            "endpoint is part of the key"
+        );
+        // Settings that do not change the answer do not change the key.
+        let mut same = info();
+        same.api_key_env = Some("SOME_KEY".into());
+        same.concurrency = 99;
+        same.pricing = None;
+        assert_eq!(k, ResponseCache::key(&same, &r));
+    }
+
+    #[tokio::test]
+    async fn put_get_stats_clear_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/cache.sqlite");
+        let cache = ResponseCache::open(&path).await.unwrap();
+        let req = Request::text("a");
+        let key = ResponseCache::key(&info(), &req);
+        assert!(cache.get(&key).await.unwrap().is_none());
+        cache
+            .put(&key, &info(), &req, &response("A"))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&key).await.unwrap().unwrap().text, "A");
+        cache.close().await;
+
+        let cache = ResponseCache::open(&path).await.unwrap();
+        assert_eq!(
+            cache.get(&key).await.unwrap().unwrap(),
+            response("A"),
+            "persisted across opens"
+        );
+        let stats = cache.stats().await.unwrap();
+        assert_eq!((stats.entries, stats.hits), (1, 2));
+        assert_eq!(stats.models[0].model, "openai:gpt-4o-mini");
+        assert!(stats.bytes > 0);
+        assert_eq!(cache.clear(Some("openai:other")).await.unwrap(), 0);
+        assert_eq!(cache.clear(None).await.unwrap(), 1);
+        assert_eq!(cache.stats().await.unwrap().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let e = ResponseCache::open(&path).await.unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string())
+                && e.contains("file is not a database")
+                && e.contains("--no-cache"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_an_older_one_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let cache = ResponseCache::open(&path).await.unwrap();
+        sqlx::query("PRAGMA user_version = 99")
+            .execute(&cache.pool)
+            .await
+            .unwrap();
+        cache.close().await;
+        let e = ResponseCache::open(&path).await.unwrap_err().to_string();
+        assert!(e.contains("newer metaprompt"), "{e}");
+
+        let cache = {
+            let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA user_version = 0")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            ResponseCache::open(&path).await.unwrap()
+        };
+        assert_eq!(cache.stats().await.unwrap().entries, 0);
+    }
+}

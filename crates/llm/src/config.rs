@@ -1,0 +1,618 @@
+//! `metaprompt.toml`: providers, named models, pricing, cache location; and the resolution of a
+//! model spec (`openai:gpt-4o-mini`, `local:gemma-3-270m`, or a name defined in config) into a
+//! [`ModelInfo`] with every setting decided.
+//!
+//! Parsing is strict: an unknown key is an error naming the file, line and column.
+//!
+//! Precedence, highest first: command-line flags, environment variables, the config file,
+//! built-in defaults. Environment variables read here: `OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`
+//! (base URL of the built-in providers) and the API key variables named by `api_key_env`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LlmError;
+use crate::pricing::Pricing;
+use crate::retry::RetryPolicy;
+use crate::types::PromptFormat;
+
+/// The name of the config file looked for in the working directory and the user config dir.
+pub const CONFIG_FILE_NAME: &str = "metaprompt.toml";
+
+/// Per-request timeout when none is configured: generous, since long generations are normal.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The parsed `metaprompt.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Endpoints, by provider name (the part before `:` in a model spec). The built-in names
+    /// `openai`, `anthropic` and `local` may be adjusted here; new names need a `kind`.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Named models and per-model settings. The key is either a name of your choosing (then
+    /// `provider` and `model` say what it is) or a full spec such as `"openai:gpt-4o-mini"`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Where this config came from (not part of the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The SQLite file of the response cache. Default: `<user cache dir>/metaprompt/responses.sqlite`.
+    pub path: Option<PathBuf>,
+    /// Set to false to never read or write the cache.
+    pub enabled: Option<bool>,
+}
+
+/// The wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI's chat completions and completions API, and every server that copies it (vLLM,
+    /// Ollama, llama.cpp's server, LM Studio, OpenRouter, …).
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// The embedded model, in process.
+    Local,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Required for a provider name that is not built in.
+    pub kind: Option<ProviderKind>,
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key. When set, the variable must exist; when
+    /// absent (user-defined providers), no key is sent — right for local servers.
+    pub api_key_env: Option<String>,
+    // Limits (serde cannot combine `flatten` with `deny_unknown_fields`, so they are spelled
+    // out here and in `ModelConfig`; `limits()` gathers them).
+    /// Most requests in flight at once; the adaptive limiter starts here and never exceeds it.
+    pub concurrency: Option<u32>,
+    /// Per-request timeout in seconds.
+    pub timeout_secs: Option<f64>,
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    pub max_retries: Option<u32>,
+    /// First backoff delay in milliseconds; doubles each retry, with full jitter.
+    pub retry_base_ms: Option<u64>,
+    /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
+    pub max_retry_after_secs: Option<f64>,
+}
+
+/// Settings that a provider sets for all its models and a model may override.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Most requests in flight at once; the adaptive limiter starts here and never exceeds it.
+    pub concurrency: Option<u32>,
+    /// Per-request timeout in seconds.
+    pub timeout_secs: Option<f64>,
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    pub max_retries: Option<u32>,
+    /// First backoff delay in milliseconds; doubles each retry, with full jitter.
+    pub retry_base_ms: Option<u64>,
+    /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
+    pub max_retry_after_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Provider name; defaults to the part before `:` of the table key.
+    pub provider: Option<String>,
+    /// Model name sent to the provider; defaults to the part after `:` of the table key.
+    pub model: Option<String>,
+    /// `chat` (instruction-tuned) or `text` (base model, completion endpoint).
+    pub format: Option<PromptFormat>,
+    pub pricing: Option<Pricing>,
+    // Limits (serde cannot combine `flatten` with `deny_unknown_fields`, so they are spelled
+    // out here and in `ModelConfig`; `limits()` gathers them).
+    /// Most requests in flight at once; the adaptive limiter starts here and never exceeds it.
+    pub concurrency: Option<u32>,
+    /// Per-request timeout in seconds.
+    pub timeout_secs: Option<f64>,
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    pub max_retries: Option<u32>,
+    /// First backoff delay in milliseconds; doubles each retry, with full jitter.
+    pub retry_base_ms: Option<u64>,
+    /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
+    pub max_retry_after_secs: Option<f64>,
+}
+
+macro_rules! limits_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn limits(&self) -> Limits {
+                Limits {
+                    concurrency: self.concurrency,
+                    timeout_secs: self.timeout_secs,
+                    max_retries: self.max_retries,
+                    retry_base_ms: self.retry_base_ms,
+                    max_retry_after_secs: self.max_retry_after_secs,
+                }
+            }
+        }
+    };
+}
+limits_of!(ProviderConfig);
+
+impl Limits {
+    /// Each unset field taken from `other`.
+    fn or(self, other: Limits) -> Limits {
+        Limits {
+            concurrency: self.concurrency.or(other.concurrency),
+            timeout_secs: self.timeout_secs.or(other.timeout_secs),
+            max_retries: self.max_retries.or(other.max_retries),
+            retry_base_ms: self.retry_base_ms.or(other.retry_base_ms),
+            max_retry_after_secs: self.max_retry_after_secs.or(other.max_retry_after_secs),
+        }
+    }
+}
+limits_of!(ModelConfig);
+
+/// A model spec with every setting decided: what a provider is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The canonical `provider:model` name.
+    pub name: String,
+    pub provider: String,
+    pub kind: ProviderKind,
+    /// The model name sent to the provider (for `local`: a model name or a `.gguf` path).
+    pub model: String,
+    /// Empty for the local provider.
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    pub format: PromptFormat,
+    /// `None`: unknown, costs are reported as unknown.
+    pub pricing: Option<Pricing>,
+    pub concurrency: u32,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl ModelInfo {
+    /// A minimal description, for tests and for providers built by hand.
+    pub fn new(kind: ProviderKind, model: &str) -> Self {
+        Self {
+            name: format!("{}:{model}", kind.as_str()),
+            provider: kind.as_str().to_string(),
+            kind,
+            model: model.to_string(),
+            base_url: String::new(),
+            api_key_env: None,
+            format: PromptFormat::Chat,
+            pricing: None,
+            concurrency: 4,
+            timeout: DEFAULT_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+struct Builtin {
+    kind: ProviderKind,
+    base_url: &'static str,
+    base_url_env: Option<&'static str>,
+    api_key_env: Option<&'static str>,
+    concurrency: u32,
+}
+
+fn builtin(name: &str) -> Option<Builtin> {
+    Some(match name {
+        "openai" => Builtin {
+            kind: ProviderKind::Openai,
+            base_url: "https://api.openai.com/v1",
+            base_url_env: Some("OPENAI_BASE_URL"),
+            api_key_env: Some("OPENAI_API_KEY"),
+            concurrency: 8,
+        },
+        "anthropic" => Builtin {
+            kind: ProviderKind::Anthropic,
+            base_url: "https://api.anthropic.com",
+            base_url_env: Some("ANTHROPIC_BASE_URL"),
+            api_key_env: Some("ANTHROPIC_API_KEY"),
+            concurrency: 4,
+        },
+        "local" => Builtin {
+            kind: ProviderKind::Local,
+            base_url: "",
+            base_url_env: None,
+            api_key_env: None,
+            concurrency: 1,
+        },
+        _ => return None,
+    })
+}
+
+impl Config {
+    /// Parse a config file, strictly. Errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<Config, LlmError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LlmError::ConfigFile {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| LlmError::ConfigFile {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parse config text; the error message carries line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Find the config file: an explicit path, else `metaprompt.toml` in `cwd`, else in the user
+    /// config directory. `Ok(None)` when there is none (built-in defaults apply).
+    pub fn discover(explicit: Option<&Path>, cwd: &Path) -> Result<Option<PathBuf>, LlmError> {
+        if let Some(path) = explicit {
+            if !path.is_file() {
+                return Err(LlmError::ConfigFile {
+                    path: path.to_path_buf(),
+                    message: "no such config file".into(),
+                });
+            }
+            return Ok(Some(path.to_path_buf()));
+        }
+        let here = cwd.join(CONFIG_FILE_NAME);
+        if here.is_file() {
+            return Ok(Some(here));
+        }
+        Ok(dirs::config_dir()
+            .map(|d| d.join("metaprompt").join(CONFIG_FILE_NAME))
+            .filter(|p| p.is_file()))
+    }
+
+    /// Checks that need more than one field: things serde cannot say.
+    fn check(&self) -> Result<(), String> {
+        for (name, p) in &self.providers {
+            if builtin(name).is_none() && p.kind.is_none() {
+                return Err(format!(
+                    "[providers.{name}] is not a built-in provider (openai, anthropic, local): add `kind = \"openai\"` or `kind = \"anthropic\"`"
+                ));
+            }
+            if let (Some(b), Some(k)) = (builtin(name), p.kind)
+                && b.kind != k
+            {
+                return Err(format!(
+                    "[providers.{name}] is built in with kind `{}`; choose another name for a `{}` provider",
+                    b.kind.as_str(),
+                    k.as_str()
+                ));
+            }
+            check_limits(&format!("providers.{name}"), &p.limits())?;
+        }
+        for (name, m) in &self.models {
+            if (m.provider.is_none() || m.model.is_none()) && !name.contains(':') {
+                return Err(format!(
+                    "[models.{name}] needs `provider` and `model` (or name the table after a spec, like [models.\"openai:gpt-4o-mini\"])"
+                ));
+            }
+            check_limits(&format!("models.{name}"), &m.limits())?;
+        }
+        Ok(())
+    }
+
+    fn provider_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["openai", "anthropic", "local"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        names.extend(
+            self.providers
+                .keys()
+                .filter(|k| builtin(k).is_none())
+                .cloned(),
+        );
+        names
+    }
+
+    /// Resolve a model spec against this config and the environment (`env` looks up a variable).
+    pub fn resolve(
+        &self,
+        spec: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ModelInfo, LlmError> {
+        let spec = spec.trim();
+        let entry = self.models.get(spec);
+        let split = spec.split_once(':');
+        let provider_name = entry
+            .and_then(|m| m.provider.clone())
+            .or_else(|| split.map(|(p, _)| p.to_string()))
+            .ok_or_else(|| {
+                LlmError::Config(format!(
+                    "model `{spec}` is neither `provider:model` (providers: {}) nor a model named in {}",
+                    self.provider_names().join(", "),
+                    self.describe_source()
+                ))
+            })?;
+        let model = entry
+            .and_then(|m| m.model.clone())
+            .or_else(|| split.map(|(_, m)| m.to_string()))
+            .unwrap_or_default();
+        if model.is_empty() {
+            return Err(LlmError::Config(format!(
+                "model spec `{spec}` names no model after `{provider_name}:`"
+            )));
+        }
+        let user = self.providers.get(&provider_name);
+        let base = builtin(&provider_name);
+        let kind = match (user.and_then(|p| p.kind), &base) {
+            (Some(k), _) => k,
+            (None, Some(b)) => b.kind,
+            (None, None) => {
+                return Err(LlmError::Config(format!(
+                    "unknown provider `{provider_name}` in model `{spec}`; known: {} (define others under [providers.NAME] in {})",
+                    self.provider_names().join(", "),
+                    self.describe_source()
+                )));
+            }
+        };
+        let name = format!("{provider_name}:{model}");
+        // A table keyed by the canonical name also applies to a named alias of it.
+        let by_name = if entry.is_some() {
+            None
+        } else {
+            self.models.get(&name)
+        };
+        let entry = entry.or(by_name);
+        let base_url = base
+            .as_ref()
+            .and_then(|b| b.base_url_env)
+            .and_then(env)
+            .or_else(|| user.and_then(|p| p.base_url.clone()))
+            .or_else(|| base.as_ref().map(|b| b.base_url.to_string()))
+            .ok_or_else(|| {
+                LlmError::Config(format!(
+                    "[providers.{provider_name}] needs a `base_url` (in {})",
+                    self.describe_source()
+                ))
+            })?;
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let api_key_env = user.and_then(|p| p.api_key_env.clone()).or_else(|| {
+            base.as_ref()
+                .and_then(|b| b.api_key_env.map(str::to_string))
+        });
+        // A model's own limits win over its provider's.
+        let l = entry
+            .map(ModelConfig::limits)
+            .unwrap_or_default()
+            .or(user.map(ProviderConfig::limits).unwrap_or_default());
+        let concurrency = l
+            .concurrency
+            .or(base.as_ref().map(|b| b.concurrency))
+            .unwrap_or(4);
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            max_retries: l.max_retries.unwrap_or(defaults.max_retries),
+            base_delay: l
+                .retry_base_ms
+                .map_or(defaults.base_delay, Duration::from_millis),
+            max_retry_after: l
+                .max_retry_after_secs
+                .map_or(defaults.max_retry_after, Duration::from_secs_f64),
+            ..defaults
+        };
+        let timeout = l
+            .timeout_secs
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
+        let format = entry.and_then(|m| m.format).unwrap_or(match kind {
+            ProviderKind::Local => PromptFormat::Text,
+            _ => PromptFormat::Chat,
+        });
+        let pricing = entry.and_then(|m| m.pricing).or_else(|| match kind {
+            ProviderKind::Local => Some(Pricing::FREE),
+            _ => Pricing::builtin(kind.as_str(), &model),
+        });
+        Ok(ModelInfo {
+            name,
+            provider: provider_name,
+            kind,
+            model,
+            base_url,
+            api_key_env,
+            format,
+            pricing,
+            concurrency,
+            timeout,
+            retry,
+        })
+    }
+
+    fn describe_source(&self) -> String {
+        match &self.source {
+            Some(p) => p.display().to_string(),
+            None => format!("{CONFIG_FILE_NAME} (none loaded)"),
+        }
+    }
+}
+
+fn check_limits(table: &str, l: &Limits) -> Result<(), String> {
+    if l.concurrency == Some(0) {
+        return Err(format!("[{table}] concurrency must be at least 1"));
+    }
+    for (key, v) in [
+        ("timeout_secs", l.timeout_secs),
+        ("max_retry_after_secs", l.max_retry_after_secs),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(format!(
+                "[{table}] {key} must be a positive number of seconds, got {v}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn builtin_specs_resolve_with_defaults() {
+        let c = Config::default();
+        let m = c.resolve("openai:gpt-4o-mini", &no_env).unwrap();
+        assert_eq!(m.kind, ProviderKind::Openai);
+        assert_eq!(m.base_url, "https://api.openai.com/v1");
+        assert_eq!(m.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!(m.pricing.unwrap().input_per_mtok, 0.15);
+        assert_eq!(m.format, PromptFormat::Chat);
+        let a = c
+            .resolve("anthropic:claude-3-5-haiku-latest", &no_env)
+            .unwrap();
+        assert_eq!(a.kind, ProviderKind::Anthropic);
+        let l = c.resolve("local:gemma-3-270m", &no_env).unwrap();
+        assert_eq!(
+            (l.kind, l.format, l.pricing),
+            (ProviderKind::Local, PromptFormat::Text, Some(Pricing::FREE))
+        );
+        // Paths may contain ':' after the first one.
+        assert_eq!(
+            c.resolve("local:/m/x:y.gguf", &no_env).unwrap().model,
+            "/m/x:y.gguf"
+        );
+    }
+
+    #[test]
+    fn env_base_url_overrides_file() {
+        let c = Config::parse("[providers.openai]\nbase_url = \"http://file/v1\"\n").unwrap();
+        let env = |k: &str| (k == "OPENAI_BASE_URL").then(|| "http://env/v1/".to_string());
+        assert_eq!(
+            c.resolve("openai:x", &env).unwrap().base_url,
+            "http://env/v1"
+        );
+        assert_eq!(
+            c.resolve("openai:x", &no_env).unwrap().base_url,
+            "http://file/v1"
+        );
+    }
+
+    #[test]
+    fn named_models_and_user_providers() {
+        let c = Config::parse(
+            r#"
+[providers.ollama]
+kind = "openai"
+base_url = "http://localhost:11434/v1"
+concurrency = 2
+
+[models.fast]
+provider = "ollama"
+model = "llama3.2"
+format = "text"
+pricing = { input_per_mtok = 0.1, output_per_mtok = 0.2 }
+timeout_secs = 5
+
+[models."openai:gpt-4o"]
+max_retries = 9
+pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+"#,
+        )
+        .unwrap();
+        let m = c.resolve("fast", &no_env).unwrap();
+        assert_eq!(m.name, "ollama:llama3.2");
+        assert_eq!(m.kind, ProviderKind::Openai);
+        assert_eq!(m.api_key_env, None);
+        assert_eq!(m.concurrency, 2);
+        assert_eq!(m.timeout, Duration::from_secs(5));
+        assert_eq!(m.format, PromptFormat::Text);
+        assert_eq!(m.pricing.unwrap().output_per_mtok, 0.2);
+        let o = c.resolve("openai:gpt-4o", &no_env).unwrap();
+        assert_eq!(o.retry.max_retries, 9);
+        assert_eq!(o.pricing.unwrap().input_per_mtok, 1.0);
+        assert!(
+            c.resolve("ollama:other", &no_env)
+                .unwrap()
+                .pricing
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let err = Config::parse("[cache]\nenabled = true\n\n[models.\"openai:x\"]\npricing = { input_per_mtok = 1.0, output_per_mtok = 1.0 }\ntemprature = 3\n")
+            .unwrap_err();
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("temprature"), "{err}");
+        let err = Config::parse("[providers.openai]\nbase_ur = \"x\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("base_ur"), "{err}");
+        let err = Config::parse("[cachee]\n").unwrap_err();
+        assert!(err.contains("line 1") && err.contains("cachee"), "{err}");
+        let err = Config::parse(
+            "[models.x]\npricing = { input_per_mtok = \"cheap\", output_per_mtok = 1 }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn semantic_config_errors() {
+        let err = Config::parse("[providers.mine]\nbase_url = \"http://x\"\n").unwrap_err();
+        assert!(err.contains("kind"), "{err}");
+        let err = Config::parse("[models.fast]\nmodel = \"x\"\n").unwrap_err();
+        assert!(err.contains("provider"), "{err}");
+        let err = Config::parse("[providers.openai]\nconcurrency = 0\n").unwrap_err();
+        assert!(err.contains("concurrency"), "{err}");
+        let err = Config::parse("[providers.openai]\nkind = \"anthropic\"\n").unwrap_err();
+        assert!(err.contains("built in"), "{err}");
+    }
+
+    #[test]
+    fn bad_specs_are_clear_errors() {
+        let c = Config::default();
+        let e = c.resolve("gpt-4o", &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("provider:model") && e.contains("openai, anthropic, local"),
+            "{e}"
+        );
+        let e = c.resolve("opnai:gpt-4o", &no_env).unwrap_err().to_string();
+        assert!(e.contains("unknown provider `opnai`"), "{e}");
+        let e = c.resolve("openai:", &no_env).unwrap_err().to_string();
+        assert!(e.contains("names no model"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metaprompt.toml");
+        std::fs::write(&path, "[cache]\nenabeld = false\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&path.display().to_string()) && e.contains("line 2"),
+            "{e}"
+        );
+        let found = Config::discover(None, dir.path()).unwrap();
+        assert_eq!(found.as_deref(), Some(path.as_path()));
+        assert!(Config::discover(Some(&dir.path().join("nope.toml")), dir.path()).is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! The [`Provider`] trait: one request in, one response out.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::config::ModelInfo;
+use crate::error::LlmError;
+use crate::types::{Request, Response};
+
+/// Something that completes requests: an HTTP endpoint, the embedded model, or a wrapper that
+/// adds retries or caching around another provider.
+///
+/// Implementations must be cheap to share (`Arc<dyn Provider>`) and their futures `Send`, so a
+/// server can spawn runs on any thread.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// What this provider is: canonical name, endpoint, prompt format, pricing, limits.
+    fn info(&self) -> &ModelInfo;
+
+    /// Complete one request.
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError>;
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_is_redacted_in_debug() {
+        let k = ApiKey::new("sk-secret-123");
+        assert!(!format!("{k:?}").contains("secret"));
+        assert_eq!(k.expose(), "sk-secret-123");
+    }
+}
