@@ -1,0 +1,109 @@
+//! Every command-line type, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// metaprompt: a meta-prompting engine. A meta layer (one LLM call) writes, tests and rewrites
+/// the prompt that an execution layer (another LLM call) runs, until a metric says it is better.
+#[derive(Debug, Parser)]
+#[command(
+    name = "metaprompt",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: ./metaprompt.toml, else <user config dir>/metaprompt/metaprompt.toml]
+    #[arg(long, global = true, env = "METAPROMPT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Response cache file [default: [cache].path in config, else <user cache dir>/metaprompt/responses.sqlite]
+    #[arg(long, global = true, env = "METAPROMPT_CACHE", value_name = "PATH")]
+    pub cache_path: Option<PathBuf>,
+    /// Neither read nor write the response cache for this run
+    #[arg(long, global = true, env = "METAPROMPT_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_cache: bool,
+    /// More log output (-v: debug, -vv: trace); METAPROMPT_LOG takes a tracing filter
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one request to a model and print the answer, its usage and cost (checks a configuration)
+    Complete(CompleteArgs),
+    /// Inspect or empty the persistent response cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Show the configuration in effect, or how a model spec resolves
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// Model spec (`openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, or a name from [models] in config)
+    #[arg(short, long, env = "METAPROMPT_MODEL")]
+    pub model: String,
+    /// The prompt; `-` or nothing reads standard input
+    pub text: Option<String>,
+    /// A system message (chat models)
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Send the text as a raw completion prompt (base models), whatever the model's format
+    #[arg(long, conflicts_with = "system")]
+    pub raw: bool,
+    /// Sampling temperature (0: the most likely answer)
+    #[arg(short, long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Most tokens to generate
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// Stop sequence (repeatable)
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Seed sent to providers that support one (mixed with --sample)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Sample index: distinct samples of the same request are cached separately
+    #[arg(long, default_value_t = 0)]
+    pub sample: u32,
+    /// Print the whole response (text, usage, cost, latency, cached) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, hits and size, overall and per model
+    Stats {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete cached responses (all, or one model's)
+    Clear {
+        /// Only this model (a spec or its `provider:model` name)
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Where the config comes from, the cache in use, and the providers and named models
+    Show,
+    /// Every setting a model spec resolves to (endpoint, format, pricing, limits, key variable)
+    Model {
+        /// A model spec or a name from [models]
+        spec: String,
+    },
+}

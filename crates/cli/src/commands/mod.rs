@@ -1,0 +1,5 @@
+//! One file per command.
+
+pub mod cache;
+pub mod complete;
+pub mod config;

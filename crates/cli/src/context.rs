@@ -1,0 +1,53 @@
+//! From global flags to a ready [`Hub`]: config discovery, the cache decision, and the
+//! registration of every provider this binary carries.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use metaprompt_llm::{Config, Hub, ResponseCache};
+
+use crate::args::Global;
+
+/// Load the config (flag, env, working directory, user config dir — in that order).
+pub fn load_config(global: &Global) -> anyhow::Result<Config> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    Ok(match Config::discover(global.config.as_deref(), &cwd)? {
+        Some(path) => Config::load(&path)?,
+        None => Config::default(),
+    })
+}
+
+/// The cache file: flag/env, else config, else the user cache dir.
+pub fn cache_path(global: &Global, config: &Config) -> Option<PathBuf> {
+    global
+        .cache_path
+        .clone()
+        .or_else(|| config.cache.path.clone())
+        .or_else(ResponseCache::default_path)
+}
+
+/// Why the cache is off for this run, if it is.
+pub fn cache_disabled_by(global: &Global, config: &Config) -> Option<&'static str> {
+    if global.no_cache {
+        Some("--no-cache / METAPROMPT_NO_CACHE")
+    } else if config.cache.enabled == Some(false) {
+        Some("[cache] enabled = false")
+    } else if cache_path(global, config).is_none() {
+        Some("no user cache directory on this system (set METAPROMPT_CACHE)")
+    } else {
+        None
+    }
+}
+
+/// The provider hub every model-calling command uses, with the cache unless it is off.
+pub async fn hub(global: &Global) -> anyhow::Result<Hub> {
+    let config = load_config(global)?;
+    let cache = match (
+        cache_path(global, &config),
+        cache_disabled_by(global, &config),
+    ) {
+        (Some(path), None) => Some(ResponseCache::open(&path).await?),
+        _ => None,
+    };
+    Ok(Hub::new(config).with_cache(cache))
+}

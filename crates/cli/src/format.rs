@@ -1,0 +1,53 @@
+//! Small formatting helpers for human-readable output.
+
+use std::time::Duration;
+
+/// `$0.000123`, `$1.23`, `$0` or `unknown`.
+pub fn cost(cost: Option<f64>) -> String {
+    match cost {
+        None => "cost unknown".to_string(),
+        Some(c) if c == 0.0 => "$0".to_string(),
+        Some(c) if c < 0.01 => format!("${c:.6}"),
+        Some(c) => format!("${c:.4}"),
+    }
+}
+
+pub fn duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(cost(None), "cost unknown");
+        assert_eq!(cost(Some(0.0)), "$0");
+        assert_eq!(cost(Some(0.0000089)), "$0.000009");
+        assert_eq!(cost(Some(1.5)), "$1.5000");
+        assert_eq!(duration(Duration::from_millis(412)), "412 ms");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,243 @@
+//! The `metaprompt` binary end to end: real process, real config and cache files, and a local
+//! mock of the OpenAI-compatible wire format.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Run the binary in `dir` with a clean environment: no stray config, cache in `dir`.
+async fn metaprompt(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = assert_cmd::Command::cargo_bin("metaprompt").unwrap();
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("METAPROMPT_CACHE", dir.join("cache.sqlite"))
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn openai_mock(expected_calls: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1741569952,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+        })))
+        .expect(expected_calls)
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_prints_answer_usage_and_cost_then_serves_the_repeat_from_cache() {
+    let server = openai_mock(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("{}/v1", server.uri());
+    let env = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+    ];
+    let args = [
+        "complete",
+        "--model",
+        "openai:gpt-4o-mini",
+        "Say hello in French.",
+    ];
+
+    let first = metaprompt(dir.path(), &args, &env).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first), "Bonjour.\n");
+    let err = stderr(&first);
+    // 1000 * $0.15/M + 500 * $0.60/M = $0.00045
+    assert!(
+        err.contains("1000 in + 500 out tokens")
+            && err.contains("$0.000450")
+            && err.contains("live call"),
+        "{err}"
+    );
+
+    let second = metaprompt(dir.path(), &args, &env).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(stdout(&second), "Bonjour.\n");
+    let err = stderr(&second);
+    assert!(
+        err.contains("from cache, no cost") && err.contains("· $0 ·"),
+        "{err}"
+    );
+
+    let stats = metaprompt(dir.path(), &["cache", "stats", "--json"], &[]).await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(
+        (stats["entries"].as_u64(), stats["hits"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(stats["models"][0]["model"], "openai:gpt-4o-mini");
+
+    let cleared = metaprompt(dir.path(), &["cache", "clear"], &[]).await;
+    assert!(
+        stdout(&cleared).contains("deleted 1 cached responses"),
+        "{}",
+        stdout(&cleared)
+    );
+    let stats = metaprompt(dir.path(), &["cache", "stats"], &[]).await;
+    assert!(stdout(&stats).contains("entries   0"), "{}", stdout(&stats));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cache_makes_every_call_live_and_json_output_is_complete() {
+    let server = openai_mock(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("metaprompt.toml"),
+        format!(
+            "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.cheap]\nprovider = \"mock\"\nmodel = \"tiny\"\npricing = {{ input_per_mtok = 2.0, output_per_mtok = 4.0 }}\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = metaprompt(
+            dir.path(),
+            &["--no-cache", "complete", "-m", "cheap", "--json", "hi"],
+            &[],
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["text"], "Bonjour.");
+        assert_eq!(r["cached"], false);
+        assert_eq!(r["usage"]["input_tokens"], 1000);
+        assert!(
+            (r["cost_usd"].as_f64().unwrap() - 0.004).abs() < 1e-12,
+            "{r}"
+        );
+    }
+    assert!(
+        !dir.path().join("cache.sqlite").exists(),
+        "--no-cache must not create the cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_typo_in_the_config_is_an_error_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("metaprompt.toml"),
+        "[cache]\nenabled = true\n\n[providers.openai]\nbase_utl = \"http://x\"\n",
+    )
+    .unwrap();
+    let out = metaprompt(
+        dir.path(),
+        &["complete", "-m", "openai:gpt-4o-mini", "hi"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("metaprompt.toml") && err.contains("line 5") && err.contains("base_utl"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_specs_missing_keys_and_empty_prompts_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = metaprompt(dir.path(), &["complete", "-m", "gpt-4o", "hi"], &[]).await;
+    assert!(
+        stderr(&out).contains("neither `provider:model`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = metaprompt(dir.path(), &["complete", "-m", "openai:gpt-4o", "hi"], &[]).await;
+    assert!(
+        stderr(&out).contains("OPENAI_API_KEY is not set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = metaprompt(
+        dir.path(),
+        &["complete", "-m", "openai:gpt-4o", "  "],
+        &[("OPENAI_API_KEY", "k")],
+    )
+    .await;
+    assert!(
+        stderr(&out).contains("the prompt is empty"),
+        "{}",
+        stderr(&out)
+    );
+    let out = metaprompt(
+        dir.path(),
+        &["--config", "nope.toml", "config", "show"],
+        &[],
+    )
+    .await;
+    assert!(
+        stderr(&out).contains("nope.toml: no such config file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_cache_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cache.sqlite"), vec![7u8; 8192]).unwrap();
+    let out = metaprompt(
+        dir.path(),
+        &["complete", "-m", "openai:gpt-4o", "hi"],
+        &[("OPENAI_API_KEY", "k")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cache.sqlite") && err.contains("--no-cache"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_model_shows_the_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = metaprompt(
+        dir.path(),
+        &["config", "model", "anthropic:claude-3-5-haiku-latest"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("https://api.anthropic.com") && text.contains("$ANTHROPIC_API_KEY (NOT SET)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("$0.8 in / $4 out per million tokens"),
+        "{text}"
+    );
+}
