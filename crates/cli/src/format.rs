@@ -6,7 +6,7 @@ use std::time::Duration;
 pub fn cost(cost: Option<f64>) -> String {
     match cost {
         None => "cost unknown".to_string(),
-        Some(c) if c == 0.0 => "$0".to_string(),
+        Some(0.0) => "$0".to_string(),
         Some(c) if c < 0.01 => format!("${c:.6}"),
         Some(c) => format!("${c:.4}"),
     }
