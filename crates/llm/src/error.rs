@@ -75,6 +75,9 @@ pub enum LlmError {
         #[source]
         source: Option<sqlx::Error>,
     },
+    /// The model itself failed (the embedded model: loading, a context too small, decoding).
+    #[error("{model}: {message}")]
+    Backend { model: String, message: String },
     /// The provider does not support this kind of request.
     #[error("{model}: {what} is not supported")]
     Unsupported { model: String, what: String },

@@ -122,9 +122,12 @@ impl Hub {
                 info.kind.as_str()
             ))
         })?;
-        let bare = factory(&info, key)?;
-        let limiter = Arc::new(AdaptiveLimiter::new(info.concurrency));
-        let mut provider: Arc<dyn Provider> = Arc::new(Resilient::new(bare, limiter));
+        let mut provider = factory(&info, key)?;
+        // Retries and rate limits are HTTP concerns; the embedded model batches in process.
+        if info.kind.is_remote() {
+            let limiter = Arc::new(AdaptiveLimiter::new(info.concurrency));
+            provider = Arc::new(Resilient::new(provider, limiter));
+        }
         if let Some(cache) = &self.cache {
             provider = Arc::new(Cached::new(provider, cache.clone()));
         }

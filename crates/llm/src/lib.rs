@@ -42,4 +42,7 @@ pub use error::LlmError;
 pub use hub::Hub;
 pub use pricing::Pricing;
 pub use provider::{ApiKey, Provider};
-pub use types::{FinishReason, Message, Prompt, PromptFormat, Request, Response, Role, Usage};
+pub use types::{
+    FinishReason, LabelScores, Message, Prompt, PromptFormat, Request, Response, Role,
+    ScoreRequest, Usage,
+};

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::config::ModelInfo;
 use crate::error::LlmError;
-use crate::types::{Request, Response};
+use crate::types::{LabelScores, Request, Response, ScoreRequest};
 
 /// Something that completes requests: an HTTP endpoint, the embedded model, or a wrapper that
 /// adds retries or caching around another provider.
@@ -20,6 +20,34 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Complete one request.
     async fn complete(&self, request: &Request) -> Result<Response, LlmError>;
+
+    /// Complete many requests; results come back in the order of `requests`.
+    ///
+    /// The default sends them concurrently through [`Provider::complete`] (the model's limiter
+    /// bounds how many are in flight). The embedded model overrides it to evaluate the batch
+    /// with a shared prompt prefix. Callers evaluating a prompt over a dataset should use this.
+    async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
+        futures::future::join_all(requests.iter().map(|r| self.complete(r))).await
+    }
+
+    /// Whether [`Provider::score`] is supported.
+    fn can_score(&self) -> bool {
+        false
+    }
+
+    /// Score fixed continuations of each prompt by log-probability (classification without
+    /// generation). Unsupported by default.
+    async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
+        requests
+            .iter()
+            .map(|_| {
+                Err(LlmError::Unsupported {
+                    model: self.info().name.clone(),
+                    what: "label scoring".into(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// A secret that never shows in `Debug` output or logs.

@@ -217,6 +217,70 @@ pub struct Response {
     pub cached: bool,
 }
 
+/// A request to score a fixed set of continuations ("labels") of a prompt by their
+/// log-probabilities, without generating: the cheap and reliable way to classify with a base
+/// model. Labels may span several tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScoreRequest {
+    pub prompt: Prompt,
+    /// The continuations, written as they would follow the prompt (mind the leading space:
+    /// `" positive"`).
+    pub labels: Vec<String>,
+}
+
+/// The scores of each label of a [`ScoreRequest`], in the order given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScores {
+    /// Total log-probability of each label's tokens after the prompt: log P(label | prompt).
+    pub logprobs: Vec<f64>,
+    /// How many tokens each label took.
+    pub label_tokens: Vec<u32>,
+    /// The distribution over the labels: `logprobs` renormalized to sum to one.
+    pub probs: Vec<f64>,
+    pub usage: Usage,
+    #[serde(with = "duration_ms")]
+    pub latency: Duration,
+    pub cost_usd: Option<f64>,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+impl LabelScores {
+    /// Build from per-label log-probabilities (renormalizing them into `probs`).
+    pub fn from_logprobs(
+        logprobs: Vec<f64>,
+        label_tokens: Vec<u32>,
+        usage: Usage,
+        latency: Duration,
+        cost_usd: Option<f64>,
+    ) -> Self {
+        let max = logprobs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let exp: Vec<f64> = logprobs.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        let probs = exp.iter().map(|e| e / sum).collect();
+        Self {
+            logprobs,
+            label_tokens,
+            probs,
+            usage,
+            latency,
+            cost_usd,
+            cached: false,
+        }
+    }
+
+    /// The index of the most probable label (the first on a tie).
+    pub fn best(&self) -> usize {
+        let mut best = 0;
+        for (i, p) in self.logprobs.iter().enumerate() {
+            if *p > self.logprobs[best] {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
 mod duration_ms {
     use std::time::Duration;
 
@@ -246,6 +310,20 @@ mod tests {
         assert_eq!(Request::text("x").effective_seed(), None);
         // Pinned: a change here silently changes every seeded sample a user has cached.
         assert_eq!(a.effective_seed(), Some(1_346_066_267_577_507_604));
+    }
+
+    #[test]
+    fn label_scores_renormalize() {
+        let s = LabelScores::from_logprobs(
+            vec![-1.0, -3.0],
+            vec![1, 2],
+            Usage::default(),
+            Duration::ZERO,
+            None,
+        );
+        assert!((s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((s.probs[0] - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-12);
+        assert_eq!(s.best(), 0);
     }
 
     #[test]

@@ -1,0 +1,652 @@
+//! The llama.cpp worker: one thread per model file owns the model and its context and serves
+//! jobs from a channel, so the async side never blocks and the model is loaded once.
+//!
+//! # Reproducibility by construction
+//!
+//! llama.cpp's CPU kernels compute token rows in groups of four; a row's result depends on
+//! whether it falls in a full group, so the same prompt decoded in a different batch layout gives
+//! slightly different logits (measured: log-probabilities moving by up to 0.2, enough to flip
+//! borderline labels). Every request is therefore evaluated by one canonical procedure that does
+//! not depend on its neighbours:
+//!
+//! - one sequence, one request at a time, one request per decode call;
+//! - the prompt's KV cache is reused from the previous request only up to their common token
+//!   prefix **rounded down to a multiple of four**, so each reused row was computed in the same
+//!   group, at the same position, as it would have been alone;
+//! - decode calls are at most `n_batch` tokens (a multiple of four) from an aligned start;
+//! - generated tokens and label continuations are never reused.
+//!
+//! Sorting a batch by tokens puts requests that share a prefix (the instruction and the demos of
+//! one prompt template) next to each other, so the shared part is decoded once. The test suite
+//! checks that a request scores bit-for-bit the same alone, in a batch, and in any order.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use metaprompt_llm::{
+    FinishReason, LabelScores, Prompt, Request, Response, Role, ScoreRequest, Usage,
+};
+use rand::SeedableRng;
+use rand::distr::{Distribution, weighted::WeightedIndex};
+use tokio::sync::oneshot;
+
+use crate::fetch::{self, ModelRef};
+
+/// Rows are computed in groups of this many; reuse boundaries are multiples of it.
+const ROW_GROUP: usize = 4;
+/// Tokens per decode call (a multiple of `ROW_GROUP`).
+const N_BATCH: usize = 512;
+/// `LLAMA_FLASH_ATTN_TYPE_DISABLED`. llama.cpp's default (auto) turns flash attention on for the
+/// CPU, and its results were measured to depend on the batch layout; the plain path, with the
+/// alignment rules above, gives bit-identical scores.
+const FLASH_ATTENTION_DISABLED: i32 = 0;
+
+/// How a batch is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Sort by tokens and reuse the aligned common prefix of consecutive requests.
+    SharedPrefix,
+    /// Every request decoded from scratch (the baseline benchmarks compare against).
+    OneByOne,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub threads: u32,
+    pub context_size: u32,
+    pub models_dir: PathBuf,
+    pub python: String,
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelFacts {
+    pub path: PathBuf,
+    pub description: String,
+    pub n_ctx_train: u32,
+    pub has_chat_template: bool,
+    pub load_time: Duration,
+}
+
+pub(crate) enum Job {
+    Complete {
+        requests: Vec<Request>,
+        strategy: Strategy,
+        reply: oneshot::Sender<Vec<Result<Response, String>>>,
+    },
+    Score {
+        requests: Vec<ScoreRequest>,
+        strategy: Strategy,
+        reply: oneshot::Sender<Vec<Result<LabelScores, String>>>,
+    },
+    Facts {
+        reply: oneshot::Sender<Result<ModelFacts, String>>,
+    },
+    /// Decode one prompt of `tokens` tokens from scratch; reply with tokens per second.
+    PrefillRate {
+        tokens: usize,
+        reply: oneshot::Sender<Result<f64, String>>,
+    },
+}
+
+impl Job {
+    fn fail(self, error: &str) {
+        // A caller that stopped waiting is no error of ours.
+        match self {
+            Job::Complete {
+                requests, reply, ..
+            } => {
+                let _ = reply.send(requests.iter().map(|_| Err(error.to_string())).collect());
+            }
+            Job::Score {
+                requests, reply, ..
+            } => {
+                let _ = reply.send(requests.iter().map(|_| Err(error.to_string())).collect());
+            }
+            Job::Facts { reply } => {
+                let _ = reply.send(Err(error.to_string()));
+            }
+            Job::PrefillRate { reply, .. } => {
+                let _ = reply.send(Err(error.to_string()));
+            }
+        }
+    }
+}
+
+/// llama.cpp's backend is process-wide state: initialised once, logs silenced.
+fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut b =
+                LlamaBackend::init().map_err(|e| format!("cannot initialise llama.cpp: {e}"))?;
+            b.void_logs();
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Start the worker thread of one model. It fetches (if needed) and loads the model, then serves
+/// jobs until every sender is dropped.
+pub(crate) fn spawn(model: ModelRef, options: EngineOptions) -> Result<Sender<Job>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("metaprompt-llama".into())
+        .spawn(move || worker(model, options, rx))
+        .map_err(|e| format!("cannot start the model thread: {e}"))?;
+    Ok(tx)
+}
+
+fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
+    let started = Instant::now();
+    let loaded = (|| {
+        let path = fetch::ensure(
+            &model_ref,
+            &options.models_dir,
+            &options.python,
+            &fetch::Log,
+        )
+        .map_err(|e| e.to_string())?;
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default())
+            .map_err(|e| format!("cannot load {} as a GGUF model: {e}", path.display()))?;
+        Ok::<_, String>((path, model))
+    })();
+    let (path, model) = match loaded {
+        Ok(m) => m,
+        Err(e) => {
+            for job in rx {
+                job.fail(&e);
+            }
+            return;
+        }
+    };
+    let mut engine = match Engine::new(&model, &options) {
+        Ok(e) => e,
+        Err(e) => {
+            for job in rx {
+                job.fail(&e);
+            }
+            return;
+        }
+    };
+    let facts = ModelFacts {
+        description: model
+            .meta_val_str("general.name")
+            .unwrap_or_else(|_| "unnamed model".into()),
+        n_ctx_train: model.n_ctx_train(),
+        has_chat_template: engine.template.is_some(),
+        load_time: started.elapsed(),
+        path,
+    };
+    for job in rx {
+        match job {
+            Job::Complete {
+                requests,
+                strategy,
+                reply,
+            } => {
+                let _ = reply.send(engine.run_batch(&requests, strategy, Engine::complete_one));
+            }
+            Job::Score {
+                requests,
+                strategy,
+                reply,
+            } => {
+                let _ = reply.send(engine.run_batch(&requests, strategy, Engine::score_one));
+            }
+            Job::Facts { reply } => {
+                let _ = reply.send(Ok(facts.clone()));
+            }
+            Job::PrefillRate { tokens, reply } => {
+                let _ = reply.send(engine.prefill_rate(tokens));
+            }
+        }
+    }
+}
+
+/// Tokens and what the request costs in them.
+struct Prepared {
+    tokens: Vec<LlamaToken>,
+}
+
+struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    template: Option<LlamaChatTemplate>,
+    /// Tokens whose KV cells in sequence 0 may be reused (a `ROW_GROUP`-aligned prompt prefix).
+    reusable: Vec<LlamaToken>,
+    context_size: usize,
+}
+
+/// Which prompt sorts first: requests sharing a prefix become neighbours.
+fn sort_key(tokens: &[LlamaToken]) -> Vec<i32> {
+    tokens.iter().map(|t| t.0).collect()
+}
+
+fn log_softmax_at(logits: &[f32], token: LlamaToken) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    f64::from(logits[token.0 as usize] - max) - sum.ln()
+}
+
+fn argmax(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    LlamaToken(best as i32)
+}
+
+impl<'m> Engine<'m> {
+    fn new(model: &'m LlamaModel, options: &EngineOptions) -> Result<Self, String> {
+        let threads = options.threads.max(1) as i32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(options.context_size))
+            .with_n_batch(N_BATCH as u32)
+            .with_n_ubatch(N_BATCH as u32)
+            .with_n_seq_max(1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_flash_attention_policy(FLASH_ATTENTION_DISABLED);
+        let backend = backend()?;
+        let ctx = model.new_context(backend, params).map_err(|e| {
+            format!(
+                "cannot create a context of {} tokens: {e}",
+                options.context_size
+            )
+        })?;
+        Ok(Self {
+            model,
+            ctx,
+            batch: LlamaBatch::new(N_BATCH, 1),
+            template: model.chat_template(None).ok(),
+            reusable: Vec::new(),
+            context_size: options.context_size as usize,
+        })
+    }
+
+    /// Evaluate a batch in the strategy's order; answers come back in the caller's order.
+    fn run_batch<Q, R>(
+        &mut self,
+        requests: &[Q],
+        strategy: Strategy,
+        one: fn(&mut Self, &Q, Prepared, Strategy) -> Result<R, String>,
+    ) -> Vec<Result<R, String>>
+    where
+        Q: HasPrompt,
+    {
+        let prepared: Vec<Result<Prepared, String>> =
+            requests.iter().map(|r| self.prepare(r.prompt())).collect();
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        if strategy == Strategy::SharedPrefix {
+            order.sort_by_cached_key(|&i| {
+                prepared[i]
+                    .as_ref()
+                    .map(|p| sort_key(&p.tokens))
+                    .unwrap_or_default()
+            });
+        }
+        let mut results: Vec<Option<Result<R, String>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut prepared: Vec<Option<Result<Prepared, String>>> =
+            prepared.into_iter().map(Some).collect();
+        for i in order {
+            let result = match prepared[i].take() {
+                Some(Ok(p)) => one(self, &requests[i], p, strategy),
+                Some(Err(e)) => Err(e),
+                None => Err("internal: request prepared twice".into()),
+            };
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("internal: request skipped".into())))
+            .collect()
+    }
+
+    fn prepare(&self, prompt: &Prompt) -> Result<Prepared, String> {
+        let vocab = self.model.vocab();
+        let tokens = match prompt {
+            Prompt::Text(text) => vocab.tokenize(text.as_bytes(), true, false),
+            Prompt::Chat(messages) => {
+                let text = self.render_chat(messages)?;
+                // Chat templates usually write the BOS marker themselves.
+                let bos = vocab.token_to_piece(vocab.bos(), true, None);
+                let add_bos = !text.as_bytes().starts_with(&bos);
+                vocab.tokenize(text.as_bytes(), add_bos, true)
+            }
+        };
+        if tokens.is_empty() {
+            return Err("the prompt is empty".into());
+        }
+        Ok(Prepared { tokens })
+    }
+
+    /// Apply the model's chat template; a model without one gets a plain transcript.
+    fn render_chat(&self, messages: &[metaprompt_llm::Message]) -> Result<String, String> {
+        if let Some(template) = &self.template {
+            let chat = messages
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("a chat message cannot be passed to llama.cpp: {e}"))?;
+            return self
+                .model
+                .apply_chat_template(template, &chat, true)
+                .map_err(|e| format!("chat template failed: {e}"));
+        }
+        let mut text = String::new();
+        for m in messages {
+            match m.role {
+                Role::System => text.push_str(&format!("{}\n\n", m.content)),
+                Role::User => text.push_str(&format!("User: {}\n\n", m.content)),
+                Role::Assistant => text.push_str(&format!("Assistant: {}\n\n", m.content)),
+            }
+        }
+        text.push_str("Assistant:");
+        Ok(text)
+    }
+
+    fn check_fits(&self, needed: usize) -> Result<(), String> {
+        if needed > self.context_size {
+            return Err(format!(
+                "the request needs {needed} tokens of context but the local context holds {} (raise [local] context_size in metaprompt.toml)",
+                self.context_size
+            ));
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self) -> Result<(), String> {
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| format!("llama.cpp decode failed: {e}"))
+    }
+
+    fn trim_to(&mut self, keep: usize) -> Result<(), String> {
+        if keep == 0 {
+            self.ctx.clear_kv_cache();
+        } else {
+            self.ctx
+                .kv_cache_seq_rm(0, Some(keep as u32), None)
+                .map_err(|e| format!("cannot trim the KV cache: {e}"))?;
+        }
+        self.reusable.truncate(keep);
+        Ok(())
+    }
+
+    /// Put the prompt's KV in sequence 0 (reusing what the strategy allows) and return how many
+    /// tokens were reused and the batch index of the last token's logits.
+    fn prefill(
+        &mut self,
+        tokens: &[LlamaToken],
+        strategy: Strategy,
+    ) -> Result<(usize, i32), String> {
+        let n = tokens.len();
+        let keep = match strategy {
+            Strategy::SharedPrefix => {
+                let common = self
+                    .reusable
+                    .iter()
+                    .zip(tokens)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                // At least the last token must be decoded to get its logits.
+                common.min(n - 1) / ROW_GROUP * ROW_GROUP
+            }
+            Strategy::OneByOne => 0,
+        };
+        self.trim_to(keep)?;
+        let mut start = keep;
+        let mut last = 0;
+        while start < n {
+            let end = (start + N_BATCH).min(n);
+            self.batch.clear();
+            for (i, &token) in tokens.iter().enumerate().take(end).skip(start) {
+                self.batch
+                    .add(token, i as i32, &[0], i == n - 1)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.decode()?;
+            last = (end - start - 1) as i32;
+            start = end;
+        }
+        // Only rows computed in full groups from an aligned start are safe to reuse.
+        self.reusable = tokens[..n / ROW_GROUP * ROW_GROUP].to_vec();
+        Ok((keep, last))
+    }
+
+    fn score_one(
+        &mut self,
+        request: &ScoreRequest,
+        prepared: Prepared,
+        strategy: Strategy,
+    ) -> Result<LabelScores, String> {
+        let start = Instant::now();
+        if request.labels.is_empty() {
+            return Err("a score request needs at least one label".into());
+        }
+        let tokens = prepared.tokens;
+        let n = tokens.len();
+        let vocab = self.model.vocab();
+        // A label's tokens are what it adds to the prompt's tokenization (tokenizers merge across
+        // the boundary); fall back to the label on its own when the prompt's tokens change.
+        let parse_special = matches!(request.prompt, Prompt::Chat(_));
+        let prompt_text = match &request.prompt {
+            Prompt::Text(t) => t.clone(),
+            Prompt::Chat(m) => self.render_chat(m)?,
+        };
+        let labels: Vec<Vec<LlamaToken>> = request
+            .labels
+            .iter()
+            .map(|label| {
+                let whole = vocab.tokenize(
+                    format!("{prompt_text}{label}").as_bytes(),
+                    tokens.first() == Some(&vocab.bos()),
+                    parse_special,
+                );
+                if whole.len() > n && whole[..n] == tokens[..] {
+                    whole[n..].to_vec()
+                } else {
+                    vocab.tokenize(label.as_bytes(), false, false)
+                }
+            })
+            .collect();
+        if let Some(i) = labels.iter().position(Vec::is_empty) {
+            return Err(format!("label {:?} has no tokens", request.labels[i]));
+        }
+        let longest = labels.iter().map(Vec::len).max().unwrap_or(1);
+        self.check_fits(n + longest)?;
+        let (reused, last) = self.prefill(&tokens, strategy)?;
+        let first = self.ctx.get_logits_ith(last).to_vec();
+        let mut logprobs = Vec::with_capacity(labels.len());
+        let mut decoded_extra = 0;
+        for label in &labels {
+            let mut lp = log_softmax_at(&first, label[0]);
+            if label.len() > 1 {
+                // The label's own tokens, after the prompt, in a decode of their own.
+                self.trim_to_prompt(n)?;
+                self.batch.clear();
+                for (k, &t) in label[..label.len() - 1].iter().enumerate() {
+                    self.batch
+                        .add(t, (n + k) as i32, &[0], true)
+                        .map_err(|e| e.to_string())?;
+                }
+                self.decode()?;
+                decoded_extra += label.len() - 1;
+                for (k, &t) in label[1..].iter().enumerate() {
+                    lp += log_softmax_at(self.ctx.get_logits_ith(k as i32), t);
+                }
+            }
+            logprobs.push(lp);
+        }
+        self.trim_to_prompt(n)?;
+        let usage = Usage {
+            input_tokens: (n + decoded_extra) as u64,
+            output_tokens: 0,
+            cached_input_tokens: Some(reused as u64),
+        };
+        Ok(LabelScores::from_logprobs(
+            logprobs,
+            labels.iter().map(|l| l.len() as u32).collect(),
+            usage,
+            start.elapsed(),
+            Some(0.0),
+        ))
+    }
+
+    /// Drop KV cells past the prompt (label or generated tokens), keeping the prompt.
+    fn trim_to_prompt(&mut self, n: usize) -> Result<(), String> {
+        self.ctx
+            .kv_cache_seq_rm(0, Some(n as u32), None)
+            .map_err(|e| format!("cannot trim the KV cache: {e}"))
+    }
+
+    fn complete_one(
+        &mut self,
+        request: &Request,
+        prepared: Prepared,
+        strategy: Strategy,
+    ) -> Result<Response, String> {
+        let start = Instant::now();
+        let tokens = prepared.tokens;
+        let n = tokens.len();
+        let max_tokens = request.max_tokens as usize;
+        self.check_fits(n + max_tokens)?;
+        let (reused, last) = self.prefill(&tokens, strategy)?;
+        let vocab = self.model.vocab();
+        let mut sampler = Sampler::new(request);
+        let mut logits = self.ctx.get_logits_ith(last).to_vec();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut generated = 0;
+        let mut finish = FinishReason::Length;
+        let mut text = String::new();
+        while generated < max_tokens {
+            let token = sampler.pick(&logits);
+            if vocab.is_eog(token) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            generated += 1;
+            bytes.extend(vocab.token_to_piece(token, false, None));
+            text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Some(cut) = request
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                finish = FinishReason::Stop;
+                break;
+            }
+            if generated == max_tokens {
+                break;
+            }
+            self.batch.clear();
+            self.batch
+                .add(token, (n + generated - 1) as i32, &[0], true)
+                .map_err(|e| e.to_string())?;
+            self.decode()?;
+            logits = self.ctx.get_logits_ith(0).to_vec();
+        }
+        self.trim_to_prompt(n)?;
+        Ok(Response {
+            text,
+            finish_reason: finish,
+            usage: Usage {
+                input_tokens: n as u64,
+                output_tokens: generated as u64,
+                cached_input_tokens: Some(reused as u64),
+            },
+            model: String::new(),
+            latency: start.elapsed(),
+            cost_usd: Some(0.0),
+            cached: false,
+        })
+    }
+
+    fn prefill_rate(&mut self, tokens: usize) -> Result<f64, String> {
+        let n = tokens.clamp(1, self.context_size);
+        let filler = self.model.vocab().tokenize(
+            b" the quick brown fox jumps over the lazy dog",
+            false,
+            false,
+        );
+        let mut prompt = vec![self.model.vocab().bos()];
+        while prompt.len() < n {
+            prompt.extend(filler.iter().copied());
+        }
+        prompt.truncate(n);
+        self.trim_to(0)?;
+        let start = Instant::now();
+        self.prefill(&prompt, Strategy::OneByOne)?;
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        self.trim_to(0)?;
+        Ok(rate)
+    }
+}
+
+/// Greedy at temperature 0; otherwise sampling from the tempered distribution with a seed taken
+/// from the request (its seed mixed with the sample index), so each sample is reproducible.
+struct Sampler {
+    temperature: f32,
+    rng: rand::rngs::StdRng,
+}
+
+impl Sampler {
+    fn new(request: &Request) -> Self {
+        let seed = request
+            .effective_seed()
+            .unwrap_or(0x5EED_0000 ^ u64::from(request.sample));
+        Self {
+            temperature: request.temperature,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> LlamaToken {
+        if self.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let t = f64::from(self.temperature);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weights = logits.iter().map(|&x| (f64::from(x - max) / t).exp());
+        match WeightedIndex::new(weights) {
+            Ok(dist) => LlamaToken(dist.sample(&mut self.rng) as i32),
+            Err(_) => argmax(logits),
+        }
+    }
+}
+
+/// Requests that carry a prompt.
+pub(crate) trait HasPrompt {
+    fn prompt(&self) -> &Prompt;
+}
+
+impl HasPrompt for Request {
+    fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+}
+
+impl HasPrompt for ScoreRequest {
+    fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+}

