@@ -236,10 +236,11 @@ fn sort_key(tokens: &[LlamaToken]) -> Vec<i32> {
     tokens.iter().map(|t| t.0).collect()
 }
 
-fn log_softmax_at(logits: &[f32], token: LlamaToken) -> f64 {
+/// `log Σ exp(logits)`, once per logits row (the vocabulary is 262k entries wide).
+fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
-    f64::from(logits[token.0 as usize] - max) - sum.ln()
+    let sum: f64 = logits.iter().map(|&x| f64::from((x - max).exp())).sum();
+    f64::from(max) + sum.ln()
 }
 
 fn argmax(logits: &[f32]) -> LlamaToken {
@@ -443,29 +444,15 @@ impl<'m> Engine<'m> {
         }
         let tokens = prepared.tokens;
         let n = tokens.len();
-        let vocab = self.model.vocab();
-        // A label's tokens are what it adds to the prompt's tokenization (tokenizers merge across
-        // the boundary); fall back to the label on its own when the prompt's tokens change.
-        let parse_special = matches!(request.prompt, Prompt::Chat(_));
         let prompt_text = match &request.prompt {
             Prompt::Text(t) => t.clone(),
             Prompt::Chat(m) => self.render_chat(m)?,
         };
+        let parse_special = matches!(request.prompt, Prompt::Chat(_));
         let labels: Vec<Vec<LlamaToken>> = request
             .labels
             .iter()
-            .map(|label| {
-                let whole = vocab.tokenize(
-                    format!("{prompt_text}{label}").as_bytes(),
-                    tokens.first() == Some(&vocab.bos()),
-                    parse_special,
-                );
-                if whole.len() > n && whole[..n] == tokens[..] {
-                    whole[n..].to_vec()
-                } else {
-                    vocab.tokenize(label.as_bytes(), false, false)
-                }
-            })
+            .map(|label| self.label_tokens(&prompt_text, label, parse_special))
             .collect();
         if let Some(i) = labels.iter().position(Vec::is_empty) {
             return Err(format!("label {:?} has no tokens", request.labels[i]));
@@ -473,11 +460,16 @@ impl<'m> Engine<'m> {
         let longest = labels.iter().map(Vec::len).max().unwrap_or(1);
         self.check_fits(n + longest)?;
         let (reused, last) = self.prefill(&tokens, strategy)?;
-        let first = self.ctx.get_logits_ith(last).to_vec();
+        let first = self.ctx.get_logits_ith(last);
+        let first_lse = log_sum_exp(first);
+        let first: Vec<f64> = labels
+            .iter()
+            .map(|l| f64::from(first[l[0].0 as usize]) - first_lse)
+            .collect();
         let mut logprobs = Vec::with_capacity(labels.len());
         let mut decoded_extra = 0;
-        for label in &labels {
-            let mut lp = log_softmax_at(&first, label[0]);
+        for (label, first) in labels.iter().zip(first) {
+            let mut lp = first;
             if label.len() > 1 {
                 // The label's own tokens, after the prompt, in a decode of their own.
                 self.trim_to_prompt(n)?;
@@ -490,7 +482,8 @@ impl<'m> Engine<'m> {
                 self.decode()?;
                 decoded_extra += label.len() - 1;
                 for (k, &t) in label[1..].iter().enumerate() {
-                    lp += log_softmax_at(self.ctx.get_logits_ith(k as i32), t);
+                    let row = self.ctx.get_logits_ith(k as i32);
+                    lp += f64::from(row[t.0 as usize]) - log_sum_exp(row);
                 }
             }
             logprobs.push(lp);
@@ -508,6 +501,21 @@ impl<'m> Engine<'m> {
             start.elapsed(),
             Some(0.0),
         ))
+    }
+
+    /// The tokens a label adds after the prompt. Tokenizers merge across the boundary, so the
+    /// label is tokenized together with the prompt's last line and the line's own tokens are
+    /// taken off; when that line's tokens change, the label is tokenized on its own.
+    fn label_tokens(&self, prompt: &str, label: &str, parse_special: bool) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let line = &prompt[prompt.rfind('\n').map_or(0, |i| i + 1)..];
+        let head = vocab.tokenize(line.as_bytes(), false, parse_special);
+        let whole = vocab.tokenize(format!("{line}{label}").as_bytes(), false, parse_special);
+        if whole.len() > head.len() && whole[..head.len()] == head[..] {
+            whole[head.len()..].to_vec()
+        } else {
+            vocab.tokenize(label.as_bytes(), false, false)
+        }
     }
 
     /// Drop KV cells past the prompt (label or generated tokens), keeping the prompt.

@@ -1,0 +1,120 @@
+//! Naive one-by-one vs batched shared-prefix evaluation on the embedded model, side by side in
+//! one run: 200 SST-2 dev examples, a 4-shot prompt, label scoring.
+//!
+//!     cargo bench -p metaprompt-local --bench shared_prefix [-- N]
+//!
+//! Prints examples/s for both strategies, their ratio, and the rate at which the batched path
+//! processes the tokens it did not reuse, next to the engine's own prefill rate on one long
+//! prompt. Data: `../shared/benchmarks/sst2` (or `$METAPROMPT_BENCHMARKS`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use metaprompt_llm::{Config, LabelScores, Prompt, ScoreRequest};
+use metaprompt_local::{LocalModels, Strategy};
+
+fn benchmarks_dir() -> PathBuf {
+    std::env::var_os("METAPROMPT_BENCHMARKS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/benchmarks")
+        })
+}
+
+fn read_sst2(file: &str) -> Vec<(usize, String)> {
+    let path = benchmarks_dir().join("sst2").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (label, sentence) = l.split_once(' ').expect("`<0|1> <text>`");
+            (label.parse().expect("label 0 or 1"), sentence.to_string())
+        })
+        .collect()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    let train = read_sst2("stsa.binary.train");
+    let dev = read_sst2("stsa.binary.dev");
+    let name = ["negative", "positive"];
+    // The plain 4-shot prompt: the first two positive and first two negative training rows.
+    let demos: Vec<&(usize, String)> = train
+        .iter()
+        .filter(|(l, _)| *l == 1)
+        .take(2)
+        .chain(train.iter().filter(|(l, _)| *l == 0).take(2))
+        .collect();
+    let prefix: String = demos
+        .iter()
+        .map(|(l, s)| format!("Review: {s}\nSentiment: {}\n\n", name[*l]))
+        .collect();
+    let requests: Vec<ScoreRequest> = dev
+        .iter()
+        .take(n)
+        .map(|(_, s)| ScoreRequest {
+            prompt: Prompt::Text(format!("{prefix}Review: {s}\nSentiment:")),
+            labels: vec![" negative".into(), " positive".into()],
+        })
+        .collect();
+    let gold: Vec<usize> = dev.iter().take(n).map(|(l, _)| *l).collect();
+
+    let config = Config::default();
+    let models = Arc::new(LocalModels::from_config(&config));
+    let info = config.resolve("local:gemma-3-270m", &|_| None).unwrap();
+    let model = models.provider(&info).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let facts = model.facts().await.unwrap();
+        println!("model: {} ({}), threads: {}", facts.description, facts.path.display(), models.options().threads);
+        let prefill = model.prefill_rate(512).await.unwrap();
+        println!("engine prefill rate, one 512-token prompt: {prefill:.0} tok/s");
+
+        let run = |strategy| {
+            let model = &model;
+            let requests = &requests;
+            async move {
+                let start = Instant::now();
+                let scores: Vec<LabelScores> =
+                    model.score_with(requests, strategy).await.into_iter().map(Result::unwrap).collect();
+                (scores, start.elapsed())
+            }
+        };
+        let (naive, naive_time) = run(Strategy::OneByOne).await;
+        let (batched, batched_time) = run(Strategy::SharedPrefix).await;
+
+        let accuracy = |s: &[LabelScores]| {
+            s.iter().zip(&gold).filter(|(s, g)| s.best() == **g).count() as f64 / gold.len() as f64
+        };
+        let tokens: u64 = batched.iter().map(|s| s.usage.input_tokens).sum();
+        let reused: u64 = batched.iter().map(|s| s.usage.cached_input_tokens.unwrap_or(0)).sum();
+        let unique = tokens - reused;
+        let identical = naive.iter().zip(&batched).all(|(a, b)| a.logprobs == b.logprobs);
+        let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+        let unique_rate = unique as f64 / batched_time.as_secs_f64();
+        println!("examples: {n}, prompt tokens: {tokens} ({:.0} per example), reused by the batched path: {reused}", tokens as f64 / n as f64);
+        println!("naive one-by-one:       {:>7.2} examples/s  ({:.1} s)  accuracy {:.1}%", rate(naive_time), naive_time.as_secs_f64(), 100.0 * accuracy(&naive));
+        println!("batched shared-prefix:  {:>7.2} examples/s  ({:.1} s)  accuracy {:.1}%", rate(batched_time), batched_time.as_secs_f64(), 100.0 * accuracy(&batched));
+        println!("speedup: {:.2}x", naive_time.as_secs_f64() / batched_time.as_secs_f64());
+        println!(
+            "batched path: {unique} unique tokens at {unique_rate:.0} tok/s = {:.0}% of the engine's prefill rate",
+            100.0 * unique_rate / prefill
+        );
+        println!("scores identical between the two paths: {identical}");
+        if std::env::var_os("PROBE").is_some() {
+            let same: Vec<ScoreRequest> = (0..100).map(|_| requests[0].clone()).collect();
+            let t = Instant::now();
+            let s = model.score_with(&same, Strategy::SharedPrefix).await;
+            println!("fixed cost per request (1-4 new tokens): {:.1} ms, reused {:?}", t.elapsed().as_secs_f64() * 10.0, s[1].as_ref().unwrap().usage);
+        }
+    });
+}
