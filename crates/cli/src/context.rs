@@ -2,9 +2,11 @@
 //! registration of every provider this binary carries.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use metaprompt_llm::{Config, Hub, ResponseCache};
+use metaprompt_llm::{Config, Hub, ProviderKind, ResponseCache};
+use metaprompt_local::LocalModels;
 
 use crate::args::Global;
 
@@ -49,5 +51,8 @@ pub async fn hub(global: &Global) -> anyhow::Result<Hub> {
         (Some(path), None) => Some(ResponseCache::open(&path).await?),
         _ => None,
     };
-    Ok(Hub::new(config).with_cache(cache))
+    let local = Arc::new(LocalModels::from_config(&config));
+    Ok(Hub::new(config)
+        .with_cache(cache)
+        .with_factory(ProviderKind::Local, local.factory()))
 }

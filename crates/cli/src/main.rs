@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod context;
 mod format;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Complete(args) => commands::complete::run(&cli.global, args).await,
         Command::Cache(cmd) => commands::cache::run(&cli.global, cmd).await,
         Command::Config(cmd) => commands::config::run(&cli.global, cmd).await,
+        Command::Model(cmd) => commands::model::run(&cli.global, cmd).await,
     }
 }
 

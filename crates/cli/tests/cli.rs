@@ -241,3 +241,79 @@ async fn config_model_shows_the_resolution() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_runs_the_embedded_model_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = metaprompt_local::fetch::default_models_dir();
+    let models = models.to_str().unwrap();
+    let out = metaprompt(
+        dir.path(),
+        &["complete", "--max-tokens", "6", "The capital of France is"],
+        &[("METAPROMPT_MODELS_DIR", models)],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).trim().is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("local:gemma-3-270m") && err.contains("out tokens · $0 ·"),
+        "{err}"
+    );
+    let list = metaprompt(
+        dir.path(),
+        &["model", "list"],
+        &[("METAPROMPT_MODELS_DIR", models)],
+    )
+    .await;
+    assert!(
+        stdout(&list).contains("gemma-3-270m") && stdout(&list).contains("pulled"),
+        "{}",
+        stdout(&list)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_pull_from_a_url_checks_the_sha256() {
+    let server = MockServer::start().await;
+    let body = b"GGUF\x03\x00\x00\x00 not really a model".to_vec();
+    Mock::given(method("GET"))
+        .and(path("/files/tiny.gguf"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(body))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];
+    let url = format!("{}/files/tiny.gguf", server.uri());
+    let wrong = "0".repeat(64);
+    let out = metaprompt(
+        dir.path(),
+        &["model", "pull", &url, "--sha256", &wrong],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!models.join("tiny.gguf").exists() && !models.join("tiny.gguf.partial").exists());
+    let actual = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            b"GGUF\x03\x00\x00\x00 not really a model",
+        ))
+    };
+    let out = metaprompt(
+        dir.path(),
+        &["model", "pull", &url, "--sha256", &actual],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(models.join("tiny.gguf").is_file());
+    let out = metaprompt(dir.path(), &["model", "pull", &url], &env).await;
+    assert!(stderr(&out).contains("needs --sha256"), "{}", stderr(&out));
+}

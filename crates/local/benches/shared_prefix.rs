@@ -5,7 +5,7 @@
 //!
 //! Prints examples/s for both strategies, their ratio, and the rate at which the batched path
 //! processes the tokens it did not reuse, next to the engine's own prefill rate on one long
-//! prompt. Data: `../shared/benchmarks/sst2` (or `$METAPROMPT_BENCHMARKS`).
+//! prompt, and the speed of one greedy generation. Data: `../shared/benchmarks/sst2` (or `$METAPROMPT_BENCHMARKS`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -110,11 +110,15 @@ fn main() {
             100.0 * unique_rate / prefill
         );
         println!("scores identical between the two paths: {identical}");
-        if std::env::var_os("PROBE").is_some() {
-            let same: Vec<ScoreRequest> = (0..100).map(|_| requests[0].clone()).collect();
-            let t = Instant::now();
-            let s = model.score_with(&same, Strategy::SharedPrefix).await;
-            println!("fixed cost per request (1-4 new tokens): {:.1} ms, reused {:?}", t.elapsed().as_secs_f64() * 10.0, s[1].as_ref().unwrap().usage);
-        }
+        // Generation speed: one greedy completion of 64 tokens.
+        let request = metaprompt_llm::Request::text("Once upon a time, in a small village by the sea,").max_tokens(64);
+        let start = Instant::now();
+        let r = model.complete_with(std::slice::from_ref(&request), Strategy::OneByOne).await.pop().unwrap().unwrap();
+        println!(
+            "generation: {} tokens in {:?}: {:.0} tok/s (prompt included)",
+            r.usage.output_tokens,
+            start.elapsed(),
+            r.usage.output_tokens as f64 / start.elapsed().as_secs_f64()
+        );
     });
 }
