@@ -110,6 +110,12 @@ fn main() {
             100.0 * unique_rate / prefill
         );
         println!("scores identical between the two paths: {identical}");
+        // The cost every example pays whatever is shared: the same prompt 100 times, so only the
+        // last 1-4 tokens (the unaligned tail) are decoded again, plus the output layer.
+        let same: Vec<ScoreRequest> = (0..100).map(|_| requests[0].clone()).collect();
+        let start = Instant::now();
+        model.score_with(&same, Strategy::SharedPrefix).await.into_iter().for_each(|r| drop(r.unwrap()));
+        println!("fixed cost per example (same prompt, 1-4 new tokens): {:.1} ms", start.elapsed().as_secs_f64() * 10.0);
         // Generation speed: one greedy completion of 64 tokens.
         let request = metaprompt_llm::Request::text("Once upon a time, in a small village by the sea,").max_tokens(64);
         let start = Instant::now();

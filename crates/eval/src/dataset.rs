@@ -1,0 +1,408 @@
+//! Datasets: JSONL, CSV (with a header) and JSON arrays (or `{"examples": [...]}`, the BBH shape),
+//! turned into [`Example`]s. A row that cannot be used is an error naming the file and line —
+//! never silently dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::Value;
+
+/// One example: its input variables and the expected output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// `file:line` (or `file#index` for JSON arrays): where the example came from.
+    pub id: String,
+    pub vars: BTreeMap<String, Value>,
+    pub expected: Option<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Row {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// How rows become examples.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    /// Template variable -> column. Columns not named keep their own name.
+    pub fields: BTreeMap<String, String>,
+    /// Variables every row must have.
+    pub inputs: Vec<String>,
+    /// The variable holding the expected output, if any.
+    pub output: Option<String>,
+}
+
+/// File formats, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Format, DatasetError> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("jsonl" | "ndjson") => Ok(Format::Jsonl),
+            Some("csv") => Ok(Format::Csv),
+            Some("json") => Ok(Format::Json),
+            _ => Err(DatasetError::File {
+                path: path.to_path_buf(),
+                message: "unknown dataset format: use a .jsonl, .csv or .json file".into(),
+            }),
+        }
+    }
+}
+
+/// Load every row of a dataset file.
+pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError> {
+    let file_err = |message: String| DatasetError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+    let rows: Vec<(usize, String, serde_json::Map<String, Value>)> = match Format::of(path)? {
+        Format::Jsonl => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| match serde_json::from_str::<Value>(l) {
+                Ok(Value::Object(o)) => Ok((i + 1, format!("{}:{}", path.display(), i + 1), o)),
+                Ok(_) => Err(row_err(path, i + 1, "expected a JSON object".into())),
+                Err(e) => Err(row_err(path, i + 1, format!("not valid JSON: {e}"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Format::Json => {
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| row_err(path, e.line(), format!("not valid JSON: {e}")))?;
+            let items = match value {
+                Value::Array(items) => items,
+                Value::Object(mut o) => match o.remove("examples") {
+                    Some(Value::Array(items)) => items,
+                    _ => {
+                        return Err(file_err(
+                            "expected a JSON array of objects, or {\"examples\": [...]}".into(),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(file_err(
+                        "expected a JSON array of objects, or {\"examples\": [...]}".into(),
+                    ));
+                }
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(o) => Ok((i, format!("{}#{i}", path.display()), o)),
+                    _ => Err(file_err(format!("item {i} is not a JSON object"))),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(false)
+                .from_reader(text.as_bytes());
+            let headers = reader
+                .headers()
+                .map_err(|e| file_err(format!("cannot read the header: {e}")))?
+                .clone();
+            reader
+                .records()
+                .map(|r| {
+                    let r = r.map_err(|e| {
+                        let line = e.position().map_or(0, |p| p.line() as usize);
+                        row_err(path, line, e.to_string())
+                    })?;
+                    let line = r.position().map_or(0, |p| p.line() as usize);
+                    let o = headers
+                        .iter()
+                        .zip(r.iter())
+                        .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+                        .collect();
+                    Ok((line, format!("{}:{line}", path.display()), o))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    rows.into_iter()
+        .map(|(line, id, row)| to_example(path, line, id, row, mapping))
+        .collect()
+}
+
+fn row_err(path: &Path, line: usize, message: String) -> DatasetError {
+    DatasetError::Row {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+fn to_example(
+    path: &Path,
+    line: usize,
+    id: String,
+    mut row: serde_json::Map<String, Value>,
+    mapping: &Mapping,
+) -> Result<Example, DatasetError> {
+    let mut vars = BTreeMap::new();
+    for (var, column) in &mapping.fields {
+        match row.remove(column) {
+            Some(v) => {
+                vars.insert(var.clone(), v);
+            }
+            None => {
+                return Err(row_err(
+                    path,
+                    line,
+                    format!("no column `{column}` (mapped to variable `{var}`)"),
+                ));
+            }
+        }
+    }
+    for (k, v) in row {
+        vars.entry(k).or_insert(v);
+    }
+    for input in &mapping.inputs {
+        match vars.get(input) {
+            None => {
+                return Err(row_err(
+                    path,
+                    line,
+                    format!("missing input field `{input}`"),
+                ));
+            }
+            Some(Value::Null) => {
+                return Err(row_err(
+                    path,
+                    line,
+                    format!("input field `{input}` is null"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let expected = match &mapping.output {
+        Some(out) => match vars.get(out) {
+            Some(v) if !v.is_null() => Some(v.clone()),
+            _ => {
+                return Err(row_err(
+                    path,
+                    line,
+                    format!("missing expected output field `{out}`"),
+                ));
+            }
+        },
+        None => None,
+    };
+    Ok(Example { id, vars, expected })
+}
+
+/// Split examples by ratios after a seeded shuffle (ratios are normalized; every example lands
+/// in exactly one split).
+pub fn split(
+    mut examples: Vec<Example>,
+    ratios: &[(String, f64)],
+    seed: u64,
+) -> BTreeMap<String, Vec<Example>> {
+    examples.shuffle(&mut StdRng::seed_from_u64(seed));
+    let total: f64 = ratios.iter().map(|(_, r)| r).sum();
+    let n = examples.len();
+    let mut out = BTreeMap::new();
+    let mut start = 0;
+    let mut acc = 0.0;
+    for (i, (name, r)) in ratios.iter().enumerate() {
+        acc += r;
+        let end = if i + 1 == ratios.len() {
+            n
+        } else {
+            ((acc / total) * n as f64).round() as usize
+        };
+        out.insert(name.clone(), examples[start..end.max(start)].to_vec());
+        start = end.max(start);
+    }
+    out
+}
+
+/// At most `limit` examples: the first ones, or a seeded sample when `seed` is given.
+pub fn take(mut examples: Vec<Example>, limit: Option<usize>, seed: Option<u64>) -> Vec<Example> {
+    if let Some(seed) = seed {
+        examples.shuffle(&mut StdRng::seed_from_u64(seed));
+    }
+    if let Some(limit) = limit {
+        examples.truncate(limit);
+    }
+    examples
+}
+
+/// Render a value the way a metric or a template sees it: strings as they are, anything else
+/// as JSON.
+pub fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn mapping() -> Mapping {
+        Mapping {
+            fields: BTreeMap::new(),
+            inputs: vec!["text".into()],
+            output: Some("label".into()),
+        }
+    }
+
+    #[test]
+    fn loads_the_three_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = write(
+            dir.path(),
+            "a.jsonl",
+            "{\"text\": \"good\", \"label\": \"positive\"}\n\n{\"text\": \"bad\", \"label\": \"negative\"}\n",
+        );
+        let c = write(
+            dir.path(),
+            "a.csv",
+            "text,label\ngood,positive\n\"bad, really\",negative\n",
+        );
+        let a = write(
+            dir.path(),
+            "a.json",
+            "{\"examples\": [{\"text\": \"good\", \"label\": \"positive\"}]}",
+        );
+        let ex = load(&j, &mapping()).unwrap();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[1].id, format!("{}:3", j.display()));
+        assert_eq!(ex[1].expected, Some(Value::String("negative".into())));
+        let ex = load(&c, &mapping()).unwrap();
+        assert_eq!(as_text(&ex[1].vars["text"]), "bad, really");
+        assert_eq!(load(&a, &mapping()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_rows_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = write(
+            dir.path(),
+            "b.jsonl",
+            "{\"text\": \"ok\", \"label\": \"x\"}\n{\"text\": \"broken\"\n",
+        );
+        let e = load(&j, &mapping()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:2: not valid JSON", j.display())),
+            "{e}"
+        );
+        let j = write(
+            dir.path(),
+            "c.jsonl",
+            "{\"text\": \"ok\", \"label\": \"x\"}\n{\"txt\": \"typo\", \"label\": \"y\"}\n",
+        );
+        let e = load(&j, &mapping()).unwrap_err().to_string();
+        assert!(e.contains("c.jsonl:2: missing input field `text`"), "{e}");
+        let j = write(dir.path(), "d.jsonl", "[1, 2]\n");
+        assert!(
+            load(&j, &mapping())
+                .unwrap_err()
+                .to_string()
+                .contains("d.jsonl:1: expected a JSON object")
+        );
+        let c = write(dir.path(), "e.csv", "text,label\ngood,positive\nbad\n");
+        let e = load(&c, &mapping()).unwrap_err().to_string();
+        assert!(e.contains("e.csv:3:"), "{e}");
+        let e = load(&write(dir.path(), "f.txt", "x"), &mapping())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown dataset format"), "{e}");
+        let j = write(dir.path(), "g.jsonl", "{\"text\": \"ok\"}\n");
+        assert!(
+            load(&j, &mapping())
+                .unwrap_err()
+                .to_string()
+                .contains("g.jsonl:1: missing expected output field `label`")
+        );
+    }
+
+    #[test]
+    fn field_mapping_renames_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = write(
+            dir.path(),
+            "m.jsonl",
+            "{\"sentence\": \"fine\", \"y\": 1}\n",
+        );
+        let m = Mapping {
+            fields: BTreeMap::from([
+                ("text".into(), "sentence".into()),
+                ("label".into(), "y".into()),
+            ]),
+            inputs: vec!["text".into()],
+            output: Some("label".into()),
+        };
+        let ex = load(&j, &m).unwrap();
+        assert_eq!(as_text(&ex[0].vars["text"]), "fine");
+        assert_eq!(ex[0].expected, Some(serde_json::json!(1)));
+        let m = Mapping {
+            fields: BTreeMap::from([("text".into(), "body".into())]),
+            ..Mapping::default()
+        };
+        assert!(
+            load(&j, &m)
+                .unwrap_err()
+                .to_string()
+                .contains("no column `body`")
+        );
+    }
+
+    #[test]
+    fn seeded_split_covers_everything_once() {
+        let ex: Vec<Example> = (0..10)
+            .map(|i| Example {
+                id: i.to_string(),
+                vars: BTreeMap::new(),
+                expected: None,
+            })
+            .collect();
+        let ratios = vec![
+            ("train".to_string(), 0.6),
+            ("dev".to_string(), 0.2),
+            ("test".to_string(), 0.2),
+        ];
+        let s = split(ex.clone(), &ratios, 1);
+        assert_eq!(
+            (s["train"].len(), s["dev"].len(), s["test"].len()),
+            (6, 2, 2)
+        );
+        let mut ids: Vec<String> = s.values().flatten().map(|e| e.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids.len(), 10);
+        ids.dedup();
+        assert_eq!(ids.len(), 10);
+        assert_eq!(split(ex, &ratios, 1)["dev"], s["dev"], "seeded");
+    }
+}

@@ -1,0 +1,489 @@
+//! Runs a prompt over examples and scores it.
+//!
+//! Examples go to the model in batches (`Provider::complete_batch`: concurrent for HTTP
+//! providers under their limiter, shared-prefix for the embedded model; the cache sits in
+//! front either way). A task with a `choice` metric on a model that scores labels skips
+//! generation: the labels are scored by log-probability and the most likely one is the output.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metaprompt_llm::{Prompt, Provider, Request, ScoreRequest, Usage};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::dataset::Example;
+use crate::metric::{Metric, MetricConfig, Score};
+use crate::prompt::PromptFile;
+use crate::stats::{self, Estimate};
+
+/// How many examples go to the model per batch call (progress is reported between batches).
+pub const BATCH: usize = 64;
+
+/// The metrics of a task, built.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    pub metrics: Vec<(MetricConfig, Arc<dyn Metric>)>,
+}
+
+impl Scorer {
+    pub fn new(configs: &[MetricConfig], judge: Option<Arc<dyn Provider>>) -> Result<Self, String> {
+        let metrics = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                crate::metric::build(c, judge.clone())
+                    .map(|m| (c.clone(), m))
+                    .map_err(|e| format!("[[metrics]] #{}: {e}", i + 1))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { metrics })
+    }
+
+    /// The labels of the task's `choice` metric, if any.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        self.metrics
+            .iter()
+            .find_map(|(_, m)| m.labels().map(<[String]>::to_vec))
+    }
+
+    /// Weighted score, whether every metric passed its threshold, and the feedback.
+    async fn score(
+        &self,
+        example: &Example,
+        output: &str,
+    ) -> (f64, bool, BTreeMap<String, Score>, Option<String>) {
+        let mut total = 0.0;
+        let mut weights = 0.0;
+        let mut passed = true;
+        let mut scores = BTreeMap::new();
+        let mut notes = Vec::new();
+        for (config, metric) in &self.metrics {
+            let s = match metric.score(example, output).await {
+                Ok(s) => s,
+                Err(e) => Score {
+                    value: 0.0,
+                    feedback: Some(format!("metric failed: {e}")),
+                },
+            };
+            total += config.weight() * s.value;
+            weights += config.weight();
+            passed &= s.value >= config.threshold();
+            if let Some(f) = &s.feedback {
+                notes.push(f.clone());
+            }
+            scores.insert(metric.name().to_string(), s);
+        }
+        let value = if weights > 0.0 { total / weights } else { 0.0 };
+        (
+            value,
+            passed,
+            scores,
+            (!notes.is_empty()).then(|| notes.join("; ")),
+        )
+    }
+}
+
+/// Settings of one evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub temperature: f32,
+    pub max_tokens: u32,
+    /// The expected-output variable (demos show it).
+    pub output: String,
+    /// Seed of the bootstrap.
+    pub seed: u64,
+}
+
+/// One example's result: a JSONL line of the per-example file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleResult {
+    pub id: String,
+    pub input: BTreeMap<String, Value>,
+    pub output: String,
+    pub expected: Option<Value>,
+    pub score: f64,
+    pub passed: bool,
+    pub scores: BTreeMap<String, Score>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// Label distribution, when labels were scored instead of generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_probs: Option<BTreeMap<String, f64>>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: u64,
+    pub cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `eval` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub prompt: String,
+    pub model: String,
+    pub examples: usize,
+    pub score: Estimate,
+    pub pass_rate: f64,
+    pub errors: usize,
+    pub cached: usize,
+    pub usage: Usage,
+    /// `None` when some call's cost is unknown.
+    pub cost_usd: Option<f64>,
+    #[serde(with = "secs")]
+    pub wall: Duration,
+    pub mode: &'static str,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub summary: Summary,
+    pub results: Vec<ExampleResult>,
+}
+
+impl Report {
+    pub fn scores(&self) -> Vec<f64> {
+        self.results.iter().map(|r| r.score).collect()
+    }
+    pub fn passes(&self) -> Vec<bool> {
+        self.results.iter().map(|r| r.passed).collect()
+    }
+
+    /// Write one JSON line per example.
+    pub fn write_jsonl(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for r in &self.results {
+            serde_json::to_writer(&mut out, r)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+}
+
+/// The continuation to score for a label: with a leading space after a word or a colon
+/// (`Sentiment:` + ` positive`), as written after whitespace or an opening bracket (`(` + `A)`).
+fn continuation(prompt: &Prompt, label: &str) -> String {
+    let needs_space = match prompt {
+        Prompt::Text(t) => t
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || ":.?!,;".contains(c)),
+        Prompt::Chat(_) => false,
+    };
+    if needs_space && !label.starts_with(char::is_whitespace) {
+        format!(" {label}")
+    } else {
+        label.to_string()
+    }
+}
+
+/// Evaluate `prompt` on `examples` with `model`. `progress` is called with (done, total).
+pub async fn evaluate(
+    prompt: &PromptFile,
+    model: &Arc<dyn Provider>,
+    scorer: &Scorer,
+    examples: &[Example],
+    options: &EvalOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Report, crate::prompt::PromptError> {
+    let start = Instant::now();
+    let format = model.info().format;
+    let prompts: Vec<Prompt> = examples
+        .iter()
+        .map(|e| prompt.render(&e.vars, format, Some(&options.output)))
+        .collect::<Result<_, _>>()?;
+    let labels = scorer.labels().filter(|_| model.can_score());
+    let mut results = Vec::with_capacity(examples.len());
+    for (chunk_index, chunk) in prompts.chunks(BATCH).enumerate() {
+        let offset = chunk_index * BATCH;
+        // (output, usage, cost, latency, cached, label probabilities) or an error, per example.
+        type Answer = Result<
+            (
+                String,
+                Usage,
+                Option<f64>,
+                Duration,
+                bool,
+                Option<BTreeMap<String, f64>>,
+            ),
+            String,
+        >;
+        let answers: Vec<Answer> = match &labels {
+            Some(labels) => {
+                let requests: Vec<ScoreRequest> = chunk
+                    .iter()
+                    .map(|p| ScoreRequest {
+                        prompt: p.clone(),
+                        labels: labels.iter().map(|l| continuation(p, l)).collect(),
+                    })
+                    .collect();
+                model
+                    .score(&requests)
+                    .await
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|s| {
+                            let probs = labels
+                                .iter()
+                                .cloned()
+                                .zip(s.probs.iter().copied())
+                                .collect();
+                            (
+                                labels[s.best()].clone(),
+                                s.usage,
+                                s.cost_usd,
+                                s.latency,
+                                s.cached,
+                                Some(probs),
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            }
+            None => {
+                let requests: Vec<Request> = chunk
+                    .iter()
+                    .map(|p| {
+                        Request::new(p.clone())
+                            .temperature(options.temperature)
+                            .max_tokens(options.max_tokens)
+                    })
+                    .collect();
+                model
+                    .complete_batch(&requests)
+                    .await
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|r| (r.text, r.usage, r.cost_usd, r.latency, r.cached, None))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            }
+        };
+        for (k, answer) in answers.into_iter().enumerate() {
+            let example = &examples[offset + k];
+            let result = match answer {
+                Ok((output, usage, cost, latency, cached, label_probs)) => {
+                    let (score, passed, scores, feedback) = scorer.score(example, &output).await;
+                    ExampleResult {
+                        id: example.id.clone(),
+                        input: example.vars.clone(),
+                        output,
+                        expected: example.expected.clone(),
+                        score,
+                        passed,
+                        scores,
+                        feedback,
+                        label_probs,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                        cost_usd: cost,
+                        latency_ms: latency.as_millis() as u64,
+                        cached,
+                        error: None,
+                    }
+                }
+                Err(e) => ExampleResult {
+                    id: example.id.clone(),
+                    input: example.vars.clone(),
+                    output: String::new(),
+                    expected: example.expected.clone(),
+                    score: 0.0,
+                    passed: false,
+                    scores: BTreeMap::new(),
+                    feedback: Some(format!("the model call failed: {e}")),
+                    label_probs: None,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_usd: Some(0.0),
+                    latency_ms: 0,
+                    cached: false,
+                    error: Some(e),
+                },
+            };
+            results.push(result);
+        }
+        progress(results.len(), examples.len());
+    }
+    let scores: Vec<f64> = results.iter().map(|r| r.score).collect();
+    let mut usage = Usage::default();
+    for r in &results {
+        usage += Usage {
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cached_input_tokens: None,
+        };
+    }
+    let cost = results.iter().map(|r| r.cost_usd).sum::<Option<f64>>();
+    let summary = Summary {
+        prompt: prompt.name.clone(),
+        model: model.info().name.clone(),
+        examples: results.len(),
+        score: stats::bootstrap(&scores, options.seed),
+        pass_rate: stats::mean(
+            &results
+                .iter()
+                .map(|r| f64::from(u8::from(r.passed)))
+                .collect::<Vec<_>>(),
+        ),
+        errors: results.iter().filter(|r| r.error.is_some()).count(),
+        cached: results.iter().filter(|r| r.cached).count(),
+        usage,
+        cost_usd: cost,
+        wall: start.elapsed(),
+        mode: if labels.is_some() {
+            "label scoring"
+        } else {
+            "generation"
+        },
+    };
+    Ok(Report { summary, results })
+}
+
+/// B against A on the same examples.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub a: Summary,
+    pub b: Summary,
+    pub paired: stats::Paired,
+    pub mcnemar: stats::McNemar,
+}
+
+pub fn compare(a: &Report, b: &Report, seed: u64) -> Comparison {
+    Comparison {
+        a: a.summary.clone(),
+        b: b.summary.clone(),
+        paired: stats::paired_bootstrap(&a.scores(), &b.scores(), seed),
+        mcnemar: stats::mcnemar(&a.passes(), &b.passes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metaprompt_llm::testing::ScriptedProvider;
+    use serde_json::json;
+
+    use super::*;
+    use crate::metric::MetricKind;
+
+    fn examples() -> Vec<Example> {
+        ["good", "bad", "fine"]
+            .iter()
+            .zip(["positive", "negative", "positive"])
+            .enumerate()
+            .map(|(i, (t, l))| Example {
+                id: format!("d:{}", i + 1),
+                vars: BTreeMap::from([("text".into(), json!(t))]),
+                expected: Some(json!(l)),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn generation_path_scores_and_summarizes() {
+        let model: Arc<dyn Provider> = Arc::new(ScriptedProvider::new("m").respond_with(|r| {
+            let Prompt::Chat(m) = &r.prompt else {
+                return Ok(String::new());
+            };
+            Ok(if m[0].content.contains("bad") {
+                "Negative".into()
+            } else {
+                "positive!".into()
+            })
+        }));
+        let mut choice = MetricConfig::of(MetricKind::Choice);
+        choice.labels = Some(vec!["positive".into(), "negative".into()]);
+        let scorer = Scorer::new(&[choice], None).unwrap();
+        let prompt = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
+        let options = EvalOptions {
+            temperature: 0.0,
+            max_tokens: 4,
+            output: "label".into(),
+            seed: 1,
+        };
+        let report = evaluate(&prompt, &model, &scorer, &examples(), &options, &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(report.summary.examples, 3);
+        assert_eq!(report.summary.score.mean, 1.0);
+        assert_eq!(report.summary.mode, "generation");
+        assert_eq!(report.results[1].output, "Negative");
+        assert!(report.summary.cost_usd.unwrap() > 0.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/r.jsonl");
+        report.write_jsonl(&path).unwrap();
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["expected"], "positive");
+        assert_eq!(lines[0]["input"]["text"], "good");
+        for key in [
+            "output",
+            "score",
+            "input_tokens",
+            "cost_usd",
+            "latency_ms",
+            "cached",
+        ] {
+            assert!(lines[0].get(key).is_some(), "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_calls_are_recorded_not_dropped() {
+        let model: Arc<dyn Provider> = Arc::new(
+            ScriptedProvider::new("m")
+                .reply("positive")
+                .fail(metaprompt_llm::LlmError::Config("boom".into()))
+                .reply("positive"),
+        );
+        let scorer = Scorer::new(&[MetricConfig::of(MetricKind::Equals)], None).unwrap();
+        let prompt = PromptFile::from_template("p", "{{ text }}");
+        let options = EvalOptions {
+            temperature: 0.0,
+            max_tokens: 4,
+            output: "label".into(),
+            seed: 1,
+        };
+        let report = evaluate(&prompt, &model, &scorer, &examples(), &options, &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(report.summary.errors, 1);
+        assert_eq!(report.results.len(), 3);
+        assert!(report.results[1].error.as_deref().unwrap().contains("boom"));
+    }
+
+    #[test]
+    fn label_continuations_get_a_leading_space() {
+        assert_eq!(
+            continuation(&Prompt::Text("Sentiment:".into()), "positive"),
+            " positive"
+        );
+        assert_eq!(continuation(&Prompt::Text("Answer: (".into()), "A)"), "A)");
+        assert_eq!(
+            continuation(&Prompt::Text("Sentiment: ".into()), "positive"),
+            "positive"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Prompt files: message templates in Jinja syntax (minijinja) with input variables, optional
+//! few-shot demonstrations, and metadata. A prompt renders to chat messages (instruction-tuned
+//! models) or to one text (base models); both are first-class. An undefined variable is an
+//! error, never an empty string.
+//!
+//! ```toml
+//! name = "sst2-4shot"
+//! instruction = "Classify the sentiment of each review."   # optional, first in either form
+//! template = "Review: {{ sentence }}\nSentiment:"          # the example itself (text form)
+//! demo_template = "Review: {{ sentence }}\nSentiment: {{ label }}\n\n"
+//! [[demos]]
+//! sentence = "a gorgeous, witty, seductive movie."
+//! label = "positive"
+//!
+//! # Chat form (used for chat models when present):
+//! [[messages]]
+//! role = "system"
+//! content = "You label movie reviews."
+//! [[messages]]
+//! role = "user"
+//! content = "{{ sentence }}"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use metaprompt_llm::{Message, Prompt, PromptFormat, Role};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptFile {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Text before everything else (both forms: the system message in chat form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// The example's own part, in text form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// How one demonstration is written in text form (it sees the demo's variables, including
+    /// the expected output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_template: Option<String>,
+    /// Chat form: message templates; the last user message is the example.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageTemplate>,
+    /// Few-shot demonstrations: variables of each demo (including the output field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demos: Vec<BTreeMap<String, Value>>,
+    /// Sentences every rewrite must keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// The model this prompt was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageTemplate {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("prompt `{name}`: {message}")]
+    Render { name: String, message: String },
+}
+
+impl PromptFile {
+    pub fn load(path: &Path) -> Result<Self, PromptError> {
+        let err = |message: String| PromptError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut p: PromptFile =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        if p.name.is_empty() {
+            p.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        p.check().map_err(err)?;
+        Ok(p)
+    }
+
+    /// A prompt that is one text template.
+    pub fn from_template(name: &str, template: &str) -> Self {
+        Self {
+            name: name.into(),
+            template: Some(template.into()),
+            ..Self::default()
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.template.is_none() && self.messages.is_empty() {
+            return Err(
+                "a prompt needs a `template` (text form) or `[[messages]]` (chat form)".into(),
+            );
+        }
+        if !self.messages.is_empty() && !self.messages.iter().any(|m| m.role == Role::User) {
+            return Err("`[[messages]]` needs at least one user message (the example)".into());
+        }
+        if !self.demos.is_empty() && self.demo_template.is_none() && self.template.is_some() {
+            return Err("`[[demos]]` in text form need a `demo_template`".into());
+        }
+        let env = environment();
+        let all = self
+            .instruction
+            .iter()
+            .chain(&self.template)
+            .chain(&self.demo_template)
+            .chain(self.messages.iter().map(|m| &m.content));
+        for t in all {
+            env.template_from_str(t)
+                .map_err(|e| format!("template error: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Render for one example, in the model's preferred form. `output` names the expected-output
+    /// variable (demonstrations show it; the chat form answers with it).
+    pub fn render(
+        &self,
+        vars: &BTreeMap<String, Value>,
+        format: PromptFormat,
+        output: Option<&str>,
+    ) -> Result<Prompt, PromptError> {
+        let err = |message: String| PromptError::Render {
+            name: self.name.clone(),
+            message,
+        };
+        let env = environment();
+        let render = |t: &str, vars: &BTreeMap<String, Value>| {
+            env.render_str(t, vars).map_err(|e| err(render_error(&e)))
+        };
+        let use_chat =
+            format == PromptFormat::Chat && !self.messages.is_empty() || self.template.is_none();
+        if use_chat {
+            let mut messages = Vec::new();
+            if let Some(i) = &self.instruction {
+                messages.push(Message::system(render(i, vars)?));
+            }
+            let last_user = self
+                .messages
+                .iter()
+                .rposition(|m| m.role == Role::User)
+                .unwrap_or(0);
+            for (k, m) in self.messages.iter().enumerate() {
+                if k == last_user {
+                    // Demonstrations go just before the example: user turn, then the answer.
+                    for demo in &self.demos {
+                        messages.push(Message::user(render(&m.content, demo)?));
+                        let answer = output
+                            .and_then(|o| demo.get(o))
+                            .map(crate::dataset::as_text)
+                            .unwrap_or_default();
+                        messages.push(Message::assistant(answer));
+                    }
+                }
+                messages.push(Message {
+                    role: m.role,
+                    content: render(&m.content, vars)?,
+                });
+            }
+            if format == PromptFormat::Text {
+                return Ok(Prompt::Text(flatten(&messages)));
+            }
+            return Ok(Prompt::Chat(messages));
+        }
+        let mut text = String::new();
+        if let Some(i) = &self.instruction {
+            text.push_str(&render(i, vars)?);
+            if !text.ends_with('\n') {
+                text.push_str("\n\n");
+            }
+        }
+        if let Some(d) = &self.demo_template {
+            for demo in &self.demos {
+                text.push_str(&render(d, demo)?);
+            }
+        }
+        text.push_str(&render(self.template.as_deref().unwrap_or_default(), vars)?);
+        Ok(match format {
+            PromptFormat::Text => Prompt::Text(text),
+            PromptFormat::Chat => Prompt::Chat(vec![Message::user(text)]),
+        })
+    }
+
+    /// The prompt as plain TOML (what `export` writes and `load` reads back).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// A chat transcript for a text-only model.
+fn flatten(messages: &[Message]) -> String {
+    let mut text = String::new();
+    for m in messages {
+        match m.role {
+            Role::System => text.push_str(&format!("{}\n\n", m.content)),
+            Role::User => text.push_str(&format!("User: {}\n", m.content)),
+            Role::Assistant => text.push_str(&format!("Assistant: {}\n\n", m.content)),
+        }
+    }
+    text.push_str("Assistant:");
+    text
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+fn render_error(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(detail) = e.detail() {
+        s.push_str(&format!(" ({detail})"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect()
+    }
+
+    fn four_shot() -> PromptFile {
+        toml::from_str(
+            r#"
+name = "s"
+template = "Review: {{ text }}\nSentiment:"
+demo_template = "Review: {{ text }}\nSentiment: {{ label }}\n\n"
+[[demos]]
+text = "great"
+label = "positive"
+[[demos]]
+text = "awful"
+label = "negative"
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn text_form_with_demos() {
+        let p = four_shot();
+        let r = p
+            .render(
+                &vars(&[("text", "fine film")]),
+                PromptFormat::Text,
+                Some("label"),
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            Prompt::Text("Review: great\nSentiment: positive\n\nReview: awful\nSentiment: negative\n\nReview: fine film\nSentiment:".into())
+        );
+        // A chat model gets the same text as one user message.
+        let r = p
+            .render(&vars(&[("text", "x")]), PromptFormat::Chat, Some("label"))
+            .unwrap();
+        assert!(matches!(r, Prompt::Chat(ref m) if m.len() == 1 && m[0].role == Role::User));
+    }
+
+    #[test]
+    fn chat_form_puts_demos_before_the_example() {
+        let p: PromptFile = toml::from_str(
+            r#"
+instruction = "Label the review."
+[[messages]]
+role = "user"
+content = "{{ text }}"
+[[demos]]
+text = "great"
+label = "positive"
+"#,
+        )
+        .unwrap();
+        let Prompt::Chat(m) = p
+            .render(&vars(&[("text", "meh")]), PromptFormat::Chat, Some("label"))
+            .unwrap()
+        else {
+            panic!("chat expected")
+        };
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(
+            (m[2].content.as_str(), m[3].content.as_str()),
+            ("positive", "meh")
+        );
+        let Prompt::Text(t) = p
+            .render(&vars(&[("text", "meh")]), PromptFormat::Text, Some("label"))
+            .unwrap()
+        else {
+            panic!("text expected")
+        };
+        assert!(
+            t.starts_with("Label the review.\n\nUser: great\nAssistant: positive")
+                && t.ends_with("Assistant:"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_and_bad_files_are_errors() {
+        let p = PromptFile::from_template("t", "Q: {{ question }}");
+        let e = p
+            .render(&vars(&[("text", "x")]), PromptFormat::Text, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompt `t`") && e.contains("undefined"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "templte = \"x\"\n").unwrap();
+        let e = PromptFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("templte"), "{e}");
+        std::fs::write(&path, "name = \"x\"\n").unwrap();
+        assert!(
+            PromptFile::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("needs a `template`")
+        );
+        std::fs::write(&path, "template = \"{{ oops\"\n").unwrap();
+        assert!(
+            PromptFile::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("template error")
+        );
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let p = four_shot();
+        let back: PromptFile = toml::from_str(&p.to_toml()).unwrap();
+        assert_eq!(back, p);
+    }
+}

@@ -1,0 +1,368 @@
+//! Task files (TOML, strict: an unknown key is an error with file, line and column).
+//!
+//! ```toml
+//! name = "sst2"
+//! description = "Classify the sentiment of a movie review as positive or negative."
+//! inputs = ["sentence"]
+//! output = "label"
+//! prompt = "prompts/four_shot.toml"      # the seed prompt, relative to this file
+//! constraints = ["Answer with one word."]
+//!
+//! [data]
+//! train = "data/train.jsonl"             # explicit files per split, or:
+//! dev = "data/dev.jsonl"                 #   file = "data/all.jsonl"
+//! test = "data/test.jsonl"               #   split = { train = 0.6, dev = 0.2, test = 0.2 }
+//! seed = 13
+//! fields = { sentence = "text" }         # template variable = column (optional)
+//!
+//! [[metrics]]
+//! type = "choice"
+//! labels = ["negative", "positive"]
+//!
+//! [models]
+//! execution = "local:gemma-3-270m"
+//! meta = "local:gemma-3-270m"
+//!
+//! [budget]
+//! max_metric_calls = 2000
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{self, Example, Mapping};
+use crate::metric::{MetricConfig, MetricKind};
+use crate::prompt::PromptFile;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    /// The task in plain words (what the meta layer reads).
+    pub description: String,
+    /// Input variables every example has.
+    pub inputs: Vec<String>,
+    /// The variable holding the expected output.
+    pub output: String,
+    /// The seed prompt file, relative to the task file.
+    pub prompt: PathBuf,
+    /// Sentences every generated or rewritten prompt must keep.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    pub data: DataConfig,
+    pub metrics: Vec<MetricConfig>,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub budget: BudgetConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub train: Option<PathBuf>,
+    pub dev: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+    /// One file split by `split` ratios after a seeded shuffle.
+    pub file: Option<PathBuf>,
+    pub split: Option<BTreeMap<String, f64>>,
+    /// Seed of the split (and of sampling).
+    #[serde(default)]
+    pub seed: u64,
+    /// Template variable = column, for columns named differently.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The model that runs the prompt.
+    #[serde(default = "default_model")]
+    pub execution: String,
+    /// The model that writes prompts (and judges, by default).
+    #[serde(default = "default_model")]
+    pub meta: String,
+    #[serde(default)]
+    pub execution_temperature: f32,
+    #[serde(default = "default_meta_temperature")]
+    pub meta_temperature: f32,
+    /// Most tokens the execution model generates per example.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+}
+
+fn default_model() -> String {
+    "local:gemma-3-270m".into()
+}
+fn default_meta_temperature() -> f32 {
+    0.8
+}
+fn default_max_tokens() -> u32 {
+    64
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            execution: default_model(),
+            meta: default_model(),
+            execution_temperature: 0.0,
+            meta_temperature: default_meta_temperature(),
+            max_tokens: default_max_tokens(),
+        }
+    }
+}
+
+/// Hard caps for optimizers (all optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub max_metric_calls: Option<u64>,
+    pub max_meta_calls: Option<u64>,
+    pub max_meta_cost_usd: Option<f64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_wall_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(transparent)]
+    Dataset(#[from] dataset::DatasetError),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompt::PromptError),
+}
+
+/// A loaded task: its config, where it lives, and its seed prompt.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub config: TaskConfig,
+    pub path: PathBuf,
+    pub seed_prompt: PromptFile,
+}
+
+impl Task {
+    pub fn load(path: &Path) -> Result<Task, TaskError> {
+        let err = |message: String| TaskError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let config: TaskConfig =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        check(&config).map_err(err)?;
+        let task = Task {
+            seed_prompt: PromptFile {
+                name: String::new(),
+                ..PromptFile::default()
+            },
+            path: path.to_path_buf(),
+            config,
+        };
+        let seed_prompt = PromptFile::load(&task.resolve(&task.config.prompt))?;
+        Ok(Task {
+            seed_prompt,
+            ..task
+        })
+    }
+
+    /// A path from the task file, relative to the task file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir().join(p)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping {
+            fields: self.config.data.fields.clone(),
+            inputs: self.config.inputs.clone(),
+            output: Some(self.config.output.clone()),
+        }
+    }
+
+    /// The examples of a split (`train`, `dev`, `test`, or any name in `split` ratios).
+    pub fn examples(&self, split: &str) -> Result<Vec<Example>, TaskError> {
+        let data = &self.config.data;
+        let err = |message: String| TaskError::File {
+            path: self.path.clone(),
+            message,
+        };
+        let explicit = match split {
+            "train" => data.train.as_ref(),
+            "dev" => data.dev.as_ref(),
+            "test" => data.test.as_ref(),
+            _ => None,
+        };
+        if let Some(file) = explicit {
+            return Ok(dataset::load(&self.resolve(file), &self.mapping())?);
+        }
+        match (&data.file, &data.split) {
+            (Some(file), Some(ratios)) => {
+                if !ratios.contains_key(split) {
+                    return Err(err(format!(
+                        "no split `{split}` (splits: {})",
+                        ratios.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let all = dataset::load(&self.resolve(file), &self.mapping())?;
+                let ratios: Vec<(String, f64)> =
+                    ratios.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                Ok(dataset::split(all, &ratios, data.seed)
+                    .remove(split)
+                    .unwrap_or_default())
+            }
+            _ => Err(err(format!(
+                "no data for split `{split}`: set [data] {split} = \"file\", or file + split ratios"
+            ))),
+        }
+    }
+}
+
+fn check(c: &TaskConfig) -> Result<(), String> {
+    if c.inputs.is_empty() {
+        return Err("`inputs` must name at least one input variable".into());
+    }
+    if c.metrics.is_empty() {
+        return Err("at least one [[metrics]] table is needed".into());
+    }
+    let d = &c.data;
+    let explicit = d.train.is_some() || d.dev.is_some() || d.test.is_some();
+    match (&d.file, &d.split) {
+        (Some(_), None) => {
+            return Err(
+                "[data] `file` needs `split` ratios, e.g. split = { dev = 0.5, test = 0.5 }".into(),
+            );
+        }
+        (None, Some(_)) => return Err("[data] `split` ratios need a `file` to split".into()),
+        (Some(_), Some(ratios)) => {
+            if explicit {
+                return Err("[data]: use either explicit train/dev/test files or `file` + `split`, not both".into());
+            }
+            if ratios.values().any(|r| !(r.is_finite() && *r > 0.0)) {
+                return Err("[data] split ratios must be positive numbers".into());
+            }
+        }
+        (None, None) if !explicit => {
+            return Err("[data] needs train/dev/test files, or `file` + `split`".into());
+        }
+        _ => {}
+    }
+    let choices = c
+        .metrics
+        .iter()
+        .filter(|m| m.kind == MetricKind::Choice)
+        .count();
+    if choices > 1 {
+        return Err("at most one `choice` metric per task".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_task(dir: &Path, task: &str) -> PathBuf {
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(
+            dir.join("data/all.jsonl"),
+            (0..10)
+                .map(|i| format!("{{\"text\": \"t{i}\", \"label\": \"positive\"}}\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("prompt.toml"),
+            "template = \"Review: {{ text }}\\nSentiment:\"\n",
+        )
+        .unwrap();
+        let p = dir.join("task.toml");
+        std::fs::write(&p, task).unwrap();
+        p
+    }
+
+    const TASK: &str = r#"
+name = "t"
+description = "Sentiment."
+inputs = ["text"]
+output = "label"
+prompt = "prompt.toml"
+[data]
+file = "data/all.jsonl"
+split = { dev = 0.5, test = 0.5 }
+seed = 1
+[[metrics]]
+type = "choice"
+labels = ["negative", "positive"]
+"#;
+
+    #[test]
+    fn loads_and_splits() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = Task::load(&write_task(dir.path(), TASK)).unwrap();
+        assert_eq!(task.examples("dev").unwrap().len(), 5);
+        assert_eq!(task.examples("test").unwrap().len(), 5);
+        assert!(
+            task.examples("train")
+                .unwrap_err()
+                .to_string()
+                .contains("no split `train`")
+        );
+        assert_eq!(task.config.models.execution, "local:gemma-3-270m");
+        assert_eq!(task.seed_prompt.name, "prompt");
+    }
+
+    #[test]
+    fn strict_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Task::load(&write_task(
+            dir.path(),
+            &TASK.replace("seed = 1", "seed = 1\nshuffle = true"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("task.toml") && e.contains("line 11") && e.contains("shuffle"),
+            "{e}"
+        );
+        let e = Task::load(&write_task(
+            dir.path(),
+            &TASK.replace("type = \"choice\"", "type = \"chioce\""),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("chioce") && e.contains("line 12"), "{e}");
+        let e = Task::load(&write_task(
+            dir.path(),
+            &TASK.replace("split = { dev = 0.5, test = 0.5 }\n", ""),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs `split` ratios"), "{e}");
+        let e = Task::load(&write_task(
+            dir.path(),
+            &TASK.replace("prompt.toml", "missing.toml"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing.toml: cannot read"), "{e}");
+        let e = Task::load(&write_task(
+            dir.path(),
+            &TASK.replace("inputs = [\"text\"]", "inputs = []"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at least one input"), "{e}");
+    }
+}
