@@ -46,9 +46,54 @@ pub enum Command {
     /// Show the configuration in effect, or how a model spec resolves
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Score a prompt on a task's examples: mean with a 95% interval, cost, time, per-example JSONL
+    Eval(EvalArgs),
+    /// Score two prompts on the same examples and test whether the difference is real
+    Compare(CompareArgs),
     /// Fetch and list embedded (local) models
     #[command(subcommand)]
     Model(ModelCommand),
+}
+
+/// What every evaluation shares.
+#[derive(Debug, Args)]
+pub struct EvalScope {
+    /// The task file
+    pub task: PathBuf,
+    /// Which split to evaluate on
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Evaluate only the first N examples of the split
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The execution model [default: the task's models.execution]
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub scope: EvalScope,
+    /// A prompt file [default: the task's seed prompt]
+    #[arg(short, long)]
+    pub prompt: Option<PathBuf>,
+    /// Per-example results [default: <task dir>/results/<prompt>.<split>.jsonl]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub scope: EvalScope,
+    /// The incumbent prompt file
+    pub a: PathBuf,
+    /// The challenger prompt file
+    pub b: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

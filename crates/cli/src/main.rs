@@ -45,6 +45,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache(cmd) => commands::cache::run(&cli.global, cmd).await,
         Command::Config(cmd) => commands::config::run(&cli.global, cmd).await,
         Command::Model(cmd) => commands::model::run(&cli.global, cmd).await,
+        Command::Eval(args) => commands::eval::run(&cli.global, args).await,
+        Command::Compare(args) => commands::eval::compare(&cli.global, args).await,
     }
 }
 

@@ -317,3 +317,92 @@ async fn model_pull_from_a_url_checks_the_sha256() {
     let out = metaprompt(dir.path(), &["model", "pull", &url], &env).await;
     assert!(stderr(&out).contains("needs --sha256"), "{}", stderr(&out));
 }
+
+fn sst2() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sst2")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_on_the_embedded_model_reproduces_from_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = metaprompt_local::fetch::default_models_dir();
+    let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];
+    let task = sst2().join("task.toml");
+    let prompt = sst2().join("prompts/four_shot.toml");
+    let out = dir.path().join("r.jsonl");
+    let args = [
+        "eval",
+        task.to_str().unwrap(),
+        "--prompt",
+        prompt.to_str().unwrap(),
+        "--limit",
+        "24",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    let first = metaprompt(dir.path(), &args, &env).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let a: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(a["examples"], 24);
+    assert_eq!(a["mode"], "label scoring");
+    assert!(a["score"]["mean"].as_f64().unwrap() > 0.6, "{a}");
+    assert!(a["score"]["low"].as_f64().unwrap() <= a["score"]["mean"].as_f64().unwrap());
+    assert_eq!(a["cached"], 0);
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(lines.lines().count(), 24);
+    let second = metaprompt(dir.path(), &args, &env).await;
+    let b: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(b["score"], a["score"], "identical scores");
+    assert_eq!(b["cached"], 24, "second run served from the cache");
+    // Human output names the results file.
+    let human = metaprompt(dir.path(), &args[..args.len() - 1], &env).await;
+    let text = stdout(&human);
+    assert!(
+        text.contains("95% CI") && text.contains("cost      $0") && text.contains("r.jsonl"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_finds_four_shot_significantly_better_than_zero_shot() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = metaprompt_local::fetch::default_models_dir();
+    let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];
+    let task = sst2().join("task.toml");
+    let zero = sst2().join("prompts/zero_shot.toml");
+    let four = sst2().join("prompts/four_shot.toml");
+    let out = metaprompt(
+        dir.path(),
+        &[
+            "compare",
+            task.to_str().unwrap(),
+            zero.to_str().unwrap(),
+            four.to_str().unwrap(),
+            "--limit",
+            "60",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(c["paired"]["diff"].as_f64().unwrap() > 0.15, "{c}");
+    assert!(c["paired"]["p_value"].as_f64().unwrap() < 0.05, "{c}");
+    assert!(c["mcnemar"]["p_value"].as_f64().unwrap() < 0.05, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_reports_bad_task_files_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("task.toml");
+    std::fs::write(&task, "name = \"x\"\ndescripton = \"typo\"\n").unwrap();
+    let out = metaprompt(dir.path(), &["eval", task.to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("task.toml") && err.contains("line 2") && err.contains("descripton"),
+        "{err}"
+    );
+}

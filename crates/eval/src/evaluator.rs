@@ -205,9 +205,15 @@ pub async fn evaluate(
 ) -> Result<Report, crate::prompt::PromptError> {
     let start = Instant::now();
     let format = model.info().format;
+    // The example's own template never sees its expected output (demonstrations do).
+    let inputs = |e: &Example| {
+        let mut vars = e.vars.clone();
+        vars.remove(&options.output);
+        vars
+    };
     let prompts: Vec<Prompt> = examples
         .iter()
-        .map(|e| prompt.render(&e.vars, format, Some(&options.output)))
+        .map(|e| prompt.render(&inputs(e), format, Some(&options.output)))
         .collect::<Result<_, _>>()?;
     let labels = scorer.labels().filter(|_| model.can_score());
     let mut results = Vec::with_capacity(examples.len());
@@ -285,7 +291,7 @@ pub async fn evaluate(
                     let (score, passed, scores, feedback) = scorer.score(example, &output).await;
                     ExampleResult {
                         id: example.id.clone(),
-                        input: example.vars.clone(),
+                        input: inputs(example),
                         output,
                         expected: example.expected.clone(),
                         score,
@@ -303,7 +309,7 @@ pub async fn evaluate(
                 }
                 Err(e) => ExampleResult {
                     id: example.id.clone(),
-                    input: example.vars.clone(),
+                    input: inputs(example),
                     output: String::new(),
                     expected: example.expected.clone(),
                     score: 0.0,
@@ -391,7 +397,7 @@ mod tests {
             .enumerate()
             .map(|(i, (t, l))| Example {
                 id: format!("d:{}", i + 1),
-                vars: BTreeMap::from([("text".into(), json!(t))]),
+                vars: BTreeMap::from([("text".into(), json!(t)), ("label".into(), json!(l))]),
                 expected: Some(json!(l)),
             })
             .collect()
@@ -438,6 +444,10 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["expected"], "positive");
         assert_eq!(lines[0]["input"]["text"], "good");
+        assert!(
+            lines[0]["input"].get("label").is_none(),
+            "the expected output is not an input"
+        );
         for key in [
             "output",
             "score",

@@ -3,4 +3,5 @@
 pub mod cache;
 pub mod complete;
 pub mod config;
+pub mod eval;
 pub mod model;
