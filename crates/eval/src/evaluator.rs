@@ -92,6 +92,7 @@ impl Scorer {
 pub struct EvalOptions {
     pub temperature: f32,
     pub max_tokens: u32,
+    pub stop: Vec<String>,
     /// The expected-output variable (demos show it).
     pub output: String,
     /// Seed of the bootstrap.
@@ -268,9 +269,11 @@ pub async fn evaluate(
                 let requests: Vec<Request> = chunk
                     .iter()
                     .map(|p| {
-                        Request::new(p.clone())
+                        let mut r = Request::new(p.clone())
                             .temperature(options.temperature)
-                            .max_tokens(options.max_tokens)
+                            .max_tokens(options.max_tokens);
+                        r.stop.clone_from(&options.stop);
+                        r
                     })
                     .collect();
                 model
@@ -422,6 +425,7 @@ mod tests {
         let options = EvalOptions {
             temperature: 0.0,
             max_tokens: 4,
+            stop: vec![],
             output: "label".into(),
             seed: 1,
         };
@@ -473,6 +477,7 @@ mod tests {
         let options = EvalOptions {
             temperature: 0.0,
             max_tokens: 4,
+            stop: vec![],
             output: "label".into(),
             seed: 1,
         };

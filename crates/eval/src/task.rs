@@ -92,6 +92,9 @@ pub struct ModelsConfig {
     /// Most tokens the execution model generates per example.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Stop sequences for generation (for example the start of the next demonstration).
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
 
 fn default_model() -> String {
@@ -112,6 +115,7 @@ impl Default for ModelsConfig {
             execution_temperature: 0.0,
             meta_temperature: default_meta_temperature(),
             max_tokens: default_max_tokens(),
+            stop: Vec::new(),
         }
     }
 }

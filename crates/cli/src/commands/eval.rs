@@ -67,6 +67,7 @@ async fn setup(global: &Global, scope: &EvalScope) -> anyhow::Result<Setup> {
     let options = EvalOptions {
         temperature: task.config.models.execution_temperature,
         max_tokens: task.config.models.max_tokens,
+        stop: task.config.models.stop.clone(),
         output: task.config.output.clone(),
         seed: BOOTSTRAP_SEED,
     };
