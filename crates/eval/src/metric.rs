@@ -77,6 +77,9 @@ pub struct MetricConfig {
     /// `numeric`: allowed absolute difference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
+    /// `json-schema`: the JSON Schema the output's JSON must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
     /// `json-field`: the field of the output object to compare with the expected value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -103,6 +106,7 @@ pub enum MetricKind {
     Numeric,
     F1,
     IsJson,
+    JsonSchema,
     JsonField,
     LlmRubric,
     Command,
@@ -119,6 +123,7 @@ impl MetricKind {
             MetricKind::Numeric => "numeric",
             MetricKind::F1 => "f1",
             MetricKind::IsJson => "is-json",
+            MetricKind::JsonSchema => "json-schema",
             MetricKind::JsonField => "json-field",
             MetricKind::LlmRubric => "llm-rubric",
             MetricKind::Command => "command",
@@ -136,6 +141,7 @@ impl MetricConfig {
             labels: None,
             normalize: None,
             tolerance: None,
+            schema: None,
             field: None,
             rubric: None,
             model: None,
@@ -161,6 +167,7 @@ impl MetricConfig {
             Choice => &["labels"],
             Numeric => &["tolerance"],
             F1 | IsJson => &[],
+            JsonSchema => &["schema"],
             JsonField => &["field"],
             LlmRubric => &["rubric", "model"],
             Command => &["command"],
@@ -170,6 +177,7 @@ impl MetricConfig {
             ("labels", self.labels.is_some()),
             ("normalize", self.normalize.is_some()),
             ("tolerance", self.tolerance.is_some()),
+            ("schema", self.schema.is_some()),
             ("field", self.field.is_some()),
             ("rubric", self.rubric.is_some()),
             ("model", self.model.is_some()),
@@ -237,6 +245,15 @@ pub fn build(
         }),
         MetricKind::F1 => Arc::new(TokenF1),
         MetricKind::IsJson => Arc::new(IsJson),
+        MetricKind::JsonSchema => {
+            let schema = config
+                .schema
+                .clone()
+                .ok_or("metric `json-schema` needs `schema`")?;
+            let validator = jsonschema::validator_for(&schema)
+                .map_err(|e| format!("metric `json-schema`: invalid schema: {e}"))?;
+            Arc::new(JsonSchema { validator })
+        }
         MetricKind::JsonField => Arc::new(JsonField {
             field: need(&config.field, "field")?,
         }),
@@ -522,6 +539,40 @@ impl Metric for IsJson {
     async fn score(&self, _: &Example, output: &str) -> Result<Score, MetricError> {
         Ok(Score::pass(extract_json(output).is_some(), || {
             "the output holds no valid JSON".into()
+        }))
+    }
+}
+
+struct JsonSchema {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for JsonSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonSchema")
+    }
+}
+
+#[async_trait]
+impl Metric for JsonSchema {
+    fn name(&self) -> &str {
+        "json-schema"
+    }
+    async fn score(&self, _: &Example, output: &str) -> Result<Score, MetricError> {
+        let Some(json) = extract_json(output) else {
+            return Ok(Score {
+                value: 0.0,
+                feedback: Some("the output holds no valid JSON".into()),
+            });
+        };
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(&json)
+            .take(3)
+            .map(|e| format!("{} at `{}`", e, e.instance_path()))
+            .collect();
+        Ok(Score::pass(errors.is_empty(), || {
+            format!("the JSON does not match the schema: {}", errors.join("; "))
         }))
     }
 }
@@ -840,6 +891,30 @@ mod tests {
         let s = f.score(&ex("12.50"), "{\"sum\": 1}").await.unwrap();
         assert_eq!(s.value, 0.0);
         assert!(s.feedback.unwrap().contains("no field `total`"));
+    }
+
+    #[tokio::test]
+    async fn json_schema() {
+        let mut c = MetricConfig::of(MetricKind::JsonSchema);
+        c.schema = Some(
+            json!({"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}),
+        );
+        let m = build(&c, None).unwrap();
+        assert_eq!(v(&m, "", "{\"total\": 12.5}").await, 1.0);
+        let s = m.score(&ex(""), "{\"total\": \"12.5\"}").await.unwrap();
+        assert_eq!(s.value, 0.0);
+        assert!(
+            s.feedback.unwrap().contains("/total"),
+            "names where it failed"
+        );
+        assert_eq!(v(&m, "", "no json").await, 0.0);
+        c.schema = Some(json!({"type": 12}));
+        assert!(build(&c, None).unwrap_err().contains("invalid schema"));
+        assert!(
+            build(&MetricConfig::of(MetricKind::JsonSchema), None)
+                .unwrap_err()
+                .contains("needs `schema`")
+        );
     }
 
     #[tokio::test]
