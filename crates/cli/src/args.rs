@@ -63,9 +63,12 @@ pub struct EvalScope {
     /// Which split to evaluate on
     #[arg(long, default_value = "dev")]
     pub split: String,
-    /// Evaluate only the first N examples of the split
+    /// Evaluate only N examples of the split (the first N, or a seeded sample with --sample-seed)
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Draw the --limit examples at random with this seed instead of taking the first ones
+    #[arg(long, requires = "limit")]
+    pub sample_seed: Option<u64>,
     /// The execution model [default: the task's models.execution]
     #[arg(short, long)]
     pub model: Option<String>,

@@ -90,7 +90,7 @@ impl PromptFile {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
         }
-        p.check().map_err(err)?;
+        p.validate().map_err(err)?;
         Ok(p)
     }
 
@@ -103,7 +103,8 @@ impl PromptFile {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks serde cannot make: a body to render, a user message, templates that parse.
+    pub fn validate(&self) -> Result<(), String> {
         if self.template.is_none() && self.messages.is_empty() {
             return Err(
                 "a prompt needs a `template` (text form) or `[[messages]]` (chat form)".into(),

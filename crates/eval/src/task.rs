@@ -46,8 +46,8 @@ pub struct TaskConfig {
     pub inputs: Vec<String>,
     /// The variable holding the expected output.
     pub output: String,
-    /// The seed prompt file, relative to the task file.
-    pub prompt: PathBuf,
+    /// The seed prompt: a prompt file (relative to the task file) or an inline `[prompt]` table.
+    pub prompt: PromptSource,
     /// Sentences every generated or rewritten prompt must keep.
     #[serde(default)]
     pub constraints: Vec<String>,
@@ -57,6 +57,40 @@ pub struct TaskConfig {
     pub models: ModelsConfig,
     #[serde(default)]
     pub budget: BudgetConfig,
+}
+
+/// Where the seed prompt is: `prompt = "prompts/seed.toml"` or an inline `[prompt]` table with
+/// the fields of a prompt file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PromptSource {
+    File(PathBuf),
+    Inline(Box<PromptFile>),
+}
+
+impl<'de> Deserialize<'de> for PromptSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // By hand rather than `untagged`, so a typo inside an inline prompt keeps its precise
+        // error (and line) instead of "did not match any variant".
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PromptSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a prompt file path or an inline prompt table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PromptSource, E> {
+                Ok(PromptSource::File(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PromptSource, A::Error> {
+                let p = PromptFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PromptSource::Inline(Box::new(p)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -160,14 +194,21 @@ impl Task {
             toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         check(&config).map_err(err)?;
         let task = Task {
-            seed_prompt: PromptFile {
-                name: String::new(),
-                ..PromptFile::default()
-            },
+            seed_prompt: PromptFile::default(),
             path: path.to_path_buf(),
             config,
         };
-        let seed_prompt = PromptFile::load(&task.resolve(&task.config.prompt))?;
+        let seed_prompt = match &task.config.prompt {
+            PromptSource::File(file) => PromptFile::load(&task.resolve(file))?,
+            PromptSource::Inline(p) => {
+                let mut p = (**p).clone();
+                if p.name.is_empty() {
+                    p.name = format!("{}-seed", task.config.name);
+                }
+                p.validate().map_err(err)?;
+                p
+            }
+        };
         Ok(Task {
             seed_prompt,
             ..task
@@ -325,6 +366,27 @@ labels = ["negative", "positive"]
         );
         assert_eq!(task.config.models.execution, "local:gemma-3-270m");
         assert_eq!(task.seed_prompt.name, "prompt");
+    }
+
+    #[test]
+    fn inline_prompts() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = TASK.replace("prompt = \"prompt.toml\"\n", "")
+            + "\n[prompt]\ntemplate = \"Review: {{ text }}\\nSentiment:\"\n";
+        let task = Task::load(&write_task(dir.path(), &inline)).unwrap();
+        assert_eq!(task.seed_prompt.name, "t-seed");
+        assert_eq!(
+            task.seed_prompt.template.as_deref(),
+            Some("Review: {{ text }}\nSentiment:")
+        );
+        let typo = inline.replace("[prompt]\ntemplate", "[prompt]\ntemplat");
+        let e = Task::load(&write_task(dir.path(), &typo))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `templat`") && e.contains("line 15"),
+            "{e}"
+        );
     }
 
     #[test]

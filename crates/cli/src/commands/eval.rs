@@ -53,10 +53,11 @@ async fn setup(global: &Global, scope: &EvalScope) -> anyhow::Result<Setup> {
     };
     let scorer = Scorer::new(&task.config.metrics, judge)
         .map_err(|e| anyhow::anyhow!("{}: {e}", task.path.display()))?;
-    let mut examples = task.examples(&scope.split)?;
-    if let Some(limit) = scope.limit {
-        examples.truncate(limit);
-    }
+    let examples = metaprompt_eval::dataset::take(
+        task.examples(&scope.split)?,
+        scope.limit,
+        scope.sample_seed,
+    );
     if examples.is_empty() {
         anyhow::bail!(
             "{}: split `{}` has no examples",
