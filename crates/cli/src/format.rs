@@ -51,3 +51,23 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
     }
 }
+
+/// Print a line to standard output. A closed pipe (`metaprompt … | head`) ends the program
+/// quietly, as Unix tools do, instead of panicking like `println!`.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` that survives a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::format::line(format_args!($($arg)*)) };
+}
+pub(crate) use outln;

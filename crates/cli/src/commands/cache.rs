@@ -1,5 +1,6 @@
 //! `metaprompt cache stats|clear`.
 
+use crate::format::outln;
 use metaprompt_llm::ResponseCache;
 
 use crate::args::{CacheCommand, Global};
@@ -13,7 +14,7 @@ pub async fn run(global: &Global, cmd: CacheCommand) -> anyhow::Result<()> {
         );
     };
     if !path.exists() {
-        println!("no response cache yet at {}", path.display());
+        outln!("no response cache yet at {}", path.display());
         return Ok(());
     }
     let cache = ResponseCache::open(&path).await?;
@@ -21,19 +22,21 @@ pub async fn run(global: &Global, cmd: CacheCommand) -> anyhow::Result<()> {
         CacheCommand::Stats { json } => {
             let s = cache.stats().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!("cache     {}", s.path.display());
-                println!("entries   {}", s.entries);
-                println!("hits      {}", s.hits);
-                println!("size      {}", format::bytes(s.bytes));
+                outln!("cache     {}", s.path.display());
+                outln!("entries   {}", s.entries);
+                outln!("hits      {}", s.hits);
+                outln!("size      {}", format::bytes(s.bytes));
                 if let (Some(old), Some(new)) = (s.oldest_unix, s.newest_unix) {
-                    println!("written   {} … {}", date(old), date(new));
+                    outln!("written   {} … {}", date(old), date(new));
                 }
                 for m in &s.models {
-                    println!(
+                    outln!(
                         "  {:<40} {:>8} entries {:>8} hits",
-                        m.model, m.entries, m.hits
+                        m.model,
+                        m.entries,
+                        m.hits
                     );
                 }
             }
@@ -46,11 +49,11 @@ pub async fn run(global: &Global, cmd: CacheCommand) -> anyhow::Result<()> {
             });
             let n = cache.clear(name.as_deref()).await?;
             match name {
-                Some(name) => println!(
+                Some(name) => outln!(
                     "deleted {n} cached responses of {name} from {}",
                     path.display()
                 ),
-                None => println!("deleted {n} cached responses from {}", path.display()),
+                None => outln!("deleted {n} cached responses from {}", path.display()),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `metaprompt config show|model`.
 
+use crate::format::outln;
 use metaprompt_llm::ProviderKind;
 
 use crate::args::{ConfigCommand, Global};
@@ -10,53 +11,53 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
     match cmd {
         ConfigCommand::Show => {
             match &config.source {
-                Some(p) => println!("config    {}", p.display()),
-                None => println!("config    none found (built-in defaults)"),
+                Some(p) => outln!("config    {}", p.display()),
+                None => outln!("config    none found (built-in defaults)"),
             }
             match context::cache_disabled_by(global, &config) {
-                Some(why) => println!("cache     off ({why})"),
-                None => println!(
+                Some(why) => outln!("cache     off ({why})"),
+                None => outln!(
                     "cache     {}",
                     context::cache_path(global, &config)
                         .unwrap_or_default()
                         .display()
                 ),
             }
-            println!("providers openai, anthropic, local (built in)");
+            outln!("providers openai, anthropic, local (built in)");
             for (name, p) in &config.providers {
                 let kind = p.kind.map_or("built in", ProviderKind::as_str);
-                println!(
+                outln!(
                     "  {name:<12} {kind:<10} {}",
                     p.base_url.as_deref().unwrap_or("(default URL)")
                 );
             }
             if !config.models.is_empty() {
-                println!("models");
+                outln!("models");
                 for name in config.models.keys() {
-                    println!("  {name}");
+                    outln!("  {name}");
                 }
             }
         }
         ConfigCommand::Model { spec } => {
             let hub = metaprompt_llm::Hub::new(config);
             let m = hub.resolve(&spec)?;
-            println!("name          {}", m.name);
-            println!("kind          {}", m.kind.as_str());
-            println!("model         {}", m.model);
+            outln!("name          {}", m.name);
+            outln!("kind          {}", m.kind.as_str());
+            outln!("model         {}", m.model);
             if !m.base_url.is_empty() {
-                println!("base_url      {}", m.base_url);
+                outln!("base_url      {}", m.base_url);
             }
             match &m.api_key_env {
                 Some(var) => {
                     let set = std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
-                    println!(
+                    outln!(
                         "api key       ${var} ({})",
                         if set { "set" } else { "NOT SET" }
                     );
                 }
-                None => println!("api key       none sent"),
+                None => outln!("api key       none sent"),
             }
-            println!(
+            outln!(
                 "format        {}",
                 if m.format == metaprompt_llm::PromptFormat::Chat {
                     "chat"
@@ -65,7 +66,7 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
                 }
             );
             match m.pricing {
-                Some(p) => println!(
+                Some(p) => outln!(
                     "pricing       ${} in / ${} out per million tokens{}",
                     p.input_per_mtok,
                     p.output_per_mtok,
@@ -73,14 +74,14 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
                         .map(|c| format!(" (${c} cached input)"))
                         .unwrap_or_default()
                 ),
-                None => println!(
+                None => outln!(
                     "pricing       unknown (costs will show as unknown; set [models.\"{}\"].pricing)",
                     m.name
                 ),
             }
-            println!("concurrency   {}", m.concurrency);
-            println!("timeout       {}", format::duration(m.timeout));
-            println!(
+            outln!("concurrency   {}", m.concurrency);
+            outln!("timeout       {}", format::duration(m.timeout));
+            outln!(
                 "retries       {} (backoff from {})",
                 m.retry.max_retries,
                 format::duration(m.retry.base_delay)

@@ -1,5 +1,6 @@
 //! `metaprompt eval` and `metaprompt compare`.
 
+use crate::format::outln;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,13 +128,13 @@ pub async fn run(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", out.display()))?;
     close(&s.hub).await;
     if args.scope.json {
-        println!("{}", serde_json::to_string_pretty(&report.summary)?);
+        outln!("{}", serde_json::to_string_pretty(&report.summary)?);
         return Ok(());
     }
     print_summary(&s.task, &args.scope.split, &report.summary);
-    println!("results   {}", out.display());
+    outln!("results   {}", out.display());
     if report.summary.errors > 0 {
-        println!(
+        outln!(
             "warning   {} examples failed (scored 0); see `error` in the results",
             report.summary.errors
         );
@@ -150,12 +151,12 @@ pub async fn compare(global: &Global, args: CompareArgs) -> anyhow::Result<()> {
     close(&s.hub).await;
     let c = evaluator::compare(&ra, &rb, BOOTSTRAP_SEED);
     if args.scope.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        outln!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());
     }
-    println!("A: {}", args.a.display());
+    outln!("A: {}", args.a.display());
     print_summary(&s.task, &args.scope.split, &c.a);
-    println!("B: {}", args.b.display());
+    outln!("B: {}", args.b.display());
     print_summary(&s.task, &args.scope.split, &c.b);
     print_comparison(&c);
     Ok(())
@@ -185,22 +186,29 @@ fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> PathBuf {
 }
 
 fn print_summary(task: &Task, split: &str, s: &Summary) {
-    println!(
+    outln!(
         "{} · prompt {} · {} · {split}, {} examples ({})",
-        task.config.name, s.prompt, s.model, s.examples, s.mode
+        task.config.name,
+        s.prompt,
+        s.model,
+        s.examples,
+        s.mode
     );
-    println!(
+    outln!(
         "score     {:.3}  95% CI [{:.3}, {:.3}]   pass rate {:.1}%",
         s.score.mean,
         s.score.low,
         s.score.high,
         100.0 * s.pass_rate
     );
-    println!(
+    outln!(
         "tokens    {} in / {} out · {} of {} from cache",
-        s.usage.input_tokens, s.usage.output_tokens, s.cached, s.examples
+        s.usage.input_tokens,
+        s.usage.output_tokens,
+        s.cached,
+        s.examples
     );
-    println!(
+    outln!(
         "cost      {} · wall {} · errors {}",
         format::cost(s.cost_usd),
         format::duration(s.wall),
@@ -211,13 +219,18 @@ fn print_summary(task: &Task, split: &str, s: &Summary) {
 fn print_comparison(c: &Comparison) {
     let p = &c.paired;
     let m = &c.mcnemar;
-    println!(
+    outln!(
         "B - A     {:+.3}  95% CI [{:+.3}, {:+.3}]  paired bootstrap p = {:.4}",
-        p.diff, p.low, p.high, p.p_value
+        p.diff,
+        p.low,
+        p.high,
+        p.p_value
     );
-    println!(
+    outln!(
         "McNemar   only A passed: {}, only B passed: {}, exact p = {:.4}",
-        m.only_a, m.only_b, m.p_value
+        m.only_a,
+        m.only_b,
+        m.p_value
     );
     let verdict = if p.p_value < 0.05 && p.low > 0.0 {
         "B is significantly better than A (p < 0.05)"
@@ -226,5 +239,5 @@ fn print_comparison(c: &Comparison) {
     } else {
         "no significant difference between A and B at p < 0.05"
     };
-    println!("verdict   {verdict}");
+    outln!("verdict   {verdict}");
 }

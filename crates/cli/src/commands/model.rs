@@ -1,5 +1,6 @@
 //! `metaprompt model pull|list`: the embedded models.
 
+use crate::format::outln;
 use anyhow::Context as _;
 use metaprompt_local::LocalOptions;
 use metaprompt_local::fetch::{self, DEFAULT_MODEL};
@@ -23,17 +24,17 @@ pub async fn run(global: &Global, cmd: ModelCommand) -> anyhow::Result<()> {
             .await
             .context("the pull was interrupted")??;
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            println!(
+            outln!(
                 "ready: {} ({}, sha256 verified)",
                 path.display(),
                 format::bytes(size)
             );
         }
         ModelCommand::List => {
-            println!("models directory: {}", options.models_dir.display());
+            outln!("models directory: {}", options.models_dir.display());
             for m in fetch::list(&options.models_dir) {
                 let state = if m.present { "pulled" } else { "not pulled" };
-                println!(
+                outln!(
                     "  {:<20} {:<11} {:>9}  {}",
                     m.name,
                     state,
@@ -41,7 +42,7 @@ pub async fn run(global: &Global, cmd: ModelCommand) -> anyhow::Result<()> {
                     m.description
                 );
             }
-            println!("use one as `local:NAME`, or any file as `local:/path/to/model.gguf`");
+            outln!("use one as `local:NAME`, or any file as `local:/path/to/model.gguf`");
         }
     }
     Ok(())
