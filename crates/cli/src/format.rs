@@ -35,23 +35,6 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(cost(None), "cost unknown");
-        assert_eq!(cost(Some(0.0)), "$0");
-        assert_eq!(cost(Some(0.0000089)), "$0.000009");
-        assert_eq!(cost(Some(1.5)), "$1.5000");
-        assert_eq!(duration(Duration::from_millis(412)), "412 ms");
-        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-    }
-}
-
 /// Print a line to standard output. A closed pipe (`metaprompt … | head`) ends the program
 /// quietly, as Unix tools do, instead of panicking like `println!`.
 pub fn line(args: std::fmt::Arguments<'_>) {
@@ -71,3 +54,20 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::format::line(format_args!($($arg)*)) };
 }
 pub(crate) use outln;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(cost(None), "cost unknown");
+        assert_eq!(cost(Some(0.0)), "$0");
+        assert_eq!(cost(Some(0.0000089)), "$0.000009");
+        assert_eq!(cost(Some(1.5)), "$1.5000");
+        assert_eq!(duration(Duration::from_millis(412)), "412 ms");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}
