@@ -53,6 +53,118 @@ pub enum Command {
     /// Fetch and list embedded (local) models
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Write a prompt from a task description: the meta model analyses the task, writes N candidates, they are checked and scored, the best is kept
+    Generate(GenerateArgs),
+    /// Rewrite a prompt for another model and measure parity on the task's data
+    Translate(TranslateArgs),
+    /// List or export the meta-prompts (the templates the meta model runs)
+    #[command(subcommand)]
+    MetaPrompts(MetaPromptsCommand),
+}
+
+/// The meta layer's settings, shared by the commands that use it.
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// The meta model, which writes prompts [default: the task's models.meta, else local:gemma-3-270m]
+    #[arg(long, value_name = "MODEL")]
+    pub meta: Option<String>,
+    /// Sampling temperature of the meta model [default: the task's models.meta_temperature, else 0.8]
+    #[arg(long, value_name = "T")]
+    pub meta_temperature: Option<f32>,
+    /// System message for the chat-form meta-prompts (`@FILE` reads a file) [default: the task's models.meta_system, else the template's]
+    #[arg(long, value_name = "TEXT")]
+    pub meta_system: Option<String>,
+    /// A directory of meta-prompt files (`<name>.toml`) replacing the built-in ones
+    #[arg(long, env = "METAPROMPT_TEMPLATES", value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// The judge of the protected-constraint guardrail [default: the meta model when it is instruction-tuned; none for base models]
+    #[arg(long, value_name = "MODEL")]
+    pub judge: Option<String>,
+    /// A protected constraint every prompt must keep (repeatable; added to the task's and the prompt's)
+    #[arg(long = "constraint", value_name = "TEXT")]
+    pub constraints: Vec<String>,
+    /// Seed of the meta model's sampling and of demonstration choice
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the prompt file (a `.report.json` with every candidate goes beside it) [default: <task dir>/results/<name>.toml, else ./<name>.toml]
+    #[arg(short, long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Evaluate on this split
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Evaluate on the first N examples of the split only
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What the prompt must do [default: the task's description]
+    pub description: Option<String>,
+    /// A task file: its data (demonstrations, evaluation), metrics, constraints and models
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<PathBuf>,
+    /// How many candidate prompts to write
+    #[arg(short = 'n', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub candidates: u32,
+    /// Demonstrations from the train split to put in the prompt (0: none)
+    #[arg(long, default_value_t = 4)]
+    pub demos: usize,
+    /// The execution model, which runs the prompt [default: the task's models.execution, else local:gemma-3-270m]
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Name of the prompt [default: <task>-generated, else from the description]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not evaluate the candidates (keep the first that passes the checks)
+    #[arg(long)]
+    pub no_eval: bool,
+    #[command(flatten)]
+    pub meta: MetaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// The prompt file to translate
+    pub prompt: PathBuf,
+    /// The target model
+    #[arg(long, value_name = "MODEL")]
+    pub to: String,
+    /// The task whose data measures parity
+    #[arg(long, value_name = "TASK")]
+    pub task: PathBuf,
+    /// The model the prompt was written for [default: the prompt's target_model, else the task's models.execution]
+    #[arg(long, value_name = "MODEL")]
+    pub from: Option<String>,
+    /// How many rewrites to sample (besides the mechanical layout conversion)
+    #[arg(short = 'n', long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub variants: u32,
+    /// Name of the translated prompt [default: <prompt>-for-<target>]
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub meta: MetaArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetaPromptsCommand {
+    /// The meta-prompts in effect and where each comes from
+    List {
+        /// A directory of meta-prompt files replacing the built-in ones
+        #[arg(long, env = "METAPROMPT_TEMPLATES", value_name = "DIR")]
+        templates: Option<PathBuf>,
+    },
+    /// Write the built-in meta-prompts to a directory, to edit and use with --templates
+    Export {
+        /// The directory (created if missing)
+        dir: PathBuf,
+        /// Overwrite files that exist
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// What every evaluation shares.

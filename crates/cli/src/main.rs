@@ -47,6 +47,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(cmd) => commands::model::run(&cli.global, cmd).await,
         Command::Eval(args) => commands::eval::run(&cli.global, args).await,
         Command::Compare(args) => commands::eval::compare(&cli.global, args).await,
+        Command::Generate(args) => commands::generate::run(&cli.global, args).await,
+        Command::Translate(args) => commands::translate::run(&cli.global, args).await,
+        Command::MetaPrompts(cmd) => commands::meta::run(cmd),
     }
 }
 

@@ -3,36 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::Output;
+mod common;
 
+use common::{metaprompt, sst2, stderr, stdout};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-/// Run the binary in `dir` with a clean environment: no stray config, cache in `dir`.
-async fn metaprompt(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = assert_cmd::Command::cargo_bin("metaprompt").unwrap();
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("METAPROMPT_CACHE", dir.join("cache.sqlite"))
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 async fn openai_mock(expected_calls: u64) -> MockServer {
     let server = MockServer::start().await;
@@ -316,10 +292,6 @@ async fn model_pull_from_a_url_checks_the_sha256() {
     assert!(models.join("tiny.gguf").is_file());
     let out = metaprompt(dir.path(), &["model", "pull", &url], &env).await;
     assert!(stderr(&out).contains("needs --sha256"), "{}", stderr(&out));
-}
-
-fn sst2() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sst2")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -58,6 +58,9 @@ pub struct PromptFile {
     /// The model this prompt was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_model: Option<String>,
+    /// Why the prompt looks the way it does (the meta layer's reasoning; never rendered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

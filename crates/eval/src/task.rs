@@ -123,6 +123,9 @@ pub struct ModelsConfig {
     pub execution_temperature: f32,
     #[serde(default = "default_meta_temperature")]
     pub meta_temperature: f32,
+    /// Replaces the system message of the chat-form meta-prompts (the meta model's persona).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_system: Option<String>,
     /// Most tokens the execution model generates per example.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
@@ -148,6 +151,7 @@ impl Default for ModelsConfig {
             meta: default_model(),
             execution_temperature: 0.0,
             meta_temperature: default_meta_temperature(),
+            meta_system: None,
             max_tokens: default_max_tokens(),
             stop: Vec::new(),
         }

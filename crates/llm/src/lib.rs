@@ -16,6 +16,7 @@
 //! - [`config`] — `metaprompt.toml`, strict; model specs resolve to a [`ModelInfo`].
 //! - [`openai`], [`anthropic`] — one file per wire protocol, owning its wire types.
 //! - [`retry`], [`limiter`] — the resilience policy; [`cache`] — the response cache.
+//! - [`meter`] — per-layer usage accounting (meta layer apart from execution layer).
 //! - [`hub`] — builds and shares providers. No global state: pass the hub (or the
 //!   `Arc<dyn Provider>` it returns) explicitly.
 //!
@@ -28,6 +29,7 @@ pub mod error;
 mod http;
 pub mod hub;
 pub mod limiter;
+pub mod meter;
 pub mod openai;
 pub mod pricing;
 pub mod provider;
@@ -40,6 +42,7 @@ pub use cache::{CacheStats, ResponseCache};
 pub use config::{Config, ModelInfo, ProviderKind};
 pub use error::LlmError;
 pub use hub::Hub;
+pub use meter::{LayerUsage, Meter, Metered};
 pub use pricing::Pricing;
 pub use provider::{ApiKey, Provider};
 pub use types::{

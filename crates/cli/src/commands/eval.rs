@@ -35,7 +35,22 @@ async fn setup(global: &Global, scope: &EvalScope) -> anyhow::Result<Setup> {
             .as_deref()
             .unwrap_or(&task.config.models.execution),
     )?;
-    // Open the judge only when a metric needs one: it may be a hosted model needing a key.
+    let scorer = scorer(&task, &hub)?;
+    let examples = examples(&task, &scope.split, scope.limit, scope.sample_seed)?;
+    let options = options(&task);
+    Ok(Setup {
+        task,
+        model,
+        scorer,
+        examples,
+        options,
+        hub,
+    })
+}
+
+/// The task's metrics, with a judge model opened only when a metric needs one (it may be a
+/// hosted model needing a key).
+pub fn scorer(task: &Task, hub: &Hub) -> anyhow::Result<Scorer> {
     let needs_judge = task
         .config
         .metrics
@@ -52,35 +67,34 @@ async fn setup(global: &Global, scope: &EvalScope) -> anyhow::Result<Setup> {
     } else {
         None
     };
-    let scorer = Scorer::new(&task.config.metrics, judge)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", task.path.display()))?;
-    let examples = metaprompt_eval::dataset::take(
-        task.examples(&scope.split)?,
-        scope.limit,
-        scope.sample_seed,
-    );
+    Scorer::new(&task.config.metrics, judge)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", task.path.display()))
+}
+
+/// The examples of `split` (the first `limit`, or a seeded sample of them); an empty split is an
+/// error.
+pub fn examples(
+    task: &Task,
+    split: &str,
+    limit: Option<usize>,
+    sample_seed: Option<u64>,
+) -> anyhow::Result<Vec<Example>> {
+    let examples = metaprompt_eval::dataset::take(task.examples(split)?, limit, sample_seed);
     if examples.is_empty() {
-        anyhow::bail!(
-            "{}: split `{}` has no examples",
-            task.path.display(),
-            scope.split
-        );
+        anyhow::bail!("{}: split `{split}` has no examples", task.path.display());
     }
-    let options = EvalOptions {
+    Ok(examples)
+}
+
+/// How the task's execution model is called.
+pub fn options(task: &Task) -> EvalOptions {
+    EvalOptions {
         temperature: task.config.models.execution_temperature,
         max_tokens: task.config.models.max_tokens,
         stop: task.config.models.stop.clone(),
         output: task.config.output.clone(),
         seed: BOOTSTRAP_SEED,
-    };
-    Ok(Setup {
-        task,
-        model,
-        scorer,
-        examples,
-        options,
-        hub,
-    })
+    }
 }
 
 fn bar(total: usize, label: &str) -> ProgressBar {
@@ -162,13 +176,13 @@ pub async fn compare(global: &Global, args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn close(hub: &Hub) {
+pub async fn close(hub: &Hub) {
     if let Some(cache) = hub.cache() {
         cache.close().await;
     }
 }
 
-fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> PathBuf {
+pub fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> PathBuf {
     let name: String = prompt
         .name
         .chars()
@@ -185,7 +199,7 @@ fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> PathBuf {
         .join(format!("{name}.{split}.jsonl"))
 }
 
-fn print_summary(task: &Task, split: &str, s: &Summary) {
+pub fn print_summary(task: &Task, split: &str, s: &Summary) {
     outln!(
         "{} · prompt {} · {} · {split}, {} examples ({})",
         task.config.name,
@@ -216,7 +230,7 @@ fn print_summary(task: &Task, split: &str, s: &Summary) {
     );
 }
 
-fn print_comparison(c: &Comparison) {
+pub fn print_comparison(c: &Comparison) {
     let p = &c.paired;
     let m = &c.mcnemar;
     outln!(

@@ -4,4 +4,7 @@ pub mod cache;
 pub mod complete;
 pub mod config;
 pub mod eval;
+pub mod generate;
+pub mod meta;
 pub mod model;
+pub mod translate;

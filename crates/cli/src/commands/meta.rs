@@ -1,0 +1,277 @@
+//! What the meta-layer commands (`generate`, `translate`) share: settings, console progress,
+//! the per-layer cost table, writing results; and `metaprompt meta-prompts`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use metaprompt_eval::{PromptFile, Task};
+use metaprompt_llm::{Hub, LayerUsage, Provider};
+use metaprompt_optimize::candidate::Costs;
+use metaprompt_optimize::meta::{BUILTIN, Origin};
+use metaprompt_optimize::{Candidate, Event, Guard, Layers, MetaPrompts, Status};
+
+use crate::args::{MetaArgs, MetaPromptsCommand};
+use crate::format::{self, outln};
+
+/// The meta-prompts in effect, with the system message override.
+pub fn meta_prompts(args: &MetaArgs, task: Option<&Task>) -> anyhow::Result<MetaPrompts> {
+    let system = match &args.meta_system {
+        Some(s) => Some(match s.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--meta-system: cannot read {path}"))?,
+            None => s.clone(),
+        }),
+        None => task.and_then(|t| t.config.models.meta_system.clone()),
+    };
+    Ok(MetaPrompts::load(args.templates.as_deref())?.with_system(system))
+}
+
+/// The guardrail: the `--judge` model, else the meta model (used only if instruction-tuned).
+pub fn guard(args: &MetaArgs, hub: &Hub, layers: &Layers) -> anyhow::Result<Guard> {
+    let judge = match &args.judge {
+        Some(spec) => layers.also_meta(hub.model(spec)?),
+        None => layers.meta.clone(),
+    };
+    Ok(Guard::new(Some(judge)))
+}
+
+/// Protected constraints: the task's, the prompt's and the command line's, each once.
+pub fn constraints(
+    task: Option<&Task>,
+    prompt: Option<&PromptFile>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    let sources = task
+        .map(|t| t.config.constraints.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(prompt.map(|p| p.constraints.as_slice()).unwrap_or_default())
+        .chain(extra);
+    for c in sources {
+        let c = c.trim();
+        if !c.is_empty() && !all.iter().any(|a| a == c) {
+            all.push(c.to_string());
+        }
+    }
+    all
+}
+
+/// Prints events as they come (to standard error, so `--json` output stays clean), with a
+/// progress bar during evaluations.
+#[derive(Debug)]
+pub struct Console {
+    bar: Mutex<Option<ProgressBar>>,
+    quiet: bool,
+}
+
+impl Console {
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            bar: Mutex::new(None),
+            quiet,
+        }
+    }
+
+    pub fn event(&self, e: Event<'_>) {
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Event::Evaluating { label, done, total } => {
+                let b = bar.get_or_insert_with(|| {
+                    let b = ProgressBar::with_draw_target(
+                        Some(total as u64),
+                        ProgressDrawTarget::stderr(),
+                    );
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "  evaluating {msg} {bar:30} {pos}/{len} examples, {elapsed}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    b
+                });
+                b.set_message(label.to_string());
+                b.set_position(done as u64);
+            }
+            Event::Evaluated { label, summary } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                if !self.quiet {
+                    eprintln!(
+                        "  {label:<6} {:.3} [{:.3}, {:.3}] on {} examples ({})",
+                        summary.score.mean,
+                        summary.score.low,
+                        summary.score.high,
+                        summary.examples,
+                        format::duration(summary.wall)
+                    );
+                }
+            }
+            _ if self.quiet => {}
+            Event::Step(s) => eprintln!("· {s}"),
+            Event::Analysis(a) => {
+                eprintln!("  analysis:");
+                for line in a.lines().filter(|l| !l.trim().is_empty()) {
+                    eprintln!("    {}", line.trim_end());
+                }
+            }
+            Event::Candidate(c) => eprintln!("  {}", candidate_line(c)),
+        }
+    }
+}
+
+/// One line about a candidate: its status and the start of its instruction.
+pub fn candidate_line(c: &Candidate) -> String {
+    let preview = preview(c);
+    match &c.status {
+        Status::Accepted => format!("{:<6} written: {preview}", c.id),
+        Status::Rejected(why) => format!("{:<6} REJECTED: {}", c.id, why.join("; ")),
+        Status::Failed(why) => format!("{:<6} failed: {why}", c.id),
+        Status::Duplicate(twin) => format!("{:<6} same prompt as {twin}", c.id),
+    }
+}
+
+/// The start of a candidate's instruction, on one line, quoted.
+pub fn preview(c: &Candidate) -> String {
+    let text = c
+        .prompt
+        .as_ref()
+        .and_then(|p| p.instruction.clone())
+        .unwrap_or_default();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(90) {
+        Some((i, _)) => format!("\"{}…\"", &flat[..i]),
+        None => format!("\"{flat}\""),
+    }
+}
+
+fn layer_line(name: &str, u: &LayerUsage) {
+    outln!(
+        "  {name:<10} {} calls ({} cached, {} failed) · {} in / {} out tokens · {} · model time {}",
+        u.calls,
+        u.cached,
+        u.failed,
+        u.input_tokens,
+        u.output_tokens,
+        format::cost(u.cost_usd),
+        format::duration(u.model_time)
+    );
+}
+
+/// The per-layer cost table, and the amortized view when a prompt was chosen on data.
+pub fn print_costs(costs: &Costs, execution_model: &dyn Provider) {
+    outln!("cost by layer");
+    layer_line("meta", &costs.meta);
+    layer_line("execution", &costs.execution);
+    if let Some(per) = &costs.per_execution {
+        outln!(
+            "  per run    the chosen prompt on {}: {:.0} in / {:.1} out tokens, {} per execution",
+            execution_model.info().name,
+            per.input_tokens,
+            per.output_tokens,
+            format::cost(per.cost_usd)
+        );
+        let amortized: Vec<String> = [1_000u64, 100_000]
+            .iter()
+            .filter_map(|n| {
+                costs
+                    .amortized(*n)
+                    .map(|c| format!("{} over {n} runs", format::cost(Some(c))))
+            })
+            .collect();
+        let free = costs.meta.cost_usd == Some(0.0) && per.cost_usd == Some(0.0);
+        if free {
+            outln!("  amortized  $0: both layers ran on free (local) models");
+        } else if !amortized.is_empty() {
+            outln!(
+                "  amortized  meta layer {} once; per execution incl. meta: {}",
+                format::cost(costs.meta.cost_usd),
+                amortized.join(", ")
+            );
+        }
+    }
+}
+
+/// Where a result goes: `--out`, else `<task dir>/results/<name>.toml`, else `./<name>.toml`;
+/// a default path that exists gets a numbered sibling instead of being overwritten.
+pub fn out_path(out: Option<&Path>, task: Option<&Task>, name: &str) -> PathBuf {
+    if let Some(o) = out {
+        return o.to_path_buf();
+    }
+    let dir = task.map_or_else(|| PathBuf::from("."), |t| t.dir().join("results"));
+    let mut path = dir.join(format!("{name}.toml"));
+    let mut k = 2;
+    while path.exists() {
+        path = dir.join(format!("{name}-{k}.toml"));
+        k += 1;
+    }
+    path
+}
+
+/// Write the prompt and, beside it, the full report as JSON.
+pub fn write_outputs(
+    path: &Path,
+    prompt: &PromptFile,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, prompt.to_toml())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let report_path = path.with_extension("report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    Ok(report_path)
+}
+
+/// `metaprompt meta-prompts list|export`.
+pub fn run(cmd: MetaPromptsCommand) -> anyhow::Result<()> {
+    match cmd {
+        MetaPromptsCommand::List { templates } => {
+            let m = MetaPrompts::load(templates.as_deref())?;
+            for (name, origin) in m.origins() {
+                let forms: Vec<&str> = [
+                    (metaprompt_llm::PromptFormat::Chat, "chat"),
+                    (metaprompt_llm::PromptFormat::Text, "text"),
+                ]
+                .into_iter()
+                .filter(|(f, _)| m.has_form(name, *f))
+                .map(|(_, n)| n)
+                .collect();
+                let from = match origin {
+                    Origin::Builtin => "built-in".to_string(),
+                    Origin::File(p) => p.display().to_string(),
+                };
+                outln!("{name:<10} {:<10} {from}", forms.join("+"));
+            }
+            Ok(())
+        }
+        MetaPromptsCommand::Export { dir, force } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let path = |name: &str| dir.join(format!("{name}.toml"));
+            if let Some(p) = BUILTIN
+                .iter()
+                .map(|(n, _)| path(n))
+                .find(|p| p.exists() && !force)
+            {
+                anyhow::bail!("{} exists (use --force to overwrite)", p.display());
+            }
+            for (name, source) in BUILTIN {
+                let path = path(name);
+                std::fs::write(&path, source)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                outln!("wrote {}", path.display());
+            }
+            outln!(
+                "edit them, then pass --templates {} (or set METAPROMPT_TEMPLATES)",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Candidates: prompts the meta layer proposed, what became of them (accepted, rejected by the
+//! guardrail, failed, duplicate) and their scores; the per-layer accounting every run reports.
+
+use std::sync::Arc;
+
+use metaprompt_eval::evaluator::{self, Comparison};
+use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Summary};
+use metaprompt_llm::{LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
+use serde::Serialize;
+
+use crate::brief::Frame;
+use crate::guard::{Guard, GuardReport};
+use crate::meta::MetaPrompts;
+use crate::{Event, Observer};
+use metaprompt_eval::prompt::PromptError;
+
+/// Seed of bootstrap resampling in reports: fixed, so a report reproduces.
+pub const BOOTSTRAP_SEED: u64 = 0x5EED;
+
+/// What became of a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", content = "why", rename_all = "lowercase")]
+pub enum Status {
+    /// Passed every check; evaluated when there is data.
+    Accepted,
+    /// Failed the guardrail or does not render; the reasons, one per failure.
+    Rejected(Vec<String>),
+    /// The meta call failed or its answer held no prompt.
+    Failed(String),
+    /// The same prompt as an earlier candidate (its id); not evaluated twice.
+    Duplicate(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// `c1`, `c2`, … (generate) or `v0`, `v1`, … (translate).
+    pub id: String,
+    /// The meta model's answer as read (or the error).
+    pub answer: String,
+    /// Text of the answer outside the prompt (a chat meta model's own notes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptFile>,
+    #[serde(flatten)]
+    pub status: Status,
+    pub guard: GuardReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<Summary>,
+    #[serde(skip)]
+    pub report: Option<Report>,
+}
+
+impl Candidate {
+    pub fn failed(id: String, error: String) -> Self {
+        Self {
+            id,
+            answer: String::new(),
+            notes: None,
+            prompt: None,
+            status: Status::Failed(error),
+            guard: GuardReport::default(),
+            score: None,
+            report: None,
+        }
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.status == Status::Accepted
+    }
+}
+
+/// The instruction in a meta answer: between `<prompt>` tags (chat form) or the whole
+/// continuation (text form), without wrapping quotes, starting with a capital.
+pub fn instruction_from(answer: &str) -> (String, Option<String>) {
+    let prompt = crate::meta::prompt_from_answer(answer);
+    let notes = answer
+        .find("<prompt>")
+        .map(|i| answer[..i].trim().to_string())
+        .filter(|n| !n.is_empty());
+    let t = prompt.trim().trim_matches('"').trim();
+    let mut chars = t.chars();
+    let text = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    (text, notes)
+}
+
+/// What a candidate prompt is checked with before it may be evaluated.
+#[derive(Debug)]
+pub struct Checks<'a> {
+    pub meta: &'a MetaPrompts,
+    pub guard: &'a Guard,
+    pub constraints: &'a [String],
+    /// An example to render the prompt with (catches template syntax the meta model wrote).
+    pub probe: Option<&'a Example>,
+    pub output: &'a str,
+    pub seed: u64,
+}
+
+impl Checks<'_> {
+    /// A candidate from a meta answer: read, assembled with `frame`, rendered, guarded, and
+    /// compared with the earlier candidates.
+    pub async fn candidate(
+        &self,
+        id: String,
+        answer: &str,
+        frame: &Frame,
+        name: &str,
+        earlier: &[Candidate],
+    ) -> Candidate {
+        let (instruction, notes) = instruction_from(answer);
+        if instruction.chars().filter(|c| c.is_alphanumeric()).count() < 3 {
+            return Candidate {
+                answer: answer.to_string(),
+                ..Candidate::failed(id, "the meta model wrote no usable prompt".into())
+            };
+        }
+        let prompt = frame.prompt(name, &instruction, self.constraints);
+        self.check(id, answer.to_string(), notes, prompt, earlier)
+            .await
+    }
+
+    /// Check an assembled prompt.
+    pub async fn check(
+        &self,
+        id: String,
+        answer: String,
+        notes: Option<String>,
+        prompt: PromptFile,
+        earlier: &[Candidate],
+    ) -> Candidate {
+        let mut c = Candidate {
+            id,
+            answer,
+            notes,
+            prompt: None,
+            status: Status::Accepted,
+            guard: GuardReport::default(),
+            score: None,
+            report: None,
+        };
+        if let Err(e) = self.renders(&prompt) {
+            c.status = Status::Rejected(vec![format!("the prompt does not render: {e}")]);
+            c.prompt = Some(prompt);
+            return c;
+        }
+        let same = |o: &Candidate| {
+            o.accepted() && o.prompt.as_ref().is_some_and(|p| same_prompt(p, &prompt))
+        };
+        if let Some(twin) = earlier.iter().find(|o| same(o)) {
+            c.status = Status::Duplicate(twin.id.clone());
+            c.guard = twin.guard.clone();
+            c.prompt = Some(prompt);
+            return c;
+        }
+        c.guard = self
+            .guard
+            .check(self.meta, &prompt, self.constraints, self.seed)
+            .await;
+        if !c.guard.passed() {
+            c.status = Status::Rejected(c.guard.reasons());
+        }
+        c.prompt = Some(prompt);
+        c
+    }
+
+    fn renders(&self, prompt: &PromptFile) -> Result<(), String> {
+        prompt.validate()?;
+        if let Some(e) = self.probe {
+            let mut vars = e.vars.clone();
+            vars.remove(self.output);
+            for format in [PromptFormat::Text, PromptFormat::Chat] {
+                prompt
+                    .render(&vars, format, Some(self.output))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_prompt(a: &PromptFile, b: &PromptFile) -> bool {
+    let norm = |s: &Option<String>| {
+        s.as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    norm(&a.instruction) == norm(&b.instruction)
+        && a.template == b.template
+        && a.messages == b.messages
+        && a.demos == b.demos
+}
+
+/// Examples, metrics and options a run scores prompts with.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub scorer: Scorer,
+    pub examples: Vec<Example>,
+    pub options: EvalOptions,
+    /// The split's name, for reports.
+    pub split: String,
+}
+
+impl Evaluation {
+    pub async fn run(
+        &self,
+        prompt: &PromptFile,
+        model: &Arc<dyn Provider>,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Report, metaprompt_eval::prompt::PromptError> {
+        evaluator::evaluate(
+            prompt,
+            model,
+            &self.scorer,
+            &self.examples,
+            &self.options,
+            progress,
+        )
+        .await
+    }
+}
+
+/// The meta layer and the execution layer, each counted on its own meter.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    pub meta: Arc<dyn Provider>,
+    pub execution: Arc<dyn Provider>,
+    meta_meter: Meter,
+    execution_meter: Meter,
+}
+
+impl Layers {
+    pub fn new(meta: Arc<dyn Provider>, execution: Arc<dyn Provider>) -> Self {
+        let meta_meter = Meter::new();
+        let execution_meter = Meter::new();
+        Self {
+            meta: Metered::wrap(meta, meta_meter.clone()),
+            execution: Metered::wrap(execution, execution_meter.clone()),
+            meta_meter,
+            execution_meter,
+        }
+    }
+
+    /// Another model of the execution layer (translate's source model), on the same meter.
+    pub fn also_execution(&self, model: Arc<dyn Provider>) -> Arc<dyn Provider> {
+        Metered::wrap(model, self.execution_meter.clone())
+    }
+
+    /// Another model of the meta layer (a separate judge), on the same meter.
+    pub fn also_meta(&self, model: Arc<dyn Provider>) -> Arc<dyn Provider> {
+        Metered::wrap(model, self.meta_meter.clone())
+    }
+
+    pub fn costs(&self, chosen: Option<&Report>, model: &dyn Provider) -> Costs {
+        Costs {
+            meta: self.meta_meter.snapshot(),
+            execution: self.execution_meter.snapshot(),
+            per_execution: chosen.map(|r| PerExecution::of(r, model)),
+        }
+    }
+}
+
+/// What a run cost, per layer, and what the result will cost per use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Costs {
+    pub meta: LayerUsage,
+    pub execution: LayerUsage,
+    /// The chosen prompt's mean cost per execution (live price, not cache hits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_execution: Option<PerExecution>,
+}
+
+impl Costs {
+    /// Dollars per execution when the meta layer's (one-off) cost is spread over `executions`.
+    pub fn amortized(&self, executions: u64) -> Option<f64> {
+        let per = self.per_execution.as_ref()?.cost_usd?;
+        let meta = self.meta.cost_usd?;
+        Some(per + meta / executions.max(1) as f64)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PerExecution {
+    pub input_tokens: f64,
+    pub output_tokens: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+impl PerExecution {
+    fn of(report: &Report, model: &dyn Provider) -> Self {
+        let n = report.results.len().max(1) as f64;
+        let input = report.results.iter().map(|r| r.input_tokens).sum::<u64>();
+        let output = report.results.iter().map(|r| r.output_tokens).sum::<u64>();
+        let cost = model.info().pricing.map(|p| {
+            p.cost(&Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: None,
+            }) / n
+        });
+        Self {
+            input_tokens: input as f64 / n,
+            output_tokens: output as f64 / n,
+            cost_usd: cost,
+        }
+    }
+}
+
+/// Evaluate every accepted candidate on `model`; duplicates share their twin's score. A prompt
+/// that fails to render on some example is rejected.
+pub async fn evaluate_all(
+    ev: &Evaluation,
+    model: &Arc<dyn Provider>,
+    candidates: &mut [Candidate],
+    observe: Observer<'_>,
+) {
+    for c in candidates.iter_mut().filter(|c| c.accepted()) {
+        let Some(prompt) = &c.prompt else { continue };
+        match run_on(ev, model, prompt, &c.id, observe).await {
+            Ok(report) => {
+                c.score = Some(report.summary.clone());
+                c.report = Some(report);
+            }
+            Err(e) => c.status = Status::Rejected(vec![format!("the prompt does not render: {e}")]),
+        }
+    }
+    for k in 0..candidates.len() {
+        if let Status::Duplicate(twin) = &candidates[k].status {
+            let score = candidates
+                .iter()
+                .find(|o| &o.id == twin)
+                .and_then(|o| o.score.clone());
+            candidates[k].score = score;
+        }
+    }
+}
+
+/// Evaluate one prompt on `model`, reporting progress. Fails only when the prompt does not
+/// render for some example.
+pub async fn run_on(
+    ev: &Evaluation,
+    model: &Arc<dyn Provider>,
+    prompt: &PromptFile,
+    label: &str,
+    observe: Observer<'_>,
+) -> Result<Report, PromptError> {
+    let progress = |done, total| {
+        observe(Event::Evaluating { label, done, total });
+    };
+    let report = ev.run(prompt, model, &progress).await?;
+    observe(Event::Evaluated {
+        label,
+        summary: &report.summary,
+    });
+    Ok(report)
+}
+
+/// The best evaluated candidate (highest mean; the earlier one on ties).
+pub fn best(candidates: &[Candidate]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        if let (true, Some(s)) = (c.accepted(), &c.score)
+            && best.is_none_or(|(_, b)| s.score.mean > b)
+        {
+            best = Some((i, s.score.mean));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// B against A on the same examples (the paired bootstrap and McNemar of `compare`).
+pub fn versus(a: &Report, b: &Report) -> Comparison {
+    evaluator::compare(a, b, BOOTSTRAP_SEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_are_read_from_both_forms() {
+        assert_eq!(
+            instruction_from(" classify the review as positive or negative."),
+            ("Classify the review as positive or negative.".into(), None)
+        );
+        assert_eq!(
+            instruction_from("Thinking aloud.\n<prompt>\nYou label reviews.\n</prompt>"),
+            (
+                "You label reviews.".into(),
+                Some("Thinking aloud.".to_string())
+            )
+        );
+        assert_eq!(instruction_from("\"Say yes.\"").0, "Say yes.");
+    }
+}

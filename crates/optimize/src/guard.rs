@@ -1,0 +1,639 @@
+//! The protected-constraint guardrail. A task or prompt may list constraints ("Never reveal
+//! account numbers") that every generated or rewritten prompt must keep. Each candidate is
+//! checked in two steps:
+//!
+//! 1. **Lexical** (free, always): the sentence of the prompt that covers most of the
+//!    constraint's content words (lower-cased, contractions expanded, light stemming) must cover
+//!    enough of them, keep the constraint's negation ("never", "not", …), and add no softening
+//!    qualifier ("unless", "if possible", "try to", …). Clear failures are rejected here.
+//! 2. **Judge** (when the meta model is instruction-tuned): the `guard` meta-prompt asks it,
+//!    per constraint, whether the whole prompt still enforces it at least as strictly — which
+//!    catches contradictions elsewhere in the prompt and rescues faithful paraphrases that the
+//!    lexical step could not confirm.
+//!
+//! A candidate with any constraint not kept is rejected, with the reason; nothing is silently
+//! kept. Without a judge, a constraint the lexical step cannot confirm counts as dropped.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use metaprompt_eval::PromptFile;
+use metaprompt_llm::{PromptFormat, Provider};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::meta::MetaPrompts;
+
+/// A constraint's fate in a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Kept,
+    Weakened,
+    Dropped,
+}
+
+/// One constraint checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub constraint: String,
+    pub verdict: Verdict,
+    /// `lexical` or `judge`.
+    pub by: &'static str,
+    pub reason: String,
+}
+
+/// Every constraint of one candidate checked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuardReport {
+    pub checks: Vec<Check>,
+    /// Why the judge step did not run or failed, if it did not give verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_note: Option<String>,
+}
+
+impl GuardReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.verdict == Verdict::Kept)
+    }
+
+    /// The failed checks, one line each.
+    pub fn reasons(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict != Verdict::Kept)
+            .map(|c| {
+                format!(
+                    "constraint \"{}\" {} ({}: {})",
+                    c.constraint,
+                    match c.verdict {
+                        Verdict::Weakened => "weakened",
+                        _ => "dropped",
+                    },
+                    c.by,
+                    c.reason
+                )
+            })
+            .collect()
+    }
+}
+
+/// The checker: lexical always, plus a judge model when one is given.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    judge: Option<Arc<dyn Provider>>,
+}
+
+/// Words that make a constraint a prohibition.
+const NEGATIONS: &[&str] = &[
+    "never",
+    "not",
+    "no",
+    "none",
+    "nothing",
+    "nobody",
+    "neither",
+    "nor",
+    "without",
+    "avoid",
+    "refuse",
+    "forbidden",
+    "prohibited",
+];
+/// Qualifiers that soften a rule when a rewrite adds them.
+const SOFTENERS: &[&str] = &[
+    "unless",
+    "except",
+    "however",
+    "possible",
+    "possibly",
+    "try",
+    "may",
+    "might",
+    "optionally",
+    "sometimes",
+    "usually",
+    "generally",
+    "ideally",
+    "preferably",
+    "prefer",
+    "necessary",
+    "appropriate",
+    "asked",
+    "requested",
+    "allowed",
+];
+const STOPWORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "to",
+    "of",
+    "in",
+    "on",
+    "at",
+    "for",
+    "and",
+    "or",
+    "is",
+    "are",
+    "be",
+    "it",
+    "its",
+    "this",
+    "that",
+    "these",
+    "those",
+    "you",
+    "your",
+    "any",
+    "all",
+    "with",
+    "as",
+    "by",
+    "from",
+    "must",
+    "always",
+    "should",
+    "do",
+    "does",
+    "ever",
+    "please",
+    "under",
+    "circumstances",
+];
+
+/// At or below this share of the constraint's content words, the best sentence does not state
+/// it (one word of two in common is a coincidence, not a restatement).
+const DROPPED_AT_MOST: f64 = 0.5;
+/// At or above this share (with polarity and no softener), the sentence states it.
+const KEPT_FROM: f64 = 0.8;
+
+impl Guard {
+    /// `judge`: an instruction-tuned model for the semantic check; a base (text-format) model is
+    /// not asked (it cannot follow the audit instructions), the lexical step alone decides.
+    pub fn new(judge: Option<Arc<dyn Provider>>) -> Self {
+        Self {
+            judge: judge.filter(|j| j.info().format == PromptFormat::Chat),
+        }
+    }
+
+    pub fn has_judge(&self) -> bool {
+        self.judge.is_some()
+    }
+
+    /// Check `prompt` against `constraints`.
+    pub async fn check(
+        &self,
+        meta: &MetaPrompts,
+        prompt: &PromptFile,
+        constraints: &[String],
+        seed: u64,
+    ) -> GuardReport {
+        if constraints.is_empty() {
+            return GuardReport::default();
+        }
+        let text = prompt_text(prompt);
+        let lexical: Vec<(Check, bool)> = constraints.iter().map(|c| lexical(c, &text)).collect();
+        let mut report = GuardReport::default();
+        // Lexically clear failures are final; the judge sees the rest.
+        let needs_judge = lexical
+            .iter()
+            .any(|(c, certain)| c.verdict == Verdict::Kept || !certain);
+        let judged = match (&self.judge, needs_judge) {
+            (Some(judge), true) => match self.judge(meta, judge, &text, constraints, seed).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    report.judge_note = Some(format!("the judge failed: {e}"));
+                    None
+                }
+            },
+            (None, _) => {
+                report.judge_note =
+                    Some("no instruction-tuned judge: lexical check only".to_string());
+                None
+            }
+            _ => None,
+        };
+        for (i, (check, certain)) in lexical.into_iter().enumerate() {
+            let final_check = match &judged {
+                Some(verdicts) if check.verdict == Verdict::Kept || !certain => {
+                    match verdicts.iter().find(|v| v.constraint == i + 1) {
+                        Some(v) => Check {
+                            constraint: check.constraint,
+                            verdict: v.verdict,
+                            by: "judge",
+                            reason: v.reason.clone(),
+                        },
+                        // The judge skipped it: a confirmed lexical pass stands, a doubt fails.
+                        None if certain => check,
+                        None => Check {
+                            verdict: Verdict::Dropped,
+                            by: "judge",
+                            reason: "the judge gave no verdict and the lexical check could not \
+                                     confirm it"
+                                .into(),
+                            ..check
+                        },
+                    }
+                }
+                // No judge: what the lexical check could not confirm is not kept.
+                _ if !certain && check.verdict == Verdict::Kept => Check {
+                    verdict: Verdict::Dropped,
+                    ..check
+                },
+                _ => check,
+            };
+            report.checks.push(final_check);
+        }
+        report
+    }
+
+    async fn judge(
+        &self,
+        meta: &MetaPrompts,
+        judge: &Arc<dyn Provider>,
+        text: &str,
+        constraints: &[String],
+        seed: u64,
+    ) -> Result<Vec<JudgeVerdict>, String> {
+        let ctx = json!({"constraints": constraints, "candidate": text});
+        let answer = meta
+            .call(judge, "guard", &ctx, 0.0, seed)
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_verdicts(&answer)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct JudgeVerdict {
+    constraint: usize,
+    verdict: Verdict,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The judge's JSON array, found inside whatever else it wrote.
+fn parse_verdicts(answer: &str) -> Result<Vec<JudgeVerdict>, String> {
+    let start = answer.find('[');
+    let end = answer.rfind(']');
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err(format!("no JSON array in its answer: {}", clip(answer)));
+    };
+    if end < start {
+        return Err(format!("no JSON array in its answer: {}", clip(answer)));
+    }
+    serde_json::from_str(&answer[start..=end])
+        .map_err(|e| format!("unreadable verdicts ({e}): {}", clip(answer)))
+}
+
+fn clip(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The text of a prompt that must carry its constraints: the instruction and every template
+/// (demonstrations are data, not rules).
+pub fn prompt_text(p: &PromptFile) -> String {
+    p.instruction
+        .iter()
+        .chain(p.messages.iter().map(|m| &m.content))
+        .chain(&p.template)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Lower-case words with contractions expanded and a light stem (plural, -ing, -ed).
+fn words(text: &str) -> Vec<String> {
+    let lower = text.to_lowercase().replace(['’', '`'], "'");
+    let mut out = Vec::new();
+    for raw in lower.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+        let w = raw.trim_matches('\'');
+        if w.is_empty() {
+            continue;
+        }
+        if let Some(stem) = w.strip_suffix("n't") {
+            out.push(match stem {
+                "wo" => "will".to_string(),
+                "ca" => "can".to_string(),
+                s => s.to_string(),
+            });
+            out.push("not".to_string());
+            continue;
+        }
+        out.push(stem(w.split('\'').next().unwrap_or(w)));
+    }
+    out
+}
+
+fn stem(w: &str) -> String {
+    if NEGATIONS.contains(&w) || w.len() <= 4 {
+        return w.to_string();
+    }
+    for suffix in ["ing", "ed", "es", "s"] {
+        if let Some(s) = w.strip_suffix(suffix)
+            && s.len() >= 3
+            && !w.ends_with("ss")
+        {
+            return s.to_string();
+        }
+    }
+    w.to_string()
+}
+
+/// Sentences (and lines) of a prompt.
+fn sentences(text: &str) -> Vec<&str> {
+    text.split(['.', '!', '?', '\n', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The lexical check of one constraint: each of its sentences is looked for on its own, and
+/// the constraint fares as its worst sentence. The bool says whether the verdict is certain (a
+/// clear pass or a clear failure); an uncertain one goes to the judge.
+fn lexical(constraint: &str, text: &str) -> (Check, bool) {
+    let rank = |(c, certain): &(Check, bool)| match (c.verdict, certain) {
+        (Verdict::Dropped, _) => 0,
+        (Verdict::Weakened, _) => 1,
+        (Verdict::Kept, false) => 2,
+        (Verdict::Kept, true) => 3,
+    };
+    let parts = sentences(constraint);
+    let worst = parts
+        .iter()
+        .map(|part| lexical_sentence(part, text))
+        .min_by_key(rank)
+        .unwrap_or_else(|| lexical_sentence(constraint, text));
+    let (mut check, certain) = worst;
+    check.constraint = constraint.to_string();
+    (check, certain)
+}
+
+fn is_softener(word: &str) -> bool {
+    SOFTENERS.iter().any(|s| stem(s) == word)
+}
+
+fn lexical_sentence(constraint: &str, text: &str) -> (Check, bool) {
+    let cwords = words(constraint);
+    let content: BTreeSet<&str> = cwords
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !STOPWORDS.contains(w) && !NEGATIONS.contains(w))
+        .collect();
+    let negated = cwords.iter().any(|w| NEGATIONS.contains(&w.as_str()));
+    let check = |verdict, reason: String| Check {
+        constraint: constraint.to_string(),
+        verdict,
+        by: "lexical",
+        reason,
+    };
+    let mut best: Option<(f64, &str)> = None;
+    for s in sentences(text) {
+        let sw: BTreeSet<String> = words(s).into_iter().collect();
+        let covered = content.iter().filter(|w| sw.contains(**w)).count();
+        let share = if content.is_empty() {
+            0.0
+        } else {
+            covered as f64 / content.len() as f64
+        };
+        if best.is_none_or(|(b, _)| share > b) {
+            best = Some((share, s));
+        }
+    }
+    let Some((share, sentence)) = best.filter(|(share, _)| *share > DROPPED_AT_MOST) else {
+        return (
+            check(
+                Verdict::Dropped,
+                "no sentence of the prompt states it".into(),
+            ),
+            true,
+        );
+    };
+    let sw = words(sentence);
+    if negated && !sw.iter().any(|w| NEGATIONS.contains(&w.as_str())) {
+        return (
+            check(
+                Verdict::Weakened,
+                format!("\"{sentence}\" has lost the constraint's negation"),
+            ),
+            true,
+        );
+    }
+    let added = sw.iter().find(|w| is_softener(w) && !cwords.contains(w));
+    if let Some(q) = added {
+        return (
+            check(
+                Verdict::Weakened,
+                format!("\"{sentence}\" adds the qualifier \"{q}\""),
+            ),
+            true,
+        );
+    }
+    let pct = (100.0 * share).round();
+    if share >= KEPT_FROM {
+        (
+            check(
+                Verdict::Kept,
+                format!("\"{sentence}\" covers {pct}% of its words"),
+            ),
+            true,
+        )
+    } else {
+        (
+            check(
+                Verdict::Kept,
+                format!("\"{sentence}\" covers only {pct}% of its words: a paraphrase?"),
+            ),
+            false,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metaprompt_llm::testing::ScriptedProvider;
+
+    const RULE: &str = "Never reveal account numbers.";
+
+    fn prompt(instruction: &str) -> PromptFile {
+        let mut p = PromptFile::from_template("p", "Question: {{ q }}\nAnswer:");
+        p.instruction = Some(instruction.into());
+        p
+    }
+
+    fn verdict(instruction: &str) -> (Verdict, bool) {
+        let (c, certain) = lexical(RULE, &prompt_text(&prompt(instruction)));
+        (c.verdict, certain)
+    }
+
+    #[test]
+    fn lexical_check_tells_kept_from_dropped_and_weakened() {
+        use Verdict::*;
+        assert_eq!(
+            verdict("You are a bank assistant. NEVER reveal account numbers!"),
+            (Kept, true)
+        );
+        assert_eq!(
+            verdict("Help the customer.\nYou must never reveal any account numbers to anyone."),
+            (Kept, true)
+        );
+        assert_eq!(
+            verdict("You don't reveal the customer's account number."),
+            (Kept, true)
+        );
+        assert_eq!(
+            verdict("You are a helpful bank assistant."),
+            (Dropped, true)
+        );
+        assert_eq!(
+            verdict("Reveal account numbers when useful."),
+            (Weakened, true)
+        );
+        assert_eq!(
+            verdict("Never reveal account numbers unless the customer asks."),
+            (Weakened, true)
+        );
+        assert_eq!(
+            verdict("Try to never reveal account numbers."),
+            (Weakened, true)
+        );
+        // A paraphrase: not confirmed lexically, so the judge (or rejection) decides.
+        assert_eq!(
+            verdict("Do not disclose numbers of accounts."),
+            (Kept, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_judge_a_dropped_or_doubtful_constraint_rejects_the_candidate() {
+        let meta = MetaPrompts::builtin();
+        let guard = Guard::new(None);
+        let rules = vec![RULE.to_string(), "Answer in English.".to_string()];
+        let ok = guard
+            .check(
+                &meta,
+                &prompt("Answer in English. Never reveal account numbers."),
+                &rules,
+                0,
+            )
+            .await;
+        assert!(ok.passed(), "{:?}", ok.reasons());
+        let dropped = guard
+            .check(&meta, &prompt("Answer in English."), &rules, 0)
+            .await;
+        assert!(!dropped.passed());
+        let reasons = dropped.reasons();
+        assert_eq!(reasons.len(), 1);
+        assert!(reasons[0].contains("account numbers") && reasons[0].contains("dropped"));
+        let doubtful = guard
+            .check(
+                &meta,
+                &prompt("Answer in English. Do not disclose numbers of accounts."),
+                &rules,
+                0,
+            )
+            .await;
+        assert!(!doubtful.passed());
+    }
+
+    fn chat_judge(answer: &'static str) -> Arc<ScriptedProvider> {
+        let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Openai, "j");
+        info.format = PromptFormat::Chat;
+        Arc::new(
+            ScriptedProvider::new("judge")
+                .with_info(info)
+                .respond_with(move |_| Ok(answer.to_string())),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_judge_catches_a_contradiction_and_confirms_a_paraphrase() {
+        let meta = MetaPrompts::builtin();
+        let rules = vec![RULE.to_string()];
+        // Lexically fine, but the judge sees the loophole elsewhere in the prompt.
+        let judge = chat_judge(
+            r#"Here you go: [{"constraint": 1, "verdict": "weakened", "reason": "the last sentence allows it for admins"}]"#,
+        );
+        let guard = Guard::new(Some(judge.clone()));
+        let r = guard
+            .check(
+                &meta,
+                &prompt("Never reveal account numbers. Admins may see everything."),
+                &rules,
+                0,
+            )
+            .await;
+        assert!(!r.passed());
+        assert_eq!(r.checks[0].by, "judge");
+        assert!(r.reasons()[0].contains("admins"));
+        // The judge saw the constraint and the candidate.
+        let call = &judge.calls()[0];
+        let metaprompt_llm::Prompt::Chat(ms) = &call.prompt else {
+            panic!()
+        };
+        assert!(ms[1].content.contains(RULE) && ms[1].content.contains("Admins may"));
+
+        let judge = chat_judge(r#"[{"constraint": 1, "verdict": "kept", "reason": "same rule"}]"#);
+        let r = Guard::new(Some(judge))
+            .check(
+                &meta,
+                &prompt("Do not disclose numbers of accounts."),
+                &rules,
+                0,
+            )
+            .await;
+        assert!(r.passed(), "{:?}", r.reasons());
+    }
+
+    #[tokio::test]
+    async fn a_clear_lexical_failure_is_final_and_costs_no_judge_call() {
+        let meta = MetaPrompts::builtin();
+        let judge = chat_judge(r#"[{"constraint": 1, "verdict": "kept", "reason": "?"}]"#);
+        let r = Guard::new(Some(judge.clone()))
+            .check(&meta, &prompt("Be helpful."), &[RULE.to_string()], 0)
+            .await;
+        assert!(!r.passed());
+        assert!(judge.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_judge_answer_keeps_only_what_the_lexical_check_confirmed() {
+        let meta = MetaPrompts::builtin();
+        let judge = chat_judge("I think it is fine.");
+        let guard = Guard::new(Some(judge));
+        let sure = guard
+            .check(&meta, &prompt(RULE), &[RULE.to_string()], 0)
+            .await;
+        assert!(sure.passed());
+        assert!(
+            sure.judge_note
+                .as_deref()
+                .unwrap()
+                .contains("no JSON array")
+        );
+        let doubtful = guard
+            .check(
+                &meta,
+                &prompt("Do not disclose numbers of accounts."),
+                &[RULE.to_string()],
+                0,
+            )
+            .await;
+        assert!(!doubtful.passed());
+    }
+
+    #[test]
+    fn a_base_model_is_not_used_as_judge() {
+        let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Local, "g");
+        info.format = PromptFormat::Text;
+        let base = Arc::new(ScriptedProvider::new("base").with_info(info));
+        assert!(!Guard::new(Some(base)).has_judge());
+    }
+}

@@ -1,0 +1,57 @@
+//! The meta layer of metaprompt: an LLM call that writes, rewrites and checks the prompt that
+//! another LLM call runs.
+//!
+//! - [`meta`] — meta-prompts as Jinja template files (`templates/*.toml`, user-overridable),
+//!   each with a chat form for instruction-tuned meta models and a completion form for base
+//!   models such as the embedded Gemma.
+//! - [`brief`] — what the meta layer is told about a task, and the data-given frame of a prompt
+//!   (example layout, demonstrations) that an instruction is assembled into.
+//! - [`guard`] — the protected-constraint guardrail: lexical check, then an LLM judge.
+//! - [`candidate`] — candidates and their fate, evaluation, per-layer cost accounting.
+//! - [`generate`] — a prompt from a task description (analyse, write N, check, evaluate, pick).
+//! - [`translate`] — a prompt moved to another model, with parity measured on data.
+//!
+//! The data path stays one-directional: task → brief → meta-prompt → meta model → answer →
+//! candidate (frame + instruction) → guardrail → evaluator → choice. The meta model and the
+//! execution model are separate providers, each counted on its own meter ([`candidate::Layers`]).
+
+pub mod brief;
+pub mod candidate;
+pub mod generate;
+pub mod guard;
+pub mod meta;
+pub mod translate;
+
+pub use brief::{Brief, Frame};
+pub use candidate::{Candidate, Costs, Evaluation, Layers, Status};
+pub use generate::{GenerateSpec, Generated, generate};
+pub use guard::{Guard, GuardReport};
+pub use meta::{MetaError, MetaPrompts};
+pub use translate::{TranslateSpec, Translated, translate};
+
+use metaprompt_eval::Summary;
+
+/// Progress of a meta-layer run, for a console or a log.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step begins.
+    Step(&'a str),
+    /// The meta model's analysis of the task.
+    Analysis(&'a str),
+    /// A candidate was written and checked (not yet evaluated).
+    Candidate(&'a Candidate),
+    /// Evaluation of the prompt `label` is at `done` of `total` examples.
+    Evaluating {
+        label: &'a str,
+        done: usize,
+        total: usize,
+    },
+    /// Evaluation of the prompt `label` finished.
+    Evaluated {
+        label: &'a str,
+        summary: &'a Summary,
+    },
+}
+
+/// Receives [`Event`]s.
+pub type Observer<'a> = &'a (dyn Fn(Event<'_>) + Sync);
