@@ -466,3 +466,56 @@ label = "negative"
     assert!(user.contains("a base model that continues text"), "{user}");
     assert!(user.contains("You are a film critic's assistant"), "{user}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_runs_on_the_embedded_base_model_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = metaprompt_local::fetch::default_models_dir();
+    let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];
+    let task = sst2().join("task.toml");
+    let out_path = dir.path().join("p.toml");
+    let out = metaprompt(
+        dir.path(),
+        &[
+            "generate",
+            "Classify the sentiment of a movie review as positive or negative",
+            "--task",
+            task.to_str().unwrap(),
+            "-n",
+            "2",
+            "--limit",
+            "24",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["meta_model"], "local:gemma-3-270m");
+    assert!(!g["analysis"].as_str().unwrap().is_empty());
+    // Completion-form meta calls: one analysis and two samples.
+    assert_eq!(g["costs"]["meta"]["calls"], 3);
+    assert_eq!(g["costs"]["meta"]["cost_usd"], 0.0);
+    let scored: Vec<f64> = g["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["score"]["score"]["mean"].as_f64())
+        .collect();
+    assert!(!scored.is_empty(), "{g:#}");
+    // Four label-balanced demonstrations lift the base model well above its zero-shot seed.
+    let seed = g["seed_score"]["score"]["mean"].as_f64().unwrap();
+    let best = scored.iter().copied().fold(0.0, f64::max);
+    assert!(best > seed + 0.15, "best {best} vs seed {seed}");
+    let p: toml::Value = toml::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(p["demos"].as_array().unwrap().len(), 4);
+    assert!(
+        p["rationale"]
+            .as_str()
+            .unwrap()
+            .contains("Analysis of the task")
+    );
+}
