@@ -57,6 +57,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Rewrite a prompt for another model and measure parity on the task's data
     Translate(TranslateArgs),
+    /// Improve a task's prompt in a budgeted loop (generate, test, evaluate, refine) with a published algorithm
+    Optimize(OptimizeArgs),
     /// List or export the meta-prompts (the templates the meta model runs)
     #[command(subcommand)]
     MetaPrompts(MetaPromptsCommand),
@@ -68,9 +70,6 @@ pub struct MetaArgs {
     /// The meta model, which writes prompts [default: the task's models.meta, else local:gemma-3-270m]
     #[arg(long, value_name = "MODEL")]
     pub meta: Option<String>,
-    /// Sampling temperature of the meta model [default: the task's models.meta_temperature, else 0.8]
-    #[arg(long, value_name = "T")]
-    pub meta_temperature: Option<f32>,
     /// System message for the chat-form meta-prompts (`@FILE` reads a file) [default: the task's models.meta_system, else the template's]
     #[arg(long, value_name = "TEXT")]
     pub meta_system: Option<String>,
@@ -83,9 +82,20 @@ pub struct MetaArgs {
     /// A protected constraint every prompt must keep (repeatable; added to the task's and the prompt's)
     #[arg(long = "constraint", value_name = "TEXT")]
     pub constraints: Vec<String>,
-    /// Seed of the meta model's sampling and of demonstration choice
+    /// Seed of the meta model's sampling and of every random choice
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Single-pass meta-layer commands (`generate`, `translate`).
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    /// Sampling temperature of the meta model [default: the task's models.meta_temperature, else 0.8]
+    #[arg(long, value_name = "T")]
+    pub meta_temperature: Option<f32>,
     /// Where to write the prompt file (a `.report.json` with every candidate goes beside it) [default: <task dir>/results/<name>.toml, else ./<name>.toml]
     #[arg(short, long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -95,9 +105,75 @@ pub struct MetaArgs {
     /// Evaluate on the first N examples of the split only
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Print the report as JSON
+}
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// The task file (optional with --resume)
+    #[arg(required_unless_present = "resume")]
+    pub task: Option<PathBuf>,
+    /// The algorithm: auto, fewshot, opro, ape
+    #[arg(short, long, default_value = "auto")]
+    pub algo: String,
+    /// Continue the run in this directory from its last checkpoint
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "task")]
+    pub resume: Option<PathBuf>,
+    /// Where the run keeps its checkpoint and reports [default: <task dir>/runs/<task>-<algo>-<time>]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// The execution model [default: the task's models.execution]
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Most rounds
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
+    /// Stop after this many rounds without significant improvement
+    #[arg(long, default_value_t = 2)]
+    pub patience: usize,
+    /// Candidates proposed per round
+    #[arg(long, default_value_t = 4)]
+    pub per_round: u32,
+    /// First racing rung: dev examples every new candidate is scored on before losers are dropped
+    #[arg(long, default_value_t = 20)]
+    pub minibatch: usize,
+    /// Demonstrations per prompt in demonstration search
+    #[arg(long, default_value_t = 4)]
+    pub demos: usize,
+    /// Meta temperature of the first round (exploration)
+    #[arg(long, default_value_t = 0.9)]
+    pub explore: f32,
+    /// Meta temperature of the last round (exploitation)
+    #[arg(long, default_value_t = 0.2)]
+    pub exploit: f32,
+    /// Cap on metric calls (one example scored by one prompt), final test evaluation included [default: the task's budget, else 1500]
     #[arg(long)]
-    pub json: bool,
+    pub max_metric_calls: Option<u64>,
+    /// Cap on meta-model calls [default: the task's budget, else 40]
+    #[arg(long)]
+    pub max_meta_calls: Option<u64>,
+    /// Cap on the meta layer's cost in dollars
+    #[arg(long, value_name = "USD")]
+    pub max_meta_cost: Option<f64>,
+    /// Cap on the total cost in dollars
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Cap on wall time in seconds
+    #[arg(long, value_name = "SECS")]
+    pub max_wall: Option<u64>,
+    /// Use only the first N dev examples
+    #[arg(long)]
+    pub dev_limit: Option<usize>,
+    /// Use only the first N test examples (0: no test evaluation)
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Ask for confirmation when the projected cost is above this many dollars
+    #[arg(long, value_name = "USD", default_value_t = 1.0)]
+    pub confirm_above: f64,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub meta: MetaArgs,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +200,8 @@ pub struct GenerateArgs {
     pub no_eval: bool,
     #[command(flatten)]
     pub meta: MetaArgs,
+    #[command(flatten)]
+    pub once: OnceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +225,8 @@ pub struct TranslateArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub meta: MetaArgs,
+    #[command(flatten)]
+    pub once: OnceArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ModelInfo;
 use crate::error::LlmError;
@@ -17,7 +17,7 @@ use crate::provider::Provider;
 use crate::types::{LabelScores, Request, Response, ScoreRequest, Usage};
 
 /// What one layer spent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerUsage {
     /// Answered requests (cache hits included).
     pub calls: u64,
@@ -30,12 +30,17 @@ pub struct LayerUsage {
     /// `None` when some call's price is unknown.
     pub cost_usd: Option<f64>,
     /// Sum of the calls' latencies (model time, not wall time: calls may overlap).
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "secs", deserialize_with = "from_secs")]
     pub model_time: Duration,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = f64::deserialize(d)?;
+    Ok(Duration::from_secs_f64(s.max(0.0)))
 }
 
 /// Nothing spent yet: zero calls cost $0 (not an unknown cost).

@@ -80,11 +80,39 @@ pub fn instruction_from(answer: &str) -> (String, Option<String>) {
         .filter(|n| !n.is_empty());
     let t = prompt.trim().trim_matches('"').trim();
     let mut chars = t.chars();
-    let text = match chars.next() {
+    let text: String = match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
     };
-    (text, notes)
+    (without_repeated_sentences(&text), notes)
+}
+
+/// A sentence said twice (a base model restating a constraint that the template also writes
+/// in) is kept once.
+fn without_repeated_sentences(text: &str) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = String::new();
+    let mut start = 0;
+    let bytes: Vec<(usize, char)> = text.char_indices().collect();
+    for (k, &(i, c)) in bytes.iter().enumerate() {
+        let end_of_sentence =
+            matches!(c, '.' | '!' | '?') && bytes.get(k + 1).is_none_or(|(_, n)| n.is_whitespace());
+        if end_of_sentence || k + 1 == bytes.len() {
+            let end = i + c.len_utf8();
+            let sentence = &text[start..end];
+            let key = sentence
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            if !key.is_empty() && !seen.contains(&key) {
+                out.push_str(sentence);
+                seen.push(key);
+            }
+            start = end;
+        }
+    }
+    out.trim().to_string()
 }
 
 /// What a candidate prompt is checked with before it may be evaluated.
@@ -396,5 +424,9 @@ mod tests {
             )
         );
         assert_eq!(instruction_from("\"Say yes.\"").0, "Say yes.");
+        assert_eq!(
+            instruction_from("label it. Never lie.\nNever lie. Be brief.").0,
+            "Label it. Never lie. Be brief."
+        );
     }
 }

@@ -15,11 +15,14 @@
 //! candidate (frame + instruction) → guardrail → evaluator → choice. The meta model and the
 //! execution model are separate providers, each counted on its own meter ([`candidate::Layers`]).
 
+pub mod algo;
 pub mod brief;
 pub mod candidate;
 pub mod generate;
 pub mod guard;
 pub mod meta;
+pub mod report;
+pub mod run;
 pub mod translate;
 
 pub use brief::{Brief, Frame};
@@ -51,6 +54,8 @@ pub enum Event<'a> {
         label: &'a str,
         summary: &'a Summary,
     },
+    /// An optimization round finished.
+    Round(&'a run::RoundStats),
 }
 
 /// Receives [`Event`]s.

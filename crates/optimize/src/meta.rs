@@ -27,6 +27,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("generate", include_str!("../templates/generate.toml")),
     ("translate", include_str!("../templates/translate.toml")),
     ("guard", include_str!("../templates/guard.toml")),
+    ("opro", include_str!("../templates/opro.toml")),
+    ("ape", include_str!("../templates/ape.toml")),
+    ("paraphrase", include_str!("../templates/paraphrase.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +422,11 @@ mod tests {
                 "text": "You are a film critic.\nLabel the review's sentiment.",
             },
             "candidate": "Label the sentiment. Never mention the reviewer's name.",
+            "trajectory": [
+                {"instruction": "Say positive.", "score": 50},
+                {"instruction": "Label the review's sentiment.", "score": 81},
+            ],
+            "instruction": "Label the review's sentiment.",
         })
     }
 

@@ -64,9 +64,9 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     let evaluation = match (&task, args.no_eval) {
         (Some(t), false) => Some(Evaluation {
             scorer: evalcmd::scorer(t, &hub)?,
-            examples: evalcmd::examples(t, &args.meta.split, args.meta.limit, None)?,
+            examples: evalcmd::examples(t, &args.once.split, args.once.limit, None)?,
             options: evalcmd::options(t),
-            split: args.meta.split.clone(),
+            split: args.once.split.clone(),
         }),
         _ => None,
     };
@@ -81,7 +81,7 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
         constraints,
         candidates: args.candidates,
         meta_temperature: args
-            .meta
+            .once
             .meta_temperature
             .unwrap_or(models.meta_temperature),
         seed: args.meta.seed,
@@ -128,7 +128,7 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
             generated.candidates.len()
         );
     };
-    let path = meta::out_path(args.meta.out.as_deref(), task.as_ref(), &name);
+    let path = meta::out_path(args.once.out.as_deref(), task.as_ref(), &name);
     let report_path = meta::write_outputs(&path, &prompt, &generated)?;
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(&generated)?);

@@ -119,6 +119,19 @@ impl Console {
                 }
             }
             Event::Candidate(c) => eprintln!("  {}", candidate_line(c)),
+            Event::Round(r) => eprintln!(
+                "round {} done · best {:.3} ({}) · round mean {} · {} proposed, {} rejected · metric calls {} · meta calls {} · {} meta + {} execution",
+                r.round,
+                r.best,
+                r.best_id,
+                r.mean.map_or("–".to_string(), |m| format!("{m:.3}")),
+                r.proposed,
+                r.rejected,
+                r.metric_calls,
+                r.meta_calls,
+                format::cost(r.meta_cost_usd),
+                format::cost(r.execution_cost_usd)
+            ),
         }
     }
 }
@@ -130,7 +143,7 @@ pub fn candidate_line(c: &Candidate) -> String {
         Status::Accepted => format!("{:<6} written: {preview}", c.id),
         Status::Rejected(why) => format!("{:<6} REJECTED: {}", c.id, why.join("; ")),
         Status::Failed(why) => format!("{:<6} failed: {why}", c.id),
-        Status::Duplicate(twin) => format!("{:<6} same prompt as {twin}", c.id),
+        Status::Duplicate(twin) => format!("{:<6} (the same prompt as {twin})", ""),
     }
 }
 

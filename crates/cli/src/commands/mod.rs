@@ -7,4 +7,5 @@ pub mod eval;
 pub mod generate;
 pub mod meta;
 pub mod model;
+pub mod optimize;
 pub mod translate;

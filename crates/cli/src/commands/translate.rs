@@ -38,9 +38,9 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
         .collect();
     let evaluation = Evaluation {
         scorer: evalcmd::scorer(&task, &hub)?,
-        examples: evalcmd::examples(&task, &args.meta.split, args.meta.limit, None)?,
+        examples: evalcmd::examples(&task, &args.once.split, args.once.limit, None)?,
         options: evalcmd::options(&task),
-        split: args.meta.split.clone(),
+        split: args.once.split.clone(),
     };
     let target_name = layers.execution.info().name.clone();
     let name = args
@@ -54,7 +54,7 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
         source,
         variants: args.variants,
         meta_temperature: args
-            .meta
+            .once
             .meta_temperature
             .unwrap_or(task.config.models.meta_temperature),
         seed: args.meta.seed,
@@ -87,7 +87,7 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
         meta::print_costs(&translated.costs, layers.execution.as_ref());
         anyhow::bail!("no variant passed the checks; see the reasons above");
     };
-    let path = meta::out_path(args.meta.out.as_deref(), Some(&task), &name);
+    let path = meta::out_path(args.once.out.as_deref(), Some(&task), &name);
     let report_path = meta::write_outputs(&path, &prompt, &translated)?;
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(&translated)?);

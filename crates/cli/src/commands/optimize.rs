@@ -1,0 +1,392 @@
+//! `metaprompt optimize`: the budgeted loop, with checkpoints, resume and reports.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use metaprompt_eval::Task;
+use metaprompt_llm::{Hub, ResponseCache};
+use metaprompt_optimize::run::{
+    self, Budget, Checkpoint, Outcome, Problem, RunDir, Schedule, Settings,
+};
+use metaprompt_optimize::{Brief, Frame, Layers, algo};
+
+use crate::args::{Global, OptimizeArgs};
+use crate::commands::eval::{self as evalcmd};
+use crate::commands::meta::{self, Console};
+use crate::context;
+use crate::format::{self, outln};
+
+pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
+    // A resumed run takes its task, algorithm, settings and budget from its checkpoint.
+    let resume = match &args.resume {
+        Some(dir) => {
+            let cp =
+                Checkpoint::load(&RunDir(dir.clone()).checkpoint()).map_err(anyhow::Error::msg)?;
+            if let Some(stop) = cp.stop {
+                anyhow::bail!(
+                    "the run in {} has finished ({}); see its report.html",
+                    dir.display(),
+                    stop.describe()
+                );
+            }
+            Some((dir.clone(), cp))
+        }
+        None => None,
+    };
+    let task_path = match (&resume, &args.task) {
+        (Some((_, cp)), _) => cp.task.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => anyhow::bail!("give a task file, or --resume RUN_DIR"),
+    };
+    let task = Task::load(&task_path)?;
+    let algorithm = resume
+        .as_ref()
+        .map_or(args.algo.clone(), |(_, cp)| cp.algorithm.clone());
+    let mut optimizer = algo::by_name(&algorithm).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown algorithm `{algorithm}`; the algorithms are {}",
+            algo::NAMES.join(", ")
+        )
+    })?;
+    let settings = match &resume {
+        Some((_, cp)) => cp.settings.clone(),
+        None => Settings {
+            seed: args.meta.seed,
+            rounds: args.rounds,
+            patience: args.patience.max(1),
+            schedule: Schedule {
+                explore: args.explore,
+                exploit: args.exploit,
+            },
+            per_round: args.per_round.max(1),
+            minibatch: args.minibatch.max(1),
+            demos: args.demos,
+        },
+    };
+    let budget = match &resume {
+        Some((_, cp)) => cp.budget.clone(),
+        None => budget(&args, &task),
+    };
+    let dir = match (&resume, &args.run_dir) {
+        (Some((d, _)), _) => d.clone(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => default_run_dir(&task, &algorithm),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let hub = hub(global, &dir).await?;
+    let models = &task.config.models;
+    let execution = hub.model(args.model.as_deref().unwrap_or(&models.execution))?;
+    let meta_model = hub.model(args.meta.meta.as_deref().unwrap_or(&models.meta))?;
+    let layers = Layers::new(meta_model, execution);
+    let meta_prompts = meta::meta_prompts(&args.meta, Some(&task))?;
+    let guard = meta::guard(&args.meta, &hub, &layers)?;
+    let brief = Brief::from_task(&task);
+    let dev_limit = args.dev_limit;
+    let test = match args.test_limit {
+        Some(0) => Vec::new(),
+        limit => match task.examples("test") {
+            Ok(t) => metaprompt_eval::dataset::take(t, limit, None),
+            Err(_) => Vec::new(),
+        },
+    };
+    let problem = Problem {
+        frame: Frame::of(&task.seed_prompt, &brief),
+        constraints: meta::constraints(
+            Some(&task),
+            Some(&task.seed_prompt),
+            &args.meta.constraints,
+        ),
+        seed_prompt: task.seed_prompt.clone(),
+        train: task.examples("train").unwrap_or_default(),
+        dev: evalcmd::examples(&task, "dev", dev_limit, None)?,
+        test,
+        scorer: evalcmd::scorer(&task, &hub)?,
+        options: evalcmd::options(&task),
+        brief,
+    };
+    if resume.is_none() {
+        project(&args, &problem, &budget, &settings, &layers)?;
+    }
+    eprintln!(
+        "optimize · {} · {algorithm} · meta {} · execution {} · run {}",
+        task.config.name,
+        layers.meta.info().name,
+        layers.execution.info().name,
+        dir.display()
+    );
+    let console = Console::new(args.meta.json);
+    let result = run::run(
+        optimizer.as_mut(),
+        &meta_prompts,
+        &layers,
+        &guard,
+        &problem,
+        &settings,
+        &budget,
+        &task_path,
+        &RunDir(dir.clone()),
+        resume.map(|(_, cp)| cp),
+        &|e| console.event(e),
+    )
+    .await;
+    evalcmd::close(&hub).await;
+    let outcome = result?;
+    let winner = outcome
+        .entry(&outcome.winner)
+        .map(|e| e.prompt.clone())
+        .unwrap_or_default();
+    let prompt_path = dir.join("best.toml");
+    let mut prompt = winner.clone();
+    prompt.rationale = Some(rationale(&outcome, &task));
+    prompt.target_model = Some(layers.execution.info().name.clone());
+    std::fs::write(&prompt_path, prompt.to_toml())
+        .with_context(|| format!("cannot write {}", prompt_path.display()))?;
+    let report_json = dir.join("report.json");
+    std::fs::write(&report_json, serde_json::to_string_pretty(&outcome)?)
+        .with_context(|| format!("cannot write {}", report_json.display()))?;
+    let report_html = dir.join("report.html");
+    std::fs::write(
+        &report_html,
+        metaprompt_optimize::report::html(&outcome, &task.config.name),
+    )
+    .with_context(|| format!("cannot write {}", report_html.display()))?;
+    if args.meta.json {
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    print_outcome(&outcome, &problem);
+    outln!("prompt     {}", prompt_path.display());
+    outln!("report     {}", report_html.display());
+    outln!(
+        "run        {} (checkpoint.json, report.json)",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Caps: command line, else the task's `[budget]`, else the defaults.
+fn budget(args: &OptimizeArgs, task: &Task) -> Budget {
+    let t = &task.config.budget;
+    let d = Budget::default();
+    Budget {
+        max_metric_calls: args
+            .max_metric_calls
+            .or(t.max_metric_calls)
+            .unwrap_or(d.max_metric_calls),
+        max_meta_calls: args
+            .max_meta_calls
+            .or(t.max_meta_calls)
+            .unwrap_or(d.max_meta_calls),
+        max_meta_cost_usd: args.max_meta_cost.or(t.max_meta_cost_usd),
+        max_cost_usd: args.max_cost.or(t.max_cost_usd),
+        max_wall_secs: args.max_wall.or(t.max_wall_secs),
+    }
+}
+
+/// The response cache: the user's, else (when it is off) one inside the run directory, so a
+/// resumed run replays the calls it already made.
+async fn hub(global: &Global, dir: &Path) -> anyhow::Result<Hub> {
+    let config = context::load_config(global)?;
+    if context::cache_disabled_by(global, &config).is_none() {
+        return context::hub(global).await;
+    }
+    let cache = ResponseCache::open(&dir.join("calls.sqlite")).await?;
+    Ok(context::hub(global).await?.with_cache(Some(cache)))
+}
+
+fn default_run_dir(task: &Task, algo: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    task.dir()
+        .join("runs")
+        .join(format!("{}-{algo}-{secs}", task.config.name))
+}
+
+/// Print the projected calls and cost; ask above the threshold.
+fn project(
+    args: &OptimizeArgs,
+    problem: &Problem,
+    budget: &Budget,
+    settings: &Settings,
+    layers: &Layers,
+) -> anyhow::Result<()> {
+    // Tokens per execution from the seed prompt rendered on a few dev examples (4 chars/token).
+    let format = layers.execution.info().format;
+    let sample: Vec<usize> = problem
+        .dev
+        .iter()
+        .take(8)
+        .filter_map(|e| {
+            let mut vars = e.vars.clone();
+            vars.remove(&problem.options.output);
+            problem
+                .seed_prompt
+                .render(&vars, format, Some(&problem.options.output))
+                .ok()
+                .map(|p| match p {
+                    metaprompt_llm::Prompt::Text(t) => t.len(),
+                    metaprompt_llm::Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+                })
+        })
+        .collect();
+    let per_call_in = sample.iter().sum::<usize>() as f64 / sample.len().max(1) as f64 / 4.0 * 1.5;
+    let metric_calls = budget.max_metric_calls;
+    let meta_calls = budget
+        .max_meta_calls
+        .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
+    let price = |p: &metaprompt_llm::ModelInfo, input: f64, output: f64| {
+        p.pricing.map(|pr| {
+            pr.cost(&metaprompt_llm::Usage {
+                input_tokens: input as u64,
+                output_tokens: output as u64,
+                cached_input_tokens: None,
+            })
+        })
+    };
+    let exec = price(
+        layers.execution.info(),
+        per_call_in * metric_calls as f64,
+        f64::from(problem.options.max_tokens) * metric_calls as f64,
+    );
+    let meta = price(
+        layers.meta.info(),
+        2000.0 * meta_calls as f64,
+        300.0 * meta_calls as f64,
+    );
+    let total = exec.zip(meta).map(|(a, b)| a + b);
+    eprintln!(
+        "projected  ≤ {metric_calls} metric calls, ≤ {meta_calls} meta calls · ≤ {} (execution {}, meta {})",
+        format::cost(total),
+        format::cost(exec),
+        format::cost(meta)
+    );
+    let above = total.is_none_or(|t| t > args.confirm_above);
+    if !above || args.yes {
+        return Ok(());
+    }
+    let what = match total {
+        Some(t) => format!(
+            "the projected cost {} is above ${}",
+            format::cost(Some(t)),
+            args.confirm_above
+        ),
+        None => "the projected cost is unknown (a model has no price)".to_string(),
+    };
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{what}; pass --yes to run anyway, or lower the caps");
+    }
+    eprint!("{what}. Run? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not started");
+    }
+    Ok(())
+}
+
+fn rationale(o: &Outcome, task: &Task) -> String {
+    let mut s = format!(
+        "`metaprompt optimize --algo {}` on task {}: ",
+        o.algorithm, task.config.name
+    );
+    if o.kept_seed {
+        s.push_str(&format!(
+            "the best candidate ({}) was not significantly better than the seed on dev (p = {:.4}), so the seed is kept.",
+            o.best, o.dev_test.p_value
+        ));
+    } else {
+        s.push_str(&format!(
+            "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}).",
+            o.winner, o.dev_test.diff, o.dev_test.low, o.dev_test.high, o.dev_test.p_value
+        ));
+    }
+    if let Some(t) = &o.winner_test {
+        s.push_str(&format!(
+            " Test: {:.3} [{:.3}, {:.3}] (n = {}).",
+            t.mean, t.low, t.high, t.n
+        ));
+    }
+    s
+}
+
+fn print_outcome(o: &Outcome, problem: &Problem) {
+    outln!(
+        "stopped    {} after round {}",
+        o.stop.describe(),
+        o.rounds.last().map_or(0, |r| r.round)
+    );
+    outln!(
+        "           dev ({})                  test ({})",
+        problem.dev.len(),
+        problem.test.len()
+    );
+    let show = |e: &Option<metaprompt_eval::stats::Estimate>| match e {
+        Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high),
+        None => "–".to_string(),
+    };
+    outln!(
+        "seed  p0   {:<26} {}",
+        show(&Some(o.seed_dev)),
+        show(&o.seed_test)
+    );
+    let kept_dev = if o.kept_seed {
+        &o.seed_dev
+    } else {
+        &o.best_dev
+    };
+    outln!(
+        "kept  {:<4} {:<26} {}",
+        o.winner,
+        show(&Some(*kept_dev)),
+        show(&o.winner_test)
+    );
+    let d = &o.dev_test;
+    if o.kept_seed {
+        outln!(
+            "verdict    the seed is kept: the best candidate {} is not significantly better on dev ({:+.3} [{:+.3}, {:+.3}], p = {:.4})",
+            o.best,
+            d.diff,
+            d.low,
+            d.high,
+            d.p_value
+        );
+    } else {
+        outln!(
+            "verdict    {} beats the seed on dev: {:+.3} [{:+.3}, {:+.3}], paired bootstrap p = {:.4}",
+            o.winner,
+            d.diff,
+            d.low,
+            d.high,
+            d.p_value
+        );
+    }
+    if let Some(t) = &o.test_paired {
+        outln!(
+            "test       {:+.3} [{:+.3}, {:+.3}], p = {:.4} (scored once, at the end)",
+            t.diff,
+            t.low,
+            t.high,
+            t.p_value
+        );
+    }
+    outln!(
+        "calls      metric {} (racing saved {}), meta {} · {} candidates, {} rejected · wall {}",
+        o.metric_calls,
+        o.saved_calls,
+        o.meta_calls,
+        o.pool.len(),
+        o.rejected.len(),
+        format::duration(run_duration(o.wall_secs))
+    );
+    outln!(
+        "cost       meta {} · execution {}",
+        format::cost(o.meta_usage.cost_usd),
+        format::cost(o.execution_usage.cost_usd)
+    );
+}
+
+fn run_duration(secs: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(secs.max(0.0))
+}

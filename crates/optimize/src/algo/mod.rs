@@ -1,0 +1,47 @@
+//! The optimizers: one file each, behind one trait. Each round an optimizer proposes
+//! candidates through the run's [`Ctx`] and selects among them; the run owns the budget,
+//! evaluation, checkpoints, convergence and the verdict.
+//!
+//! Adding an algorithm: a file here with a type implementing [`Optimizer`], and one line in
+//! [`by_name`].
+
+use async_trait::async_trait;
+
+use crate::run::{Ctx, StopReason};
+
+pub mod ape;
+pub mod auto;
+pub mod fewshot;
+pub mod opro;
+
+#[async_trait]
+pub trait Optimizer: Send + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// One round. `Err` ends the run (a cap was hit, or nothing is left to try).
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason>;
+}
+
+/// The algorithms, by command-line name.
+pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape"];
+
+pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
+    Some(match name {
+        "auto" => Box::new(auto::Auto),
+        "fewshot" => Box::new(fewshot::FewShot),
+        "opro" => Box::new(opro::Opro),
+        "ape" => Box::new(ape::Ape),
+        _ => return None,
+    })
+}
+
+/// Examples from the train split as the meta-prompts show them.
+pub(crate) fn shown(ctx: &mut Ctx<'_>, n: usize) -> Vec<serde_json::Value> {
+    let brief = &ctx.problem.brief;
+    let picked = crate::brief::pick_demos(
+        brief,
+        &ctx.problem.train,
+        n,
+        rand::Rng::random(&mut ctx.rng),
+    );
+    picked.iter().map(|e| brief.show(e)).collect()
+}

@@ -1,0 +1,473 @@
+//! The optimizers' mechanics against scripted models: a synthetic task where the execution
+//! model answers correctly only when the prompt contains the word "magic" (else it always says
+//! "positive": 50%), and a chat meta model whose answers the test controls.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use metaprompt_eval::metric::MetricConfig;
+use metaprompt_eval::{EvalOptions, Example, PromptFile, Scorer};
+use metaprompt_llm::testing::ScriptedProvider;
+use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Request};
+use metaprompt_optimize::algo;
+use metaprompt_optimize::run::{
+    self, Budget, Checkpoint, Outcome, Problem, RunDir, Settings, StopReason,
+};
+use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
+use serde_json::json;
+
+fn example(i: usize) -> Example {
+    let label = if i % 2 == 0 { "positive" } else { "negative" };
+    Example {
+        id: format!("e{i}"),
+        vars: [
+            (
+                "sentence".to_string(),
+                json!(format!("review number {i} is {label}")),
+            ),
+            ("label".to_string(), json!(label)),
+        ]
+        .into(),
+        expected: Some(json!(label)),
+    }
+}
+
+fn problem(dev: usize, test: usize) -> Problem {
+    let brief = Brief {
+        name: "synthetic".into(),
+        description: "Label the review.".into(),
+        inputs: vec!["sentence".into()],
+        output: "label".into(),
+        labels: vec!["negative".into(), "positive".into()],
+    };
+    let mut seed = PromptFile::from_template("seed", "Review: {{ sentence }}\nLabel:");
+    seed.instruction = Some("Label the review.".into());
+    let metric: MetricConfig =
+        toml::from_str("type = \"choice\"\nlabels = [\"negative\", \"positive\"]").unwrap();
+    Problem {
+        frame: Frame::of(&seed, &brief),
+        seed_prompt: seed,
+        constraints: Vec::new(),
+        train: (1000..1012).map(example).collect(),
+        dev: (0..dev).map(example).collect(),
+        test: (500..500 + test).map(example).collect(),
+        scorer: Scorer::new(&[metric], None).unwrap(),
+        options: EvalOptions {
+            temperature: 0.0,
+            max_tokens: 4,
+            stop: vec![],
+            output: "label".into(),
+            seed: 1,
+        },
+        brief,
+    }
+}
+
+fn text(r: &Request) -> String {
+    match &r.prompt {
+        Prompt::Text(t) => t.clone(),
+        Prompt::Chat(m) => m
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+/// The execution model: right only with "magic" in the prompt.
+fn executor() -> Arc<ScriptedProvider> {
+    let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+    info.format = PromptFormat::Text;
+    Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let t = text(r);
+                let last = t
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("Review:"))
+                    .unwrap_or("");
+                Ok(if t.contains("magic") && last.ends_with("negative") {
+                    "negative".into()
+                } else {
+                    "positive".into()
+                })
+            }),
+    )
+}
+
+/// A chat meta model answering with `answer(meta-prompt text, call number)`.
+fn meta_model(
+    answer: impl Fn(&str, usize) -> String + Send + Sync + 'static,
+) -> Arc<ScriptedProvider> {
+    let mut info = ModelInfo::new(ProviderKind::Openai, "meta");
+    info.format = PromptFormat::Chat;
+    let n = Mutex::new(0);
+    Arc::new(
+        ScriptedProvider::new("meta")
+            .with_info(info)
+            .respond_with(move |r| {
+                let mut k = n.lock().unwrap();
+                *k += 1;
+                Ok(answer(&text(r), *k))
+            }),
+    )
+}
+
+async fn optimize(
+    name: &str,
+    meta: Arc<ScriptedProvider>,
+    exec: Arc<ScriptedProvider>,
+    problem: &Problem,
+    settings: &Settings,
+    budget: &Budget,
+    dir: &std::path::Path,
+    resume: Option<Checkpoint>,
+) -> Result<Outcome, run::RunError> {
+    let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
+    let mut optimizer = algo::by_name(name).unwrap();
+    run::run(
+        optimizer.as_mut(),
+        &MetaPrompts::builtin(),
+        &layers,
+        &Guard::new(None),
+        problem,
+        settings,
+        budget,
+        std::path::Path::new("task.toml"),
+        &RunDir(dir.to_path_buf()),
+        resume,
+        &|_| {},
+    )
+    .await
+}
+
+fn settings() -> Settings {
+    Settings {
+        minibatch: 8,
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn opro_shows_the_trajectory_ascending_and_finds_the_better_instruction() {
+    let meta = meta_model(|prompt, k| {
+        if prompt.contains("Earlier instructions") && k >= 3 {
+            "<prompt>Use magic to label the review.</prompt>".into()
+        } else {
+            format!("<prompt>Label review variant {k}.</prompt>")
+        }
+    });
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let p = problem(40, 20);
+    let o = optimize(
+        "opro",
+        meta.clone(),
+        exec,
+        &p,
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!o.kept_seed, "{:?}", o.dev_test);
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic")
+    );
+    assert_eq!(winner.op, "opro");
+    assert_eq!(winner.parents, ["p0"]);
+    assert!(o.dev_test.p_value < 0.05);
+    assert_eq!(o.winner_test.unwrap().mean, 1.0);
+    // The second round's meta-prompt lists earlier instructions worst first, best last.
+    let calls = meta.calls();
+    let later = text(&calls[calls.len() - 1]);
+    let scores: Vec<i64> = later
+        .lines()
+        .filter_map(|l| l.strip_prefix("Score: ").map(|s| s.parse().unwrap()))
+        .collect();
+    assert!(scores.len() >= 2);
+    assert!(scores.windows(2).all(|w| w[0] <= w[1]), "{scores:?}");
+    // Round temperatures follow the schedule: exploring first, lower later.
+    assert!(calls[0].temperature > calls[calls.len() - 1].temperature);
+}
+
+#[tokio::test]
+async fn a_metric_call_cap_is_never_exceeded_and_the_stop_is_reported() {
+    let meta = meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>"));
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let p = problem(20, 5);
+    let budget = Budget {
+        max_metric_calls: 50,
+        ..Budget::default()
+    };
+    let o = optimize(
+        "opro",
+        meta,
+        exec.clone(),
+        &p,
+        &settings(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(o.metric_calls <= 50, "{}", o.metric_calls);
+    assert!(exec.calls().len() <= 50, "{}", exec.calls().len());
+    assert_eq!(o.stop, StopReason::MetricCalls);
+    // The test split was still scored (its calls were reserved).
+    assert!(o.seed_test.is_some());
+
+    let too_small = Budget {
+        max_metric_calls: 20,
+        ..Budget::default()
+    };
+    let meta = meta_model(|_, _| String::new());
+    let e = optimize(
+        "opro",
+        meta,
+        executor(),
+        &p,
+        &settings(),
+        &too_small,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("cannot even score the seed"), "{e}");
+}
+
+#[tokio::test]
+async fn a_meta_call_cap_stops_the_run() {
+    let meta = meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>"));
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget {
+        max_meta_calls: 6,
+        ..Budget::default()
+    };
+    let s = Settings {
+        patience: 10,
+        ..settings()
+    };
+    let o = optimize(
+        "opro",
+        meta.clone(),
+        executor(),
+        &problem(20, 0),
+        &s,
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta.calls().len(), 6);
+    assert_eq!(o.meta_calls, 6);
+    assert_eq!(o.stop, StopReason::MetaCalls);
+}
+
+#[tokio::test]
+async fn without_a_significant_improvement_the_seed_is_kept() {
+    let meta = meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>"));
+    let dir = tempfile::tempdir().unwrap();
+    let o = optimize(
+        "opro",
+        meta,
+        executor(),
+        &problem(20, 4),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(o.kept_seed);
+    assert_eq!(o.winner, "p0");
+    assert_eq!(o.stop, StopReason::Converged);
+}
+
+#[tokio::test]
+async fn ape_induces_from_demo_subsets_resamples_the_best_and_selects_by_ucb() {
+    let meta = meta_model(|prompt, k| {
+        if prompt.contains("What was the instruction?") {
+            // The induction prompt shows the demo subset.
+            assert!(prompt.contains("Input: review number 10"));
+            if k == 2 {
+                "<prompt>Label with magic.</prompt>".into()
+            } else {
+                format!("<prompt>Label variant {k}.</prompt>")
+            }
+        } else {
+            assert!(
+                prompt.contains("Write a variation of this instruction"),
+                "{prompt}"
+            );
+            assert!(prompt.contains("Label with magic."));
+            format!("<prompt>Magic labelling, take {k}.</prompt>")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = optimize(
+        "ape",
+        meta,
+        executor(),
+        &problem(40, 10),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .to_lowercase()
+            .contains("magic")
+    );
+    assert_eq!(
+        winner.scores.len(),
+        40,
+        "the UCB leader is scored on all of dev"
+    );
+    assert!(o.pool.iter().any(|e| e.op == "ape-resample"));
+    // Losers were not all scored on the whole split: the bandit spent calls on the leader.
+    assert!(
+        o.pool
+            .iter()
+            .any(|e| e.op == "ape-induce" && e.scores.len() < 40)
+    );
+}
+
+#[tokio::test]
+async fn fewshot_picks_label_balanced_demonstrations_and_races_them() {
+    let meta = meta_model(|_, _| panic!("fewshot makes no meta calls"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = problem(24, 0);
+    let o = optimize(
+        "fewshot",
+        meta,
+        executor(),
+        &p,
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let first_round: Vec<_> = o
+        .pool
+        .iter()
+        .filter(|e| e.op == "fewshot" && e.round == 1)
+        .collect();
+    assert!(!first_round.is_empty());
+    for e in &first_round {
+        assert_eq!(e.prompt.demos.len(), 4);
+        let positives = e
+            .prompt
+            .demos
+            .iter()
+            .filter(|d| d["label"] == "positive")
+            .count();
+        assert_eq!(positives, 2, "balanced: {:?}", e.prompt.demos);
+    }
+    assert!(
+        o.saved_calls > 0,
+        "racing dropped losers before the whole split"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_reaches_the_result_of_an_uninterrupted_one() {
+    let answer = |prompt: &str, _k: usize| {
+        // Deterministic in the request (as a seeded, cached model is): the answer depends on
+        // how many instructions the trajectory shows.
+        let n = prompt.matches("Score: ").count();
+        if n >= 3 {
+            "<prompt>Use magic.</prompt>".into()
+        } else {
+            format!("<prompt>Variant {n}-{}.</prompt>", prompt.len() % 7)
+        }
+    };
+    let p = problem(24, 6);
+    let s = Settings {
+        patience: 10,
+        rounds: 4,
+        ..settings()
+    };
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = optimize(
+        "opro",
+        meta_model(answer),
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        whole_dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    // The same run, cut after round 2: run 2 rounds, then rewind the checkpoint's stop mark,
+    // as a process killed after its round-2 checkpoint leaves it.
+    let dir = tempfile::tempdir().unwrap();
+    let short = Settings {
+        rounds: 2,
+        ..s.clone()
+    };
+    optimize(
+        "opro",
+        meta_model(answer),
+        executor(),
+        &p,
+        &short,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut cp = Checkpoint::load(&RunDir(dir.path().to_path_buf()).checkpoint()).unwrap();
+    assert_eq!(cp.round, 2);
+    cp.stop = None;
+    cp.settings = s.clone();
+    let resumed = optimize(
+        "opro",
+        meta_model(answer),
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        dir.path(),
+        Some(cp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.winner, whole.winner);
+    assert_eq!(
+        resumed.entry(&resumed.winner).unwrap().prompt,
+        whole.entry(&whole.winner).unwrap().prompt
+    );
+    assert_eq!(resumed.rounds.len(), whole.rounds.len());
+    assert_eq!(resumed.pool.len(), whole.pool.len());
+}
