@@ -18,7 +18,7 @@ use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
 use serde_json::json;
 
 fn example(i: usize) -> Example {
-    let label = if i % 2 == 0 { "positive" } else { "negative" };
+    let label = if i.is_multiple_of(2) { "positive" } else { "negative" };
     Example {
         id: format!("e{i}"),
         vars: [
@@ -116,6 +116,7 @@ fn meta_model(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn optimize(
     name: &str,
     meta: Arc<ScriptedProvider>,
