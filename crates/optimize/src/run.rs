@@ -143,6 +143,10 @@ pub struct Settings {
     pub minibatch: usize,
     /// Demonstrations in a prompt (few-shot search).
     pub demos: usize,
+    /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
+    /// constraints…); opaque to the run, kept in the checkpoint.
+    #[serde(default)]
+    pub invocation: Value,
 }
 
 impl Default for Settings {
@@ -155,6 +159,7 @@ impl Default for Settings {
             per_round: 4,
             minibatch: 20,
             demos: 4,
+            invocation: Value::Null,
         }
     }
 }

@@ -18,7 +18,11 @@ use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
 use serde_json::json;
 
 fn example(i: usize) -> Example {
-    let label = if i.is_multiple_of(2) { "positive" } else { "negative" };
+    let label = if i.is_multiple_of(2) {
+        "positive"
+    } else {
+        "negative"
+    };
     Example {
         id: format!("e{i}"),
         vars: [

@@ -11,7 +11,9 @@ use metaprompt_optimize::run::{
 };
 use metaprompt_optimize::{Brief, Frame, Layers, algo};
 
-use crate::args::{Global, OptimizeArgs};
+use serde::{Deserialize, Serialize};
+
+use crate::args::{Global, MetaArgs, OptimizeArgs};
 use crate::commands::eval::{self as evalcmd};
 use crate::commands::meta::{self, Console};
 use crate::context;
@@ -49,9 +51,25 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
             algo::NAMES.join(", ")
         )
     })?;
+    // What defines the problem besides the task file; a resumed run reads it back.
+    let invocation = match &resume {
+        Some((_, cp)) => serde_json::from_value(cp.settings.invocation.clone())
+            .map_err(|e| anyhow::anyhow!("the checkpoint's invocation is unreadable: {e}"))?,
+        None => Invocation {
+            model: args.model.clone(),
+            meta: args.meta.meta.clone(),
+            meta_system: args.meta.meta_system.clone(),
+            templates: args.meta.templates.clone(),
+            judge: args.meta.judge.clone(),
+            constraints: args.meta.constraints.clone(),
+            dev_limit: args.dev_limit,
+            test_limit: args.test_limit,
+        },
+    };
     let settings = match &resume {
         Some((_, cp)) => cp.settings.clone(),
         None => Settings {
+            invocation: serde_json::to_value(&invocation)?,
             seed: args.meta.seed,
             rounds: args.rounds,
             patience: args.patience.max(1),
@@ -76,14 +94,23 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let hub = hub(global, &dir).await?;
     let models = &task.config.models;
-    let execution = hub.model(args.model.as_deref().unwrap_or(&models.execution))?;
-    let meta_model = hub.model(args.meta.meta.as_deref().unwrap_or(&models.meta))?;
+    let execution = hub.model(invocation.model.as_deref().unwrap_or(&models.execution))?;
+    let meta_model = hub.model(invocation.meta.as_deref().unwrap_or(&models.meta))?;
     let layers = Layers::new(meta_model, execution);
-    let meta_prompts = meta::meta_prompts(&args.meta, Some(&task))?;
-    let guard = meta::guard(&args.meta, &hub, &layers)?;
+    let meta_args = MetaArgs {
+        meta: invocation.meta.clone(),
+        meta_system: invocation.meta_system.clone(),
+        templates: invocation.templates.clone(),
+        judge: invocation.judge.clone(),
+        constraints: invocation.constraints.clone(),
+        seed: settings.seed,
+        json: args.meta.json,
+    };
+    let meta_prompts = meta::meta_prompts(&meta_args, Some(&task))?;
+    let guard = meta::guard(&meta_args, &hub, &layers)?;
     let brief = Brief::from_task(&task);
-    let dev_limit = args.dev_limit;
-    let test = match args.test_limit {
+    let dev_limit = invocation.dev_limit;
+    let test = match invocation.test_limit {
         Some(0) => Vec::new(),
         limit => match task.examples("test") {
             Ok(t) => metaprompt_eval::dataset::take(t, limit, None),
@@ -163,6 +190,19 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The command-line choices that define a run's problem, kept in its checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Invocation {
+    model: Option<String>,
+    meta: Option<String>,
+    meta_system: Option<String>,
+    templates: Option<PathBuf>,
+    judge: Option<String>,
+    constraints: Vec<String>,
+    dev_limit: Option<usize>,
+    test_limit: Option<usize>,
 }
 
 /// Caps: command line, else the task's `[budget]`, else the defaults.
