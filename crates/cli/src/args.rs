@@ -112,7 +112,7 @@ pub struct OptimizeArgs {
     /// The task file (optional with --resume)
     #[arg(required_unless_present = "resume")]
     pub task: Option<PathBuf>,
-    /// The algorithm: auto, fewshot, opro, ape
+    /// The algorithm: auto, fewshot, opro, ape, protegi
     #[arg(short, long, default_value = "auto")]
     pub algo: String,
     /// Continue the run in this directory from its last checkpoint
@@ -124,6 +124,9 @@ pub struct OptimizeArgs {
     /// The execution model [default: the task's models.execution]
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<String>,
+    /// Start from this prompt file instead of the task's seed prompt
+    #[arg(short, long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
     /// Most rounds
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,

@@ -10,6 +10,10 @@
 //! - [`candidate`] — candidates and their fate, evaluation, per-layer cost accounting.
 //! - [`generate`] — a prompt from a task description (analyse, write N, check, evaluate, pick).
 //! - [`translate`] — a prompt moved to another model, with parity measured on data.
+//! - [`run`] — what every optimizer shares: problem, budget, pool with per-example scores,
+//!   racing, temperature schedule, rounds, convergence, checkpoints, the verdict vs the seed.
+//! - [`algo`] — the optimizers, one file each behind the `Optimizer` trait (`fewshot`, `opro`,
+//!   `ape`, `auto`); [`report`] — the HTML report of a run.
 //!
 //! The data path stays one-directional: task → brief → meta-prompt → meta model → answer →
 //! candidate (frame + instruction) → guardrail → evaluator → choice. The meta model and the

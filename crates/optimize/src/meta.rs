@@ -30,6 +30,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("opro", include_str!("../templates/opro.toml")),
     ("ape", include_str!("../templates/ape.toml")),
     ("paraphrase", include_str!("../templates/paraphrase.toml")),
+    ("gradient", include_str!("../templates/gradient.toml")),
+    ("edit", include_str!("../templates/edit.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +429,10 @@ mod tests {
                 {"instruction": "Label the review's sentiment.", "score": 81},
             ],
             "instruction": "Label the review's sentiment.",
+            "errors": [
+                {"input": "not bad at all", "output": "negative", "expected": "positive"},
+            ],
+            "gradient": "It ignores negated criticism.",
         })
     }
 

@@ -176,6 +176,9 @@ pub struct Entry {
     pub round: usize,
     /// Score per dev example (index into the run's dev split).
     pub scores: BTreeMap<usize, f64>,
+    /// The model's output per dev example (what reflective algorithms read as the trace).
+    #[serde(default)]
+    pub outputs: BTreeMap<usize, String>,
 }
 
 impl Entry {
@@ -429,6 +432,7 @@ impl<'a> Ctx<'a> {
                     op: op.to_string(),
                     round: self.round,
                     scores: BTreeMap::new(),
+                    outputs: BTreeMap::new(),
                 });
                 Some(self.pool.len() - 1)
             }
@@ -513,6 +517,7 @@ impl<'a> Ctx<'a> {
             self.calls_this_round += missing.len() as u64;
             for (i, r) in missing.iter().zip(results) {
                 self.pool[idx].scores.insert(*i, r.score);
+                self.pool[idx].outputs.insert(*i, r.output);
             }
         }
         let e = &self.pool[idx];
@@ -768,6 +773,7 @@ pub async fn run(
             op: "seed".into(),
             round: 0,
             scores: BTreeMap::new(),
+            outputs: BTreeMap::new(),
         });
         let all = ctx.rung(n_dev);
         ctx.score(0, &all).await.map_err(|s| {

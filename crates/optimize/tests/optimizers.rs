@@ -476,3 +476,44 @@ async fn a_resumed_run_reaches_the_result_of_an_uninterrupted_one() {
     assert_eq!(resumed.rounds.len(), whole.rounds.len());
     assert_eq!(resumed.pool.len(), whole.pool.len());
 }
+
+#[tokio::test]
+async fn protegi_turns_errors_into_a_gradient_then_edits_against_it() {
+    let meta = meta_model(|prompt, _| {
+        if prompt.contains("It gave wrong answers on these examples") {
+            // The minibatch of errors: what the model answered and what was right.
+            assert!(prompt.contains("Answer given: positive"), "{prompt}");
+            assert!(prompt.contains("Correct answer: negative"), "{prompt}");
+            "It never tells the model to use magic.".into()
+        } else {
+            assert!(
+                prompt.contains("What is wrong with it:\nIt never tells the model to use magic.")
+            );
+            "<prompt>Label the review, using magic.</prompt>".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = optimize(
+        "protegi",
+        meta,
+        executor(),
+        &problem(24, 6),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let winner = o.entry(&o.winner).unwrap();
+    assert_eq!(winner.op, "protegi-edit");
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic")
+    );
+    assert!(!o.kept_seed);
+}

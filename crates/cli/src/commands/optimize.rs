@@ -64,6 +64,10 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
             constraints: args.meta.constraints.clone(),
             dev_limit: args.dev_limit,
             test_limit: args.test_limit,
+            prompt: args
+                .prompt
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         },
     };
     let settings = match &resume {
@@ -109,6 +113,10 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
     let meta_prompts = meta::meta_prompts(&meta_args, Some(&task))?;
     let guard = meta::guard(&meta_args, &hub, &layers)?;
     let brief = Brief::from_task(&task);
+    let seed_prompt = match &invocation.prompt {
+        Some(p) => metaprompt_eval::PromptFile::load(p)?,
+        None => task.seed_prompt.clone(),
+    };
     let dev_limit = invocation.dev_limit;
     let test = match invocation.test_limit {
         Some(0) => Vec::new(),
@@ -118,13 +126,9 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
         },
     };
     let problem = Problem {
-        frame: Frame::of(&task.seed_prompt, &brief),
-        constraints: meta::constraints(
-            Some(&task),
-            Some(&task.seed_prompt),
-            &args.meta.constraints,
-        ),
-        seed_prompt: task.seed_prompt.clone(),
+        frame: Frame::of(&seed_prompt, &brief),
+        constraints: meta::constraints(Some(&task), Some(&seed_prompt), &invocation.constraints),
+        seed_prompt,
         train: task.examples("train").unwrap_or_default(),
         dev: evalcmd::examples(&task, "dev", dev_limit, None)?,
         test,
@@ -203,6 +207,9 @@ struct Invocation {
     constraints: Vec<String>,
     dev_limit: Option<usize>,
     test_limit: Option<usize>,
+    /// The starting prompt, when not the task's seed.
+    #[serde(default)]
+    prompt: Option<PathBuf>,
 }
 
 /// Caps: command line, else the task's `[budget]`, else the defaults.

@@ -13,6 +13,7 @@ pub mod ape;
 pub mod auto;
 pub mod fewshot;
 pub mod opro;
+pub mod protegi;
 
 #[async_trait]
 pub trait Optimizer: Send + std::fmt::Debug {
@@ -22,7 +23,7 @@ pub trait Optimizer: Send + std::fmt::Debug {
 }
 
 /// The algorithms, by command-line name.
-pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape"];
+pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape", "protegi"];
 
 pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
     Some(match name {
@@ -30,6 +31,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
         "fewshot" => Box::new(fewshot::FewShot),
         "opro" => Box::new(opro::Opro),
         "ape" => Box::new(ape::Ape),
+        "protegi" => Box::new(protegi::Protegi),
         _ => return None,
     })
 }
