@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The optimization table of BENCHMARKS.md: every algorithm on the shipped tasks, on the embedded
-# model, with the default budget. Each run has its own response cache (--no-cache: the run
-# directory's), so wall times are not helped by earlier runs.
+# model, with the default budget, from a deliberately weak start (the task's zero-shot prompt).
+# Each run has its own response cache (--no-cache: the run directory's), so wall times are not
+# helped by earlier runs.
 #
 #   scripts/bench-optimize.sh [TASK...]      (default: sst2 trec)
 set -euo pipefail
@@ -15,8 +16,9 @@ tasks=(${tasks[@]})
 echo "| task | algorithm | seed dev | seed test | kept | kept dev | kept test | test diff [95% CI] | metric calls (saved) | meta calls | wall |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
-  for algo in fewshot opro ape auto; do
+  for algo in fewshot opro ape protegi auto; do
     "$bin" --no-cache optimize "examples/$task/task.toml" --algo "$algo" --yes \
+      --prompt "examples/$task/prompts/zero_shot.toml" \
       --run-dir "$out/$task-$algo" --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"
     python3 - "$task" "$algo" "$out/$task-$algo.json" <<'PY'
 import json, sys

@@ -524,6 +524,25 @@ impl<'a> Ctx<'a> {
         Ok(examples.iter().map(|i| e.scores[i]).sum::<f64>() / examples.len().max(1) as f64)
     }
 
+    /// Dev examples `idxs` still lack (what scoring them all on the whole split would cost).
+    pub fn unscored(&self, idxs: &[usize]) -> u64 {
+        let n_dev = self.problem.dev.len();
+        idxs.iter()
+            .map(|&i| {
+                (0..n_dev)
+                    .filter(|k| !self.pool[i].scores.contains_key(k))
+                    .count() as u64
+            })
+            .sum()
+    }
+
+    /// Record calls a selection strategy did not spend compared with scoring every candidate
+    /// on the whole dev split.
+    pub fn saved(&mut self, full_cost: u64, calls_before: u64) {
+        let spent = self.metric_calls - calls_before;
+        self.saved_calls += full_cost.saturating_sub(spent);
+    }
+
     /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples),
     /// the better half on twice as many, …, until `keep` survive on the whole dev split.
     /// Returns the survivors, best first. Calls not spent on losers are counted as saved.
@@ -550,8 +569,7 @@ impl<'a> Ctx<'a> {
             }
             scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             if size >= n_dev {
-                let spent = self.metric_calls - before;
-                self.saved_calls += full_cost.saturating_sub(spent);
+                self.saved(full_cost, before);
                 return Ok(scored.into_iter().take(keep).map(|(i, _)| i).collect());
             }
             let next = (alive.len().div_ceil(2)).max(keep);

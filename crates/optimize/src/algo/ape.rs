@@ -89,6 +89,14 @@ impl Optimizer for Ape {
 /// UCB1 over `arms`: pull = score the arm on its next `step` dev examples; stop when the leader
 /// (by mean) has been scored on the whole dev split.
 async fn ucb(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), StopReason> {
+    let full_cost = ctx.unscored(arms);
+    let before = ctx.metric_calls();
+    let result = pull_until_known(ctx, arms).await;
+    ctx.saved(full_cost, before);
+    result
+}
+
+async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), StopReason> {
     let n_dev = ctx.problem.dev.len();
     let step = (ctx.settings.minibatch / 2).max(1);
     for &a in arms {
