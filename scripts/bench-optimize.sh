@@ -4,7 +4,7 @@
 # Each run has its own response cache (--no-cache: the run directory's), so wall times are not
 # helped by earlier runs.
 #
-#   scripts/bench-optimize.sh [TASK...]      (default: sst2 trec)
+#   [ALGOS="opro gepa"] scripts/bench-optimize.sh [TASK...]      (default: sst2 trec, every algorithm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p metaprompt-cli >&2
@@ -16,7 +16,7 @@ tasks=(${tasks[@]})
 echo "| task | algorithm | seed dev | seed test | kept | kept dev | kept test | test diff [95% CI] | metric calls (saved) | meta calls | wall |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
-  for algo in fewshot opro ape protegi auto; do
+  for algo in ${ALGOS:-fewshot opro ape protegi gepa auto}; do
     "$bin" --no-cache optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/prompts/zero_shot.toml" \
       --run-dir "$out/$task-$algo" --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"

@@ -32,6 +32,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("paraphrase", include_str!("../templates/paraphrase.toml")),
     ("gradient", include_str!("../templates/gradient.toml")),
     ("edit", include_str!("../templates/edit.toml")),
+    ("reflect", include_str!("../templates/reflect.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +434,10 @@ mod tests {
                 {"input": "not bad at all", "output": "negative", "expected": "positive"},
             ],
             "gradient": "It ignores negated criticism.",
+            "results": [
+                {"input": "not bad at all", "output": "negative", "expected": "positive", "score": 0.0, "feedback": "expected positive"},
+                {"input": "a delight", "output": "positive", "expected": "positive", "score": 1.0, "feedback": ""},
+            ],
         })
     }
 

@@ -179,6 +179,9 @@ pub struct Entry {
     /// The model's output per dev example (what reflective algorithms read as the trace).
     #[serde(default)]
     pub outputs: BTreeMap<usize, String>,
+    /// The metric's feedback per dev example, where it gave any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feedback: BTreeMap<usize, String>,
 }
 
 impl Entry {
@@ -433,6 +436,7 @@ impl<'a> Ctx<'a> {
                     round: self.round,
                     scores: BTreeMap::new(),
                     outputs: BTreeMap::new(),
+                    feedback: BTreeMap::new(),
                 });
                 Some(self.pool.len() - 1)
             }
@@ -518,6 +522,9 @@ impl<'a> Ctx<'a> {
             for (i, r) in missing.iter().zip(results) {
                 self.pool[idx].scores.insert(*i, r.score);
                 self.pool[idx].outputs.insert(*i, r.output);
+                if let Some(f) = r.feedback {
+                    self.pool[idx].feedback.insert(*i, f);
+                }
             }
         }
         let e = &self.pool[idx];
@@ -792,6 +799,7 @@ pub async fn run(
             round: 0,
             scores: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            feedback: BTreeMap::new(),
         });
         let all = ctx.rung(n_dev);
         ctx.score(0, &all).await.map_err(|s| {

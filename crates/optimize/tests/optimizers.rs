@@ -517,3 +517,55 @@ async fn protegi_turns_errors_into_a_gradient_then_edits_against_it() {
     );
     assert!(!o.kept_seed);
 }
+
+#[tokio::test]
+async fn gepa_reflects_on_traces_and_validates_only_minibatch_winners() {
+    let meta = meta_model(|prompt, k| {
+        assert!(prompt.contains("What the model did with it"), "{prompt}");
+        assert!(prompt.contains("Model output: positive"), "{prompt}");
+        if k == 1 {
+            // The first child does no better than its parent on the minibatch.
+            "The outputs ignore negative reviews.\n<prompt>Label it carefully.</prompt>".into()
+        } else {
+            "<prompt>Label it with magic.</prompt>".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = optimize(
+        "gepa",
+        meta,
+        executor(),
+        &problem(24, 6),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = o.pool.iter().find(|e| e.op == "gepa-reflect").unwrap();
+    assert!(
+        first
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("carefully")
+    );
+    assert_eq!(
+        first.scores.len(),
+        4,
+        "a minibatch loser is not validated on all of dev"
+    );
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic")
+    );
+    assert_eq!(winner.scores.len(), 24);
+    assert!(!o.kept_seed);
+}

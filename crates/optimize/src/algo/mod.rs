@@ -12,6 +12,7 @@ use crate::run::{Ctx, StopReason};
 pub mod ape;
 pub mod auto;
 pub mod fewshot;
+pub mod gepa;
 pub mod opro;
 pub mod protegi;
 
@@ -23,7 +24,7 @@ pub trait Optimizer: Send + std::fmt::Debug {
 }
 
 /// The algorithms, by command-line name.
-pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape", "protegi"];
+pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape", "protegi", "gepa"];
 
 pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
     Some(match name {
@@ -32,6 +33,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
         "opro" => Box::new(opro::Opro),
         "ape" => Box::new(ape::Ape),
         "protegi" => Box::new(protegi::Protegi),
+        "gepa" => Box::new(gepa::Gepa),
         _ => return None,
     })
 }
