@@ -124,10 +124,13 @@ async fn iteration(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
     else {
         return Ok(());
     };
+    let full_cost = ctx.unscored(&[child]);
+    let before = ctx.metric_calls();
     let child_score = ctx.score(child, &batch).await?;
     if child_score > parent_score {
         let all = ctx.rung(ctx.problem.dev.len());
         ctx.score(child, &all).await?;
     }
+    ctx.saved(full_cost, before);
     Ok(())
 }
