@@ -33,6 +33,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("gradient", include_str!("../templates/gradient.toml")),
     ("edit", include_str!("../templates/edit.toml")),
     ("reflect", include_str!("../templates/reflect.toml")),
+    ("evolve", include_str!("../templates/evolve.toml")),
+    ("hyper", include_str!("../templates/hyper.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +436,10 @@ mod tests {
                 {"input": "not bad at all", "output": "negative", "expected": "positive"},
             ],
             "gradient": "It ignores negated criticism.",
+            "mode": "first",
+            "style": "Think step by step.",
+            "mutation": "Make the instruction shorter.",
+            "population": ["Label the review.", "Say the sentiment."],
             "results": [
                 {"input": "not bad at all", "output": "negative", "expected": "positive", "score": 0.0, "feedback": "expected positive"},
                 {"input": "a delight", "output": "positive", "expected": "positive", "score": 1.0, "feedback": ""},

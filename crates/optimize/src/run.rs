@@ -182,6 +182,10 @@ pub struct Entry {
     /// The metric's feedback per dev example, where it gave any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub feedback: BTreeMap<usize, String>,
+    /// Algorithm-specific state that must survive a resume (Promptbreeder: whether the unit is
+    /// alive, its mutation prompt).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
 }
 
 impl Entry {
@@ -437,6 +441,7 @@ impl<'a> Ctx<'a> {
                     scores: BTreeMap::new(),
                     outputs: BTreeMap::new(),
                     feedback: BTreeMap::new(),
+                    attrs: BTreeMap::new(),
                 });
                 Some(self.pool.len() - 1)
             }
@@ -800,6 +805,7 @@ pub async fn run(
             scores: BTreeMap::new(),
             outputs: BTreeMap::new(),
             feedback: BTreeMap::new(),
+            attrs: BTreeMap::new(),
         });
         let all = ctx.rung(n_dev);
         ctx.score(0, &all).await.map_err(|s| {

@@ -569,3 +569,59 @@ async fn gepa_reflects_on_traces_and_validates_only_minibatch_winners() {
     assert_eq!(winner.scores.len(), 24);
     assert!(!o.kept_seed);
 }
+
+#[tokio::test]
+async fn evolve_breeds_a_population_by_tournaments_and_mutation() {
+    let meta = meta_model(|prompt, k| {
+        if prompt.contains("Summarize and improve it") {
+            "<prompt>Vary it boldly.</prompt>".into()
+        } else if k >= 4 {
+            format!("<prompt>Label with magic, version {k}.</prompt>")
+        } else {
+            format!("<prompt>Label plainly, version {k}.</prompt>")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = optimize(
+        "evolve",
+        meta,
+        executor(),
+        &problem(24, 6),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(o.pool.iter().filter(|e| e.op == "evolve-init").count() >= 3);
+    assert!(
+        o.pool
+            .iter()
+            .any(|e| e.op.starts_with("evolve-") && e.op != "evolve-init")
+    );
+    // Tournaments killed some units; every unit carries a mutation prompt.
+    assert!(
+        o.pool
+            .iter()
+            .any(|e| e.attrs.get("alive").is_some_and(|a| a == "no"))
+    );
+    assert!(
+        o.pool
+            .iter()
+            .filter(|e| e.op.starts_with("evolve"))
+            .all(|e| e.attrs.contains_key("mutation"))
+    );
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic"),
+        "{:?}",
+        winner.prompt.instruction
+    );
+    assert!(!o.kept_seed);
+}

@@ -11,6 +11,7 @@ use crate::run::{Ctx, StopReason};
 
 pub mod ape;
 pub mod auto;
+pub mod evolve;
 pub mod fewshot;
 pub mod gepa;
 pub mod opro;
@@ -24,7 +25,9 @@ pub trait Optimizer: Send + std::fmt::Debug {
 }
 
 /// The algorithms, by command-line name.
-pub const NAMES: &[&str] = &["auto", "fewshot", "opro", "ape", "protegi", "gepa"];
+pub const NAMES: &[&str] = &[
+    "auto", "fewshot", "opro", "ape", "protegi", "gepa", "evolve",
+];
 
 pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
     Some(match name {
@@ -34,6 +37,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
         "ape" => Box::new(ape::Ape),
         "protegi" => Box::new(protegi::Protegi),
         "gepa" => Box::new(gepa::Gepa),
+        "evolve" => Box::new(evolve::Evolve),
         _ => return None,
     })
 }
