@@ -16,7 +16,7 @@ tasks=(${tasks[@]})
 echo "| task | algorithm | seed dev | seed test | kept | kept dev | kept test | test diff [95% CI] | metric calls (saved) | meta calls | wall |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
-  for algo in ${ALGOS:-fewshot opro ape protegi gepa auto}; do
+  for algo in ${ALGOS:-fewshot opro ape protegi gepa evolve auto}; do
     "$bin" --no-cache optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/prompts/zero_shot.toml" \
       --run-dir "$out/$task-$algo" --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"

@@ -112,7 +112,7 @@ pub struct OptimizeArgs {
     /// The task file (optional with --resume)
     #[arg(required_unless_present = "resume")]
     pub task: Option<PathBuf>,
-    /// The algorithm: auto, fewshot, opro, ape, protegi, gepa
+    /// The algorithm: auto, fewshot, opro, ape, protegi, gepa, evolve
     #[arg(short, long, default_value = "auto")]
     pub algo: String,
     /// Continue the run in this directory from its last checkpoint

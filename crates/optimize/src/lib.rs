@@ -13,7 +13,7 @@
 //! - [`run`] — what every optimizer shares: problem, budget, pool with per-example scores,
 //!   racing, temperature schedule, rounds, convergence, checkpoints, the verdict vs the seed.
 //! - [`algo`] — the optimizers, one file each behind the `Optimizer` trait (`fewshot`, `opro`,
-//!   `ape`, `protegi`, `gepa`, `auto`); [`report`] — the HTML report of a run.
+//!   `ape`, `protegi`, `gepa`, `evolve`, `auto`); [`report`] — the HTML report of a run.
 //!
 //! The data path stays one-directional: task → brief → meta-prompt → meta model → answer →
 //! candidate (frame + instruction) → guardrail → evaluator → choice. The meta model and the

@@ -536,6 +536,35 @@ impl<'a> Ctx<'a> {
         Ok(examples.iter().map(|i| e.scores[i]).sum::<f64>() / examples.len().max(1) as f64)
     }
 
+    /// Evaluate `prompt` on examples outside the dev split (a teacher run on training data, for
+    /// bootstrapped demonstrations); counted against the metric-call budget like any other.
+    pub async fn evaluate_extra(
+        &mut self,
+        prompt: &PromptFile,
+        examples: &[Example],
+    ) -> Result<Vec<ExampleResult>, StopReason> {
+        self.check()?;
+        let left = self
+            .budget
+            .max_metric_calls
+            .saturating_sub(self.reserve + self.metric_calls);
+        if examples.len() as u64 > left {
+            return Err(StopReason::MetricCalls);
+        }
+        let observe = self.observe;
+        let progress = |done, total| {
+            observe(Event::Evaluating {
+                label: "teacher on train",
+                done,
+                total,
+            })
+        };
+        let results = evaluate(self, prompt, examples, &progress).await;
+        self.metric_calls += examples.len() as u64;
+        self.calls_this_round += examples.len() as u64;
+        Ok(results)
+    }
+
     /// Dev examples `idxs` still lack (what scoring them all on the whole split would cost).
     pub fn unscored(&self, idxs: &[usize]) -> u64 {
         let n_dev = self.problem.dev.len();

@@ -554,7 +554,7 @@ async fn gepa_reflects_on_traces_and_validates_only_minibatch_winners() {
     );
     assert_eq!(
         first.scores.len(),
-        4,
+        8,
         "a minibatch loser is not validated on all of dev"
     );
     let winner = o.entry(&o.winner).unwrap();

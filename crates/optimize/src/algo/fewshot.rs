@@ -7,13 +7,17 @@
 //! per label of a classification (measured on TREC: four demonstrations for six labels scored
 //! below the zero-shot prompt, the labels never shown were never predicted) — (balance
 //! matters: DSPy's bootstrap, measured on this model, kept only positive demos and always
-//! answered "positive"). Later rounds mutate the best set: each candidate swaps one of its
-//! demonstrations for another training example of the same label. Candidates race against the
-//! incumbent; the best survives. No meta calls.
+//! answered "positive"), plus one *bootstrapped* set: the current prompt (the teacher) runs on
+//! a sample of training examples, and demonstrations are drawn, label-balanced, from those whose
+//! output the metric passes, showing the teacher's own output (BootstrapFewShot's criterion;
+//! those teacher calls count as metric calls). Later rounds mutate the best set: each candidate
+//! swaps one of its demonstrations for another training example of the same label. Candidates
+//! race against the incumbent; the best survives. No meta calls.
 
 use async_trait::async_trait;
+use metaprompt_eval::Example;
 use rand::Rng;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::algo::Optimizer;
 use crate::brief::{Frame, pick_demos};
@@ -87,12 +91,70 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
             proposed.push(i);
         }
     }
+    if base.demos.is_empty()
+        && let Some(i) = bootstrap(ctx, best, &frame).await?
+        && i != best
+        && !proposed.contains(&i)
+    {
+        proposed.push(i);
+    }
     if proposed.is_empty() {
         return Err(StopReason::Exhausted);
     }
     proposed.push(best);
     ctx.race(proposed, 1).await?;
     Ok(())
+}
+
+/// A demonstration set from training examples the teacher (entry `teacher`) gets right.
+async fn bootstrap(
+    ctx: &mut Ctx<'_>,
+    teacher: usize,
+    frame: &Frame,
+) -> Result<Option<usize>, StopReason> {
+    let brief = ctx.problem.brief.clone();
+    let k = ctx.settings.demos.max(brief.labels.len());
+    let mut sample = ctx.problem.train.clone();
+    sample.shuffle(&mut ctx.rng);
+    sample.truncate(3 * k);
+    let prompt = ctx.pool[teacher].prompt.clone();
+    let results = ctx.evaluate_extra(&prompt, &sample).await?;
+    let passed: Vec<Example> = sample
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.passed && r.error.is_none())
+        .map(|(e, r)| {
+            // The demonstration shows what the teacher answered.
+            let mut e = e.clone();
+            e.expected = Some(serde_json::Value::String(r.output.trim().to_string()));
+            e
+        })
+        .collect();
+    if passed.len() < k.min(2) {
+        return Ok(None);
+    }
+    let seed = ctx.rng.random();
+    let mut frame = frame.clone();
+    frame.demos = pick_demos(&brief, &passed, k, seed)
+        .iter()
+        .map(|e| demo_vars(&brief, e))
+        .collect();
+    let mut p = frame.prompt(
+        &prompt.name,
+        prompt.instruction.as_deref().unwrap_or_default(),
+        &ctx.problem.constraints,
+    );
+    if prompt.instruction.is_none() {
+        p.instruction = None;
+    }
+    Ok(ctx
+        .propose(
+            p,
+            vec![ctx.pool[teacher].id.clone()],
+            "fewshot-bootstrap",
+            "",
+        )
+        .await)
 }
 
 fn demo_vars(

@@ -27,8 +27,9 @@ use crate::algo::Optimizer;
 use crate::brief::Frame;
 use crate::run::{Ctx, StopReason};
 
-/// Examples per reflective minibatch.
-const MINIBATCH: usize = 4;
+/// Examples per reflective minibatch (the paper uses 3 with strong models; with the 270M base
+/// model, 4-example minibatches let almost no child show an improvement on SST-2).
+const MINIBATCH: usize = 8;
 
 #[derive(Debug, Default)]
 pub struct Gepa;
