@@ -52,9 +52,33 @@ async fn optimize_improves_a_weak_seed_on_the_embedded_model() {
     let won = o["winner_test"]["mean"].as_f64().unwrap();
     assert!(won > seed + 0.1, "test: winner {won} vs seed {seed}");
     assert!(o["metric_calls"].as_u64().unwrap() <= 1500);
-    for f in ["best.toml", "report.html", "report.json", "checkpoint.json"] {
+    for f in [
+        "best.toml",
+        "report.html",
+        "report.json",
+        "checkpoint.json",
+        "calls.jsonl",
+    ] {
         assert!(run.join(f).exists(), "{f}");
     }
+    // Every call's usage is in the run directory, one line each, agreeing with the totals.
+    let log = std::fs::read_to_string(run.join("calls.jsonl")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for layer in ["meta", "execution"] {
+        let usage = &o[format!("{layer}_usage")];
+        let n = usage["calls"].as_u64().unwrap() + usage["failed"].as_u64().unwrap();
+        let of_layer: Vec<&Value> = lines.iter().filter(|l| l["layer"] == layer).collect();
+        assert_eq!(of_layer.len() as u64, n, "{layer} lines vs {usage}");
+        let tokens: u64 = of_layer
+            .iter()
+            .map(|l| l["input_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(tokens, usage["input_tokens"].as_u64().unwrap(), "{layer}");
+    }
+    assert!(lines.iter().any(|l| l["model"] == "local:gemma-3-270m"));
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Score per round"));
     // The kept prompt is a plain prompt file that evaluates on its own.

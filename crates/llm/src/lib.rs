@@ -42,7 +42,7 @@ pub use cache::{CacheStats, ResponseCache};
 pub use config::{Config, ModelInfo, ProviderKind};
 pub use error::LlmError;
 pub use hub::Hub;
-pub use meter::{LayerUsage, Meter, Metered};
+pub use meter::{CallLog, CallRecord, LayerUsage, Meter, Metered};
 pub use pricing::Pricing;
 pub use provider::{ApiKey, Provider};
 pub use types::{

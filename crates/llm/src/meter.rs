@@ -4,9 +4,16 @@
 //! The meta layer and the execution layer each get their own meter, so a run can report what
 //! writing the prompt cost apart from what running it cost. Wrapping is cheap and transparent:
 //! a `Metered` provider is a [`Provider`] like any other.
+//!
+//! A meter can also keep a [`CallLog`]: one JSON line per call (time, layer, model, kind,
+//! tokens, cost, cache hit, latency, error), appended to a file as each call finishes, so a run
+//! directory holds every call's usage and a crash loses none of the lines already written.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -80,19 +87,123 @@ impl LayerUsage {
     }
 }
 
-/// A shared, cloneable counter.
+/// One line of a [`CallLog`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// When the call finished, in seconds since the Unix epoch.
+    pub at: f64,
+    /// The layer the call belongs to (`meta`, `execution`).
+    pub layer: String,
+    /// The canonical `provider:model` name.
+    pub model: String,
+    /// `complete` (a generation) or `score` (label log-likelihoods).
+    pub kind: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `None` when the model's price is unknown or the call failed.
+    pub cost_usd: Option<f64>,
+    /// Answered from the response cache.
+    pub cached: bool,
+    pub latency_s: f64,
+    /// Why the call failed (after retries); absent for answered calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An append-only JSON-lines file of [`CallRecord`]s, shared by the meters that write to it.
+///
+/// Each record is written with one `write` on a file opened for appending, so lines from
+/// several meters (or a resumed run appending to an earlier log) never interleave, and a killed
+/// process leaves every finished line intact. A failed write is reported once (as a warning) and
+/// never fails the call it describes.
 #[derive(Debug, Clone)]
-pub struct Meter(Arc<Mutex<LayerUsage>>);
+pub struct CallLog {
+    path: PathBuf,
+    file: Arc<Mutex<std::fs::File>>,
+    warned: Arc<AtomicBool>,
+}
+
+impl CallLog {
+    /// Opens (creating if needed) `path` for appending.
+    pub fn append(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Arc::new(Mutex::new(file)),
+            warned: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, record: &CallRecord) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(l) => l,
+            Err(e) => return self.warn(&e.to_string()),
+        };
+        line.push(b'\n');
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = file.write_all(&line) {
+            self.warn(&e.to_string());
+        }
+    }
+
+    fn warn(&self, error: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("cannot write the call log {}: {error}", self.path.display());
+        }
+    }
+
+    /// Reads a log back; a line that is not a record is an error naming the file and line.
+    pub fn read(path: &Path) -> Result<Vec<CallRecord>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| format!("{}:{}: not a call record: {e}", path.display(), i + 1))
+            })
+            .collect()
+    }
+}
+
+/// A shared, cloneable counter, optionally also writing every call to a [`CallLog`].
+#[derive(Debug, Clone)]
+pub struct Meter {
+    usage: Arc<Mutex<LayerUsage>>,
+    log: Option<(CallLog, Arc<str>)>,
+}
 
 impl Default for Meter {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(LayerUsage::default())))
+        Self {
+            usage: Arc::new(Mutex::new(LayerUsage::default())),
+            log: None,
+        }
     }
 }
 
 impl Meter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A meter that also appends each call to `log`, marked with `layer`.
+    pub fn logged(log: CallLog, layer: &str) -> Self {
+        Self {
+            log: Some((log, layer.into())),
+            ..Self::default()
+        }
     }
 
     /// What has been counted so far.
@@ -102,24 +213,80 @@ impl Meter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LayerUsage> {
         // A poisoned counter still holds valid numbers.
-        self.0
+        self.usage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn response(&self, r: &Result<Response, LlmError>) {
-        match r {
-            Ok(r) => self.lock().add(&r.usage, r.cost_usd, r.latency, r.cached),
+    fn record(&self, model: &str, kind: &str, outcome: Result<Call<'_>, &LlmError>) {
+        match outcome {
+            Ok(c) => self.lock().add(c.usage, c.cost, c.latency, c.cached),
             Err(_) => self.lock().failed += 1,
         }
+        let Some((log, layer)) = &self.log else {
+            return;
+        };
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let record = match outcome {
+            Ok(c) => CallRecord {
+                at,
+                layer: layer.to_string(),
+                model: model.to_string(),
+                kind: kind.to_string(),
+                input_tokens: c.usage.input_tokens,
+                output_tokens: c.usage.output_tokens,
+                cost_usd: c.cost,
+                cached: c.cached,
+                latency_s: c.latency.as_secs_f64(),
+                error: None,
+            },
+            Err(e) => CallRecord {
+                at,
+                layer: layer.to_string(),
+                model: model.to_string(),
+                kind: kind.to_string(),
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: None,
+                cached: false,
+                latency_s: 0.0,
+                error: Some(e.to_string()),
+            },
+        };
+        log.write(&record);
     }
 
-    fn scores(&self, r: &Result<LabelScores, LlmError>) {
-        match r {
-            Ok(s) => self.lock().add(&s.usage, s.cost_usd, s.latency, s.cached),
-            Err(_) => self.lock().failed += 1,
-        }
+    fn response(&self, model: &str, r: &Result<Response, LlmError>) {
+        let call = r.as_ref().map(|r| Call {
+            usage: &r.usage,
+            cost: r.cost_usd,
+            latency: r.latency,
+            cached: r.cached,
+        });
+        self.record(model, "complete", call);
     }
+
+    fn scores(&self, model: &str, r: &Result<LabelScores, LlmError>) {
+        let call = r.as_ref().map(|s| Call {
+            usage: &s.usage,
+            cost: s.cost_usd,
+            latency: s.latency,
+            cached: s.cached,
+        });
+        self.record(model, "score", call);
+    }
+}
+
+/// What an answered call reports, whatever its kind.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    usage: &'a Usage,
+    cost: Option<f64>,
+    latency: Duration,
+    cached: bool,
 }
 
 /// A provider whose calls are counted into a [`Meter`].
@@ -143,13 +310,14 @@ impl Provider for Metered {
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
         let r = self.inner.complete(request).await;
-        self.meter.response(&r);
+        self.meter.response(&self.inner.info().name, &r);
         r
     }
 
     async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
         let rs = self.inner.complete_batch(requests).await;
-        rs.iter().for_each(|r| self.meter.response(r));
+        rs.iter()
+            .for_each(|r| self.meter.response(&self.inner.info().name, r));
         rs
     }
 
@@ -159,7 +327,8 @@ impl Provider for Metered {
 
     async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
         let rs = self.inner.score(requests).await;
-        rs.iter().for_each(|r| self.meter.scores(r));
+        rs.iter()
+            .for_each(|r| self.meter.scores(&self.inner.info().name, r));
         rs
     }
 }
@@ -197,5 +366,53 @@ mod tests {
         total.merge(&u);
         total.merge(&u);
         assert_eq!(total.calls, 4);
+    }
+
+    #[tokio::test]
+    async fn call_log_has_one_line_per_call_and_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("calls.jsonl");
+        let log = CallLog::append(&path).expect("open log");
+        let meta = Meter::logged(log.clone(), "meta");
+        let exec = Meter::logged(log, "execution");
+        let m = Metered::wrap(Arc::new(ScriptedProvider::new("m").reply("one two")), meta);
+        let e = Metered::wrap(
+            Arc::new(
+                ScriptedProvider::new("e")
+                    .reply("x")
+                    .fail(LlmError::Config("boom".into())),
+            ),
+            exec.clone(),
+        );
+        m.complete(&Request::text("a b c")).await.expect("answer");
+        let _ = e
+            .complete_batch(&[Request::text("y"), Request::text("z")])
+            .await;
+        let records = CallLog::read(&path).expect("read");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].layer, "meta");
+        assert_eq!(records[0].model, "scripted:m");
+        assert_eq!(records[0].kind, "complete");
+        assert_eq!((records[0].input_tokens, records[0].output_tokens), (3, 2));
+        assert!(records[0].error.is_none() && !records[0].cached);
+        assert_eq!(records[1].layer, "execution");
+        assert!(
+            records[2]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("boom"))
+        );
+        // The log agrees with the meter.
+        let u = exec.snapshot();
+        assert_eq!(u.calls + u.failed, 2);
+        // Reopening appends (a resumed run keeps the earlier lines).
+        let again = Meter::logged(CallLog::append(&path).expect("reopen"), "meta");
+        let m = Metered::wrap(Arc::new(ScriptedProvider::new("m").reply("w")), again);
+        m.complete(&Request::text("q")).await.expect("answer");
+        assert_eq!(CallLog::read(&path).expect("read").len(), 4);
+        // A line that is not a record names the file and line.
+        std::fs::write(&path, "{}\n").expect("write");
+        let err = CallLog::read(&path).unwrap_err();
+        assert!(err.contains("calls.jsonl:1"), "{err}");
     }
 }

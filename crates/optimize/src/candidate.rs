@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use metaprompt_eval::evaluator::{self, Comparison};
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Summary};
-use metaprompt_llm::{LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
+use metaprompt_llm::{CallLog, LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
 use serde::Serialize;
 
 use crate::brief::Frame;
@@ -263,8 +263,22 @@ pub struct Layers {
 
 impl Layers {
     pub fn new(meta: Arc<dyn Provider>, execution: Arc<dyn Provider>) -> Self {
-        let meta_meter = Meter::new();
-        let execution_meter = Meter::new();
+        Self::with_meters(meta, execution, Meter::new(), Meter::new())
+    }
+
+    /// Layers whose every call is also appended to `log` (a run directory's `calls.jsonl`).
+    pub fn logged(meta: Arc<dyn Provider>, execution: Arc<dyn Provider>, log: CallLog) -> Self {
+        let meta_meter = Meter::logged(log.clone(), "meta");
+        let execution_meter = Meter::logged(log, "execution");
+        Self::with_meters(meta, execution, meta_meter, execution_meter)
+    }
+
+    fn with_meters(
+        meta: Arc<dyn Provider>,
+        execution: Arc<dyn Provider>,
+        meta_meter: Meter,
+        execution_meter: Meter,
+    ) -> Self {
         Self {
             meta: Metered::wrap(meta, meta_meter.clone()),
             execution: Metered::wrap(execution, execution_meter.clone()),

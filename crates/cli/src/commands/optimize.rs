@@ -100,7 +100,10 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
     let models = &task.config.models;
     let execution = hub.model(invocation.model.as_deref().unwrap_or(&models.execution))?;
     let meta_model = hub.model(invocation.meta.as_deref().unwrap_or(&models.meta))?;
-    let layers = Layers::new(meta_model, execution);
+    let log = dir.join("calls.jsonl");
+    let log = metaprompt_llm::CallLog::append(&log)
+        .with_context(|| format!("cannot open the call log {}", log.display()))?;
+    let layers = Layers::logged(meta_model, execution, log);
     let meta_args = MetaArgs {
         meta: invocation.meta.clone(),
         meta_system: invocation.meta_system.clone(),
