@@ -1,0 +1,132 @@
+//! The prompt library of metaprompt: where every prompt version lives, with its lineage, its
+//! evidence and its review record, and where labels (`production`, `staging`, any name) say which
+//! version is in use.
+//!
+//! ```text
+//! prompt "sst2"
+//!   v1 3fa2c1d09e1b  human     ◀── production
+//!   v2 9b07e4aa1c55  optimize  parents v1, proposed, evidence: dev 0.885 [0.84, 0.93] vs v1 +0.33
+//!   v3 …
+//! events: add v1 (alice) · add v2 (run sst2-auto-…) · review v2 approve (bob: "checked") ·
+//!         label production v1 → v2 (bob) · rollback production v2 → v1 (carol: "regression")
+//! ```
+//!
+//! - [`model`] — the data: [`Version`] (immutable, identified by the hash of its behaviour,
+//!   [`content::hash`]), [`Origin`], [`ReviewState`], [`Evidence`], [`Label`], [`Run`],
+//!   [`Event`] (the audit trail), and [`VersionRef`] (`name`, `name@v3`, `name@production`,
+//!   `name@3fa2c1`, `3fa2c1`).
+//! - [`store`] — the [`Store`] trait: every read and write the library makes. Writes are one
+//!   transaction each ([`Store::commit`] stores versions, their evidence and the run that made
+//!   them together).
+//! - [`sqlite`] — the default store, a SQLite file through sqlx (WAL, busy timeout, `BEGIN
+//!   IMMEDIATE` for writes, so two processes writing at once lose nothing), versioned migrations
+//!   under `migrations/sqlite`. Queries are portable SQL so a Postgres store can reuse them.
+//! - [`policy`] — the rules that do not depend on storage: label names, who may move
+//!   `production` where (a machine-made version needs an approval when the prompt has
+//!   protected constraints or is marked review-required), what a rollback returns to.
+//! - [`content`] — the content hash, export to plain files (TOML, text, chat JSON) and import
+//!   back, and diffs.
+
+pub mod content;
+pub mod model;
+pub mod policy;
+pub mod sqlite;
+pub mod store;
+
+pub use model::{
+    Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, NewVersion,
+    Origin, PromptSummary, ReviewState, Run, RunCandidate, Version, VersionRef,
+};
+pub use sqlite::SqliteStore;
+pub use store::Store;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the library, each naming what was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no prompt named `{name}` in the library{}", known_list(known))]
+    UnknownPrompt { name: String, known: Vec<String> },
+    #[error("prompt `{prompt}` has no version `{version}`{}", known_list(known))]
+    UnknownVersion {
+        prompt: String,
+        version: String,
+        known: Vec<String>,
+    },
+    #[error("prompt `{prompt}` has no label `{label}`{}", known_list(known))]
+    UnknownLabel {
+        prompt: String,
+        label: String,
+        known: Vec<String>,
+    },
+    #[error("no run `{0}` in the library")]
+    UnknownRun(String),
+    #[error("no version's hash starts with `{0}`")]
+    UnknownHash(String),
+    #[error("`{prefix}` is ambiguous: it starts {}; give more characters or NAME@REF", .matches.join(", "))]
+    AmbiguousHash {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("invalid {what} `{value}`: {expected}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("cannot move `{label}` of `{prompt}` to {version}: {why}")]
+    Refused {
+        prompt: String,
+        label: String,
+        version: String,
+        why: String,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("the library {path} is read-only; writing needs a writable file (and directory)")]
+    ReadOnly { path: PathBuf },
+    #[error(
+        "{path} is not a metaprompt library: {message} (a corrupted file, or another program's; move it away or set [library].path / --library)"
+    )]
+    NotALibrary { path: PathBuf, message: String },
+    #[error(
+        "the library {path} was written by a newer metaprompt (schema {found}, this one knows up to {known}); upgrade metaprompt"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("library {path}: {what}: {source}")]
+    Db {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("library data: {0}")]
+    Data(String),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!(" (known: {})", known.join(", "))
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// The library file when none is configured: `<user data dir>/metaprompt/library.sqlite`.
+pub fn default_path() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("metaprompt")
+        .join("library.sqlite")
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}

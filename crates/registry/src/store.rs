@@ -1,0 +1,75 @@
+//! The storage seam: every read and write the library makes. [`crate::SqliteStore`] is the
+//! default; a Postgres store implements the same trait (the queries are portable SQL).
+
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::model::{
+    Added, Batch, Decision, Event, Evidence, Label, LabelMove, Moved, NewVersion, PromptSummary,
+    Run, Version, VersionRef,
+};
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the library lives (a path or a URL), for messages.
+    fn location(&self) -> String;
+
+    /// Store versions, their evidence and the run that made them, in one transaction. A version
+    /// whose content is already stored is not duplicated (its evidence is still attached).
+    async fn commit(&self, batch: Batch) -> Result<Vec<Added>>;
+
+    /// Every prompt, by name.
+    async fn prompts(&self) -> Result<Vec<PromptSummary>>;
+
+    /// A prompt's versions, oldest first.
+    async fn versions(&self, prompt: &str) -> Result<Vec<Version>>;
+
+    /// The version a reference names.
+    async fn resolve(&self, reference: &VersionRef) -> Result<Version>;
+
+    async fn labels(&self, prompt: &str) -> Result<Vec<Label>>;
+
+    /// Move (or roll back) a label atomically, checking [`crate::policy::may_label`] on the
+    /// state read in the same transaction, and record who, when and why.
+    async fn move_label(&self, change: &LabelMove) -> Result<Moved>;
+
+    /// Record a review decision on a version (and set its review state).
+    async fn review(
+        &self,
+        version: &Version,
+        decision: Decision,
+        actor: &str,
+        comment: Option<&str>,
+    ) -> Result<Version>;
+
+    /// Mark a prompt review-required (or not), recorded as a policy event.
+    async fn set_review_required(&self, prompt: &str, on: bool, actor: &str) -> Result<()>;
+
+    /// The evidence attached to a version, oldest first.
+    async fn evidence(&self, version: &Version) -> Result<Vec<Evidence>>;
+
+    /// A prompt's runs (without their candidates), oldest first.
+    async fn runs(&self, prompt: &str) -> Result<Vec<Run>>;
+
+    /// One run, with its candidates.
+    async fn run(&self, id: &str) -> Result<Run>;
+
+    /// A prompt's audit trail, oldest first.
+    async fn events(&self, prompt: &str) -> Result<Vec<Event>>;
+
+    /// Every version waiting for review, oldest first.
+    async fn proposed(&self) -> Result<Vec<Version>>;
+
+    /// Store one version on its own.
+    async fn add(&self, version: NewVersion) -> Result<Added> {
+        let mut added = self
+            .commit(Batch {
+                versions: vec![(version, Vec::new())],
+                run: None,
+            })
+            .await?;
+        added
+            .pop()
+            .ok_or_else(|| crate::RegistryError::Data("the store added nothing".into()))
+    }
+}
