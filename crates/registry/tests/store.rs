@@ -1,5 +1,7 @@
 //! The SQLite store against real database files.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use metaprompt_eval::PromptFile;
