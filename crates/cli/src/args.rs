@@ -31,6 +31,15 @@ pub struct Global {
     /// Neither read nor write the response cache for this run
     #[arg(long, global = true, env = "METAPROMPT_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_cache: bool,
+    /// Prompt library file [default: [library].path in config, else <user data dir>/metaprompt/library.sqlite]
+    #[arg(long, global = true, env = "METAPROMPT_LIBRARY", value_name = "PATH")]
+    pub library: Option<PathBuf>,
+    /// Do not store generate / optimize / translate results in the prompt library
+    #[arg(long, global = true, env = "METAPROMPT_NO_LIBRARY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_library: bool,
+    /// Who is acting, as recorded in the library [default: $USER]
+    #[arg(long, global = true, env = "METAPROMPT_AUTHOR", value_name = "NAME")]
+    pub author: Option<String>,
     /// More log output (-v: debug, -vv: trace); METAPROMPT_LOG takes a tracing filter
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -62,6 +71,129 @@ pub enum Command {
     /// List or export the meta-prompts (the templates the meta model runs)
     #[command(subcommand)]
     MetaPrompts(MetaPromptsCommand),
+    /// The prompt library: versions, lineage, labels, export and import
+    #[command(subcommand)]
+    Prompts(PromptsCommand),
+    /// Review machine-made prompt versions before they ship
+    #[command(subcommand)]
+    Review(ReviewCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromptsCommand {
+    /// Add a prompt file as a new version (made by a person)
+    Add {
+        /// The prompt's name in the library
+        name: String,
+        /// A prompt file (.toml), a chat-messages array (.json) or a text template (anything else)
+        file: PathBuf,
+        /// Why this version (recorded with it)
+        #[arg(long, short)]
+        message: Option<String>,
+        /// The version it derives from (NAME@REF) [default: the newest version]
+        #[arg(long, value_name = "REF")]
+        parent: Option<String>,
+        /// Moving `production` to a machine-made version of this prompt needs an approval
+        #[arg(long)]
+        review_required: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every prompt: versions, labels, versions waiting for review
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One version: metadata, content, evidence, labels
+    Show {
+        /// NAME (newest), NAME@vN, NAME@LABEL, NAME@HASH or a hash prefix
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The difference between two versions [default B: A's parent]
+    Diff { a: String, b: Option<String> },
+    /// Point a label (production, staging, any name) at a version
+    Label {
+        /// The version (NAME@vN, NAME@HASH, …)
+        reference: String,
+        label: String,
+        /// Why (recorded)
+        #[arg(long, short)]
+        comment: Option<String>,
+    },
+    /// Move a label back to the version it pointed at before
+    Rollback {
+        name: String,
+        #[arg(long, default_value = "production")]
+        label: String,
+        /// Why (recorded)
+        #[arg(long, short)]
+        comment: Option<String>,
+    },
+    /// Write a version as a plain file that works outside metaprompt
+    Export {
+        reference: String,
+        /// The file [default: standard output]; its extension picks the format
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// toml (metaprompt's prompt file), text (one template with {{ field }} placeholders) or json (chat messages) [default: from --out, else toml]
+        #[arg(long, value_parser = ["toml", "text", "json"])]
+        format: Option<String>,
+    },
+    /// Read a plain file (as written by export) back in as a new version
+    Import {
+        file: PathBuf,
+        /// The prompt's name [default: the file's `name`, else its stem]
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, short)]
+        message: Option<String>,
+        #[arg(long)]
+        review_required: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A prompt's history: versions, reviews, label moves, rollbacks, runs — who, when, why
+    Log {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Require (or stop requiring) review before `production` moves to a machine-made version
+    Policy {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+        review_required: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Versions waiting for review
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a reviewer needs: the diff against the version it would replace, evidence, constraint checks, cost
+    Show {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a version (it may then be labeled production)
+    Approve {
+        reference: String,
+        #[arg(long, short)]
+        comment: Option<String>,
+    },
+    /// Reject a version (it can no longer be labeled production)
+    Reject {
+        reference: String,
+        /// Why (required)
+        #[arg(long, short)]
+        comment: String,
+    },
 }
 
 /// The meta layer's settings, shared by the commands that use it.
@@ -127,6 +259,9 @@ pub struct OptimizeArgs {
     /// Start from this prompt file instead of the task's seed prompt
     #[arg(short, long, value_name = "FILE")]
     pub prompt: Option<PathBuf>,
+    /// The prompt's name in the library [default: the task's name]
+    #[arg(long)]
+    pub name: Option<String>,
     /// Most rounds
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,

@@ -51,6 +51,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Translate(args) => commands::translate::run(&cli.global, args).await,
         Command::Optimize(args) => commands::optimize::run(&cli.global, args).await,
         Command::MetaPrompts(cmd) => commands::meta::run(cmd),
+        Command::Prompts(cmd) => commands::prompts::run(&cli.global, cmd).await,
+        Command::Review(cmd) => commands::review::run(&cli.global, cmd).await,
     }
 }
 

@@ -31,6 +31,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Config {
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The prompt library (where generated, optimized and translated prompts are kept).
+    #[serde(default)]
+    pub library: LibraryConfig,
     /// The embedded model (`local:` specs).
     #[serde(default)]
     pub local: LocalConfig,
@@ -54,6 +57,13 @@ pub struct CacheConfig {
     pub path: Option<PathBuf>,
     /// Set to false to never read or write the cache.
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryConfig {
+    /// The SQLite file of the prompt library. Default: `<user data dir>/metaprompt/library.sqlite`.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -488,6 +488,6 @@ async fn a_read_only_library_reads_and_refuses_writes() {
 
 fn set_read_only(path: &Path, on: bool) {
     let mut p = std::fs::metadata(path).unwrap().permissions();
-    p.set_readonly(on);
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, if on { 0o444 } else { 0o644 });
     std::fs::set_permissions(path, p).unwrap();
 }

@@ -7,6 +7,7 @@ use metaprompt_optimize::{Brief, Evaluation, Frame, GenerateSpec, Generated, Lay
 
 use crate::args::{GenerateArgs, Global};
 use crate::commands::eval::{self as evalcmd};
+use crate::commands::library;
 use crate::commands::meta::{self, Console};
 use crate::context;
 use crate::format::outln;
@@ -130,8 +131,43 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     };
     let path = meta::out_path(args.once.out.as_deref(), task.as_ref(), &name);
     let report_path = meta::write_outputs(&path, &prompt, &generated)?;
+    let library_name = args.name.clone().unwrap_or_else(|| match &task {
+        Some(t) => t.config.name.clone(),
+        None => generated.task.name.clone(),
+    });
+    let seed_why = args
+        .task
+        .as_ref()
+        .map(|p| format!("the seed prompt of {}", p.display()))
+        .unwrap_or_default();
+    let batch = library::one_shot_batch(
+        global,
+        &library::OneShot {
+            kind: metaprompt_registry::Origin::Generate,
+            name: &library_name,
+            task: task.as_ref(),
+            task_path: args.task.as_deref(),
+            baseline: task
+                .as_ref()
+                .map(|t| (&t.seed_prompt, generated.seed_score.as_ref(), seed_why)),
+            candidates: &generated.candidates,
+            chosen: generated.chosen,
+            prompt: &prompt,
+            versus: generated.versus_seed.as_ref().map(|c| &c.paired),
+            split: generated.split.as_deref().unwrap_or(&args.once.split),
+            model: &generated.execution_model,
+            costs: &generated.costs,
+            config: serde_json::json!({
+                "meta_model": generated.meta_model,
+                "candidates": args.candidates,
+                "demos": args.demos,
+                "seed": args.meta.seed,
+            }),
+        },
+    );
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(&generated)?);
+        library::store_result(global, batch, true).await?;
         return Ok(());
     }
     print_candidates(&generated);
@@ -147,6 +183,7 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     meta::print_costs(&generated.costs, layers.execution.as_ref());
     outln!("prompt     {}", path.display());
     outln!("report     {}", report_path.display());
+    library::store_result(global, batch, false).await?;
     if let Some(t) = &args.task {
         outln!(
             "next       metaprompt eval {} --prompt {} --split test",

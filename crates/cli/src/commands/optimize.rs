@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::{Global, MetaArgs, OptimizeArgs};
 use crate::commands::eval::{self as evalcmd};
+use crate::commands::library;
 use crate::commands::meta::{self, Console};
 use crate::context;
 use crate::format::{self, outln};
+use metaprompt_registry::{Batch, NewVersion, Origin, Run, RunCandidate};
 
 pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
     // A resumed run takes its task, algorithm, settings and budget from its checkpoint.
@@ -68,6 +70,7 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
                 .prompt
                 .as_ref()
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            name: args.name.clone(),
         },
     };
     let settings = match &resume {
@@ -185,18 +188,194 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
         metaprompt_optimize::report::html(&outcome, &task.config.name),
     )
     .with_context(|| format!("cannot write {}", report_html.display()))?;
+    let name = invocation
+        .name
+        .clone()
+        .unwrap_or_else(|| task.config.name.clone());
+    let batch = library_batch(&LibraryInput {
+        global,
+        name: &name,
+        task: &task,
+        task_path: &task_path,
+        outcome: &outcome,
+        problem: &problem,
+        winner: &prompt,
+        model: &layers.execution.info().name,
+        dir: &dir,
+        settings: &settings,
+        budget: &budget,
+    });
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(&outcome)?);
+        library::store_result(global, batch, true).await?;
         return Ok(());
     }
     print_outcome(&outcome, &problem);
     outln!("prompt     {}", prompt_path.display());
     outln!("report     {}", report_html.display());
     outln!(
-        "run        {} (checkpoint.json, report.json)",
+        "run        {} (checkpoint.json, report.json, calls.jsonl)",
         dir.display()
     );
+    library::store_result(global, batch, false).await?;
     Ok(())
+}
+
+struct LibraryInput<'a> {
+    global: &'a Global,
+    name: &'a str,
+    task: &'a Task,
+    task_path: &'a Path,
+    outcome: &'a Outcome,
+    problem: &'a Problem,
+    winner: &'a metaprompt_eval::PromptFile,
+    model: &'a str,
+    dir: &'a Path,
+    settings: &'a Settings,
+    budget: &'a Budget,
+}
+
+/// What the library keeps of a run: the seed as a person's version with its scores, the winner
+/// (unless the seed was kept) as a proposed version with its evidence against the seed, and the
+/// run with every candidate it considered.
+fn library_batch(i: &LibraryInput<'_>) -> Batch {
+    let o = i.outcome;
+    let author = library::author(i.global);
+    let now = chrono::Utc::now();
+    let run_id = format!(
+        "{}-{}-{}",
+        i.name,
+        o.algorithm,
+        now.format("%Y%m%d%H%M%S%3f")
+    );
+    let run_ref = Some(run_id.as_str());
+    let seed_file = &i.problem.seed_prompt;
+    let seed_hash = metaprompt_registry::content::hash(seed_file);
+    let mut seed = NewVersion::new(i.name, seed_file.clone(), Origin::Human, &author);
+    seed.message = Some(format!("the seed prompt of {}", i.task_path.display()));
+    let mut seed_evidence = vec![library::evidence(
+        i.task,
+        "dev",
+        i.model,
+        &o.seed_dev,
+        None,
+        None,
+        run_ref,
+    )];
+    if let Some(t) = &o.seed_test {
+        seed_evidence.push(library::evidence(
+            i.task, "test", i.model, t, None, None, run_ref,
+        ));
+    }
+    let mut versions = vec![(seed, seed_evidence)];
+    if !o.kept_seed {
+        let entry = o.entry(&o.winner);
+        let mut won = NewVersion::new(i.name, i.winner.clone(), Origin::Optimize, &author);
+        won.parents = vec![seed_hash.clone()];
+        won.run = Some(run_id.clone());
+        won.message = Some(format!(
+            "optimize · {} · {} (round {})",
+            o.algorithm,
+            entry.map_or("?", |e| e.op.as_str()),
+            entry.map_or(0, |e| e.round)
+        ));
+        let constraint_rejections = o
+            .rejected
+            .iter()
+            .filter(|r| r.why.iter().any(|w| w.contains("constraint")))
+            .count();
+        won.checks = Some(serde_json::json!({
+            "constraints": i.problem.constraints,
+            "passed": true,
+            "how": "every candidate entered the pool only after the render check and the protected-constraint guardrail",
+            "rejected_in_run": o.rejected.len(),
+            "rejected_for_constraints": constraint_rejections,
+        }));
+        let mut evidence = vec![library::evidence(
+            i.task,
+            "dev",
+            i.model,
+            &o.best_dev,
+            Some((&seed_hash, &o.dev_test)),
+            None,
+            run_ref,
+        )];
+        if let (Some(t), Some(p)) = (&o.winner_test, &o.test_paired) {
+            evidence.push(library::evidence(
+                i.task,
+                "test",
+                i.model,
+                t,
+                Some((&seed_hash, p)),
+                None,
+                run_ref,
+            ));
+        }
+        versions.push((won, evidence));
+    }
+    let wall = chrono::Duration::milliseconds((o.wall_secs * 1000.0) as i64);
+    let mut candidates: Vec<RunCandidate> = o
+        .pool
+        .iter()
+        .map(|e| RunCandidate {
+            id: e.id.clone(),
+            hash: metaprompt_registry::content::hash(&e.prompt),
+            content: e.prompt.to_toml(),
+            parents: e.parents.clone(),
+            op: e.op.clone(),
+            round: e.round as u32,
+            status: if e.id == o.winner {
+                "winner".into()
+            } else {
+                "evaluated".into()
+            },
+            mean: e.mean(),
+            n: e.scores.len() as u64,
+            detail: serde_json::json!({}),
+        })
+        .collect();
+    candidates.extend(o.rejected.iter().map(|r| RunCandidate {
+        id: r.id.clone(),
+        hash: String::new(),
+        content: r.instruction.clone().unwrap_or_default(),
+        parents: Vec::new(),
+        op: r.op.clone(),
+        round: r.round as u32,
+        status: "rejected".into(),
+        mean: None,
+        n: 0,
+        detail: serde_json::json!({ "why": r.why }),
+    }));
+    let run = Run {
+        id: run_id.clone(),
+        kind: Origin::Optimize,
+        prompt: i.name.into(),
+        task: Some(i.task_path.display().to_string()),
+        algorithm: Some(o.algorithm.clone()),
+        started_at: now - wall,
+        finished_at: now,
+        dir: Some(i.dir.display().to_string()),
+        author,
+        config: serde_json::json!({ "settings": i.settings, "budget": i.budget }),
+        usage: serde_json::json!({ "meta": o.meta_usage, "execution": o.execution_usage }),
+        summary: serde_json::json!({
+            "stop": o.stop,
+            "kept_seed": o.kept_seed,
+            "winner": o.winner,
+            "best": o.best,
+            "metric_calls": o.metric_calls,
+            "meta_calls": o.meta_calls,
+            "saved_calls": o.saved_calls,
+            "rounds": o.rounds.len(),
+            "candidates": candidates.len(),
+            "wall_secs": o.wall_secs,
+        }),
+        candidates,
+    };
+    Batch {
+        versions,
+        run: Some(run),
+    }
 }
 
 /// The command-line choices that define a run's problem, kept in its checkpoint.
@@ -213,6 +392,9 @@ struct Invocation {
     /// The starting prompt, when not the task's seed.
     #[serde(default)]
     prompt: Option<PathBuf>,
+    /// The prompt's name in the library.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// Caps: command line, else the task's `[budget]`, else the defaults.

@@ -6,6 +6,7 @@ use metaprompt_optimize::{Brief, Evaluation, Layers, TranslateSpec, Translated};
 
 use crate::args::{Global, TranslateArgs};
 use crate::commands::eval::{self as evalcmd};
+use crate::commands::library;
 use crate::commands::meta::{self, Console};
 use crate::context;
 use crate::format::outln;
@@ -13,6 +14,7 @@ use crate::format::outln;
 pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
     let task = Task::load(&args.task)?;
     let source = PromptFile::load(&args.prompt)?;
+    let source_file = source.clone();
     let hub = context::hub(global).await?;
     let brief = Brief::from_task(&task);
     let from = args
@@ -51,7 +53,7 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
         brief,
         shown,
         constraints,
-        source,
+        source: source_file.clone(),
         variants: args.variants,
         meta_temperature: args
             .once
@@ -89,8 +91,38 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
     };
     let path = meta::out_path(args.once.out.as_deref(), Some(&task), &name);
     let report_path = meta::write_outputs(&path, &prompt, &translated)?;
+    let source_why = format!(
+        "the source prompt {}, written for {}",
+        args.prompt.display(),
+        translated.source_model
+    );
+    let batch = library::one_shot_batch(
+        global,
+        &library::OneShot {
+            kind: metaprompt_registry::Origin::Translate,
+            name: &name,
+            task: Some(&task),
+            task_path: Some(&args.task),
+            baseline: Some((&source_file, Some(&translated.source_score), source_why)),
+            candidates: &translated.candidates,
+            chosen: translated.chosen,
+            prompt: &prompt,
+            versus: translated.parity.as_ref().map(|c| &c.paired),
+            split: &translated.split,
+            model: &translated.target_model,
+            costs: &translated.costs,
+            config: serde_json::json!({
+                "from": translated.source_model,
+                "to": translated.target_model,
+                "meta_model": translated.meta_model,
+                "variants": args.variants,
+                "seed": args.meta.seed,
+            }),
+        },
+    );
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(&translated)?);
+        library::store_result(global, batch, true).await?;
         return Ok(());
     }
     print_table(&translated);
@@ -115,6 +147,7 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
     meta::print_costs(&translated.costs, layers.execution.as_ref());
     outln!("prompt     {}", path.display());
     outln!("report     {}", report_path.display());
+    library::store_result(global, batch, false).await?;
     Ok(())
 }
 

@@ -1,0 +1,469 @@
+//! `metaprompt prompts add|list|show|diff|label|rollback|export|import|log|policy`.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use metaprompt_registry::content::{self, Export};
+use metaprompt_registry::model::short;
+use metaprompt_registry::{
+    EventKind, Evidence, LabelMove, NewVersion, Origin, SqliteStore, Store, Version,
+};
+
+use crate::args::{Global, PromptsCommand};
+use crate::commands::library::{self, describe};
+use crate::format::{self, outln};
+
+pub async fn run(global: &Global, cmd: PromptsCommand) -> anyhow::Result<()> {
+    let store = library::open(global).await?;
+    let result = dispatch(global, &store, cmd).await;
+    store.close().await;
+    result
+}
+
+async fn dispatch(global: &Global, store: &SqliteStore, cmd: PromptsCommand) -> anyhow::Result<()> {
+    let author = library::author(global);
+    match cmd {
+        PromptsCommand::Add {
+            name,
+            file,
+            message,
+            parent,
+            review_required,
+            json,
+        } => {
+            let prompt = content::import(&file, &name)?;
+            add(
+                store,
+                &name,
+                prompt,
+                Origin::Human,
+                &author,
+                message,
+                parent,
+                review_required,
+                json,
+            )
+            .await
+        }
+        PromptsCommand::Import {
+            file,
+            name,
+            message,
+            review_required,
+            json,
+        } => {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let prompt = content::import(&file, name.as_deref().unwrap_or(&stem))?;
+            let name = name.unwrap_or_else(|| prompt.name.clone());
+            let message = message.or_else(|| Some(format!("imported from {}", file.display())));
+            add(
+                store,
+                &name,
+                prompt,
+                Origin::Import,
+                &author,
+                message,
+                None,
+                review_required,
+                json,
+            )
+            .await
+        }
+        PromptsCommand::List { json } => list(store, json).await,
+        PromptsCommand::Show { reference, json } => show(store, &reference, json).await,
+        PromptsCommand::Diff { a, b } => {
+            let a = library::resolve(store, &a).await?;
+            let (old, new) = match b {
+                Some(b) => (a, library::resolve(store, &b).await?),
+                None => {
+                    let Some(parent) = a.parents.first() else {
+                        anyhow::bail!(
+                            "{} has no parent version; give two versions: metaprompt prompts diff A B",
+                            a.reference()
+                        );
+                    };
+                    (by_hash(store, &a.prompt, parent).await?, a)
+                }
+            };
+            let d = content::diff(&describe(&old), &old.content, &describe(&new), &new.content);
+            if d.is_empty() {
+                outln!(
+                    "{} and {} are the same prompt",
+                    describe(&old),
+                    describe(&new)
+                );
+            } else {
+                outln!("{}", d.trim_end());
+            }
+            Ok(())
+        }
+        PromptsCommand::Label {
+            reference,
+            label,
+            comment,
+        } => {
+            let v = library::resolve(store, &reference).await?;
+            let moved = store
+                .move_label(&LabelMove {
+                    prompt: v.prompt.clone(),
+                    label,
+                    to: Some(v.hash.clone()),
+                    actor: author,
+                    comment,
+                })
+                .await?;
+            print_move(&moved);
+            let unreviewed = moved.to.origin.is_machine()
+                && moved.to.review == metaprompt_registry::ReviewState::Proposed;
+            if moved.label == metaprompt_registry::policy::PRODUCTION && unreviewed {
+                eprintln!(
+                    "note: {} was written by {} and has not been reviewed (allowed: the prompt has no protected constraints and is not review-required)",
+                    moved.to.reference(),
+                    moved.to.origin
+                );
+            }
+            Ok(())
+        }
+        PromptsCommand::Rollback {
+            name,
+            label,
+            comment,
+        } => {
+            let moved = store
+                .move_label(&LabelMove {
+                    prompt: name,
+                    label,
+                    to: None,
+                    actor: author,
+                    comment,
+                })
+                .await?;
+            print_move(&moved);
+            Ok(())
+        }
+        PromptsCommand::Export {
+            reference,
+            out,
+            format,
+        } => {
+            let v = library::resolve(store, &reference).await?;
+            let form = match (format.as_deref(), &out) {
+                (Some("text"), _) => Export::Text,
+                (Some("json"), _) => Export::Json,
+                (Some(_), _) | (None, None) => Export::Toml,
+                (None, Some(p)) => Export::for_path(p),
+            };
+            let text = content::export(&v.prompt, &v.file()?, form)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("exported {} to {}", describe(&v), path.display());
+                }
+                None => outln!("{}", text.trim_end()),
+            }
+            Ok(())
+        }
+        PromptsCommand::Log { name, json } => log(store, &name, json).await,
+        PromptsCommand::Policy {
+            name,
+            review_required,
+        } => {
+            store
+                .set_review_required(&name, review_required, &author)
+                .await?;
+            outln!(
+                "{name}: {}",
+                if review_required {
+                    "review required before production moves to a machine-made version"
+                } else {
+                    "review required only for machine-made versions with protected constraints"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add(
+    store: &SqliteStore,
+    name: &str,
+    prompt: metaprompt_eval::PromptFile,
+    origin: Origin,
+    author: &str,
+    message: Option<String>,
+    parent: Option<String>,
+    review_required: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let parents = match parent {
+        Some(r) => vec![library::resolve(store, &r).await?.hash],
+        // The newest version, when the prompt exists.
+        None => match store.versions(name).await {
+            Ok(vs) => vs.last().map(|v| vec![v.hash.clone()]).unwrap_or_default(),
+            Err(metaprompt_registry::RegistryError::UnknownPrompt { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let mut new = NewVersion::new(name, prompt, origin, author);
+    new.parents = parents;
+    new.message = message;
+    new.review_required = review_required;
+    let added = store.add(new).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&added)?);
+    } else if added.created {
+        outln!("added {}", describe(&added.version));
+    } else {
+        outln!(
+            "already in the library as {} (same prompt; nothing added)",
+            describe(&added.version)
+        );
+    }
+    Ok(())
+}
+
+async fn by_hash(store: &SqliteStore, prompt: &str, hash: &str) -> anyhow::Result<Version> {
+    library::resolve(store, &format!("{prompt}@{hash}")).await
+}
+
+fn print_move(m: &metaprompt_registry::Moved) {
+    let from = m
+        .from
+        .as_ref()
+        .map_or_else(|| "(new label)".to_string(), describe);
+    if !m.rollback && m.from.as_ref().is_some_and(|f| f.hash == m.to.hash) {
+        outln!(
+            "{}: already at {} (nothing recorded)",
+            m.label,
+            describe(&m.to)
+        );
+        return;
+    }
+    let verb = if m.rollback { "rolled back" } else { "moved" };
+    outln!("{}: {verb} {from} → {}", m.label, describe(&m.to));
+}
+
+async fn list(store: &SqliteStore, json: bool) -> anyhow::Result<()> {
+    let prompts = store.prompts().await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&prompts)?);
+        return Ok(());
+    }
+    if prompts.is_empty() {
+        outln!(
+            "the library {} is empty; `metaprompt prompts add NAME FILE`, or run generate / optimize / translate",
+            store.location()
+        );
+        return Ok(());
+    }
+    outln!(
+        "{:<24} {:>8}  {:<32} {:>8}  policy",
+        "prompt",
+        "versions",
+        "labels",
+        "proposed"
+    );
+    for p in prompts {
+        let labels: Vec<String> = p.labels.iter().map(|(l, s)| format!("{l}=v{s}")).collect();
+        outln!(
+            "{:<24} {:>8}  {:<32} {:>8}  {}",
+            p.name,
+            p.versions,
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(" ")
+            },
+            p.proposed,
+            if p.review_required {
+                "review-required"
+            } else {
+                "-"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `test · local:gemma-3-270m · label · n=200 · 0.885 [0.840, 0.930] · vs v1 +0.325 [+0.26, +0.39] p=0.0005`
+pub fn evidence_line(e: &Evidence, seqs: &HashMap<String, u32>) -> String {
+    let mut s = format!(
+        "{} · {} · {} · {} · n={} · {:.3} [{:.3}, {:.3}]",
+        e.task, e.split, e.model, e.metric, e.n, e.mean, e.low, e.high
+    );
+    if let (Some(b), Some(d)) = (&e.baseline, e.diff) {
+        let base = seqs
+            .get(b)
+            .map_or_else(|| short(b).to_string(), |n| format!("v{n}"));
+        s.push_str(&format!(" · vs {base} {d:+.3}"));
+        if let (Some(lo), Some(hi)) = (e.diff_low, e.diff_high) {
+            s.push_str(&format!(" [{lo:+.3}, {hi:+.3}]"));
+        }
+        if let Some(p) = e.p_value {
+            s.push_str(&format!(" p={p:.4}"));
+        }
+    }
+    if e.cost_per_execution_usd.is_some() {
+        s.push_str(&format!(
+            " · {}/execution",
+            format::cost(e.cost_per_execution_usd)
+        ));
+    }
+    s
+}
+
+pub async fn seq_map(store: &SqliteStore, prompt: &str) -> anyhow::Result<HashMap<String, u32>> {
+    Ok(store
+        .versions(prompt)
+        .await?
+        .into_iter()
+        .map(|v| (v.hash, v.seq))
+        .collect())
+}
+
+/// The metadata block shared by `prompts show` and `review show`.
+pub async fn print_header(store: &SqliteStore, v: &Version) -> anyhow::Result<()> {
+    let seqs = seq_map(store, &v.prompt).await?;
+    let labels: Vec<String> = store
+        .labels(&v.prompt)
+        .await?
+        .into_iter()
+        .filter(|l| l.hash == v.hash)
+        .map(|l| l.label)
+        .collect();
+    let parents: Vec<String> = v
+        .parents
+        .iter()
+        .map(|p| {
+            seqs.get(p)
+                .map_or_else(|| short(p).to_string(), |n| format!("v{n}"))
+        })
+        .collect();
+    outln!("version    {}  {}", v.reference(), v.hash);
+    outln!(
+        "made       {} by {} at {}{}",
+        v.origin,
+        v.author,
+        v.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        v.run
+            .as_ref()
+            .map_or(String::new(), |r| format!(" (run {r})"))
+    );
+    outln!("review     {}", v.review);
+    if !parents.is_empty() {
+        outln!("parents    {}", parents.join(", "));
+    }
+    if !labels.is_empty() {
+        outln!("labels     {}", labels.join(", "));
+    }
+    if let Some(t) = &v.target_model {
+        outln!("target     {t}");
+    }
+    if let Some(m) = &v.message {
+        outln!("message    {m}");
+    }
+    for c in &v.constraints {
+        outln!("constraint {c}");
+    }
+    for e in store.evidence(v).await? {
+        outln!("evidence   {}", evidence_line(&e, &seqs));
+    }
+    Ok(())
+}
+
+async fn show(store: &SqliteStore, reference: &str, json: bool) -> anyhow::Result<()> {
+    let v = library::resolve(store, reference).await?;
+    if json {
+        let evidence = store.evidence(&v).await?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"version": v, "evidence": evidence}))?
+        );
+        return Ok(());
+    }
+    print_header(store, &v).await?;
+    outln!("");
+    outln!("{}", v.content.trim_end());
+    Ok(())
+}
+
+async fn log(store: &SqliteStore, name: &str, json: bool) -> anyhow::Result<()> {
+    let events = store.events(name).await?;
+    let runs = store.runs(name).await?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"events": events, "runs": runs}))?
+        );
+        return Ok(());
+    }
+    let seqs = seq_map(store, name).await?;
+    let v = |h: &Option<String>| {
+        h.as_ref().map_or_else(String::new, |h| {
+            seqs.get(h)
+                .map_or_else(|| short(h).to_string(), |n| format!("v{n}"))
+        })
+    };
+    for e in &events {
+        let what = match e.kind {
+            EventKind::Add => format!(
+                "added {} ({})",
+                v(&e.hash),
+                e.decision.as_deref().unwrap_or("?")
+            ),
+            EventKind::Review => format!(
+                "review {} {}",
+                v(&e.hash),
+                e.decision.as_deref().unwrap_or("?")
+            ),
+            EventKind::Label => format!(
+                "label {} {} → {}",
+                e.label.as_deref().unwrap_or("?"),
+                if e.from_hash.is_some() {
+                    v(&e.from_hash)
+                } else {
+                    "(new)".into()
+                },
+                v(&e.hash)
+            ),
+            EventKind::Rollback => format!(
+                "rollback {} {} → {}",
+                e.label.as_deref().unwrap_or("?"),
+                v(&e.from_hash),
+                v(&e.hash)
+            ),
+            EventKind::Policy => format!("policy {}", e.decision.as_deref().unwrap_or("?")),
+        };
+        outln!(
+            "{}  {:<12} {}{}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            what,
+            e.comment
+                .as_ref()
+                .map_or(String::new(), |c| format!("  — {c}"))
+        );
+    }
+    for r in &runs {
+        outln!(
+            "{}  run {} {}{} ({} candidates considered){}",
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            r.kind,
+            r.id,
+            r.algorithm
+                .as_ref()
+                .map_or(String::new(), |a| format!(" · {a}")),
+            r.summary
+                .get("candidates")
+                .and_then(|c| c.as_u64())
+                .unwrap_or(0),
+            r.dir.as_ref().map_or(String::new(), |d| format!(" · {d}"))
+        );
+    }
+    Ok(())
+}
