@@ -17,7 +17,7 @@ echo "| task | algorithm | seed dev | seed test | kept | kept dev | kept test | 
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
   for algo in ${ALGOS:-fewshot opro ape protegi gepa evolve auto}; do
-    "$bin" --no-cache optimize "examples/$task/task.toml" --algo "$algo" --yes \
+    "$bin" --no-cache --no-library optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/prompts/zero_shot.toml" \
       --run-dir "$out/$task-$algo" --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"
     python3 - "$task" "$algo" "$out/$task-$algo.json" <<'PY'
