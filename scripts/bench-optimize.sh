@@ -4,7 +4,8 @@
 # Each run has its own response cache (--no-cache: the run directory's), so wall times are not
 # helped by earlier runs.
 #
-#   [ALGOS="opro gepa"] scripts/bench-optimize.sh [TASK...]      (default: sst2 trec, every algorithm)
+#   [ALGOS="opro gepa"] [EXTRA="--dev-limit 20 …"] scripts/bench-optimize.sh [TASK...]
+#   (default: sst2 trec, every algorithm, the default budget; EXTRA adds optimize flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p metaprompt-cli >&2
@@ -17,9 +18,10 @@ echo "| task | algorithm | seed dev | seed test | kept | kept dev | kept test | 
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
   for algo in ${ALGOS:-fewshot opro ape protegi gepa evolve auto}; do
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
     "$bin" --no-cache --no-library optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/prompts/zero_shot.toml" \
-      --run-dir "$out/$task-$algo" --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"
+      --run-dir "$out/$task-$algo" ${EXTRA:-} --json >"$out/$task-$algo.json" 2>"$out/$task-$algo.log"
     python3 - "$task" "$algo" "$out/$task-$algo.json" <<'PY'
 import json, sys
 task, algo, path = sys.argv[1:]
