@@ -183,7 +183,8 @@ pub struct NewVersion {
     pub author: String,
     pub checks: Option<Value>,
     pub message: Option<String>,
-    /// Mark the prompt review-required when this creates it (never turns the mark off).
+    /// Mark the prompt review-required (recorded as a policy event when it was not; never turns
+    /// the mark off).
     pub review_required: bool,
 }
 

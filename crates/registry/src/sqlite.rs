@@ -386,25 +386,50 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn ensure_prompt(
-        &self,
-        c: &mut SqliteConnection,
-        name: &str,
-        review_required: bool,
-        actor: &str,
-    ) -> Result<()> {
+    async fn ensure_prompt(&self, c: &mut SqliteConnection, name: &str, actor: &str) -> Result<()> {
         policy::check_prompt_name(name)?;
         sqlx::query(
             "INSERT INTO prompts (name, review_required, created_at, created_by) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+             VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(i64::from(review_required))
         .bind(stamp(crate::now()))
         .bind(actor)
         .execute(&mut *c)
         .await
         .map_err(|e| self.err("cannot add the prompt", e))?;
+        Ok(())
+    }
+
+    /// Mark a prompt review-required (recorded as a policy event) unless it already is.
+    async fn require_review(
+        &self,
+        c: &mut SqliteConnection,
+        prompt: &str,
+        actor: &str,
+    ) -> Result<()> {
+        let changed = sqlx::query(
+            "UPDATE prompts SET review_required = 1 WHERE name = $1 AND review_required = 0",
+        )
+        .bind(prompt)
+        .execute(&mut *c)
+        .await
+        .map_err(|e| self.err("cannot change the policy", e))?
+        .rows_affected();
+        if changed > 0 {
+            self.event(
+                c,
+                prompt,
+                actor,
+                EventKind::Policy,
+                None,
+                None,
+                None,
+                Some("review-required"),
+                None,
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -458,8 +483,12 @@ impl Store for SqliteStore {
         let mut tx = self.write().await?;
         let mut added = Vec::new();
         for (new, evidence) in &batch.versions {
-            self.ensure_prompt(&mut tx, &new.prompt, new.review_required, &new.author)
+            self.ensure_prompt(&mut tx, &new.prompt, &new.author)
                 .await?;
+            if new.review_required {
+                self.require_review(&mut tx, &new.prompt, &new.author)
+                    .await?;
+            }
             let hash = content::hash(&new.file);
             let existing = self.version_in(&mut tx, &new.prompt, &hash).await?;
             let created = existing.is_none();
@@ -530,7 +559,7 @@ impl Store for SqliteStore {
             added.push(Added { version, created });
         }
         if let Some(run) = &batch.run {
-            self.ensure_prompt(&mut tx, &run.prompt, false, &run.author)
+            self.ensure_prompt(&mut tx, &run.prompt, &run.author)
                 .await?;
             self.insert_run(&mut tx, run).await?;
         }

@@ -491,3 +491,41 @@ fn set_read_only(path: &Path, on: bool) {
     std::os::unix::fs::PermissionsExt::set_mode(&mut p, if on { 0o444 } else { 0o644 });
     std::fs::set_permissions(path, p).unwrap();
 }
+
+#[tokio::test]
+async fn review_required_can_be_asked_for_by_a_later_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("l.sqlite"))
+        .await
+        .unwrap();
+    store
+        .add(NewVersion::new("p", prompt("A.", &[]), Origin::Human, "x"))
+        .await
+        .unwrap();
+    assert!(!store.prompts().await.unwrap()[0].review_required);
+    let mut b = NewVersion::new("p", prompt("B.", &[]), Origin::Human, "y");
+    b.review_required = true;
+    store.add(b).await.unwrap();
+    assert!(store.prompts().await.unwrap()[0].review_required);
+    let policy: Vec<_> = store
+        .events("p")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Policy)
+        .collect();
+    assert_eq!(policy.len(), 1);
+    assert_eq!(policy[0].actor, "y");
+    // Asking again records nothing new.
+    let mut c = NewVersion::new("p", prompt("C.", &[]), Origin::Human, "z");
+    c.review_required = true;
+    store.add(c).await.unwrap();
+    let n = store
+        .events("p")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::Policy)
+        .count();
+    assert_eq!(n, 1);
+}
