@@ -297,6 +297,44 @@ async fn generate_with_a_chat_meta_model_checks_constraints_scores_and_counts_ea
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
     assert!(dir.path().join("results/mini-sst-generated.toml").exists());
+
+    // Both runs landed in the library (the second found the same prompt there), the chosen
+    // candidate proposed with its guardrail report, each run with every candidate.
+    assert!(
+        text.contains("mini-sst@v2")
+            && text.contains("review     metaprompt review show mini-sst@v2"),
+        "{text}"
+    );
+    let library = dir.path().join(".local/share/metaprompt/library.sqlite");
+    let store = metaprompt_registry::SqliteStore::open(&library)
+        .await
+        .unwrap();
+    use metaprompt_registry::Store as _;
+    let versions = store.versions("mini-sst").await.unwrap();
+    assert_eq!(versions.len(), 2, "seed and the generated prompt");
+    let generated = &versions[1];
+    assert_eq!(generated.origin, metaprompt_registry::Origin::Generate);
+    assert_eq!(generated.review, metaprompt_registry::ReviewState::Proposed);
+    assert_eq!(generated.parents, vec![versions[0].hash.clone()]);
+    assert!(
+        generated
+            .checks
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("kept"),
+        "{:?}",
+        generated.checks
+    );
+    let evidence = store.evidence(generated).await.unwrap();
+    assert!(evidence[0].baseline.is_some() && evidence[0].p_value.is_some());
+    let runs = store.runs("mini-sst").await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let run = store.run(&runs[0].id).await.unwrap();
+    assert_eq!(run.candidates.len(), 3);
+    assert!(run.candidates.iter().any(|c| c.status == "rejected"));
+    assert!(run.started_at <= run.finished_at);
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

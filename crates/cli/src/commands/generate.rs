@@ -16,6 +16,7 @@ use crate::format::outln;
 const SHOWN: usize = 4;
 
 pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let task = args.task.as_deref().map(Task::load).transpose()?;
     let mut brief = match (&task, &args.description) {
         (Some(t), _) => Brief::from_task(t),
@@ -163,6 +164,7 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
                 "demos": args.demos,
                 "seed": args.meta.seed,
             }),
+            started_at,
         },
     );
     if args.meta.json {

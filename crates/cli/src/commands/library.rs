@@ -161,6 +161,8 @@ pub struct OneShot<'a> {
     pub model: &'a str,
     pub costs: &'a metaprompt_optimize::Costs,
     pub config: serde_json::Value,
+    /// When the command started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The baseline as a person's version, the chosen prompt as a proposed version with its
@@ -251,7 +253,7 @@ pub fn one_shot_batch(global: &Global, s: &OneShot<'_>) -> Batch {
         prompt: s.name.into(),
         task: s.task_path.map(|p| p.display().to_string()),
         algorithm: None,
-        started_at: now - chrono::Duration::from_std(s.costs.meta.model_time).unwrap_or_default(),
+        started_at: s.started_at,
         finished_at: now,
         dir: None,
         author,

@@ -12,6 +12,7 @@ use crate::context;
 use crate::format::outln;
 
 pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
+    let started_at = chrono::Utc::now();
     let task = Task::load(&args.task)?;
     let source = PromptFile::load(&args.prompt)?;
     let source_file = source.clone();
@@ -118,6 +119,7 @@ pub async fn run(global: &Global, args: TranslateArgs) -> anyhow::Result<()> {
                 "variants": args.variants,
                 "seed": args.meta.seed,
             }),
+            started_at,
         },
     );
     if args.meta.json {
