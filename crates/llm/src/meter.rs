@@ -230,32 +230,29 @@ impl Meter {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let record = match outcome {
-            Ok(c) => CallRecord {
-                at,
-                layer: layer.to_string(),
-                model: model.to_string(),
-                kind: kind.to_string(),
-                input_tokens: c.usage.input_tokens,
-                output_tokens: c.usage.output_tokens,
-                cost_usd: c.cost,
-                cached: c.cached,
-                latency_s: c.latency.as_secs_f64(),
-                error: None,
-            },
-            Err(e) => CallRecord {
-                at,
-                layer: layer.to_string(),
-                model: model.to_string(),
-                kind: kind.to_string(),
-                input_tokens: 0,
-                output_tokens: 0,
-                cost_usd: None,
-                cached: false,
-                latency_s: 0.0,
-                error: Some(e.to_string()),
-            },
+        // A failed call: no tokens, no cost, the error.
+        let mut record = CallRecord {
+            at,
+            layer: layer.to_string(),
+            model: model.to_string(),
+            kind: kind.to_string(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: None,
+            cached: false,
+            latency_s: 0.0,
+            error: None,
         };
+        match outcome {
+            Ok(c) => {
+                record.input_tokens = c.usage.input_tokens;
+                record.output_tokens = c.usage.output_tokens;
+                record.cost_usd = c.cost;
+                record.cached = c.cached;
+                record.latency_s = c.latency.as_secs_f64();
+            }
+            Err(e) => record.error = Some(e.to_string()),
+        }
         log.write(&record);
     }
 
