@@ -11,33 +11,55 @@
 //!         label production v1 → v2 (bob) · rollback production v2 → v1 (carol: "regression")
 //! ```
 //!
+//! The library is two layers, so that where it is stored never changes what it means:
+//!
+//! ```text
+//! callers (CLI, engine, server)  ──  Arc<dyn Store>          what the library offers
+//!                                    Library<B: Backend>     the rules, in one place
+//!                                    B = SqliteBackend, …    rows in transactions, nothing else
+//! ```
+//!
+//! - [`store`] — the [`Store`] trait: every read and write callers make.
+//! - [`library`] — [`Library`], the one implementation of [`Store`]: the rules. Versions are
+//!   numbered per prompt, parents must exist, machine-made versions start proposed, label moves
+//!   are checked against [`policy`] on state read in the same write transaction, rollbacks walk
+//!   the label's history, every change is an audit event written with it. Each write is one
+//!   transaction ([`Store::commit`] stores versions, their evidence and the run that made them
+//!   together).
+//! - [`backend`] — the [`Backend`] and [`backend::Tx`] traits under the rules: read and write
+//!   rows (prompts, versions, labels, evidence, runs, events) inside a transaction, with writers
+//!   serialized. A new kind of storage (PostgreSQL next) implements only these, and must pass
+//!   the same suite (`tests/store.rs`).
+//! - [`sqlite`] — the default backend, a SQLite file through sqlx (WAL, busy timeout, `BEGIN
+//!   IMMEDIATE` for writes, so two processes writing at once lose nothing), versioned migrations
+//!   under `migrations/sqlite`, clear errors for read-only, corrupted, foreign or newer files.
+//!   Queries are portable SQL so a PostgreSQL backend can reuse them. [`SqliteStore`] is
+//!   `Library<SqliteBackend>`.
+//! - [`policy`] — the rules that need no storage at all: label names, who may move
+//!   `production` where (a machine-made version needs an approval when the prompt has
+//!   protected constraints or is marked review-required), what a rollback returns to.
 //! - [`model`] — the data: [`Version`] (immutable, identified by the hash of its behaviour,
 //!   [`content::hash`]), [`Origin`], [`ReviewState`], [`Evidence`], [`Label`], [`Run`],
 //!   [`Event`] (the audit trail), and [`VersionRef`] (`name`, `name@v3`, `name@production`,
 //!   `name@3fa2c1`, `3fa2c1`).
-//! - [`store`] — the [`Store`] trait: every read and write the library makes. Writes are one
-//!   transaction each ([`Store::commit`] stores versions, their evidence and the run that made
-//!   them together).
-//! - [`sqlite`] — the default store, a SQLite file through sqlx (WAL, busy timeout, `BEGIN
-//!   IMMEDIATE` for writes, so two processes writing at once lose nothing), versioned migrations
-//!   under `migrations/sqlite`. Queries are portable SQL so a Postgres store can reuse them.
-//! - [`policy`] — the rules that do not depend on storage: label names, who may move
-//!   `production` where (a machine-made version needs an approval when the prompt has
-//!   protected constraints or is marked review-required), what a rollback returns to.
 //! - [`content`] — the content hash, export to plain files (TOML, text, chat JSON) and import
 //!   back, and diffs.
 
+pub mod backend;
 pub mod content;
+pub mod library;
 pub mod model;
 pub mod policy;
 pub mod sqlite;
 pub mod store;
 
+pub use backend::Backend;
+pub use library::Library;
 pub use model::{
     Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, NewVersion,
     Origin, PromptSummary, ReviewState, Run, RunCandidate, Version, VersionRef,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteBackend, SqliteStore};
 pub use store::Store;
 
 use std::path::PathBuf;

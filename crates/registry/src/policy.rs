@@ -1,6 +1,7 @@
-//! The library's rules, apart from storage: names, who may move a label where, and what a
-//! rollback returns to. Stores call these inside their write transactions, on data read in
-//! the same transaction, so a rule is never checked against a state that has since changed.
+//! The library's rules that need no storage: names, who may move a label where, and what a
+//! rollback returns to. [`crate::Library`] calls these inside its write transactions, on data
+//! read in the same transaction, so a rule is never checked against a state that has since
+//! changed.
 
 use crate::RegistryError;
 use crate::model::{Event, EventKind, ReviewState, Version};

@@ -1,31 +1,35 @@
-//! The default store: one SQLite file.
+//! The default backend: one SQLite file. Only storage lives here; the rules are in
+//! [`crate::library`].
 //!
 //! - WAL journal and a 30 s busy timeout; every write is one `BEGIN IMMEDIATE` transaction, so
 //!   two processes writing at once queue instead of failing, and a rule checked inside a write
-//!   sees the state the write changes.
+//!   sees the state the write changes. Reads are deferred transactions: one snapshot per call.
 //! - Versioned migrations (`migrations/sqlite/NNNN_*.sql`, compiled in) run on open; a file
 //!   migrated by a newer metaprompt is refused rather than misread.
 //! - A file without write permission opens read-only: reads work, writes say why they cannot.
 //! - A file that is not a SQLite database, or is another program's, is refused with its path.
+//! - Queries are portable SQL (`$N` parameters, `ON CONFLICT`); times are RFC 3339 text with
+//!   milliseconds, JSON columns are text.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlSafeStr};
 
+use crate::backend::{Backend, NewEvent, PromptRow, Tx};
+use crate::library::Library;
 use crate::model::{
-    Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, Origin,
-    PromptSummary, ReviewState, Run, RunCandidate, Selector, Version, VersionRef,
+    Event, EventKind, Evidence, Label, Origin, ReviewState, Run, RunCandidate, Version,
 };
-use crate::store::Store;
-use crate::{RegistryError, Result, content, policy};
+use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
 const SCHEMA: i64 = 1;
@@ -50,15 +54,34 @@ macro_rules! select_versions {
     };
 }
 
+/// The library in a SQLite file: [`Library`] on a [`SqliteBackend`].
+pub type SqliteStore = Library<SqliteBackend>;
+
+impl Library<SqliteBackend> {
+    /// Open (creating and migrating if needed) the library at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        Ok(Library::new(SqliteBackend::open(path).await?))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.backend().path()
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.backend().is_read_only()
+    }
+}
+
+/// A SQLite file's rows.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub struct SqliteBackend {
     pool: SqlitePool,
-    path: PathBuf,
+    path: Arc<Path>,
     read_only: bool,
 }
 
-impl SqliteStore {
-    /// Open (creating and migrating if needed) the library at `path`.
+impl SqliteBackend {
+    /// Open (creating and migrating if needed) the file at `path`.
     pub async fn open(path: &Path) -> Result<Self> {
         let file_err = |message: String| RegistryError::File {
             path: path.to_path_buf(),
@@ -90,22 +113,17 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| classify(path, "cannot open", e))?;
-        let store = Self {
+        let backend = Self {
             pool,
-            path: path.to_path_buf(),
+            path: path.into(),
             read_only,
         };
-        store.check_schema().await?;
-        Ok(store)
+        backend.check_schema().await?;
+        Ok(backend)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Close every connection (the WAL is checkpointed into the file when the last one closes).
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -126,7 +144,7 @@ impl SqliteStore {
             .collect();
         if !foreign.is_empty() {
             return Err(RegistryError::NotALibrary {
-                path: self.path.clone(),
+                path: self.path_buf(),
                 message: format!(
                     "it holds other tables ({})",
                     foreign
@@ -146,7 +164,7 @@ impl SqliteStore {
             let found = found.unwrap_or(0);
             if found > SCHEMA {
                 return Err(RegistryError::TooNew {
-                    path: self.path.clone(),
+                    path: self.path_buf(),
                     found,
                     known: SCHEMA,
                 });
@@ -157,7 +175,7 @@ impl SqliteStore {
         }
         if self.read_only {
             return Err(RegistryError::ReadOnly {
-                path: self.path.clone(),
+                path: self.path_buf(),
             });
         }
         // Two processes opening a new library at once may both try the first migration; the
@@ -177,400 +195,91 @@ impl SqliteStore {
         })
     }
 
+    fn path_buf(&self) -> PathBuf {
+        self.path.to_path_buf()
+    }
+
     fn err(&self, what: &str, e: sqlx::Error) -> RegistryError {
         classify(&self.path, what, e)
-    }
-
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        if self.read_only {
-            return Err(RegistryError::ReadOnly {
-                path: self.path.clone(),
-            });
-        }
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.err("cannot start a write", e))
-    }
-
-    async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|e| self.err("cannot read", e))
-    }
-
-    async fn prompt_row(&self, c: &mut SqliteConnection, name: &str) -> Result<bool> {
-        let row: Option<i64> =
-            sqlx::query_scalar("SELECT review_required FROM prompts WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(|e| self.err("cannot read prompts", e))?;
-        match row {
-            Some(r) => Ok(r != 0),
-            None => Err(RegistryError::UnknownPrompt {
-                name: name.into(),
-                known: self.names(c).await?,
-            }),
-        }
-    }
-
-    async fn names(&self, c: &mut SqliteConnection) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT name FROM prompts ORDER BY name")
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| self.err("cannot read prompts", e))
-    }
-
-    async fn version_in(
-        &self,
-        c: &mut SqliteConnection,
-        prompt: &str,
-        hash: &str,
-    ) -> Result<Option<Version>> {
-        let row = sqlx::query(select_versions!("WHERE prompt = $1 AND hash = $2"))
-            .bind(prompt)
-            .bind(hash)
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(|e| self.err("cannot read versions", e))?;
-        row.map(|r| version(&r)).transpose()
-    }
-
-    async fn versions_in(&self, c: &mut SqliteConnection, prompt: &str) -> Result<Vec<Version>> {
-        let rows = sqlx::query(select_versions!("WHERE prompt = $1 ORDER BY seq"))
-            .bind(prompt)
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| self.err("cannot read versions", e))?;
-        rows.iter().map(version).collect()
-    }
-
-    async fn events_in(&self, c: &mut SqliteConnection, prompt: &str) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT id, prompt, at, actor, kind, hash, label, from_hash, decision, comment \
-             FROM events WHERE prompt = $1 ORDER BY id",
-        )
-        .bind(prompt)
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| self.err("cannot read events", e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    id: get(r, "id")?,
-                    prompt: get(r, "prompt")?,
-                    at: time(&get::<String>(r, "at")?)?,
-                    actor: get(r, "actor")?,
-                    kind: EventKind::parse(&get::<String>(r, "kind")?)?,
-                    hash: get(r, "hash")?,
-                    label: get(r, "label")?,
-                    from_hash: get(r, "from_hash")?,
-                    decision: get(r, "decision")?,
-                    comment: get(r, "comment")?,
-                })
-            })
-            .collect()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn event(
-        &self,
-        c: &mut SqliteConnection,
-        prompt: &str,
-        actor: &str,
-        kind: EventKind,
-        hash: Option<&str>,
-        label: Option<&str>,
-        from: Option<&str>,
-        decision: Option<&str>,
-        comment: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO events (prompt, at, actor, kind, hash, label, from_hash, decision, comment) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(prompt)
-        .bind(stamp(crate::now()))
-        .bind(actor)
-        .bind(kind.as_str())
-        .bind(hash)
-        .bind(label)
-        .bind(from)
-        .bind(decision)
-        .bind(comment)
-        .execute(&mut *c)
-        .await
-        .map_err(|e| self.err("cannot record the event", e))?;
-        Ok(())
-    }
-
-    async fn insert_evidence(
-        &self,
-        c: &mut SqliteConnection,
-        prompt: &str,
-        hash: &str,
-        e: &Evidence,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO evidence (prompt, hash, run_id, task, split, model, metric, n, mean, low, \
-             high, baseline, diff, diff_low, diff_high, p_value, cost_per_execution_usd, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-        )
-        .bind(prompt)
-        .bind(hash)
-        .bind(&e.run)
-        .bind(&e.task)
-        .bind(&e.split)
-        .bind(&e.model)
-        .bind(&e.metric)
-        .bind(e.n as i64)
-        .bind(e.mean)
-        .bind(e.low)
-        .bind(e.high)
-        .bind(&e.baseline)
-        .bind(e.diff)
-        .bind(e.diff_low)
-        .bind(e.diff_high)
-        .bind(e.p_value)
-        .bind(e.cost_per_execution_usd)
-        .bind(stamp(e.recorded_at.unwrap_or_else(crate::now)))
-        .execute(&mut *c)
-        .await
-        .map_err(|e| self.err("cannot store evidence", e))?;
-        Ok(())
-    }
-
-    async fn insert_run(&self, c: &mut SqliteConnection, run: &Run) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO runs (id, kind, prompt, task, algorithm, started_at, finished_at, dir, \
-             author, config, usage, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&run.id)
-        .bind(run.kind.as_str())
-        .bind(&run.prompt)
-        .bind(&run.task)
-        .bind(&run.algorithm)
-        .bind(stamp(run.started_at))
-        .bind(stamp(run.finished_at))
-        .bind(&run.dir)
-        .bind(&run.author)
-        .bind(run.config.to_string())
-        .bind(run.usage.to_string())
-        .bind(run.summary.to_string())
-        .execute(&mut *c)
-        .await
-        .map_err(|e| self.err(&format!("cannot store run `{}`", run.id), e))?;
-        for (ord, k) in run.candidates.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO run_candidates (run_id, ord, id, hash, content, parents, op, round, \
-                 status, mean, n, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&run.id)
-            .bind(ord as i64)
-            .bind(&k.id)
-            .bind(&k.hash)
-            .bind(&k.content)
-            .bind(json(&k.parents))
-            .bind(&k.op)
-            .bind(i64::from(k.round))
-            .bind(&k.status)
-            .bind(k.mean)
-            .bind(k.n as i64)
-            .bind(k.detail.to_string())
-            .execute(&mut *c)
-            .await
-            .map_err(|e| self.err("cannot store a run candidate", e))?;
-        }
-        Ok(())
-    }
-
-    async fn ensure_prompt(&self, c: &mut SqliteConnection, name: &str, actor: &str) -> Result<()> {
-        policy::check_prompt_name(name)?;
-        sqlx::query(
-            "INSERT INTO prompts (name, review_required, created_at, created_by) \
-             VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(stamp(crate::now()))
-        .bind(actor)
-        .execute(&mut *c)
-        .await
-        .map_err(|e| self.err("cannot add the prompt", e))?;
-        Ok(())
-    }
-
-    /// Mark a prompt review-required (recorded as a policy event) unless it already is.
-    async fn require_review(
-        &self,
-        c: &mut SqliteConnection,
-        prompt: &str,
-        actor: &str,
-    ) -> Result<()> {
-        let changed = sqlx::query(
-            "UPDATE prompts SET review_required = 1 WHERE name = $1 AND review_required = 0",
-        )
-        .bind(prompt)
-        .execute(&mut *c)
-        .await
-        .map_err(|e| self.err("cannot change the policy", e))?
-        .rows_affected();
-        if changed > 0 {
-            self.event(
-                c,
-                prompt,
-                actor,
-                EventKind::Policy,
-                None,
-                None,
-                None,
-                Some("review-required"),
-                None,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn by_hash_prefix(
-        &self,
-        c: &mut SqliteConnection,
-        prompt: Option<&str>,
-        prefix: &str,
-    ) -> Result<Option<Version>> {
-        if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
-        let pattern = format!("{}%", prefix.to_ascii_lowercase());
-        let rows = match prompt {
-            Some(p) => {
-                sqlx::query(select_versions!(
-                    "WHERE prompt = $1 AND hash LIKE $2 ORDER BY prompt, seq"
-                ))
-                .bind(p)
-                .bind(pattern)
-                .fetch_all(&mut *c)
-                .await
-            }
-            None => {
-                sqlx::query(select_versions!("WHERE hash LIKE $1 ORDER BY prompt, seq"))
-                    .bind(pattern)
-                    .fetch_all(&mut *c)
-                    .await
-            }
-        }
-        .map_err(|e| self.err("cannot read versions", e))?;
-        let mut found: Vec<Version> = rows.iter().map(version).collect::<Result<_>>()?;
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
-            _ => Err(RegistryError::AmbiguousHash {
-                prefix: prefix.into(),
-                matches: found.iter().map(Version::reference).collect(),
-            }),
-        }
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Backend for SqliteBackend {
+    type Tx = SqliteTx;
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
 
-    async fn commit(&self, batch: Batch) -> Result<Vec<Added>> {
-        let mut tx = self.write().await?;
-        let mut added = Vec::new();
-        for (new, evidence) in &batch.versions {
-            self.ensure_prompt(&mut tx, &new.prompt, &new.author)
-                .await?;
-            if new.review_required {
-                self.require_review(&mut tx, &new.prompt, &new.author)
-                    .await?;
-            }
-            let hash = content::hash(&new.file);
-            let existing = self.version_in(&mut tx, &new.prompt, &hash).await?;
-            let created = existing.is_none();
-            if created {
-                for p in &new.parents {
-                    if self.version_in(&mut tx, &new.prompt, p).await?.is_none() {
-                        return Err(RegistryError::Invalid {
-                            what: "parent",
-                            value: p.clone(),
-                            expected: format!("a version of `{}`", new.prompt),
-                        });
-                    }
-                }
-                let seq: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE prompt = $1",
-                )
-                .bind(&new.prompt)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.err("cannot number the version", e))?;
-                let review = if new.origin.is_machine() {
-                    ReviewState::Proposed
-                } else {
-                    ReviewState::None
-                };
-                sqlx::query(
-                    "INSERT INTO versions (prompt, hash, seq, content, parents, origin, run_id, \
-                     author, created_at, target_model, constraints, checks, message, review) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(&new.prompt)
-                .bind(&hash)
-                .bind(seq)
-                .bind(content::to_stored(&new.prompt, &new.file))
-                .bind(json(&new.parents))
-                .bind(new.origin.as_str())
-                .bind(&new.run)
-                .bind(&new.author)
-                .bind(stamp(crate::now()))
-                .bind(&new.file.target_model)
-                .bind(json(&new.file.constraints))
-                .bind(new.checks.as_ref().map(Value::to_string))
-                .bind(&new.message)
-                .bind(review.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err("cannot add the version", e))?;
-                self.event(
-                    &mut tx,
-                    &new.prompt,
-                    &new.author,
-                    EventKind::Add,
-                    Some(&hash),
-                    None,
-                    None,
-                    Some(new.origin.as_str()),
-                    new.message.as_deref(),
-                )
-                .await?;
-            }
-            for e in evidence {
-                self.insert_evidence(&mut tx, &new.prompt, &hash, e).await?;
-            }
-            let version = self
-                .version_in(&mut tx, &new.prompt, &hash)
-                .await?
-                .ok_or_else(|| RegistryError::Data("a version vanished while added".into()))?;
-            added.push(Added { version, created });
-        }
-        if let Some(run) = &batch.run {
-            self.ensure_prompt(&mut tx, &run.prompt, &run.author)
-                .await?;
-            self.insert_run(&mut tx, run).await?;
-        }
-        tx.commit()
+    async fn read(&self) -> Result<SqliteTx> {
+        let tx = self
+            .pool
+            .begin()
             .await
-            .map_err(|e| self.err("cannot commit", e))?;
-        Ok(added)
+            .map_err(|e| self.err("cannot read", e))?;
+        Ok(SqliteTx {
+            tx,
+            path: self.path.clone(),
+        })
     }
 
-    async fn prompts(&self) -> Result<Vec<PromptSummary>> {
-        let mut c = self.read().await?;
+    async fn write(&self) -> Result<SqliteTx> {
+        if self.read_only {
+            return Err(RegistryError::ReadOnly {
+                path: self.path_buf(),
+            });
+        }
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.err("cannot start a write", e))?;
+        Ok(SqliteTx {
+            tx,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Close every connection (the WAL is checkpointed into the file when the last one closes).
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// One transaction on a SQLite library.
+pub struct SqliteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for SqliteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTx")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteTx {
+    fn err(&self, what: &str) -> impl FnOnce(sqlx::Error) -> RegistryError + use<'_> {
+        let path = &self.path;
+        let what = what.to_string();
+        move |e| classify(path, &what, e)
+    }
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn commit(self) -> Result<()> {
+        let path = self.path.clone();
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| classify(&path, "cannot commit", e))
+    }
+
+    async fn prompts(&mut self) -> Result<Vec<PromptRow>> {
         let rows = sqlx::query(
             "SELECT p.name, p.review_required, p.created_at, \
                (SELECT COUNT(*) FROM versions v WHERE v.prompt = p.name) AS n, \
@@ -578,122 +287,172 @@ impl Store for SqliteStore {
                (SELECT COUNT(*) FROM versions v WHERE v.prompt = p.name AND v.review = 'proposed') AS proposed \
              FROM prompts p ORDER BY p.name",
         )
-        .fetch_all(&mut *c)
+        .fetch_all(&mut *self.tx)
         .await
-        .map_err(|e| self.err("cannot read prompts", e))?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let name: String = get(r, "name")?;
-            let labels = self.labels(&name).await?;
-            out.push(PromptSummary {
-                review_required: get::<i64>(r, "review_required")? != 0,
-                versions: get::<i64>(r, "n")? as u32,
-                latest: get::<i64>(r, "latest")? as u32,
-                proposed: get::<i64>(r, "proposed")? as u32,
-                labels: labels.into_iter().map(|l| (l.label, l.seq)).collect(),
-                created_at: time(&get::<String>(r, "created_at")?)?,
-                name,
-            });
-        }
-        Ok(out)
+        .map_err(self.err("cannot read prompts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(PromptRow {
+                    name: get(r, "name")?,
+                    review_required: get::<i64>(r, "review_required")? != 0,
+                    created_at: time(&get::<String>(r, "created_at")?)?,
+                    versions: get::<i64>(r, "n")? as u32,
+                    latest: get::<i64>(r, "latest")? as u32,
+                    proposed: get::<i64>(r, "proposed")? as u32,
+                })
+            })
+            .collect()
     }
 
-    async fn versions(&self, prompt: &str) -> Result<Vec<Version>> {
-        let mut c = self.read().await?;
-        self.prompt_row(&mut c, prompt).await?;
-        self.versions_in(&mut c, prompt).await
+    async fn review_required(&mut self, prompt: &str) -> Result<Option<bool>> {
+        let row: Option<i64> =
+            sqlx::query_scalar("SELECT review_required FROM prompts WHERE name = $1")
+                .bind(prompt)
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(self.err("cannot read prompts"))?;
+        Ok(row.map(|r| r != 0))
     }
 
-    async fn resolve(&self, reference: &VersionRef) -> Result<Version> {
-        let mut c = self.read().await?;
-        let Some(name) = reference.prompt.as_deref() else {
-            return Err(RegistryError::Data("a reference without a prompt".into()));
-        };
-        let exists = self.prompt_row(&mut c, name).await;
-        if let Err(unknown) = exists {
-            // A bare word that is no prompt's name may be a hash prefix.
-            if reference.selector == Selector::Latest
-                && let Some(v) = self.by_hash_prefix(&mut c, None, name).await?
-            {
-                return Ok(v);
-            }
-            return Err(unknown);
-        }
-        let versions = self.versions_in(&mut c, name).await?;
-        let known = || {
-            let mut k: Vec<String> = versions.iter().map(|v| format!("v{}", v.seq)).collect();
-            if k.len() > 8 {
-                k.drain(3..k.len() - 3);
-                k.insert(3, "…".into());
-            }
-            k
-        };
-        match &reference.selector {
-            Selector::Latest => {
-                versions
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| RegistryError::UnknownVersion {
-                        prompt: name.into(),
-                        version: "latest".into(),
-                        known: vec![],
-                    })
-            }
-            Selector::Seq(n) => versions
-                .iter()
-                .find(|v| v.seq == *n)
-                .cloned()
-                .ok_or_else(|| RegistryError::UnknownVersion {
-                    prompt: name.into(),
-                    version: format!("v{n}"),
-                    known: known(),
-                }),
-            Selector::Word(w) => {
-                let label: Option<String> =
-                    sqlx::query_scalar("SELECT hash FROM labels WHERE prompt = $1 AND label = $2")
-                        .bind(name)
-                        .bind(w)
-                        .fetch_optional(&mut *c)
-                        .await
-                        .map_err(|e| self.err("cannot read labels", e))?;
-                if let Some(h) = label {
-                    return versions.into_iter().find(|v| v.hash == h).ok_or_else(|| {
-                        RegistryError::Data(format!("label `{w}` points at a missing version"))
-                    });
-                }
-                if let Some(v) = self.by_hash_prefix(&mut c, Some(name), w).await? {
-                    return Ok(v);
-                }
-                let looks_hex = w.len() >= 4 && w.bytes().all(|b| b.is_ascii_hexdigit());
-                if looks_hex {
-                    Err(RegistryError::UnknownVersion {
-                        prompt: name.into(),
-                        version: w.clone(),
-                        known: known(),
-                    })
-                } else {
-                    let labels = self.labels(name).await?;
-                    Err(RegistryError::UnknownLabel {
-                        prompt: name.into(),
-                        label: w.clone(),
-                        known: labels.into_iter().map(|l| l.label).collect(),
-                    })
-                }
-            }
-        }
+    async fn insert_prompt(&mut self, name: &str, at: DateTime<Utc>, by: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO prompts (name, review_required, created_at, created_by) \
+             VALUES ($1, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(stamp(at))
+        .bind(by)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot add the prompt"))?;
+        Ok(())
     }
 
-    async fn labels(&self, prompt: &str) -> Result<Vec<Label>> {
-        let mut c = self.read().await?;
+    async fn set_review_required(&mut self, prompt: &str, on: bool) -> Result<()> {
+        sqlx::query("UPDATE prompts SET review_required = $1 WHERE name = $2")
+            .bind(i64::from(on))
+            .bind(prompt)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot change the policy"))?;
+        Ok(())
+    }
+
+    async fn version(&mut self, prompt: &str, hash: &str) -> Result<Option<Version>> {
+        let row = sqlx::query(select_versions!("WHERE prompt = $1 AND hash = $2"))
+            .bind(prompt)
+            .bind(hash)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot read versions"))?;
+        row.map(|r| version(&r)).transpose()
+    }
+
+    async fn versions(&mut self, prompt: &str) -> Result<Vec<Version>> {
+        let rows = sqlx::query(select_versions!("WHERE prompt = $1 ORDER BY seq"))
+            .bind(prompt)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot read versions"))?;
+        rows.iter().map(version).collect()
+    }
+
+    async fn versions_by_prefix(
+        &mut self,
+        prompt: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<Version>> {
+        // The prefix is hex digits only, so it holds no LIKE wildcards.
+        let pattern = format!("{prefix}%");
+        let rows = match prompt {
+            Some(p) => {
+                sqlx::query(select_versions!(
+                    "WHERE prompt = $1 AND hash LIKE $2 ORDER BY prompt, seq"
+                ))
+                .bind(p)
+                .bind(pattern)
+                .fetch_all(&mut *self.tx)
+                .await
+            }
+            None => {
+                sqlx::query(select_versions!("WHERE hash LIKE $1 ORDER BY prompt, seq"))
+                    .bind(pattern)
+                    .fetch_all(&mut *self.tx)
+                    .await
+            }
+        }
+        .map_err(self.err("cannot read versions"))?;
+        rows.iter().map(version).collect()
+    }
+
+    async fn versions_in_review(&mut self, state: ReviewState) -> Result<Vec<Version>> {
+        let rows = sqlx::query(select_versions!(
+            "WHERE review = $1 ORDER BY created_at, prompt, seq"
+        ))
+        .bind(state.as_str())
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot read versions"))?;
+        rows.iter().map(version).collect()
+    }
+
+    async fn max_seq(&mut self, prompt: &str) -> Result<u32> {
+        let seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM versions WHERE prompt = $1")
+                .bind(prompt)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(self.err("cannot number the version"))?;
+        Ok(seq as u32)
+    }
+
+    async fn insert_version(&mut self, v: &Version) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO versions (prompt, hash, seq, content, parents, origin, run_id, \
+             author, created_at, target_model, constraints, checks, message, review) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&v.prompt)
+        .bind(&v.hash)
+        .bind(i64::from(v.seq))
+        .bind(&v.content)
+        .bind(json(&v.parents))
+        .bind(v.origin.as_str())
+        .bind(&v.run)
+        .bind(&v.author)
+        .bind(stamp(v.created_at))
+        .bind(&v.target_model)
+        .bind(json(&v.constraints))
+        .bind(v.checks.as_ref().map(Value::to_string))
+        .bind(&v.message)
+        .bind(v.review.as_str())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot add the version"))?;
+        Ok(())
+    }
+
+    async fn set_review(&mut self, prompt: &str, hash: &str, state: ReviewState) -> Result<()> {
+        sqlx::query("UPDATE versions SET review = $1 WHERE prompt = $2 AND hash = $3")
+            .bind(state.as_str())
+            .bind(prompt)
+            .bind(hash)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot record the review"))?;
+        Ok(())
+    }
+
+    async fn labels(&mut self, prompt: &str) -> Result<Vec<Label>> {
         let rows = sqlx::query(
             "SELECT l.prompt, l.label, l.hash, v.seq, l.moved_at, l.moved_by FROM labels l \
              JOIN versions v ON v.prompt = l.prompt AND v.hash = l.hash \
              WHERE l.prompt = $1 ORDER BY l.label",
         )
         .bind(prompt)
-        .fetch_all(&mut *c)
+        .fetch_all(&mut *self.tx)
         .await
-        .map_err(|e| self.err("cannot read labels", e))?;
+        .map_err(self.err("cannot read labels"))?;
         rows.iter()
             .map(|r| {
                 Ok(Label {
@@ -708,192 +467,41 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn move_label(&self, change: &LabelMove) -> Result<Moved> {
-        policy::check_label(&change.label)?;
-        let mut tx = self.write().await?;
-        let prompt = change.prompt.as_str();
-        let label = change.label.as_str();
-        let review_required = self.prompt_row(&mut tx, prompt).await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM labels WHERE prompt = $1 AND label = $2")
-                .bind(prompt)
-                .bind(label)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.err("cannot read labels", e))?;
-        let rollback = change.to.is_none();
-        let target = match &change.to {
-            Some(h) => h.clone(),
-            None => {
-                if current.is_none() {
-                    let labels: Vec<String> =
-                        sqlx::query_scalar("SELECT label FROM labels WHERE prompt = $1")
-                            .bind(prompt)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(|e| self.err("cannot read labels", e))?;
-                    return Err(RegistryError::UnknownLabel {
-                        prompt: prompt.into(),
-                        label: label.into(),
-                        known: labels,
-                    });
-                }
-                let events = self.events_in(&mut tx, prompt).await?;
-                policy::rollback_target(label, &events).ok_or_else(|| RegistryError::Refused {
-                    prompt: prompt.into(),
-                    label: label.into(),
-                    version: "an earlier version".into(),
-                    why: "it has pointed at no other version before (nothing to roll back to)"
-                        .into(),
-                })?
-            }
-        };
-        let to = self
-            .version_in(&mut tx, prompt, &target)
-            .await?
-            .ok_or_else(|| RegistryError::UnknownVersion {
-                prompt: prompt.into(),
-                version: content_short(&target),
-                known: vec![],
-            })?;
-        policy::may_label(label, &to, review_required).map_err(|why| RegistryError::Refused {
-            prompt: prompt.into(),
-            label: label.into(),
-            version: to.reference(),
-            why,
-        })?;
-        let from = match &current {
-            Some(h) => self.version_in(&mut tx, prompt, h).await?,
-            None => None,
-        };
-        if current.as_deref() != Some(to.hash.as_str()) || rollback {
-            sqlx::query(
-                "INSERT INTO labels (prompt, label, hash, moved_at, moved_by) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (prompt, label) DO UPDATE SET hash = excluded.hash, \
-                 moved_at = excluded.moved_at, moved_by = excluded.moved_by",
-            )
-            .bind(prompt)
-            .bind(label)
-            .bind(&to.hash)
-            .bind(stamp(crate::now()))
-            .bind(&change.actor)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err("cannot move the label", e))?;
-            let kind = if rollback {
-                EventKind::Rollback
-            } else {
-                EventKind::Label
-            };
-            self.event(
-                &mut tx,
-                prompt,
-                &change.actor,
-                kind,
-                Some(&to.hash),
-                Some(label),
-                current.as_deref(),
-                None,
-                change.comment.as_deref(),
-            )
-            .await?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| self.err("cannot commit", e))?;
-        Ok(Moved {
-            label: label.into(),
-            from,
-            to,
-            rollback,
-        })
-    }
-
-    async fn review(
-        &self,
-        version: &Version,
-        decision: Decision,
-        actor: &str,
-        comment: Option<&str>,
-    ) -> Result<Version> {
-        let mut tx = self.write().await?;
-        let current = self
-            .version_in(&mut tx, &version.prompt, &version.hash)
-            .await?
-            .ok_or_else(|| RegistryError::UnknownVersion {
-                prompt: version.prompt.clone(),
-                version: version.short().into(),
-                known: vec![],
-            })?;
-        sqlx::query("UPDATE versions SET review = $1 WHERE prompt = $2 AND hash = $3")
-            .bind(decision.state().as_str())
-            .bind(&current.prompt)
-            .bind(&current.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err("cannot record the review", e))?;
-        self.event(
-            &mut tx,
-            &current.prompt,
-            actor,
-            EventKind::Review,
-            Some(&current.hash),
-            None,
-            None,
-            Some(decision.as_str()),
-            comment,
+    async fn set_label(
+        &mut self,
+        prompt: &str,
+        label: &str,
+        hash: &str,
+        at: DateTime<Utc>,
+        by: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO labels (prompt, label, hash, moved_at, moved_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (prompt, label) DO UPDATE SET hash = excluded.hash, \
+             moved_at = excluded.moved_at, moved_by = excluded.moved_by",
         )
-        .await?;
-        tx.commit()
-            .await
-            .map_err(|e| self.err("cannot commit", e))?;
-        Ok(Version {
-            review: decision.state(),
-            ..current
-        })
+        .bind(prompt)
+        .bind(label)
+        .bind(hash)
+        .bind(stamp(at))
+        .bind(by)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot move the label"))?;
+        Ok(())
     }
 
-    async fn set_review_required(&self, prompt: &str, on: bool, actor: &str) -> Result<()> {
-        let mut tx = self.write().await?;
-        self.prompt_row(&mut tx, prompt).await?;
-        sqlx::query("UPDATE prompts SET review_required = $1 WHERE name = $2")
-            .bind(i64::from(on))
-            .bind(prompt)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err("cannot change the policy", e))?;
-        let decision = if on {
-            "review-required"
-        } else {
-            "review-optional"
-        };
-        self.event(
-            &mut tx,
-            prompt,
-            actor,
-            EventKind::Policy,
-            None,
-            None,
-            None,
-            Some(decision),
-            None,
-        )
-        .await?;
-        tx.commit().await.map_err(|e| self.err("cannot commit", e))
-    }
-
-    async fn evidence(&self, version: &Version) -> Result<Vec<Evidence>> {
-        let mut c = self.read().await?;
+    async fn evidence(&mut self, prompt: &str, hash: &str) -> Result<Vec<Evidence>> {
         let rows = sqlx::query(
             "SELECT run_id, task, split, model, metric, n, mean, low, high, baseline, diff, \
              diff_low, diff_high, p_value, cost_per_execution_usd, recorded_at FROM evidence \
              WHERE prompt = $1 AND hash = $2 ORDER BY id",
         )
-        .bind(&version.prompt)
-        .bind(&version.hash)
-        .fetch_all(&mut *c)
+        .bind(prompt)
+        .bind(hash)
+        .fetch_all(&mut *self.tx)
         .await
-        .map_err(|e| self.err("cannot read evidence", e))?;
+        .map_err(self.err("cannot read evidence"))?;
         rows.iter()
             .map(|r| {
                 Ok(Evidence {
@@ -918,30 +526,66 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn runs(&self, prompt: &str) -> Result<Vec<Run>> {
-        let mut c = self.read().await?;
+    async fn insert_evidence(
+        &mut self,
+        prompt: &str,
+        hash: &str,
+        e: &Evidence,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO evidence (prompt, hash, run_id, task, split, model, metric, n, mean, low, \
+             high, baseline, diff, diff_low, diff_high, p_value, cost_per_execution_usd, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(prompt)
+        .bind(hash)
+        .bind(&e.run)
+        .bind(&e.task)
+        .bind(&e.split)
+        .bind(&e.model)
+        .bind(&e.metric)
+        .bind(e.n as i64)
+        .bind(e.mean)
+        .bind(e.low)
+        .bind(e.high)
+        .bind(&e.baseline)
+        .bind(e.diff)
+        .bind(e.diff_low)
+        .bind(e.diff_high)
+        .bind(e.p_value)
+        .bind(e.cost_per_execution_usd)
+        .bind(stamp(recorded_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot store evidence"))?;
+        Ok(())
+    }
+
+    async fn runs(&mut self, prompt: &str) -> Result<Vec<Run>> {
         let rows = sqlx::query("SELECT * FROM runs WHERE prompt = $1 ORDER BY started_at")
             .bind(prompt)
-            .fetch_all(&mut *c)
+            .fetch_all(&mut *self.tx)
             .await
-            .map_err(|e| self.err("cannot read runs", e))?;
+            .map_err(self.err("cannot read runs"))?;
         rows.iter().map(run).collect()
     }
 
-    async fn run(&self, id: &str) -> Result<Run> {
-        let mut c = self.read().await?;
+    async fn run(&mut self, id: &str) -> Result<Option<Run>> {
         let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *c)
+            .fetch_optional(&mut *self.tx)
             .await
-            .map_err(|e| self.err("cannot read runs", e))?
-            .ok_or_else(|| RegistryError::UnknownRun(id.into()))?;
+            .map_err(self.err("cannot read runs"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
         let mut out = run(&row)?;
         let rows = sqlx::query("SELECT * FROM run_candidates WHERE run_id = $1 ORDER BY ord")
             .bind(id)
-            .fetch_all(&mut *c)
+            .fetch_all(&mut *self.tx)
             .await
-            .map_err(|e| self.err("cannot read run candidates", e))?;
+            .map_err(self.err("cannot read run candidates"))?;
         out.candidates = rows
             .iter()
             .map(|r| {
@@ -959,29 +603,99 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(out)
+        Ok(Some(out))
     }
 
-    async fn events(&self, prompt: &str) -> Result<Vec<Event>> {
-        let mut c = self.read().await?;
-        self.prompt_row(&mut c, prompt).await?;
-        self.events_in(&mut c, prompt).await
-    }
-
-    async fn proposed(&self) -> Result<Vec<Version>> {
-        let mut c = self.read().await?;
-        let rows = sqlx::query(select_versions!(
-            "WHERE review = 'proposed' ORDER BY created_at, prompt, seq"
-        ))
-        .fetch_all(&mut *c)
+    async fn insert_run(&mut self, run: &Run) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO runs (id, kind, prompt, task, algorithm, started_at, finished_at, dir, \
+             author, config, usage, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&run.id)
+        .bind(run.kind.as_str())
+        .bind(&run.prompt)
+        .bind(&run.task)
+        .bind(&run.algorithm)
+        .bind(stamp(run.started_at))
+        .bind(stamp(run.finished_at))
+        .bind(&run.dir)
+        .bind(&run.author)
+        .bind(run.config.to_string())
+        .bind(run.usage.to_string())
+        .bind(run.summary.to_string())
+        .execute(&mut *self.tx)
         .await
-        .map_err(|e| self.err("cannot read versions", e))?;
-        rows.iter().map(version).collect()
+        .map_err(self.err(&format!("cannot store run `{}`", run.id)))?;
+        for (ord, k) in run.candidates.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO run_candidates (run_id, ord, id, hash, content, parents, op, round, \
+                 status, mean, n, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&run.id)
+            .bind(ord as i64)
+            .bind(&k.id)
+            .bind(&k.hash)
+            .bind(&k.content)
+            .bind(json(&k.parents))
+            .bind(&k.op)
+            .bind(i64::from(k.round))
+            .bind(&k.status)
+            .bind(k.mean)
+            .bind(k.n as i64)
+            .bind(k.detail.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot store a run candidate"))?;
+        }
+        Ok(())
     }
-}
 
-fn content_short(hash: &str) -> String {
-    crate::model::short(hash).to_string()
+    async fn events(&mut self, prompt: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, prompt, at, actor, kind, hash, label, from_hash, decision, comment \
+             FROM events WHERE prompt = $1 ORDER BY id",
+        )
+        .bind(prompt)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot read events"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: get(r, "id")?,
+                    prompt: get(r, "prompt")?,
+                    at: time(&get::<String>(r, "at")?)?,
+                    actor: get(r, "actor")?,
+                    kind: EventKind::parse(&get::<String>(r, "kind")?)?,
+                    hash: get(r, "hash")?,
+                    label: get(r, "label")?,
+                    from_hash: get(r, "from_hash")?,
+                    decision: get(r, "decision")?,
+                    comment: get(r, "comment")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_event(&mut self, e: &NewEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (prompt, at, actor, kind, hash, label, from_hash, decision, comment) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&e.prompt)
+        .bind(stamp(e.at))
+        .bind(&e.actor)
+        .bind(e.kind.as_str())
+        .bind(&e.hash)
+        .bind(&e.label)
+        .bind(&e.from_hash)
+        .bind(&e.decision)
+        .bind(&e.comment)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot record the event"))?;
+        Ok(())
+    }
 }
 
 fn version(r: &SqliteRow) -> Result<Version> {

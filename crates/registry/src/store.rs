@@ -1,5 +1,8 @@
-//! The storage seam: every read and write the library makes. [`crate::SqliteStore`] is the
-//! default; a Postgres store implements the same trait (the queries are portable SQL).
+//! What the library offers its users: every read and write a command, the server or the agent
+//! makes.
+//!
+//! The one implementation is [`crate::Library`], the library's rules over a storage
+//! [`crate::backend::Backend`]; a new kind of storage implements `Backend`, not this trait.
 
 use async_trait::async_trait;
 
