@@ -19,7 +19,8 @@
 //!                                    B = SqliteBackend, …    rows in transactions, nothing else
 //! ```
 //!
-//! - [`store`] — the [`Store`] trait: every read and write callers make.
+//! - [`store`] — the [`Store`] trait: every read and write callers make. Hold an
+//!   `Arc<dyn Store>` from [`open`] (or a generic `S: Store`); name no backend.
 //! - [`library`] — [`Library`], the one implementation of [`Store`]: the rules. Versions are
 //!   numbered per prompt, parents must exist, machine-made versions start proposed, label moves
 //!   are checked against [`policy`] on state read in the same write transaction, rollbacks walk
@@ -62,7 +63,34 @@ pub use model::{
 pub use sqlite::{SqliteBackend, SqliteStore};
 pub use store::Store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Open the library at `location` (created and migrated if needed), for callers that should not
+/// care how it is stored. Today every location is a SQLite file; a URL (`scheme://…`) is refused
+/// until a backend for it exists.
+pub async fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>> {
+    let location = location.as_ref();
+    if let Some(scheme) = url_scheme(location) {
+        return Err(RegistryError::Invalid {
+            what: "library location",
+            value: location.display().to_string(),
+            expected: format!(
+                "a file path (a library at a `{scheme}` URL is not supported by this build)"
+            ),
+        });
+    }
+    Ok(Arc::new(SqliteStore::open(location).await?))
+}
+
+/// `postgres` for `postgres://…`; `None` for file paths.
+fn url_scheme(location: &Path) -> Option<&str> {
+    let (scheme, _) = location.to_str()?.split_once("://")?;
+    let mut chars = scheme.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    ok.then_some(scheme)
+}
 
 /// Everything that can go wrong in the library, each naming what was asked for.
 #[derive(Debug, thiserror::Error)]
@@ -151,4 +179,28 @@ pub fn default_path() -> PathBuf {
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text).
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_from_paths() {
+        let scheme = |s: &str| url_scheme(Path::new(s)).map(String::from);
+        assert_eq!(scheme("postgres://u@h/db").as_deref(), Some("postgres"));
+        assert_eq!(
+            scheme("postgresql+tls://h/db").as_deref(),
+            Some("postgresql+tls")
+        );
+        for path in [
+            "library.sqlite",
+            "/data/lib.sqlite",
+            "./a://b",
+            "C:\\lib.sqlite",
+            "",
+        ] {
+            assert_eq!(scheme(path), None, "{path}");
+        }
+    }
 }

@@ -195,6 +195,10 @@ impl<B: Backend> Store for Library<B> {
         self.backend.location()
     }
 
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+
     async fn commit(&self, batch: Batch) -> Result<Vec<Added>> {
         let mut tx = self.backend.write().await?;
         let at = crate::now();

@@ -1,5 +1,5 @@
 //! What the library offers its users: every read and write a command, the server or the agent
-//! makes.
+//! makes. Callers hold an `Arc<dyn Store>` ([`crate::open`]) or a generic `S: Store`.
 //!
 //! The one implementation is [`crate::Library`], the library's rules over a storage
 //! [`crate::backend::Backend`]; a new kind of storage implements `Backend`, not this trait.
@@ -16,6 +16,10 @@ use crate::model::{
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Where the library lives (a path or a URL), for messages.
     fn location(&self) -> String;
+
+    /// Release the library's connections (a SQLite file is complete on disk afterwards). The
+    /// store is not used after this.
+    async fn close(&self) {}
 
     /// Store versions, their evidence and the run that made them, in one transaction. A version
     /// whose content is already stored is not duplicated (its evidence is still attached).
