@@ -12,7 +12,7 @@ use metaprompt_llm::testing::ScriptedProvider;
 use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Request};
 use metaprompt_optimize::algo;
 use metaprompt_optimize::run::{
-    self, Budget, Checkpoint, Outcome, Problem, RunDir, Settings, StopReason,
+    self, Budget, Checkpoint, FsRunStore, Outcome, Problem, RunStore, Runner, Settings, StopReason,
 };
 use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
 use serde_json::json;
@@ -133,20 +133,19 @@ async fn optimize(
 ) -> Result<Outcome, run::RunError> {
     let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
     let mut optimizer = algo::by_name(name).unwrap();
-    run::run(
-        optimizer.as_mut(),
-        &MetaPrompts::builtin(),
-        &layers,
-        &Guard::new(None),
+    let runner = Runner {
+        meta_prompts: &MetaPrompts::builtin(),
+        layers: &layers,
+        guard: &Guard::new(None),
         problem,
         settings,
         budget,
-        std::path::Path::new("task.toml"),
-        &RunDir(dir.to_path_buf()),
-        resume,
-        &|_| {},
-    )
-    .await
+        task: std::path::Path::new("task.toml"),
+        store: &FsRunStore::new(dir),
+        observe: &|_| {},
+        cancel: Default::default(),
+    };
+    run::run(optimizer.as_mut(), runner, resume).await
 }
 
 fn settings() -> Settings {
@@ -452,7 +451,7 @@ async fn a_resumed_run_reaches_the_result_of_an_uninterrupted_one() {
     )
     .await
     .unwrap();
-    let mut cp = Checkpoint::load(&RunDir(dir.path().to_path_buf()).checkpoint()).unwrap();
+    let mut cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
     assert_eq!(cp.round, 2);
     cp.stop = None;
     cp.settings = s.clone();
