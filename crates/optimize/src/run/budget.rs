@@ -57,6 +57,23 @@ impl StopReason {
     }
 }
 
+/// Why an optimizer's round ended early: the error of every [`crate::run::Ctx`] method that
+/// spends, and of [`crate::run::Optimizer::round`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Halt {
+    /// The run stops normally (a cap, convergence, nothing left to try): the verdict follows.
+    Stop(StopReason),
+    /// The run was cancelled: it ends with `RunError::Cancelled`, its last checkpoint
+    /// resumable.
+    Cancelled,
+}
+
+impl From<StopReason> for Halt {
+    fn from(s: StopReason) -> Self {
+        Halt::Stop(s)
+    }
+}
+
 /// What a run has spent so far, as the cap checks see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spend {

@@ -33,6 +33,9 @@ pub struct Checkpoint {
     pub meta_usage: LayerUsage,
     pub execution_usage: LayerUsage,
     pub wall_secs: f64,
+    /// The rounds are over, and why; the verdict and the test split are still to come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<StopReason>,
     /// Set when the run finished (verdict made, test split scored): nothing left to resume.
     pub stop: Option<StopReason>,
 }
@@ -220,6 +223,7 @@ mod tests {
             meta_usage: LayerUsage::default(),
             execution_usage: LayerUsage::default(),
             wall_secs: 1.5,
+            ended: None,
             stop: None,
         }
     }

@@ -12,8 +12,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
 
-use super::budget::{Budget, Spend, StopReason};
+use super::budget::{Budget, Halt, Spend, StopReason};
 use super::driver::Runner;
 use super::pool::{Entry, Rejected};
 use super::settings::{Problem, Settings};
@@ -29,8 +30,9 @@ use crate::{Event, Observer};
 #[async_trait]
 pub trait Optimizer: Send + std::fmt::Debug {
     fn name(&self) -> &'static str;
-    /// One round. `Err` ends the run (a cap was hit, or nothing is left to try).
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason>;
+    /// One round. `Err` ends the run: a cap was hit or nothing is left to try
+    /// ([`Halt::Stop`]), or the run was cancelled ([`Halt::Cancelled`]; pass it on with `?`).
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt>;
 }
 
 /// An optimizer's handle on the run.
@@ -58,6 +60,7 @@ pub struct Ctx<'a> {
     pub(super) wall_before: f64,
     pub(super) started: Instant,
     pub(super) observe: Observer<'a>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -109,6 +112,7 @@ impl<'a> Ctx<'a> {
             wall_before: 0.0,
             started: Instant::now(),
             observe: r.observe,
+            cancel: r.cancel.clone(),
         }
     }
 
@@ -135,29 +139,28 @@ impl<'a> Ctx<'a> {
         self.wall_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// The caps other than calls.
-    pub fn check(&self) -> Result<(), StopReason> {
+    /// The safe point before anything is spent: cancellation, then the caps other than calls.
+    pub fn check(&self) -> Result<(), Halt> {
+        if self.cancel.is_cancelled() {
+            return Err(Halt::Cancelled);
+        }
         let (meta, exec) = self.costs();
         self.budget.check_spend(&Spend {
             meta_usd: meta.cost_usd,
             execution_usd: exec.cost_usd,
             wall_secs: self.wall(),
-        })
+        })?;
+        Ok(())
     }
 
     /// Run meta-prompt `name` `n` times at this round's temperature (fewer when the meta-call
     /// budget allows fewer). Failed samples are dropped (and logged).
-    pub async fn meta(
-        &mut self,
-        name: &str,
-        vars: &Value,
-        n: u32,
-    ) -> Result<Vec<String>, StopReason> {
+    pub async fn meta(&mut self, name: &str, vars: &Value, n: u32) -> Result<Vec<String>, Halt> {
         self.check()?;
         let left = self.budget.meta_calls_left(self.meta_calls);
         let n = u64::from(n).min(left) as u32;
         if n == 0 {
-            return Err(StopReason::MetaCalls);
+            return Err(StopReason::MetaCalls.into());
         }
         let seed = mix(mix(self.settings.seed, self.round as u64), self.meta_calls);
         self.meta_calls += u64::from(n);
@@ -270,7 +273,7 @@ impl<'a> Ctx<'a> {
 
     /// Score entry `idx` on dev examples `examples` (only the missing ones are evaluated and
     /// counted). Returns its mean over them; `Err` when the budget cannot cover them.
-    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<f64, StopReason> {
+    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<f64, Halt> {
         self.check()?;
         let missing: Vec<usize> = examples
             .iter()
@@ -282,7 +285,7 @@ impl<'a> Ctx<'a> {
                 .budget
                 .metric_calls_left(self.metric_calls, self.reserve);
             if (missing.len() as u64) > left {
-                return Err(StopReason::MetricCalls);
+                return Err(StopReason::MetricCalls.into());
             }
             let subset: Vec<Example> = missing
                 .iter()
@@ -319,13 +322,13 @@ impl<'a> Ctx<'a> {
         &mut self,
         prompt: &PromptFile,
         examples: &[Example],
-    ) -> Result<Vec<ExampleResult>, StopReason> {
+    ) -> Result<Vec<ExampleResult>, Halt> {
         self.check()?;
         let left = self
             .budget
             .metric_calls_left(self.metric_calls, self.reserve);
         if examples.len() as u64 > left {
-            return Err(StopReason::MetricCalls);
+            return Err(StopReason::MetricCalls.into());
         }
         let observe = self.observe;
         let progress = |done, total| {

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::budget::{Budget, StopReason};
+use super::budget::{Budget, Halt, StopReason};
 use super::checkpoint::{Checkpoint, RunStore};
 use super::ctx::{Ctx, Optimizer, mix};
 use super::pool::{Entry, RoundStats};
@@ -77,8 +77,12 @@ pub async fn run(
         });
     }
     let mut ctx = Ctx::new(&runner);
+    let algorithm = optimizer.name();
+    let save = |ctx: &Ctx<'_>, rounds: &[RoundStats], ended, stop| {
+        store.save(&checkpoint(ctx, algorithm, task, rounds, ended, stop))
+    };
     let mut rounds: Vec<RoundStats> = Vec::new();
-    let mut stop = None;
+    let mut ended = None;
     if let Some(cp) = resume {
         ctx.pool = cp.pool;
         ctx.rejected = cp.rejected;
@@ -90,7 +94,8 @@ pub async fn run(
         ctx.base_execution = cp.execution_usage;
         ctx.wall_before = cp.wall_secs;
         rounds = cp.rounds;
-        stop = cp.stop;
+        // The round limit is decided again from the settings (a resume may allow more).
+        ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
         observe(Event::Step(&format!(
             "resuming after round {} ({} candidates, {} metric calls so far)",
             ctx.round,
@@ -106,15 +111,23 @@ pub async fn run(
         ctx.pool
             .push(Entry::new("p0".into(), seed, Vec::new(), "seed", 0));
         let all = ctx.rung(n_dev);
-        ctx.score(0, &all).await.map_err(RunError::Seed)?;
+        match ctx.score(0, &all).await {
+            Ok(_) => {}
+            Err(Halt::Stop(s)) => return Err(RunError::Seed(s)),
+            Err(Halt::Cancelled) => return Err(RunError::Cancelled { round: 0 }),
+        }
         rounds.push(stats(&ctx, 0, 0, 0, None));
-        save(&ctx, optimizer.name(), task, &rounds, None, store)?;
+        save(&ctx, &rounds, None, None)?;
     }
     let mut since_improvement = stale_rounds(&rounds, n_dev);
-    while stop.is_none() {
+    while ended.is_none() {
         if ctx.round >= settings.rounds {
-            stop = Some(StopReason::Rounds);
+            ended = Some(StopReason::Rounds);
             break;
+        }
+        // Between rounds: the safe point where nothing is in flight.
+        if ctx.cancel.is_cancelled() {
+            return Err(RunError::Cancelled { round: ctx.round });
         }
         ctx.round += 1;
         ctx.rng = StdRng::seed_from_u64(mix(settings.seed, ctx.round as u64));
@@ -127,6 +140,19 @@ pub async fn run(
             ctx.temperature()
         )));
         let result = optimizer.round(&mut ctx).await;
+        let converged = match result {
+            // The round in flight is dropped: the last checkpoint stays the previous round's.
+            Err(Halt::Cancelled) => {
+                return Err(RunError::Cancelled {
+                    round: ctx.round - 1,
+                });
+            }
+            Err(Halt::Stop(s)) => {
+                ended = Some(s);
+                false
+            }
+            Ok(()) => true,
+        };
         let new: Vec<f64> = ctx.pool[before_pool..]
             .iter()
             .filter_map(Entry::mean)
@@ -140,30 +166,20 @@ pub async fn run(
             ctx.rejected.len() - before_rejected,
             mean,
         );
-        let improved = r.best > best_before_round + significant(n_dev);
-        observe(Event::Round(&r));
-        rounds.push(r);
-        match result {
-            Err(s) => stop = Some(s),
-            Ok(()) => {
-                since_improvement = if improved { 0 } else { since_improvement + 1 };
-                if since_improvement >= settings.patience {
-                    stop = Some(StopReason::Converged);
-                }
+        if converged {
+            let improved = r.best > best_before_round + significant(n_dev);
+            since_improvement = if improved { 0 } else { since_improvement + 1 };
+            if since_improvement >= settings.patience {
+                ended = Some(StopReason::Converged);
             }
         }
-        save(&ctx, optimizer.name(), task, &rounds, None, store)?;
+        observe(Event::Round(&r));
+        rounds.push(r);
+        save(&ctx, &rounds, ended, None)?;
     }
-    let stop = stop.unwrap_or(StopReason::Rounds);
-    let outcome = finish(&mut ctx, optimizer.name(), rounds, stop).await;
-    save(
-        &ctx,
-        optimizer.name(),
-        task,
-        &outcome.rounds,
-        Some(stop),
-        store,
-    )?;
+    let stop = ended.unwrap_or(StopReason::Rounds);
+    let outcome = finish(&mut ctx, algorithm, rounds, stop).await?;
+    save(&ctx, &outcome.rounds, Some(stop), Some(stop))?;
     Ok(outcome)
 }
 
@@ -207,16 +223,16 @@ fn stats(
     }
 }
 
-fn save(
+fn checkpoint(
     ctx: &Ctx<'_>,
     algorithm: &str,
     task: &Path,
     rounds: &[RoundStats],
+    ended: Option<StopReason>,
     stop: Option<StopReason>,
-    store: &dyn RunStore,
-) -> Result<(), RunError> {
+) -> Checkpoint {
     let (meta, exec) = ctx.costs();
-    store.save(&Checkpoint {
+    Checkpoint {
         algorithm: algorithm.into(),
         task: task.to_path_buf(),
         settings: ctx.settings.clone(),
@@ -231,12 +247,15 @@ fn save(
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
+        ended,
         stop,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::super::testkit::Kit;
     use super::*;
 
@@ -247,6 +266,18 @@ mod tests {
         let mut optimizer = crate::algo::opro::Opro;
         let future = run(&mut optimizer, kit.runner(), None);
         assert_send(&future);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_spends_nothing_more() {
+        let kit = Kit::new(4, 0);
+        kit.cancel.cancel();
+        let mut optimizer = crate::algo::opro::Opro;
+        let e = run(&mut optimizer, kit.runner(), None).await.unwrap_err();
+        assert!(matches!(e, RunError::Cancelled { round: 0 }), "{e}");
+        assert!(e.to_string().contains("resumed"), "{e}");
+        let spent = kit.layers.costs(None, kit.layers.execution.as_ref());
+        assert_eq!((spent.execution.calls, spent.meta.calls), (0, 0));
     }
 
     fn round(n: usize, best: f64) -> RoundStats {

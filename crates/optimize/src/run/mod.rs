@@ -18,6 +18,11 @@
 //! continues from the last checkpoint: the round in flight is redone with the same seeds, and
 //! the response cache answers the calls it had already made.
 //!
+//! **Cancellable.** The runner's [`CancellationToken`] is looked at in the check before every
+//! meta call and every scoring, and between rounds. A cancelled run returns
+//! [`RunError::Cancelled`] and leaves its last checkpoint unfinished, so a resume redoes the
+//! round that was in flight (the same seeds, the same calls).
+//!
 //! The parts, one concern each: `budget` (caps and their arithmetic), `checkpoint` (the
 //! checkpoint and the store), `ctx` (the optimizer's handle), `select` (racing, best,
 //! ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the outcome).
@@ -33,12 +38,15 @@ mod settings;
 mod testkit;
 mod verdict;
 
-pub use budget::{Budget, Spend, StopReason};
+pub use budget::{Budget, Halt, Spend, StopReason};
 pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
 pub use ctx::{Ctx, Optimizer};
 pub use driver::{Runner, run};
 pub use pool::{Entry, Rejected, RoundStats};
 pub use settings::{Problem, Schedule, Settings};
+/// Cancels a run at its next safe point (re-exported so callers need not depend on
+/// `tokio-util` themselves).
+pub use tokio_util::sync::CancellationToken;
 pub use verdict::Outcome;
 
 use crate::meta::MetaError;
@@ -60,6 +68,10 @@ pub enum RunError {
     },
     #[error("cannot score the seed prompt: {}", .0.describe())]
     Seed(StopReason),
+    /// The run was cancelled. Its checkpoint after round `round` (0: the seed round) is
+    /// unfinished, so a resume redoes the round that was in flight, with the same seeds.
+    #[error("the run was cancelled; it can be resumed from its checkpoint after round {round}")]
+    Cancelled { round: usize },
     #[error("{location}: cannot read the checkpoint")]
     ReadCheckpoint {
         location: String,

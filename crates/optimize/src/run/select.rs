@@ -1,7 +1,7 @@
 //! Selection: racing rungs over the run's seeded dev order, successive halving, the best entry
 //! and the ranking, and the accounting of calls racing did not spend.
 
-use super::budget::StopReason;
+use super::budget::Halt;
 use super::ctx::Ctx;
 
 impl Ctx<'_> {
@@ -32,7 +32,7 @@ impl Ctx<'_> {
     /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples),
     /// the better half on twice as many, …, until `keep` survive on the whole dev split.
     /// Returns the survivors, best first. Calls not spent on losers are counted as saved.
-    pub async fn race(&mut self, idxs: Vec<usize>, keep: usize) -> Result<Vec<usize>, StopReason> {
+    pub async fn race(&mut self, idxs: Vec<usize>, keep: usize) -> Result<Vec<usize>, Halt> {
         let n_dev = self.problem.dev.len();
         let keep = keep.max(1);
         let mut alive = idxs;

@@ -5,6 +5,7 @@ use metaprompt_eval::stats::{self, Estimate, Paired};
 use metaprompt_llm::LayerUsage;
 use serde::Serialize;
 
+use super::RunError;
 use super::budget::StopReason;
 use super::ctx::Ctx;
 use super::pool::{Entry, Rejected, RoundStats};
@@ -58,7 +59,7 @@ pub(super) async fn finish(
     algorithm: &str,
     rounds: Vec<RoundStats>,
     stop: StopReason,
-) -> Outcome {
+) -> Result<Outcome, RunError> {
     let n_dev = ctx.problem.dev.len();
     let best = ctx.best();
     let all: Vec<usize> = (0..n_dev).collect();
@@ -72,6 +73,11 @@ pub(super) async fn finish(
     ctx.reserve = 0;
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
     if !ctx.problem.test.is_empty() {
+        // Only cancellation stops the test split (its calls were reserved); the checkpoint of
+        // the last round says the rounds ended, so a resume comes straight back here.
+        if ctx.cancel.is_cancelled() {
+            return Err(RunError::Cancelled { round: ctx.round });
+        }
         let n_test = ctx.problem.test.len() as u64;
         let s = test_scores(ctx, 0).await;
         ctx.metric_calls += n_test;
@@ -86,7 +92,7 @@ pub(super) async fn finish(
         }
     }
     let (meta, exec) = ctx.costs();
-    Outcome {
+    Ok(Outcome {
         algorithm: algorithm.into(),
         stop,
         best: ctx.pool[best].id.clone(),
@@ -107,7 +113,7 @@ pub(super) async fn finish(
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
-    }
+    })
 }
 
 async fn test_scores(ctx: &Ctx<'_>, idx: usize) -> Vec<f64> {
@@ -143,7 +149,9 @@ mod tests {
         let all = ctx.rung(20);
         ctx.score(seed, &all).await.unwrap();
         ctx.score(magic, &all).await.unwrap();
-        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds).await;
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
         assert_eq!((o.best.as_str(), o.winner.as_str()), ("p1", "p1"));
         assert!(!o.kept_seed);
         assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
@@ -158,7 +166,9 @@ mod tests {
         let other = kit.add(&mut ctx, "carefully");
         ctx.score(seed, &all).await.unwrap();
         ctx.score(other, &all).await.unwrap();
-        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds).await;
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
         assert!(o.kept_seed);
         assert_eq!(o.winner, "p0");
         assert_eq!(o.metric_calls, 40 + 4);
