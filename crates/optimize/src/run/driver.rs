@@ -103,13 +103,18 @@ pub async fn run(
             ctx.metric_calls
         )));
     } else {
-        // Round 0: the seed prompt, on all of dev.
+        // Round 0: the seed prompt, checkpointed before anything is spent, so that a run
+        // stopped while scoring the seed resumes (and scores it then).
         let mut seed = problem.seed_prompt.clone();
         if seed.constraints.is_empty() {
             seed.constraints.clone_from(&problem.constraints);
         }
         ctx.pool
             .push(Entry::new("p0".into(), seed, Vec::new(), "seed", 0));
+        save(&ctx, &rounds, None, None)?;
+    }
+    if rounds.is_empty() {
+        // The seed round: the seed on all of dev.
         let all = ctx.rung(n_dev);
         match ctx.score(0, &all).await {
             Ok(_) => {}
@@ -269,15 +274,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_run_spends_nothing_more() {
-        let kit = Kit::new(4, 0);
-        kit.cancel.cancel();
+    async fn a_run_stopped_before_its_seed_is_scored_resumes_from_its_first_checkpoint() {
+        let mut kit = Kit::new(8, 2);
+        kit.settings.rounds = 2;
         let mut optimizer = crate::algo::opro::Opro;
+        let whole = run(&mut optimizer, kit.runner(), None).await.unwrap();
+
+        let mut kit = Kit::new(8, 2);
+        kit.settings.rounds = 2;
+        kit.cancel.cancel();
         let e = run(&mut optimizer, kit.runner(), None).await.unwrap_err();
         assert!(matches!(e, RunError::Cancelled { round: 0 }), "{e}");
         assert!(e.to_string().contains("resumed"), "{e}");
         let spent = kit.layers.costs(None, kit.layers.execution.as_ref());
         assert_eq!((spent.execution.calls, spent.meta.calls), (0, 0));
+        // The first checkpoint was saved before the seed was scored.
+        let cp = kit.store.load().unwrap().unwrap();
+        assert_eq!((cp.round, cp.stop, cp.metric_calls), (0, None, 0));
+        assert_eq!(cp.pool.len(), 1);
+        assert!(cp.pool[0].scores.is_empty() && cp.rounds.is_empty());
+
+        kit.cancel = CancellationToken::new();
+        let resumed = run(&mut optimizer, kit.runner(), Some(cp)).await.unwrap();
+        assert_eq!(
+            resumed.pool[0].scores.len(),
+            8,
+            "the seed was scored on resume"
+        );
+        assert_eq!(resumed.rounds.len(), whole.rounds.len());
+        assert_eq!(
+            (resumed.winner, resumed.metric_calls, resumed.meta_calls),
+            (whole.winner, whole.metric_calls, whole.meta_calls)
+        );
     }
 
     fn round(n: usize, best: f64) -> RoundStats {
