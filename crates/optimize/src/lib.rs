@@ -11,7 +11,8 @@
 //! - [`generate`] — a prompt from a task description (analyse, write N, check, evaluate, pick).
 //! - [`translate`] — a prompt moved to another model, with parity measured on data.
 //! - [`run`] — what every optimizer shares: problem, budget, pool with per-example scores,
-//!   racing, temperature schedule, rounds, convergence, checkpoints, the verdict vs the seed.
+//!   racing, temperature schedule, rounds, convergence, checkpoints (through a `RunStore`),
+//!   the verdict vs the seed; `run::run` takes a `Runner` (what it borrows) and is `Send`.
 //! - [`algo`] — the optimizers, one file each behind the `Optimizer` trait (`fewshot`, `opro`,
 //!   `ape`, `protegi`, `gepa`, `evolve`, `auto`); [`report`] — the HTML report of a run.
 //!

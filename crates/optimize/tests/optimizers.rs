@@ -12,7 +12,8 @@ use metaprompt_llm::testing::ScriptedProvider;
 use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Request};
 use metaprompt_optimize::algo;
 use metaprompt_optimize::run::{
-    self, Budget, Checkpoint, Outcome, Problem, RunDir, Settings, StopReason,
+    self, Budget, CancellationToken, Checkpoint, FsRunStore, Outcome, Problem, RunStore, Runner,
+    Settings, StopReason,
 };
 use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
 use serde_json::json;
@@ -131,22 +132,48 @@ async fn optimize(
     dir: &std::path::Path,
     resume: Option<Checkpoint>,
 ) -> Result<Outcome, run::RunError> {
-    let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
-    let mut optimizer = algo::by_name(name).unwrap();
-    run::run(
-        optimizer.as_mut(),
-        &MetaPrompts::builtin(),
-        &layers,
-        &Guard::new(None),
+    optimize_until(
+        name,
+        meta,
+        exec,
         problem,
         settings,
         budget,
-        std::path::Path::new("task.toml"),
-        &RunDir(dir.to_path_buf()),
+        dir,
         resume,
-        &|_| {},
+        CancellationToken::new(),
     )
     .await
+}
+
+/// `optimize`, cancellable through `cancel`.
+#[allow(clippy::too_many_arguments)]
+async fn optimize_until(
+    name: &str,
+    meta: Arc<ScriptedProvider>,
+    exec: Arc<ScriptedProvider>,
+    problem: &Problem,
+    settings: &Settings,
+    budget: &Budget,
+    dir: &std::path::Path,
+    resume: Option<Checkpoint>,
+    cancel: CancellationToken,
+) -> Result<Outcome, run::RunError> {
+    let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
+    let mut optimizer = algo::by_name(name).unwrap();
+    let runner = Runner {
+        meta_prompts: &MetaPrompts::builtin(),
+        layers: &layers,
+        guard: &Guard::new(None),
+        problem,
+        settings,
+        budget,
+        task: std::path::Path::new("task.toml"),
+        store: &FsRunStore::new(dir),
+        observe: &|_| {},
+        cancel,
+    };
+    run::run(optimizer.as_mut(), runner, resume).await
 }
 
 fn settings() -> Settings {
@@ -452,7 +479,7 @@ async fn a_resumed_run_reaches_the_result_of_an_uninterrupted_one() {
     )
     .await
     .unwrap();
-    let mut cp = Checkpoint::load(&RunDir(dir.path().to_path_buf()).checkpoint()).unwrap();
+    let mut cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
     assert_eq!(cp.round, 2);
     cp.stop = None;
     cp.settings = s.clone();
@@ -475,6 +502,96 @@ async fn a_resumed_run_reaches_the_result_of_an_uninterrupted_one() {
     );
     assert_eq!(resumed.rounds.len(), whole.rounds.len());
     assert_eq!(resumed.pool.len(), whole.pool.len());
+}
+
+/// The pool as JSON (entries have no `PartialEq`): ids, prompts, lineage, scores, outputs.
+fn pool_json(o: &Outcome) -> serde_json::Value {
+    serde_json::to_value(&o.pool).unwrap()
+}
+
+#[tokio::test]
+async fn a_run_cancelled_mid_round_resumes_to_the_result_of_an_uninterrupted_one() {
+    // Deterministic in the request, as a seeded, cached model is.
+    let answer = |prompt: &str| {
+        let n = prompt.matches("Score: ").count();
+        if n >= 3 {
+            "<prompt>Use magic.</prompt>".to_string()
+        } else {
+            format!("<prompt>Variant {n}-{}.</prompt>", prompt.len() % 7)
+        }
+    };
+    let p = problem(24, 6);
+    let s = Settings {
+        patience: 10,
+        rounds: 4,
+        ..settings()
+    };
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = optimize(
+        "opro",
+        meta_model(move |prompt, _| answer(prompt)),
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        whole_dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    // The same run, cancelled from inside the meta model's 6th call: round 2's proposals
+    // (calls 5 to 8) are being written, so the cancellation lands in the middle of round 2.
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let meta = meta_model(move |prompt, k| {
+        if k == 6 {
+            trigger.cancel();
+        }
+        answer(prompt)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = optimize_until(
+        "opro",
+        meta,
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+        cancel,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, run::RunError::Cancelled { round: 1 }),
+        "cancelled after the round-1 checkpoint: {e}"
+    );
+    let cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!((cp.round, cp.stop, cp.ended), (1, None, None), "unfinished");
+
+    let resumed = optimize(
+        "opro",
+        meta_model(move |prompt, _| answer(prompt)),
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        dir.path(),
+        Some(cp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.winner, whole.winner);
+    assert_eq!(resumed.best, whole.best);
+    assert_eq!(pool_json(&resumed), pool_json(&whole));
+    assert_eq!(resumed.metric_calls, whole.metric_calls);
+    assert_eq!(resumed.meta_calls, whole.meta_calls);
+    assert_eq!(resumed.stop, whole.stop);
+    assert_eq!(resumed.rounds.len(), whole.rounds.len());
+    let done: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!(done.stop, Some(whole.stop), "the resumed run finished");
 }
 
 #[tokio::test]

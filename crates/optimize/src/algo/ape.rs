@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::algo::{Optimizer, shown};
 use crate::brief::Frame;
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt, StopReason};
 
 /// Demonstrations per induction subset.
 const SUBSET: usize = 5;
@@ -30,7 +30,7 @@ impl Optimizer for Ape {
         "ape"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         let best = ctx.best();
         let frame = Frame::of(&ctx.pool[best].prompt, &ctx.problem.brief);
         let parent = vec![ctx.pool[best].id.clone()];
@@ -56,7 +56,7 @@ impl Optimizer for Ape {
                 .clone()
                 .unwrap_or_default();
             if instruction.trim().is_empty() {
-                return Err(StopReason::Exhausted);
+                return Err(StopReason::Exhausted.into());
             }
             let vars = json!({
                 "task": ctx.problem.brief,
@@ -88,7 +88,7 @@ impl Optimizer for Ape {
 
 /// UCB1 over `arms`: pull = score the arm on its next `step` dev examples; stop when the leader
 /// (by mean) has been scored on the whole dev split.
-async fn ucb(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), StopReason> {
+async fn ucb(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt> {
     let full_cost = ctx.unscored(arms);
     let before = ctx.metric_calls();
     let result = pull_until_known(ctx, arms).await;
@@ -96,7 +96,7 @@ async fn ucb(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), StopReason> {
     result
 }
 
-async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), StopReason> {
+async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt> {
     let n_dev = ctx.problem.dev.len();
     let step = (ctx.settings.minibatch / 2).max(1);
     for &a in arms {

@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 
 use crate::algo::{Optimizer, fewshot, opro};
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt, StopReason};
 
 #[derive(Debug, Default)]
 pub struct Auto;
@@ -22,11 +22,11 @@ impl Optimizer for Auto {
         "auto"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         let demos_possible = !ctx.problem.train.is_empty() && ctx.settings.demos > 0;
         if demos_possible && ctx.round % 2 == 1 {
             match fewshot::demo_round(ctx).await {
-                Err(StopReason::Exhausted) => {}
+                Err(Halt::Stop(StopReason::Exhausted)) => {}
                 other => return other,
             }
         }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::algo::Optimizer;
 use crate::brief::Frame;
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt};
 
 /// Thinking styles that seed the population's diversity (in our words, after the paper's list).
 const STYLES: &[&str] = &[
@@ -64,7 +64,7 @@ impl Optimizer for Evolve {
         "evolve"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         let rung = ctx.rung(ctx.settings.minibatch.min(ctx.problem.dev.len()));
         let frame = Frame::of(&ctx.pool[0].prompt, &ctx.problem.brief);
         if alive(ctx).is_empty() {

@@ -21,7 +21,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::algo::Optimizer;
 use crate::brief::{Frame, pick_demos};
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt, StopReason};
 
 #[derive(Debug, Default)]
 pub struct FewShot;
@@ -32,15 +32,15 @@ impl Optimizer for FewShot {
         "fewshot"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         demo_round(ctx).await
     }
 }
 
 /// One round of demonstration search around the current best (also used by `auto`).
-pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     if ctx.problem.train.is_empty() || ctx.settings.demos == 0 {
-        return Err(StopReason::Exhausted);
+        return Err(StopReason::Exhausted.into());
     }
     let best = ctx.best();
     let base = ctx.pool[best].prompt.clone();
@@ -99,7 +99,7 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
         proposed.push(i);
     }
     if proposed.is_empty() {
-        return Err(StopReason::Exhausted);
+        return Err(StopReason::Exhausted.into());
     }
     proposed.push(best);
     ctx.race(proposed, 1).await?;
@@ -111,7 +111,7 @@ async fn bootstrap(
     ctx: &mut Ctx<'_>,
     teacher: usize,
     frame: &Frame,
-) -> Result<Option<usize>, StopReason> {
+) -> Result<Option<usize>, Halt> {
     let brief = ctx.problem.brief.clone();
     let k = ctx.settings.demos.max(brief.labels.len());
     let mut sample = ctx.problem.train.clone();

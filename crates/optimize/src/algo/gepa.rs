@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::algo::Optimizer;
 use crate::brief::Frame;
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt, StopReason};
 
 /// Examples per reflective minibatch (the paper uses 3 with strong models; with the 270M base
 /// model, 4-example minibatches let almost no child show an improvement on SST-2).
@@ -40,7 +40,7 @@ impl Optimizer for Gepa {
         "gepa"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         for _ in 0..ctx.settings.per_round {
             iteration(ctx).await?;
         }
@@ -70,11 +70,11 @@ pub fn pareto_front(ctx: &Ctx<'_>) -> Vec<(usize, usize)> {
     leads.into_iter().collect()
 }
 
-async fn iteration(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+async fn iteration(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     let front = pareto_front(ctx);
     let total: usize = front.iter().map(|(_, n)| n).sum();
     if total == 0 {
-        return Err(StopReason::Exhausted);
+        return Err(StopReason::Exhausted.into());
     }
     let mut pick = ctx.rng.random_range(0..total);
     let parent = front

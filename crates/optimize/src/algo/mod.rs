@@ -1,13 +1,13 @@
-//! The optimizers: one file each, behind one trait. Each round an optimizer proposes
+//! The optimizers: one file each, behind one trait ([`Optimizer`], defined beside the
+//! [`Ctx`] it works through in [`crate::run`]). Each round an optimizer proposes
 //! candidates through the run's [`Ctx`] and selects among them; the run owns the budget,
 //! evaluation, checkpoints, convergence and the verdict.
 //!
 //! Adding an algorithm: a file here with a type implementing [`Optimizer`], and one line in
 //! [`by_name`].
 
-use async_trait::async_trait;
-
-use crate::run::{Ctx, StopReason};
+use crate::run::Ctx;
+pub use crate::run::Optimizer;
 
 pub mod ape;
 pub mod auto;
@@ -16,13 +16,6 @@ pub mod fewshot;
 pub mod gepa;
 pub mod opro;
 pub mod protegi;
-
-#[async_trait]
-pub trait Optimizer: Send + std::fmt::Debug {
-    fn name(&self) -> &'static str;
-    /// One round. `Err` ends the run (a cap was hit, or nothing is left to try).
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason>;
-}
 
 /// The algorithms, by command-line name.
 pub const NAMES: &[&str] = &[

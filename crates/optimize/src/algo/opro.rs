@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::algo::{Optimizer, shown};
 use crate::brief::Frame;
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt};
 
 /// Trajectory length shown to the meta model (the paper's choice).
 const TRAJECTORY: usize = 20;
@@ -26,13 +26,13 @@ impl Optimizer for Opro {
         "opro"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         instruction_round(ctx).await
     }
 }
 
 /// One OPRO step around the current best (also used by `auto`).
-pub(crate) async fn instruction_round(ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+pub(crate) async fn instruction_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     let best = ctx.best();
     let min = ctx.settings.minibatch.min(ctx.problem.dev.len());
     let mut trajectory: Vec<(String, f64)> = Vec::new();

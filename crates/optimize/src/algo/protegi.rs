@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::algo::Optimizer;
 use crate::brief::Frame;
-use crate::run::{Ctx, StopReason};
+use crate::run::{Ctx, Halt};
 
 /// Prompts kept between rounds.
 const BEAM: usize = 2;
@@ -31,7 +31,7 @@ impl Optimizer for Protegi {
         "protegi"
     }
 
-    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StopReason> {
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         let min = ctx.settings.minibatch.min(ctx.problem.dev.len());
         let beam: Vec<usize> = ctx.ranked(min).into_iter().take(BEAM).collect();
         let edits_per_prompt = ctx

@@ -1,0 +1,104 @@
+//! The machinery every optimizer shares: the problem, the budget, the pool of candidates with
+//! their per-example scores, racing, the temperature schedule, rounds, convergence,
+//! checkpoints, and the final verdict against the seed prompt.
+//!
+//! An optimizer ([`Optimizer`], also `crate::algo::Optimizer`) only proposes and selects,
+//! through a [`Ctx`]: `ctx.meta(…)` runs a meta-prompt (counted against the meta-call budget),
+//! `ctx.propose(…)` checks a prompt (render, duplicate, guardrail) and adds it to the pool,
+//! `ctx.score(…)` and `ctx.race(…)` evaluate on dev examples (each (candidate, example) pair is
+//! scored once and counted once against the metric-call budget).
+//!
+//! The caller hands [`run`] a [`Runner`]: everything the run borrows (meta-prompts, models,
+//! guardrail, problem, settings, budget, an observer) plus a [`RunStore`], where checkpoints
+//! go ([`FsRunStore`]: a run directory).
+//!
+//! **Durable and reproducible.** Everything an optimizer knows lives in the pool, and every
+//! random choice and meta-call seed is derived from (run seed, round, call number). So a run is
+//! checkpointed after each round (pool, counters, usage, round statistics) and a resume
+//! continues from the last checkpoint: the round in flight is redone with the same seeds, and
+//! the response cache answers the calls it had already made.
+//!
+//! **Cancellable.** The runner's [`CancellationToken`] is looked at in the check before every
+//! meta call and every scoring, and between rounds. A cancelled run returns
+//! [`RunError::Cancelled`] and leaves its last checkpoint unfinished, so a resume redoes the
+//! round that was in flight (the same seeds, the same calls).
+//!
+//! The parts, one concern each: `budget` (caps and their arithmetic), `checkpoint` (the
+//! checkpoint and the store), `ctx` (the optimizer's handle), `select` (racing, best,
+//! ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the outcome).
+
+mod budget;
+mod checkpoint;
+mod ctx;
+mod driver;
+mod pool;
+mod select;
+mod settings;
+#[cfg(test)]
+mod testkit;
+mod verdict;
+
+pub use budget::{Budget, Halt, Spend, StopReason};
+pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
+pub use ctx::{Ctx, Optimizer};
+pub use driver::{Runner, run};
+pub use pool::{Entry, Rejected, RoundStats};
+pub use settings::{Problem, Schedule, Settings};
+/// Cancels a run at its next safe point (re-exported so callers need not depend on
+/// `tokio-util` themselves).
+pub use tokio_util::sync::CancellationToken;
+pub use verdict::Outcome;
+
+use crate::meta::MetaError;
+
+/// Why a run could not start or continue.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the dev split has no examples")]
+    NoDev,
+    #[error(
+        "a budget of {max_metric_calls} metric calls cannot even score the seed prompt on dev \
+         ({dev}) and keep {reserve} for the final test evaluation; raise the metric-call cap, \
+         or use fewer dev/test examples"
+    )]
+    BudgetTooSmall {
+        max_metric_calls: u64,
+        dev: usize,
+        reserve: u64,
+    },
+    #[error("cannot score the seed prompt: {}", .0.describe())]
+    Seed(StopReason),
+    /// The run was cancelled. Its checkpoint after round `round` (0: the seed round) is
+    /// unfinished, so a resume redoes the round that was in flight, with the same seeds.
+    #[error("the run was cancelled; it can be resumed from its checkpoint after round {round}")]
+    Cancelled { round: usize },
+    #[error("{location}: cannot read the checkpoint")]
+    ReadCheckpoint {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: not a checkpoint")]
+    BadCheckpoint {
+        location: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the checkpoint")]
+    Encode(#[source] serde_json::Error),
+    #[error("{location}: cannot write")]
+    Write {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A store other than the file system failed.
+    #[error("{location}: the run store failed")]
+    Store {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}

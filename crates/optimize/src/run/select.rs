@@ -1,0 +1,147 @@
+//! Selection: racing rungs over the run's seeded dev order, successive halving, the best entry
+//! and the ranking, and the accounting of calls racing did not spend.
+
+use super::budget::Halt;
+use super::ctx::Ctx;
+
+impl Ctx<'_> {
+    /// The first `n` dev examples of the run's seeded order.
+    pub fn rung(&self, n: usize) -> Vec<usize> {
+        self.order.iter().copied().take(n).collect()
+    }
+
+    /// Dev examples `idxs` still lack (what scoring them all on the whole split would cost).
+    pub fn unscored(&self, idxs: &[usize]) -> u64 {
+        let n_dev = self.problem.dev.len();
+        idxs.iter()
+            .map(|&i| {
+                (0..n_dev)
+                    .filter(|k| !self.pool[i].scores.contains_key(k))
+                    .count() as u64
+            })
+            .sum()
+    }
+
+    /// Record calls a selection strategy did not spend compared with scoring every candidate
+    /// on the whole dev split.
+    pub fn saved(&mut self, full_cost: u64, calls_before: u64) {
+        let spent = self.metric_calls - calls_before;
+        self.saved_calls += full_cost.saturating_sub(spent);
+    }
+
+    /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples),
+    /// the better half on twice as many, …, until `keep` survive on the whole dev split.
+    /// Returns the survivors, best first. Calls not spent on losers are counted as saved.
+    pub async fn race(&mut self, idxs: Vec<usize>, keep: usize) -> Result<Vec<usize>, Halt> {
+        let n_dev = self.problem.dev.len();
+        let keep = keep.max(1);
+        let mut alive = idxs;
+        alive.dedup();
+        let mut size = self.settings.minibatch.min(n_dev).max(1);
+        let full_cost = self.unscored(&alive);
+        let before = self.metric_calls;
+        loop {
+            let rung = self.rung(size);
+            let mut scored = Vec::new();
+            for &i in &alive {
+                scored.push((i, self.score(i, &rung).await?));
+            }
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if size >= n_dev {
+                self.saved(full_cost, before);
+                return Ok(scored.into_iter().take(keep).map(|(i, _)| i).collect());
+            }
+            let next = (alive.len().div_ceil(2)).max(keep);
+            alive = scored.into_iter().take(next).map(|(i, _)| i).collect();
+            size = (size * 2).min(n_dev);
+        }
+    }
+
+    /// The pool entry with the best mean over the whole dev split (among those scored on all of
+    /// it); the seed when nothing else is.
+    pub fn best(&self) -> usize {
+        let n = self.problem.dev.len();
+        let mut best = 0;
+        let mut best_mean = f64::NEG_INFINITY;
+        for (i, e) in self.pool.iter().enumerate() {
+            if e.scores.len() == n
+                && let Some(m) = e.mean()
+                && m > best_mean
+            {
+                best = i;
+                best_mean = m;
+            }
+        }
+        best
+    }
+
+    /// Entries ordered by mean (best first) among those scored on at least `min` examples.
+    pub fn ranked(&self, min: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.pool.len())
+            .filter(|&i| self.pool[i].scores.len() >= min.max(1))
+            .collect();
+        v.sort_by(|&a, &b| {
+            let (ma, mb) = (
+                self.pool[a].mean().unwrap_or(0.0),
+                self.pool[b].mean().unwrap_or(0.0),
+            );
+            mb.total_cmp(&ma).then(a.cmp(&b))
+        });
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::testkit::Kit;
+
+    #[tokio::test]
+    async fn racing_halves_the_field_and_keeps_the_best_on_all_of_dev() {
+        // Four candidates on 16 dev examples, first rung 4: the candidate with "magic" is right
+        // everywhere, the others half the time.
+        let kit = Kit::new(16, 0);
+        let mut ctx = kit.ctx();
+        let ids: Vec<usize> = ["one", "two", "magic", "three"]
+            .iter()
+            .map(|w| kit.add(&mut ctx, w))
+            .collect();
+        let won = ctx.race(ids.clone(), 1).await.unwrap();
+        assert_eq!(won, [ids[2]]);
+        assert_eq!(
+            ctx.pool[ids[2]].scores.len(),
+            16,
+            "the winner ran all of dev"
+        );
+        assert_eq!(ctx.pool[ids[2]].mean(), Some(1.0));
+        // Rungs 4, 8, 16: four on the first, two on the second, one on the last.
+        assert_eq!(ctx.metric_calls(), 4 * 4 + 2 * 4 + 8);
+        assert_eq!(ctx.saved_calls, 4 * 16 - ctx.metric_calls());
+        let losers_full = ids
+            .iter()
+            .filter(|&&i| i != ids[2] && ctx.pool[i].scores.len() == 16)
+            .count();
+        assert_eq!(losers_full, 0, "no loser reached the whole split");
+        // The best (on all of dev) and the ranking follow.
+        assert_eq!(ctx.best(), ids[2]);
+        assert_eq!(ctx.ranked(4)[0], ids[2]);
+        // A scored entry is never scored twice.
+        let before = ctx.metric_calls();
+        ctx.score(ids[2], &ctx.rung(16)).await.unwrap();
+        assert_eq!(ctx.metric_calls(), before);
+    }
+
+    #[tokio::test]
+    async fn rungs_are_prefixes_of_one_seeded_order() {
+        let kit = Kit::new(10, 0);
+        let ctx = kit.ctx();
+        let all = ctx.rung(10);
+        assert_eq!(ctx.rung(4), all[..4]);
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(all, sorted, "shuffled by the run seed");
+        assert_eq!(kit.ctx().rung(10), all, "and the same for the same seed");
+    }
+}

@@ -1,0 +1,106 @@
+//! What is optimized ([`Problem`]) and how a run proceeds ([`Settings`], the temperature
+//! [`Schedule`]).
+
+use metaprompt_eval::{EvalOptions, Example, PromptFile, Scorer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::brief::{Brief, Frame};
+
+/// What is optimized, and on what data.
+#[derive(Debug)]
+pub struct Problem {
+    pub brief: Brief,
+    pub seed_prompt: PromptFile,
+    /// The seed prompt's layout, in both forms.
+    pub frame: Frame,
+    pub constraints: Vec<String>,
+    pub train: Vec<Example>,
+    pub dev: Vec<Example>,
+    pub test: Vec<Example>,
+    pub scorer: Scorer,
+    pub options: EvalOptions,
+}
+
+/// Meta temperature by round: exploration early, exploitation late (linear).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Schedule {
+    pub explore: f32,
+    pub exploit: f32,
+}
+
+impl Default for Schedule {
+    /// The seed guidance: 0.7–1.0 early, 0–0.3 late.
+    fn default() -> Self {
+        Self {
+            explore: 0.9,
+            exploit: 0.2,
+        }
+    }
+}
+
+impl Schedule {
+    pub fn at(&self, round: usize, rounds: usize) -> f32 {
+        if rounds <= 1 {
+            return self.explore;
+        }
+        let t = (round.saturating_sub(1)) as f32 / (rounds - 1) as f32;
+        self.explore + (self.exploit - self.explore) * t.min(1.0)
+    }
+}
+
+/// How a run proceeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub seed: u64,
+    pub rounds: usize,
+    /// Rounds without significant improvement before stopping.
+    pub patience: usize,
+    pub schedule: Schedule,
+    /// Candidates proposed per round (where the algorithm samples several).
+    pub per_round: u32,
+    /// First rung of racing (dev examples); doubles each rung.
+    pub minibatch: usize,
+    /// Demonstrations in a prompt (few-shot search).
+    pub demos: usize,
+    /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
+    /// constraints…); opaque to the run, kept in the checkpoint.
+    #[serde(default)]
+    pub invocation: Value,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            rounds: 6,
+            patience: 2,
+            schedule: Schedule::default(),
+            per_round: 4,
+            minibatch: 20,
+            demos: 4,
+            invocation: Value::Null,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_explores_first_and_exploits_last() {
+        let s = Schedule {
+            explore: 1.0,
+            exploit: 0.2,
+        };
+        assert_eq!(s.at(1, 5), 1.0);
+        assert!((s.at(3, 5) - 0.6).abs() < 1e-6);
+        assert!((s.at(5, 5) - 0.2).abs() < 1e-6);
+        // Past the last round (a resumed run with more rounds) it stays at the exploit end.
+        assert!((s.at(9, 5) - 0.2).abs() < 1e-6);
+        // Round 0 (the seed) and a one-round run explore.
+        assert_eq!(s.at(0, 5), 1.0);
+        assert_eq!(s.at(1, 1), 1.0);
+    }
+}

@@ -1,0 +1,176 @@
+//! The verdict: the best candidate against the seed on dev (paired), the test split scored
+//! once at the end, and the [`Outcome`] of the run.
+
+use metaprompt_eval::stats::{self, Estimate, Paired};
+use metaprompt_llm::LayerUsage;
+use serde::Serialize;
+
+use super::RunError;
+use super::budget::StopReason;
+use super::ctx::Ctx;
+use super::pool::{Entry, Rejected, RoundStats};
+use crate::Event;
+use crate::candidate::BOOTSTRAP_SEED;
+
+/// The outcome of a run.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub algorithm: String,
+    pub stop: StopReason,
+    pub rounds: Vec<RoundStats>,
+    pub pool: Vec<Entry>,
+    pub rejected: Vec<Rejected>,
+    /// The best candidate by dev score (may be the seed).
+    pub best: String,
+    /// The kept prompt: the best, or the seed when the best is not significantly better.
+    pub winner: String,
+    pub kept_seed: bool,
+    pub seed_dev: Estimate,
+    pub best_dev: Estimate,
+    /// Best vs seed on dev (paired).
+    pub dev_test: Paired,
+    /// Seed and winner on the test split, once, at the end (when there is one).
+    pub seed_test: Option<Estimate>,
+    pub winner_test: Option<Estimate>,
+    pub test_paired: Option<Paired>,
+    pub metric_calls: u64,
+    pub meta_calls: u64,
+    pub saved_calls: u64,
+    pub meta_usage: LayerUsage,
+    pub execution_usage: LayerUsage,
+    pub wall_secs: f64,
+}
+
+impl Outcome {
+    pub fn entry(&self, id: &str) -> Option<&Entry> {
+        self.pool.iter().find(|e| e.id == id)
+    }
+}
+
+/// Whether `best` (paired against the seed) is significantly better: p < 0.05 and the
+/// interval above zero.
+pub(super) fn beats_seed(p: &Paired) -> bool {
+    p.p_value < 0.05 && p.low > 0.0
+}
+
+/// Full dev for the best, the paired test against the seed, the test split once.
+pub(super) async fn finish(
+    ctx: &mut Ctx<'_>,
+    algorithm: &str,
+    rounds: Vec<RoundStats>,
+    stop: StopReason,
+) -> Result<Outcome, RunError> {
+    let n_dev = ctx.problem.dev.len();
+    let best = ctx.best();
+    let all: Vec<usize> = (0..n_dev).collect();
+    let scores = |e: &Entry| all.iter().map(|i| e.scores[i]).collect::<Vec<f64>>();
+    let seed_scores = scores(&ctx.pool[0]);
+    let best_scores = scores(&ctx.pool[best]);
+    let dev_test = stats::paired_bootstrap(&seed_scores, &best_scores, BOOTSTRAP_SEED);
+    let kept_seed = best == 0 || !beats_seed(&dev_test);
+    let winner = if kept_seed { 0 } else { best };
+    // The test split, once: the reserve guarantees the budget for it.
+    ctx.reserve = 0;
+    let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
+    if !ctx.problem.test.is_empty() {
+        // Only cancellation stops the test split (its calls were reserved); the checkpoint of
+        // the last round says the rounds ended, so a resume comes straight back here.
+        if ctx.cancel.is_cancelled() {
+            return Err(RunError::Cancelled { round: ctx.round });
+        }
+        let n_test = ctx.problem.test.len() as u64;
+        let s = test_scores(ctx, 0).await;
+        ctx.metric_calls += n_test;
+        seed_test = Some(stats::bootstrap(&s, BOOTSTRAP_SEED));
+        if winner != 0 {
+            let w = test_scores(ctx, winner).await;
+            ctx.metric_calls += n_test;
+            winner_test = Some(stats::bootstrap(&w, BOOTSTRAP_SEED));
+            test_paired = Some(stats::paired_bootstrap(&s, &w, BOOTSTRAP_SEED));
+        } else {
+            winner_test = seed_test;
+        }
+    }
+    let (meta, exec) = ctx.costs();
+    Ok(Outcome {
+        algorithm: algorithm.into(),
+        stop,
+        best: ctx.pool[best].id.clone(),
+        winner: ctx.pool[winner].id.clone(),
+        kept_seed,
+        seed_dev: stats::bootstrap(&seed_scores, BOOTSTRAP_SEED),
+        best_dev: stats::bootstrap(&best_scores, BOOTSTRAP_SEED),
+        dev_test,
+        seed_test,
+        winner_test,
+        test_paired,
+        metric_calls: ctx.metric_calls,
+        meta_calls: ctx.meta_calls,
+        saved_calls: ctx.saved_calls,
+        meta_usage: meta,
+        execution_usage: exec,
+        wall_secs: ctx.wall(),
+        rounds,
+        rejected: ctx.rejected.clone(),
+        pool: ctx.pool.clone(),
+    })
+}
+
+async fn test_scores(ctx: &Ctx<'_>, idx: usize) -> Vec<f64> {
+    let observe = ctx.observe;
+    let label = format!("{} on test", ctx.pool[idx].id);
+    let progress = |done, total| {
+        observe(Event::Evaluating {
+            label: &label,
+            done,
+            total,
+        })
+    };
+    ctx.evaluate(&ctx.pool[idx].prompt, &ctx.problem.test, &progress)
+        .await
+        .iter()
+        .map(|r| r.score)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::testkit::Kit;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_seed_is_kept_unless_the_best_is_significantly_better() {
+        let kit = Kit::new(20, 4);
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let magic = kit.add(&mut ctx, "with magic");
+        let all = ctx.rung(20);
+        ctx.score(seed, &all).await.unwrap();
+        ctx.score(magic, &all).await.unwrap();
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert_eq!((o.best.as_str(), o.winner.as_str()), ("p1", "p1"));
+        assert!(!o.kept_seed);
+        assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
+        assert_eq!(o.winner_test.unwrap().mean, 1.0);
+        assert_eq!(o.seed_test.unwrap().mean, 0.5);
+        // 40 dev calls, then the test split for both.
+        assert_eq!(o.metric_calls, 40 + 8);
+
+        // A candidate no better than the seed: the seed is kept and tested alone.
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let other = kit.add(&mut ctx, "carefully");
+        ctx.score(seed, &all).await.unwrap();
+        ctx.score(other, &all).await.unwrap();
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert!(o.kept_seed);
+        assert_eq!(o.winner, "p0");
+        assert_eq!(o.metric_calls, 40 + 4);
+    }
+}
