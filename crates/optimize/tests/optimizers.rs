@@ -594,6 +594,175 @@ async fn a_run_cancelled_mid_round_resumes_to_the_result_of_an_uninterrupted_one
     assert_eq!(done.stop, Some(whole.stop), "the resumed run finished");
 }
 
+/// The review number and its label, from the last `Review:` line of a request.
+fn review(r: &Request) -> (usize, &'static str) {
+    let t = text(r);
+    let last = t
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Review:"))
+        .unwrap_or("");
+    let i = last
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    (
+        i,
+        if last.ends_with("negative") {
+            "negative"
+        } else {
+            "positive"
+        },
+    )
+}
+
+/// The execution model of the fault tests. With "magic" in the prompt it is always right, but
+/// its call fails for good on every fifth review (20%); with "decent" it is wrong on every
+/// tenth review (90% right); otherwise it says "positive" (50%). Scoring the failures as zeros
+/// would rank "decent" (0.9) above "magic" (0.8).
+fn faulty_executor() -> Arc<ScriptedProvider> {
+    let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+    info.format = PromptFormat::Text;
+    Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let (i, label) = review(r);
+                let t = text(r);
+                let other = if label == "negative" {
+                    "positive"
+                } else {
+                    "negative"
+                };
+                Ok(if t.contains("magic") {
+                    if i % 5 == 2 {
+                        return Err(metaprompt_llm::LlmError::Config(
+                            "the endpoint is overloaded".into(),
+                        ));
+                    }
+                    label.into()
+                } else if t.contains("decent") {
+                    if i % 10 == 3 { other } else { label }.into()
+                } else {
+                    "positive".into()
+                })
+            }),
+    )
+}
+
+fn magic_and_decent() -> Arc<ScriptedProvider> {
+    meta_model(|_, k| match k {
+        1 => "<prompt>Use magic to label the review.</prompt>".into(),
+        2 => "<prompt>Label the review decently.</prompt>".into(),
+        _ => format!("<prompt>Label review variant {k}.</prompt>"),
+    })
+}
+
+#[tokio::test]
+async fn failed_calls_are_left_out_not_scored_zero_so_the_better_prompt_still_wins() {
+    let exec = faulty_executor();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        max_unscored: 0.3,
+        ..settings()
+    };
+    let o = optimize(
+        "opro",
+        magic_and_decent(),
+        exec.clone(),
+        &problem(40, 10),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic"),
+        "{:?}",
+        winner.prompt.instruction
+    );
+    assert_eq!(o.best, o.winner);
+    assert!(!o.kept_seed, "{:?}", o.dev_test);
+    let decent = o
+        .pool
+        .iter()
+        .find(|e| {
+            e.prompt
+                .instruction
+                .as_deref()
+                .is_some_and(|i| i.contains("decent"))
+        })
+        .unwrap();
+    assert!(decent.evaluated_count() < 40, "decent lost the race");
+    // Dev reviews 2, 7, …, 37 (8 of 40) could not be scored for the winner: kept as failed,
+    // with the reason, out of its scores and out of the paired test against the seed.
+    assert_eq!((winner.scores.len(), winner.failed.len()), (32, 8));
+    assert_eq!(winner.mean(), Some(1.0));
+    assert!(winner.failed.values().all(|w| w.contains("overloaded")));
+    assert_eq!(o.dev_test.n, 32);
+    assert_eq!(o.best_dev.n, 32);
+    assert_eq!(o.unscored.count, 8);
+    assert_eq!(o.unscored.reasons.len(), 1);
+    assert_eq!(o.unscored.reasons[0].count, 8);
+    assert!(o.unscored.reasons[0].reason.contains("overloaded"));
+    assert_eq!(o.rounds[1].unscored, 8);
+    // The test split: reviews 502 and 507 unscored for the winner, left out too.
+    assert_eq!(o.test_unscored.count, 2);
+    let t = o.winner_test.unwrap();
+    assert_eq!((t.n, t.mean), (8, 1.0));
+    assert_eq!(o.test_paired.unwrap().n, 8);
+    assert_eq!(o.seed_test.unwrap().n, 10);
+    // Every attempt, retries included, was a metric call.
+    assert_eq!(exec.calls().len() as u64, o.metric_calls);
+}
+
+#[tokio::test]
+async fn too_many_unscored_pairs_stop_the_run_and_leave_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = optimize(
+        "opro",
+        magic_and_decent(),
+        faulty_executor(),
+        &problem(40, 10),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    let run::RunError::Unscored {
+        round,
+        failed,
+        attempted,
+        allowed,
+        ref reasons,
+    } = e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!((round, failed, allowed), (1, 8, 0.05));
+    assert!(failed as f64 > 0.05 * attempted as f64);
+    assert!(reasons[0].reason.contains("overloaded"));
+    let message = e.to_string();
+    assert!(message.contains(&format!("8 of {attempted}")), "{message}");
+    assert!(
+        message.contains("overloaded") && message.contains("5%"),
+        "{message}"
+    );
+    // Round 1 was not checkpointed: the seed round's checkpoint can be resumed.
+    let cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!((cp.round, cp.stop), (0, None));
+}
+
 #[tokio::test]
 async fn protegi_turns_errors_into_a_gradient_then_edits_against_it() {
     let meta = meta_model(|prompt, _| {

@@ -33,6 +33,9 @@ pub struct Checkpoint {
     pub meta_usage: LayerUsage,
     pub execution_usage: LayerUsage,
     pub wall_secs: f64,
+    /// Pairs left unscored so far, by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unscored: BTreeMap<String, u64>,
     /// The rounds are over, and why; the verdict and the test split are still to come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<StopReason>,
@@ -223,6 +226,7 @@ mod tests {
             meta_usage: LayerUsage::default(),
             execution_usage: LayerUsage::default(),
             wall_secs: 1.5,
+            unscored: BTreeMap::new(),
             ended: None,
             stop: None,
         }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Halt, Spend, StopReason};
 use super::driver::Runner;
-use super::pool::{Entry, Rejected};
+use super::pool::{Entry, Rejected, Tally};
 use super::settings::{Problem, Settings};
 use crate::brief::Frame;
 use crate::candidate::{Candidate, Checks, Layers, Status};
@@ -61,6 +61,10 @@ pub struct Ctx<'a> {
     pub(super) started: Instant,
     pub(super) observe: Observer<'a>,
     pub(super) cancel: CancellationToken,
+    /// Attempted and unscored pairs of the round in flight.
+    pub(super) round_tally: Tally,
+    /// Unscored pairs over the whole run, by reason.
+    pub(super) unscored: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -113,6 +117,8 @@ impl<'a> Ctx<'a> {
             started: Instant::now(),
             observe: r.observe,
             cancel: r.cancel.clone(),
+            round_tally: Tally::default(),
+            unscored: BTreeMap::new(),
         }
     }
 
@@ -271,14 +277,19 @@ impl<'a> Ctx<'a> {
         self.propose(prompt, parents, op, answer).await
     }
 
-    /// Score entry `idx` on dev examples `examples` (only the missing ones are evaluated and
-    /// counted). Returns its mean over them; `Err` when the budget cannot cover them.
-    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<f64, Halt> {
+    /// Score entry `idx` on dev examples `examples`: only those not evaluated yet are run and
+    /// counted; a failed pair is retried once right away, and recorded in the entry's `failed`
+    /// if it fails again. Returns the entry's mean over the scored ones among `examples`
+    /// (`None`: none is scored). `Err` when the budget cannot cover them, or on cancellation.
+    ///
+    /// To compare entries, use [`Ctx::paired_means`] on the same examples, not these means:
+    /// two entries may have failed on different examples.
+    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<Option<f64>, Halt> {
         self.check()?;
         let missing: Vec<usize> = examples
             .iter()
             .copied()
-            .filter(|i| !self.pool[idx].scores.contains_key(i))
+            .filter(|&i| !self.pool[idx].evaluated(i))
             .collect();
         if !missing.is_empty() {
             let left = self
@@ -292,32 +303,66 @@ impl<'a> Ctx<'a> {
                 .map(|&i| self.problem.dev[i].clone())
                 .collect();
             let label = self.pool[idx].id.clone();
-            let observe = self.observe;
-            let progress = |done, total| {
-                observe(Event::Evaluating {
-                    label: &label,
-                    done,
-                    total,
-                })
-            };
-            let results = self
-                .evaluate(&self.pool[idx].prompt, &subset, &progress)
-                .await;
-            self.metric_calls += missing.len() as u64;
-            for (i, r) in missing.iter().zip(results) {
-                self.pool[idx].scores.insert(*i, r.score);
-                self.pool[idx].outputs.insert(*i, r.output);
-                if let Some(f) = r.feedback {
-                    self.pool[idx].feedback.insert(*i, f);
+            let prompt = self.pool[idx].prompt.clone();
+            let done = self.attempt(&prompt, &subset, &label).await;
+            self.round_tally.attempted += missing.len() as u64;
+            for ((&i, r), settled) in missing.iter().zip(done.results).zip(done.settled) {
+                let entry = &mut self.pool[idx];
+                match (r.score, r.error) {
+                    (Some(score), _) => {
+                        entry.scores.insert(i, score);
+                        entry.outputs.insert(i, r.output);
+                        if let Some(f) = r.feedback {
+                            entry.feedback.insert(i, f);
+                        }
+                    }
+                    (None, Some(why)) if settled => {
+                        self.round_tally.fail(&why);
+                        *self.unscored.entry(why.clone()).or_default() += 1;
+                        entry.failed.insert(i, why);
+                    }
+                    // Not retried (the budget ran out first): left to be evaluated again.
+                    (None, _) => self.round_tally.attempted -= 1,
                 }
+            }
+            if let Some(halt) = done.halt {
+                return Err(halt);
             }
         }
         let e = &self.pool[idx];
-        Ok(examples.iter().map(|i| e.scores[i]).sum::<f64>() / examples.len().max(1) as f64)
+        let scored: Vec<f64> = examples
+            .iter()
+            .filter_map(|i| e.scores.get(i))
+            .copied()
+            .collect();
+        Ok((!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64))
+    }
+
+    /// Means of entries `idxs` on the examples of `on` scored for all of them: the paired
+    /// comparison ([`super::paired_means`]); `None` for an entry scored on none of `on`.
+    pub fn paired_means(&self, idxs: &[usize], on: &[usize]) -> Vec<Option<f64>> {
+        let entries: Vec<&Entry> = idxs.iter().map(|&i| &self.pool[i]).collect();
+        super::pool::paired_means(&entries, on)
+    }
+
+    /// Entries `idxs`, best first by [`Ctx::paired_means`] on `on` (ties: the earlier entry);
+    /// those scored on none of `on` last.
+    pub fn rank_on(&self, idxs: &[usize], on: &[usize]) -> Vec<usize> {
+        let means = self.paired_means(idxs, on);
+        let mut v: Vec<(usize, Option<f64>)> = idxs.iter().copied().zip(means).collect();
+        v.sort_by(|a, b| {
+            let (x, y) = (
+                a.1.unwrap_or(f64::NEG_INFINITY),
+                b.1.unwrap_or(f64::NEG_INFINITY),
+            );
+            y.total_cmp(&x).then(a.0.cmp(&b.0))
+        });
+        v.into_iter().map(|(i, _)| i).collect()
     }
 
     /// Evaluate `prompt` on examples outside the dev split (a teacher run on training data, for
-    /// bootstrapped demonstrations); counted against the metric-call budget like any other.
+    /// bootstrapped demonstrations); counted against the metric-call budget like any other, and
+    /// retried like any other. Unscored results (`score: None`) say why in `error`.
     pub async fn evaluate_extra(
         &mut self,
         prompt: &PromptFile,
@@ -330,59 +375,231 @@ impl<'a> Ctx<'a> {
         if examples.len() as u64 > left {
             return Err(StopReason::MetricCalls.into());
         }
-        let observe = self.observe;
-        let progress = |done, total| {
-            observe(Event::Evaluating {
-                label: "teacher on train",
-                done,
-                total,
-            })
-        };
-        let results = self.evaluate(prompt, examples, &progress).await;
-        self.metric_calls += examples.len() as u64;
-        Ok(results)
+        let done = self.attempt(prompt, examples, "teacher on train").await;
+        self.round_tally.attempted += examples.len() as u64;
+        for (r, &settled) in done.results.iter().zip(&done.settled) {
+            match (&r.error, settled) {
+                (Some(why), true) if r.score.is_none() => {
+                    self.round_tally.fail(why);
+                    *self.unscored.entry(why.clone()).or_default() += 1;
+                }
+                (_, false) => self.round_tally.attempted -= 1,
+                _ => {}
+            }
+        }
+        match done.halt {
+            Some(halt) => Err(halt),
+            None => Ok(done.results),
+        }
     }
 
-    /// Evaluate `prompt` on `examples` with the execution model; a prompt that does not render
-    /// scores 0 on every example (it passed the render check on a probe, so this is rare).
+    /// Evaluate `prompt` on `examples` (the caller has checked the budget for them), then
+    /// retry the failed ones once, as far as the budget allows. Every attempt is counted as a
+    /// metric call: it was spent.
+    pub(super) async fn attempt(
+        &mut self,
+        prompt: &PromptFile,
+        examples: &[Example],
+        label: &str,
+    ) -> Attempted {
+        let mut results = match self.evaluate(prompt, examples, label).await {
+            Ok(r) => r,
+            // A prompt that does not render fails the same way every time: no retry.
+            Err(why) => {
+                self.metric_calls += examples.len() as u64;
+                return Attempted {
+                    settled: vec![true; examples.len()],
+                    results: examples
+                        .iter()
+                        .map(|e| ExampleResult::unscored(e, e.vars.clone(), why.clone()))
+                        .collect(),
+                    halt: None,
+                };
+            }
+        };
+        self.metric_calls += examples.len() as u64;
+        let mut settled = vec![true; examples.len()];
+        let failed: Vec<usize> = (0..results.len())
+            .filter(|&k| !results[k].is_scored())
+            .collect();
+        if failed.is_empty() {
+            return Attempted {
+                results,
+                settled,
+                halt: None,
+            };
+        }
+        let mut halt = self.check().err();
+        let fit = if halt.is_some() {
+            0
+        } else {
+            let left = self
+                .budget
+                .metric_calls_left(self.metric_calls, self.reserve);
+            failed.len().min(left as usize)
+        };
+        if fit < failed.len() && halt.is_none() {
+            halt = Some(StopReason::MetricCalls.into());
+        }
+        let (now, later) = failed.split_at(fit);
+        for &k in later {
+            settled[k] = false;
+        }
+        if !now.is_empty() {
+            let again: Vec<Example> = now.iter().map(|&k| examples[k].clone()).collect();
+            let retried = self
+                .evaluate(prompt, &again, &format!("{label} (retry)"))
+                .await;
+            self.metric_calls += now.len() as u64;
+            if let Ok(retried) = retried {
+                for (&k, r) in now.iter().zip(retried) {
+                    results[k] = r;
+                }
+            }
+        }
+        Attempted {
+            results,
+            settled,
+            halt,
+        }
+    }
+
+    /// Evaluate `prompt` on `examples` with the execution model, reporting progress under
+    /// `label`; `Err` (why) when the prompt does not render for some example (it passed the
+    /// render check on a probe, so this is rare).
     pub(super) async fn evaluate(
         &self,
         prompt: &PromptFile,
         examples: &[Example],
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Vec<ExampleResult> {
+        label: &str,
+    ) -> Result<Vec<ExampleResult>, String> {
+        let observe = self.observe;
+        let progress = |done, total| observe(Event::Evaluating { label, done, total });
         let p = &self.problem;
-        match evaluator::evaluate(
+        evaluator::evaluate(
             prompt,
             &self.layers.execution,
             &p.scorer,
             examples,
             &p.options,
-            progress,
+            &progress,
         )
         .await
-        {
-            Ok(r) => r.results,
-            Err(e) => examples
-                .iter()
-                .map(|ex| ExampleResult {
-                    id: ex.id.clone(),
-                    input: ex.vars.clone(),
-                    output: String::new(),
-                    expected: ex.expected.clone(),
-                    score: 0.0,
-                    passed: false,
-                    scores: BTreeMap::new(),
-                    feedback: Some(e.to_string()),
-                    label_probs: None,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    cost_usd: Some(0.0),
-                    latency_ms: 0,
-                    cached: false,
-                    error: Some(e.to_string()),
-                })
-                .collect(),
-        }
+        .map(|r| r.results)
+        .map_err(|e| format!("the prompt does not render: {e}"))
+    }
+}
+
+/// What [`Ctx::attempt`] made of some examples.
+#[derive(Debug)]
+pub(super) struct Attempted {
+    /// Per example: its result, from the retry if it was retried (`score: None` and `error`
+    /// set when it failed).
+    pub results: Vec<ExampleResult>,
+    /// Per example: whether the result is final (scored, or failed after its retry); `false`
+    /// for a failure whose retry the budget did not allow.
+    pub settled: Vec<bool>,
+    /// Why retries were cut short.
+    pub halt: Option<Halt>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use metaprompt_llm::testing::ScriptedProvider;
+    use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
+
+    use super::super::testkit::{self, Kit};
+
+    /// Right with "magic"; the first call for every third review fails, later ones answer.
+    fn flaky() -> ScriptedProvider {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let seen = Mutex::new(BTreeSet::new());
+        ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(move |r| {
+                let i = testkit::review(r);
+                if i.is_multiple_of(3) && seen.lock().unwrap().insert(i) {
+                    return Err(LlmError::Config("a hiccup".into()));
+                }
+                Ok(if i % 2 == 1 { "negative" } else { "positive" }.into())
+            })
+    }
+
+    #[tokio::test]
+    async fn a_failed_pair_is_retried_once_right_away_and_both_attempts_are_counted() {
+        let kit = Kit::with(testkit::meta_model(), flaky(), testkit::problem(9, 0));
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "magic");
+        let all = ctx.rung(9);
+        assert_eq!(ctx.score(p, &all).await.unwrap(), Some(1.0));
+        let e = &ctx.pool[p];
+        assert_eq!(
+            (e.scores.len(), e.failed.len()),
+            (9, 0),
+            "the retries answered"
+        );
+        // Reviews 0, 3 and 6 were tried twice.
+        assert_eq!(ctx.metric_calls(), 9 + 3);
+        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (9, 0));
+    }
+
+    #[tokio::test]
+    async fn a_pair_that_fails_twice_is_recorded_as_failed_and_not_tried_again() {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                if testkit::review(r) == 4 {
+                    return Err(LlmError::Config("always down".into()));
+                }
+                Ok("positive".into())
+            });
+        let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(6, 0));
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "plainly");
+        let all = ctx.rung(6);
+        ctx.score(p, &all).await.unwrap();
+        let e = &ctx.pool[p];
+        assert_eq!(e.scores.len(), 5);
+        assert!(e.failed[&4].contains("always down"), "{:?}", e.failed);
+        assert!(!e.scores.contains_key(&4), "not a zero");
+        assert!(e.complete(6));
+        assert_eq!(ctx.metric_calls(), 6 + 1);
+        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (6, 1));
+        assert_eq!(ctx.unscored.values().sum::<u64>(), 1);
+        // Evaluated for good: scoring again spends nothing.
+        ctx.score(p, &all).await.unwrap();
+        assert_eq!(ctx.metric_calls(), 7);
+        assert_eq!(ctx.pending(&[p]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_the_metric_budget_cannot_cover_is_left_for_later() {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|_| Err(LlmError::Config("down".into())));
+        let mut kit = Kit::with(testkit::meta_model(), exec, testkit::problem(4, 0));
+        kit.budget.max_metric_calls = 6;
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "plainly");
+        let all = ctx.rung(4);
+        let e = ctx.score(p, &all).await.unwrap_err();
+        assert_eq!(e, super::Halt::Stop(super::StopReason::MetricCalls));
+        assert_eq!(ctx.metric_calls(), 6, "never past the cap");
+        let entry = &ctx.pool[p];
+        assert_eq!((entry.scores.len(), entry.failed.len()), (0, 2));
+        assert_eq!(
+            ctx.round_tally.attempted, 2,
+            "the two not retried are not settled"
+        );
     }
 }

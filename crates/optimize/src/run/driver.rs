@@ -11,7 +11,7 @@ use super::RunError;
 use super::budget::{Budget, Halt, StopReason};
 use super::checkpoint::{Checkpoint, RunStore};
 use super::ctx::{Ctx, Optimizer, mix};
-use super::pool::{Entry, RoundStats};
+use super::pool::{Entry, RoundStats, Tally, Unscored};
 use super::settings::{Problem, Settings};
 use super::verdict::{Outcome, finish};
 use crate::candidate::Layers;
@@ -93,6 +93,7 @@ pub async fn run(
         ctx.base_meta = cp.meta_usage;
         ctx.base_execution = cp.execution_usage;
         ctx.wall_before = cp.wall_secs;
+        ctx.unscored = cp.unscored;
         rounds = cp.rounds;
         // The round limit is decided again from the settings (a resume may allow more).
         ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
@@ -116,11 +117,13 @@ pub async fn run(
     if rounds.is_empty() {
         // The seed round: the seed on all of dev.
         let all = ctx.rung(n_dev);
+        ctx.round_tally = Tally::default();
         match ctx.score(0, &all).await {
             Ok(_) => {}
             Err(Halt::Stop(s)) => return Err(RunError::Seed(s)),
             Err(Halt::Cancelled) => return Err(RunError::Cancelled { round: 0 }),
         }
+        unscored_check(&ctx)?;
         rounds.push(stats(&ctx, 0, 0, 0, None));
         save(&ctx, &rounds, None, None)?;
     }
@@ -136,6 +139,7 @@ pub async fn run(
         }
         ctx.round += 1;
         ctx.rng = StdRng::seed_from_u64(mix(settings.seed, ctx.round as u64));
+        ctx.round_tally = Tally::default();
         let before_pool = ctx.pool.len();
         let before_rejected = ctx.rejected.len();
         let best_before_round = ctx.pool[ctx.best()].mean().unwrap_or(0.0);
@@ -158,6 +162,9 @@ pub async fn run(
             }
             Ok(()) => true,
         };
+        // Too much unscored: stop rather than decide on what is left; the previous round's
+        // checkpoint stays, to resume once the cause is fixed.
+        unscored_check(&ctx)?;
         let new: Vec<f64> = ctx.pool[before_pool..]
             .iter()
             .filter_map(Entry::mean)
@@ -186,6 +193,22 @@ pub async fn run(
     let outcome = finish(&mut ctx, algorithm, rounds, stop).await?;
     save(&ctx, &outcome.rounds, Some(stop), Some(stop))?;
     Ok(outcome)
+}
+
+/// `Err(RunError::Unscored)` when more of the round's pairs went unscored than the settings
+/// allow.
+fn unscored_check(ctx: &Ctx<'_>) -> Result<(), RunError> {
+    let t = &ctx.round_tally;
+    if !t.too_many(ctx.settings.max_unscored) {
+        return Ok(());
+    }
+    Err(RunError::Unscored {
+        round: ctx.round,
+        failed: t.failed,
+        attempted: t.attempted,
+        allowed: ctx.settings.max_unscored,
+        reasons: Unscored::from_counts(&t.reasons).reasons,
+    })
 }
 
 /// The smallest improvement of the best dev mean that counts: one example's worth, at least
@@ -225,6 +248,7 @@ fn stats(
         meta_cost_usd: meta.cost_usd,
         execution_cost_usd: exec.cost_usd,
         wall_secs: ctx.wall(),
+        unscored: ctx.round_tally.failed,
     }
 }
 
@@ -252,6 +276,7 @@ fn checkpoint(
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
+        unscored: ctx.unscored.clone(),
         ended,
         stop,
     }
@@ -322,6 +347,7 @@ mod tests {
             meta_cost_usd: None,
             execution_cost_usd: None,
             wall_secs: 0.0,
+            unscored: 0,
         }
     }
 

@@ -18,6 +18,13 @@
 //! continues from the last checkpoint: the round in flight is redone with the same seeds, and
 //! the response cache answers the calls it had already made.
 //!
+//! **A failure is not a zero.** A (candidate, example) pair whose model call or metric failed
+//! is retried once right away; if it fails again it is recorded in the entry's `failed` and
+//! left out. Means, racing, the best entry and the verdict compare candidates on the examples
+//! scored for both. A round (or the seed scoring) with more unscored pairs than
+//! [`Settings::max_unscored`] stops the run with [`RunError::Unscored`]; the [`Outcome`] says
+//! how many were unscored, and why.
+//!
 //! **Cancellable.** The runner's [`CancellationToken`] is looked at in the check before every
 //! meta call and every scoring, and between rounds. A cancelled run returns
 //! [`RunError::Cancelled`] and leaves its last checkpoint unfinished, so a resume redoes the
@@ -42,7 +49,7 @@ pub use budget::{Budget, Halt, Spend, StopReason};
 pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
 pub use ctx::{Ctx, Optimizer};
 pub use driver::{Runner, run};
-pub use pool::{Entry, Rejected, RoundStats};
+pub use pool::{Entry, Reason, Rejected, RoundStats, Unscored, beats, paired_means};
 pub use settings::{Problem, Schedule, Settings};
 /// Cancels a run at its next safe point (re-exported so callers need not depend on
 /// `tokio-util` themselves).
@@ -99,6 +106,33 @@ pub enum RunError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// More of a round's (candidate, example) pairs went unscored than `Settings::max_unscored`
+    /// allows. The checkpoint before that round is left as it was, to resume once the cause
+    /// is fixed.
+    #[error(
+        "round {round}: {failed} of {attempted} (candidate, example) pairs could not be scored, \
+         even after a retry: more than the {:.0}% allowed; most common: {}",
+        allowed * 100.0,
+        top_reasons(reasons)
+    )]
+    Unscored {
+        round: usize,
+        failed: u64,
+        attempted: u64,
+        allowed: f64,
+        /// Most common first.
+        reasons: Vec<Reason>,
+    },
     #[error(transparent)]
     Meta(#[from] MetaError),
+}
+
+/// The three most common reasons, with counts.
+fn top_reasons(reasons: &[Reason]) -> String {
+    reasons
+        .iter()
+        .take(3)
+        .map(|r| format!("{} ({}×)", r.reason, r.count))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
