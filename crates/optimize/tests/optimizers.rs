@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use metaprompt_eval::metric::MetricConfig;
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Scorer};
 use metaprompt_llm::testing::ScriptedProvider;
-use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Request};
+use metaprompt_llm::{
+    LlmError, ModelInfo, Pricing, Prompt, PromptFormat, Provider, ProviderKind, Request, Response,
+};
 use metaprompt_optimize::algo;
 use metaprompt_optimize::run::{
     self, Budget, CancellationToken, Checkpoint, FsRunStore, Outcome, Problem, RunStore, Runner,
@@ -82,12 +86,39 @@ fn text(r: &Request) -> String {
 
 /// The execution model: right only with "magic" in the prompt.
 fn executor() -> Arc<ScriptedProvider> {
+    executor_as(exec_info(), Duration::ZERO)
+}
+
+fn exec_info() -> ModelInfo {
     let mut info = ModelInfo::new(ProviderKind::Local, "exec");
     info.format = PromptFormat::Text;
+    info
+}
+
+fn meta_info() -> ModelInfo {
+    let mut info = ModelInfo::new(ProviderKind::Openai, "meta");
+    info.format = PromptFormat::Chat;
+    info
+}
+
+/// `info` at $1000 per million tokens in and out (the scripted models count a word as a
+/// token): a tenth of a cent per word.
+fn priced(mut info: ModelInfo) -> ModelInfo {
+    info.pricing = Some(Pricing {
+        input_per_mtok: 1000.0,
+        output_per_mtok: 1000.0,
+        cached_input_per_mtok: None,
+    });
+    info
+}
+
+/// The execution model of `executor`, described by `info`, taking `pause` per call.
+fn executor_as(info: ModelInfo, pause: Duration) -> Arc<ScriptedProvider> {
     Arc::new(
         ScriptedProvider::new("exec")
             .with_info(info)
-            .respond_with(|r| {
+            .respond_with(move |r| {
+                std::thread::sleep(pause);
                 let t = text(r);
                 let last = t
                     .lines()
@@ -107,8 +138,13 @@ fn executor() -> Arc<ScriptedProvider> {
 fn meta_model(
     answer: impl Fn(&str, usize) -> String + Send + Sync + 'static,
 ) -> Arc<ScriptedProvider> {
-    let mut info = ModelInfo::new(ProviderKind::Openai, "meta");
-    info.format = PromptFormat::Chat;
+    meta_model_as(meta_info(), answer)
+}
+
+fn meta_model_as(
+    info: ModelInfo,
+    answer: impl Fn(&str, usize) -> String + Send + Sync + 'static,
+) -> Arc<ScriptedProvider> {
     let n = Mutex::new(0);
     Arc::new(
         ScriptedProvider::new("meta")
@@ -124,8 +160,8 @@ fn meta_model(
 #[allow(clippy::too_many_arguments)]
 async fn optimize(
     name: &str,
-    meta: Arc<ScriptedProvider>,
-    exec: Arc<ScriptedProvider>,
+    meta: Arc<dyn Provider>,
+    exec: Arc<dyn Provider>,
     problem: &Problem,
     settings: &Settings,
     budget: &Budget,
@@ -150,8 +186,8 @@ async fn optimize(
 #[allow(clippy::too_many_arguments)]
 async fn optimize_until(
     name: &str,
-    meta: Arc<ScriptedProvider>,
-    exec: Arc<ScriptedProvider>,
+    meta: Arc<dyn Provider>,
+    exec: Arc<dyn Provider>,
     problem: &Problem,
     settings: &Settings,
     budget: &Budget,
@@ -159,7 +195,7 @@ async fn optimize_until(
     resume: Option<Checkpoint>,
     cancel: CancellationToken,
 ) -> Result<Outcome, run::RunError> {
-    let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
+    let layers = Layers::new(meta, exec);
     let mut optimizer = algo::by_name(name).unwrap();
     let runner = Runner {
         meta_prompts: &MetaPrompts::builtin(),
@@ -636,9 +672,7 @@ fn faulty_executor() -> Arc<ScriptedProvider> {
                 };
                 Ok(if t.contains("magic") {
                     if i % 5 == 2 {
-                        return Err(metaprompt_llm::LlmError::Config(
-                            "the endpoint is overloaded".into(),
-                        ));
+                        return Err(LlmError::Config("the endpoint is overloaded".into()));
                     }
                     label.into()
                 } else if t.contains("decent") {
@@ -910,4 +944,222 @@ async fn evolve_breeds_a_population_by_tournaments_and_mutation() {
         winner.prompt.instruction
     );
     assert!(!o.kept_seed);
+}
+
+fn variants() -> Arc<ScriptedProvider> {
+    meta_model_as(priced(meta_info()), |_, k| {
+        format!("<prompt>Label review variant {k}.</prompt>")
+    })
+}
+
+fn patient() -> Settings {
+    Settings {
+        patience: 10,
+        ..settings()
+    }
+}
+
+#[tokio::test]
+async fn a_meta_cost_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget {
+        max_meta_cost_usd: Some(2.0),
+        ..Budget::default()
+    };
+    let meta = variants();
+    let o = optimize(
+        "opro",
+        meta.clone(),
+        executor(),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::MetaCost);
+    let spent = o.meta_usage.cost_usd.unwrap();
+    assert!(spent <= 2.0, "${spent}");
+    assert!(
+        o.meta_calls >= 4,
+        "at least a round was run: {}",
+        o.meta_calls
+    );
+    assert_eq!(meta.calls().len() as u64, o.meta_calls);
+}
+
+#[tokio::test]
+async fn a_total_cost_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 2.5;
+    let budget = Budget {
+        max_cost_usd: Some(cap),
+        ..Budget::default()
+    };
+    let o = optimize(
+        "opro",
+        variants(),
+        executor_as(priced(exec_info()), Duration::ZERO),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::Cost);
+    let spent = o.meta_usage.cost_usd.unwrap() + o.execution_usage.cost_usd.unwrap();
+    assert!(spent <= cap, "${spent}");
+    assert!(
+        o.seed_test.is_some(),
+        "the test split was paid for from the reserve"
+    );
+    assert!(o.rounds.len() >= 2, "{}", o.rounds.len());
+}
+
+#[tokio::test]
+async fn a_wall_time_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget {
+        max_wall_secs: Some(1),
+        ..Budget::default()
+    };
+    let o = optimize(
+        "opro",
+        meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>")),
+        executor_as(exec_info(), Duration::from_millis(20)),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::Wall);
+    assert!(o.wall_secs <= 1.0, "{} s", o.wall_secs);
+    assert!(o.seed_test.is_some());
+}
+
+#[tokio::test]
+async fn a_dollar_cap_on_a_model_without_a_price_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = meta_model(|_, _| panic!("nothing is spent"));
+    let exec = executor();
+    let budget = Budget {
+        max_meta_cost_usd: Some(1.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        meta.clone(),
+        exec.clone(),
+        &problem(20, 4),
+        &settings(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Meta } if model == "openai:meta"),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    for part in [
+        "`openai:meta`",
+        "max_meta_cost_usd",
+        "metaprompt.toml",
+        "[models.\"openai:meta\"]",
+        "pricing = { input_per_mtok",
+        "output_per_mtok",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(!message.contains("--"), "no command-line flag: {message}");
+    assert_eq!(exec.calls().len(), 0);
+    // The total cap covers the execution model too.
+    let budget = Budget {
+        max_cost_usd: Some(1.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        variants(),
+        executor(),
+        &problem(20, 4),
+        &settings(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Total } if model == "local:exec"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_cost_usd"), "{e}");
+}
+
+/// A priced provider whose answers stop carrying a cost after `after` calls.
+#[derive(Debug)]
+struct LosesItsPrice {
+    inner: Arc<ScriptedProvider>,
+    after: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Provider for LosesItsPrice {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let mut r = self.inner.complete(request).await?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.after {
+            r.cost_usd = None;
+        }
+        Ok(r)
+    }
+}
+
+#[tokio::test]
+async fn a_cost_that_turns_unknown_under_a_dollar_cap_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(LosesItsPrice {
+        inner: executor_as(priced(exec_info()), Duration::ZERO),
+        after: 30,
+        calls: AtomicUsize::new(0),
+    });
+    let budget = Budget {
+        max_cost_usd: Some(100.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        variants(),
+        exec.clone(),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Total } if model == "local:exec"),
+        "{e:?}"
+    );
+    // It stopped at the next check: the seed's 20 calls, then one more scoring at most.
+    let calls = exec.calls.load(Ordering::SeqCst);
+    assert!(calls <= 30 + 8 * 2, "{calls}");
+    let cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!(cp.stop, None, "resumable once the model has a price");
 }

@@ -11,7 +11,7 @@ use metaprompt_llm::LayerUsage;
 use serde::{Deserialize, Serialize};
 
 use super::RunError;
-use super::budget::{Budget, StopReason};
+use super::budget::{Budget, Rates, StopReason};
 use super::pool::{Entry, Rejected, RoundStats};
 use super::settings::Settings;
 
@@ -36,6 +36,9 @@ pub struct Checkpoint {
     /// Pairs left unscored so far, by reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unscored: BTreeMap<String, u64>,
+    /// What calls have cost so far (the caps' look-ahead).
+    #[serde(default)]
+    pub rates: Rates,
     /// The rounds are over, and why; the verdict and the test split are still to come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<StopReason>,
@@ -227,6 +230,7 @@ mod tests {
             execution_usage: LayerUsage::default(),
             wall_secs: 1.5,
             unscored: BTreeMap::new(),
+            rates: Rates::default(),
             ended: None,
             stop: None,
         }

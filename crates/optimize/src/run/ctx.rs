@@ -7,14 +7,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use metaprompt_eval::evaluator::{self, ExampleResult};
 use metaprompt_eval::{Example, PromptFile};
-use metaprompt_llm::LayerUsage;
+use metaprompt_llm::{LayerUsage, Prompt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Budget, Halt, Spend, StopReason};
+use super::budget::{Ahead, Budget, Halt, Over, Rates, Spend, StopReason};
 use super::driver::Runner;
 use super::pool::{Entry, Rejected, Tally};
 use super::settings::{Problem, Settings};
@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
     pub(super) round_tally: Tally,
     /// Unscored pairs over the whole run, by reason.
     pub(super) unscored: BTreeMap<String, u64>,
+    /// What calls have cost so far, for the caps' look-ahead.
+    pub(super) rates: Rates,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -119,6 +121,7 @@ impl<'a> Ctx<'a> {
             cancel: r.cancel.clone(),
             round_tally: Tally::default(),
             unscored: BTreeMap::new(),
+            rates: Rates::default(),
         }
     }
 
@@ -145,37 +148,88 @@ impl<'a> Ctx<'a> {
         self.wall_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// The safe point before anything is spent: cancellation, then the caps other than calls.
-    pub fn check(&self) -> Result<(), Halt> {
+    /// The safe point before a step spends: cancellation, then the caps other than call
+    /// counts, looking ahead at what the step (and the test split's reserve) will cost.
+    pub(super) fn check(&self, ahead: Ahead) -> Result<(), Halt> {
         if self.cancel.is_cancelled() {
             return Err(Halt::Cancelled);
         }
         let (meta, exec) = self.costs();
-        self.budget.check_spend(&Spend {
+        let spend = Spend {
             meta_usd: meta.cost_usd,
             execution_usd: exec.cost_usd,
             wall_secs: self.wall(),
-        })?;
-        Ok(())
+        };
+        let ahead = Ahead {
+            reserve: self.reserve,
+            ..ahead
+        };
+        match self.budget.check_spend(&spend, &self.rates, &ahead) {
+            Ok(()) => Ok(()),
+            Err(Over::Cap(s)) => Err(Halt::Stop(s)),
+            Err(Over::Unpriced(cap, meta_layer)) => {
+                let model = if meta_layer {
+                    &self.layers.meta
+                } else {
+                    &self.layers.execution
+                };
+                Err(Halt::Unpriced {
+                    model: model.info().name.clone(),
+                    cap,
+                })
+            }
+        }
+    }
+
+    /// Size of `prompt` rendered for the execution model on the first dev example: what the
+    /// cost look-ahead scales by.
+    pub(super) fn prompt_chars(&self, prompt: &PromptFile) -> usize {
+        let Some(e) = self.problem.dev.first() else {
+            return 0;
+        };
+        let output = &self.problem.options.output;
+        let mut vars = e.vars.clone();
+        vars.remove(output);
+        let format = self.layers.execution.info().format;
+        prompt
+            .render(&vars, format, Some(output))
+            .map_or(0, |p| chars(&p))
     }
 
     /// Run meta-prompt `name` `n` times at this round's temperature (fewer when the meta-call
     /// budget allows fewer). Failed samples are dropped (and logged).
     pub async fn meta(&mut self, name: &str, vars: &Value, n: u32) -> Result<Vec<String>, Halt> {
-        self.check()?;
         let left = self.budget.meta_calls_left(self.meta_calls);
         let n = u64::from(n).min(left) as u32;
+        let meta_chars = self
+            .meta_prompts
+            .render(name, self.layers.meta.info().format, vars)
+            .map_or(0, |m| chars(&m.request.prompt));
+        self.check(Ahead {
+            meta_calls: u64::from(n),
+            meta_chars,
+            ..Ahead::default()
+        })?;
         if n == 0 {
             return Err(StopReason::MetaCalls.into());
         }
         let seed = mix(mix(self.settings.seed, self.round as u64), self.meta_calls);
         self.meta_calls += u64::from(n);
         let temperature = self.temperature();
-        let answers = match self
+        let before = self.meta_cost();
+        let started = Instant::now();
+        let sampled = self
             .meta_prompts
             .sample(&self.layers.meta, name, vars, temperature, seed, n)
-            .await
-        {
+            .await;
+        let usd = self.meta_cost().zip(before).map(|(a, b)| a - b);
+        self.rates.meta(
+            u64::from(n),
+            meta_chars,
+            usd,
+            started.elapsed().as_secs_f64(),
+        );
+        let answers = match sampled {
             Ok(a) => a,
             Err(e) => {
                 (self.observe)(Event::Step(&format!("meta-prompt `{name}` failed: {e}")));
@@ -285,12 +339,16 @@ impl<'a> Ctx<'a> {
     /// To compare entries, use [`Ctx::paired_means`] on the same examples, not these means:
     /// two entries may have failed on different examples.
     pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<Option<f64>, Halt> {
-        self.check()?;
         let missing: Vec<usize> = examples
             .iter()
             .copied()
             .filter(|&i| !self.pool[idx].evaluated(i))
             .collect();
+        self.check(Ahead {
+            metric_calls: missing.len() as u64,
+            metric_chars: self.prompt_chars(&self.pool[idx].prompt),
+            ..Ahead::default()
+        })?;
         if !missing.is_empty() {
             let left = self
                 .budget
@@ -368,7 +426,11 @@ impl<'a> Ctx<'a> {
         prompt: &PromptFile,
         examples: &[Example],
     ) -> Result<Vec<ExampleResult>, Halt> {
-        self.check()?;
+        self.check(Ahead {
+            metric_calls: examples.len() as u64,
+            metric_chars: self.prompt_chars(prompt),
+            ..Ahead::default()
+        })?;
         let left = self
             .budget
             .metric_calls_left(self.metric_calls, self.reserve);
@@ -402,7 +464,8 @@ impl<'a> Ctx<'a> {
         examples: &[Example],
         label: &str,
     ) -> Attempted {
-        let mut results = match self.evaluate(prompt, examples, label).await {
+        let prompt_chars = self.prompt_chars(prompt);
+        let mut results = match self.timed(prompt, prompt_chars, examples, label).await {
             Ok(r) => r,
             // A prompt that does not render fails the same way every time: no retry.
             Err(why) => {
@@ -429,7 +492,13 @@ impl<'a> Ctx<'a> {
                 halt: None,
             };
         }
-        let mut halt = self.check().err();
+        let mut halt = self
+            .check(Ahead {
+                metric_calls: failed.len() as u64,
+                metric_chars: prompt_chars,
+                ..Ahead::default()
+            })
+            .err();
         let fit = if halt.is_some() {
             0
         } else {
@@ -448,7 +517,7 @@ impl<'a> Ctx<'a> {
         if !now.is_empty() {
             let again: Vec<Example> = now.iter().map(|&k| examples[k].clone()).collect();
             let retried = self
-                .evaluate(prompt, &again, &format!("{label} (retry)"))
+                .timed(prompt, prompt_chars, &again, &format!("{label} (retry)"))
                 .await;
             self.metric_calls += now.len() as u64;
             if let Ok(retried) = retried {
@@ -462,6 +531,36 @@ impl<'a> Ctx<'a> {
             settled,
             halt,
         }
+    }
+
+    /// [`Ctx::evaluate`], its cost and time recorded in the rates of the look-ahead.
+    async fn timed(
+        &mut self,
+        prompt: &PromptFile,
+        prompt_chars: usize,
+        examples: &[Example],
+        label: &str,
+    ) -> Result<Vec<ExampleResult>, String> {
+        let started = Instant::now();
+        let results = self.evaluate(prompt, examples, label).await;
+        if let Ok(r) = &results {
+            let usd = r.iter().map(|r| r.cost_usd).sum::<Option<f64>>();
+            self.rates.execution(
+                r.len() as u64,
+                prompt_chars,
+                usd,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        results
+    }
+
+    /// What the meta layer has cost in this process.
+    fn meta_cost(&self) -> Option<f64> {
+        self.layers
+            .costs(None, self.layers.execution.as_ref())
+            .meta
+            .cost_usd
     }
 
     /// Evaluate `prompt` on `examples` with the execution model, reporting progress under
@@ -487,6 +586,14 @@ impl<'a> Ctx<'a> {
         .await
         .map(|r| r.results)
         .map_err(|e| format!("the prompt does not render: {e}"))
+    }
+}
+
+/// Size of a prompt (bytes of its text or its messages).
+fn chars(p: &Prompt) -> usize {
+    match p {
+        Prompt::Text(t) => t.len(),
+        Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
     }
 }
 

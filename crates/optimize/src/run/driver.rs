@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::budget::{Budget, Halt, StopReason};
+use super::budget::{Budget, CostCap, Halt, StopReason};
 use super::checkpoint::{Checkpoint, RunStore};
 use super::ctx::{Ctx, Optimizer, mix};
 use super::pool::{Entry, RoundStats, Tally, Unscored};
@@ -76,6 +76,7 @@ pub async fn run(
             reserve,
         });
     }
+    priced(&runner)?;
     let mut ctx = Ctx::new(&runner);
     let algorithm = optimizer.name();
     let save = |ctx: &Ctx<'_>, rounds: &[RoundStats], ended, stop| {
@@ -94,6 +95,7 @@ pub async fn run(
         ctx.base_execution = cp.execution_usage;
         ctx.wall_before = cp.wall_secs;
         ctx.unscored = cp.unscored;
+        ctx.rates = cp.rates;
         rounds = cp.rounds;
         // The round limit is decided again from the settings (a resume may allow more).
         ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
@@ -122,6 +124,7 @@ pub async fn run(
             Ok(_) => {}
             Err(Halt::Stop(s)) => return Err(RunError::Seed(s)),
             Err(Halt::Cancelled) => return Err(RunError::Cancelled { round: 0 }),
+            Err(Halt::Unpriced { model, cap }) => return Err(RunError::Unpriced { model, cap }),
         }
         unscored_check(&ctx)?;
         rounds.push(stats(&ctx, 0, 0, 0, None));
@@ -156,6 +159,7 @@ pub async fn run(
                     round: ctx.round - 1,
                 });
             }
+            Err(Halt::Unpriced { model, cap }) => return Err(RunError::Unpriced { model, cap }),
             Err(Halt::Stop(s)) => {
                 ended = Some(s);
                 false
@@ -193,6 +197,30 @@ pub async fn run(
     let outcome = finish(&mut ctx, algorithm, rounds, stop).await?;
     save(&ctx, &outcome.rounds, Some(stop), Some(stop))?;
     Ok(outcome)
+}
+
+/// A dollar cap needs a price for every model of the layers it covers: refuse to start
+/// rather than run unbounded.
+fn priced(r: &Runner<'_>) -> Result<(), RunError> {
+    let meta = [Some(r.layers.meta.info()), r.guard.judge_info()];
+    let execution = [Some(r.layers.execution.info())];
+    let caps = [
+        (r.budget.max_meta_cost_usd, CostCap::Meta, &meta[..]),
+        (r.budget.max_cost_usd, CostCap::Total, &meta[..]),
+        (r.budget.max_cost_usd, CostCap::Total, &execution[..]),
+    ];
+    for (set, cap, models) in caps {
+        if set.is_none() {
+            continue;
+        }
+        if let Some(m) = models.iter().flatten().find(|m| m.pricing.is_none()) {
+            return Err(RunError::Unpriced {
+                model: m.name.clone(),
+                cap,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `Err(RunError::Unscored)` when more of the round's pairs went unscored than the settings
@@ -277,6 +305,7 @@ fn checkpoint(
         execution_usage: exec,
         wall_secs: ctx.wall(),
         unscored: ctx.unscored.clone(),
+        rates: ctx.rates,
         ended,
         stop,
     }

@@ -45,7 +45,7 @@ mod settings;
 mod testkit;
 mod verdict;
 
-pub use budget::{Budget, Halt, Spend, StopReason};
+pub use budget::{Budget, CostCap, Halt, Rates, StopReason};
 pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
 pub use ctx::{Ctx, Optimizer};
 pub use driver::{Runner, run};
@@ -123,6 +123,18 @@ pub enum RunError {
         /// Most common first.
         reasons: Vec<Reason>,
     },
+    /// A dollar cap is set, but a model of the layers it covers has no price (at the start),
+    /// or a call's cost came back unknown (during the run): the cap could not be kept, so the
+    /// run does not start, or stops (its last checkpoint resumable once the model is priced).
+    #[error(
+        "{} (`{}`) cannot be enforced: model `{model}` has no price. Give it one in \
+         metaprompt.toml, in US dollars per million tokens:\n\n    [models.\"{model}\"]\n    \
+         pricing = {{ input_per_mtok = …, output_per_mtok = … }}\n\n(`cached_input_per_mtok` \
+         is optional), or drop the cap",
+        cap.describe(),
+        cap.field()
+    )]
+    Unpriced { model: String, cap: CostCap },
     #[error(transparent)]
     Meta(#[from] MetaError),
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::RunError;
-use super::budget::{Halt, StopReason};
+use super::budget::{Ahead, Halt, StopReason};
 use super::ctx::Ctx;
 use super::pool::{Entry, Rejected, RoundStats, Unscored};
 use crate::candidate::BOOTSTRAP_SEED;
@@ -87,11 +87,10 @@ pub(super) async fn finish(
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
     let mut test_failed = BTreeMap::new();
     if !ctx.problem.test.is_empty() {
-        // Only cancellation stops the test split (its calls were reserved); the checkpoint of
-        // the last round says the rounds ended, so a resume comes straight back here.
-        if ctx.cancel.is_cancelled() {
-            return Err(RunError::Cancelled { round: ctx.round });
-        }
+        // Only cancellation or an unknown cost under a dollar cap stops the test split (its
+        // calls were reserved); the checkpoint of the last round says the rounds ended, so a
+        // resume comes straight back here.
+        stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
         let s = test_scores(ctx, 0, &mut test_failed).await?;
         seed_test = Some(stats::bootstrap(&flat(&s), BOOTSTRAP_SEED));
         if winner != 0 {
@@ -134,6 +133,16 @@ pub(super) async fn finish(
     })
 }
 
+/// The halts that stop the test split: cancellation, and an unknown cost under a dollar cap
+/// (the caps themselves do not: the test split's calls were reserved).
+fn stops_the_test(check: Result<(), Halt>, round: usize) -> Result<(), RunError> {
+    match check {
+        Err(Halt::Cancelled) => Err(RunError::Cancelled { round }),
+        Err(Halt::Unpriced { model, cap }) => Err(RunError::Unpriced { model, cap }),
+        Ok(()) | Err(Halt::Stop(_)) => Ok(()),
+    }
+}
+
 fn flat(xs: &[Option<f64>]) -> Vec<f64> {
     xs.iter().flatten().copied().collect()
 }
@@ -149,9 +158,7 @@ async fn test_scores(
     let prompt = ctx.pool[idx].prompt.clone();
     let test = ctx.problem.test.clone();
     let done = ctx.attempt(&prompt, &test, &label).await;
-    if done.halt == Some(Halt::Cancelled) {
-        return Err(RunError::Cancelled { round: ctx.round });
-    }
+    stops_the_test(done.halt.map_or(Ok(()), Err), ctx.round)?;
     Ok(done
         .results
         .into_iter()
