@@ -315,7 +315,21 @@ async fn a_metric_call_cap_is_never_exceeded_and_the_stop_is_reported() {
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("cannot even score the seed"), "{e}");
+    assert!(
+        matches!(
+            e,
+            run::RunError::BudgetTooSmall {
+                max_metric_calls: 20,
+                dev: 20,
+                reserve: 10
+            }
+        ),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(message.contains("cannot even score the seed"), "{message}");
+    assert!(message.contains("raise the metric-call cap, or use fewer dev/test examples"));
+    assert!(!message.contains("--"), "no command-line flag: {message}");
 }
 
 #[tokio::test]

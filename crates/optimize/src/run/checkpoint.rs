@@ -101,7 +101,7 @@ impl FsRunStore {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), RunError> {
         let path = self.dir.join(name);
         let fail = |source| RunError::Write {
-            location: path.display().to_string(),
+            path: path.clone(),
             source,
         };
         let plain = Path::new(name)
@@ -135,11 +135,10 @@ impl RunStore for FsRunStore {
 
     fn load(&self) -> Result<Option<Checkpoint>, RunError> {
         let path = self.checkpoint_path();
-        let location = path.display().to_string();
         match std::fs::read(&path) {
-            Ok(bytes) => Checkpoint::from_json(&bytes, &location).map(Some),
+            Ok(bytes) => Checkpoint::from_json(&bytes, &path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RunError::ReadCheckpoint { location, source }),
+            Err(source) => Err(RunError::ReadCheckpoint { path, source }),
         }
     }
 
@@ -269,6 +268,20 @@ mod tests {
         );
         let e = store.write("../escape", b"x").unwrap_err();
         assert!(matches!(e, RunError::Write { .. }), "{e}");
+        // A directory where the checkpoint should be: a read error naming the file.
+        let odd = FsRunStore::new(dir.path().join("odd"));
+        std::fs::create_dir_all(odd.checkpoint_path()).unwrap();
+        let e = odd.load().unwrap_err();
+        let RunError::ReadCheckpoint { path, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(path, &odd.checkpoint_path());
+        assert!(e.to_string().contains("checkpoint.json"), "{e}");
+        let e = odd.save(&checkpoint()).unwrap_err();
+        assert!(
+            matches!(&e, RunError::Write { path, .. } if path.ends_with("checkpoint.json")),
+            "{e}"
+        );
     }
 
     #[test]

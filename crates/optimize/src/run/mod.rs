@@ -79,12 +79,13 @@ pub enum RunError {
     /// unfinished, so a resume redoes the round that was in flight, with the same seeds.
     #[error("the run was cancelled; it can be resumed from its checkpoint after round {round}")]
     Cancelled { round: usize },
-    #[error("{location}: cannot read the checkpoint")]
+    #[error("{}: cannot read the checkpoint", path.display())]
     ReadCheckpoint {
-        location: String,
+        path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// `location`: the file, or where another store keeps it.
     #[error("{location}: not a checkpoint")]
     BadCheckpoint {
         location: String,
@@ -93,9 +94,9 @@ pub enum RunError {
     },
     #[error("cannot encode the checkpoint")]
     Encode(#[source] serde_json::Error),
-    #[error("{location}: cannot write")]
+    #[error("{}: cannot write", path.display())]
     Write {
-        location: String,
+        path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
