@@ -315,14 +315,14 @@ fn checkpoint(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::testkit::Kit;
+    use super::super::testkit::{Kit, OneAtATime};
     use super::*;
 
     #[test]
     fn the_run_future_is_send_so_a_server_can_spawn_it() {
         fn assert_send<T: Send>(_: &T) {}
         let kit = Kit::new(4, 0);
-        let mut optimizer = crate::algo::opro::Opro;
+        let mut optimizer = OneAtATime;
         let future = run(&mut optimizer, kit.runner(), None);
         assert_send(&future);
     }
@@ -331,7 +331,7 @@ mod tests {
     async fn a_run_stopped_before_its_seed_is_scored_resumes_from_its_first_checkpoint() {
         let mut kit = Kit::new(8, 2);
         kit.settings.rounds = 2;
-        let mut optimizer = crate::algo::opro::Opro;
+        let mut optimizer = OneAtATime;
         let whole = run(&mut optimizer, kit.runner(), None).await.unwrap();
 
         let mut kit = Kit::new(8, 2);

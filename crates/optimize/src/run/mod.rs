@@ -6,17 +6,26 @@
 //! through a [`Ctx`]: `ctx.meta(…)` runs a meta-prompt (counted against the meta-call budget),
 //! `ctx.propose(…)` checks a prompt (render, duplicate, guardrail) and adds it to the pool,
 //! `ctx.score(…)` and `ctx.race(…)` evaluate on dev examples (each (candidate, example) pair is
-//! scored once and counted once against the metric-call budget).
+//! evaluated once, every attempt counted against the metric-call budget). Each of them returns
+//! a [`Halt`] when the run must stop; an optimizer passes it on with `?`.
 //!
 //! The caller hands [`run`] a [`Runner`]: everything the run borrows (meta-prompts, models,
-//! guardrail, problem, settings, budget, an observer) plus a [`RunStore`], where checkpoints
-//! go ([`FsRunStore`]: a run directory).
+//! guardrail, problem, settings, budget, an observer, a [`CancellationToken`]) plus a
+//! [`RunStore`], where checkpoints go ([`FsRunStore`]: a run directory; [`MemoryRunStore`]).
+//! The returned future is `Send`, so a server can spawn it.
 //!
 //! **Durable and reproducible.** Everything an optimizer knows lives in the pool, and every
 //! random choice and meta-call seed is derived from (run seed, round, call number). So a run is
-//! checkpointed after each round (pool, counters, usage, round statistics) and a resume
-//! continues from the last checkpoint: the round in flight is redone with the same seeds, and
-//! the response cache answers the calls it had already made.
+//! checkpointed when it starts (the seed not yet scored) and after each round (pool, counters,
+//! usage, round statistics), and a resume continues from the last checkpoint: the round in
+//! flight is redone with the same seeds, and the response cache answers the calls it had
+//! already made.
+//!
+//! **Caps are kept, not crossed.** Before each step (a meta sample, a scoring, a retry) the
+//! caps are checked against what is spent plus what the step is expected to cost and take
+//! (from the dearest call seen per prompt character, and the mean seconds per call), with the
+//! test split's calls held in reserve. A dollar cap needs prices: a run whose models have none
+//! does not start, and a cost that turns unknown stops it ([`RunError::Unpriced`]).
 //!
 //! **A failure is not a zero.** A (candidate, example) pair whose model call or metric failed
 //! is retried once right away; if it fails again it is recorded in the entry's `failed` and
@@ -31,8 +40,10 @@
 //! round that was in flight (the same seeds, the same calls).
 //!
 //! The parts, one concern each: `budget` (caps and their arithmetic), `checkpoint` (the
-//! checkpoint and the store), `ctx` (the optimizer's handle), `select` (racing, best,
-//! ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the outcome).
+//! checkpoint and the store), `settings` (problem, settings, schedule), `pool` (entries,
+//! paired comparison, the unscored tally), `ctx` (the optimizer's handle), `select` (racing,
+//! best, ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the
+//! outcome).
 
 mod budget;
 mod checkpoint;

@@ -212,4 +212,56 @@ mod tests {
         assert_eq!(o.winner, "p0");
         assert_eq!(o.metric_calls, 40 + 4);
     }
+
+    #[tokio::test]
+    async fn the_verdict_pairs_seed_and_best_on_the_examples_scored_for_both() {
+        use metaprompt_llm::testing::ScriptedProvider;
+        use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
+
+        use super::super::testkit::{self, review, text};
+        // The seed ("plainly") cannot be scored on reviews 1, 6, 11, 16; the best ("magic")
+        // on 0, 5, 10, 15 (every call fails, retries too).
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let (i, t) = (review(r), text(r));
+                let magic = t.contains("magic");
+                if (magic && i % 5 == 0) || (t.contains("plainly") && i % 5 == 1) {
+                    return Err(LlmError::Config("down".into()));
+                }
+                Ok(if magic && i % 2 == 1 {
+                    "negative"
+                } else {
+                    "positive"
+                }
+                .into())
+            });
+        let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(20, 0));
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let magic = kit.add(&mut ctx, "with magic");
+        let all = ctx.rung(20);
+        ctx.score(seed, &all).await.unwrap();
+        ctx.score(magic, &all).await.unwrap();
+        assert_eq!(
+            ctx.best(),
+            magic,
+            "complete: scored or failed on all of dev"
+        );
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert_eq!((o.seed_dev.n, o.best_dev.n), (16, 16));
+        // 12 examples are scored for both; on them magic is right everywhere, the seed on the
+        // positive half.
+        assert_eq!(o.dev_test.n, 12);
+        assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
+        assert!(!o.kept_seed);
+        assert_eq!(o.unscored.count, 8);
+        assert_eq!(o.unscored.reasons[0].count, 8);
+        // Every failure was tried twice.
+        assert_eq!(o.metric_calls, 40 + 8);
+    }
 }
