@@ -4,6 +4,12 @@
 //! providers under their limiter, shared-prefix for the embedded model; the cache sits in
 //! front either way). A task with a `choice` metric on a model that scores labels skips
 //! generation: the labels are scored by log-probability and the most likely one is the output.
+//!
+//! **A failure is not a zero.** An example whose model call failed, or whose metric failed, is
+//! *unscored*: its result has `score: None` and says why in `error`. Every aggregate (the
+//! summary's estimate and pass rate, [`Report::scores`], [`compare`]) leaves unscored examples
+//! out and counts them (`Summary::errors`, `Comparison::unpaired`), so a flaky endpoint makes
+//! an estimate less certain instead of making a prompt look worse.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -50,25 +56,19 @@ impl Scorer {
             .find_map(|(_, m)| m.labels().map(<[String]>::to_vec))
     }
 
-    /// Weighted score, whether every metric passed its threshold, and the feedback.
-    async fn score(
-        &self,
-        example: &Example,
-        output: &str,
-    ) -> (f64, bool, BTreeMap<String, Score>, Option<String>) {
+    /// Weighted score, whether every metric passed its threshold, and the feedback; `Err`
+    /// (why) when a metric failed: the example is then unscored, not scored 0.
+    async fn score(&self, example: &Example, output: &str) -> Result<Scored, String> {
         let mut total = 0.0;
         let mut weights = 0.0;
         let mut passed = true;
         let mut scores = BTreeMap::new();
         let mut notes = Vec::new();
         for (config, metric) in &self.metrics {
-            let s = match metric.score(example, output).await {
-                Ok(s) => s,
-                Err(e) => Score {
-                    value: 0.0,
-                    feedback: Some(format!("metric failed: {e}")),
-                },
-            };
+            let s = metric
+                .score(example, output)
+                .await
+                .map_err(|e| format!("the metric failed: {e}"))?;
             total += config.weight() * s.value;
             weights += config.weight();
             passed &= s.value >= config.threshold();
@@ -78,13 +78,21 @@ impl Scorer {
             scores.insert(metric.name().to_string(), s);
         }
         let value = if weights > 0.0 { total / weights } else { 0.0 };
-        (
+        Ok(Scored {
             value,
             passed,
             scores,
-            (!notes.is_empty()).then(|| notes.join("; ")),
-        )
+            feedback: (!notes.is_empty()).then(|| notes.join("; ")),
+        })
     }
+}
+
+/// What the metrics made of one output.
+struct Scored {
+    value: f64,
+    passed: bool,
+    scores: BTreeMap<String, Score>,
+    feedback: Option<String>,
 }
 
 /// Settings of one evaluation.
@@ -106,8 +114,11 @@ pub struct ExampleResult {
     pub input: BTreeMap<String, Value>,
     pub output: String,
     pub expected: Option<Value>,
-    pub score: f64,
-    pub passed: bool,
+    /// `None`: unscored (the model call or a metric failed; `error` says why). Never read an
+    /// unscored example as 0.
+    pub score: Option<f64>,
+    /// Whether every metric passed its threshold; `None` when unscored.
+    pub passed: Option<bool>,
     pub scores: BTreeMap<String, Score>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
@@ -119,8 +130,36 @@ pub struct ExampleResult {
     pub cost_usd: Option<f64>,
     pub latency_ms: u64,
     pub cached: bool,
+    /// Why the example is unscored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl ExampleResult {
+    /// The result of an example that could not be scored, and why.
+    pub fn unscored(example: &Example, inputs: BTreeMap<String, Value>, why: String) -> Self {
+        Self {
+            id: example.id.clone(),
+            input: inputs,
+            output: String::new(),
+            expected: example.expected.clone(),
+            score: None,
+            passed: None,
+            scores: BTreeMap::new(),
+            feedback: None,
+            label_probs: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: Some(0.0),
+            latency_ms: 0,
+            cached: false,
+            error: Some(why),
+        }
+    }
+
+    pub fn is_scored(&self) -> bool {
+        self.score.is_some()
+    }
 }
 
 /// What `eval` prints.
@@ -128,9 +167,14 @@ pub struct ExampleResult {
 pub struct Summary {
     pub prompt: String,
     pub model: String,
+    /// Examples evaluated, scored or not.
     pub examples: usize,
+    /// Over the scored examples only (`score.n` of them).
     pub score: Estimate,
+    /// Over the scored examples only.
     pub pass_rate: f64,
+    /// Unscored examples: the model call or a metric failed (left out of `score` and
+    /// `pass_rate`).
     pub errors: usize,
     pub cached: usize,
     pub usage: Usage,
@@ -157,11 +201,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// The scores of the scored examples (unscored ones left out).
     pub fn scores(&self) -> Vec<f64> {
-        self.results.iter().map(|r| r.score).collect()
+        self.results.iter().filter_map(|r| r.score).collect()
     }
+
+    /// Pass/fail of the scored examples (unscored ones left out).
     pub fn passes(&self) -> Vec<bool> {
-        self.results.iter().map(|r| r.passed).collect()
+        self.results.iter().filter_map(|r| r.passed).collect()
     }
 
     /// Write one JSON line per example.
@@ -291,16 +338,16 @@ pub async fn evaluate(
             let example = &examples[offset + k];
             let result = match answer {
                 Ok((output, usage, cost, latency, cached, label_probs)) => {
-                    let (score, passed, scores, feedback) = scorer.score(example, &output).await;
-                    ExampleResult {
+                    let scored = scorer.score(example, &output).await;
+                    let mut r = ExampleResult {
                         id: example.id.clone(),
                         input: inputs(example),
                         output,
                         expected: example.expected.clone(),
-                        score,
-                        passed,
-                        scores,
-                        feedback,
+                        score: None,
+                        passed: None,
+                        scores: BTreeMap::new(),
+                        feedback: None,
                         label_probs,
                         input_tokens: usage.input_tokens,
                         output_tokens: usage.output_tokens,
@@ -308,31 +355,30 @@ pub async fn evaluate(
                         latency_ms: latency.as_millis() as u64,
                         cached,
                         error: None,
+                    };
+                    match scored {
+                        Ok(s) => {
+                            r.score = Some(s.value);
+                            r.passed = Some(s.passed);
+                            r.scores = s.scores;
+                            r.feedback = s.feedback;
+                        }
+                        // The call was made (and paid); only the score is missing.
+                        Err(why) => r.error = Some(why),
                     }
+                    r
                 }
-                Err(e) => ExampleResult {
-                    id: example.id.clone(),
-                    input: inputs(example),
-                    output: String::new(),
-                    expected: example.expected.clone(),
-                    score: 0.0,
-                    passed: false,
-                    scores: BTreeMap::new(),
-                    feedback: Some(format!("the model call failed: {e}")),
-                    label_probs: None,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    cost_usd: Some(0.0),
-                    latency_ms: 0,
-                    cached: false,
-                    error: Some(e),
-                },
+                Err(e) => ExampleResult::unscored(
+                    example,
+                    inputs(example),
+                    format!("the model call failed: {e}"),
+                ),
             };
             results.push(result);
         }
         progress(results.len(), examples.len());
     }
-    let scores: Vec<f64> = results.iter().map(|r| r.score).collect();
+    let scores: Vec<f64> = results.iter().filter_map(|r| r.score).collect();
     let mut usage = Usage::default();
     for r in &results {
         usage += Usage {
@@ -350,10 +396,11 @@ pub async fn evaluate(
         pass_rate: stats::mean(
             &results
                 .iter()
-                .map(|r| f64::from(u8::from(r.passed)))
+                .filter_map(|r| r.passed)
+                .map(|p| f64::from(u8::from(p)))
                 .collect::<Vec<_>>(),
         ),
-        errors: results.iter().filter(|r| r.error.is_some()).count(),
+        errors: results.iter().filter(|r| !r.is_scored()).count(),
         cached: results.iter().filter(|r| r.cached).count(),
         usage,
         cost_usd: cost,
@@ -367,21 +414,43 @@ pub async fn evaluate(
     Ok(Report { summary, results })
 }
 
-/// B against A on the same examples.
+/// B against A on the same examples: the paired tests run on the examples scored for both.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub a: Summary,
     pub b: Summary,
     pub paired: stats::Paired,
     pub mcnemar: stats::McNemar,
+    /// Examples scored for both prompts: what the paired tests ran on.
+    pub pairs: usize,
+    /// Examples left out because they were unscored for either prompt (or are not the same
+    /// example in both reports).
+    pub unpaired: usize,
 }
 
+/// B against A, example by example (the reports are of the same examples, in order); an
+/// example unscored for either prompt is left out of both sides.
 pub fn compare(a: &Report, b: &Report, seed: u64) -> Comparison {
+    let (mut sa, mut sb, mut pa, mut pb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (x, y) in a.results.iter().zip(&b.results) {
+        if x.id != y.id {
+            continue;
+        }
+        if let (Some(s), Some(t), Some(p), Some(q)) = (x.score, y.score, x.passed, y.passed) {
+            sa.push(s);
+            sb.push(t);
+            pa.push(p);
+            pb.push(q);
+        }
+    }
+    let pairs = sa.len();
     Comparison {
         a: a.summary.clone(),
         b: b.summary.clone(),
-        paired: stats::paired_bootstrap(&a.scores(), &b.scores(), seed),
-        mcnemar: stats::mcnemar(&a.passes(), &b.passes()),
+        paired: stats::paired_bootstrap(&sa, &sb, seed),
+        mcnemar: stats::mcnemar(&pa, &pb),
+        pairs,
+        unpaired: a.results.len().max(b.results.len()) - pairs,
     }
 }
 
@@ -487,6 +556,120 @@ mod tests {
         assert_eq!(report.summary.errors, 1);
         assert_eq!(report.results.len(), 3);
         assert!(report.results[1].error.as_deref().unwrap().contains("boom"));
+        // Unscored, not a zero: the estimate is over the two scored examples.
+        assert_eq!(report.results[1].score, None);
+        assert_eq!(report.results[1].passed, None);
+        assert_eq!(report.summary.score.n, 2);
+        assert_eq!(report.scores().len(), 2);
+        assert_eq!(report.passes().len(), 2);
+        let line = serde_json::to_value(&report.results[1]).unwrap();
+        assert!(line["score"].is_null(), "{line}");
+    }
+
+    fn options() -> EvalOptions {
+        EvalOptions {
+            temperature: 0.0,
+            max_tokens: 4,
+            stop: vec![],
+            output: "label".into(),
+            seed: 1,
+        }
+    }
+
+    fn equals() -> MetricConfig {
+        toml::from_str("type = \"equals\"").unwrap()
+    }
+
+    /// Right or wrong like `equals`, but fails outright on an output with a question mark.
+    #[derive(Debug)]
+    struct Fussy;
+
+    #[async_trait::async_trait]
+    impl Metric for Fussy {
+        fn name(&self) -> &str {
+            "fussy"
+        }
+        async fn score(
+            &self,
+            example: &Example,
+            output: &str,
+        ) -> Result<Score, crate::metric::MetricError> {
+            if output.contains('?') {
+                return Err(crate::metric::MetricError::Failed {
+                    metric: "fussy".into(),
+                    message: "cannot read a question".into(),
+                });
+            }
+            let right = example.expected.as_ref().and_then(Value::as_str) == Some(output);
+            Ok(Score {
+                value: f64::from(u8::from(right)),
+                feedback: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_metric_leaves_the_example_unscored_not_zero() {
+        let model: Arc<dyn Provider> = Arc::new(
+            ScriptedProvider::new("m")
+                .reply("positive")
+                .reply("negative?")
+                .reply("negative"),
+        );
+        let scorer = Scorer {
+            metrics: vec![(equals(), Arc::new(Fussy) as Arc<dyn Metric>)],
+        };
+        let prompt = PromptFile::from_template("p", "{{ text }}");
+        let report = evaluate(
+            &prompt,
+            &model,
+            &scorer,
+            &examples(),
+            &options(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+        let r = &report.results[1];
+        assert_eq!((r.score, r.passed), (None, None));
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("cannot read a question")
+        );
+        assert_eq!(r.output, "negative?", "the output is kept");
+        // One right, one wrong, one unscored: 0.5 over 2, not 1/3 over 3.
+        let s = &report.summary;
+        assert_eq!((s.examples, s.errors, s.score.n), (3, 1, 2));
+        assert_eq!(s.score.mean, 0.5);
+        assert_eq!(s.pass_rate, 0.5);
+    }
+
+    #[tokio::test]
+    async fn compare_pairs_only_examples_scored_for_both() {
+        let scorer = Scorer::new(&[equals()], None).unwrap();
+        let prompt = PromptFile::from_template("p", "{{ text }}");
+        let a: Arc<dyn Provider> = Arc::new(
+            ScriptedProvider::new("a")
+                .reply("positive")
+                .fail(metaprompt_llm::LlmError::Config("boom".into()))
+                .reply("positive"),
+        );
+        let b: Arc<dyn Provider> =
+            Arc::new(ScriptedProvider::new("b").respond_with(|_| Ok("negative".into())));
+        let ra = evaluate(&prompt, &a, &scorer, &examples(), &options(), &|_, _| {})
+            .await
+            .unwrap();
+        let rb = evaluate(&prompt, &b, &scorer, &examples(), &options(), &|_, _| {})
+            .await
+            .unwrap();
+        let c = compare(&ra, &rb, 1);
+        // Example 2 (A failed) is out: on examples 1 and 3 A is right and B wrong.
+        assert_eq!((c.pairs, c.unpaired), (2, 1));
+        assert_eq!(c.paired.n, 2);
+        assert_eq!(c.paired.diff, -1.0);
+        assert_eq!((c.mcnemar.only_a, c.mcnemar.only_b), (2, 0));
     }
 
     #[test]

@@ -182,6 +182,11 @@ impl Guard {
         self.judge.is_some()
     }
 
+    /// The judge model, when there is one (its calls count on the meta layer).
+    pub fn judge_info(&self) -> Option<&metaprompt_llm::ModelInfo> {
+        self.judge.as_ref().map(|j| j.info())
+    }
+
     /// Check `prompt` against `constraints`.
     pub async fn check(
         &self,

@@ -8,11 +8,12 @@
 //!   (example layout, demonstrations) that an instruction is assembled into.
 //! - [`guard`] — the protected-constraint guardrail: lexical check, then an LLM judge.
 //! - [`candidate`] — candidates and their fate, evaluation, per-layer cost accounting.
-//! - [`generate`] — a prompt from a task description (analyse, write N, check, evaluate, pick).
-//! - [`translate`] — a prompt moved to another model, with parity measured on data.
-//! - [`run`] — what every optimizer shares: problem, budget, pool with per-example scores,
-//!   racing, temperature schedule, rounds, convergence, checkpoints (through a `RunStore`),
-//!   the verdict vs the seed; `run::run` takes a `Runner` (what it borrows) and is `Send`.
+//! - [`generate`](mod@generate) — a prompt from a task description (analyse, write N, check, evaluate, pick).
+//! - [`translate`](mod@translate) — a prompt moved to another model, with parity measured on data.
+//! - [`run`] — what every optimizer shares: problem, budget, pool with per-example scores
+//!   (failed calls left unscored, never zeros), racing, temperature schedule, rounds,
+//!   convergence, cancellation, checkpoints (through a `RunStore`), the verdict vs the seed;
+//!   `run::run` takes a `Runner` (what it borrows) and its future is `Send`.
 //! - [`algo`] — the optimizers, one file each behind the `Optimizer` trait (`fewshot`, `opro`,
 //!   `ape`, `protegi`, `gepa`, `evolve`, `auto`); [`report`] — the HTML report of a run.
 //!

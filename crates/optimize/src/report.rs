@@ -162,6 +162,21 @@ pub fn html(o: &Outcome, task: &str) -> String {
         o.meta_calls,
         o.wall_secs
     );
+    for (what, u) in [("dev", &o.unscored), ("test", &o.test_unscored)] {
+        if u.count > 0 {
+            let reasons: Vec<String> = u
+                .reasons
+                .iter()
+                .map(|r| format!("{} ({}×)", r.reason, r.count))
+                .collect();
+            let _ = write!(
+                h,
+                "<p>Unscored on {what}: {} (left out of every mean and comparison): {}.</p>",
+                u.count,
+                esc(&reasons.join("; "))
+            );
+        }
+    }
     let _ = write!(
         h,
         "<table><tr><th></th><th>dev</th><th>test</th></tr><tr><td>seed (p0)</td><td>{}</td><td>{}</td></tr><tr><td>kept ({})</td><td>{}</td><td>{}</td></tr></table>",

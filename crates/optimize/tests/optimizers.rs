@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use metaprompt_eval::metric::MetricConfig;
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Scorer};
 use metaprompt_llm::testing::ScriptedProvider;
-use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Request};
+use metaprompt_llm::{
+    LlmError, ModelInfo, Pricing, Prompt, PromptFormat, Provider, ProviderKind, Request, Response,
+};
 use metaprompt_optimize::algo;
 use metaprompt_optimize::run::{
     self, Budget, CancellationToken, Checkpoint, FsRunStore, Outcome, Problem, RunStore, Runner,
@@ -82,12 +86,39 @@ fn text(r: &Request) -> String {
 
 /// The execution model: right only with "magic" in the prompt.
 fn executor() -> Arc<ScriptedProvider> {
+    executor_as(exec_info(), Duration::ZERO)
+}
+
+fn exec_info() -> ModelInfo {
     let mut info = ModelInfo::new(ProviderKind::Local, "exec");
     info.format = PromptFormat::Text;
+    info
+}
+
+fn meta_info() -> ModelInfo {
+    let mut info = ModelInfo::new(ProviderKind::Openai, "meta");
+    info.format = PromptFormat::Chat;
+    info
+}
+
+/// `info` at $1000 per million tokens in and out (the scripted models count a word as a
+/// token): a tenth of a cent per word.
+fn priced(mut info: ModelInfo) -> ModelInfo {
+    info.pricing = Some(Pricing {
+        input_per_mtok: 1000.0,
+        output_per_mtok: 1000.0,
+        cached_input_per_mtok: None,
+    });
+    info
+}
+
+/// The execution model of `executor`, described by `info`, taking `pause` per call.
+fn executor_as(info: ModelInfo, pause: Duration) -> Arc<ScriptedProvider> {
     Arc::new(
         ScriptedProvider::new("exec")
             .with_info(info)
-            .respond_with(|r| {
+            .respond_with(move |r| {
+                std::thread::sleep(pause);
                 let t = text(r);
                 let last = t
                     .lines()
@@ -107,8 +138,13 @@ fn executor() -> Arc<ScriptedProvider> {
 fn meta_model(
     answer: impl Fn(&str, usize) -> String + Send + Sync + 'static,
 ) -> Arc<ScriptedProvider> {
-    let mut info = ModelInfo::new(ProviderKind::Openai, "meta");
-    info.format = PromptFormat::Chat;
+    meta_model_as(meta_info(), answer)
+}
+
+fn meta_model_as(
+    info: ModelInfo,
+    answer: impl Fn(&str, usize) -> String + Send + Sync + 'static,
+) -> Arc<ScriptedProvider> {
     let n = Mutex::new(0);
     Arc::new(
         ScriptedProvider::new("meta")
@@ -124,8 +160,8 @@ fn meta_model(
 #[allow(clippy::too_many_arguments)]
 async fn optimize(
     name: &str,
-    meta: Arc<ScriptedProvider>,
-    exec: Arc<ScriptedProvider>,
+    meta: Arc<dyn Provider>,
+    exec: Arc<dyn Provider>,
     problem: &Problem,
     settings: &Settings,
     budget: &Budget,
@@ -150,8 +186,8 @@ async fn optimize(
 #[allow(clippy::too_many_arguments)]
 async fn optimize_until(
     name: &str,
-    meta: Arc<ScriptedProvider>,
-    exec: Arc<ScriptedProvider>,
+    meta: Arc<dyn Provider>,
+    exec: Arc<dyn Provider>,
     problem: &Problem,
     settings: &Settings,
     budget: &Budget,
@@ -159,7 +195,7 @@ async fn optimize_until(
     resume: Option<Checkpoint>,
     cancel: CancellationToken,
 ) -> Result<Outcome, run::RunError> {
-    let layers = Layers::new(meta as Arc<dyn Provider>, exec as Arc<dyn Provider>);
+    let layers = Layers::new(meta, exec);
     let mut optimizer = algo::by_name(name).unwrap();
     let runner = Runner {
         meta_prompts: &MetaPrompts::builtin(),
@@ -279,7 +315,21 @@ async fn a_metric_call_cap_is_never_exceeded_and_the_stop_is_reported() {
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("cannot even score the seed"), "{e}");
+    assert!(
+        matches!(
+            e,
+            run::RunError::BudgetTooSmall {
+                max_metric_calls: 20,
+                dev: 20,
+                reserve: 10
+            }
+        ),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(message.contains("cannot even score the seed"), "{message}");
+    assert!(message.contains("raise the metric-call cap, or use fewer dev/test examples"));
+    assert!(!message.contains("--"), "no command-line flag: {message}");
 }
 
 #[tokio::test]
@@ -594,6 +644,173 @@ async fn a_run_cancelled_mid_round_resumes_to_the_result_of_an_uninterrupted_one
     assert_eq!(done.stop, Some(whole.stop), "the resumed run finished");
 }
 
+/// The review number and its label, from the last `Review:` line of a request.
+fn review(r: &Request) -> (usize, &'static str) {
+    let t = text(r);
+    let last = t
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Review:"))
+        .unwrap_or("");
+    let i = last
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    (
+        i,
+        if last.ends_with("negative") {
+            "negative"
+        } else {
+            "positive"
+        },
+    )
+}
+
+/// The execution model of the fault tests. With "magic" in the prompt it is always right, but
+/// its call fails for good on every fifth review (20%); with "decent" it is wrong on every
+/// tenth review (90% right); otherwise it says "positive" (50%). Scoring the failures as zeros
+/// would rank "decent" (0.9) above "magic" (0.8).
+fn faulty_executor() -> Arc<ScriptedProvider> {
+    let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+    info.format = PromptFormat::Text;
+    Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let (i, label) = review(r);
+                let t = text(r);
+                let other = if label == "negative" {
+                    "positive"
+                } else {
+                    "negative"
+                };
+                Ok(if t.contains("magic") {
+                    if i % 5 == 2 {
+                        return Err(LlmError::Config("the endpoint is overloaded".into()));
+                    }
+                    label.into()
+                } else if t.contains("decent") {
+                    if i % 10 == 3 { other } else { label }.into()
+                } else {
+                    "positive".into()
+                })
+            }),
+    )
+}
+
+fn magic_and_decent() -> Arc<ScriptedProvider> {
+    meta_model(|_, k| match k {
+        1 => "<prompt>Use magic to label the review.</prompt>".into(),
+        2 => "<prompt>Label the review decently.</prompt>".into(),
+        _ => format!("<prompt>Label review variant {k}.</prompt>"),
+    })
+}
+
+#[tokio::test]
+async fn failed_calls_are_left_out_not_scored_zero_so_the_better_prompt_still_wins() {
+    let exec = faulty_executor();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        max_unscored: 0.3,
+        ..settings()
+    };
+    let o = optimize(
+        "opro",
+        magic_and_decent(),
+        exec.clone(),
+        &problem(40, 10),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let winner = o.entry(&o.winner).unwrap();
+    assert!(
+        winner
+            .prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic"),
+        "{:?}",
+        winner.prompt.instruction
+    );
+    assert_eq!(o.best, o.winner);
+    assert!(!o.kept_seed, "{:?}", o.dev_test);
+    let decent = o
+        .pool
+        .iter()
+        .find(|e| {
+            e.prompt
+                .instruction
+                .as_deref()
+                .is_some_and(|i| i.contains("decent"))
+        })
+        .unwrap();
+    assert!(decent.evaluated_count() < 40, "decent lost the race");
+    // Dev reviews 2, 7, …, 37 (8 of 40) could not be scored for the winner: kept as failed,
+    // with the reason, out of its scores and out of the paired test against the seed.
+    assert_eq!((winner.scores.len(), winner.failed.len()), (32, 8));
+    assert_eq!(winner.mean(), Some(1.0));
+    assert!(winner.failed.values().all(|w| w.contains("overloaded")));
+    assert_eq!(o.dev_test.n, 32);
+    assert_eq!(o.best_dev.n, 32);
+    assert_eq!(o.unscored.count, 8);
+    assert_eq!(o.unscored.reasons.len(), 1);
+    assert_eq!(o.unscored.reasons[0].count, 8);
+    assert!(o.unscored.reasons[0].reason.contains("overloaded"));
+    assert_eq!(o.rounds[1].unscored, 8);
+    // The test split: reviews 502 and 507 unscored for the winner, left out too.
+    assert_eq!(o.test_unscored.count, 2);
+    let t = o.winner_test.unwrap();
+    assert_eq!((t.n, t.mean), (8, 1.0));
+    assert_eq!(o.test_paired.unwrap().n, 8);
+    assert_eq!(o.seed_test.unwrap().n, 10);
+    // Every attempt, retries included, was a metric call.
+    assert_eq!(exec.calls().len() as u64, o.metric_calls);
+}
+
+#[tokio::test]
+async fn too_many_unscored_pairs_stop_the_run_and_leave_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = optimize(
+        "opro",
+        magic_and_decent(),
+        faulty_executor(),
+        &problem(40, 10),
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    let run::RunError::Unscored {
+        round,
+        failed,
+        attempted,
+        allowed,
+        ref reasons,
+    } = e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!((round, failed, allowed), (1, 8, 0.05));
+    assert!(failed as f64 > 0.05 * attempted as f64);
+    assert!(reasons[0].reason.contains("overloaded"));
+    let message = e.to_string();
+    assert!(message.contains(&format!("8 of {attempted}")), "{message}");
+    assert!(
+        message.contains("overloaded") && message.contains("5%"),
+        "{message}"
+    );
+    // Round 1 was not checkpointed: the seed round's checkpoint can be resumed.
+    let cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!((cp.round, cp.stop), (0, None));
+}
+
 #[tokio::test]
 async fn protegi_turns_errors_into_a_gradient_then_edits_against_it() {
     let meta = meta_model(|prompt, _| {
@@ -741,4 +958,222 @@ async fn evolve_breeds_a_population_by_tournaments_and_mutation() {
         winner.prompt.instruction
     );
     assert!(!o.kept_seed);
+}
+
+fn variants() -> Arc<ScriptedProvider> {
+    meta_model_as(priced(meta_info()), |_, k| {
+        format!("<prompt>Label review variant {k}.</prompt>")
+    })
+}
+
+fn patient() -> Settings {
+    Settings {
+        patience: 10,
+        ..settings()
+    }
+}
+
+#[tokio::test]
+async fn a_meta_cost_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget {
+        max_meta_cost_usd: Some(2.0),
+        ..Budget::default()
+    };
+    let meta = variants();
+    let o = optimize(
+        "opro",
+        meta.clone(),
+        executor(),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::MetaCost);
+    let spent = o.meta_usage.cost_usd.unwrap();
+    assert!(spent <= 2.0, "${spent}");
+    assert!(
+        o.meta_calls >= 4,
+        "at least a round was run: {}",
+        o.meta_calls
+    );
+    assert_eq!(meta.calls().len() as u64, o.meta_calls);
+}
+
+#[tokio::test]
+async fn a_total_cost_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 2.5;
+    let budget = Budget {
+        max_cost_usd: Some(cap),
+        ..Budget::default()
+    };
+    let o = optimize(
+        "opro",
+        variants(),
+        executor_as(priced(exec_info()), Duration::ZERO),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::Cost);
+    let spent = o.meta_usage.cost_usd.unwrap() + o.execution_usage.cost_usd.unwrap();
+    assert!(spent <= cap, "${spent}");
+    assert!(
+        o.seed_test.is_some(),
+        "the test split was paid for from the reserve"
+    );
+    assert!(o.rounds.len() >= 2, "{}", o.rounds.len());
+}
+
+#[tokio::test]
+async fn a_wall_time_cap_stops_the_run_before_it_is_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget {
+        max_wall_secs: Some(1),
+        ..Budget::default()
+    };
+    let o = optimize(
+        "opro",
+        meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>")),
+        executor_as(exec_info(), Duration::from_millis(20)),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::Wall);
+    assert!(o.wall_secs <= 1.0, "{} s", o.wall_secs);
+    assert!(o.seed_test.is_some());
+}
+
+#[tokio::test]
+async fn a_dollar_cap_on_a_model_without_a_price_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = meta_model(|_, _| panic!("nothing is spent"));
+    let exec = executor();
+    let budget = Budget {
+        max_meta_cost_usd: Some(1.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        meta.clone(),
+        exec.clone(),
+        &problem(20, 4),
+        &settings(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Meta } if model == "openai:meta"),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    for part in [
+        "`openai:meta`",
+        "max_meta_cost_usd",
+        "metaprompt.toml",
+        "[models.\"openai:meta\"]",
+        "pricing = { input_per_mtok",
+        "output_per_mtok",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(!message.contains("--"), "no command-line flag: {message}");
+    assert_eq!(exec.calls().len(), 0);
+    // The total cap covers the execution model too.
+    let budget = Budget {
+        max_cost_usd: Some(1.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        variants(),
+        executor(),
+        &problem(20, 4),
+        &settings(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Total } if model == "local:exec"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_cost_usd"), "{e}");
+}
+
+/// A priced provider whose answers stop carrying a cost after `after` calls.
+#[derive(Debug)]
+struct LosesItsPrice {
+    inner: Arc<ScriptedProvider>,
+    after: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Provider for LosesItsPrice {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let mut r = self.inner.complete(request).await?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.after {
+            r.cost_usd = None;
+        }
+        Ok(r)
+    }
+}
+
+#[tokio::test]
+async fn a_cost_that_turns_unknown_under_a_dollar_cap_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(LosesItsPrice {
+        inner: executor_as(priced(exec_info()), Duration::ZERO),
+        after: 30,
+        calls: AtomicUsize::new(0),
+    });
+    let budget = Budget {
+        max_cost_usd: Some(100.0),
+        ..Budget::default()
+    };
+    let e = optimize(
+        "opro",
+        variants(),
+        exec.clone(),
+        &problem(20, 4),
+        &patient(),
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, run::RunError::Unpriced { model, cap: run::CostCap::Total } if model == "local:exec"),
+        "{e:?}"
+    );
+    // It stopped at the next check: the seed's 20 calls, then one more scoring at most.
+    let calls = exec.calls.load(Ordering::SeqCst);
+    assert!(calls <= 30 + 8 * 2, "{calls}");
+    let cp: Checkpoint = FsRunStore::new(dir.path()).load().unwrap().unwrap();
+    assert_eq!(cp.stop, None, "resumable once the model has a price");
 }

@@ -87,9 +87,10 @@ impl Optimizer for Ape {
 }
 
 /// UCB1 over `arms`: pull = score the arm on its next `step` dev examples; stop when the leader
-/// (by mean) has been scored on the whole dev split.
+/// (by mean) has been evaluated on the whole dev split. Each arm's estimate is its own mean
+/// (unscored pairs left out); the run's verdict pairs the leader with the seed.
 async fn ucb(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt> {
-    let full_cost = ctx.unscored(arms);
+    let full_cost = ctx.pending(arms);
     let before = ctx.metric_calls();
     let result = pull_until_known(ctx, arms).await;
     ctx.saved(full_cost, before);
@@ -104,7 +105,7 @@ async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt>
         ctx.score(a, &first).await?;
     }
     loop {
-        let pulls: usize = arms.iter().map(|&a| ctx.pool[a].scores.len()).sum();
+        let pulls: usize = arms.iter().map(|&a| ctx.pool[a].evaluated_count()).sum();
         let leader = *arms
             .iter()
             .max_by(|&&a, &&b| {
@@ -115,13 +116,13 @@ async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt>
                 ma.total_cmp(&mb).then(b.cmp(&a))
             })
             .unwrap_or(&arms[0]);
-        if ctx.pool[leader].scores.len() >= n_dev {
+        if ctx.pool[leader].complete(n_dev) {
             return Ok(());
         }
         let bound = |a: usize| {
             let e = &ctx.pool[a];
-            let n = e.scores.len().max(1) as f64;
-            let explore = if e.scores.len() >= n_dev {
+            let n = e.evaluated_count().max(1) as f64;
+            let explore = if e.complete(n_dev) {
                 f64::NEG_INFINITY // fully known: nothing left to learn
             } else {
                 C * ((pulls.max(2) as f64).ln() / n).sqrt()
@@ -130,10 +131,10 @@ async fn pull_until_known(ctx: &mut Ctx<'_>, arms: &[usize]) -> Result<(), Halt>
         };
         let pick = *arms
             .iter()
-            .filter(|&&a| ctx.pool[a].scores.len() < n_dev)
+            .filter(|&&a| !ctx.pool[a].complete(n_dev))
             .max_by(|&&a, &&b| bound(a).total_cmp(&bound(b)).then(b.cmp(&a)))
             .unwrap_or(&leader);
-        let have = ctx.pool[pick].scores.len();
+        let have = ctx.pool[pick].evaluated_count();
         let next = ctx.rung((have + step).min(n_dev));
         ctx.score(pick, &next).await?;
     }

@@ -103,9 +103,14 @@ impl Optimizer for Evolve {
             }
             let pair: Vec<usize> = living.choose_multiple(&mut ctx.rng, 2).copied().collect();
             let (a, b) = (pair[0], pair[1]);
-            let fa = ctx.score(a, &rung).await?;
-            let fb = ctx.score(b, &rung).await?;
-            let (winner, loser) = if fb > fa { (b, a) } else { (a, b) };
+            ctx.score(a, &rung).await?;
+            ctx.score(b, &rung).await?;
+            // Fitness on the examples of the rung scored for both; a tie keeps `a`.
+            let b_fitter = matches!(
+                ctx.paired_means(&[a, b], &rung)[..],
+                [fa, Some(fb)] if fa.is_none_or(|fa| fb > fa)
+            );
+            let (winner, loser) = if b_fitter { (b, a) } else { (a, b) };
             ctx.pool[loser].attrs.insert("alive".into(), "no".into());
             let mut mutation = mutation_of(ctx, winner);
             let instruction = ctx.pool[winner]
@@ -153,13 +158,8 @@ impl Optimizer for Evolve {
         for &i in &contenders {
             ctx.score(i, &rung).await?;
         }
-        contenders.sort_by(|&x, &y| {
-            let (mx, my) = (
-                ctx.pool[x].mean().unwrap_or(0.0),
-                ctx.pool[y].mean().unwrap_or(0.0),
-            );
-            my.total_cmp(&mx).then(x.cmp(&y))
-        });
+        contenders.sort_unstable();
+        let mut contenders = ctx.rank_on(&contenders, &rung);
         contenders.truncate(2);
         let best = ctx.best();
         if !contenders.contains(&best) {

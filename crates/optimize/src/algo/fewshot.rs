@@ -122,7 +122,7 @@ async fn bootstrap(
     let passed: Vec<Example> = sample
         .iter()
         .zip(&results)
-        .filter(|(_, r)| r.passed && r.error.is_none())
+        .filter(|(_, r)| r.passed == Some(true))
         .map(|(e, r)| {
             // The demonstration shows what the teacher answered.
             let mut e = e.clone();

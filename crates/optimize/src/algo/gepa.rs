@@ -49,20 +49,21 @@ impl Optimizer for Gepa {
 }
 
 /// The Pareto front over dev instances: (pool index, instances it leads on), among candidates
-/// scored on the whole split.
+/// evaluated on the whole split; on each instance, among those scored on it.
 pub fn pareto_front(ctx: &Ctx<'_>) -> Vec<(usize, usize)> {
     let n_dev = ctx.problem.dev.len();
     let full: Vec<usize> = (0..ctx.pool.len())
-        .filter(|&i| ctx.pool[i].scores.len() == n_dev)
+        .filter(|&i| ctx.pool[i].complete(n_dev))
         .collect();
     let mut leads: BTreeMap<usize, usize> = BTreeMap::new();
     for k in 0..n_dev {
-        let best = full
-            .iter()
-            .map(|&i| ctx.pool[i].scores[&k])
-            .fold(f64::NEG_INFINITY, f64::max);
-        for &i in &full {
-            if ctx.pool[i].scores[&k] >= best {
+        let scored = || {
+            full.iter()
+                .filter_map(|&i| Some((i, *ctx.pool[i].scores.get(&k)?)))
+        };
+        let best = scored().map(|(_, s)| s).fold(f64::NEG_INFINITY, f64::max);
+        for (i, s) in scored() {
+            if s >= best {
                 *leads.entry(i).or_default() += 1;
             }
         }
@@ -91,11 +92,13 @@ async fn iteration(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     let mut batch: Vec<usize> = (0..ctx.problem.dev.len()).collect();
     batch.shuffle(&mut ctx.rng);
     batch.truncate(MINIBATCH);
-    let parent_score = ctx.score(parent, &batch).await?;
+    ctx.score(parent, &batch).await?;
     let entry = &ctx.pool[parent];
     let brief = &ctx.problem.brief;
+    // The traces to reflect on: the minibatch examples the parent was scored on.
     let results: Vec<serde_json::Value> = batch
         .iter()
+        .filter(|&i| entry.scores.contains_key(i))
         .map(|&i| {
             let ex = &ctx.problem.dev[i];
             json!({
@@ -125,10 +128,15 @@ async fn iteration(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     else {
         return Ok(());
     };
-    let full_cost = ctx.unscored(&[child]);
+    let full_cost = ctx.pending(&[child]);
     let before = ctx.metric_calls();
-    let child_score = ctx.score(child, &batch).await?;
-    if child_score > parent_score {
+    ctx.score(child, &batch).await?;
+    // The gate: child against parent on the minibatch examples scored for both.
+    let child_better = matches!(
+        ctx.paired_means(&[parent, child], &batch)[..],
+        [p, Some(c)] if p.is_none_or(|p| c > p)
+    );
+    if child_better {
         let all = ctx.rung(ctx.problem.dev.len());
         ctx.score(child, &all).await?;
     }

@@ -11,7 +11,7 @@ use metaprompt_llm::LayerUsage;
 use serde::{Deserialize, Serialize};
 
 use super::RunError;
-use super::budget::{Budget, StopReason};
+use super::budget::{Budget, Rates, StopReason};
 use super::pool::{Entry, Rejected, RoundStats};
 use super::settings::Settings;
 
@@ -33,6 +33,12 @@ pub struct Checkpoint {
     pub meta_usage: LayerUsage,
     pub execution_usage: LayerUsage,
     pub wall_secs: f64,
+    /// Pairs left unscored so far, by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unscored: BTreeMap<String, u64>,
+    /// What calls have cost so far (the caps' look-ahead).
+    #[serde(default)]
+    pub rates: Rates,
     /// The rounds are over, and why; the verdict and the test split are still to come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<StopReason>,
@@ -95,7 +101,7 @@ impl FsRunStore {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), RunError> {
         let path = self.dir.join(name);
         let fail = |source| RunError::Write {
-            location: path.display().to_string(),
+            path: path.clone(),
             source,
         };
         let plain = Path::new(name)
@@ -129,11 +135,10 @@ impl RunStore for FsRunStore {
 
     fn load(&self) -> Result<Option<Checkpoint>, RunError> {
         let path = self.checkpoint_path();
-        let location = path.display().to_string();
         match std::fs::read(&path) {
-            Ok(bytes) => Checkpoint::from_json(&bytes, &location).map(Some),
+            Ok(bytes) => Checkpoint::from_json(&bytes, &path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RunError::ReadCheckpoint { location, source }),
+            Err(source) => Err(RunError::ReadCheckpoint { path, source }),
         }
     }
 
@@ -223,6 +228,8 @@ mod tests {
             meta_usage: LayerUsage::default(),
             execution_usage: LayerUsage::default(),
             wall_secs: 1.5,
+            unscored: BTreeMap::new(),
+            rates: Rates::default(),
             ended: None,
             stop: None,
         }
@@ -261,6 +268,20 @@ mod tests {
         );
         let e = store.write("../escape", b"x").unwrap_err();
         assert!(matches!(e, RunError::Write { .. }), "{e}");
+        // A directory where the checkpoint should be: a read error naming the file.
+        let odd = FsRunStore::new(dir.path().join("odd"));
+        std::fs::create_dir_all(odd.checkpoint_path()).unwrap();
+        let e = odd.load().unwrap_err();
+        let RunError::ReadCheckpoint { path, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(path, &odd.checkpoint_path());
+        assert!(e.to_string().contains("checkpoint.json"), "{e}");
+        let e = odd.save(&checkpoint()).unwrap_err();
+        assert!(
+            matches!(&e, RunError::Write { path, .. } if path.ends_with("checkpoint.json")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,16 +7,16 @@ use std::time::Instant;
 use async_trait::async_trait;
 use metaprompt_eval::evaluator::{self, ExampleResult};
 use metaprompt_eval::{Example, PromptFile};
-use metaprompt_llm::LayerUsage;
+use metaprompt_llm::{LayerUsage, Prompt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Budget, Halt, Spend, StopReason};
+use super::budget::{Ahead, Budget, Halt, Over, Rates, Spend, StopReason};
 use super::driver::Runner;
-use super::pool::{Entry, Rejected};
+use super::pool::{Entry, Rejected, Tally};
 use super::settings::{Problem, Settings};
 use crate::brief::Frame;
 use crate::candidate::{Candidate, Checks, Layers, Status};
@@ -61,6 +61,12 @@ pub struct Ctx<'a> {
     pub(super) started: Instant,
     pub(super) observe: Observer<'a>,
     pub(super) cancel: CancellationToken,
+    /// Attempted and unscored pairs of the round in flight.
+    pub(super) round_tally: Tally,
+    /// Unscored pairs over the whole run, by reason.
+    pub(super) unscored: BTreeMap<String, u64>,
+    /// What calls have cost so far, for the caps' look-ahead.
+    pub(super) rates: Rates,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -113,6 +119,9 @@ impl<'a> Ctx<'a> {
             started: Instant::now(),
             observe: r.observe,
             cancel: r.cancel.clone(),
+            round_tally: Tally::default(),
+            unscored: BTreeMap::new(),
+            rates: Rates::default(),
         }
     }
 
@@ -139,37 +148,88 @@ impl<'a> Ctx<'a> {
         self.wall_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// The safe point before anything is spent: cancellation, then the caps other than calls.
-    pub fn check(&self) -> Result<(), Halt> {
+    /// The safe point before a step spends: cancellation, then the caps other than call
+    /// counts, looking ahead at what the step (and the test split's reserve) will cost.
+    pub(super) fn check(&self, ahead: Ahead) -> Result<(), Halt> {
         if self.cancel.is_cancelled() {
             return Err(Halt::Cancelled);
         }
         let (meta, exec) = self.costs();
-        self.budget.check_spend(&Spend {
+        let spend = Spend {
             meta_usd: meta.cost_usd,
             execution_usd: exec.cost_usd,
             wall_secs: self.wall(),
-        })?;
-        Ok(())
+        };
+        let ahead = Ahead {
+            reserve: self.reserve,
+            ..ahead
+        };
+        match self.budget.check_spend(&spend, &self.rates, &ahead) {
+            Ok(()) => Ok(()),
+            Err(Over::Cap(s)) => Err(Halt::Stop(s)),
+            Err(Over::Unpriced(cap, meta_layer)) => {
+                let model = if meta_layer {
+                    &self.layers.meta
+                } else {
+                    &self.layers.execution
+                };
+                Err(Halt::Unpriced {
+                    model: model.info().name.clone(),
+                    cap,
+                })
+            }
+        }
+    }
+
+    /// Size of `prompt` rendered for the execution model on the first dev example: what the
+    /// cost look-ahead scales by.
+    pub(super) fn prompt_chars(&self, prompt: &PromptFile) -> usize {
+        let Some(e) = self.problem.dev.first() else {
+            return 0;
+        };
+        let output = &self.problem.options.output;
+        let mut vars = e.vars.clone();
+        vars.remove(output);
+        let format = self.layers.execution.info().format;
+        prompt
+            .render(&vars, format, Some(output))
+            .map_or(0, |p| chars(&p))
     }
 
     /// Run meta-prompt `name` `n` times at this round's temperature (fewer when the meta-call
     /// budget allows fewer). Failed samples are dropped (and logged).
     pub async fn meta(&mut self, name: &str, vars: &Value, n: u32) -> Result<Vec<String>, Halt> {
-        self.check()?;
         let left = self.budget.meta_calls_left(self.meta_calls);
         let n = u64::from(n).min(left) as u32;
+        let meta_chars = self
+            .meta_prompts
+            .render(name, self.layers.meta.info().format, vars)
+            .map_or(0, |m| chars(&m.request.prompt));
+        self.check(Ahead {
+            meta_calls: u64::from(n),
+            meta_chars,
+            ..Ahead::default()
+        })?;
         if n == 0 {
             return Err(StopReason::MetaCalls.into());
         }
         let seed = mix(mix(self.settings.seed, self.round as u64), self.meta_calls);
         self.meta_calls += u64::from(n);
         let temperature = self.temperature();
-        let answers = match self
+        let before = self.meta_cost();
+        let started = Instant::now();
+        let sampled = self
             .meta_prompts
             .sample(&self.layers.meta, name, vars, temperature, seed, n)
-            .await
-        {
+            .await;
+        let usd = self.meta_cost().zip(before).map(|(a, b)| a - b);
+        self.rates.meta(
+            u64::from(n),
+            meta_chars,
+            usd,
+            started.elapsed().as_secs_f64(),
+        );
+        let answers = match sampled {
             Ok(a) => a,
             Err(e) => {
                 (self.observe)(Event::Step(&format!("meta-prompt `{name}` failed: {e}")));
@@ -271,15 +331,24 @@ impl<'a> Ctx<'a> {
         self.propose(prompt, parents, op, answer).await
     }
 
-    /// Score entry `idx` on dev examples `examples` (only the missing ones are evaluated and
-    /// counted). Returns its mean over them; `Err` when the budget cannot cover them.
-    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<f64, Halt> {
-        self.check()?;
+    /// Score entry `idx` on dev examples `examples`: only those not evaluated yet are run and
+    /// counted; a failed pair is retried once right away, and recorded in the entry's `failed`
+    /// if it fails again. Returns the entry's mean over the scored ones among `examples`
+    /// (`None`: none is scored). `Err` when the budget cannot cover them, or on cancellation.
+    ///
+    /// To compare entries, use [`Ctx::paired_means`] on the same examples, not these means:
+    /// two entries may have failed on different examples.
+    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<Option<f64>, Halt> {
         let missing: Vec<usize> = examples
             .iter()
             .copied()
-            .filter(|i| !self.pool[idx].scores.contains_key(i))
+            .filter(|&i| !self.pool[idx].evaluated(i))
             .collect();
+        self.check(Ahead {
+            metric_calls: missing.len() as u64,
+            metric_chars: self.prompt_chars(&self.pool[idx].prompt),
+            ..Ahead::default()
+        })?;
         if !missing.is_empty() {
             let left = self
                 .budget
@@ -292,97 +361,352 @@ impl<'a> Ctx<'a> {
                 .map(|&i| self.problem.dev[i].clone())
                 .collect();
             let label = self.pool[idx].id.clone();
-            let observe = self.observe;
-            let progress = |done, total| {
-                observe(Event::Evaluating {
-                    label: &label,
-                    done,
-                    total,
-                })
-            };
-            let results = self
-                .evaluate(&self.pool[idx].prompt, &subset, &progress)
-                .await;
-            self.metric_calls += missing.len() as u64;
-            for (i, r) in missing.iter().zip(results) {
-                self.pool[idx].scores.insert(*i, r.score);
-                self.pool[idx].outputs.insert(*i, r.output);
-                if let Some(f) = r.feedback {
-                    self.pool[idx].feedback.insert(*i, f);
+            let prompt = self.pool[idx].prompt.clone();
+            let done = self.attempt(&prompt, &subset, &label).await;
+            self.round_tally.attempted += missing.len() as u64;
+            for ((&i, r), settled) in missing.iter().zip(done.results).zip(done.settled) {
+                let entry = &mut self.pool[idx];
+                match (r.score, r.error) {
+                    (Some(score), _) => {
+                        entry.scores.insert(i, score);
+                        entry.outputs.insert(i, r.output);
+                        if let Some(f) = r.feedback {
+                            entry.feedback.insert(i, f);
+                        }
+                    }
+                    (None, Some(why)) if settled => {
+                        self.round_tally.fail(&why);
+                        *self.unscored.entry(why.clone()).or_default() += 1;
+                        entry.failed.insert(i, why);
+                    }
+                    // Not retried (the budget ran out first): left to be evaluated again.
+                    (None, _) => self.round_tally.attempted -= 1,
                 }
+            }
+            if let Some(halt) = done.halt {
+                return Err(halt);
             }
         }
         let e = &self.pool[idx];
-        Ok(examples.iter().map(|i| e.scores[i]).sum::<f64>() / examples.len().max(1) as f64)
+        let scored: Vec<f64> = examples
+            .iter()
+            .filter_map(|i| e.scores.get(i))
+            .copied()
+            .collect();
+        Ok((!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64))
+    }
+
+    /// Means of entries `idxs` on the examples of `on` scored for all of them: the paired
+    /// comparison ([`super::paired_means`]); `None` for an entry scored on none of `on`.
+    pub fn paired_means(&self, idxs: &[usize], on: &[usize]) -> Vec<Option<f64>> {
+        let entries: Vec<&Entry> = idxs.iter().map(|&i| &self.pool[i]).collect();
+        super::pool::paired_means(&entries, on)
+    }
+
+    /// Entries `idxs`, best first by [`Ctx::paired_means`] on `on` (ties: the earlier entry);
+    /// those scored on none of `on` last.
+    pub fn rank_on(&self, idxs: &[usize], on: &[usize]) -> Vec<usize> {
+        let means = self.paired_means(idxs, on);
+        let mut v: Vec<(usize, Option<f64>)> = idxs.iter().copied().zip(means).collect();
+        v.sort_by(|a, b| {
+            let (x, y) = (
+                a.1.unwrap_or(f64::NEG_INFINITY),
+                b.1.unwrap_or(f64::NEG_INFINITY),
+            );
+            y.total_cmp(&x).then(a.0.cmp(&b.0))
+        });
+        v.into_iter().map(|(i, _)| i).collect()
     }
 
     /// Evaluate `prompt` on examples outside the dev split (a teacher run on training data, for
-    /// bootstrapped demonstrations); counted against the metric-call budget like any other.
+    /// bootstrapped demonstrations); counted against the metric-call budget like any other, and
+    /// retried like any other. Unscored results (`score: None`) say why in `error`.
     pub async fn evaluate_extra(
         &mut self,
         prompt: &PromptFile,
         examples: &[Example],
     ) -> Result<Vec<ExampleResult>, Halt> {
-        self.check()?;
+        self.check(Ahead {
+            metric_calls: examples.len() as u64,
+            metric_chars: self.prompt_chars(prompt),
+            ..Ahead::default()
+        })?;
         let left = self
             .budget
             .metric_calls_left(self.metric_calls, self.reserve);
         if examples.len() as u64 > left {
             return Err(StopReason::MetricCalls.into());
         }
-        let observe = self.observe;
-        let progress = |done, total| {
-            observe(Event::Evaluating {
-                label: "teacher on train",
-                done,
-                total,
-            })
-        };
-        let results = self.evaluate(prompt, examples, &progress).await;
-        self.metric_calls += examples.len() as u64;
-        Ok(results)
+        let done = self.attempt(prompt, examples, "teacher on train").await;
+        self.round_tally.attempted += examples.len() as u64;
+        for (r, &settled) in done.results.iter().zip(&done.settled) {
+            match (&r.error, settled) {
+                (Some(why), true) if r.score.is_none() => {
+                    self.round_tally.fail(why);
+                    *self.unscored.entry(why.clone()).or_default() += 1;
+                }
+                (_, false) => self.round_tally.attempted -= 1,
+                _ => {}
+            }
+        }
+        match done.halt {
+            Some(halt) => Err(halt),
+            None => Ok(done.results),
+        }
     }
 
-    /// Evaluate `prompt` on `examples` with the execution model; a prompt that does not render
-    /// scores 0 on every example (it passed the render check on a probe, so this is rare).
+    /// Evaluate `prompt` on `examples` (the caller has checked the budget for them), then
+    /// retry the failed ones once, as far as the budget allows. Every attempt is counted as a
+    /// metric call: it was spent.
+    pub(super) async fn attempt(
+        &mut self,
+        prompt: &PromptFile,
+        examples: &[Example],
+        label: &str,
+    ) -> Attempted {
+        let prompt_chars = self.prompt_chars(prompt);
+        let mut results = match self.timed(prompt, prompt_chars, examples, label).await {
+            Ok(r) => r,
+            // A prompt that does not render fails the same way every time: no retry.
+            Err(why) => {
+                self.metric_calls += examples.len() as u64;
+                return Attempted {
+                    settled: vec![true; examples.len()],
+                    results: examples
+                        .iter()
+                        .map(|e| ExampleResult::unscored(e, e.vars.clone(), why.clone()))
+                        .collect(),
+                    halt: None,
+                };
+            }
+        };
+        self.metric_calls += examples.len() as u64;
+        let mut settled = vec![true; examples.len()];
+        let failed: Vec<usize> = (0..results.len())
+            .filter(|&k| !results[k].is_scored())
+            .collect();
+        if failed.is_empty() {
+            return Attempted {
+                results,
+                settled,
+                halt: None,
+            };
+        }
+        let mut halt = self
+            .check(Ahead {
+                metric_calls: failed.len() as u64,
+                metric_chars: prompt_chars,
+                ..Ahead::default()
+            })
+            .err();
+        let fit = if halt.is_some() {
+            0
+        } else {
+            let left = self
+                .budget
+                .metric_calls_left(self.metric_calls, self.reserve);
+            failed.len().min(left as usize)
+        };
+        if fit < failed.len() && halt.is_none() {
+            halt = Some(StopReason::MetricCalls.into());
+        }
+        let (now, later) = failed.split_at(fit);
+        for &k in later {
+            settled[k] = false;
+        }
+        if !now.is_empty() {
+            let again: Vec<Example> = now.iter().map(|&k| examples[k].clone()).collect();
+            let retried = self
+                .timed(prompt, prompt_chars, &again, &format!("{label} (retry)"))
+                .await;
+            self.metric_calls += now.len() as u64;
+            if let Ok(retried) = retried {
+                for (&k, r) in now.iter().zip(retried) {
+                    results[k] = r;
+                }
+            }
+        }
+        Attempted {
+            results,
+            settled,
+            halt,
+        }
+    }
+
+    /// [`Ctx::evaluate`], its cost and time recorded in the rates of the look-ahead.
+    async fn timed(
+        &mut self,
+        prompt: &PromptFile,
+        prompt_chars: usize,
+        examples: &[Example],
+        label: &str,
+    ) -> Result<Vec<ExampleResult>, String> {
+        let started = Instant::now();
+        let results = self.evaluate(prompt, examples, label).await;
+        if let Ok(r) = &results {
+            let usd = r.iter().map(|r| r.cost_usd).sum::<Option<f64>>();
+            self.rates.execution(
+                r.len() as u64,
+                prompt_chars,
+                usd,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        results
+    }
+
+    /// What the meta layer has cost in this process.
+    fn meta_cost(&self) -> Option<f64> {
+        self.layers
+            .costs(None, self.layers.execution.as_ref())
+            .meta
+            .cost_usd
+    }
+
+    /// Evaluate `prompt` on `examples` with the execution model, reporting progress under
+    /// `label`; `Err` (why) when the prompt does not render for some example (it passed the
+    /// render check on a probe, so this is rare).
     pub(super) async fn evaluate(
         &self,
         prompt: &PromptFile,
         examples: &[Example],
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Vec<ExampleResult> {
+        label: &str,
+    ) -> Result<Vec<ExampleResult>, String> {
+        let observe = self.observe;
+        let progress = |done, total| observe(Event::Evaluating { label, done, total });
         let p = &self.problem;
-        match evaluator::evaluate(
+        evaluator::evaluate(
             prompt,
             &self.layers.execution,
             &p.scorer,
             examples,
             &p.options,
-            progress,
+            &progress,
         )
         .await
-        {
-            Ok(r) => r.results,
-            Err(e) => examples
-                .iter()
-                .map(|ex| ExampleResult {
-                    id: ex.id.clone(),
-                    input: ex.vars.clone(),
-                    output: String::new(),
-                    expected: ex.expected.clone(),
-                    score: 0.0,
-                    passed: false,
-                    scores: BTreeMap::new(),
-                    feedback: Some(e.to_string()),
-                    label_probs: None,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    cost_usd: Some(0.0),
-                    latency_ms: 0,
-                    cached: false,
-                    error: Some(e.to_string()),
-                })
-                .collect(),
-        }
+        .map(|r| r.results)
+        .map_err(|e| format!("the prompt does not render: {e}"))
+    }
+}
+
+/// Size of a prompt (bytes of its text or its messages).
+fn chars(p: &Prompt) -> usize {
+    match p {
+        Prompt::Text(t) => t.len(),
+        Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+    }
+}
+
+/// What [`Ctx::attempt`] made of some examples.
+#[derive(Debug)]
+pub(super) struct Attempted {
+    /// Per example: its result, from the retry if it was retried (`score: None` and `error`
+    /// set when it failed).
+    pub results: Vec<ExampleResult>,
+    /// Per example: whether the result is final (scored, or failed after its retry); `false`
+    /// for a failure whose retry the budget did not allow.
+    pub settled: Vec<bool>,
+    /// Why retries were cut short.
+    pub halt: Option<Halt>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use metaprompt_llm::testing::ScriptedProvider;
+    use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
+
+    use super::super::testkit::{self, Kit};
+
+    /// Right with "magic"; the first call for every third review fails, later ones answer.
+    fn flaky() -> ScriptedProvider {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let seen = Mutex::new(BTreeSet::new());
+        ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(move |r| {
+                let i = testkit::review(r);
+                if i.is_multiple_of(3) && seen.lock().unwrap().insert(i) {
+                    return Err(LlmError::Config("a hiccup".into()));
+                }
+                Ok(if i % 2 == 1 { "negative" } else { "positive" }.into())
+            })
+    }
+
+    #[tokio::test]
+    async fn a_failed_pair_is_retried_once_right_away_and_both_attempts_are_counted() {
+        let kit = Kit::with(testkit::meta_model(), flaky(), testkit::problem(9, 0));
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "magic");
+        let all = ctx.rung(9);
+        assert_eq!(ctx.score(p, &all).await.unwrap(), Some(1.0));
+        let e = &ctx.pool[p];
+        assert_eq!(
+            (e.scores.len(), e.failed.len()),
+            (9, 0),
+            "the retries answered"
+        );
+        // Reviews 0, 3 and 6 were tried twice.
+        assert_eq!(ctx.metric_calls(), 9 + 3);
+        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (9, 0));
+    }
+
+    #[tokio::test]
+    async fn a_pair_that_fails_twice_is_recorded_as_failed_and_not_tried_again() {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                if testkit::review(r) == 4 {
+                    return Err(LlmError::Config("always down".into()));
+                }
+                Ok("positive".into())
+            });
+        let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(6, 0));
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "plainly");
+        let all = ctx.rung(6);
+        ctx.score(p, &all).await.unwrap();
+        let e = &ctx.pool[p];
+        assert_eq!(e.scores.len(), 5);
+        assert!(e.failed[&4].contains("always down"), "{:?}", e.failed);
+        assert!(!e.scores.contains_key(&4), "not a zero");
+        assert!(e.complete(6));
+        assert_eq!(ctx.metric_calls(), 6 + 1);
+        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (6, 1));
+        assert_eq!(ctx.unscored.values().sum::<u64>(), 1);
+        // Evaluated for good: scoring again spends nothing.
+        ctx.score(p, &all).await.unwrap();
+        assert_eq!(ctx.metric_calls(), 7);
+        assert_eq!(ctx.pending(&[p]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_the_metric_budget_cannot_cover_is_left_for_later() {
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|_| Err(LlmError::Config("down".into())));
+        let mut kit = Kit::with(testkit::meta_model(), exec, testkit::problem(4, 0));
+        kit.budget.max_metric_calls = 6;
+        let mut ctx = kit.ctx();
+        let p = kit.add(&mut ctx, "plainly");
+        let all = ctx.rung(4);
+        let e = ctx.score(p, &all).await.unwrap_err();
+        assert_eq!(e, super::Halt::Stop(super::StopReason::MetricCalls));
+        assert_eq!(ctx.metric_calls(), 6, "never past the cap");
+        let entry = &ctx.pool[p];
+        assert_eq!((entry.scores.len(), entry.failed.len()), (0, 2));
+        assert_eq!(
+            ctx.round_tally.attempted, 2,
+            "the two not retried are not settled"
+        );
     }
 }

@@ -8,10 +8,10 @@ use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::budget::{Budget, Halt, StopReason};
+use super::budget::{Budget, CostCap, Halt, StopReason};
 use super::checkpoint::{Checkpoint, RunStore};
 use super::ctx::{Ctx, Optimizer, mix};
-use super::pool::{Entry, RoundStats};
+use super::pool::{Entry, RoundStats, Tally, Unscored};
 use super::settings::{Problem, Settings};
 use super::verdict::{Outcome, finish};
 use crate::candidate::Layers;
@@ -76,6 +76,7 @@ pub async fn run(
             reserve,
         });
     }
+    priced(&runner)?;
     let mut ctx = Ctx::new(&runner);
     let algorithm = optimizer.name();
     let save = |ctx: &Ctx<'_>, rounds: &[RoundStats], ended, stop| {
@@ -93,6 +94,8 @@ pub async fn run(
         ctx.base_meta = cp.meta_usage;
         ctx.base_execution = cp.execution_usage;
         ctx.wall_before = cp.wall_secs;
+        ctx.unscored = cp.unscored;
+        ctx.rates = cp.rates;
         rounds = cp.rounds;
         // The round limit is decided again from the settings (a resume may allow more).
         ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
@@ -116,11 +119,14 @@ pub async fn run(
     if rounds.is_empty() {
         // The seed round: the seed on all of dev.
         let all = ctx.rung(n_dev);
+        ctx.round_tally = Tally::default();
         match ctx.score(0, &all).await {
             Ok(_) => {}
             Err(Halt::Stop(s)) => return Err(RunError::Seed(s)),
             Err(Halt::Cancelled) => return Err(RunError::Cancelled { round: 0 }),
+            Err(Halt::Unpriced { model, cap }) => return Err(RunError::Unpriced { model, cap }),
         }
+        unscored_check(&ctx)?;
         rounds.push(stats(&ctx, 0, 0, 0, None));
         save(&ctx, &rounds, None, None)?;
     }
@@ -136,6 +142,7 @@ pub async fn run(
         }
         ctx.round += 1;
         ctx.rng = StdRng::seed_from_u64(mix(settings.seed, ctx.round as u64));
+        ctx.round_tally = Tally::default();
         let before_pool = ctx.pool.len();
         let before_rejected = ctx.rejected.len();
         let best_before_round = ctx.pool[ctx.best()].mean().unwrap_or(0.0);
@@ -152,12 +159,16 @@ pub async fn run(
                     round: ctx.round - 1,
                 });
             }
+            Err(Halt::Unpriced { model, cap }) => return Err(RunError::Unpriced { model, cap }),
             Err(Halt::Stop(s)) => {
                 ended = Some(s);
                 false
             }
             Ok(()) => true,
         };
+        // Too much unscored: stop rather than decide on what is left; the previous round's
+        // checkpoint stays, to resume once the cause is fixed.
+        unscored_check(&ctx)?;
         let new: Vec<f64> = ctx.pool[before_pool..]
             .iter()
             .filter_map(Entry::mean)
@@ -186,6 +197,46 @@ pub async fn run(
     let outcome = finish(&mut ctx, algorithm, rounds, stop).await?;
     save(&ctx, &outcome.rounds, Some(stop), Some(stop))?;
     Ok(outcome)
+}
+
+/// A dollar cap needs a price for every model of the layers it covers: refuse to start
+/// rather than run unbounded.
+fn priced(r: &Runner<'_>) -> Result<(), RunError> {
+    let meta = [Some(r.layers.meta.info()), r.guard.judge_info()];
+    let execution = [Some(r.layers.execution.info())];
+    let caps = [
+        (r.budget.max_meta_cost_usd, CostCap::Meta, &meta[..]),
+        (r.budget.max_cost_usd, CostCap::Total, &meta[..]),
+        (r.budget.max_cost_usd, CostCap::Total, &execution[..]),
+    ];
+    for (set, cap, models) in caps {
+        if set.is_none() {
+            continue;
+        }
+        if let Some(m) = models.iter().flatten().find(|m| m.pricing.is_none()) {
+            return Err(RunError::Unpriced {
+                model: m.name.clone(),
+                cap,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `Err(RunError::Unscored)` when more of the round's pairs went unscored than the settings
+/// allow.
+fn unscored_check(ctx: &Ctx<'_>) -> Result<(), RunError> {
+    let t = &ctx.round_tally;
+    if !t.too_many(ctx.settings.max_unscored) {
+        return Ok(());
+    }
+    Err(RunError::Unscored {
+        round: ctx.round,
+        failed: t.failed,
+        attempted: t.attempted,
+        allowed: ctx.settings.max_unscored,
+        reasons: Unscored::from_counts(&t.reasons).reasons,
+    })
 }
 
 /// The smallest improvement of the best dev mean that counts: one example's worth, at least
@@ -225,6 +276,7 @@ fn stats(
         meta_cost_usd: meta.cost_usd,
         execution_cost_usd: exec.cost_usd,
         wall_secs: ctx.wall(),
+        unscored: ctx.round_tally.failed,
     }
 }
 
@@ -252,6 +304,8 @@ fn checkpoint(
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
+        unscored: ctx.unscored.clone(),
+        rates: ctx.rates,
         ended,
         stop,
     }
@@ -261,14 +315,14 @@ fn checkpoint(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::testkit::Kit;
+    use super::super::testkit::{Kit, OneAtATime};
     use super::*;
 
     #[test]
     fn the_run_future_is_send_so_a_server_can_spawn_it() {
         fn assert_send<T: Send>(_: &T) {}
         let kit = Kit::new(4, 0);
-        let mut optimizer = crate::algo::opro::Opro;
+        let mut optimizer = OneAtATime;
         let future = run(&mut optimizer, kit.runner(), None);
         assert_send(&future);
     }
@@ -277,7 +331,7 @@ mod tests {
     async fn a_run_stopped_before_its_seed_is_scored_resumes_from_its_first_checkpoint() {
         let mut kit = Kit::new(8, 2);
         kit.settings.rounds = 2;
-        let mut optimizer = crate::algo::opro::Opro;
+        let mut optimizer = OneAtATime;
         let whole = run(&mut optimizer, kit.runner(), None).await.unwrap();
 
         let mut kit = Kit::new(8, 2);
@@ -322,6 +376,7 @@ mod tests {
             meta_cost_usd: None,
             execution_cost_usd: None,
             wall_secs: 0.0,
+            unscored: 0,
         }
     }
 

@@ -1,8 +1,13 @@
 //! Selection: racing rungs over the run's seeded dev order, successive halving, the best entry
 //! and the ranking, and the accounting of calls racing did not spend.
+//!
+//! Racing and the best entry compare candidates on the examples scored for both (an unscored
+//! pair is not a zero); the ranking, a heuristic order for beams and trajectories, uses each
+//! entry's own mean.
 
 use super::budget::Halt;
 use super::ctx::Ctx;
+use super::pool::beats;
 
 impl Ctx<'_> {
     /// The first `n` dev examples of the run's seeded order.
@@ -10,15 +15,12 @@ impl Ctx<'_> {
         self.order.iter().copied().take(n).collect()
     }
 
-    /// Dev examples `idxs` still lack (what scoring them all on the whole split would cost).
-    pub fn unscored(&self, idxs: &[usize]) -> u64 {
+    /// Dev examples entries `idxs` have not been evaluated on yet (what scoring them all on
+    /// the whole split would cost).
+    pub fn pending(&self, idxs: &[usize]) -> u64 {
         let n_dev = self.problem.dev.len();
         idxs.iter()
-            .map(|&i| {
-                (0..n_dev)
-                    .filter(|k| !self.pool[i].scores.contains_key(k))
-                    .count() as u64
-            })
+            .map(|&i| (0..n_dev).filter(|&k| !self.pool[i].evaluated(k)).count() as u64)
             .sum()
     }
 
@@ -38,47 +40,51 @@ impl Ctx<'_> {
         let mut alive = idxs;
         alive.dedup();
         let mut size = self.settings.minibatch.min(n_dev).max(1);
-        let full_cost = self.unscored(&alive);
+        let full_cost = self.pending(&alive);
         let before = self.metric_calls;
         loop {
             let rung = self.rung(size);
-            let mut scored = Vec::new();
             for &i in &alive {
-                scored.push((i, self.score(i, &rung).await?));
+                self.score(i, &rung).await?;
             }
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let ranked = self.rank_on(&alive, &rung);
             if size >= n_dev {
                 self.saved(full_cost, before);
-                return Ok(scored.into_iter().take(keep).map(|(i, _)| i).collect());
+                return Ok(ranked.into_iter().take(keep).collect());
             }
             let next = (alive.len().div_ceil(2)).max(keep);
-            alive = scored.into_iter().take(next).map(|(i, _)| i).collect();
+            alive = ranked.into_iter().take(next).collect();
             size = (size * 2).min(n_dev);
         }
     }
 
-    /// The pool entry with the best mean over the whole dev split (among those scored on all of
-    /// it); the seed when nothing else is.
+    /// The best pool entry over the whole dev split, among those evaluated on all of it: each
+    /// in turn challenges the best so far on the examples scored for both, and takes its
+    /// place when its mean there is higher (so the earlier entry wins ties). The seed when
+    /// nothing else is.
     pub fn best(&self) -> usize {
         let n = self.problem.dev.len();
-        let mut best = 0;
-        let mut best_mean = f64::NEG_INFINITY;
+        let all: Vec<usize> = (0..n).collect();
+        let mut best: Option<usize> = None;
         for (i, e) in self.pool.iter().enumerate() {
-            if e.scores.len() == n
-                && let Some(m) = e.mean()
-                && m > best_mean
-            {
-                best = i;
-                best_mean = m;
+            if !e.complete(n) || e.scores.is_empty() {
+                continue;
+            }
+            if best.is_none_or(|b| beats(e, &self.pool[b], &all)) {
+                best = Some(i);
             }
         }
-        best
+        best.unwrap_or(0)
     }
 
-    /// Entries ordered by mean (best first) among those scored on at least `min` examples.
+    /// Entries ordered by their own mean (best first) among those evaluated on at least `min`
+    /// examples and scored on some.
     pub fn ranked(&self, min: usize) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.pool.len())
-            .filter(|&i| self.pool[i].scores.len() >= min.max(1))
+            .filter(|&i| {
+                let e = &self.pool[i];
+                e.evaluated_count() >= min.max(1) && !e.scores.is_empty()
+            })
             .collect();
         v.sort_by(|&a, &b| {
             let (ma, mb) = (

@@ -63,6 +63,11 @@ pub struct Settings {
     pub minibatch: usize,
     /// Demonstrations in a prompt (few-shot search).
     pub demos: usize,
+    /// The largest fraction of a round's (candidate, example) pairs that may go unscored (the
+    /// call or the metric failed, and failed again on the retry) before the run stops with
+    /// `RunError::Unscored` rather than decide on what is left.
+    #[serde(default = "default_max_unscored")]
+    pub max_unscored: f64,
     /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
     /// constraints…); opaque to the run, kept in the checkpoint.
     #[serde(default)]
@@ -79,13 +84,20 @@ impl Default for Settings {
             per_round: 4,
             minibatch: 20,
             demos: 4,
+            max_unscored: default_max_unscored(),
             invocation: Value::Null,
         }
     }
 }
 
+fn default_max_unscored() -> f64 {
+    0.05
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -102,5 +114,22 @@ mod tests {
         // Round 0 (the seed) and a one-round run explore.
         assert_eq!(s.at(0, 5), 1.0);
         assert_eq!(s.at(1, 1), 1.0);
+    }
+
+    #[test]
+    fn settings_saved_before_max_unscored_existed_still_load() {
+        let mut old = serde_json::to_value(Settings {
+            max_unscored: 0.5,
+            ..Settings::default()
+        })
+        .unwrap();
+        assert!(
+            old.as_object_mut()
+                .unwrap()
+                .remove("max_unscored")
+                .is_some()
+        );
+        let s: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(s.max_unscored, 0.05);
     }
 }

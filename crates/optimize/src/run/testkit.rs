@@ -13,7 +13,7 @@ use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, Provider, ProviderKind, Re
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Budget, Ctx, Entry, MemoryRunStore, Problem, Runner, Settings};
+use super::{Budget, Ctx, Entry, Halt, MemoryRunStore, Optimizer, Problem, Runner, Settings};
 use crate::{Brief, Event, Frame, Guard, Layers, MetaPrompts};
 
 pub fn example(i: usize) -> Example {
@@ -116,6 +116,39 @@ pub fn problem(dev: usize, test: usize) -> Problem {
 }
 
 fn quiet(_: Event<'_>) {}
+
+/// The simplest optimizer: each round one meta call, its instruction proposed and raced
+/// against the best.
+#[derive(Debug, Default)]
+pub struct OneAtATime;
+
+#[async_trait::async_trait]
+impl Optimizer for OneAtATime {
+    fn name(&self) -> &'static str {
+        "one-at-a-time"
+    }
+
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
+        let best = ctx.best();
+        let vars = serde_json::json!({
+            "task": ctx.problem.brief,
+            "instruction": ctx.pool[best].prompt.instruction.clone().unwrap_or_default(),
+            "constraints": ctx.problem.constraints,
+        });
+        let frame = Frame::of(&ctx.pool[best].prompt, &ctx.problem.brief);
+        let parents = vec![ctx.pool[best].id.clone()];
+        for answer in ctx.meta("paraphrase", &vars, 1).await? {
+            if let Some(i) = ctx
+                .propose_instruction(&answer, &frame, parents.clone(), "test")
+                .await
+                && i != best
+            {
+                ctx.race(vec![i, best], 1).await?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Everything a [`Runner`] borrows.
 #[derive(Debug)]

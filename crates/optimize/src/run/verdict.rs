@@ -5,11 +5,12 @@ use metaprompt_eval::stats::{self, Estimate, Paired};
 use metaprompt_llm::LayerUsage;
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use super::RunError;
-use super::budget::StopReason;
+use super::budget::{Ahead, Halt, StopReason};
 use super::ctx::Ctx;
-use super::pool::{Entry, Rejected, RoundStats};
-use crate::Event;
+use super::pool::{Entry, Rejected, RoundStats, Unscored};
 use crate::candidate::BOOTSTRAP_SEED;
 
 /// The outcome of a run.
@@ -39,6 +40,12 @@ pub struct Outcome {
     pub meta_usage: LayerUsage,
     pub execution_usage: LayerUsage,
     pub wall_secs: f64,
+    /// Dev (and training, for bootstrapped demonstrations) pairs left unscored over the run:
+    /// the call or the metric failed, and failed again on the retry. Left out of every mean and
+    /// comparison.
+    pub unscored: Unscored,
+    /// Test examples left unscored (seed and winner together), and why.
+    pub test_unscored: Unscored,
 }
 
 impl Outcome {
@@ -53,7 +60,10 @@ pub(super) fn beats_seed(p: &Paired) -> bool {
     p.p_value < 0.05 && p.low > 0.0
 }
 
-/// Full dev for the best, the paired test against the seed, the test split once.
+/// The paired test of the best against the seed on dev, the test split once, the outcome.
+///
+/// Everything is paired on the examples scored for both prompts: an example unscored for
+/// either (the call or the metric failed twice) is left out and counted in the outcome.
 pub(super) async fn finish(
     ctx: &mut Ctx<'_>,
     algorithm: &str,
@@ -62,31 +72,36 @@ pub(super) async fn finish(
 ) -> Result<Outcome, RunError> {
     let n_dev = ctx.problem.dev.len();
     let best = ctx.best();
-    let all: Vec<usize> = (0..n_dev).collect();
-    let scores = |e: &Entry| all.iter().map(|i| e.scores[i]).collect::<Vec<f64>>();
-    let seed_scores = scores(&ctx.pool[0]);
-    let best_scores = scores(&ctx.pool[best]);
-    let dev_test = stats::paired_bootstrap(&seed_scores, &best_scores, BOOTSTRAP_SEED);
+    let (seed_e, best_e) = (&ctx.pool[0], &ctx.pool[best]);
+    let own = |e: &Entry| e.scores.values().copied().collect::<Vec<f64>>();
+    let (seed_common, best_common): (Vec<f64>, Vec<f64>) = (0..n_dev)
+        .filter_map(|i| Some((*seed_e.scores.get(&i)?, *best_e.scores.get(&i)?)))
+        .unzip();
+    let dev_test = stats::paired_bootstrap(&seed_common, &best_common, BOOTSTRAP_SEED);
+    let seed_dev = stats::bootstrap(&own(seed_e), BOOTSTRAP_SEED);
+    let best_dev = stats::bootstrap(&own(best_e), BOOTSTRAP_SEED);
     let kept_seed = best == 0 || !beats_seed(&dev_test);
     let winner = if kept_seed { 0 } else { best };
     // The test split, once: the reserve guarantees the budget for it.
     ctx.reserve = 0;
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
+    let mut test_failed = BTreeMap::new();
     if !ctx.problem.test.is_empty() {
-        // Only cancellation stops the test split (its calls were reserved); the checkpoint of
-        // the last round says the rounds ended, so a resume comes straight back here.
-        if ctx.cancel.is_cancelled() {
-            return Err(RunError::Cancelled { round: ctx.round });
-        }
-        let n_test = ctx.problem.test.len() as u64;
-        let s = test_scores(ctx, 0).await;
-        ctx.metric_calls += n_test;
-        seed_test = Some(stats::bootstrap(&s, BOOTSTRAP_SEED));
+        // Only cancellation or an unknown cost under a dollar cap stops the test split (its
+        // calls were reserved); the checkpoint of the last round says the rounds ended, so a
+        // resume comes straight back here.
+        stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
+        let s = test_scores(ctx, 0, &mut test_failed).await?;
+        seed_test = Some(stats::bootstrap(&flat(&s), BOOTSTRAP_SEED));
         if winner != 0 {
-            let w = test_scores(ctx, winner).await;
-            ctx.metric_calls += n_test;
-            winner_test = Some(stats::bootstrap(&w, BOOTSTRAP_SEED));
-            test_paired = Some(stats::paired_bootstrap(&s, &w, BOOTSTRAP_SEED));
+            let w = test_scores(ctx, winner, &mut test_failed).await?;
+            winner_test = Some(stats::bootstrap(&flat(&w), BOOTSTRAP_SEED));
+            let (a, b): (Vec<f64>, Vec<f64>) = s
+                .iter()
+                .zip(&w)
+                .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+                .unzip();
+            test_paired = Some(stats::paired_bootstrap(&a, &b, BOOTSTRAP_SEED));
         } else {
             winner_test = seed_test;
         }
@@ -98,8 +113,8 @@ pub(super) async fn finish(
         best: ctx.pool[best].id.clone(),
         winner: ctx.pool[winner].id.clone(),
         kept_seed,
-        seed_dev: stats::bootstrap(&seed_scores, BOOTSTRAP_SEED),
-        best_dev: stats::bootstrap(&best_scores, BOOTSTRAP_SEED),
+        seed_dev,
+        best_dev,
         dev_test,
         seed_test,
         winner_test,
@@ -110,27 +125,51 @@ pub(super) async fn finish(
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
+        unscored: Unscored::from_counts(&ctx.unscored),
+        test_unscored: Unscored::from_counts(&test_failed),
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
     })
 }
 
-async fn test_scores(ctx: &Ctx<'_>, idx: usize) -> Vec<f64> {
-    let observe = ctx.observe;
+/// The halts that stop the test split: cancellation, and an unknown cost under a dollar cap
+/// (the caps themselves do not: the test split's calls were reserved).
+fn stops_the_test(check: Result<(), Halt>, round: usize) -> Result<(), RunError> {
+    match check {
+        Err(Halt::Cancelled) => Err(RunError::Cancelled { round }),
+        Err(Halt::Unpriced { model, cap }) => Err(RunError::Unpriced { model, cap }),
+        Ok(()) | Err(Halt::Stop(_)) => Ok(()),
+    }
+}
+
+fn flat(xs: &[Option<f64>]) -> Vec<f64> {
+    xs.iter().flatten().copied().collect()
+}
+
+/// Entry `idx` on the test split, per example (`None`: unscored, its reason counted in
+/// `failed`). Failures are retried once as far as the metric calls left allow.
+async fn test_scores(
+    ctx: &mut Ctx<'_>,
+    idx: usize,
+    failed: &mut BTreeMap<String, u64>,
+) -> Result<Vec<Option<f64>>, RunError> {
     let label = format!("{} on test", ctx.pool[idx].id);
-    let progress = |done, total| {
-        observe(Event::Evaluating {
-            label: &label,
-            done,
-            total,
+    let prompt = ctx.pool[idx].prompt.clone();
+    let test = ctx.problem.test.clone();
+    let done = ctx.attempt(&prompt, &test, &label).await;
+    stops_the_test(done.halt.map_or(Ok(()), Err), ctx.round)?;
+    Ok(done
+        .results
+        .into_iter()
+        .map(|r| {
+            if r.score.is_none() {
+                let why = r.error.unwrap_or_else(|| "unscored".into());
+                *failed.entry(why).or_default() += 1;
+            }
+            r.score
         })
-    };
-    ctx.evaluate(&ctx.pool[idx].prompt, &ctx.problem.test, &progress)
-        .await
-        .iter()
-        .map(|r| r.score)
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -172,5 +211,57 @@ mod tests {
         assert!(o.kept_seed);
         assert_eq!(o.winner, "p0");
         assert_eq!(o.metric_calls, 40 + 4);
+    }
+
+    #[tokio::test]
+    async fn the_verdict_pairs_seed_and_best_on_the_examples_scored_for_both() {
+        use metaprompt_llm::testing::ScriptedProvider;
+        use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
+
+        use super::super::testkit::{self, review, text};
+        // The seed ("plainly") cannot be scored on reviews 1, 6, 11, 16; the best ("magic")
+        // on 0, 5, 10, 15 (every call fails, retries too).
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let (i, t) = (review(r), text(r));
+                let magic = t.contains("magic");
+                if (magic && i % 5 == 0) || (t.contains("plainly") && i % 5 == 1) {
+                    return Err(LlmError::Config("down".into()));
+                }
+                Ok(if magic && i % 2 == 1 {
+                    "negative"
+                } else {
+                    "positive"
+                }
+                .into())
+            });
+        let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(20, 0));
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let magic = kit.add(&mut ctx, "with magic");
+        let all = ctx.rung(20);
+        ctx.score(seed, &all).await.unwrap();
+        ctx.score(magic, &all).await.unwrap();
+        assert_eq!(
+            ctx.best(),
+            magic,
+            "complete: scored or failed on all of dev"
+        );
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert_eq!((o.seed_dev.n, o.best_dev.n), (16, 16));
+        // 12 examples are scored for both; on them magic is right everywhere, the seed on the
+        // positive half.
+        assert_eq!(o.dev_test.n, 12);
+        assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
+        assert!(!o.kept_seed);
+        assert_eq!(o.unscored.count, 8);
+        assert_eq!(o.unscored.reasons[0].count, 8);
+        // Every failure was tried twice.
+        assert_eq!(o.metric_calls, 40 + 8);
     }
 }
