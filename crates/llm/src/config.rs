@@ -123,7 +123,8 @@ pub struct ProviderConfig {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,
@@ -138,7 +139,8 @@ pub struct Limits {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,
@@ -162,7 +164,8 @@ pub struct ModelConfig {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,

@@ -28,7 +28,8 @@ pub enum LlmError {
         source: reqwest::Error,
     },
     /// The server answered 2xx, but not with what the wire format promises (not JSON, or a
-    /// field missing). `what` names what was expected.
+    /// field missing). `what` names what was expected. Retryable: a proxy's HTML page or a body
+    /// cut short is usually gone on the next attempt, like a 5xx.
     #[error("{model}: unexpected response body: {what} (body starts: {body_start:?})")]
     Decode {
         model: String,
@@ -90,7 +91,7 @@ impl LlmError {
             LlmError::Status { status, .. } => {
                 matches!(*status, 408 | 409 | 425 | 429 | 500..=599)
             }
-            LlmError::Timeout { .. } | LlmError::Transport { .. } => true,
+            LlmError::Timeout { .. } | LlmError::Transport { .. } | LlmError::Decode { .. } => true,
             _ => false,
         }
     }
@@ -144,6 +145,9 @@ mod tests {
             what: "x".into(),
             body_start: String::new(),
         };
-        assert!(!decode.is_retryable());
+        assert!(
+            decode.is_retryable(),
+            "a malformed success body is retried like a 5xx"
+        );
     }
 }

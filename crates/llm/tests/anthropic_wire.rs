@@ -144,6 +144,11 @@ async fn a_body_without_content_names_the_field() {
         .complete(&Request::text("Hi"))
         .await
         .unwrap_err();
-    assert!(matches!(e, LlmError::Decode { .. }), "{e:?}");
+    match &e {
+        LlmError::RetriesExhausted { last, .. } => {
+            assert!(matches!(**last, LlmError::Decode { .. }), "{last:?}")
+        }
+        other => panic!("a malformed body is retried, then reported: {other:?}"),
+    }
     assert!(e.to_string().contains("missing field `content`"), "{e}");
 }

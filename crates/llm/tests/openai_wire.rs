@@ -234,21 +234,51 @@ async fn a_slow_server_times_out_and_is_retried_then_reported() {
 }
 
 #[tokio::test]
-async fn truncated_json_is_a_decode_error_not_a_panic() {
+async fn a_malformed_success_body_is_retried_like_a_server_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw("<html>502 Bad Gateway</html>", "text/html"),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_body("ok")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let model = hub(&server, "").model("mock:gpt-4o-mini").unwrap();
+    assert_eq!(model.complete(&chat_request()).await.unwrap().text, "ok");
+}
+
+#[tokio::test]
+async fn truncated_json_every_time_gives_a_clear_error_after_the_retries() {
     let server = MockServer::start().await;
     Mock::given(path("/v1/chat/completions"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(
             r#"{"id": "chatcmpl-1", "choices": [{"index": 0, "mess"#,
             "application/json",
         ))
-        .expect(1)
+        .expect(3)
         .mount(&server)
         .await;
-    let model = hub(&server, "").model("mock:gpt-4o-mini").unwrap();
+    let model = hub(&server, "max_retries = 2")
+        .model("mock:gpt-4o-mini")
+        .unwrap();
     let e = model.complete(&chat_request()).await.unwrap_err();
-    assert!(matches!(e, LlmError::Decode { .. }), "{e:?}");
-    assert!(!e.is_retryable());
-    assert!(e.to_string().contains("not valid JSON"), "{e}");
+    match &e {
+        LlmError::RetriesExhausted {
+            attempts: 3, last, ..
+        } => assert!(matches!(**last, LlmError::Decode { .. }), "{last:?}"),
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("gave up after 3 attempts") && text.contains("not valid JSON"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -276,7 +306,9 @@ async fn garbage_and_missing_fields_name_what_was_expected() {
         )
         .mount(&server)
         .await;
-    let model = hub(&server, "").model("mock:gpt-4o-mini").unwrap();
+    let model = hub(&server, "max_retries = 0")
+        .model("mock:gpt-4o-mini")
+        .unwrap();
     let e = model
         .complete(&chat_request())
         .await
