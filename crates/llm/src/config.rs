@@ -339,6 +339,15 @@ impl Config {
                     k.as_str()
                 ));
             }
+            let kind = p.kind.or(builtin(name).map(|b| b.kind));
+            if let Some(url) = &p.base_url
+                && kind.is_some_and(ProviderKind::is_remote)
+                && let Some(problem) = base_url_problem(url.trim())
+            {
+                return Err(format!(
+                    "[providers.{name}] base_url = {url:?} is not a usable base URL: {problem}"
+                ));
+            }
             check_limits(&format!("providers.{name}"), &p.limits())?;
         }
         for (name, m) in &self.models {
@@ -415,19 +424,40 @@ impl Config {
             self.models.get(&name)
         };
         let entry = entry.or(by_name);
-        let base_url = base
+        // Where the base URL came from, for an error about it.
+        let from_env = base
             .as_ref()
             .and_then(|b| b.base_url_env)
-            .and_then(env)
-            .or_else(|| user.and_then(|p| p.base_url.clone()))
-            .or_else(|| base.as_ref().map(|b| b.base_url.to_string()))
+            .and_then(|var| Some((env(var)?, format!("the environment variable {var}"))));
+        let (base_url, origin) = from_env
+            .or_else(|| {
+                let url = user.and_then(|p| p.base_url.clone())?;
+                Some((
+                    url,
+                    format!(
+                        "`base_url` of [providers.{provider_name}] in {}",
+                        self.describe_source()
+                    ),
+                ))
+            })
+            .or_else(|| {
+                let url = base.as_ref()?.base_url.to_string();
+                Some((url, format!("the built-in base URL of `{provider_name}`")))
+            })
             .ok_or_else(|| {
                 LlmError::Config(format!(
                     "[providers.{provider_name}] needs a `base_url` (in {})",
                     self.describe_source()
                 ))
             })?;
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base_url = base_url.trim().trim_end_matches('/').to_string();
+        if kind.is_remote()
+            && let Some(problem) = base_url_problem(&base_url)
+        {
+            return Err(LlmError::Config(format!(
+                "model `{spec}`: {origin} is {base_url:?}, which is not a usable base URL: {problem}"
+            )));
+        }
         let api_key_env = user.and_then(|p| p.api_key_env.clone()).or_else(|| {
             base.as_ref()
                 .and_then(|b| b.api_key_env.map(str::to_string))
@@ -483,6 +513,24 @@ impl Config {
             Some(p) => p.display().to_string(),
             None => format!("{CONFIG_FILE_NAME} (none loaded)"),
         }
+    }
+}
+
+/// Why `url` cannot be the base URL of an HTTP provider, if it cannot: caught when the config
+/// is read or the model opened, not as a `builder error` on every call.
+pub(crate) fn base_url_problem(url: &str) -> Option<String> {
+    const EXAMPLE: &str =
+        "write it like \"https://api.openai.com/v1\" or \"http://localhost:11434/v1\"";
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("{e}; {EXAMPLE}")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "the scheme must be http or https, not `{}`; {EXAMPLE}",
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            Some(format!("it names no host; {EXAMPLE}"))
+        }
+        Ok(_) => None,
     }
 }
 
@@ -620,6 +668,67 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert!(err.contains("concurrency"), "{err}");
         let err = Config::parse("[providers.openai]\nkind = \"anthropic\"\n").unwrap_err();
         assert!(err.contains("built in"), "{err}");
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_a_url_is_refused_when_the_config_is_read() {
+        let err = Config::parse("[providers.mock]\nkind = \"openai\"\nbase_url = \"not a url\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("[providers.mock]")
+                && err.contains("base_url")
+                && err.contains("\"not a url\""),
+            "{err}"
+        );
+        for bad in ["ftp://host/v1", "localhost:8080/v1", "http://"] {
+            let text = format!("[providers.openai]\nbase_url = \"{bad}\"\n");
+            let err = Config::parse(&text).unwrap_err();
+            assert!(
+                err.contains(bad) && err.contains("providers.openai"),
+                "{bad}: {err}"
+            );
+        }
+        for good in [
+            "http://localhost:11434/v1",
+            "https://x.example/v1/",
+            "http://127.0.0.1:9",
+        ] {
+            let text = format!("[providers.openai]\nbase_url = \"{good}\"\n");
+            assert!(Config::parse(&text).is_ok(), "{good}");
+        }
+        // The local provider has no URL to check.
+        assert!(Config::parse("[providers.local]\nbase_url = \"whatever\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_base_url_from_the_environment_is_checked_when_resolved() {
+        let c = Config::default();
+        let env = |k: &str| (k == "OPENAI_BASE_URL").then(|| "not a url".to_string());
+        let e = c
+            .resolve("openai:gpt-4o-mini", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("OPENAI_BASE_URL")
+                && e.contains("\"not a url\"")
+                && e.contains("openai:gpt-4o-mini"),
+            "{e}"
+        );
+        // A config built in code (not parsed) is checked too, naming the table.
+        let mut c = Config::default();
+        c.providers.insert(
+            "mine".into(),
+            ProviderConfig {
+                kind: Some(ProviderKind::Anthropic),
+                base_url: Some("mine.example".into()),
+                ..Default::default()
+            },
+        );
+        let e = c.resolve("mine:m", &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("[providers.mine]") && e.contains("\"mine.example\""),
+            "{e}"
+        );
     }
 
     #[test]

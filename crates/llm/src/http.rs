@@ -11,8 +11,16 @@ use serde::de::DeserializeOwned;
 use crate::config::ModelInfo;
 use crate::error::LlmError;
 
-/// A client with the model's per-request timeout.
+/// A client with the model's per-request timeout. Fails when the model's base URL cannot be
+/// one (a provider built by hand from a [`ModelInfo`]; config resolution checks it too), so a
+/// bad URL is an error when the provider is built, not on every call.
 pub(crate) fn client(info: &ModelInfo) -> Result<reqwest::Client, LlmError> {
+    if let Some(problem) = crate::config::base_url_problem(&info.base_url) {
+        return Err(LlmError::Config(format!(
+            "{}: the base URL {:?} is not usable: {problem}",
+            info.name, info.base_url
+        )));
+    }
     reqwest::Client::builder()
         .timeout(info.timeout)
         .user_agent(concat!("metaprompt/", env!("CARGO_PKG_VERSION")))
