@@ -25,6 +25,10 @@ pub const CONFIG_FILE_NAME: &str = "metaprompt.toml";
 /// Per-request timeout when none is configured: generous, since long generations are normal.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Largest response body read when none is configured: far above any completion, small enough
+/// that a runaway or hostile endpoint cannot exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The parsed `metaprompt.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +134,8 @@ pub struct ProviderConfig {
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 /// Settings that a provider sets for all its models and a model may override.
@@ -146,6 +152,8 @@ pub struct Limits {
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -171,6 +179,8 @@ pub struct ModelConfig {
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 macro_rules! limits_of {
@@ -183,6 +193,7 @@ macro_rules! limits_of {
                     max_retries: self.max_retries,
                     retry_base_ms: self.retry_base_ms,
                     max_retry_after_secs: self.max_retry_after_secs,
+                    max_response_bytes: self.max_response_bytes,
                 }
             }
         }
@@ -199,6 +210,7 @@ impl Limits {
             max_retries: self.max_retries.or(other.max_retries),
             retry_base_ms: self.retry_base_ms.or(other.retry_base_ms),
             max_retry_after_secs: self.max_retry_after_secs.or(other.max_retry_after_secs),
+            max_response_bytes: self.max_response_bytes.or(other.max_response_bytes),
         }
     }
 }
@@ -222,6 +234,9 @@ pub struct ModelInfo {
     pub concurrency: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest response body read, in bytes; a larger one fails the request
+    /// ([`LlmError::ResponseTooLarge`]).
+    pub max_response_bytes: u64,
 }
 
 impl ModelInfo {
@@ -239,6 +254,7 @@ impl ModelInfo {
             concurrency: 4,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -505,6 +521,7 @@ impl Config {
             concurrency,
             timeout,
             retry,
+            max_response_bytes: l.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -537,6 +554,9 @@ pub(crate) fn base_url_problem(url: &str) -> Option<String> {
 fn check_limits(table: &str, l: &Limits) -> Result<(), String> {
     if l.concurrency == Some(0) {
         return Err(format!("[{table}] concurrency must be at least 1"));
+    }
+    if l.max_response_bytes == Some(0) {
+        return Err(format!("[{table}] max_response_bytes must be at least 1"));
     }
     for (key, v) in [
         ("timeout_secs", l.timeout_secs),
@@ -608,6 +628,7 @@ mod tests {
 kind = "openai"
 base_url = "http://localhost:11434/v1"
 concurrency = 2
+max_response_bytes = 1024
 
 [models.fast]
 provider = "ollama"
@@ -630,8 +651,10 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert_eq!(m.timeout, Duration::from_secs(5));
         assert_eq!(m.format, PromptFormat::Text);
         assert_eq!(m.pricing.unwrap().output_per_mtok, 0.2);
+        assert_eq!(m.max_response_bytes, 1024, "from the provider");
         let o = c.resolve("openai:gpt-4o", &no_env).unwrap();
         assert_eq!(o.retry.max_retries, 9);
+        assert_eq!(o.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(o.pricing.unwrap().input_per_mtok, 1.0);
         assert!(
             c.resolve("ollama:other", &no_env)
@@ -666,6 +689,8 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert!(err.contains("provider"), "{err}");
         let err = Config::parse("[providers.openai]\nconcurrency = 0\n").unwrap_err();
         assert!(err.contains("concurrency"), "{err}");
+        let err = Config::parse("[models.\"openai:x\"]\nmax_response_bytes = 0\n").unwrap_err();
+        assert!(err.contains("max_response_bytes"), "{err}");
         let err = Config::parse("[providers.openai]\nkind = \"anthropic\"\n").unwrap_err();
         assert!(err.contains("built in"), "{err}");
     }

@@ -36,6 +36,17 @@ pub enum LlmError {
         what: String,
         body_start: String,
     },
+    /// The response body was larger than the model's `max_response_bytes`: a runaway or
+    /// misbehaving endpoint. Not retried (the next answer would likely be as large).
+    #[error(
+        "{model}: the response from {url} is larger than the {limit} bytes allowed (raise `max_response_bytes` for this provider or model in metaprompt.toml if it is legitimate)"
+    )]
+    ResponseTooLarge {
+        model: String,
+        /// The request URL, without query or credentials.
+        url: String,
+        limit: u64,
+    },
     /// An environment variable named in config as holding the API key is not set.
     #[error(
         "{model}: the API key variable {var} is not set (set it, or change `api_key_env` for provider `{provider}` in metaprompt.toml)"
