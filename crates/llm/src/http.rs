@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::ModelInfo;
 use crate::error::LlmError;
+use crate::redact::Redactor;
 
 /// A client with the model's per-request timeout. Fails when the model's base URL cannot be
 /// one (a provider built by hand from a [`ModelInfo`]; config resolution checks it too), so a
@@ -28,16 +29,32 @@ pub(crate) fn client(info: &ModelInfo) -> Result<reqwest::Client, LlmError> {
         .map_err(|e| LlmError::Config(format!("{}: cannot build an HTTP client: {e}", info.name)))
 }
 
+/// One endpoint's way of calling: its client, its model and the redactor that knows its keys.
+#[derive(Clone, Copy)]
+pub(crate) struct Endpoint<'a> {
+    pub client: &'a reqwest::Client,
+    pub info: &'a ModelInfo,
+    pub redactor: &'a Redactor,
+}
+
 /// POST `body` to `url` and decode a success body as `T`. `expected` names the wire object
 /// (for error messages). Returns the decoded body and the call's latency.
+///
+/// Every error message made from what the server sent (an error body, an undecodable body, a
+/// transport failure's URL) passes through the endpoint's redactor first: servers echo
+/// credentials.
 pub(crate) async fn post_json<T: DeserializeOwned>(
-    client: &reqwest::Client,
-    info: &ModelInfo,
+    endpoint: Endpoint<'_>,
     url: &str,
     headers: HeaderMap,
     body: &impl Serialize,
     expected: &str,
 ) -> Result<(T, Duration), LlmError> {
+    let Endpoint {
+        client,
+        info,
+        redactor,
+    } = endpoint;
     let start = Instant::now();
     let model = || info.name.clone();
     let transport = |e: reqwest::Error| {
@@ -49,7 +66,7 @@ pub(crate) async fn post_json<T: DeserializeOwned>(
         } else {
             LlmError::Transport {
                 model: model(),
-                source: e,
+                source: scrub(e, redactor),
             }
         }
     };
@@ -70,28 +87,31 @@ pub(crate) async fn post_json<T: DeserializeOwned>(
     if status.is_success() && !complete {
         return Err(LlmError::ResponseTooLarge {
             model: model(),
-            url: display_url(url),
+            url: redactor.redact(&display_url(url)),
             limit,
         });
     }
     if !status.is_success() {
+        // Redacted whole before it is cut, so no key is split at the cut and left half-shown.
         return Err(LlmError::Status {
             model: model(),
             status: status.as_u16(),
-            message: error_message(&text),
+            message: error_message(&redactor.redact(&text)),
             retry_after,
         });
     }
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| LlmError::Decode {
+    let decode = |what: String| LlmError::Decode {
         model: model(),
-        what: format!("expected a JSON {expected}, but the body is not valid JSON ({e})"),
-        body_start: body_start(&text),
+        what: redactor.redact(&what),
+        body_start: body_start(&redactor.redact(&text)),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        decode(format!(
+            "expected a JSON {expected}, but the body is not valid JSON ({e})"
+        ))
     })?;
-    let decoded = serde_json::from_value(value).map_err(|e| LlmError::Decode {
-        model: model(),
-        what: format!("expected a {expected}: {e}"),
-        body_start: body_start(&text),
-    })?;
+    let decoded =
+        serde_json::from_value(value).map_err(|e| decode(format!("expected a {expected}: {e}")))?;
     Ok((decoded, latency))
 }
 
@@ -114,6 +134,20 @@ async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok((body, true))
+}
+
+/// A transport error whose URL (shown in its message) has no credentials, query or fragment,
+/// or no URL at all if a key still shows in it.
+fn scrub(mut e: reqwest::Error, redactor: &Redactor) -> reqwest::Error {
+    let Some(url) = e.url_mut() else { return e };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    if redactor.redact(url.as_str()) != url.as_str() {
+        return e.without_url();
+    }
+    e
 }
 
 /// A URL for messages: without credentials, query or fragment (where keys sometimes travel).
@@ -257,8 +291,13 @@ mod tests {
         let info = info(limit);
         let client = client(&info).unwrap();
         let body = serde_json::json!({});
+        let endpoint = Endpoint {
+            client: &client,
+            info: &info,
+            redactor: &Redactor::default(),
+        };
         let r: Result<(serde_json::Value, _), _> =
-            post_json(&client, &info, url, HeaderMap::new(), &body, "object").await;
+            post_json(endpoint, url, HeaderMap::new(), &body, "object").await;
         r.map(|(v, _)| v)
     }
 
@@ -310,6 +349,48 @@ mod tests {
         let e = post(&url, 2048).await.unwrap_err();
         assert!(matches!(e, LlmError::Status { status: 503, .. }), "{e:?}");
         assert!(e.to_string().contains("<html>overloaded"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_shows_no_key_from_its_url() {
+        // Nothing listens on a port just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key = "k3yInTheUrl0123";
+        let info = info(1024);
+        let client = client(&info).unwrap();
+        let redactor = Redactor::new([key]);
+        let endpoint = Endpoint {
+            client: &client,
+            info: &info,
+            redactor: &redactor,
+        };
+        for url in [
+            format!("http://127.0.0.1:{port}/v1/chat?api-key={key}"),
+            format!("http://user:{key}@127.0.0.1:{port}/v1/chat"),
+            format!("http://127.0.0.1:{port}/{key}/v1/chat"),
+        ] {
+            let r: Result<(serde_json::Value, _), _> = post_json(
+                endpoint,
+                &url,
+                HeaderMap::new(),
+                &serde_json::json!({}),
+                "x",
+            )
+            .await;
+            let e = r.unwrap_err();
+            assert!(matches!(e, LlmError::Transport { .. }), "{e:?}");
+            let mut shown = format!("{e} {e:?}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                shown.push_str(&s.to_string());
+                source = s.source();
+            }
+            assert!(!shown.contains(key), "{shown}");
+        }
     }
 
     #[test]

@@ -442,3 +442,47 @@ async fn concurrency_is_capped_per_model() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_key_echoed_by_the_server_is_in_no_error_or_call_log() {
+    // Not shaped like a token, so only knowing the configured key can mask it.
+    const CANARY: &str = "canary7f3a9c1e5bPLAIN";
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "error": {"message": format!("Invalid header Authorization: Bearer {CANARY}; key {CANARY} unknown"), "type": "invalid_request_error"}
+        })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!("<html>you sent x-api-key: {CANARY}</html>"),
+            "text/html",
+        ))
+        .mount(&server)
+        .await;
+    let config = format!(
+        "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"MOCK_KEY\"\nmax_retries = 0\n",
+        server.uri()
+    );
+    let hub = Hub::new(Config::parse(&config).unwrap())
+        .with_env(|k| (k == "MOCK_KEY").then(|| CANARY.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("calls.jsonl");
+    let meter = metaprompt_llm::Meter::logged(
+        metaprompt_llm::CallLog::append(&log_path).unwrap(),
+        "execution",
+    );
+    let model = metaprompt_llm::Metered::wrap(hub.model("mock:gpt-4o-mini").unwrap(), meter);
+    for _ in 0..2 {
+        let e = model.complete(&chat_request()).await.unwrap_err();
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains(CANARY), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    assert!(!log.contains(CANARY), "{log}");
+}
