@@ -63,9 +63,7 @@ impl Resilient {
     pub fn limiter(&self) -> &Arc<AdaptiveLimiter> {
         &self.limiter
     }
-}
 
-impl Resilient {
     /// Run `call` under a limiter slot, again after a pause while it fails with a retryable
     /// error, within the model's retry policy.
     async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, LlmError>
