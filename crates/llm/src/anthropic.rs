@@ -14,6 +14,7 @@ use crate::config::ModelInfo;
 use crate::error::LlmError;
 use crate::http;
 use crate::provider::{ApiKey, Provider};
+use crate::redact::Redactor;
 use crate::types::{FinishReason, Prompt, Request, Response, Role, Usage};
 
 /// The API version this wire format follows.
@@ -24,15 +25,26 @@ pub struct Anthropic {
     info: ModelInfo,
     client: reqwest::Client,
     api_key: Option<ApiKey>,
+    /// Masks the key (and anything shaped like one) in error text from the server.
+    redactor: Redactor,
 }
 
 impl Anthropic {
     pub fn new(info: ModelInfo, api_key: Option<ApiKey>) -> Result<Self, LlmError> {
         Ok(Self {
             client: http::client(&info)?,
+            redactor: Redactor::new(api_key.iter().map(ApiKey::expose)),
             info,
             api_key,
         })
+    }
+
+    fn endpoint(&self) -> http::Endpoint<'_> {
+        http::Endpoint {
+            client: &self.client,
+            info: &self.info,
+            redactor: &self.redactor,
+        }
     }
 }
 
@@ -156,8 +168,7 @@ impl Provider for Anthropic {
         };
         let url = format!("{}/v1/messages", self.info.base_url);
         let (wire, latency): (MessagesResponse, _) = http::post_json(
-            &self.client,
-            &self.info,
+            self.endpoint(),
             &url,
             headers,
             &body,

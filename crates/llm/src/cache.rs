@@ -5,16 +5,21 @@
 //! The cache is disposable: its schema carries a version in `PRAGMA user_version`, and a file
 //! from an older version is emptied and recreated. A file from a newer metaprompt, or one that is
 //! not a SQLite database, is an error naming the file.
+//!
+//! Several processes may open one file at the same moment (two commands sharing the default
+//! cache): setup waits for, and retries past, the locks they take, and runs its schema check and
+//! creation in one `BEGIN IMMEDIATE` transaction, so none fails and none wipes another's entries.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{Connection, Row};
 
 use crate::config::ModelInfo;
 use crate::error::LlmError;
@@ -86,63 +91,126 @@ impl ResponseCache {
                 )
             })?;
         }
+        // No `journal_mode` here: every pooled connection would try to switch the file into WAL,
+        // and that switch takes a lock the busy timeout cannot wait for. `setup` switches it
+        // once (WAL is a property of the file) before the pool opens.
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| err(not_a_database(&e), Some(e)))?;
+        let setup = Self::setup_retrying(&mut conn, path).await;
+        // The setup connection's work is done either way; a failed close loses nothing.
+        let _ = conn.close().await;
+        setup?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                err(
-                    format!("cannot open as a SQLite database ({e}); delete it or pass --no-cache"),
-                    Some(e),
-                )
-            })?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| {
-                err(
-                    format!("cannot open as a SQLite database ({e}); delete it or pass --no-cache"),
-                    Some(e),
-                )
-            })?;
-        if version > SCHEMA_VERSION {
-            return Err(err(
-                format!(
-                    "was written by a newer metaprompt (cache schema {version}, this one knows {SCHEMA_VERSION})"
-                ),
-                None,
-            ));
-        }
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| err(format!("cannot write: {e}"), Some(e)))?;
-        if version < SCHEMA_VERSION {
-            sqlx::query("DROP TABLE IF EXISTS responses")
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| err(e.to_string(), Some(e)))?;
-        }
-        sqlx::raw_sql(SCHEMA)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| err(format!("cannot create tables: {e}"), Some(e)))?;
-        sqlx::query(SET_SCHEMA_VERSION)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| err(e.to_string(), Some(e)))?;
-        tx.commit()
-            .await
-            .map_err(|e| err(format!("cannot write: {e}"), Some(e)))?;
+            .map_err(|e| err(not_a_database(&e), Some(e)))?;
         Ok(Self {
             pool,
             path: Arc::new(path.to_path_buf()),
         })
+    }
+
+    /// [`Self::setup`], again while the file is busy: other processes opening the same fresh
+    /// file at the same moment take locks that SQLite's busy timeout does not wait for (the
+    /// switch into WAL mode, a read transaction that cannot become a write one: codes 5 and
+    /// 517). Every attempt is idempotent; the wait grows with jitter up to [`BUSY_TIMEOUT`].
+    async fn setup_retrying(conn: &mut SqliteConnection, path: &Path) -> Result<(), LlmError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::setup(conn, path).await {
+                Err(Setup::Sql(what, e)) if is_busy(&e) && start.elapsed() < BUSY_TIMEOUT => {
+                    tracing::debug!(path = %path.display(), what, error = %e, "cache busy during setup; retrying");
+                    tokio::time::sleep(pause.mul_f64(rand::rng().random_range(0.5..=1.0))).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                Err(Setup::Sql(what, e)) => {
+                    return Err(LlmError::Cache {
+                        path: path.to_path_buf(),
+                        what: match what {
+                            "" => not_a_database(&e),
+                            what => format!("{what}: {e}"),
+                        },
+                        source: Some(e),
+                    });
+                }
+                Err(Setup::Refused(what)) => {
+                    return Err(LlmError::Cache {
+                        path: path.to_path_buf(),
+                        what,
+                        source: None,
+                    });
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// Put the file in WAL mode and its tables at [`SCHEMA_VERSION`]. The version is read and
+    /// acted on inside one `BEGIN IMMEDIATE` transaction (the write lock taken up front, waited
+    /// for by the busy timeout), so two processes cannot both see an old file and the second
+    /// drop what the first has already written.
+    async fn setup(conn: &mut SqliteConnection, path: &Path) -> Result<(), Setup> {
+        let sql = |what: &'static str| move |e| Setup::Sql(what, e);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql(""))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(sql("cannot switch to WAL mode"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                // Some file systems cannot do WAL; the cache still works, one writer at a time.
+                tracing::warn!(path = %path.display(), mode, "the response cache could not use WAL mode");
+            }
+        }
+        let newer = |version: i64| {
+            Setup::Refused(format!(
+                "was written by a newer metaprompt (cache schema {version}, this one knows {SCHEMA_VERSION})"
+            ))
+        };
+        // The common case, a file already set up, needs no write lock.
+        match user_version(&mut *conn).await.map_err(sql(""))? {
+            SCHEMA_VERSION => return Ok(()),
+            v if v > SCHEMA_VERSION => return Err(newer(v)),
+            _ => {}
+        }
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql("cannot write"))?;
+        let v = user_version(&mut tx).await.map_err(sql(""))?;
+        if v >= SCHEMA_VERSION {
+            // Another process set it up meanwhile (or a newer one did).
+            tx.rollback().await.map_err(sql("cannot write"))?;
+            return if v == SCHEMA_VERSION {
+                Ok(())
+            } else {
+                Err(newer(v))
+            };
+        }
+        sqlx::query("DROP TABLE IF EXISTS responses")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("cannot drop the old tables"))?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("cannot create tables"))?;
+        sqlx::query(SET_SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("cannot set the schema version"))?;
+        tx.commit().await.map_err(sql("cannot write"))?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -306,6 +374,37 @@ impl ResponseCache {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// How long one statement waits for another process's lock, and how long setup keeps retrying.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why setting the file up failed: a SQL error (retried while it says the file is busy), or a
+/// file this version refuses.
+enum Setup {
+    /// What was being done (`""`: merely reading the file), and the error.
+    Sql(&'static str, sqlx::Error),
+    Refused(String),
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, with any extended code (517 is BUSY_SNAPSHOT, 261
+/// BUSY_RECOVERY): another connection holds a lock; trying again later can succeed.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+async fn user_version(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(conn)
+        .await
+}
+
+fn not_a_database(e: &sqlx::Error) -> String {
+    format!("cannot open as a SQLite database ({e}); delete it or pass --no-cache")
 }
 
 fn unix_now() -> i64 {

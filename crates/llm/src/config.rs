@@ -25,6 +25,10 @@ pub const CONFIG_FILE_NAME: &str = "metaprompt.toml";
 /// Per-request timeout when none is configured: generous, since long generations are normal.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Largest response body read when none is configured: far above any completion, small enough
+/// that a runaway or hostile endpoint cannot exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The parsed `metaprompt.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -123,12 +127,15 @@ pub struct ProviderConfig {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 /// Settings that a provider sets for all its models and a model may override.
@@ -138,12 +145,15 @@ pub struct Limits {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -162,12 +172,15 @@ pub struct ModelConfig {
     pub concurrency: Option<u32>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
-    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts).
+    /// Retries after the first attempt, for retryable errors (429, 5xx, timeouts, transport
+    /// failures, malformed success bodies).
     pub max_retries: Option<u32>,
     /// First backoff delay in milliseconds; doubles each retry, with full jitter.
     pub retry_base_ms: Option<u64>,
     /// Longest `Retry-After` honoured; a longer demanded wait fails the request instead.
     pub max_retry_after_secs: Option<f64>,
+    /// Largest response body read, in bytes (default 16 MiB); a larger one fails the request.
+    pub max_response_bytes: Option<u64>,
 }
 
 macro_rules! limits_of {
@@ -180,6 +193,7 @@ macro_rules! limits_of {
                     max_retries: self.max_retries,
                     retry_base_ms: self.retry_base_ms,
                     max_retry_after_secs: self.max_retry_after_secs,
+                    max_response_bytes: self.max_response_bytes,
                 }
             }
         }
@@ -196,6 +210,7 @@ impl Limits {
             max_retries: self.max_retries.or(other.max_retries),
             retry_base_ms: self.retry_base_ms.or(other.retry_base_ms),
             max_retry_after_secs: self.max_retry_after_secs.or(other.max_retry_after_secs),
+            max_response_bytes: self.max_response_bytes.or(other.max_response_bytes),
         }
     }
 }
@@ -219,6 +234,9 @@ pub struct ModelInfo {
     pub concurrency: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest response body read, in bytes; a larger one fails the request
+    /// ([`LlmError::ResponseTooLarge`]).
+    pub max_response_bytes: u64,
 }
 
 impl ModelInfo {
@@ -236,6 +254,7 @@ impl ModelInfo {
             concurrency: 4,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -336,6 +355,15 @@ impl Config {
                     k.as_str()
                 ));
             }
+            let kind = p.kind.or(builtin(name).map(|b| b.kind));
+            if let Some(url) = &p.base_url
+                && kind.is_some_and(ProviderKind::is_remote)
+                && let Some(problem) = base_url_problem(url.trim())
+            {
+                return Err(format!(
+                    "[providers.{name}] base_url = {url:?} is not a usable base URL: {problem}"
+                ));
+            }
             check_limits(&format!("providers.{name}"), &p.limits())?;
         }
         for (name, m) in &self.models {
@@ -412,19 +440,40 @@ impl Config {
             self.models.get(&name)
         };
         let entry = entry.or(by_name);
-        let base_url = base
+        // Where the base URL came from, for an error about it.
+        let from_env = base
             .as_ref()
             .and_then(|b| b.base_url_env)
-            .and_then(env)
-            .or_else(|| user.and_then(|p| p.base_url.clone()))
-            .or_else(|| base.as_ref().map(|b| b.base_url.to_string()))
+            .and_then(|var| Some((env(var)?, format!("the environment variable {var}"))));
+        let (base_url, origin) = from_env
+            .or_else(|| {
+                let url = user.and_then(|p| p.base_url.clone())?;
+                Some((
+                    url,
+                    format!(
+                        "`base_url` of [providers.{provider_name}] in {}",
+                        self.describe_source()
+                    ),
+                ))
+            })
+            .or_else(|| {
+                let url = base.as_ref()?.base_url.to_string();
+                Some((url, format!("the built-in base URL of `{provider_name}`")))
+            })
             .ok_or_else(|| {
                 LlmError::Config(format!(
                     "[providers.{provider_name}] needs a `base_url` (in {})",
                     self.describe_source()
                 ))
             })?;
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base_url = base_url.trim().trim_end_matches('/').to_string();
+        if kind.is_remote()
+            && let Some(problem) = base_url_problem(&base_url)
+        {
+            return Err(LlmError::Config(format!(
+                "model `{spec}`: {origin} is {base_url:?}, which is not a usable base URL: {problem}"
+            )));
+        }
         let api_key_env = user.and_then(|p| p.api_key_env.clone()).or_else(|| {
             base.as_ref()
                 .and_then(|b| b.api_key_env.map(str::to_string))
@@ -472,6 +521,7 @@ impl Config {
             concurrency,
             timeout,
             retry,
+            max_response_bytes: l.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -483,9 +533,30 @@ impl Config {
     }
 }
 
+/// Why `url` cannot be the base URL of an HTTP provider, if it cannot: caught when the config
+/// is read or the model opened, not as a `builder error` on every call.
+pub(crate) fn base_url_problem(url: &str) -> Option<String> {
+    const EXAMPLE: &str =
+        "write it like \"https://api.openai.com/v1\" or \"http://localhost:11434/v1\"";
+    match reqwest::Url::parse(url) {
+        Err(e) => Some(format!("{e}; {EXAMPLE}")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "the scheme must be http or https, not `{}`; {EXAMPLE}",
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            Some(format!("it names no host; {EXAMPLE}"))
+        }
+        Ok(_) => None,
+    }
+}
+
 fn check_limits(table: &str, l: &Limits) -> Result<(), String> {
     if l.concurrency == Some(0) {
         return Err(format!("[{table}] concurrency must be at least 1"));
+    }
+    if l.max_response_bytes == Some(0) {
+        return Err(format!("[{table}] max_response_bytes must be at least 1"));
     }
     for (key, v) in [
         ("timeout_secs", l.timeout_secs),
@@ -557,6 +628,7 @@ mod tests {
 kind = "openai"
 base_url = "http://localhost:11434/v1"
 concurrency = 2
+max_response_bytes = 1024
 
 [models.fast]
 provider = "ollama"
@@ -579,8 +651,10 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert_eq!(m.timeout, Duration::from_secs(5));
         assert_eq!(m.format, PromptFormat::Text);
         assert_eq!(m.pricing.unwrap().output_per_mtok, 0.2);
+        assert_eq!(m.max_response_bytes, 1024, "from the provider");
         let o = c.resolve("openai:gpt-4o", &no_env).unwrap();
         assert_eq!(o.retry.max_retries, 9);
+        assert_eq!(o.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(o.pricing.unwrap().input_per_mtok, 1.0);
         assert!(
             c.resolve("ollama:other", &no_env)
@@ -615,8 +689,71 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert!(err.contains("provider"), "{err}");
         let err = Config::parse("[providers.openai]\nconcurrency = 0\n").unwrap_err();
         assert!(err.contains("concurrency"), "{err}");
+        let err = Config::parse("[models.\"openai:x\"]\nmax_response_bytes = 0\n").unwrap_err();
+        assert!(err.contains("max_response_bytes"), "{err}");
         let err = Config::parse("[providers.openai]\nkind = \"anthropic\"\n").unwrap_err();
         assert!(err.contains("built in"), "{err}");
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_a_url_is_refused_when_the_config_is_read() {
+        let err = Config::parse("[providers.mock]\nkind = \"openai\"\nbase_url = \"not a url\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("[providers.mock]")
+                && err.contains("base_url")
+                && err.contains("\"not a url\""),
+            "{err}"
+        );
+        for bad in ["ftp://host/v1", "localhost:8080/v1", "http://"] {
+            let text = format!("[providers.openai]\nbase_url = \"{bad}\"\n");
+            let err = Config::parse(&text).unwrap_err();
+            assert!(
+                err.contains(bad) && err.contains("providers.openai"),
+                "{bad}: {err}"
+            );
+        }
+        for good in [
+            "http://localhost:11434/v1",
+            "https://x.example/v1/",
+            "http://127.0.0.1:9",
+        ] {
+            let text = format!("[providers.openai]\nbase_url = \"{good}\"\n");
+            assert!(Config::parse(&text).is_ok(), "{good}");
+        }
+        // The local provider has no URL to check.
+        assert!(Config::parse("[providers.local]\nbase_url = \"whatever\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_base_url_from_the_environment_is_checked_when_resolved() {
+        let c = Config::default();
+        let env = |k: &str| (k == "OPENAI_BASE_URL").then(|| "not a url".to_string());
+        let e = c
+            .resolve("openai:gpt-4o-mini", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("OPENAI_BASE_URL")
+                && e.contains("\"not a url\"")
+                && e.contains("openai:gpt-4o-mini"),
+            "{e}"
+        );
+        // A config built in code (not parsed) is checked too, naming the table.
+        let mut c = Config::default();
+        c.providers.insert(
+            "mine".into(),
+            ProviderConfig {
+                kind: Some(ProviderKind::Anthropic),
+                base_url: Some("mine.example".into()),
+                ..Default::default()
+            },
+        );
+        let e = c.resolve("mine:m", &no_env).unwrap_err().to_string();
+        assert!(
+            e.contains("[providers.mine]") && e.contains("\"mine.example\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -28,12 +28,24 @@ pub enum LlmError {
         source: reqwest::Error,
     },
     /// The server answered 2xx, but not with what the wire format promises (not JSON, or a
-    /// field missing). `what` names what was expected.
+    /// field missing). `what` names what was expected. Retryable: a proxy's HTML page or a body
+    /// cut short is usually gone on the next attempt, like a 5xx.
     #[error("{model}: unexpected response body: {what} (body starts: {body_start:?})")]
     Decode {
         model: String,
         what: String,
         body_start: String,
+    },
+    /// The response body was larger than the model's `max_response_bytes`: a runaway or
+    /// misbehaving endpoint. Not retried (the next answer would likely be as large).
+    #[error(
+        "{model}: the response from {url} is larger than the {limit} bytes allowed (raise `max_response_bytes` for this provider or model in metaprompt.toml if it is legitimate)"
+    )]
+    ResponseTooLarge {
+        model: String,
+        /// The request URL, without query or credentials.
+        url: String,
+        limit: u64,
     },
     /// An environment variable named in config as holding the API key is not set.
     #[error(
@@ -90,7 +102,7 @@ impl LlmError {
             LlmError::Status { status, .. } => {
                 matches!(*status, 408 | 409 | 425 | 429 | 500..=599)
             }
-            LlmError::Timeout { .. } | LlmError::Transport { .. } => true,
+            LlmError::Timeout { .. } | LlmError::Transport { .. } | LlmError::Decode { .. } => true,
             _ => false,
         }
     }
@@ -144,6 +156,9 @@ mod tests {
             what: "x".into(),
             body_start: String::new(),
         };
-        assert!(!decode.is_retryable());
+        assert!(
+            decode.is_retryable(),
+            "a malformed success body is retried like a 5xx"
+        );
     }
 }

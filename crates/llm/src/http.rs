@@ -10,9 +10,18 @@ use serde::de::DeserializeOwned;
 
 use crate::config::ModelInfo;
 use crate::error::LlmError;
+use crate::redact::Redactor;
 
-/// A client with the model's per-request timeout.
+/// A client with the model's per-request timeout. Fails when the model's base URL cannot be
+/// one (a provider built by hand from a [`ModelInfo`]; config resolution checks it too), so a
+/// bad URL is an error when the provider is built, not on every call.
 pub(crate) fn client(info: &ModelInfo) -> Result<reqwest::Client, LlmError> {
+    if let Some(problem) = crate::config::base_url_problem(&info.base_url) {
+        return Err(LlmError::Config(format!(
+            "{}: the base URL {:?} is not usable: {problem}",
+            info.name, info.base_url
+        )));
+    }
     reqwest::Client::builder()
         .timeout(info.timeout)
         .user_agent(concat!("metaprompt/", env!("CARGO_PKG_VERSION")))
@@ -20,16 +29,32 @@ pub(crate) fn client(info: &ModelInfo) -> Result<reqwest::Client, LlmError> {
         .map_err(|e| LlmError::Config(format!("{}: cannot build an HTTP client: {e}", info.name)))
 }
 
+/// One endpoint's way of calling: its client, its model and the redactor that knows its keys.
+#[derive(Clone, Copy)]
+pub(crate) struct Endpoint<'a> {
+    pub client: &'a reqwest::Client,
+    pub info: &'a ModelInfo,
+    pub redactor: &'a Redactor,
+}
+
 /// POST `body` to `url` and decode a success body as `T`. `expected` names the wire object
 /// (for error messages). Returns the decoded body and the call's latency.
+///
+/// Every error message made from what the server sent (an error body, an undecodable body, a
+/// transport failure's URL) passes through the endpoint's redactor first: servers echo
+/// credentials.
 pub(crate) async fn post_json<T: DeserializeOwned>(
-    client: &reqwest::Client,
-    info: &ModelInfo,
+    endpoint: Endpoint<'_>,
     url: &str,
     headers: HeaderMap,
     body: &impl Serialize,
     expected: &str,
 ) -> Result<(T, Duration), LlmError> {
+    let Endpoint {
+        client,
+        info,
+        redactor,
+    } = endpoint;
     let start = Instant::now();
     let model = || info.name.clone();
     let transport = |e: reqwest::Error| {
@@ -41,7 +66,7 @@ pub(crate) async fn post_json<T: DeserializeOwned>(
         } else {
             LlmError::Transport {
                 model: model(),
-                source: e,
+                source: scrub(e, redactor),
             }
         }
     };
@@ -54,27 +79,89 @@ pub(crate) async fn post_json<T: DeserializeOwned>(
         .map_err(transport)?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let text = response.text().await.map_err(transport)?;
+    let limit = info.max_response_bytes;
+    let (body, complete) = read_capped(response, limit).await.map_err(transport)?;
+    let text = String::from_utf8_lossy(&body).into_owned();
     let latency = start.elapsed();
+    // An error body is only quoted from its start: a cut one still says what went wrong.
+    if status.is_success() && !complete {
+        return Err(LlmError::ResponseTooLarge {
+            model: model(),
+            url: redactor.redact(&display_url(url)),
+            limit,
+        });
+    }
     if !status.is_success() {
+        // Redacted whole before it is cut, so no key is split at the cut and left half-shown.
         return Err(LlmError::Status {
             model: model(),
             status: status.as_u16(),
-            message: error_message(&text),
+            message: error_message(&redactor.redact(&text)),
             retry_after,
         });
     }
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| LlmError::Decode {
+    let decode = |what: String| LlmError::Decode {
         model: model(),
-        what: format!("expected a JSON {expected}, but the body is not valid JSON ({e})"),
-        body_start: body_start(&text),
+        what: redactor.redact(&what),
+        body_start: body_start(&redactor.redact(&text)),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        decode(format!(
+            "expected a JSON {expected}, but the body is not valid JSON ({e})"
+        ))
     })?;
-    let decoded = serde_json::from_value(value).map_err(|e| LlmError::Decode {
-        model: model(),
-        what: format!("expected a {expected}: {e}"),
-        body_start: body_start(&text),
-    })?;
+    let decoded =
+        serde_json::from_value(value).map_err(|e| decode(format!("expected a {expected}: {e}")))?;
     Ok((decoded, latency))
+}
+
+/// Read at most `limit` bytes of the body: the bytes, and whether that was all of it. A body
+/// announced as larger is not read at all.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Ok((Vec::new(), false));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if chunk.len() > limit - body.len() {
+            body.extend_from_slice(&chunk[..limit - body.len()]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
+/// A transport error whose URL (shown in its message) has no credentials, query or fragment,
+/// or no URL at all if a key still shows in it.
+fn scrub(mut e: reqwest::Error, redactor: &Redactor) -> reqwest::Error {
+    let Some(url) = e.url_mut() else { return e };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    if redactor.redact(url.as_str()) != url.as_str() {
+        return e.without_url();
+    }
+    e
+}
+
+/// A URL for messages: without credentials, query or fragment (where keys sometimes travel).
+pub(crate) fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(an unparseable URL)".to_string(),
+    }
 }
 
 /// The server's requested wait: `retry-after-ms` (OpenAI), else `Retry-After` in seconds or as
@@ -158,6 +245,160 @@ mod tests {
         );
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// A server on loopback that answers every connection with `head` then `body` in pieces of
+    /// 1000 bytes (framed as chunks when `chunked`; `head` must then say so).
+    async fn raw_server(head: &'static str, body: Vec<u8>, chunked: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    for piece in body.chunks(1000) {
+                        if chunked {
+                            let size = format!("{:x}\r\n", piece.len());
+                            let _ = socket.write_all(size.as_bytes()).await;
+                            let _ = socket.write_all(piece).await;
+                            let _ = socket.write_all(b"\r\n").await;
+                        } else {
+                            let _ = socket.write_all(piece).await;
+                        }
+                    }
+                    if chunked {
+                        let _ = socket.write_all(b"0\r\n\r\n").await;
+                    }
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}/v1/chat?key=secret")
+    }
+
+    fn info(limit: u64) -> ModelInfo {
+        let mut info = ModelInfo::new(crate::config::ProviderKind::Openai, "m");
+        info.base_url = "http://127.0.0.1".into();
+        info.max_response_bytes = limit;
+        info
+    }
+
+    async fn post(url: &str, limit: u64) -> Result<serde_json::Value, LlmError> {
+        let info = info(limit);
+        let client = client(&info).unwrap();
+        let body = serde_json::json!({});
+        let endpoint = Endpoint {
+            client: &client,
+            info: &info,
+            redactor: &Redactor::default(),
+        };
+        let r: Result<(serde_json::Value, _), _> =
+            post_json(endpoint, url, HeaderMap::new(), &body, "object").await;
+        r.map(|(v, _)| v)
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_cut_off_with_a_clear_error() {
+        let mut json = br#"{"text": ""#.to_vec();
+        json.extend(std::iter::repeat_n(b'a', 10_000));
+        json.extend(br#""}"#);
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        let url = raw_server(head, json.clone(), true).await;
+        let e = post(&url, 4096).await.unwrap_err();
+        assert!(
+            matches!(e, LlmError::ResponseTooLarge { limit: 4096, .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("4096 bytes")
+                && text.contains("/v1/chat")
+                && text.contains("max_response_bytes"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("secret"),
+            "no query string in messages: {text}"
+        );
+        // The same body under a limit it fits is read whole.
+        assert_eq!(
+            post(&url, 10_012).await.unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .len(),
+            10_000
+        );
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_over_the_limit_is_refused_and_an_error_body_only_cut() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5000\r\nconnection: close\r\n\r\n";
+        let url = raw_server(head, vec![b' '; 5000], false).await;
+        let e = post(&url, 4999).await.unwrap_err();
+        assert!(matches!(e, LlmError::ResponseTooLarge { .. }), "{e:?}");
+        // A large error page keeps its status (and so its retryability), quoted from the start.
+        let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        let mut page = b"<html>overloaded".to_vec();
+        page.extend(vec![b' '; 10_000]);
+        let url = raw_server(head, page, true).await;
+        let e = post(&url, 2048).await.unwrap_err();
+        assert!(matches!(e, LlmError::Status { status: 503, .. }), "{e:?}");
+        assert!(e.to_string().contains("<html>overloaded"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_shows_no_key_from_its_url() {
+        // Nothing listens on a port just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key = "k3yInTheUrl0123";
+        let info = info(1024);
+        let client = client(&info).unwrap();
+        let redactor = Redactor::new([key]);
+        let endpoint = Endpoint {
+            client: &client,
+            info: &info,
+            redactor: &redactor,
+        };
+        for url in [
+            format!("http://127.0.0.1:{port}/v1/chat?api-key={key}"),
+            format!("http://user:{key}@127.0.0.1:{port}/v1/chat"),
+            format!("http://127.0.0.1:{port}/{key}/v1/chat"),
+        ] {
+            let r: Result<(serde_json::Value, _), _> = post_json(
+                endpoint,
+                &url,
+                HeaderMap::new(),
+                &serde_json::json!({}),
+                "x",
+            )
+            .await;
+            let e = r.unwrap_err();
+            assert!(matches!(e, LlmError::Transport { .. }), "{e:?}");
+            let mut shown = format!("{e} {e:?}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                shown.push_str(&s.to_string());
+                source = s.source();
+            }
+            assert!(!shown.contains(key), "{shown}");
+        }
+    }
+
+    #[test]
+    fn urls_in_messages_lose_credentials_and_query() {
+        assert_eq!(
+            display_url("https://user:pw@h.example/v1/chat?api-key=k#f"),
+            "https://h.example/v1/chat"
+        );
     }
 
     #[test]

@@ -157,6 +157,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_base_url_fails_when_the_model_is_opened() {
+        let hub = Hub::new(Config::default()).with_env(|k| match k {
+            "OPENAI_API_KEY" => Some("sk-test".into()),
+            "OPENAI_BASE_URL" => Some("not a url".into()),
+            _ => None,
+        });
+        let e = hub.model("openai:gpt-4o-mini").unwrap_err().to_string();
+        assert!(
+            e.contains("OPENAI_BASE_URL") && e.contains("\"not a url\""),
+            "{e}"
+        );
+        // A provider built by hand checks its URL too.
+        let mut info = ModelInfo::new(ProviderKind::Anthropic, "claude");
+        info.base_url = "not a url".into();
+        let e = Anthropic::new(info.clone(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("anthropic:claude") && e.contains("\"not a url\""),
+            "{e}"
+        );
+        info.kind = ProviderKind::Openai;
+        assert!(OpenAi::new(info, None).is_err());
+    }
+
+    #[test]
     fn local_needs_its_factory() {
         let hub = Hub::new(Config::default());
         let e = hub.model("local:gemma-3-270m").unwrap_err().to_string();

@@ -20,7 +20,9 @@
 //! - [`hub`] — builds and shares providers. No global state: pass the hub (or the
 //!   `Arc<dyn Provider>` it returns) explicitly.
 //!
-//! Errors are typed ([`LlmError`]) and say whether a retry could help.
+//! Errors are typed ([`LlmError`]) and say whether a retry could help. Text in them that came
+//! from a server or the network passes through a [`Redactor`] first (servers echo
+//! credentials), so no configured key reaches results, logs or stderr.
 
 pub mod anthropic;
 pub mod cache;
@@ -33,6 +35,7 @@ pub mod meter;
 pub mod openai;
 pub mod pricing;
 pub mod provider;
+pub mod redact;
 pub mod retry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -45,6 +48,7 @@ pub use hub::Hub;
 pub use meter::{CallLog, CallRecord, LayerUsage, Meter, Metered};
 pub use pricing::Pricing;
 pub use provider::{ApiKey, Provider};
+pub use redact::Redactor;
 pub use types::{
     FinishReason, LabelScores, Message, Prompt, PromptFormat, Request, Response, Role,
     ScoreRequest, Usage,

@@ -251,7 +251,9 @@ impl Meter {
                 record.cached = c.cached;
                 record.latency_s = c.latency.as_secs_f64();
             }
-            Err(e) => record.error = Some(e.to_string()),
+            // Errors of this crate's providers are redacted where they are made; this also
+            // catches credential-shaped text in errors of providers from elsewhere.
+            Err(e) => record.error = Some(crate::redact::redact_tokens(&e.to_string())),
         }
         log.write(&record);
     }

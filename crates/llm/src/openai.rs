@@ -13,6 +13,7 @@ use crate::config::ModelInfo;
 use crate::error::LlmError;
 use crate::http;
 use crate::provider::{ApiKey, Provider};
+use crate::redact::Redactor;
 use crate::types::{FinishReason, Message, Prompt, Request, Response, Usage};
 
 #[derive(Debug)]
@@ -20,12 +21,15 @@ pub struct OpenAi {
     info: ModelInfo,
     client: reqwest::Client,
     api_key: Option<ApiKey>,
+    /// Masks the key (and anything shaped like one) in error text from the server.
+    redactor: Redactor,
 }
 
 impl OpenAi {
     pub fn new(info: ModelInfo, api_key: Option<ApiKey>) -> Result<Self, LlmError> {
         Ok(Self {
             client: http::client(&info)?,
+            redactor: Redactor::new(api_key.iter().map(ApiKey::expose)),
             info,
             api_key,
         })
@@ -45,6 +49,14 @@ impl OpenAi {
             headers.insert(AUTHORIZATION, value);
         }
         Ok(headers)
+    }
+
+    fn endpoint(&self) -> http::Endpoint<'_> {
+        http::Endpoint {
+            client: &self.client,
+            info: &self.info,
+            redactor: &self.redactor,
+        }
     }
 }
 
@@ -198,8 +210,7 @@ impl Provider for OpenAi {
                 let expected = "chat completion";
                 let url = format!("{base}/chat/completions");
                 let (wire, latency): (ChatResponse, _) =
-                    http::post_json(&self.client, &self.info, &url, headers, &body, expected)
-                        .await?;
+                    http::post_json(self.endpoint(), &url, headers, &body, expected).await?;
                 let choice = wire
                     .choices
                     .into_iter()
@@ -230,8 +241,7 @@ impl Provider for OpenAi {
                 let expected = "text completion";
                 let url = format!("{base}/completions");
                 let (wire, latency): (CompletionResponse, _) =
-                    http::post_json(&self.client, &self.info, &url, headers, &body, expected)
-                        .await?;
+                    http::post_json(self.endpoint(), &url, headers, &body, expected).await?;
                 let choice = wire
                     .choices
                     .into_iter()

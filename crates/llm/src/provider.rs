@@ -13,6 +13,11 @@ use crate::types::{LabelScores, Request, Response, ScoreRequest};
 ///
 /// Implementations must be cheap to share (`Arc<dyn Provider>`) and their futures `Send`, so a
 /// server can spawn runs on any thread.
+///
+/// A wrapper (retries, cache, meter) implements every method, defaulted ones included, by
+/// going to its inner provider: a default would silently hide what the inner one can do (label
+/// scoring behind retries, a batched evaluation behind a meter). A test in this file wraps a
+/// scoring provider in each wrapper of this crate.
 #[async_trait]
 pub trait Provider: Send + Sync + fmt::Debug {
     /// What this provider is: canonical name, endpoint, prompt format, pricing, limits.
@@ -71,7 +76,136 @@ impl fmt::Debug for ApiKey {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
     use super::*;
+    use crate::cache::{Cached, ResponseCache};
+    use crate::limiter::AdaptiveLimiter;
+    use crate::meter::{Meter, Metered};
+    use crate::retry::Resilient;
+    use crate::testing::ScriptedProvider;
+    use crate::types::{Prompt, Usage};
+
+    fn scores(request: &ScoreRequest) -> LabelScores {
+        let logprobs = (0..request.labels.len())
+            .map(|i| -(i as f64) - 1.0)
+            .collect();
+        let tokens = request.labels.iter().map(|_| 1).collect();
+        LabelScores::from_logprobs(logprobs, tokens, Usage::default(), Duration::ZERO, None)
+    }
+
+    /// A scoring provider whose first scoring call fails with a retryable error.
+    fn scorer() -> Arc<ScriptedProvider> {
+        let mut info = ScriptedProvider::new("m").info().clone();
+        info.retry.base_delay = Duration::from_millis(1);
+        let failed = AtomicUsize::new(0);
+        Arc::new(
+            ScriptedProvider::new("m")
+                .with_info(info)
+                .respond_with(|_| Ok("text".into()))
+                .score_with(move |r| {
+                    if failed.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(LlmError::Status {
+                            model: "scripted:m".into(),
+                            status: 503,
+                            message: "busy".into(),
+                            retry_after: None,
+                        });
+                    }
+                    Ok(scores(r))
+                }),
+        )
+    }
+
+    type Wrap = fn(Arc<dyn Provider>, &ResponseCache) -> Arc<dyn Provider>;
+
+    /// Every wrapper of this crate, alone and stacked the way the hub and a run stack them.
+    fn wrappers() -> Vec<(&'static str, Wrap)> {
+        fn resilient(p: Arc<dyn Provider>, _: &ResponseCache) -> Arc<dyn Provider> {
+            Arc::new(Resilient::new(p, Arc::new(AdaptiveLimiter::new(2))))
+        }
+        fn cached(p: Arc<dyn Provider>, c: &ResponseCache) -> Arc<dyn Provider> {
+            Arc::new(Cached::new(p, c.clone()))
+        }
+        fn metered(p: Arc<dyn Provider>, _: &ResponseCache) -> Arc<dyn Provider> {
+            Metered::wrap(p, Meter::new())
+        }
+        fn stacked(p: Arc<dyn Provider>, c: &ResponseCache) -> Arc<dyn Provider> {
+            metered(cached(resilient(p, c), c), c)
+        }
+        vec![
+            ("Resilient", resilient),
+            ("Cached", cached),
+            ("Metered", metered),
+            ("Metered(Cached(Resilient))", stacked),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_wrapper_forwards_every_method() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, wrap) in wrappers() {
+            let cache = ResponseCache::open(&dir.path().join(format!("{name}.sqlite")))
+                .await
+                .unwrap();
+            let inner = scorer();
+            let p = wrap(inner.clone(), &cache);
+            assert_eq!(p.info(), inner.info(), "{name}: info");
+            assert!(p.can_score(), "{name}: can_score");
+            let request = ScoreRequest {
+                prompt: Prompt::Text("Great film. Sentiment:".into()),
+                labels: vec![" positive".into(), " negative".into()],
+            };
+            let answers = p.score(std::slice::from_ref(&request)).await;
+            assert_eq!(answers.len(), 1, "{name}");
+            let mut expected = scores(&request);
+            let got = match answers.into_iter().next().unwrap() {
+                Ok(got) => got,
+                // Only a wrapper with retries may hide the scripted first failure.
+                Err(e) if !name.contains("Resilient") => {
+                    assert!(e.is_retryable(), "{name}: {e}");
+                    p.score(std::slice::from_ref(&request))
+                        .await
+                        .pop()
+                        .unwrap()
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                }
+                Err(e) => panic!("{name}: score did not arrive: {e}"),
+            };
+            expected.latency = got.latency;
+            assert_eq!(got, expected, "{name}: the inner provider's scores");
+            assert_eq!(
+                inner.score_calls().len(),
+                2,
+                "{name}: retried or resent once"
+            );
+            let batch = p
+                .complete_batch(&[crate::Request::text("a"), crate::Request::text("b")])
+                .await;
+            assert!(batch.iter().all(Result::is_ok), "{name}: complete_batch");
+            assert_eq!(inner.calls().len(), 2, "{name}: complete_batch");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrappers_of_a_provider_that_cannot_score_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, wrap) in wrappers() {
+            let cache = ResponseCache::open(&dir.path().join(format!("{name}.sqlite")))
+                .await
+                .unwrap();
+            let p = wrap(Arc::new(ScriptedProvider::new("plain")), &cache);
+            assert!(!p.can_score(), "{name}");
+            let request = ScoreRequest {
+                prompt: Prompt::Text("x".into()),
+                labels: vec![" a".into()],
+            };
+            let e = p.score(&[request]).await.pop().unwrap().unwrap_err();
+            assert!(matches!(e, LlmError::Unsupported { .. }), "{name}: {e:?}");
+        }
+    }
 
     #[test]
     fn api_key_is_redacted_in_debug() {

@@ -11,7 +11,7 @@ use crate::config::ModelInfo;
 use crate::error::LlmError;
 use crate::limiter::AdaptiveLimiter;
 use crate::provider::Provider;
-use crate::types::{Request, Response};
+use crate::types::{LabelScores, Request, Response, ScoreRequest};
 
 /// How often and how long to retry.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,27 +63,26 @@ impl Resilient {
     pub fn limiter(&self) -> &Arc<AdaptiveLimiter> {
         &self.limiter
     }
-}
 
-#[async_trait]
-impl Provider for Resilient {
-    fn info(&self) -> &ModelInfo {
-        self.inner.info()
-    }
-
-    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+    /// Run `call` under a limiter slot, again after a pause while it fails with a retryable
+    /// error, within the model's retry policy.
+    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, LlmError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, LlmError>>,
+    {
         let policy = self.inner.info().retry;
         let model = &self.inner.info().name;
         let mut retry = 0;
         loop {
             let result = {
                 let _permit = self.limiter.acquire().await;
-                self.inner.complete(request).await
+                call().await
             };
             let err = match result {
-                Ok(response) => {
+                Ok(answer) => {
                     self.limiter.on_success();
-                    return Ok(response);
+                    return Ok(answer);
                 }
                 Err(e) if e.is_retryable() => e,
                 Err(e) => return Err(e),
@@ -114,6 +113,50 @@ impl Provider for Resilient {
             tokio::time::sleep(delay).await;
             retry += 1;
         }
+    }
+}
+
+/// Every method goes to the inner provider. Each request of a batch (completions and label
+/// scores alike) is sent as its own call under the model's limiter and retried on its own, so
+/// the limit counts requests in flight and one failing request does not resend the others.
+/// (The hub wraps only remote providers, which make one call per request anyway.)
+#[async_trait]
+impl Provider for Resilient {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        self.retrying(|| self.inner.complete(request)).await
+    }
+
+    async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
+        futures::future::join_all(requests.iter().map(|r| self.complete(r))).await
+    }
+
+    fn can_score(&self) -> bool {
+        self.inner.can_score()
+    }
+
+    async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
+        if !self.inner.can_score() {
+            return self.inner.score(requests).await;
+        }
+        let one = requests.iter().map(|request| {
+            self.retrying(move || async move {
+                let mut answers = self.inner.score(std::slice::from_ref(request)).await;
+                match (answers.pop(), answers.is_empty()) {
+                    (Some(answer), true) => answer,
+                    _ => Err(LlmError::Backend {
+                        model: self.inner.info().name.clone(),
+                        message: "internal: label scoring answered a batch of one with a \
+                                  different number of results"
+                            .into(),
+                    }),
+                }
+            })
+        });
+        futures::future::join_all(one).await
     }
 }
 

@@ -13,15 +13,18 @@ use crate::config::{ModelInfo, ProviderKind};
 use crate::error::LlmError;
 use crate::pricing::Pricing;
 use crate::provider::Provider;
-use crate::types::{FinishReason, Prompt, Request, Response, Usage};
+use crate::types::{FinishReason, LabelScores, Prompt, Request, Response, ScoreRequest, Usage};
 
 type Responder = Box<dyn Fn(&Request) -> Result<String, LlmError> + Send + Sync>;
+type Scorer = Box<dyn Fn(&ScoreRequest) -> Result<LabelScores, LlmError> + Send + Sync>;
 
 pub struct ScriptedProvider {
     info: ModelInfo,
     script: Mutex<VecDeque<Result<String, LlmError>>>,
     responder: Option<Responder>,
+    scorer: Option<Scorer>,
     calls: Mutex<Vec<Request>>,
+    score_calls: Mutex<Vec<ScoreRequest>>,
 }
 
 impl std::fmt::Debug for ScriptedProvider {
@@ -47,7 +50,9 @@ impl ScriptedProvider {
             info,
             script: Mutex::new(VecDeque::new()),
             responder: None,
+            scorer: None,
             calls: Mutex::new(Vec::new()),
+            score_calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -75,6 +80,23 @@ impl ScriptedProvider {
     ) -> Self {
         self.responder = Some(Box::new(f));
         self
+    }
+
+    /// Score labels with a function of the request (without one, scoring is unsupported).
+    pub fn score_with(
+        mut self,
+        f: impl Fn(&ScoreRequest) -> Result<LabelScores, LlmError> + Send + Sync + 'static,
+    ) -> Self {
+        self.scorer = Some(Box::new(f));
+        self
+    }
+
+    /// Every scoring request received, in order.
+    pub fn score_calls(&self) -> Vec<ScoreRequest> {
+        self.score_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every request received, in order.
@@ -133,5 +155,26 @@ impl Provider for ScriptedProvider {
             cost_usd: self.info.pricing.map(|p| p.cost(&usage)),
             cached: false,
         })
+    }
+
+    fn can_score(&self) -> bool {
+        self.scorer.is_some()
+    }
+
+    async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
+        self.score_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(requests.iter().cloned());
+        requests
+            .iter()
+            .map(|r| match &self.scorer {
+                Some(f) => f(r),
+                None => Err(LlmError::Unsupported {
+                    model: self.info.name.clone(),
+                    what: "label scoring".into(),
+                }),
+            })
+            .collect()
     }
 }

@@ -1,9 +1,11 @@
-//! The Anthropic Messages provider against a local mock server, with bodies shaped like
-//! Anthropic's public API reference.
+//! What only the Anthropic Messages provider does, against a local mock server with bodies
+//! shaped like Anthropic's public API reference: the `system` field and headers, its usage
+//! arithmetic, the 529 "overloaded" status. The behaviours every HTTP provider shares are in
+//! `conformance.rs`.
 
 #![allow(clippy::unwrap_used)]
 
-use metaprompt_llm::{Config, FinishReason, Hub, LlmError, Message, Request};
+use metaprompt_llm::{Config, FinishReason, Hub, Message, Request};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -101,49 +103,4 @@ async fn overloaded_then_success() {
         .await
         .unwrap();
     assert_eq!(r.text, "fine");
-}
-
-#[tokio::test]
-async fn invalid_request_error_carries_the_message() {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
-            "type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let e = hub(&server)
-        .model("judge")
-        .unwrap()
-        .complete(&Request::text("Hi"))
-        .await
-        .unwrap_err();
-    assert!(!e.is_retryable());
-    let text = e.to_string();
-    assert!(
-        text.contains("HTTP 400")
-            && text.contains("max_tokens: Field required (invalid_request_error)"),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn a_body_without_content_names_the_field() {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "end_turn",
-            "usage": {"input_tokens": 1, "output_tokens": 1}
-        })))
-        .mount(&server)
-        .await;
-    let e = hub(&server)
-        .model("judge")
-        .unwrap()
-        .complete(&Request::text("Hi"))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, LlmError::Decode { .. }), "{e:?}");
-    assert!(e.to_string().contains("missing field `content`"), "{e}");
 }
