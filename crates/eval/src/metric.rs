@@ -14,10 +14,11 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::ErrorKind;
+use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use metaprompt_llm::{Message, Provider, Request};
@@ -25,6 +26,7 @@ use regex::Regex;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dataset::{Example, as_text};
 
@@ -45,10 +47,40 @@ impl Score {
     }
 }
 
+/// A metric could not score an output: the output is unscored, which is not a score of 0.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricError {
     #[error("metric `{metric}`: {message}")]
     Failed { metric: String, message: String },
+    /// The program of a `command` metric failed: see [`CommandFailure`].
+    #[error("metric `command`: `{command}` {failure}")]
+    Command {
+        /// The program and its arguments, as written in the task.
+        command: String,
+        #[source]
+        failure: CommandFailure,
+    },
+}
+
+/// How the program of a `command` metric failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandFailure {
+    #[error("cannot be run: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("could not be given its input or read: {0}")]
+    Io(#[source] std::io::Error),
+    #[error(
+        "did not finish within {0:?}, so it was killed (raise `timeout_secs` if it needs longer)"
+    )]
+    Timeout(Duration),
+    #[error("exited with {status}: {stderr}")]
+    Exit { status: ExitStatus, stderr: String },
+    #[error(
+        "printed {stdout:?} ({reason}); expected {{\"score\": x, \"feedback\": \"…\"}} or a number on stdout"
+    )]
+    Answer { stdout: String, reason: String },
+    #[error("gave the score {0}, outside [0, 1]")]
+    OutOfRange(f64),
 }
 
 #[async_trait]
@@ -266,6 +298,9 @@ pub struct LlmRubricOptions {
     pub model: Option<String>,
 }
 
+/// How long the program of a `command` metric may take per output, unless `timeout_secs` says.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `command`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,12 +308,16 @@ pub struct CommandOptions {
     /// Program and arguments; gets `{"example": …, "output": …}` on stdin and prints
     /// `{"score": x, "feedback": "…"}` (or a bare number).
     pub command: Vec<String>,
+    /// Most seconds one call may take before the program is killed (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
 }
 
 impl CommandOptions {
     pub fn new<S: Into<String>>(command: impl IntoIterator<Item = S>) -> Self {
         Self {
             command: command.into_iter().map(Into::into).collect(),
+            timeout_secs: None,
         }
     }
 }
@@ -704,14 +743,7 @@ pub fn build(
             rubric: o.rubric.clone(),
             judge: judge.ok_or(BuildError::NoJudge)?,
         }),
-        MetricSpec::Command(o) => {
-            if o.command.is_empty() {
-                return Err(BuildError::EmptyCommand);
-            }
-            Arc::new(CustomCommand {
-                command: o.command.clone(),
-            })
-        }
+        MetricSpec::Command(o) => Arc::new(CustomCommand::new(o)?),
     })
 }
 
@@ -1130,10 +1162,161 @@ impl Metric for LlmRubric {
     }
 }
 
-/// Any program: example and output as JSON on stdin, score (and feedback) on stdout.
+/// Any program: example and output as JSON on stdin, score (and feedback) on stdout. It is
+/// killed when it takes longer than its timeout. Each failure is an error, never a score of 0.
 #[derive(Debug)]
 struct CustomCommand {
     command: Vec<String>,
+    timeout: Duration,
+}
+
+impl CustomCommand {
+    fn new(options: &CommandOptions) -> Result<Self, BuildError> {
+        if options.command.is_empty() {
+            return Err(BuildError::EmptyCommand);
+        }
+        let timeout = match options.timeout_secs {
+            Some(secs) => Duration::from_secs_f64(check_range(
+                MetricKind::Command,
+                "timeout_secs",
+                secs,
+                true,
+            )?),
+            None => DEFAULT_COMMAND_TIMEOUT,
+        };
+        Ok(Self {
+            command: options.command.clone(),
+            timeout,
+        })
+    }
+
+    fn fail(&self, failure: CommandFailure) -> MetricError {
+        MetricError::Command {
+            command: shell_words(&self.command),
+            failure,
+        }
+    }
+
+    /// Runs the program once on `input`; its stdout.
+    async fn run(&self, input: Vec<u8>) -> Result<String, CommandFailure> {
+        let mut command = tokio::process::Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Also when this future is dropped (a cancelled evaluation).
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(CommandFailure::Spawn)?;
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let exchange = async {
+            let write = async {
+                if let Some(mut stdin) = stdin {
+                    match stdin.write_all(&input).await {
+                        // A program may score without reading all of its input.
+                        Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            };
+            let (_, out, err) = tokio::try_join!(write, read_all(stdout), read_all(stderr))?;
+            Ok::<_, std::io::Error>((child.wait().await?, out, err))
+        };
+        let outcome = tokio::time::timeout(self.timeout, exchange).await;
+        let (status, out, err) = match outcome {
+            Ok(done) => done.map_err(CommandFailure::Io)?,
+            Err(_) => {
+                // Killed and reaped; an error here means it has just exited by itself.
+                let _ = child.kill().await;
+                return Err(CommandFailure::Timeout(self.timeout));
+            }
+        };
+        if !status.success() {
+            return Err(CommandFailure::Exit {
+                status,
+                stderr: tail(String::from_utf8_lossy(&err).trim(), 2000),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        pipe.read_to_end(&mut bytes).await?;
+    }
+    Ok(bytes)
+}
+
+/// The last `max` characters of `text`.
+fn tail(text: &str, max: usize) -> String {
+    let skip = text.chars().count().saturating_sub(max);
+    match skip {
+        0 => text.to_string(),
+        _ => format!("…{}", text.chars().skip(skip).collect::<String>()),
+    }
+}
+
+/// The first `max` characters of `text`.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// A command as one would type it: `python3 score.py 'two words'`.
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_alphanumeric() || "-_./:=@%+,".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The program's answer: `{"score": x, "feedback": "…"}` or a bare number, in [0, 1].
+fn parse_answer(stdout: &str) -> Result<Score, CommandFailure> {
+    #[derive(Deserialize)]
+    struct Answer {
+        score: f64,
+        #[serde(default)]
+        feedback: Option<String>,
+    }
+    let text = stdout.trim();
+    let score = match text.parse::<f64>() {
+        Ok(value) => Score {
+            value,
+            feedback: None,
+        },
+        Err(_) => {
+            let answer: Answer =
+                serde_json::from_str(text).map_err(|e| CommandFailure::Answer {
+                    stdout: clip(text, 500),
+                    reason: e.to_string(),
+                })?;
+            Score {
+                value: answer.score,
+                feedback: answer.feedback,
+            }
+        }
+    };
+    if (0.0..=1.0).contains(&score.value) {
+        Ok(score)
+    } else {
+        Err(CommandFailure::OutOfRange(score.value))
+    }
 }
 
 #[async_trait]
@@ -1143,73 +1326,18 @@ impl Metric for CustomCommand {
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
         let input = json!({"example": {"id": example.id, "vars": example.vars, "expected": example.expected}, "output": output});
-        let command = self.command.clone();
-        let fail = |message: String| MetricError::Failed {
-            metric: "command".into(),
-            message,
-        };
-        let result = tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(&command[0])
-                .args(&command[1..])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("cannot run {:?}: {e}", command[0]))?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin
-                    .write_all(input.to_string().as_bytes())
-                    .map_err(|e| format!("cannot write to {:?}: {e}", command[0]))?;
-            }
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{:?} exited with {}: {}",
-                    command[0],
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
-        let text = result.trim();
-        if let Ok(v) = text.parse::<f64>() {
-            return check_score(Score {
-                value: v,
-                feedback: None,
-            })
-            .map_err(fail);
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            score: f64,
-            #[serde(default)]
-            feedback: Option<String>,
-        }
-        let answer: Answer = serde_json::from_str(text)
-            .map_err(|e| fail(format!("expected {{\"score\": x, \"feedback\": \"…\"}} or a number on stdout, got {text:?} ({e})")))?;
-        check_score(Score {
-            value: answer.score,
-            feedback: answer.feedback,
-        })
-        .map_err(fail)
-    }
-}
-
-fn check_score(s: Score) -> Result<Score, String> {
-    if (0.0..=1.0).contains(&s.value) {
-        Ok(s)
-    } else {
-        Err(format!("score {} is outside [0, 1]", s.value))
+        let stdout = self
+            .run(input.to_string().into_bytes())
+            .await
+            .map_err(|f| self.fail(f))?;
+        parse_answer(&stdout).map_err(|f| self.fail(f))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use metaprompt_llm::testing::ScriptedProvider;
 
@@ -1401,7 +1529,9 @@ mod tests {
 
     async fn command_error(options: CommandOptions) -> String {
         let m = metric(MetricSpec::Command(options).into());
-        m.score(&ex("x"), "y").await.unwrap_err().to_string()
+        let e = m.score(&ex("x"), "y").await.unwrap_err();
+        assert!(matches!(e, MetricError::Command { .. }), "{e:?}");
+        e.to_string()
     }
 
     #[tokio::test]
@@ -1420,12 +1550,59 @@ mod tests {
         let s = m.score(&ex("yes"), " yes ").await.unwrap();
         assert_eq!((s.value, s.feedback.as_deref()), (1.0, Some("checked t:1")));
         assert_eq!(m.score(&ex("yes"), "no").await.unwrap().value, 0.0);
+        let bare = metric(MetricConfig::command(["sh", "-c", "echo 0.25"]));
+        assert_eq!(v(&bare, "x", "y").await, 0.25);
+    }
+
+    /// Whatever goes wrong with the program is an error (the output is then unscored), not a
+    /// score of 0.
+    #[tokio::test]
+    async fn command_failures_are_errors() {
         let e = command_error(command(&["python3", "-c", "print('lots')"])).await;
-        assert!(e.contains("expected {\"score\""), "{e}");
+        assert!(
+            e.contains("expected {\"score\"") && e.contains("\"lots\""),
+            "{e}"
+        );
         let e = command_error(command(&["python3", "-c", "print(1.5)"])).await;
         assert!(e.contains("outside [0, 1]"), "{e}");
+        let e = command_error(command(&["python3", "-c", "print('nan')"])).await;
+        assert!(e.contains("outside [0, 1]"), "{e}");
+        let e = command_error(command(&["sh", "-c", "echo broken >&2; exit 3"])).await;
+        assert!(
+            e.contains("`sh -c 'echo broken >&2; exit 3'` exited with")
+                && e.contains("3")
+                && e.contains("broken"),
+            "{e}"
+        );
         let e = command_error(command(&["/nonexistent/scorer"])).await;
-        assert!(e.contains("cannot run"), "{e}");
+        assert!(e.contains("`/nonexistent/scorer` cannot be run"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_command_is_killed_at_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut options = command(&["sh", "-c", "echo $$ > \"$0\"; exec sleep 30"]);
+        options.command.push(pid_file.display().to_string());
+        options.timeout_secs = Some(1.0);
+        let start = std::time::Instant::now();
+        let e = command_error(options).await;
+        let took = start.elapsed();
+        assert!(
+            e.contains("`sh -c") && e.contains("did not finish within 1s") && e.contains("killed"),
+            "{e}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the program (pid {pid}) still runs"
+        );
+        let _ = pid;
     }
 
     #[test]
@@ -1456,6 +1633,14 @@ mod tests {
             build(&MetricConfig::command(Vec::<String>::new()), None),
             Err(BuildError::EmptyCommand)
         ));
+        let mut options = command(&["true"]);
+        options.timeout_secs = Some(0.0);
+        let e = build(&MetricSpec::Command(options).into(), None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`timeout_secs` must be a positive number"),
+            "{e}"
+        );
     }
 
     fn parse(table: &str) -> Result<MetricConfig, String> {
@@ -1519,9 +1704,10 @@ mod tests {
                 }),
             ),
             (
-                "type = \"command\"\ncommand = [\"python3\", \"s.py\"]",
+                "type = \"command\"\ncommand = [\"python3\", \"s.py\"]\ntimeout_secs = 5",
                 MetricSpec::Command(CommandOptions {
                     command: vec!["python3".into(), "s.py".into()],
+                    timeout_secs: Some(5.0),
                 }),
             ),
         ];
@@ -1610,7 +1796,7 @@ mod tests {
             assert_eq!(kind.as_str().parse::<MetricKind>().unwrap(), *kind);
             assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
         }
-        assert_eq!(MetricKind::Command.options(), ["command"]);
+        assert_eq!(MetricKind::Command.options(), ["command", "timeout_secs"]);
         assert!(MetricKind::F1.options().is_empty());
         let c = MetricConfig::choice(["a", "b"]);
         assert_eq!(
