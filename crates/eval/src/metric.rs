@@ -298,6 +298,10 @@ pub struct LlmRubricOptions {
     pub model: Option<String>,
 }
 
+/// The environment variables the program of a `command` metric gets from ours; nothing else
+/// (an API key, say) reaches it unless the task names it in `env`.
+pub const COMMAND_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ"];
+
 /// How long the program of a `command` metric may take per output, unless `timeout_secs` says.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -311,6 +315,9 @@ pub struct CommandOptions {
     /// Most seconds one call may take before the program is killed (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
+    /// Environment variables passed on to the program besides [`COMMAND_ENV`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
 }
 
 impl CommandOptions {
@@ -318,6 +325,7 @@ impl CommandOptions {
         Self {
             command: command.into_iter().map(Into::into).collect(),
             timeout_secs: None,
+            env: Vec::new(),
         }
     }
 }
@@ -664,6 +672,8 @@ pub enum BuildError {
     NoJudge,
     #[error("metric `command`: `command` is empty; give the program and its arguments")]
     EmptyCommand,
+    #[error("metric `command`: `env` entry {0:?} is not an environment variable name")]
+    EnvName(String),
 }
 
 fn check_range(
@@ -1162,12 +1172,15 @@ impl Metric for LlmRubric {
     }
 }
 
-/// Any program: example and output as JSON on stdin, score (and feedback) on stdout. It is
-/// killed when it takes longer than its timeout. Each failure is an error, never a score of 0.
+/// Any program: example and output as JSON on stdin, score (and feedback) on stdout. It runs
+/// with a clean environment ([`COMMAND_ENV`] plus the task's `env`) and is killed when it takes
+/// longer than its timeout. Each failure is an error, never a score of 0.
 #[derive(Debug)]
 struct CustomCommand {
     command: Vec<String>,
     timeout: Duration,
+    /// The variables passed on, when set here.
+    env: Vec<String>,
 }
 
 impl CustomCommand {
@@ -1184,9 +1197,23 @@ impl CustomCommand {
             )?),
             None => DEFAULT_COMMAND_TIMEOUT,
         };
+        if let Some(bad) = options
+            .env
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['=', '\0']))
+        {
+            return Err(BuildError::EnvName(bad.clone()));
+        }
+        let mut env: Vec<String> = COMMAND_ENV.iter().map(|n| n.to_string()).collect();
+        for name in &options.env {
+            if !env.contains(name) {
+                env.push(name.clone());
+            }
+        }
         Ok(Self {
             command: options.command.clone(),
             timeout,
+            env,
         })
     }
 
@@ -1202,11 +1229,17 @@ impl CustomCommand {
         let mut command = tokio::process::Command::new(&self.command[0]);
         command
             .args(&self.command[1..])
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Also when this future is dropped (a cancelled evaluation).
             .kill_on_drop(true);
+        for name in &self.env {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
         let mut child = command.spawn().map_err(CommandFailure::Spawn)?;
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -1605,6 +1638,41 @@ mod tests {
         let _ = pid;
     }
 
+    /// The program sees our PATH, HOME, locale… and what the task lists in `env`, nothing else
+    /// (an API key in our environment does not reach it).
+    #[tokio::test]
+    async fn a_command_gets_a_clean_environment() {
+        // Cargo sets CARGO_* in the environment of the tests: they stand for the secrets, so no
+        // test has to change the environment of a process that runs tests in threads. (The
+        // program may be a wrapper that adds variables of its own, like pyenv's shim.)
+        let ours: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("CARGO"))
+            .collect();
+        let [shared, ..] = ours.as_slice() else {
+            panic!("the test process needs CARGO_* variables (run it with cargo)")
+        };
+        let mut options = command(&[
+            "python3",
+            "-c",
+            "import json, os; print(json.dumps({'score': 1, 'feedback': json.dumps(sorted(os.environ))}))",
+        ]);
+        options.env = vec![shared.clone()];
+        let m = metric(MetricSpec::Command(options).into());
+        let feedback = m.score(&ex("x"), "y").await.unwrap().feedback.unwrap();
+        let seen: Vec<String> = serde_json::from_str(&feedback).unwrap();
+        assert!(seen.contains(shared), "{shared} not passed: {seen:?}");
+        for name in &ours[1..] {
+            assert!(!seen.contains(name), "{name} leaked: {seen:?}");
+        }
+        assert_eq!(
+            seen.contains(&"PATH".to_string()),
+            std::env::var_os("PATH").is_some(),
+            "{seen:?}"
+        );
+        assert!(ours.len() > 1, "no variable was left out: {ours:?}");
+    }
+
     #[test]
     fn build_errors() {
         assert!(matches!(
@@ -1635,12 +1703,18 @@ mod tests {
         ));
         let mut options = command(&["true"]);
         options.timeout_secs = Some(0.0);
-        let e = build(&MetricSpec::Command(options).into(), None).unwrap_err();
+        let e = build(&MetricSpec::Command(options.clone()).into(), None).unwrap_err();
         assert!(
             e.to_string()
                 .contains("`timeout_secs` must be a positive number"),
             "{e}"
         );
+        options.timeout_secs = None;
+        options.env = vec!["A=B".into()];
+        assert!(matches!(
+            build(&MetricSpec::Command(options).into(), None),
+            Err(BuildError::EnvName(n)) if n == "A=B"
+        ));
     }
 
     fn parse(table: &str) -> Result<MetricConfig, String> {
@@ -1704,10 +1778,11 @@ mod tests {
                 }),
             ),
             (
-                "type = \"command\"\ncommand = [\"python3\", \"s.py\"]\ntimeout_secs = 5",
+                "type = \"command\"\ncommand = [\"python3\", \"s.py\"]\ntimeout_secs = 5\nenv = [\"PYTHONPATH\"]",
                 MetricSpec::Command(CommandOptions {
                     command: vec!["python3".into(), "s.py".into()],
                     timeout_secs: Some(5.0),
+                    env: vec!["PYTHONPATH".into()],
                 }),
             ),
         ];
@@ -1796,7 +1871,10 @@ mod tests {
             assert_eq!(kind.as_str().parse::<MetricKind>().unwrap(), *kind);
             assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
         }
-        assert_eq!(MetricKind::Command.options(), ["command", "timeout_secs"]);
+        assert_eq!(
+            MetricKind::Command.options(),
+            ["command", "timeout_secs", "env"]
+        );
         assert!(MetricKind::F1.options().is_empty());
         let c = MetricConfig::choice(["a", "b"]);
         assert_eq!(
