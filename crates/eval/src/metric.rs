@@ -1189,12 +1189,15 @@ impl CustomCommand {
             return Err(BuildError::EmptyCommand);
         }
         let timeout = match options.timeout_secs {
-            Some(secs) => Duration::from_secs_f64(check_range(
-                MetricKind::Command,
-                "timeout_secs",
-                secs,
-                true,
-            )?),
+            Some(secs) => {
+                let secs = check_range(MetricKind::Command, "timeout_secs", secs, true)?;
+                Duration::try_from_secs_f64(secs).map_err(|_| BuildError::OutOfRange {
+                    kind: MetricKind::Command,
+                    field: "timeout_secs",
+                    expected: "a number of seconds that fits a duration",
+                    value: secs,
+                })?
+            }
             None => DEFAULT_COMMAND_TIMEOUT,
         };
         if let Some(bad) = options
@@ -1709,6 +1712,8 @@ mod tests {
                 .contains("`timeout_secs` must be a positive number"),
             "{e}"
         );
+        options.timeout_secs = Some(1e300);
+        assert!(build(&MetricSpec::Command(options.clone()).into(), None).is_err());
         options.timeout_secs = None;
         options.env = vec!["A=B".into()];
         assert!(matches!(
