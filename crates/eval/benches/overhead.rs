@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use metaprompt_eval::metric::{MetricConfig, MetricKind};
+use metaprompt_eval::metric::MetricConfig;
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Scorer, evaluate};
 use metaprompt_llm::{Config, Hub};
 use serde_json::json;
@@ -52,7 +52,7 @@ fn main() {
                 expected: Some(json!("positive")),
             })
             .collect();
-        let scorer = Scorer::new(&[MetricConfig::of(MetricKind::Equals)], None).unwrap();
+        let scorer = Scorer::new(&[MetricConfig::equals()], None).unwrap();
         let prompt = PromptFile::from_template("bench", "Review: {{ text }}\nSentiment:");
         let options = EvalOptions { temperature: 0.0, max_tokens: 4, stop: vec![], output: "label".into(), seed: 1 };
         let start = Instant::now();

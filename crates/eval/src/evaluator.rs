@@ -460,7 +460,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::metric::MetricKind;
 
     fn examples() -> Vec<Example> {
         ["good", "bad", "fine"]
@@ -487,8 +486,7 @@ mod tests {
                 "positive!".into()
             })
         }));
-        let mut choice = MetricConfig::of(MetricKind::Choice);
-        choice.labels = Some(vec!["positive".into(), "negative".into()]);
+        let choice = MetricConfig::choice(["positive", "negative"]);
         let scorer = Scorer::new(&[choice], None).unwrap();
         let prompt = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
         let options = EvalOptions {
@@ -541,7 +539,7 @@ mod tests {
                 .fail(metaprompt_llm::LlmError::Config("boom".into()))
                 .reply("positive"),
         );
-        let scorer = Scorer::new(&[MetricConfig::of(MetricKind::Equals)], None).unwrap();
+        let scorer = Scorer::new(&[MetricConfig::equals()], None).unwrap();
         let prompt = PromptFile::from_template("p", "{{ text }}");
         let options = EvalOptions {
             temperature: 0.0,

@@ -310,7 +310,7 @@ fn check(c: &TaskConfig) -> Result<(), String> {
     let choices = c
         .metrics
         .iter()
-        .filter(|m| m.kind == MetricKind::Choice)
+        .filter(|m| m.kind() == MetricKind::Choice)
         .count();
     if choices > 1 {
         return Err("at most one `choice` metric per task".into());
@@ -434,5 +434,64 @@ labels = ["negative", "positive"]
         .unwrap_err()
         .to_string();
         assert!(e.contains("at least one input"), "{e}");
+    }
+
+    #[test]
+    fn metric_errors_name_the_file_the_line_and_the_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |task: &str| {
+            Task::load(&write_task(dir.path(), task))
+                .unwrap_err()
+                .to_string()
+        };
+        // Line 14 is the header of a second table, line 15 its `type`.
+        let two = format!("{TASK}[[metrics]]\ntype = \"equals\"\n");
+        let e = load(&format!("{two}labels = [\"a\", \"b\"]\n"));
+        assert!(
+            e.contains("task.toml")
+                && e.contains("line 15")
+                && e.contains("unknown field `labels` for metric type `equals`, expected one of `normalize`, `weight`, `threshold` (`labels` belongs to `choice`)"),
+            "{e}"
+        );
+        let e = load(&TASK.replace("labels", "wieght = 2\nlabels"));
+        assert!(
+            e.contains("line 13") && e.contains("unknown field `wieght` for metric type `choice`"),
+            "{e}"
+        );
+        let e = load(&format!("{two}weight = 2\nvalue = \"x\"\n"));
+        assert!(
+            e.contains("line 17") && e.contains("unknown field `value`"),
+            "{e}"
+        );
+        let e = load(&format!("{TASK}[[metrics]]\ntype = \"regex\"\n"));
+        assert!(
+            e.contains("line 14") && e.contains("metric `regex`: missing field `value`"),
+            "{e}"
+        );
+        let e = load(&TASK.replace("type = \"choice\"\n", ""));
+        assert!(
+            e.contains("line 11") && e.contains("missing field `type`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_tasks_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let path = entry.unwrap().path().join("task.toml");
+            if path.exists() {
+                let task = Task::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                for metric in &task.config.metrics {
+                    if metric.kind() != MetricKind::LlmRubric {
+                        crate::metric::build(metric, None)
+                            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    }
+                }
+                loaded += 1;
+            }
+        }
+        assert!(loaded > 0, "no task.toml under {}", examples.display());
     }
 }

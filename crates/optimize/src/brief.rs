@@ -31,8 +31,8 @@ impl Brief {
         let labels = c
             .metrics
             .iter()
-            .find(|m| m.kind == MetricKind::Choice)
-            .and_then(|m| m.labels.clone())
+            .find(|m| m.kind() == MetricKind::Choice)
+            .and_then(|m| m.labels().map(<[String]>::to_vec))
             .unwrap_or_default();
         Self {
             name: c.name.clone(),

@@ -55,13 +55,13 @@ pub fn scorer(task: &Task, hub: &Hub) -> anyhow::Result<Scorer> {
         .config
         .metrics
         .iter()
-        .any(|m| m.kind == MetricKind::LlmRubric);
+        .any(|m| m.kind() == MetricKind::LlmRubric);
     let judge = if needs_judge {
         let spec = task
             .config
             .metrics
             .iter()
-            .find_map(|m| m.model.clone())
+            .find_map(|m| m.judge_model().map(str::to_owned))
             .unwrap_or_else(|| task.config.models.meta.clone());
         Some(hub.model(&spec)?)
     } else {
