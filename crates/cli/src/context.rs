@@ -56,3 +56,25 @@ pub async fn hub(global: &Global) -> anyhow::Result<Hub> {
         .with_cache(cache)
         .with_factory(ProviderKind::Local, local.factory()))
 }
+
+/// The engine every job-running command drives: config, cache, library and author from the
+/// global flags.
+pub async fn engine(global: &Global) -> anyhow::Result<metaprompt_engine::Engine> {
+    let config = load_config(global)?;
+    let cache = match cache_disabled_by(global, &config) {
+        None => cache_path(global, &config),
+        Some(_) => None,
+    };
+    let library = if global.no_library {
+        None
+    } else {
+        Some(crate::commands::library::path(global)?)
+    };
+    let options = metaprompt_engine::EngineOptions {
+        config,
+        cache,
+        library,
+        author: crate::commands::library::author(global),
+    };
+    Ok(metaprompt_engine::Engine::open(options).await?)
+}

@@ -1,62 +1,41 @@
 //! What the meta-layer commands (`generate`, `translate`) share: settings, console progress,
 //! the per-layer cost table, writing results; and `metaprompt meta-prompts`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use metaprompt_eval::{PromptFile, Task};
-use metaprompt_llm::{Hub, LayerUsage, Provider};
+use metaprompt_engine::Progress;
+use metaprompt_llm::LayerUsage;
 use metaprompt_optimize::candidate::Costs;
 use metaprompt_optimize::meta::{BUILTIN, Origin};
-use metaprompt_optimize::{Candidate, Event, Guard, Layers, MetaPrompts, Status};
+use metaprompt_optimize::{Candidate, MetaPrompts, Status};
 
 use crate::args::{MetaArgs, MetaPromptsCommand};
 use crate::format::{self, outln};
 
-/// The meta-prompts in effect, with the system message override.
-pub fn meta_prompts(args: &MetaArgs, task: Option<&Task>) -> anyhow::Result<MetaPrompts> {
-    let system = match &args.meta_system {
+/// The system message given on the command line: the text, or `@FILE` for a file's text.
+pub fn meta_system(arg: Option<&str>) -> anyhow::Result<Option<String>> {
+    Ok(match arg {
         Some(s) => Some(match s.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("--meta-system: cannot read {path}"))?,
-            None => s.clone(),
+            None => s.to_string(),
         }),
-        None => task.and_then(|t| t.config.models.meta_system.clone()),
-    };
-    Ok(MetaPrompts::load(args.templates.as_deref())?.with_system(system))
+        None => None,
+    })
 }
 
-/// The guardrail: the `--judge` model, else the meta model (used only if instruction-tuned).
-pub fn guard(args: &MetaArgs, hub: &Hub, layers: &Layers) -> anyhow::Result<Guard> {
-    let judge = match &args.judge {
-        Some(spec) => layers.also_meta(hub.model(spec)?),
-        None => layers.meta.clone(),
-    };
-    Ok(Guard::new(Some(judge)))
-}
-
-/// Protected constraints: the task's, the prompt's and the command line's, each once.
-pub fn constraints(
-    task: Option<&Task>,
-    prompt: Option<&PromptFile>,
-    extra: &[String],
-) -> Vec<String> {
-    let mut all: Vec<String> = Vec::new();
-    let sources = task
-        .map(|t| t.config.constraints.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .chain(prompt.map(|p| p.constraints.as_slice()).unwrap_or_default())
-        .chain(extra);
-    for c in sources {
-        let c = c.trim();
-        if !c.is_empty() && !all.iter().any(|a| a == c) {
-            all.push(c.to_string());
-        }
-    }
-    all
+/// The engine's meta-layer options from the command line's.
+pub fn options(args: &MetaArgs) -> anyhow::Result<metaprompt_engine::MetaOptions> {
+    Ok(metaprompt_engine::MetaOptions {
+        meta: args.meta.clone(),
+        meta_system: meta_system(args.meta_system.as_deref())?,
+        templates: args.templates.clone(),
+        judge: args.judge.clone(),
+        constraints: args.constraints.clone(),
+        seed: args.seed,
+    })
 }
 
 /// Prints events as they come (to standard error, so `--json` output stays clean), with a
@@ -75,10 +54,10 @@ impl Console {
         }
     }
 
-    pub fn event(&self, e: Event<'_>) {
+    pub fn event(&self, e: Progress) {
         let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         match e {
-            Event::Evaluating { label, done, total } => {
+            Progress::Evaluating { label, done, total } => {
                 let b = bar.get_or_insert_with(|| {
                     let b = ProgressBar::with_draw_target(
                         Some(total as u64),
@@ -92,10 +71,10 @@ impl Console {
                     );
                     b
                 });
-                b.set_message(label.to_string());
+                b.set_message(label);
                 b.set_position(done as u64);
             }
-            Event::Evaluated { label, summary } => {
+            Progress::Evaluated { label, summary } => {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
@@ -110,16 +89,17 @@ impl Console {
                     );
                 }
             }
+            Progress::Begin { text } => eprintln!("{text}"),
             _ if self.quiet => {}
-            Event::Step(s) => eprintln!("· {s}"),
-            Event::Analysis(a) => {
+            Progress::Step { text } => eprintln!("· {text}"),
+            Progress::Analysis { text: a } => {
                 eprintln!("  analysis:");
                 for line in a.lines().filter(|l| !l.trim().is_empty()) {
                     eprintln!("    {}", line.trim_end());
                 }
             }
-            Event::Candidate(c) => eprintln!("  {}", candidate_line(c)),
-            Event::Round(r) => eprintln!(
+            Progress::Candidate { candidate } => eprintln!("  {}", candidate_line(&candidate)),
+            Progress::Round { stats: r } => eprintln!(
                 "round {} done · best {:.3} ({}) · round mean {} · {} proposed, {} rejected · metric calls {} · meta calls {} · {} meta + {} execution",
                 r.round,
                 r.best,
@@ -175,14 +155,14 @@ fn layer_line(name: &str, u: &LayerUsage) {
 }
 
 /// The per-layer cost table, and the amortized view when a prompt was chosen on data.
-pub fn print_costs(costs: &Costs, execution_model: &dyn Provider) {
+pub fn print_costs(costs: &Costs, execution_model: &str) {
     outln!("cost by layer");
     layer_line("meta", &costs.meta);
     layer_line("execution", &costs.execution);
     if let Some(per) = &costs.per_execution {
         outln!(
             "  per run    the chosen prompt on {}: {:.0} in / {:.1} out tokens, {} per execution",
-            execution_model.info().name,
+            execution_model,
             per.input_tokens,
             per.output_tokens,
             format::cost(per.cost_usd)
@@ -206,39 +186,6 @@ pub fn print_costs(costs: &Costs, execution_model: &dyn Provider) {
             );
         }
     }
-}
-
-/// Where a result goes: `--out`, else `<task dir>/results/<name>.toml`, else `./<name>.toml`;
-/// a default path that exists gets a numbered sibling instead of being overwritten.
-pub fn out_path(out: Option<&Path>, task: Option<&Task>, name: &str) -> PathBuf {
-    if let Some(o) = out {
-        return o.to_path_buf();
-    }
-    let dir = task.map_or_else(|| PathBuf::from("."), |t| t.dir().join("results"));
-    let mut path = dir.join(format!("{name}.toml"));
-    let mut k = 2;
-    while path.exists() {
-        path = dir.join(format!("{name}-{k}.toml"));
-        k += 1;
-    }
-    path
-}
-
-/// Write the prompt and, beside it, the full report as JSON.
-pub fn write_outputs(
-    path: &Path,
-    prompt: &PromptFile,
-    report: &impl serde::Serialize,
-) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(path, prompt.to_toml())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let report_path = path.with_extension("report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("cannot write {}", report_path.display()))?;
-    Ok(report_path)
 }
 
 /// `metaprompt meta-prompts list|export`.

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use metaprompt_registry::content::{self, Export};
 use metaprompt_registry::model::short;
-use metaprompt_registry::{
-    EventKind, Evidence, LabelMove, NewVersion, Origin, SqliteStore, Store, Version,
-};
+use metaprompt_registry::{EventKind, Evidence, LabelMove, NewVersion, Origin, Store, Version};
 
 use crate::args::{Global, PromptsCommand};
 use crate::commands::library::{self, describe};
@@ -15,12 +13,12 @@ use crate::format::{self, outln};
 
 pub async fn run(global: &Global, cmd: PromptsCommand) -> anyhow::Result<()> {
     let store = library::open(global).await?;
-    let result = dispatch(global, &store, cmd).await;
+    let result = dispatch(global, store.as_ref(), cmd).await;
     store.close().await;
     result
 }
 
-async fn dispatch(global: &Global, store: &SqliteStore, cmd: PromptsCommand) -> anyhow::Result<()> {
+async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> anyhow::Result<()> {
     let author = library::author(global);
     match cmd {
         PromptsCommand::Add {
@@ -190,7 +188,7 @@ async fn dispatch(global: &Global, store: &SqliteStore, cmd: PromptsCommand) -> 
 
 #[allow(clippy::too_many_arguments)]
 async fn add(
-    store: &SqliteStore,
+    store: &dyn Store,
     name: &str,
     prompt: metaprompt_eval::PromptFile,
     origin: Origin,
@@ -227,7 +225,7 @@ async fn add(
     Ok(())
 }
 
-async fn by_hash(store: &SqliteStore, prompt: &str, hash: &str) -> anyhow::Result<Version> {
+async fn by_hash(store: &dyn Store, prompt: &str, hash: &str) -> anyhow::Result<Version> {
     library::resolve(store, &format!("{prompt}@{hash}")).await
 }
 
@@ -248,7 +246,7 @@ fn print_move(m: &metaprompt_registry::Moved) {
     outln!("{}: {verb} {from} → {}", m.label, describe(&m.to));
 }
 
-async fn list(store: &SqliteStore, json: bool) -> anyhow::Result<()> {
+async fn list(store: &dyn Store, json: bool) -> anyhow::Result<()> {
     let prompts = store.prompts().await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&prompts)?);
@@ -317,7 +315,7 @@ pub fn evidence_line(e: &Evidence, seqs: &HashMap<String, u32>) -> String {
     s
 }
 
-pub async fn seq_map(store: &SqliteStore, prompt: &str) -> anyhow::Result<HashMap<String, u32>> {
+pub async fn seq_map(store: &dyn Store, prompt: &str) -> anyhow::Result<HashMap<String, u32>> {
     Ok(store
         .versions(prompt)
         .await?
@@ -327,7 +325,7 @@ pub async fn seq_map(store: &SqliteStore, prompt: &str) -> anyhow::Result<HashMa
 }
 
 /// The metadata block shared by `prompts show` and `review show`.
-pub async fn print_header(store: &SqliteStore, v: &Version) -> anyhow::Result<()> {
+pub async fn print_header(store: &dyn Store, v: &Version) -> anyhow::Result<()> {
     let seqs = seq_map(store, &v.prompt).await?;
     let labels: Vec<String> = store
         .labels(&v.prompt)
@@ -376,7 +374,7 @@ pub async fn print_header(store: &SqliteStore, v: &Version) -> anyhow::Result<()
     Ok(())
 }
 
-async fn show(store: &SqliteStore, reference: &str, json: bool) -> anyhow::Result<()> {
+async fn show(store: &dyn Store, reference: &str, json: bool) -> anyhow::Result<()> {
     let v = library::resolve(store, reference).await?;
     if json {
         let evidence = store.evidence(&v).await?;
@@ -392,7 +390,7 @@ async fn show(store: &SqliteStore, reference: &str, json: bool) -> anyhow::Resul
     Ok(())
 }
 
-async fn log(store: &SqliteStore, name: &str, json: bool) -> anyhow::Result<()> {
+async fn log(store: &dyn Store, name: &str, json: bool) -> anyhow::Result<()> {
     let events = store.events(name).await?;
     let runs = store.runs(name).await?;
     if json {

@@ -2,7 +2,7 @@
 
 use metaprompt_registry::model::short;
 use metaprompt_registry::policy::PRODUCTION;
-use metaprompt_registry::{Decision, ReviewState, SqliteStore, Store, Version, content};
+use metaprompt_registry::{Decision, ReviewState, Store, Version, content};
 
 use crate::args::{Global, ReviewCommand};
 use crate::commands::library::{self, describe};
@@ -11,12 +11,12 @@ use crate::format::{self, outln};
 
 pub async fn run(global: &Global, cmd: ReviewCommand) -> anyhow::Result<()> {
     let store = library::open(global).await?;
-    let result = dispatch(global, &store, cmd).await;
+    let result = dispatch(global, store.as_ref(), cmd).await;
     store.close().await;
     result
 }
 
-async fn dispatch(global: &Global, store: &SqliteStore, cmd: ReviewCommand) -> anyhow::Result<()> {
+async fn dispatch(global: &Global, store: &dyn Store, cmd: ReviewCommand) -> anyhow::Result<()> {
     match cmd {
         ReviewCommand::List { json } => {
             let pending = store.proposed().await?;
@@ -67,7 +67,7 @@ async fn dispatch(global: &Global, store: &SqliteStore, cmd: ReviewCommand) -> a
 }
 
 /// The version a reviewed one would replace: what `production` points at now, else its parent.
-async fn replaces(store: &SqliteStore, v: &Version) -> anyhow::Result<Option<Version>> {
+async fn replaces(store: &dyn Store, v: &Version) -> anyhow::Result<Option<Version>> {
     let labels = store.labels(&v.prompt).await?;
     let hash = labels
         .iter()
@@ -80,7 +80,7 @@ async fn replaces(store: &SqliteStore, v: &Version) -> anyhow::Result<Option<Ver
     })
 }
 
-async fn show(store: &SqliteStore, reference: &str, json: bool) -> anyhow::Result<()> {
+async fn show(store: &dyn Store, reference: &str, json: bool) -> anyhow::Result<()> {
     let v = library::resolve(store, reference).await?;
     let old = replaces(store, &v).await?;
     let run = match &v.run {
@@ -155,7 +155,7 @@ async fn show(store: &SqliteStore, reference: &str, json: bool) -> anyhow::Resul
 
 async fn decide(
     global: &Global,
-    store: &SqliteStore,
+    store: &dyn Store,
     reference: &str,
     decision: Decision,
     comment: Option<String>,

@@ -1,0 +1,167 @@
+//! Eval and compare: a prompt (or two) scored on a task's examples.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use metaprompt_eval::evaluator::{self, Comparison};
+use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Task};
+use metaprompt_llm::Provider;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::handle::{Handle, Progress, Reporter};
+use crate::request::{CompareRequest, EvalRequest, Scope};
+use crate::{BOOTSTRAP_SEED, Engine, EngineError, cancellable};
+
+/// What an evaluation produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub task: String,
+    pub split: String,
+    #[serde(skip)]
+    pub report: Report,
+    /// The per-example JSONL.
+    pub out: PathBuf,
+}
+
+/// Two prompts on the same examples.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareResult {
+    pub task: String,
+    pub split: String,
+    pub comparison: Comparison,
+}
+
+/// A task, a model and the examples of a scope, ready to score prompts.
+struct Bench {
+    task: Task,
+    model: Arc<dyn Provider>,
+    scorer: Scorer,
+    examples: Vec<Example>,
+    options: EvalOptions,
+}
+
+impl Bench {
+    fn open(engine: &Engine, scope: &Scope) -> Result<Self, EngineError> {
+        let task = Task::load(&scope.task)?;
+        let hub = engine.hub();
+        let model = hub.model(
+            scope
+                .model
+                .as_deref()
+                .unwrap_or(&task.config.models.execution),
+        )?;
+        let scorer = crate::scorer(&task, hub, |p| p)?;
+        let examples = crate::examples(&task, &scope.split, scope.limit, scope.sample_seed)?;
+        let options = crate::options(&task);
+        Ok(Self {
+            task,
+            model,
+            scorer,
+            examples,
+            options,
+        })
+    }
+
+    async fn score(&self, prompt: &PromptFile, report: &Reporter) -> Result<Report, EngineError> {
+        let label = prompt.name.clone();
+        let progress = |done, total| {
+            report.send(Progress::Evaluating {
+                label: label.clone(),
+                done,
+                total,
+            });
+        };
+        let r = evaluator::evaluate(
+            prompt,
+            &self.model,
+            &self.scorer,
+            &self.examples,
+            &self.options,
+            &progress,
+        )
+        .await?;
+        report.send(Progress::Evaluated {
+            label,
+            summary: Box::new(r.summary.clone()),
+        });
+        Ok(r)
+    }
+}
+
+fn load_prompt(path: &Path) -> Result<PromptFile, EngineError> {
+    Ok(PromptFile::load(path)?)
+}
+
+/// `<task dir>/results/<prompt>.<split>.jsonl`.
+pub(crate) fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> PathBuf {
+    let name: String = prompt
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    task.dir()
+        .join("results")
+        .join(format!("{name}.{split}.jsonl"))
+}
+
+impl Engine {
+    /// Score a prompt on a task's examples and write the per-example JSONL.
+    pub fn eval(&self, request: EvalRequest) -> Handle<EvalResult> {
+        let engine = self.clone();
+        Handle::spawn(move |report, cancel| async move {
+            cancellable(&cancel, engine.run_eval(request, &report)).await
+        })
+    }
+
+    async fn run_eval(
+        &self,
+        request: EvalRequest,
+        report: &Reporter,
+    ) -> Result<EvalResult, EngineError> {
+        let bench = Bench::open(self, &request.scope)?;
+        let prompt = match &request.prompt {
+            Some(p) => load_prompt(p)?,
+            None => bench.task.seed_prompt.clone(),
+        };
+        let out = request
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out(&bench.task, &prompt, &request.scope.split));
+        let r = bench.score(&prompt, report).await?;
+        r.write_jsonl(&out)
+            .map_err(|e| EngineError::io(&out, "cannot write", e))?;
+        Ok(EvalResult {
+            task: bench.task.config.name.clone(),
+            split: request.scope.split,
+            report: r,
+            out,
+        })
+    }
+
+    /// Score two prompts on the same examples and test whether the difference is real.
+    pub fn compare(&self, request: CompareRequest) -> Handle<CompareResult> {
+        let engine = self.clone();
+        Handle::spawn(move |report, cancel: CancellationToken| async move {
+            cancellable(&cancel, async {
+                let bench = Bench::open(&engine, &request.scope)?;
+                let a = load_prompt(&request.a)?;
+                let b = load_prompt(&request.b)?;
+                let ra = bench.score(&a, &report).await?;
+                let rb = bench.score(&b, &report).await?;
+                Ok(CompareResult {
+                    task: bench.task.config.name.clone(),
+                    split: request.scope.split.clone(),
+                    comparison: evaluator::compare(&ra, &rb, BOOTSTRAP_SEED),
+                })
+            })
+            .await
+        })
+    }
+}

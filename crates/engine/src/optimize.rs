@@ -1,0 +1,612 @@
+//! Optimization runs: a request is prepared (task, prompt, models, data, budget checked; the
+//! projected calls and cost known before anything is spent), then started as a [`Handle`].
+//! The run checkpoints through a [`RunStore`] (a directory today), and the checkpoint keeps the
+//! request itself, so [`Engine::resume`] needs only the run directory.
+//!
+//! The end of a run: the run's own verdict, then the artifacts (`best.toml`, `report.json`,
+//! `report.html`), then the library entry.
+
+use std::path::{Path, PathBuf};
+
+use metaprompt_eval::{PromptFile, Task};
+use metaprompt_llm::{Hub, ModelInfo, ResponseCache, Usage};
+use metaprompt_optimize::algo::{self, Optimizer};
+use metaprompt_optimize::run::{
+    self, Budget, Checkpoint, FsRunStore, Outcome, Problem, RunError, RunStore, Runner, Schedule,
+    Settings,
+};
+use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
+use metaprompt_registry::{Batch, NewVersion, Origin, Run, RunCandidate};
+use serde::Serialize;
+
+use crate::handle::{Handle, Reporter};
+use crate::library::{self, Stored};
+use crate::request::OptimizeRequest;
+use crate::{Engine, EngineError, absolute};
+
+/// What a run may spend, projected before it starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Projection {
+    pub metric_calls: u64,
+    pub meta_calls: u64,
+    /// `None` where a model has no price.
+    pub execution_usd: Option<f64>,
+    pub meta_usd: Option<f64>,
+    pub total_usd: Option<f64>,
+}
+
+/// A checked run, ready to start.
+#[derive(Debug)]
+pub struct PreparedRun {
+    engine: Engine,
+    request: OptimizeRequest,
+    task: Task,
+    /// Taken when the run starts (an optimizer is `Send`, not `Sync`).
+    optimizer: std::sync::Mutex<Option<Box<dyn Optimizer>>>,
+    meta_prompts: MetaPrompts,
+    layers: Layers,
+    guard: Guard,
+    problem: Problem,
+    settings: Settings,
+    budget: Budget,
+    store: FsRunStore,
+    resume: Option<Checkpoint>,
+    /// The run's own hub when it replays from its run directory's cache.
+    own_hub: Option<Hub>,
+    projection: Projection,
+}
+
+/// What an optimization produced.
+#[derive(Debug, Serialize)]
+pub struct OptimizeResult {
+    pub outcome: Outcome,
+    pub task: String,
+    pub run_dir: PathBuf,
+    /// The kept prompt as a plain prompt file (`best.toml`), with its rationale.
+    #[serde(skip)]
+    pub prompt: PromptFile,
+    pub prompt_path: PathBuf,
+    pub report_html: PathBuf,
+    pub report_json: PathBuf,
+    pub dev_examples: usize,
+    pub test_examples: usize,
+    pub stored: Stored,
+}
+
+impl PreparedRun {
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// Whether this continues an interrupted run.
+    pub fn resumed(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.store.dir()
+    }
+
+    /// The request as it will run (and as the checkpoint stores it).
+    pub fn request(&self) -> &OptimizeRequest {
+        &self.request
+    }
+
+    /// `optimize · <task> · <algorithm> · meta <model> · execution <model> · run <dir>`.
+    pub fn header(&self) -> String {
+        format!(
+            "optimize · {} · {} · meta {} · execution {} · run {}",
+            self.task.config.name,
+            self.request.algorithm,
+            self.layers.meta.info().name,
+            self.layers.execution.info().name,
+            self.store.dir().display()
+        )
+    }
+
+    /// Start the run.
+    pub fn start(self) -> Handle<OptimizeResult> {
+        Handle::spawn(move |report, cancel| async move {
+            let mut me = self;
+            let result = me.drive(&report, cancel).await;
+            if let Some(hub) = &me.own_hub
+                && let Some(cache) = hub.cache()
+            {
+                cache.close().await;
+            }
+            result
+        })
+    }
+
+    async fn drive(
+        &mut self,
+        report: &Reporter,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<OptimizeResult, EngineError> {
+        let task_path = self.task.path.clone();
+        let taken = self
+            .optimizer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut optimizer) = taken else {
+            return Err(EngineError::Crashed("the run was started twice".into()));
+        };
+        let runner = Runner {
+            meta_prompts: &self.meta_prompts,
+            layers: &self.layers,
+            guard: &self.guard,
+            problem: &self.problem,
+            settings: &self.settings,
+            budget: &self.budget,
+            task: &task_path,
+            store: &self.store,
+            observe: &|e| report.event(e),
+            cancel,
+        };
+        let outcome = match run::run(optimizer.as_mut(), runner, self.resume.take()).await {
+            Ok(o) => o,
+            Err(RunError::Cancelled { .. }) => {
+                return Err(EngineError::Cancelled {
+                    resume: Some(self.store.dir().to_path_buf()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.finish(outcome).await
+    }
+
+    /// Artifacts, then the library.
+    async fn finish(&self, outcome: Outcome) -> Result<OptimizeResult, EngineError> {
+        let winner = outcome
+            .entry(&outcome.winner)
+            .map(|e| e.prompt.clone())
+            .unwrap_or_default();
+        let mut prompt = winner;
+        prompt.rationale = Some(rationale(&outcome, &self.task));
+        prompt.target_model = Some(self.layers.execution.info().name.clone());
+        let dir = self.store.dir().to_path_buf();
+        self.store.write("best.toml", prompt.to_toml().as_bytes())?;
+        let json = serde_json::to_vec_pretty(&outcome).unwrap_or_default();
+        self.store.write("report.json", &json)?;
+        let html = metaprompt_optimize::report::html(&outcome, &self.task.config.name);
+        self.store.write("report.html", html.as_bytes())?;
+        let name = self
+            .request
+            .name
+            .clone()
+            .unwrap_or_else(|| self.task.config.name.clone());
+        let batch = library_batch(&LibraryInput {
+            author: self.engine.author(),
+            name: &name,
+            task: &self.task,
+            outcome: &outcome,
+            problem: &self.problem,
+            winner: &prompt,
+            model: &self.layers.execution.info().name,
+            dir: &dir,
+            settings: &self.settings,
+            budget: &self.budget,
+        });
+        let stored = self.engine.store(batch).await?;
+        Ok(OptimizeResult {
+            task: self.task.config.name.clone(),
+            prompt_path: dir.join("best.toml"),
+            report_html: dir.join("report.html"),
+            report_json: dir.join("report.json"),
+            run_dir: dir,
+            prompt,
+            dev_examples: self.problem.dev.len(),
+            test_examples: self.problem.test.len(),
+            outcome,
+            stored,
+        })
+    }
+}
+
+impl Engine {
+    /// Check an optimization request and project its cost; nothing is spent until
+    /// [`PreparedRun::start`].
+    pub async fn optimize(&self, request: OptimizeRequest) -> Result<PreparedRun, EngineError> {
+        let mut request = request;
+        request.task = absolute(&request.task);
+        request.prompt = request.prompt.as_deref().map(absolute);
+        request.meta.templates = request.meta.templates.as_deref().map(absolute);
+        let task = Task::load(&request.task)?;
+        let dir = match &request.run_dir {
+            Some(d) => d.clone(),
+            None => default_run_dir(&task, &request.algorithm),
+        };
+        request.run_dir = Some(absolute(&dir));
+        let budget = budget(&request, &task);
+        let settings = Settings {
+            invocation: serde_json::to_value(&request).unwrap_or_default(),
+            seed: request.meta.seed,
+            rounds: request.rounds,
+            patience: request.patience.max(1),
+            schedule: Schedule {
+                explore: request.explore,
+                exploit: request.exploit,
+            },
+            per_round: request.per_round.max(1),
+            minibatch: request.minibatch.max(1),
+            demos: request.demos,
+            ..Settings::default()
+        };
+        self.prepare(request, task, dir, settings, budget, None)
+            .await
+    }
+
+    /// Continue the run in `dir` from its last checkpoint, with the request, settings and
+    /// budget it started with.
+    pub async fn resume(&self, dir: &Path) -> Result<PreparedRun, EngineError> {
+        let store = FsRunStore::new(dir.to_path_buf());
+        let Some(cp) = store.load()? else {
+            return Err(EngineError::Invalid {
+                field: "run directory",
+                message: format!("{} holds no checkpoint", dir.display()),
+            });
+        };
+        if let Some(stop) = cp.stop {
+            return Err(EngineError::Finished {
+                dir: dir.to_path_buf(),
+                why: stop.describe().to_string(),
+            });
+        }
+        let request: OptimizeRequest = serde_json::from_value(cp.settings.invocation.clone())
+            .map_err(|e| EngineError::Invalid {
+                field: "checkpoint",
+                message: format!(
+                    "{}: its request is unreadable ({e}); it was written by another version of metaprompt",
+                    store.location()
+                ),
+            })?;
+        let task = Task::load(&request.task)?;
+        let (settings, budget) = (cp.settings.clone(), cp.budget.clone());
+        self.prepare(request, task, dir.to_path_buf(), settings, budget, Some(cp))
+            .await
+    }
+
+    async fn prepare(
+        &self,
+        request: OptimizeRequest,
+        task: Task,
+        dir: PathBuf,
+        settings: Settings,
+        budget: Budget,
+        resume: Option<Checkpoint>,
+    ) -> Result<PreparedRun, EngineError> {
+        let optimizer = algo::by_name(&request.algorithm).ok_or_else(|| EngineError::Invalid {
+            field: "algorithm",
+            message: format!(
+                "unknown algorithm `{}`; the algorithms are {}",
+                request.algorithm,
+                algo::NAMES.join(", ")
+            ),
+        })?;
+        // Every place a result goes is checked before anything is spent.
+        self.library().await?;
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, "cannot create", e))?;
+        let store = FsRunStore::new(dir.clone());
+        // Without a shared cache, the run replays from a cache in its own directory.
+        let own_hub = match self.hub().cache() {
+            Some(_) => None,
+            None => {
+                let path = dir.join("calls.sqlite");
+                Some(self.hub_with_cache(Some(ResponseCache::open(&path).await?)))
+            }
+        };
+        let hub = own_hub.as_ref().unwrap_or(self.hub());
+        let models = &task.config.models;
+        let execution = hub.model(request.model.as_deref().unwrap_or(&models.execution))?;
+        let meta_model = hub.model(request.meta.meta.as_deref().unwrap_or(&models.meta))?;
+        let log_path = dir.join("calls.jsonl");
+        let log = metaprompt_llm::CallLog::append(&log_path)
+            .map_err(|e| EngineError::io(&log_path, "cannot open the call log", e))?;
+        let layers = Layers::logged(meta_model, execution, log);
+        let meta_prompts = crate::meta::meta_prompts(&request.meta, Some(&task))?;
+        let guard = crate::meta::guard(&request.meta, self, &layers)?;
+        let brief = Brief::from_task(&task);
+        let seed_prompt = match &request.prompt {
+            Some(p) => PromptFile::load(p)?,
+            None => task.seed_prompt.clone(),
+        };
+        let test = match request.test_limit {
+            Some(0) => Vec::new(),
+            limit => {
+                metaprompt_eval::dataset::take(crate::optional_split(&task, "test")?, limit, None)
+            }
+        };
+        let problem = Problem {
+            frame: Frame::of(&seed_prompt, &brief),
+            constraints: crate::meta::constraints(
+                Some(&task),
+                Some(&seed_prompt),
+                &request.meta.constraints,
+            ),
+            seed_prompt,
+            train: crate::optional_split(&task, "train")?,
+            dev: crate::examples(&task, "dev", request.dev_limit, None)?,
+            test,
+            scorer: crate::scorer(&task, hub, |p| layers.also_meta(p))?,
+            options: crate::options(&task),
+            brief,
+        };
+        let projection = project(&problem, &budget, &settings, &layers);
+        Ok(PreparedRun {
+            engine: self.clone(),
+            request,
+            task,
+            optimizer: std::sync::Mutex::new(Some(optimizer)),
+            meta_prompts,
+            layers,
+            guard,
+            problem,
+            settings,
+            budget,
+            store,
+            resume,
+            own_hub,
+            projection,
+        })
+    }
+}
+
+/// Caps: the request's, else the task's `[budget]`, else the defaults.
+fn budget(r: &OptimizeRequest, task: &Task) -> Budget {
+    let t = &task.config.budget;
+    let b = &r.budget;
+    let d = Budget::default();
+    Budget {
+        max_metric_calls: b
+            .max_metric_calls
+            .or(t.max_metric_calls)
+            .unwrap_or(d.max_metric_calls),
+        max_meta_calls: b
+            .max_meta_calls
+            .or(t.max_meta_calls)
+            .unwrap_or(d.max_meta_calls),
+        max_meta_cost_usd: b.max_meta_cost_usd.or(t.max_meta_cost_usd),
+        max_cost_usd: b.max_cost_usd.or(t.max_cost_usd),
+        max_wall_secs: b.max_wall_secs.or(t.max_wall_secs),
+    }
+}
+
+fn default_run_dir(task: &Task, algo: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    task.dir()
+        .join("runs")
+        .join(format!("{}-{algo}-{secs}", task.config.name))
+}
+
+/// The projected calls and cost: tokens per execution from the seed prompt rendered on a few
+/// dev examples (4 characters a token, 1.5x for safety), the caps as call counts.
+fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Layers) -> Projection {
+    let format = layers.execution.info().format;
+    let sample: Vec<usize> = problem
+        .dev
+        .iter()
+        .take(8)
+        .filter_map(|e| {
+            let mut vars = e.vars.clone();
+            vars.remove(&problem.options.output);
+            problem
+                .seed_prompt
+                .render(&vars, format, Some(&problem.options.output))
+                .ok()
+                .map(|p| match p {
+                    metaprompt_llm::Prompt::Text(t) => t.len(),
+                    metaprompt_llm::Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+                })
+        })
+        .collect();
+    let per_call_in = sample.iter().sum::<usize>() as f64 / sample.len().max(1) as f64 / 4.0 * 1.5;
+    let metric_calls = budget.max_metric_calls;
+    let meta_calls = budget
+        .max_meta_calls
+        .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
+    let price = |p: &ModelInfo, input: f64, output: f64| {
+        p.pricing.map(|pr| {
+            pr.cost(&Usage {
+                input_tokens: input as u64,
+                output_tokens: output as u64,
+                cached_input_tokens: None,
+            })
+        })
+    };
+    let execution_usd = price(
+        layers.execution.info(),
+        per_call_in * metric_calls as f64,
+        f64::from(problem.options.max_tokens) * metric_calls as f64,
+    );
+    let meta_usd = price(
+        layers.meta.info(),
+        2000.0 * meta_calls as f64,
+        300.0 * meta_calls as f64,
+    );
+    Projection {
+        metric_calls,
+        meta_calls,
+        execution_usd,
+        meta_usd,
+        total_usd: execution_usd.zip(meta_usd).map(|(a, b)| a + b),
+    }
+}
+
+/// Why the kept prompt is kept, in a sentence or two (the prompt file's rationale).
+fn rationale(o: &Outcome, task: &Task) -> String {
+    let mut s = format!(
+        "`metaprompt optimize --algo {}` on task {}: ",
+        o.algorithm, task.config.name
+    );
+    if o.kept_seed {
+        s.push_str(&format!(
+            "the best candidate ({}) was not significantly better than the seed on dev (p = {:.4}), so the seed is kept.",
+            o.best, o.dev_test.p_value
+        ));
+    } else {
+        s.push_str(&format!(
+            "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}).",
+            o.winner, o.dev_test.diff, o.dev_test.low, o.dev_test.high, o.dev_test.p_value
+        ));
+    }
+    if let Some(t) = &o.winner_test {
+        s.push_str(&format!(
+            " Test: {:.3} [{:.3}, {:.3}] (n = {}).",
+            t.mean, t.low, t.high, t.n
+        ));
+    }
+    s
+}
+
+struct LibraryInput<'a> {
+    author: &'a str,
+    name: &'a str,
+    task: &'a Task,
+    outcome: &'a Outcome,
+    problem: &'a Problem,
+    winner: &'a PromptFile,
+    model: &'a str,
+    dir: &'a Path,
+    settings: &'a Settings,
+    budget: &'a Budget,
+}
+
+/// What the library keeps of a run: the seed as a person's version with its scores, the winner
+/// (unless the seed was kept) as a proposed version with its evidence against the seed, and the
+/// run with every candidate it considered.
+fn library_batch(i: &LibraryInput<'_>) -> Batch {
+    let o = i.outcome;
+    let now = chrono::Utc::now();
+    let run_id = library::run_id(i.name, &o.algorithm, now);
+    let run_ref = Some(run_id.as_str());
+    let seed_file = &i.problem.seed_prompt;
+    let seed_hash = metaprompt_registry::content::hash(seed_file);
+    let mut seed = NewVersion::new(i.name, seed_file.clone(), Origin::Human, i.author);
+    seed.message = Some(format!("the seed prompt of {}", i.task.path.display()));
+    let mut seed_evidence = vec![library::evidence(
+        i.task,
+        "dev",
+        i.model,
+        &o.seed_dev,
+        None,
+        None,
+        run_ref,
+    )];
+    if let Some(t) = &o.seed_test {
+        seed_evidence.push(library::evidence(
+            i.task, "test", i.model, t, None, None, run_ref,
+        ));
+    }
+    let mut versions = vec![(seed, seed_evidence)];
+    if !o.kept_seed {
+        let entry = o.entry(&o.winner);
+        let mut won = NewVersion::new(i.name, i.winner.clone(), Origin::Optimize, i.author);
+        won.parents = vec![seed_hash.clone()];
+        won.run = Some(run_id.clone());
+        won.message = Some(format!(
+            "optimize · {} · {} (round {})",
+            o.algorithm,
+            entry.map_or("?", |e| e.op.as_str()),
+            entry.map_or(0, |e| e.round)
+        ));
+        let constraint_rejections = o
+            .rejected
+            .iter()
+            .filter(|r| r.why.iter().any(|w| w.contains("constraint")))
+            .count();
+        won.checks = Some(serde_json::json!({
+            "constraints": i.problem.constraints,
+            "passed": true,
+            "how": "every candidate entered the pool only after the render check and the protected-constraint guardrail",
+            "rejected_in_run": o.rejected.len(),
+            "rejected_for_constraints": constraint_rejections,
+        }));
+        let mut evidence = vec![library::evidence(
+            i.task,
+            "dev",
+            i.model,
+            &o.best_dev,
+            Some((&seed_hash, &o.dev_test)),
+            None,
+            run_ref,
+        )];
+        if let (Some(t), Some(p)) = (&o.winner_test, &o.test_paired) {
+            evidence.push(library::evidence(
+                i.task,
+                "test",
+                i.model,
+                t,
+                Some((&seed_hash, p)),
+                None,
+                run_ref,
+            ));
+        }
+        versions.push((won, evidence));
+    }
+    let wall = chrono::Duration::milliseconds((o.wall_secs * 1000.0) as i64);
+    let mut candidates: Vec<RunCandidate> = o
+        .pool
+        .iter()
+        .map(|e| RunCandidate {
+            id: e.id.clone(),
+            hash: metaprompt_registry::content::hash(&e.prompt),
+            content: e.prompt.to_toml(),
+            parents: e.parents.clone(),
+            op: e.op.clone(),
+            round: e.round as u32,
+            status: if e.id == o.winner {
+                "winner".into()
+            } else {
+                "evaluated".into()
+            },
+            mean: e.mean(),
+            n: e.scores.len() as u64,
+            detail: serde_json::json!({}),
+        })
+        .collect();
+    candidates.extend(o.rejected.iter().map(|r| RunCandidate {
+        id: r.id.clone(),
+        hash: String::new(),
+        content: r.instruction.clone().unwrap_or_default(),
+        parents: Vec::new(),
+        op: r.op.clone(),
+        round: r.round as u32,
+        status: "rejected".into(),
+        mean: None,
+        n: 0,
+        detail: serde_json::json!({ "why": r.why }),
+    }));
+    let run = Run {
+        id: run_id.clone(),
+        kind: Origin::Optimize,
+        prompt: i.name.into(),
+        task: Some(i.task.path.display().to_string()),
+        algorithm: Some(o.algorithm.clone()),
+        started_at: now - wall,
+        finished_at: now,
+        dir: Some(i.dir.display().to_string()),
+        author: i.author.to_string(),
+        config: serde_json::json!({ "settings": i.settings, "budget": i.budget }),
+        usage: serde_json::json!({ "meta": o.meta_usage, "execution": o.execution_usage }),
+        summary: serde_json::json!({
+            "stop": o.stop,
+            "kept_seed": o.kept_seed,
+            "winner": o.winner,
+            "best": o.best,
+            "metric_calls": o.metric_calls,
+            "meta_calls": o.meta_calls,
+            "saved_calls": o.saved_calls,
+            "rounds": o.rounds.len(),
+            "candidates": candidates.len(),
+            "wall_secs": o.wall_secs,
+        }),
+        candidates,
+    };
+    Batch {
+        versions,
+        run: Some(run),
+    }
+}

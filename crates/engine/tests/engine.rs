@@ -1,0 +1,295 @@
+//! The engine driven as another program would drive it, with no CLI: against a loopback
+//! OpenAI-compatible mock server (an execution model that answers right only when the prompt
+//! says "magic", and a chat meta model whose answers depend only on the request), an
+//! optimization is cancelled mid-round, resumed from its checkpoint, and must end exactly where
+//! an uninterrupted run ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use metaprompt_engine::{
+    Engine, EngineError, EngineOptions, EvalRequest, OptimizeRequest, Progress, Scope, Stored,
+};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+struct Model;
+
+impl Respond for Model {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let usage = json!({"prompt_tokens": 10, "completion_tokens": 2});
+        if let Some(prompt) = body["prompt"].as_str() {
+            // The execution model: right only with "magic" in the prompt.
+            let last = prompt
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("Review:"))
+                .unwrap_or("");
+            let answer = if prompt.contains("magic") && last.ends_with("negative") {
+                "negative"
+            } else {
+                "positive"
+            };
+            return ResponseTemplate::new(200).set_body_json(json!({
+                "choices": [{"text": answer, "finish_reason": "stop"}],
+                "usage": usage,
+            }));
+        }
+        // The meta model: an instruction chosen by the request's seed (so a replayed call gets
+        // the same answer), the magic one for half the seeds.
+        let seed = body["seed"].as_u64().unwrap_or(0);
+        let text = if seed.is_multiple_of(2) {
+            format!(
+                "<prompt>Label the review; the magic word is {}: answer negative for a negative review.</prompt>",
+                seed % 97
+            )
+        } else {
+            format!(
+                "<prompt>Label the sentiment of review kind {}.</prompt>",
+                seed % 89
+            )
+        };
+        ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+    }
+}
+
+async fn server() -> MockServer {
+    let server = MockServer::start().await;
+    for p in ["/completions", "/chat/completions"] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(Model)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+fn write_jsonl(path: &Path, range: std::ops::Range<usize>) {
+    let lines: Vec<String> = range
+        .map(|i| {
+            let label = if i % 2 == 0 { "positive" } else { "negative" };
+            json!({"sentence": format!("review number {i} is {label}"), "label": label}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// A task folder with train/dev/test data, on the mock models.
+fn task(dir: &Path) -> PathBuf {
+    write_jsonl(&dir.join("train.jsonl"), 1000..1012);
+    write_jsonl(&dir.join("dev.jsonl"), 0..20);
+    write_jsonl(&dir.join("test.jsonl"), 500..510);
+    let path = dir.join("task.toml");
+    std::fs::write(
+        &path,
+        r#"name = "synthetic"
+description = "Label the review as positive or negative."
+inputs = ["sentence"]
+output = "label"
+
+[prompt]
+name = "seed"
+template = "Review: {{ sentence }}\nLabel:"
+
+[data]
+train = "train.jsonl"
+dev = "dev.jsonl"
+test = "test.jsonl"
+
+[[metrics]]
+type = "choice"
+labels = ["negative", "positive"]
+
+[models]
+execution = "mock:exec"
+meta = "mock:meta"
+max_tokens = 4
+"#,
+    )
+    .unwrap();
+    path
+}
+
+async fn engine(server: &MockServer, dir: &Path) -> Engine {
+    let config = metaprompt_llm::Config::parse(&format!(
+        r#"
+[providers.mock]
+kind = "openai"
+base_url = "{}"
+
+[models."mock:exec"]
+format = "text"
+pricing = {{ input_per_mtok = 0.0, output_per_mtok = 0.0 }}
+
+[models."mock:meta"]
+format = "chat"
+pricing = {{ input_per_mtok = 0.0, output_per_mtok = 0.0 }}
+"#,
+        server.uri()
+    ))
+    .unwrap();
+    Engine::open(EngineOptions {
+        config,
+        // No shared cache: each run replays from the cache in its own run directory.
+        cache: None,
+        library: Some(dir.join("library.sqlite")),
+        author: "test".into(),
+    })
+    .await
+    .unwrap()
+}
+
+fn request(task: &Path, run_dir: PathBuf) -> OptimizeRequest {
+    let mut r = OptimizeRequest::new(task);
+    r.algorithm = "opro".into();
+    r.rounds = 3;
+    r.patience = 5;
+    r.per_round = 2;
+    r.minibatch = 10;
+    r.meta.seed = 11;
+    r.run_dir = Some(run_dir);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let engine = engine(&server, dir.path()).await;
+
+    let whole = engine
+        .optimize(request(&task, dir.path().join("whole")))
+        .await
+        .unwrap()
+        .start()
+        .wait()
+        .await
+        .unwrap();
+    assert!(!whole.outcome.kept_seed, "the magic instruction wins");
+    assert!(matches!(&whole.stored, Stored::In { added, .. } if added.len() == 2));
+
+    // The same run, cancelled while round 2 is in flight.
+    let cut = dir.path().join("cut");
+    let mut handle = engine
+        .optimize(request(&task, cut.clone()))
+        .await
+        .unwrap()
+        .start();
+    let mut round = 0;
+    let mut cancelled_in = None;
+    while let Some(p) = handle.next().await {
+        match p {
+            Progress::Step { text } if text.starts_with("round ") => {
+                round = text[6..].split(' ').next().unwrap().parse().unwrap();
+            }
+            Progress::Candidate { .. } if round == 2 && cancelled_in.is_none() => {
+                handle.cancel();
+                cancelled_in = Some(round);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(cancelled_in, Some(2));
+    match handle.wait().await {
+        Err(EngineError::Cancelled { resume: Some(d) }) => assert_eq!(d, cut),
+        other => panic!("expected a cancelled run, got {other:?}"),
+    }
+    assert!(!cut.join("report.json").exists());
+
+    let prepared = engine.resume(&cut).await.unwrap();
+    assert!(prepared.resumed());
+    let resumed = prepared.start().wait().await.unwrap();
+    let json = |o: &metaprompt_optimize::run::Outcome| serde_json::to_value(o).unwrap();
+    let (a, b) = (json(&resumed.outcome), json(&whole.outcome));
+    for key in [
+        "winner",
+        "best",
+        "kept_seed",
+        "best_dev",
+        "winner_test",
+        "stop",
+        "metric_calls",
+        "meta_calls",
+        "pool",
+    ] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert!(cut.join("best.toml").exists() && cut.join("report.html").exists());
+
+    // A finished run does not resume.
+    let e = engine.resume(&cut).await.unwrap_err();
+    assert!(matches!(e, EngineError::Finished { .. }), "{e}");
+    assert!(e.to_string().contains("has finished"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_reports_progress_and_writes_results() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let engine = engine(&server, dir.path()).await;
+    let out = dir.path().join("results.jsonl");
+    let mut seen = 0;
+    let result = engine
+        .eval(EvalRequest {
+            scope: Scope::new(&task),
+            prompt: None,
+            out: Some(out.clone()),
+        })
+        .drive(|p| {
+            if let Progress::Evaluating { total, .. } = p {
+                assert_eq!(total, 20);
+                seen += 1;
+            }
+        })
+        .await
+        .unwrap();
+    assert!(seen > 0);
+    // The seed says "positive" to everything: half right.
+    assert_eq!(result.report.summary.examples, 20);
+    assert!((result.report.summary.score.mean - 0.5).abs() < 1e-9);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_clear_errors() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let engine = engine(&server, dir.path()).await;
+    let mut r = request(&task, dir.path().join("x"));
+    r.algorithm = "nope".into();
+    let e = engine.optimize(r).await.unwrap_err().to_string();
+    assert!(
+        e.contains("unknown algorithm `nope`") && e.contains("opro"),
+        "{e}"
+    );
+
+    // A broken train file is an error naming the file and line, not "no train data".
+    std::fs::write(
+        dir.path().join("train.jsonl"),
+        "{\"sentence\": \"a\", \"label\": \"positive\"}\nnot json\n",
+    )
+    .unwrap();
+    let e = engine
+        .optimize(request(&task, dir.path().join("y")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.jsonl") && e.contains('2'), "{e}");
+
+    let e = engine
+        .resume(&dir.path().join("no-such-run"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no-such-run"), "{e}");
+}
