@@ -337,7 +337,7 @@ async fn eval_on_the_embedded_model_reproduces_from_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn compare_finds_four_shot_significantly_better_than_zero_shot() {
+async fn compare_on_the_embedded_model_finds_four_shot_significantly_better_than_zero_shot() {
     let dir = tempfile::tempdir().unwrap();
     let models = metaprompt_local::fetch::default_models_dir();
     let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];

@@ -52,7 +52,7 @@ async fn fails(dir: &Path, args: &[&str], expect: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn optimize_review_label_rollback_export_import() {
+async fn optimize_on_the_embedded_model_then_review_label_rollback_export_import() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let task = sst2().join("task.toml");

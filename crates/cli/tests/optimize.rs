@@ -141,7 +141,7 @@ fn checkpoint_round(run: &Path) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_run_resumes_to_the_result_of_an_uninterrupted_one() {
+async fn a_killed_run_on_the_embedded_model_resumes_to_the_result_of_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let models = models_env();
     let whole = dir.path().join("whole");

@@ -50,7 +50,7 @@ const MORE: &[&str] = &[
 ];
 
 #[tokio::test]
-async fn four_shot_sentiment_through_label_scoring() {
+async fn embedded_four_shot_sentiment_through_label_scoring() {
     let facts = model().facts().await.unwrap();
     assert!(
         facts.path.ends_with("gemma-3-270m-q4_k_m.gguf"),
@@ -72,7 +72,7 @@ async fn four_shot_sentiment_through_label_scoring() {
 }
 
 #[tokio::test]
-async fn scores_do_not_depend_on_batch_neighbours_or_order() {
+async fn embedded_scores_do_not_depend_on_batch_neighbours_or_order() {
     let requests: Vec<ScoreRequest> = CLEAR
         .iter()
         .map(|(r, _)| r)
@@ -136,7 +136,7 @@ async fn scores_do_not_depend_on_batch_neighbours_or_order() {
 }
 
 #[tokio::test]
-async fn multi_token_labels_add_up() {
+async fn embedded_multi_token_labels_add_up() {
     let prompt = format!("{FOUR_SHOT}Review: a dull, tedious mess.\nSentiment:");
     let whole = ScoreRequest {
         prompt: Prompt::Text(prompt.clone()),
@@ -181,7 +181,7 @@ async fn multi_token_labels_add_up() {
 }
 
 #[tokio::test]
-async fn generation_is_greedy_reproducible_and_honours_stop_and_length() {
+async fn embedded_generation_is_greedy_reproducible_and_honours_stop_and_length() {
     let request = Request::text("The capital of France is").max_tokens(12);
     let a = model().complete(&request).await.unwrap();
     assert!(!a.text.trim().is_empty());
@@ -240,14 +240,14 @@ async fn futures_like(hot: &Request) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn chat_messages_use_the_models_template() {
+async fn embedded_chat_messages_use_the_models_template() {
     let chat = Request::chat(vec![Message::user("Say hello.")]).max_tokens(8);
     let r = model().complete(&chat).await.unwrap();
     assert!(r.usage.input_tokens > 3, "{:?}", r.usage);
 }
 
 #[tokio::test]
-async fn too_long_prompts_and_empty_labels_are_clear_errors() {
+async fn embedded_too_long_prompts_and_empty_labels_are_clear_errors() {
     let long = Request::text("word ".repeat(5000)).max_tokens(4);
     let e = model().complete(&long).await.unwrap_err().to_string();
     assert!(e.contains("needs") && e.contains("context_size"), "{e}");
@@ -266,7 +266,7 @@ async fn too_long_prompts_and_empty_labels_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn the_hub_serves_local_specs_through_the_factory() {
+async fn embedded_the_hub_serves_local_specs_through_the_factory() {
     let config = Config::default();
     let models = Arc::new(LocalModels::from_config(&config));
     let hub = Hub::new(config).with_factory(ProviderKind::Local, models.factory());
