@@ -38,6 +38,24 @@ impl Respond for Model {
                 "usage": usage,
             }));
         }
+        let user = body["messages"][1]["content"].as_str().unwrap_or("");
+        if body["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("You grade"))
+        {
+            // As a judge: right when the graded output is the reference answer.
+            let reference = user
+                .lines()
+                .find_map(|l| l.strip_prefix("Reference answer: "))
+                .unwrap_or("?");
+            let output = user.rsplit("Output to grade:\n").next().unwrap_or("");
+            let score = if output.trim() == reference { 1.0 } else { 0.0 };
+            let text = json!({"score": score, "reason": "compared with the reference"}).to_string();
+            return ResponseTemplate::new(200).set_body_json(json!({
+                "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage,
+            }));
+        }
         // The meta model: an instruction chosen by the request's seed (so a replayed call gets
         // the same answer), the magic one for half the seeds.
         let seed = body["seed"].as_u64().unwrap_or(0);
@@ -228,6 +246,40 @@ async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one(
     let e = engine.resume(&cut).await.unwrap_err();
     assert!(matches!(e, EngineError::Finished { .. }), "{e}");
     assert!(e.to_string().contains("has finished"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llm_rubric_judge_is_metered_and_logged_with_the_meta_layer() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let text = std::fs::read_to_string(&task).unwrap().replace(
+        "type = \"choice\"\nlabels = [\"negative\", \"positive\"]",
+        "type = \"llm-rubric\"\nrubric = \"The label is the reference answer.\"",
+    );
+    std::fs::write(&task, text).unwrap();
+    let engine = engine(&server, dir.path()).await;
+    let run = dir.path().join("run");
+    let mut r = request(&task, run.clone());
+    r.rounds = 1;
+    let result = engine.optimize(r).await.unwrap().start().wait().await.unwrap();
+    let o = &result.outcome;
+    // One judge call per scored pair, on top of the meta-prompt calls.
+    assert!(o.metric_calls > 0);
+    assert!(
+        o.meta_usage.calls >= o.meta_calls + o.metric_calls,
+        "meta usage {} calls vs {} meta-prompt calls + {} metric calls",
+        o.meta_usage.calls,
+        o.meta_calls,
+        o.metric_calls
+    );
+    let log = std::fs::read_to_string(run.join("calls.jsonl")).unwrap();
+    let meta_lines = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["layer"] == "meta")
+        .count() as u64;
+    assert_eq!(meta_lines, o.meta_usage.calls + o.meta_usage.failed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
