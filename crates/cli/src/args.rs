@@ -402,6 +402,9 @@ pub struct EvalScope {
     /// The execution model [default: the task's models.execution]
     #[arg(short, long)]
     pub model: Option<String>,
+    /// Examples that may stay unscored (a failed model call or metric, left out of the score) before the command fails
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_unscored: usize,
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,

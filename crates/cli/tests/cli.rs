@@ -378,3 +378,75 @@ async fn eval_reports_bad_task_files_clearly() {
         "{err}"
     );
 }
+
+/// A chat model that answers "positive", but fails (400, not retried) on reviews 3 and 7.
+async fn flaky_mock() -> MockServer {
+    struct Flaky;
+    impl wiremock::Respond for Flaky {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            let body = String::from_utf8_lossy(&request.body);
+            if body.contains("review 3 ") || body.contains("review 7 ") {
+                return ResponseTemplate::new(400)
+                    .set_body_json(json!({"error": {"message": "bad luck"}}));
+            }
+            ResponseTemplate::new(200).set_body_json(json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "positive"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1}
+            }))
+        }
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Flaky)
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_examples_are_unscored_not_zeros_and_fail_eval_unless_allowed() {
+    let server = flaky_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = (0..10)
+        .map(|i| json!({"sentence": format!("review {i} is good"), "label": "positive"}).to_string())
+        .collect();
+    std::fs::write(dir.path().join("dev.jsonl"), rows.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("metaprompt.toml"),
+        format!(
+            "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[models.\"mock:m\"]\nformat = \"chat\"\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let task = dir.path().join("task.toml");
+    std::fs::write(
+        &task,
+        "name = \"t\"\ndescription = \"d\"\ninputs = [\"sentence\"]\noutput = \"label\"\n\
+         [prompt]\nname = \"p\"\ntemplate = \"Review: {{ sentence }}\"\n\
+         [data]\ndev = \"dev.jsonl\"\n[[metrics]]\ntype = \"equals\"\n\
+         [models]\nexecution = \"mock:m\"\n",
+    )
+    .unwrap();
+    let t = task.to_str().unwrap();
+    let out = metaprompt(dir.path(), &["--no-cache", "eval", t, "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 of 10 examples") && err.contains("unscored") && err.contains("bad luck"),
+        "{err}"
+    );
+    // The score is over the 8 scored examples (all right), not 8/10.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["score"]["mean"], 1.0, "{summary}");
+    assert_eq!(summary["errors"], 2);
+    let ok = metaprompt(
+        dir.path(),
+        &["--no-cache", "eval", t, "--max-unscored", "2"],
+        &[],
+    )
+    .await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("score     1.000"), "{}", stdout(&ok));
+}

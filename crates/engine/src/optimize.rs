@@ -4,7 +4,8 @@
 //! request itself, so [`Engine::resume`] needs only the run directory.
 //!
 //! The end of a run: the run's own verdict, then the artifacts (`best.toml`, `report.json`,
-//! `report.html`), then the library entry.
+//! `report.html`), then the library entry, and only then the checkpoint that says the run is
+//! finished (a run stopped before that resumes and writes them).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,67 @@ use crate::handle::{Handle, Reporter};
 use crate::library::{self, Stored};
 use crate::request::OptimizeRequest;
 use crate::{Engine, EngineError, absolute};
+
+/// The run's store, holding back the run's last word: the checkpoint that marks the run
+/// finished is written only after the artifacts and the library entry, so a run killed in
+/// between resumes (straight to its verdict, the test split answered by the cache) and writes
+/// them, instead of calling itself finished with no report.
+#[derive(Debug)]
+struct DoneLast {
+    inner: FsRunStore,
+    done: std::sync::Mutex<Option<Checkpoint>>,
+}
+
+impl DoneLast {
+    fn new(inner: FsRunStore) -> Self {
+        Self {
+            inner,
+            done: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.inner.dir()
+    }
+
+    /// Write the held-back finished checkpoint.
+    fn commit(&self) -> Result<(), RunError> {
+        let held = self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match held {
+            Some(cp) => self.inner.save(&cp),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RunStore for DoneLast {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn load(&self) -> Result<Option<Checkpoint>, RunError> {
+        self.inner.load()
+    }
+    fn save(&self, cp: &Checkpoint) -> Result<(), RunError> {
+        if cp.stop.is_some() {
+            *self
+                .done
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cp.clone());
+            return Ok(());
+        }
+        self.inner.save(cp)
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RunError> {
+        self.inner.write(name, bytes)
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.inner.exists(name)
+    }
+}
 
 /// What a run may spend, projected before it starts.
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +111,7 @@ pub struct PreparedRun {
     problem: Problem,
     settings: Settings,
     budget: Budget,
-    store: FsRunStore,
+    store: DoneLast,
     resume: Option<Checkpoint>,
     /// The run's own hub when it replays from its run directory's cache.
     own_hub: Option<Hub>,
@@ -189,6 +251,7 @@ impl PreparedRun {
             budget: &self.budget,
         });
         let stored = self.engine.store(batch).await?;
+        self.store.commit()?;
         Ok(OptimizeResult {
             task: self.task.config.name.clone(),
             prompt_path: dir.join("best.toml"),
@@ -287,7 +350,7 @@ impl Engine {
         // Every place a result goes is checked before anything is spent.
         self.library().await?;
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, "cannot create", e))?;
-        let store = FsRunStore::new(dir.clone());
+        let store = DoneLast::new(FsRunStore::new(dir.clone()));
         // Without a shared cache, the run replays from a cache in its own directory.
         let own_hub = match self.hub().cache() {
             Some(_) => None,

@@ -249,6 +249,55 @@ async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_fails_writing_its_report_is_not_finished_and_resumes_to_write_it() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let engine = engine(&server, dir.path()).await;
+    let whole = engine
+        .optimize(request(&task, dir.path().join("whole")))
+        .await
+        .unwrap()
+        .start()
+        .wait()
+        .await
+        .unwrap();
+    // A directory where the report goes: the run's end fails after its verdict.
+    let run = dir.path().join("blocked");
+    std::fs::create_dir_all(run.join("report.html")).unwrap();
+    let e = engine
+        .optimize(request(&task, run.clone()))
+        .await
+        .unwrap()
+        .start()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("report.html"), "{e}");
+    let cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap())
+            .unwrap();
+    assert!(cp["stop"].is_null(), "not marked finished: {}", cp["stop"]);
+    std::fs::remove_dir(run.join("report.html")).unwrap();
+    let resumed = engine
+        .resume(&run)
+        .await
+        .unwrap()
+        .start()
+        .wait()
+        .await
+        .unwrap();
+    assert!(run.join("report.html").is_file() && run.join("best.toml").is_file());
+    assert_eq!(resumed.outcome.winner, whole.outcome.winner);
+    assert_eq!(resumed.outcome.metric_calls, whole.outcome.metric_calls);
+    assert!(matches!(&resumed.stored, Stored::In { .. }));
+    let cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap())
+            .unwrap();
+    assert!(!cp["stop"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_llm_rubric_judge_is_metered_and_logged_with_the_meta_layer() {
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
@@ -262,7 +311,14 @@ async fn an_llm_rubric_judge_is_metered_and_logged_with_the_meta_layer() {
     let run = dir.path().join("run");
     let mut r = request(&task, run.clone());
     r.rounds = 1;
-    let result = engine.optimize(r).await.unwrap().start().wait().await.unwrap();
+    let result = engine
+        .optimize(r)
+        .await
+        .unwrap()
+        .start()
+        .wait()
+        .await
+        .unwrap();
     let o = &result.outcome;
     // One judge call per scored pair, on top of the meta-prompt calls.
     assert!(o.metric_calls > 0);

@@ -76,17 +76,57 @@ pub async fn run(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
     let summary = &result.report.summary;
     if args.scope.json {
         outln!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        print_summary(&result.task, &result.split, summary);
+        outln!("results   {}", result.out.display());
+    }
+    let reasons = reasons(
+        result
+            .report
+            .results
+            .iter()
+            .filter_map(|r| r.error.as_deref()),
+    );
+    unscored_check(summary, args.scope.max_unscored, &reasons, &result.out)
+}
+
+/// The most common reasons examples went unscored, with counts.
+fn reasons<'a>(errors: impl Iterator<Item = &'a str>) -> Vec<(usize, String)> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in errors {
+        let short: String = e.chars().take(160).collect();
+        *counts.entry(short).or_default() += 1;
+    }
+    let mut v: Vec<(usize, String)> = counts.into_iter().map(|(r, n)| (n, r)).collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    v.truncate(3);
+    v
+}
+
+/// Unscored examples are left out of the score, never counted as zeros; past `allowed` the
+/// command fails, saying how many and why, so a broken endpoint is never a quiet low score.
+fn unscored_check(
+    s: &Summary,
+    allowed: usize,
+    reasons: &[(usize, String)],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    if s.errors <= allowed {
         return Ok(());
     }
-    print_summary(&result.task, &result.split, summary);
-    outln!("results   {}", result.out.display());
-    if summary.errors > 0 {
-        outln!(
-            "warning   {} examples unscored (a failed model call or metric; left out of the score); see `error` in the results",
-            summary.errors
-        );
-    }
-    Ok(())
+    let why: Vec<String> = reasons.iter().map(|(n, r)| format!("{n} × {r}")).collect();
+    anyhow::bail!(
+        "{} of {} examples of `{}` are unscored (left out of the score above){}; see `error` in {} (or allow some with --max-unscored N)",
+        s.errors,
+        s.examples,
+        s.prompt,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join("; "))
+        },
+        out.display()
+    )
 }
 
 pub async fn compare(global: &Global, args: CompareArgs) -> anyhow::Result<()> {
@@ -104,13 +144,21 @@ pub async fn compare(global: &Global, args: CompareArgs) -> anyhow::Result<()> {
     let c = &result.comparison;
     if args.scope.json {
         outln!("{}", serde_json::to_string_pretty(c)?);
-        return Ok(());
+    } else {
+        outln!("A: {}", args.a.display());
+        print_summary(&result.task, &result.split, &c.a);
+        outln!("B: {}", args.b.display());
+        print_summary(&result.task, &result.split, &c.b);
+        print_comparison(c);
     }
-    outln!("A: {}", args.a.display());
-    print_summary(&result.task, &result.split, &c.a);
-    outln!("B: {}", args.b.display());
-    print_summary(&result.task, &result.split, &c.b);
-    print_comparison(c);
+    let unscored = c.a.errors + c.b.errors;
+    if unscored > args.scope.max_unscored {
+        anyhow::bail!(
+            "{unscored} examples are unscored ({} for A, {} for B) and left out of the comparison (allow some with --max-unscored N)",
+            c.a.errors,
+            c.b.errors
+        );
+    }
     Ok(())
 }
 
