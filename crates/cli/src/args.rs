@@ -304,6 +304,9 @@ pub struct OptimizeArgs {
     /// Use only the first N test examples (0: no test evaluation)
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Share of a round's (candidate, example) pairs that may stay unscored (failed calls or metrics, left out of comparisons) before the run stops [default: 0.05]
+    #[arg(long, value_name = "SHARE")]
+    pub unscored_rate: Option<f64>,
     /// Ask for confirmation when the projected cost is above this many dollars
     #[arg(long, value_name = "USD", default_value_t = 1.0)]
     pub confirm_above: f64,

@@ -409,7 +409,9 @@ async fn failed_examples_are_unscored_not_zeros_and_fail_eval_unless_allowed() {
     let server = flaky_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<String> = (0..10)
-        .map(|i| json!({"sentence": format!("review {i} is good"), "label": "positive"}).to_string())
+        .map(|i| {
+            json!({"sentence": format!("review {i} is good"), "label": "positive"}).to_string()
+        })
         .collect();
     std::fs::write(dir.path().join("dev.jsonl"), rows.join("\n")).unwrap();
     std::fs::write(

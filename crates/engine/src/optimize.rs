@@ -282,7 +282,17 @@ impl Engine {
         };
         request.run_dir = Some(absolute(&dir));
         let budget = budget(&request, &task);
+        if let Some(m) = request.max_unscored
+            && !(0.0..=1.0).contains(&m)
+        {
+            return Err(EngineError::Invalid {
+                field: "max_unscored",
+                message: format!("{m} is not a share between 0 and 1"),
+            });
+        }
+        let defaults = Settings::default();
         let settings = Settings {
+            max_unscored: request.max_unscored.unwrap_or(defaults.max_unscored),
             invocation: serde_json::to_value(&request).unwrap_or_default(),
             seed: request.meta.seed,
             rounds: request.rounds,
@@ -294,7 +304,7 @@ impl Engine {
             per_round: request.per_round.max(1),
             minibatch: request.minibatch.max(1),
             demos: request.demos,
-            ..Settings::default()
+            ..defaults
         };
         self.prepare(request, task, dir, settings, budget, None)
             .await

@@ -241,6 +241,10 @@ pub struct OptimizeRequest {
     /// Use only the first N test examples (0: no test evaluation).
     #[serde(default)]
     pub test_limit: Option<usize>,
+    /// The share of a round's (candidate, example) pairs that may stay unscored before the run
+    /// stops [default: 0.05].
+    #[serde(default)]
+    pub max_unscored: Option<f64>,
     #[serde(default = "six")]
     pub rounds: usize,
     #[serde(default = "two")]
@@ -292,6 +296,7 @@ impl OptimizeRequest {
             budget: BudgetRequest::default(),
             dev_limit: None,
             test_limit: None,
+            max_unscored: None,
             rounds: six(),
             patience: two(),
             per_round: four(),

@@ -70,7 +70,7 @@ fn hint(e: EngineError) -> anyhow::Error {
             Some("raise --max-metric-calls, or lower --dev-limit / --test-limit".to_string())
         }
         EngineError::Run(RunError::Unscored { .. }) => Some(
-            "fix the cause, then continue with `metaprompt optimize --resume RUN_DIR`".to_string(),
+            "fix the cause (or allow more with --unscored-rate), then continue with `metaprompt optimize --resume RUN_DIR`".to_string(),
         ),
         EngineError::Cancelled { resume: Some(dir) } => Some(format!(
             "continue with `metaprompt optimize --resume {}`",
@@ -103,6 +103,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         },
         dev_limit: args.dev_limit,
         test_limit: args.test_limit,
+        max_unscored: args.unscored_rate,
         rounds: args.rounds,
         patience: args.patience,
         per_round: args.per_round,
