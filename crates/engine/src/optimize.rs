@@ -290,9 +290,10 @@ impl Engine {
                 message: format!("{m} is not a share between 0 and 1"),
             });
         }
-        let defaults = Settings::default();
         let settings = Settings {
-            max_unscored: request.max_unscored.unwrap_or(defaults.max_unscored),
+            max_unscored: request
+                .max_unscored
+                .unwrap_or(Settings::default().max_unscored),
             invocation: serde_json::to_value(&request).unwrap_or_default(),
             seed: request.meta.seed,
             rounds: request.rounds,
@@ -304,7 +305,6 @@ impl Engine {
             per_round: request.per_round.max(1),
             minibatch: request.minibatch.max(1),
             demos: request.demos,
-            ..defaults
         };
         self.prepare(request, task, dir, settings, budget, None)
             .await
