@@ -176,6 +176,14 @@ fn request(task: &Path, run_dir: PathBuf) -> OptimizeRequest {
     r
 }
 
+/// Prepare, start and wait for an optimization.
+async fn optimize(
+    engine: &Engine,
+    r: OptimizeRequest,
+) -> Result<metaprompt_engine::OptimizeResult, EngineError> {
+    engine.optimize(r).await?.start().wait().await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one() {
     let server = server().await;
@@ -183,12 +191,7 @@ async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one(
     let task = task(dir.path());
     let engine = engine(&server, dir.path()).await;
 
-    let whole = engine
-        .optimize(request(&task, dir.path().join("whole")))
-        .await
-        .unwrap()
-        .start()
-        .wait()
+    let whole = optimize(&engine, request(&task, dir.path().join("whole")))
         .await
         .unwrap();
     assert!(!whole.outcome.kept_seed, "the magic instruction wins");
@@ -254,23 +257,13 @@ async fn a_run_that_fails_writing_its_report_is_not_finished_and_resumes_to_writ
     let dir = tempfile::tempdir().unwrap();
     let task = task(dir.path());
     let engine = engine(&server, dir.path()).await;
-    let whole = engine
-        .optimize(request(&task, dir.path().join("whole")))
-        .await
-        .unwrap()
-        .start()
-        .wait()
+    let whole = optimize(&engine, request(&task, dir.path().join("whole")))
         .await
         .unwrap();
     // A directory where the report goes: the run's end fails after its verdict.
     let run = dir.path().join("blocked");
     std::fs::create_dir_all(run.join("report.html")).unwrap();
-    let e = engine
-        .optimize(request(&task, run.clone()))
-        .await
-        .unwrap()
-        .start()
-        .wait()
+    let e = optimize(&engine, request(&task, run.clone()))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("report.html"), "{e}");
@@ -311,14 +304,7 @@ async fn an_llm_rubric_judge_is_metered_and_logged_with_the_meta_layer() {
     let run = dir.path().join("run");
     let mut r = request(&task, run.clone());
     r.rounds = 1;
-    let result = engine
-        .optimize(r)
-        .await
-        .unwrap()
-        .start()
-        .wait()
-        .await
-        .unwrap();
+    let result = optimize(&engine, r).await.unwrap();
     let o = &result.outcome;
     // One judge call per scored pair, on top of the meta-prompt calls.
     assert!(o.metric_calls > 0);
