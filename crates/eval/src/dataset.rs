@@ -75,20 +75,36 @@ pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let offset = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            return Err(row_err(
+                path,
+                line,
+                format!("not valid UTF-8 (at byte offset {offset})"),
+            ));
+        }
+    };
     let rows: Vec<(usize, String, serde_json::Map<String, Value>)> = match Format::of(path)? {
         Format::Jsonl => text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| match serde_json::from_str::<Value>(l) {
+            .map(|(i, l)| match parse_strict(l) {
                 Ok(Value::Object(o)) => Ok((i + 1, format!("{}:{}", path.display(), i + 1), o)),
                 Ok(_) => Err(row_err(path, i + 1, "expected a JSON object".into())),
                 Err(e) => Err(row_err(path, i + 1, format!("not valid JSON: {e}"))),
             })
             .collect::<Result<_, _>>()?,
         Format::Json => {
-            let value: Value = serde_json::from_str(&text)
+            let value: Value = parse_strict(&text)
                 .map_err(|e| row_err(path, e.line(), format!("not valid JSON: {e}")))?;
             let items = match value {
                 Value::Array(items) => items,
@@ -144,6 +160,77 @@ pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError
     rows.into_iter()
         .map(|(line, id, row)| to_example(path, line, id, row, mapping))
         .collect()
+}
+
+/// Parse JSON, rejecting an object with the same key twice (at any depth) instead of keeping
+/// the last value.
+fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Strict>(text).map(|s| s.0)
+}
+
+/// A JSON value whose objects have no duplicate keys.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Strict(Value::Object(out)))
+    }
 }
 
 fn row_err(path: &Path, line: usize, message: String) -> DatasetError {
@@ -345,6 +432,48 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("g.jsonl:1: missing expected output field `label`")
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = write(
+            dir.path(),
+            "dup.jsonl",
+            "{\"text\": \"ok\", \"label\": \"x\"}\n{\"text\": \"a\", \"label\": \"x\", \"text\": \"b\"}\n",
+        );
+        let e = load(&j, &mapping()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:2:", j.display())) && e.contains("duplicate key `text`"),
+            "{e}"
+        );
+        let a = write(
+            dir.path(),
+            "dup.json",
+            "[\n{\"text\": \"a\",\n \"label\": \"x\",\n \"label\": \"y\"}\n]",
+        );
+        let e = load(&a, &mapping()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:4:", a.display())) && e.contains("duplicate key `label`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_file_line_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("u.jsonl");
+        std::fs::write(
+            &p,
+            b"{\"text\": \"ok\", \"label\": \"x\"}\n{\"text\": \"\xff\"}\n",
+        )
+        .unwrap();
+        let e = load(&p, &mapping()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:2: not valid UTF-8", p.display()))
+                && e.contains("byte offset 39"),
+            "{e}"
         );
     }
 

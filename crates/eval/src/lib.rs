@@ -23,6 +23,9 @@ pub mod prompt;
 pub mod stats;
 pub mod task;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use dataset::Example;
 pub use evaluator::{EvalOptions, Report, Scorer, Summary, evaluate};
 pub use prompt::PromptFile;

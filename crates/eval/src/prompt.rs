@@ -61,6 +61,19 @@ pub struct PromptFile {
     /// Why the prompt looks the way it does (the meta layer's reasoning; never rendered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationale: Option<String>,
+    /// The file this prompt was loaded from (for errors; never serialized, ignored by `==`).
+    #[serde(skip)]
+    pub source: SourcePath,
+}
+
+/// Where a prompt came from. Two prompts that differ only here are equal.
+#[derive(Debug, Clone, Default)]
+pub struct SourcePath(pub Option<PathBuf>);
+
+impl PartialEq for SourcePath {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,8 +87,21 @@ pub struct MessageTemplate {
 pub enum PromptError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
-    #[error("prompt `{name}`: {message}")]
-    Render { name: String, message: String },
+    /// A template failed to render: the prompt (and its file), the field, and why.
+    #[error(
+        "{}prompt `{name}`, `{field}`{}: {message}",
+        path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default(),
+        demo.map(|d| format!(" (demo {d})")).unwrap_or_default()
+    )]
+    Render {
+        name: String,
+        path: Option<PathBuf>,
+        /// `template`, `demo_template`, `instruction` or `messages[N].content`.
+        field: String,
+        /// The demonstration being rendered, if it was one.
+        demo: Option<usize>,
+        message: String,
+    },
 }
 
 impl PromptFile {
@@ -94,6 +120,7 @@ impl PromptFile {
                 .unwrap_or_default();
         }
         p.validate().map_err(err)?;
+        p.source = SourcePath(Some(path.to_path_buf()));
         Ok(p)
     }
 
@@ -120,17 +147,30 @@ impl PromptFile {
             return Err("`[[demos]]` in text form need a `demo_template`".into());
         }
         let env = environment();
-        let all = self
-            .instruction
-            .iter()
-            .chain(&self.template)
-            .chain(&self.demo_template)
-            .chain(self.messages.iter().map(|m| &m.content));
-        for t in all {
+        for (field, t) in self.fields() {
             env.template_from_str(t)
-                .map_err(|e| format!("template error: {e}"))?;
+                .map_err(|e| format!("template error in `{field}`: {}", describe(&e, t)))?;
         }
         Ok(())
+    }
+
+    /// Every template with its field name.
+    fn fields(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        let named = [
+            ("instruction", &self.instruction),
+            ("template", &self.template),
+            ("demo_template", &self.demo_template),
+        ];
+        for (name, t) in named {
+            if let Some(t) = t {
+                out.push((name.to_string(), t.as_str()));
+            }
+        }
+        for (k, m) in self.messages.iter().enumerate() {
+            out.push((format!("messages[{k}].content"), m.content.as_str()));
+        }
+        out
     }
 
     /// Render for one example, in the model's preferred form. `output` names the expected-output
@@ -141,20 +181,23 @@ impl PromptFile {
         format: PromptFormat,
         output: Option<&str>,
     ) -> Result<Prompt, PromptError> {
-        let err = |message: String| PromptError::Render {
-            name: self.name.clone(),
-            message,
-        };
         let env = environment();
-        let render = |t: &str, vars: &BTreeMap<String, Value>| {
-            env.render_str(t, vars).map_err(|e| err(render_error(&e)))
-        };
+        let render_field =
+            |field: &str, t: &str, vars: &BTreeMap<String, Value>, demo: Option<usize>| {
+                env.render_str(t, vars).map_err(|e| PromptError::Render {
+                    name: self.name.clone(),
+                    path: self.source.0.clone(),
+                    field: field.to_string(),
+                    demo,
+                    message: render_error(&env, &e, t, vars, output, demo.is_some()),
+                })
+            };
         let use_chat =
             format == PromptFormat::Chat && !self.messages.is_empty() || self.template.is_none();
         if use_chat {
             let mut messages = Vec::new();
             if let Some(i) = &self.instruction {
-                messages.push(Message::system(render(i, vars)?));
+                messages.push(Message::system(render_field("instruction", i, vars, None)?));
             }
             let last_user = self
                 .messages
@@ -164,8 +207,14 @@ impl PromptFile {
             for (k, m) in self.messages.iter().enumerate() {
                 if k == last_user {
                     // Demonstrations go just before the example: user turn, then the answer.
-                    for demo in &self.demos {
-                        messages.push(Message::user(render(&m.content, demo)?));
+                    for (d, demo) in self.demos.iter().enumerate() {
+                        let field = format!("messages[{k}].content");
+                        messages.push(Message::user(render_field(
+                            &field,
+                            &m.content,
+                            demo,
+                            Some(d),
+                        )?));
                         let answer = output
                             .and_then(|o| demo.get(o))
                             .map(crate::dataset::as_text)
@@ -175,7 +224,12 @@ impl PromptFile {
                 }
                 messages.push(Message {
                     role: m.role,
-                    content: render(&m.content, vars)?,
+                    content: render_field(
+                        &format!("messages[{k}].content"),
+                        &m.content,
+                        vars,
+                        None,
+                    )?,
                 });
             }
             if format == PromptFormat::Text {
@@ -185,17 +239,22 @@ impl PromptFile {
         }
         let mut text = String::new();
         if let Some(i) = &self.instruction {
-            text.push_str(&render(i, vars)?);
+            text.push_str(&render_field("instruction", i, vars, None)?);
             if !text.ends_with('\n') {
                 text.push_str("\n\n");
             }
         }
         if let Some(d) = &self.demo_template {
-            for demo in &self.demos {
-                text.push_str(&render(d, demo)?);
+            for (k, demo) in self.demos.iter().enumerate() {
+                text.push_str(&render_field("demo_template", d, demo, Some(k))?);
             }
         }
-        text.push_str(&render(self.template.as_deref().unwrap_or_default(), vars)?);
+        text.push_str(&render_field(
+            "template",
+            self.template.as_deref().unwrap_or_default(),
+            vars,
+            None,
+        )?);
         Ok(match format {
             PromptFormat::Text => Prompt::Text(text),
             PromptFormat::Chat => Prompt::Chat(vec![Message::user(text)]),
@@ -229,10 +288,62 @@ fn environment() -> Environment<'static> {
     env
 }
 
-fn render_error(e: &minijinja::Error) -> String {
-    let mut s = e.to_string();
+/// A minijinja error without its `<string>` noise: what went wrong, the line and its text.
+fn describe(e: &minijinja::Error, source: &str) -> String {
+    let mut s = e.kind().to_string();
     if let Some(detail) = e.detail() {
-        s.push_str(&format!(" ({detail})"));
+        s.push_str(&format!(": {detail}"));
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line}"));
+        if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
+            let text = text.trim();
+            let text: String = text.chars().take(80).collect();
+            s.push_str(&format!(": `{text}`"));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// A render error, naming the undefined variables when that is what went wrong.
+fn render_error(
+    env: &Environment<'_>,
+    e: &minijinja::Error,
+    source: &str,
+    vars: &BTreeMap<String, Value>,
+    output: Option<&str>,
+    demo: bool,
+) -> String {
+    let mut s = describe(e, source);
+    if e.kind() == minijinja::ErrorKind::UndefinedError
+        && let Ok(t) = env.template_from_str(source)
+    {
+        let mut missing: Vec<String> = t
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !vars.contains_key(v) && env.globals().all(|(g, _)| g != v.as_str()))
+            .collect();
+        missing.sort();
+        if missing.is_empty() {
+            s.push_str(" (an attribute or item that does not exist)");
+        } else {
+            let list = missing
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push_str(&format!("; undefined variable {list}"));
+            let mut known: Vec<&str> = vars.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            s.push_str(&format!(" (variables: {})", known.join(", ")));
+            if !demo && output.is_some_and(|o| missing.iter().any(|m| m == o)) {
+                s.push_str(&format!(
+                    "; `{}` is the expected output: only demonstrations see it",
+                    output.unwrap_or_default()
+                ));
+            }
+        }
     }
     s
 }
@@ -240,6 +351,7 @@ fn render_error(e: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
         pairs
@@ -349,11 +461,71 @@ label = "positive"
                 .contains("needs a `template`")
         );
         std::fs::write(&path, "template = \"{{ oops\"\n").unwrap();
+        let e = PromptFile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("template error in `template`") && e.contains("line 1"),
+            "{e}"
+        );
         assert!(
             PromptFile::load(&path)
                 .unwrap_err()
                 .to_string()
                 .contains("template error")
+        );
+    }
+
+    fn loaded(dir: &Path, text: &str) -> Result<PromptFile, PromptError> {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        PromptFile::load(&path)
+    }
+
+    #[test]
+    fn render_errors_name_the_file_the_field_the_line_and_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml").display().to_string();
+        let render = |text: &str| {
+            loaded(dir.path(), text)
+                .unwrap()
+                .render(&vars(&[("text", "x")]), PromptFormat::Text, Some("label"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = render("template = \"Q:\\n{{ question }}\"\n");
+        assert!(
+            e.starts_with(&format!("{file}: prompt `p`, `template`:"))
+                && e.contains("line 2")
+                && e.contains("undefined variable `question`")
+                && !e.contains("<string>"),
+            "{e}"
+        );
+        let e = render("template = \"{{ text.nope.deeper }}\"\n");
+        assert!(e.contains("`template`") && e.contains("text.nope"), "{e}");
+        let e = render("template = \"{{ text }} {{ label }}\"\n");
+        assert!(e.contains("`label` is the expected output"), "{e}");
+        let e = render(
+            "template = \"{{ text }}\"\ndemo_template = \"{{ txet }}\"\n[[demos]]\ntext = \"a\"\nlabel = \"b\"\n",
+        );
+        assert!(
+            e.contains("`demo_template` (demo 0)") && e.contains("`txet`"),
+            "{e}"
+        );
+        let e = render("template = \"{% for i in range(100000000) %}x{% endfor %}\"\n");
+        assert!(e.contains("`template`") && e.contains(&file), "{e}");
+        let e = render("template = \"{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}\"\n");
+        assert!(e.contains("`template`") && e.contains(&file), "{e}");
+        let e = render(
+            "instruction = \"Hi\"\n[[messages]]\nrole = \"system\"\ncontent = \"s\"\n[[messages]]\nrole = \"user\"\ncontent = \"a\"\n[[messages]]\nrole = \"user\"\ncontent = \"{{ nope }}\"\n",
+        );
+        assert!(
+            e.contains("`messages[2].content`") && e.contains("`nope`"),
+            "{e}"
+        );
+        // An unknown filter is found when rendering.
+        let e = render("template = \"{{ text | nofilter }}\"\n");
+        assert!(
+            e.starts_with(&file) && e.contains("`template`") && e.contains("nofilter"),
+            "{e}"
         );
     }
 

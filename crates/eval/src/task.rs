@@ -177,6 +177,14 @@ pub enum TaskError {
     Dataset(#[from] dataset::DatasetError),
     #[error(transparent)]
     Prompt(#[from] crate::prompt::PromptError),
+    /// A row's expected output is not one of the `choice` metric's labels (it could never score).
+    #[error("{id}: expected label {label:?} is not among the `choice` labels: {}", labels.join(", "))]
+    Label {
+        /// `file:line` (or `file#index`) of the row.
+        id: String,
+        label: String,
+        labels: Vec<String>,
+    },
 }
 
 /// A loaded task: its config, where it lives, and its seed prompt.
@@ -240,8 +248,45 @@ impl Task {
         }
     }
 
-    /// The examples of a split (`train`, `dev`, `test`, or any name in `split` ratios).
+    /// The examples of a split (`train`, `dev`, `test`, or any name in `split` ratios). With a
+    /// `choice` metric, every expected output must be one of its labels.
     pub fn examples(&self, split: &str) -> Result<Vec<Example>, TaskError> {
+        self.load_examples(split)
+    }
+
+    /// A dataset file's rows, labels checked (before any split, so every row is checked).
+    fn load_file(&self, file: &Path) -> Result<Vec<Example>, TaskError> {
+        let examples = dataset::load(&self.resolve(file), &self.mapping())?;
+        self.check_labels(&examples)?;
+        Ok(examples)
+    }
+
+    /// An expected output outside the `choice` labels is an error naming the row (compared as
+    /// the metric compares: trimmed, ASCII case-insensitive).
+    fn check_labels(&self, examples: &[Example]) -> Result<(), TaskError> {
+        let Some(labels) = self.config.metrics.iter().find_map(|m| m.labels()) else {
+            return Ok(());
+        };
+        for ex in examples {
+            let Some(expected) = &ex.expected else {
+                continue;
+            };
+            let label = dataset::as_text(expected);
+            if !labels
+                .iter()
+                .any(|l| l.trim().eq_ignore_ascii_case(label.trim()))
+            {
+                return Err(TaskError::Label {
+                    id: ex.id.clone(),
+                    label,
+                    labels: labels.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn load_examples(&self, split: &str) -> Result<Vec<Example>, TaskError> {
         let data = &self.config.data;
         let err = |message: String| TaskError::File {
             path: self.path.clone(),
@@ -254,7 +299,7 @@ impl Task {
             _ => None,
         };
         if let Some(file) = explicit {
-            return Ok(dataset::load(&self.resolve(file), &self.mapping())?);
+            return self.load_file(file);
         }
         match (&data.file, &data.split) {
             (Some(file), Some(ratios)) => {
@@ -264,7 +309,7 @@ impl Task {
                         ratios.keys().cloned().collect::<Vec<_>>().join(", ")
                     )));
                 }
-                let all = dataset::load(&self.resolve(file), &self.mapping())?;
+                let all = self.load_file(file)?;
                 let ratios: Vec<(String, f64)> =
                     ratios.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 Ok(dataset::split(all, &ratios, data.seed)
@@ -370,6 +415,24 @@ labels = ["negative", "positive"]
         );
         assert_eq!(task.config.models.execution, "local:gemma-3-270m");
         assert_eq!(task.seed_prompt.name, "prompt");
+    }
+
+    #[test]
+    fn a_label_outside_the_choice_labels_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = Task::load(&write_task(dir.path(), TASK)).unwrap();
+        let data = dir.path().join("data/all.jsonl");
+        let mut rows = std::fs::read_to_string(&data).unwrap();
+        rows.push_str("{\"text\": \"t\", \"label\": \"Positive \"}\n");
+        rows.push_str("{\"text\": \"t\", \"label\": \"neutral\"}\n");
+        std::fs::write(&data, rows).unwrap();
+        let e = task.examples("dev").unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}:12:", data.display()))
+                && e.contains("\"neutral\"")
+                && e.contains("negative, positive"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -297,6 +297,12 @@ fn builtin(name: &str) -> Option<Builtin> {
 impl Config {
     /// Parse a config file, strictly. Errors name the file, line and column.
     pub fn load(path: &Path) -> Result<Config, LlmError> {
+        if path.is_dir() {
+            return Err(LlmError::ConfigFile {
+                path: path.to_path_buf(),
+                message: "is a directory, expected a config file".into(),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| LlmError::ConfigFile {
             path: path.to_path_buf(),
             message: format!("cannot read: {e}"),
@@ -322,9 +328,16 @@ impl Config {
     pub fn discover(explicit: Option<&Path>, cwd: &Path) -> Result<Option<PathBuf>, LlmError> {
         if let Some(path) = explicit {
             if !path.is_file() {
+                let message = if path.is_dir() {
+                    "is a directory, expected a config file (e.g. DIR/metaprompt.toml)"
+                } else if path.exists() {
+                    "not a regular file, expected a config file"
+                } else {
+                    "no such config file"
+                };
                 return Err(LlmError::ConfigFile {
                     path: path.to_path_buf(),
-                    message: "no such config file".into(),
+                    message: message.into(),
                 });
             }
             return Ok(Some(path.to_path_buf()));
@@ -391,6 +404,37 @@ impl Config {
         names
     }
 
+    /// A provider's effective base URL (untrimmed) and where it came from: the environment
+    /// variable of a built-in provider, else `base_url` in the config file, else the built-in
+    /// URL. `None` when the provider has none.
+    pub fn base_url_of(
+        &self,
+        provider_name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<(String, String)> {
+        let user = self.providers.get(provider_name);
+        let base = builtin(provider_name);
+        let from_env = base
+            .as_ref()
+            .and_then(|b| b.base_url_env)
+            .and_then(|var| Some((env(var)?, format!("the environment variable {var}"))));
+        from_env
+            .or_else(|| {
+                let url = user.and_then(|p| p.base_url.clone())?;
+                Some((
+                    url,
+                    format!(
+                        "`base_url` of [providers.{provider_name}] in {}",
+                        self.describe_source()
+                    ),
+                ))
+            })
+            .or_else(|| {
+                let url = base.as_ref()?.base_url.to_string();
+                Some((url, format!("the built-in base URL of `{provider_name}`")))
+            })
+    }
+
     /// Resolve a model spec against this config and the environment (`env` looks up a variable).
     pub fn resolve(
         &self,
@@ -441,31 +485,12 @@ impl Config {
         };
         let entry = entry.or(by_name);
         // Where the base URL came from, for an error about it.
-        let from_env = base
-            .as_ref()
-            .and_then(|b| b.base_url_env)
-            .and_then(|var| Some((env(var)?, format!("the environment variable {var}"))));
-        let (base_url, origin) = from_env
-            .or_else(|| {
-                let url = user.and_then(|p| p.base_url.clone())?;
-                Some((
-                    url,
-                    format!(
-                        "`base_url` of [providers.{provider_name}] in {}",
-                        self.describe_source()
-                    ),
-                ))
-            })
-            .or_else(|| {
-                let url = base.as_ref()?.base_url.to_string();
-                Some((url, format!("the built-in base URL of `{provider_name}`")))
-            })
-            .ok_or_else(|| {
-                LlmError::Config(format!(
-                    "[providers.{provider_name}] needs a `base_url` (in {})",
-                    self.describe_source()
-                ))
-            })?;
+        let (base_url, origin) = self.base_url_of(&provider_name, env).ok_or_else(|| {
+            LlmError::Config(format!(
+                "[providers.{provider_name}] needs a `base_url` (in {})",
+                self.describe_source()
+            ))
+        })?;
         let base_url = base_url.trim().trim_end_matches('/').to_string();
         if kind.is_remote()
             && let Some(problem) = base_url_problem(&base_url)
@@ -604,6 +629,19 @@ mod tests {
             c.resolve("local:/m/x:y.gguf", &no_env).unwrap().model,
             "/m/x:y.gguf"
         );
+    }
+
+    #[test]
+    fn base_url_of_says_where_the_url_came_from() {
+        let c = Config::default();
+        let env = |k: &str| (k == "OPENAI_BASE_URL").then(|| "http://env/v1".to_string());
+        let (url, origin) = c.base_url_of("openai", &env).unwrap();
+        assert_eq!(url, "http://env/v1");
+        assert!(origin.contains("OPENAI_BASE_URL"), "{origin}");
+        let (url, origin) = c.base_url_of("anthropic", &env).unwrap();
+        assert_eq!(url, "https://api.anthropic.com");
+        assert!(origin.contains("built-in"), "{origin}");
+        assert!(c.base_url_of("nope", &env).is_none());
     }
 
     #[test]
@@ -783,5 +821,14 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         let found = Config::discover(None, dir.path()).unwrap();
         assert_eq!(found.as_deref(), Some(path.as_path()));
         assert!(Config::discover(Some(&dir.path().join("nope.toml")), dir.path()).is_err());
+        let e = Config::discover(Some(dir.path()), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&dir.path().display().to_string()) && e.contains("is a directory"),
+            "{e}"
+        );
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a directory, expected a config file"), "{e}");
     }
 }

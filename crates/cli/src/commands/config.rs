@@ -24,12 +24,27 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
                 ),
             }
             outln!("providers openai, anthropic, local (built in)");
-            for (name, p) in &config.providers {
-                let kind = p.kind.map_or("built in", ProviderKind::as_str);
-                outln!(
-                    "  {name:<12} {kind:<10} {}",
-                    p.base_url.as_deref().unwrap_or("(default URL)")
-                );
+            let env = |name: &str| std::env::var(name).ok();
+            let mut names: Vec<&str> = vec!["openai", "anthropic"];
+            names.extend(
+                config
+                    .providers
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|n| !matches!(*n, "openai" | "anthropic")),
+            );
+            for name in names {
+                let kind = config
+                    .providers
+                    .get(name)
+                    .and_then(|p| p.kind)
+                    .map_or("built in", ProviderKind::as_str);
+                match config.base_url_of(name, &env) {
+                    Some((url, origin)) => {
+                        outln!("  {name:<12} {kind:<10} {} (from {origin})", url.trim())
+                    }
+                    None => outln!("  {name:<12} {kind:<10} (no base URL)"),
+                }
             }
             if !config.models.is_empty() {
                 outln!("models");
