@@ -36,6 +36,8 @@
 //!   under `migrations/sqlite`, clear errors for read-only, corrupted, foreign or newer files.
 //!   Queries are portable SQL so a PostgreSQL backend can reuse them. [`SqliteStore`] is
 //!   `Library<SqliteBackend>`.
+//! - [`service`] — what the prompt service keeps in the same database: inferences, feedback
+//!   and API tokens ([`ServiceStore`], on SQLite [`SqliteService`], opened by [`open_service`]).
 //! - [`policy`] — the rules that need no storage at all: label names, who may move
 //!   `production` where (a machine-made version needs an approval when the prompt has
 //!   protected constraints or is marked review-required), what a rollback returns to.
@@ -51,7 +53,9 @@ pub mod content;
 pub mod library;
 pub mod model;
 pub mod policy;
+pub mod service;
 pub mod sqlite;
+mod sqlite_service;
 pub mod store;
 
 pub use backend::Backend;
@@ -60,7 +64,9 @@ pub use model::{
     Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, NewVersion,
     Origin, PromptSummary, ReviewState, Run, RunCandidate, Version, VersionRef,
 };
+pub use service::ServiceStore;
 pub use sqlite::{SqliteBackend, SqliteStore};
+pub use sqlite_service::SqliteService;
 pub use store::Store;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +87,21 @@ pub async fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>> {
         });
     }
     Ok(Arc::new(SqliteStore::open(location).await?))
+}
+
+/// Open the prompt service's records in the library at `location` (the same database).
+pub async fn open_service(location: impl AsRef<Path>) -> Result<Arc<dyn ServiceStore>> {
+    let location = location.as_ref();
+    if let Some(scheme) = url_scheme(location) {
+        return Err(RegistryError::Invalid {
+            what: "library location",
+            value: location.display().to_string(),
+            expected: format!(
+                "a file path (a library at a `{scheme}` URL is not supported by this build)"
+            ),
+        });
+    }
+    Ok(Arc::new(SqliteService::open(location).await?))
 }
 
 /// `postgres` for `postgres://…`; `None` for file paths.

@@ -32,16 +32,29 @@ use crate::model::{
 use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
+
+/// The oldest schema whose library tables this build reads as they are (a read-only file at
+/// schema 1 still lists, shows and exports; only the service's tables need schema 2).
+const READABLE: i64 = 1;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "library".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_library.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "library".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0001_library.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "service".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0002_service.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 macro_rules! select_versions {
@@ -130,6 +143,10 @@ impl SqliteBackend {
         self.read_only
     }
 
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Refuse other programs' databases and newer schemas; migrate ours.
     async fn check_schema(&self) -> Result<()> {
         let tables: Vec<String> =
@@ -169,7 +186,7 @@ impl SqliteBackend {
                     known: SCHEMA,
                 });
             }
-            if found == SCHEMA {
+            if found == SCHEMA || (self.read_only && found >= READABLE) {
                 return Ok(());
             }
         }
@@ -737,7 +754,7 @@ fn run(r: &SqliteRow) -> Result<Run> {
     })
 }
 
-fn get<'r, T>(r: &'r SqliteRow, col: &str) -> Result<T>
+pub(crate) fn get<'r, T>(r: &'r SqliteRow, col: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
@@ -745,26 +762,26 @@ where
         .map_err(|e| RegistryError::Data(format!("column `{col}`: {e}")))
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| RegistryError::Data(format!("stored JSON: {e}")))
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
+pub(crate) fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn time(s: &str) -> Result<DateTime<Utc>> {
+pub(crate) fn time(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| RegistryError::Data(format!("stored time `{s}`: {e}")))
 }
 
 /// Name the file and say what is wrong, for the errors a user can act on.
-fn classify(path: &Path, what: &str, e: sqlx::Error) -> RegistryError {
+pub(crate) fn classify(path: &Path, what: &str, e: sqlx::Error) -> RegistryError {
     if let sqlx::Error::Database(d) = &e {
         let m = d.message().to_ascii_lowercase();
         if m.contains("not a database") || m.contains("malformed") || m.contains("corrupt") {

@@ -1,0 +1,267 @@
+//! What the prompt service keeps beside the library: every inference it ran, every outcome
+//! reported for one, and its API tokens (only their hashes). Same database as the library
+//! (schema 2), its own trait, because its shape is different: append-mostly, written in batches
+//! by the server's recorder, read by the agent in time windows.
+//!
+//! [`ServiceStore::record`] stores inferences and feedback **in one transaction**; the server
+//! answers "ok" only after it returns, which is what makes an acknowledged inference survive a
+//! `kill -9`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{RegistryError, Result};
+
+/// One served run of a prompt version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inference {
+    pub id: String,
+    pub prompt: String,
+    /// The version that ran.
+    pub hash: String,
+    pub seq: u32,
+    /// The label it was fetched by, if any.
+    pub label: Option<String>,
+    /// The execution model's canonical name.
+    pub model: String,
+    pub inputs: Value,
+    /// sha256 of the rendered prompt (the text or the messages as JSON).
+    pub rendered_hash: String,
+    /// `None` when the call failed.
+    pub output: Option<String>,
+    /// Why the call failed (already redacted).
+    pub error: Option<String>,
+    /// The caller's slices (`topic = billing`).
+    pub tags: BTreeMap<String, String>,
+    pub metadata: Value,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: f64,
+    /// The token's name (`local` without tokens).
+    pub caller: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who reported an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackSource {
+    /// The application's end user (a thumbs-up).
+    User,
+    /// A metric, in the application or the task's own.
+    Metric,
+    /// A person reviewing outputs.
+    Human,
+}
+
+impl FeedbackSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackSource::User => "user",
+            FeedbackSource::Metric => "metric",
+            FeedbackSource::Human => "human",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "user" => Ok(FeedbackSource::User),
+            "metric" => Ok(FeedbackSource::Metric),
+            "human" => Ok(FeedbackSource::Human),
+            _ => Err(RegistryError::Invalid {
+                what: "feedback source",
+                value: s.into(),
+                expected: "user, metric or human".into(),
+            }),
+        }
+    }
+}
+
+/// An outcome of an inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub inference_id: String,
+    /// In [0, 1]; `None` when only a label was given.
+    pub score: Option<f64>,
+    pub label: Option<String>,
+    /// The output it should have been (a labelled example).
+    pub correction: Option<String>,
+    pub comment: Option<String>,
+    pub source: FeedbackSource,
+    pub caller: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a token may do; each role may do everything the roles before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read prompts, versions, evidence, runs.
+    Viewer,
+    /// Run prompts and send feedback.
+    Runner,
+    /// Add versions, move unprotected labels, start runs.
+    Editor,
+    /// Approve or reject, move protected labels.
+    Reviewer,
+    /// Manage tokens.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Viewer,
+        Role::Runner,
+        Role::Editor,
+        Role::Reviewer,
+        Role::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Runner => "runner",
+            Role::Editor => "editor",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| RegistryError::Invalid {
+                what: "role",
+                value: s.into(),
+                expected: "viewer, runner, editor, reviewer or admin".into(),
+            })
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API token as stored (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new secret: `mp_` and 64 hex digits. Shown once; only [`token_hash`] of it is stored.
+pub fn mint_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("mp_{}", hex::encode(bytes))
+}
+
+/// What is stored for a secret.
+pub fn token_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Which inferences to read.
+#[derive(Debug, Clone, Default)]
+pub struct InferenceQuery {
+    pub prompt: Option<String>,
+    /// From this time on (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many, newest first; `None`: all.
+    pub limit: Option<usize>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub inferences: u64,
+    pub feedback: u64,
+}
+
+/// How many records the service holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub inferences: u64,
+    pub feedback: u64,
+}
+
+#[async_trait]
+pub trait ServiceStore: Send + Sync + fmt::Debug {
+    fn location(&self) -> String;
+
+    /// Store inferences and feedback together, in one transaction: all or nothing.
+    async fn record(&self, inferences: &[Inference], feedback: &[Feedback]) -> Result<()>;
+
+    async fn inference(&self, id: &str) -> Result<Option<Inference>>;
+
+    /// Which of `ids` are stored inferences.
+    async fn known(&self, ids: &[String]) -> Result<HashSet<String>>;
+
+    /// Inferences matching the query, newest first.
+    async fn inferences(&self, query: &InferenceQuery) -> Result<Vec<Inference>>;
+
+    /// The feedback on one inference, oldest first.
+    async fn feedback(&self, inference_id: &str) -> Result<Vec<Feedback>>;
+
+    async fn counts(&self) -> Result<Counts>;
+
+    /// Remove inferences (and their feedback) older than `before`.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned>;
+
+    /// Store a token's hash under a new name (a taken name is an error).
+    async fn add_token(&self, token: &Token, hash: &str) -> Result<()>;
+
+    /// The live (not revoked) token with this hash.
+    async fn token(&self, hash: &str) -> Result<Option<Token>>;
+
+    /// Every token, revoked ones included, by name.
+    async fn tokens(&self) -> Result<Vec<Token>>;
+
+    /// Revoke a token by name; `false` when there is no live token of that name.
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Release the connections.
+    async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_round_trip() {
+        assert!(Role::Viewer < Role::Runner && Role::Reviewer < Role::Admin);
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()).unwrap(), r);
+        }
+        assert!(
+            Role::parse("root")
+                .unwrap_err()
+                .to_string()
+                .contains("viewer")
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (mint_token(), mint_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with("mp_") && a.len() == 67);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+}

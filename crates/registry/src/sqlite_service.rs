@@ -1,0 +1,437 @@
+//! [`ServiceStore`] on the library's SQLite file (the tables of `0002_service.sql`).
+//!
+//! Writes are one `BEGIN IMMEDIATE` transaction per [`ServiceStore::record`] call; the server
+//! batches many requests into one call (group commit), so one fsync acknowledges hundreds.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use crate::service::{
+    Counts, Feedback, FeedbackSource, Inference, InferenceQuery, Pruned, Role, ServiceStore, Token,
+};
+use crate::sqlite::{SqliteBackend, classify, from_json, get, json, stamp, time};
+use crate::{RegistryError, Result};
+
+/// The service's records in a SQLite library file.
+#[derive(Debug, Clone)]
+pub struct SqliteService {
+    backend: SqliteBackend,
+}
+
+impl SqliteService {
+    /// Open (creating and migrating if needed) the library file at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let backend = SqliteBackend::open(path).await?;
+        if backend.is_read_only() {
+            return Err(RegistryError::ReadOnly {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Self { backend })
+    }
+
+    fn pool(&self) -> &SqlitePool {
+        self.backend.pool()
+    }
+
+    fn err(&self, what: &'static str) -> impl Fn(sqlx::Error) -> RegistryError + '_ {
+        move |e| classify(self.backend.path(), what, e)
+    }
+}
+
+const SELECT_INFERENCES: &str = "SELECT id, prompt, hash, seq, label, model, inputs, \
+     rendered_hash, output, error, tags, metadata, input_tokens, output_tokens, cost_usd, \
+     latency_ms, caller, created_at FROM inferences";
+
+#[async_trait]
+impl ServiceStore for SqliteService {
+    fn location(&self) -> String {
+        self.backend.path().display().to_string()
+    }
+
+    async fn record(&self, inferences: &[Inference], feedback: &[Feedback]) -> Result<()> {
+        if inferences.is_empty() && feedback.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.err("cannot start a write"))?;
+        for i in inferences {
+            sqlx::query(
+                "INSERT INTO inferences (id, prompt, hash, seq, label, model, inputs, \
+                 rendered_hash, output, error, tags, metadata, input_tokens, output_tokens, \
+                 cost_usd, latency_ms, caller, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18)",
+            )
+            .bind(&i.id)
+            .bind(&i.prompt)
+            .bind(&i.hash)
+            .bind(i64::from(i.seq))
+            .bind(&i.label)
+            .bind(&i.model)
+            .bind(json(&i.inputs))
+            .bind(&i.rendered_hash)
+            .bind(&i.output)
+            .bind(&i.error)
+            .bind(json(&i.tags))
+            .bind(json(&i.metadata))
+            .bind(i.input_tokens as i64)
+            .bind(i.output_tokens as i64)
+            .bind(i.cost_usd)
+            .bind(i.latency_ms)
+            .bind(&i.caller)
+            .bind(stamp(i.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err("cannot record an inference"))?;
+        }
+        for f in feedback {
+            sqlx::query(
+                "INSERT INTO feedback (inference_id, score, label, correction, comment, source, \
+                 caller, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&f.inference_id)
+            .bind(f.score)
+            .bind(&f.label)
+            .bind(&f.correction)
+            .bind(&f.comment)
+            .bind(f.source.as_str())
+            .bind(&f.caller)
+            .bind(stamp(f.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err("cannot record feedback"))?;
+        }
+        tx.commit().await.map_err(self.err("cannot commit"))
+    }
+
+    async fn inference(&self, id: &str) -> Result<Option<Inference>> {
+        let row = sqlx::query(AssertSqlSafe(format!("{SELECT_INFERENCES} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(self.err("cannot read inferences"))?;
+        row.as_ref().map(inference).transpose()
+    }
+
+    async fn known(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let mut known = HashSet::new();
+        // SQLite's default limit on bound parameters is well above this chunk.
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
+            let sql = format!(
+                "SELECT id FROM inferences WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            known.extend(
+                q.fetch_all(self.pool())
+                    .await
+                    .map_err(self.err("cannot read inferences"))?,
+            );
+        }
+        Ok(known)
+    }
+
+    async fn inferences(&self, query: &InferenceQuery) -> Result<Vec<Inference>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_INFERENCES} WHERE ($1 IS NULL OR prompt = $1) \
+             AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        )))
+        .bind(&query.prompt)
+        .bind(query.since.map(stamp))
+        .bind(query.until.map(stamp))
+        .bind(query.limit.map_or(-1, |n| n as i64))
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.err("cannot read inferences"))?;
+        rows.iter().map(inference).collect()
+    }
+
+    async fn feedback(&self, inference_id: &str) -> Result<Vec<Feedback>> {
+        let rows = sqlx::query(
+            "SELECT inference_id, score, label, correction, comment, source, caller, created_at \
+             FROM feedback WHERE inference_id = $1 ORDER BY id",
+        )
+        .bind(inference_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.err("cannot read feedback"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Feedback {
+                    inference_id: get(r, "inference_id")?,
+                    score: get(r, "score")?,
+                    label: get(r, "label")?,
+                    correction: get(r, "correction")?,
+                    comment: get(r, "comment")?,
+                    source: FeedbackSource::parse(&get::<String>(r, "source")?)?,
+                    caller: get(r, "caller")?,
+                    created_at: time(&get::<String>(r, "created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM inferences) AS i, (SELECT COUNT(*) FROM feedback) AS f",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(self.err("cannot count"))?;
+        Ok(Counts {
+            inferences: get::<i64>(&row, "i")? as u64,
+            feedback: get::<i64>(&row, "f")? as u64,
+        })
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned> {
+        let mut tx = self
+            .pool()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.err("cannot start a write"))?;
+        let cut = stamp(before);
+        let feedback = sqlx::query(
+            "DELETE FROM feedback WHERE inference_id IN \
+             (SELECT id FROM inferences WHERE created_at < $1)",
+        )
+        .bind(&cut)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err("cannot prune feedback"))?
+        .rows_affected();
+        let inferences = sqlx::query("DELETE FROM inferences WHERE created_at < $1")
+            .bind(&cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err("cannot prune inferences"))?
+            .rows_affected();
+        tx.commit().await.map_err(self.err("cannot commit"))?;
+        Ok(Pruned {
+            inferences,
+            feedback,
+        })
+    }
+
+    async fn add_token(&self, token: &Token, hash: &str) -> Result<()> {
+        crate::policy::check_prompt_name(&token.name).map_err(|_| RegistryError::Invalid {
+            what: "token name",
+            value: token.name.clone(),
+            expected: "letters, digits, `-`, `_` or `.`, starting with a letter or digit".into(),
+        })?;
+        let done = sqlx::query(
+            "INSERT INTO tokens (name, role, hash, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(hash)
+        .bind(stamp(token.created_at))
+        .bind(&token.created_by)
+        .execute(self.pool())
+        .await
+        .map_err(self.err("cannot store the token"))?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::Invalid {
+                what: "token name",
+                value: token.name.clone(),
+                expected: "a name no other token has (`tokens list` shows them)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<Token>> {
+        let row = sqlx::query(
+            "SELECT name, role, created_at, created_by, revoked_at FROM tokens \
+             WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(self.err("cannot read tokens"))?;
+        row.as_ref().map(token).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>> {
+        let rows = sqlx::query(
+            "SELECT name, role, created_at, created_by, revoked_at FROM tokens ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.err("cannot read tokens"))?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+                .bind(name)
+                .bind(stamp(at))
+                .execute(self.pool())
+                .await
+                .map_err(self.err("cannot revoke the token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn close(&self) {
+        self.pool().close().await;
+    }
+}
+
+fn inference(r: &SqliteRow) -> Result<Inference> {
+    Ok(Inference {
+        id: get(r, "id")?,
+        prompt: get(r, "prompt")?,
+        hash: get(r, "hash")?,
+        seq: get::<i64>(r, "seq")? as u32,
+        label: get(r, "label")?,
+        model: get(r, "model")?,
+        inputs: from_json(&get::<String>(r, "inputs")?)?,
+        rendered_hash: get(r, "rendered_hash")?,
+        output: get(r, "output")?,
+        error: get(r, "error")?,
+        tags: from_json(&get::<String>(r, "tags")?)?,
+        metadata: from_json(&get::<String>(r, "metadata")?)?,
+        input_tokens: get::<i64>(r, "input_tokens")? as u64,
+        output_tokens: get::<i64>(r, "output_tokens")? as u64,
+        cost_usd: get(r, "cost_usd")?,
+        latency_ms: get(r, "latency_ms")?,
+        caller: get(r, "caller")?,
+        created_at: time(&get::<String>(r, "created_at")?)?,
+    })
+}
+
+fn token(r: &SqliteRow) -> Result<Token> {
+    Ok(Token {
+        name: get(r, "name")?,
+        role: Role::parse(&get::<String>(r, "role")?)?,
+        created_at: time(&get::<String>(r, "created_at")?)?,
+        created_by: get(r, "created_by")?,
+        revoked_at: get::<Option<String>>(r, "revoked_at")?
+            .map(|s| time(&s))
+            .transpose()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{mint_token, token_hash};
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        time(&stamp(Utc::now())).unwrap()
+    }
+
+    fn inf(id: &str, at: DateTime<Utc>) -> Inference {
+        Inference {
+            id: id.into(),
+            prompt: "support".into(),
+            hash: "ab".repeat(32),
+            seq: 1,
+            label: Some("production".into()),
+            model: "openai:gpt-4o-mini".into(),
+            inputs: json!({"question": "where is my invoice?"}),
+            rendered_hash: "cd".repeat(32),
+            output: Some("billing".into()),
+            error: None,
+            tags: [("topic".to_string(), "billing".to_string())].into(),
+            metadata: json!({"user": 7}),
+            input_tokens: 12,
+            output_tokens: 1,
+            cost_usd: None,
+            latency_ms: 3.5,
+            caller: "app".into(),
+            created_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_read_back_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteService::open(&dir.path().join("lib.db"))
+            .await
+            .unwrap();
+        let t0 = now();
+        let old = t0 - chrono::Duration::days(40);
+        let fb = Feedback {
+            inference_id: "inf_1".into(),
+            score: Some(1.0),
+            label: None,
+            correction: Some("billing".into()),
+            comment: Some("right".into()),
+            source: FeedbackSource::User,
+            caller: "app".into(),
+            created_at: t0,
+        };
+        s.record(&[inf("inf_1", t0), inf("inf_0", old)], &[fb.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.inference("inf_1").await.unwrap().unwrap(),
+            inf("inf_1", t0)
+        );
+        assert_eq!(s.feedback("inf_1").await.unwrap(), vec![fb]);
+        let known = s
+            .known(&["inf_1".into(), "inf_9".into(), "inf_0".into()])
+            .await
+            .unwrap();
+        assert_eq!(known.len(), 2);
+        let recent = s
+            .inferences(&InferenceQuery {
+                since: Some(t0 - chrono::Duration::days(1)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 1);
+        let pruned = s.prune(t0 - chrono::Duration::days(30)).await.unwrap();
+        assert_eq!(pruned.inferences, 1);
+        assert_eq!(s.counts().await.unwrap().inferences, 1);
+        // The library opens the same file as a library.
+        let lib = crate::open(&dir.path().join("lib.db")).await.unwrap();
+        assert!(lib.prompts().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn tokens_by_hash_names_unique_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteService::open(&dir.path().join("lib.db"))
+            .await
+            .unwrap();
+        let secret = mint_token();
+        let t = Token {
+            name: "alice".into(),
+            role: Role::Reviewer,
+            created_at: now(),
+            created_by: "admin".into(),
+            revoked_at: None,
+        };
+        s.add_token(&t, &token_hash(&secret)).await.unwrap();
+        assert_eq!(
+            s.token(&token_hash(&secret)).await.unwrap(),
+            Some(t.clone())
+        );
+        let taken = s.add_token(&t, &token_hash(&mint_token())).await;
+        assert!(taken.unwrap_err().to_string().contains("no other token"));
+        assert!(s.revoke_token("alice", crate::now()).await.unwrap());
+        assert_eq!(s.token(&token_hash(&secret)).await.unwrap(), None);
+        assert!(!s.revoke_token("alice", crate::now()).await.unwrap());
+        assert!(s.tokens().await.unwrap()[0].revoked_at.is_some());
+    }
+}
