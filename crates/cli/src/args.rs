@@ -77,6 +77,44 @@ pub enum Command {
     /// Review machine-made prompt versions before they ship
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// Serve the library over HTTP: prompts by label, runs, feedback, an OpenAI-compatible endpoint, review
+    Serve(ServeArgs),
+    /// API tokens of the server (roles: viewer, runner, editor, reviewer, admin)
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: [server].listen in config, else 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Serve without tokens: every caller may do everything. Only on a loopback address
+    #[arg(long)]
+    pub insecure_local: bool,
+    /// Print the address once listening, as JSON on stdout (for scripts and tests)
+    #[arg(long)]
+    pub print_address: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; its secret is printed once (only its hash is stored)
+    Create {
+        /// viewer (read), runner (run prompts, send feedback), editor (add versions, move labels, start runs), reviewer (approve, reject, move production), admin (tokens)
+        #[arg(long)]
+        role: String,
+        /// A name for the token (who or what uses it)
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names, roles, when made, revoked or not)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name (the server notices within seconds)
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,6 +53,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MetaPrompts(cmd) => commands::meta::run(cmd),
         Command::Prompts(cmd) => commands::prompts::run(&cli.global, cmd).await,
         Command::Review(cmd) => commands::review::run(&cli.global, cmd).await,
+        Command::Serve(args) => commands::serve::run(&cli.global, args).await,
+        Command::Tokens(cmd) => commands::serve::tokens(&cli.global, cmd).await,
     }
 }
 

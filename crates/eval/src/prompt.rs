@@ -261,6 +261,23 @@ impl PromptFile {
         })
     }
 
+    /// The input variables the example-side templates use (instruction, template, messages;
+    /// not the demonstration template, which the demos fill), sorted. A template that does not
+    /// parse contributes none ([`PromptFile::validate`] reports it).
+    pub fn variables(&self) -> Vec<String> {
+        let env = environment();
+        let mut vars = std::collections::BTreeSet::new();
+        for (field, t) in self.fields() {
+            if field == "demo_template" {
+                continue;
+            }
+            if let Ok(t) = env.template_from_str(t) {
+                vars.extend(t.undeclared_variables(false));
+            }
+        }
+        vars.into_iter().collect()
+    }
+
     /// The prompt as plain TOML (what `export` writes and `load` reads back).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()

@@ -41,6 +41,9 @@ pub struct Config {
     /// The embedded model (`local:` specs).
     #[serde(default)]
     pub local: LocalConfig,
+    /// `metaprompt serve`: where it listens, its limits, how long it keeps inferences.
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Endpoints, by provider name (the part before `:` in a model spec). The built-in names
     /// `openai`, `anthropic` and `local` may be adjusted here; new names need a `kind`.
     #[serde(default)]
@@ -68,6 +71,21 @@ pub struct CacheConfig {
 pub struct LibraryConfig {
     /// The SQLite file of the prompt library. Default: `<user data dir>/metaprompt/library.sqlite`.
     pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The address to listen on. Default: `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Largest request body, in bytes. Default: 1 MiB.
+    pub max_body_bytes: Option<u64>,
+    /// Longest a request may take, in seconds (a model call included). Default: 300.
+    pub request_timeout_secs: Option<u64>,
+    /// Inferences (and their feedback) older than this many days are removed. Default: kept.
+    pub retention_days: Option<u32>,
+    /// Output tokens of a run when the request does not say. Default: 256.
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -11,4 +11,5 @@ pub mod model;
 pub mod optimize;
 pub mod prompts;
 pub mod review;
+pub mod serve;
 pub mod translate;

@@ -1,0 +1,97 @@
+//! The JSON body extractor: a body that is too large, not JSON, or the wrong shape is a 4xx in
+//! the common error shape, with `param` naming the field (`inputs`, `items[3].score`) — never
+//! axum's plain-text rejection.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body of type `T`.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, "too_large", "the request body is larger than the server's limit ([server] max_body_bytes)").param("body")
+            } else {
+                ApiError::new(status, "unreadable_body", format!("cannot read the request body: {e}")).param("body")
+            }
+        })?;
+        parse(&bytes).map(Body)
+    }
+}
+
+/// Parse a JSON document, naming the path of the first field that does not fit.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "body",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let param = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        let what = if inner.is_syntax() || inner.is_eof() {
+            format!("the request body is not valid JSON: {inner}")
+        } else {
+            format!("{param}: {inner}")
+        };
+        ApiError::invalid(param, what)
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid("body", format!("trailing characters after the JSON: {e}"))
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        score: f64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Batch {
+        items: Vec<Item>,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse::<Batch>(br#"{"items": [{"score": 1}, {"score": "x"}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("items[1].score"));
+        let e = parse::<Batch>(br#"{"items": [], "extra": 1}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        let e = parse::<Batch>(b"{\"items\": [").unwrap_err();
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        let e = parse::<Batch>(b"  ").unwrap_err();
+        assert!(e.message.contains("empty"));
+        assert!(parse::<Batch>(br#"{"items": []} x"#).is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! The serving path, shared by `/v1/prompts/{name}/run` and the OpenAI-compatible endpoint:
+//! reference → version (cached briefly) → render with the caller's inputs → the execution model
+//! → an [`Inference`] committed to the log → the answer.
+//!
+//! ```text
+//! NAME + label/version ──resolve──> Target (version, parsed prompt, variables)
+//! Target + inputs ──render──> Prompt ──model──> Response ──> Inference ──recorder──> log ──> reply
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use metaprompt_eval::prompt::{PromptError, PromptFile};
+use metaprompt_llm::{LlmError, Prompt, Provider, Request, Response};
+use metaprompt_registry::Store;
+use metaprompt_registry::model::{Selector, Version, VersionRef};
+use metaprompt_registry::service::Inference;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{self, ApiError, ApiResult};
+
+/// The label a reference without one means.
+pub const DEFAULT_LABEL: &str = "production";
+
+/// How long a resolved reference is trusted. Label moves through this server are seen at once;
+/// moves made elsewhere (the CLI on the same library) within this time.
+pub const RESOLVE_TTL: Duration = Duration::from_secs(1);
+
+/// A version ready to serve.
+#[derive(Debug)]
+pub struct Target {
+    pub version: Version,
+    /// The label it was reached by.
+    pub label: Option<String>,
+    pub file: PromptFile,
+    /// The input variables its templates use.
+    pub variables: Vec<String>,
+}
+
+impl Target {
+    /// The demonstrations' answer field: the one demo key that is not an input.
+    pub fn output_field(&self) -> Option<String> {
+        let first = self.file.demos.first()?;
+        let mut extra = first.keys().filter(|k| !self.variables.contains(k));
+        let field = extra.next()?;
+        extra.next().is_none().then(|| field.clone())
+    }
+}
+
+/// Resolves references, keeping answers for [`RESOLVE_TTL`].
+#[derive(Debug)]
+pub struct Resolver {
+    store: Arc<dyn Store>,
+    cache: Mutex<HashMap<String, (Arc<Target>, Instant)>>,
+}
+
+impl Resolver {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `name` at `version` (`v3`, a hash prefix) or `label` (default `production`); `param` is
+    /// the request part that named them, for errors.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        label: Option<&str>,
+        version: Option<&str>,
+        param: &str,
+    ) -> ApiResult<Arc<Target>> {
+        if label.is_some() && version.is_some() {
+            return Err(ApiError::invalid(
+                param,
+                "give `label` or `version`, not both",
+            ));
+        }
+        let (selector, label) = match (label, version) {
+            (_, Some(v)) => (v.to_string(), None),
+            (l, None) => {
+                let l = l.unwrap_or(DEFAULT_LABEL);
+                (l.to_string(), Some(l.to_string()))
+            }
+        };
+        let key = format!("{name}@{selector}");
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, at)) = cache.get(&key)
+                && at.elapsed() < RESOLVE_TTL
+            {
+                return Ok(t.clone());
+            }
+        }
+        let reference = VersionRef::parse(&key).map_err(|e| error::library(e, param))?;
+        if label.is_some()
+            && let Selector::Word(w) = &reference.selector
+        {
+            // A label must be a label here, not a hash prefix that happens to match.
+            let labels = self
+                .store
+                .labels(name)
+                .await
+                .map_err(|e| error::library(e, param))?;
+            if !labels.iter().any(|l| &l.label == w) {
+                let versions = self
+                    .store
+                    .versions(name)
+                    .await
+                    .map_err(|e| error::library(e, param))?;
+                let known: Vec<String> = labels.iter().map(|l| l.label.clone()).collect();
+                let hint = if versions.is_empty() {
+                    String::new()
+                } else if known.is_empty() {
+                    format!(
+                        "; it has no labels yet (point one: PUT /v1/prompts/{name}/labels/{w}, or `metaprompt prompts label {name}@v{} {w}`), or ask for a `version`",
+                        versions.len()
+                    )
+                } else {
+                    format!(" (labels: {})", known.join(", "))
+                };
+                return Err(ApiError::not_found(
+                    param,
+                    format!("prompt `{name}` has no label `{w}`{hint}"),
+                ));
+            }
+        }
+        let version = self
+            .store
+            .resolve(&reference)
+            .await
+            .map_err(|e| error::library(e, param))?;
+        let file = version
+            .file()
+            .map_err(|e| ApiError::internal(format!("stored version {}: {e}", version.reference())))?;
+        let variables = file.variables();
+        let target = Arc::new(Target {
+            version,
+            label,
+            file,
+            variables,
+        });
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (target.clone(), Instant::now()));
+        Ok(target)
+    }
+
+    /// Forget what is cached for a prompt (after a label move here).
+    pub fn forget(&self, prompt: &str) {
+        let prefix = format!("{prompt}@");
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+/// What to run and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub inputs: BTreeMap<String, Value>,
+    /// A model spec overriding the version's target model.
+    pub model: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub metadata: Value,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub stop: Vec<String>,
+    /// The request part the inputs came from, for errors (`inputs`, `metaprompt_inputs`).
+    pub inputs_param: &'static str,
+}
+
+/// A finished run, recorded.
+#[derive(Debug)]
+pub struct Ran {
+    pub inference: Inference,
+    pub response: Response,
+}
+
+/// The model a run uses: the request's, else the version's target model.
+pub fn model_for(
+    state: &AppState,
+    target: &Target,
+    spec: &RunSpec,
+) -> ApiResult<Arc<dyn Provider>> {
+    let name = spec
+        .model
+        .clone()
+        .or_else(|| target.version.target_model.clone())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "model",
+                format!(
+                    "{} has no target model; send `model` (a model spec such as local:gemma-3-270m)",
+                    target.version.reference()
+                ),
+            )
+        })?;
+    open_model(state, &name)
+}
+
+/// A model by spec, with errors a caller can act on.
+pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> {
+    state.engine.hub().model(spec).map_err(|e| match e {
+        LlmError::MissingApiKey { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", e.to_string())
+                .param("model")
+        }
+        e => ApiError::invalid("model", e.to_string()),
+    })
+}
+
+/// Check the inputs against the prompt's variables and render it for `provider`.
+pub fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) -> ApiResult<Prompt> {
+    let param = spec.inputs_param;
+    let missing: Vec<&String> = target
+        .variables
+        .iter()
+        .filter(|v| !spec.inputs.contains_key(*v))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(ApiError::invalid(
+            format!("{param}.{first}"),
+            format!(
+                "missing input{} {} ({} uses: {})",
+                if missing.len() > 1 { "s" } else { "" },
+                missing
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                target.version.reference(),
+                target.variables.join(", ")
+            ),
+        ));
+    }
+    let output = target.output_field();
+    target
+        .file
+        .render(&spec.inputs, provider.info().format, output.as_deref())
+        .map_err(|e| match e {
+            PromptError::Render { .. } => ApiError::invalid(param, e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        })
+}
+
+/// Run a target: render, call, record. A model failure is recorded too, then answered 502.
+pub async fn run(
+    state: &AppState,
+    caller: &Caller,
+    target: &Target,
+    spec: &RunSpec,
+) -> ApiResult<Ran> {
+    let provider = model_for(state, target, spec)?;
+    let prompt = render(target, spec, provider.as_ref())?;
+    let rendered_hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&prompt).unwrap_or_default(),
+    ));
+    let mut request = Request::new(prompt)
+        .temperature(spec.temperature.unwrap_or(0.0))
+        .max_tokens(spec.max_tokens.unwrap_or(state.options.max_tokens));
+    for s in &spec.stop {
+        request = request.stop(s.clone());
+    }
+    let started = Instant::now();
+    state.metrics.in_flight.inc();
+    let result = provider.complete(&request).await;
+    state.metrics.in_flight.dec();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let v = &target.version;
+    let mut inference = Inference {
+        id: new_id("inf"),
+        prompt: v.prompt.clone(),
+        hash: v.hash.clone(),
+        seq: v.seq,
+        label: target.label.clone(),
+        model: provider.info().name.clone(),
+        inputs: serde_json::to_value(&spec.inputs).unwrap_or_default(),
+        rendered_hash,
+        output: None,
+        error: None,
+        tags: spec.tags.clone(),
+        metadata: spec.metadata.clone(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        latency_ms,
+        caller: caller.name.clone(),
+        created_at: Utc::now(),
+    };
+    match result {
+        Ok(response) => {
+            inference.output = Some(response.text.clone());
+            inference.input_tokens = response.usage.input_tokens;
+            inference.output_tokens = response.usage.output_tokens;
+            inference.cost_usd = response.cost_usd;
+            inference.latency_ms = latency_ms;
+            record(state, &inference).await?;
+            Ok(Ran {
+                inference,
+                response,
+            })
+        }
+        Err(e) => {
+            let message = metaprompt_llm::redact::redact_tokens(&e.to_string());
+            inference.error = Some(message.clone());
+            record(state, &inference).await?;
+            let status = if matches!(e, LlmError::Timeout { .. }) {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Err(ApiError::new(
+                status,
+                "model_error",
+                format!(
+                    "the model {} failed (inference {} recorded): {message}",
+                    inference.model, inference.id
+                ),
+            )
+            .param("model"))
+        }
+    }
+}
+
+async fn record(state: &AppState, inference: &Inference) -> ApiResult<()> {
+    state.metrics.log_queue.inc();
+    let result = state
+        .recorder
+        .record(vec![inference.clone()], Vec::new())
+        .await;
+    state.metrics.log_queue.dec();
+    let outcome = if inference.error.is_some() { "error" } else { "ok" };
+    state
+        .metrics
+        .inferences
+        .get_or_create(&crate::metrics::PromptLabels {
+            prompt: inference.prompt.clone(),
+            outcome: outcome.into(),
+        })
+        .inc();
+    result.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_recorded",
+            format!("the inference could not be recorded, so it is not acknowledged: {e}"),
+        )
+    })
+}
+
+/// A new id: the prefix, the time in milliseconds (so ids sort by time) and 64 random bits.
+pub fn new_id(prefix: &str) -> String {
+    let ms = Utc::now().timestamp_millis().max(0) as u64;
+    let r: u64 = rand::random();
+    format!("{prefix}_{ms:012x}{r:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_differ() {
+        let a = new_id("inf");
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_id("inf");
+        assert!(a < b, "{a} {b}");
+        assert_eq!(a.len(), "inf_".len() + 28);
+    }
+}

@@ -1,0 +1,390 @@
+//! `metaprompt serve`: the prompt service, on axum, over the engine and the library.
+//!
+//! ```text
+//! app ──GET /v1/prompts/NAME?label=production──> Resolver (1 s cache) ──> library   (ETag = hash)
+//! app ──POST /v1/prompts/NAME/run──> gateway: render ──> model (hub) ──> Inference ──┐
+//! app ──POST /v1/chat/completions (model = prompt:NAME@LABEL or a model spec)──┘      │
+//! app ──POST /v1/feedback[:batch]──> Feedback ──────────────────────────────────────┤
+//!                                       recorder: one writer, group commit ─────────┴─> library db
+//! reviewer ──/v1/review, PUT …/labels/L, POST …/versions/V/review──> library rules (policy)
+//! ```
+//!
+//! - [`gateway`] — the one serving path (resolve, render, call, record), used by `/run` and
+//!   the OpenAI-compatible endpoint ([`openai`]).
+//! - [`recorder`] — group commit: a request is answered only after its inference or feedback
+//!   is committed, so every acknowledged record survives `kill -9`.
+//! - [`auth`] — bearer tokens (only hashes stored) with ordered roles; `--insecure-local`
+//!   serves loopback without tokens.
+//! - [`body`], [`error`] — every bad request is a 4xx with `{"error": {"message", "type",
+//!   "param", "code"}}` naming the field; never a panic or a plain-text rejection.
+//! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
+//!
+//! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls
+//! from the engine's hub (the embedded model included), records go to
+//! [`metaprompt_registry::ServiceStore`].
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod feedback;
+pub mod gateway;
+pub mod library;
+pub mod metrics;
+pub mod openai;
+pub mod ops;
+pub mod prompts;
+pub mod recorder;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use metaprompt_engine::Engine;
+use metaprompt_llm::config::ServerConfig;
+use metaprompt_registry::{ServiceStore, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Auth, TokenCache};
+use crate::error::ApiError;
+use crate::gateway::Resolver;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::recorder::Recorder;
+
+/// How the server runs (from `[server]` in `metaprompt.toml` and the command line).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    /// Serve without tokens (every caller has every role). Loopback addresses only.
+    pub insecure_local: bool,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Inferences older than this are removed (hourly); `None`: kept.
+    pub retention: Option<Duration>,
+    /// Output tokens of a run when the request does not say.
+    pub max_tokens: u32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            insecure_local: false,
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(300),
+            retention: None,
+            max_tokens: 256,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The options a `[server]` table asks for; errors name the field.
+    pub fn from_config(c: &ServerConfig) -> Result<Self, ServerError> {
+        let d = Self::default();
+        let listen = match &c.listen {
+            Some(s) => s.parse().map_err(|_| {
+                ServerError::Config(format!(
+                    "[server] listen = \"{s}\": expected an address and port such as 127.0.0.1:8080"
+                ))
+            })?,
+            None => d.listen,
+        };
+        Ok(Self {
+            listen,
+            insecure_local: false,
+            max_body_bytes: c
+                .max_body_bytes
+                .map_or(d.max_body_bytes, |n| n.clamp(1024, 1 << 30) as usize),
+            request_timeout: c
+                .request_timeout_secs
+                .map_or(d.request_timeout, |s| Duration::from_secs(s.max(1))),
+            retention: c
+                .retention_days
+                .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400)),
+            max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Library(Box<metaprompt_registry::RegistryError>),
+    #[error(transparent)]
+    Engine(Box<metaprompt_engine::EngineError>),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server stopped: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<metaprompt_registry::RegistryError> for ServerError {
+    fn from(e: metaprompt_registry::RegistryError) -> Self {
+        ServerError::Library(Box::new(e))
+    }
+}
+
+impl From<metaprompt_engine::EngineError> for ServerError {
+    fn from(e: metaprompt_engine::EngineError) -> Self {
+        ServerError::Engine(Box::new(e))
+    }
+}
+
+/// What every handler sees (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub engine: Engine,
+    pub library: Arc<dyn Store>,
+    pub service: Arc<dyn ServiceStore>,
+    pub resolver: Resolver,
+    pub recorder: Recorder,
+    pub auth: Auth,
+    pub metrics: Arc<Metrics>,
+    pub options: ServerOptions,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    let limit = state.options.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/prompts", get(library::list))
+        .route("/v1/prompts/{name}", get(prompts::get))
+        .route("/v1/prompts/{name}/render", post(prompts::render))
+        .route("/v1/prompts/{name}/run", post(prompts::run))
+        .route(
+            "/v1/prompts/{name}/versions",
+            get(library::versions).post(library::add),
+        )
+        .route(
+            "/v1/prompts/{name}/versions/{version}",
+            get(library::show_version),
+        )
+        .route(
+            "/v1/prompts/{name}/versions/{version}/review",
+            post(library::review),
+        )
+        .route("/v1/prompts/{name}/labels", get(library::labels))
+        .route("/v1/prompts/{name}/labels/{label}", put(library::move_label))
+        .route(
+            "/v1/prompts/{name}/labels/{label}/rollback",
+            post(library::rollback),
+        )
+        .route("/v1/prompts/{name}/diff", get(library::diff))
+        .route("/v1/prompts/{name}/events", get(library::events))
+        .route("/v1/prompts/{name}/runs", get(library::runs))
+        .route("/v1/library/runs/{id}", get(library::run))
+        .route("/v1/review", get(library::queue))
+        .route("/v1/feedback", post(feedback::one))
+        .route("/v1/feedback:batch", post(feedback::batch))
+        .route("/v1/inferences/{id}", get(feedback::inference))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/tokens", get(ops::tokens).post(ops::create_token))
+        .route("/v1/tokens/{name}", axum::routing::delete(ops::revoke_token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "path",
+        format!("no route {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+/// Count and time every request, and bound how long it may take.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.options.request_timeout, next.run(request)).await
+    {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} s ([server] request_timeout_secs)",
+                state.options.request_timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Ask it to stop: it stops accepting, finishes in-flight requests, flushes the log.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Wait until it has stopped (after [`Running::shutdown`], or on a fatal error).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Config(format!("the server task failed: {e}"))),
+        }
+    }
+}
+
+/// Open the library the engine is configured with, bind, and serve until shut down.
+pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, ServerError> {
+    if options.insecure_local && !options.listen.ip().is_loopback() {
+        return Err(ServerError::Config(format!(
+            "--insecure-local serves without tokens, so only on a loopback address; {} is not one",
+            options.listen
+        )));
+    }
+    let path = engine
+        .library_path()
+        .ok_or_else(|| ServerError::Config("the server needs a library (not --no-library)".into()))?
+        .to_path_buf();
+    let library = engine
+        .library()
+        .await?
+        .ok_or_else(|| ServerError::Config("the server needs a library".into()))?;
+    let service = metaprompt_registry::open_service(&path).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let (recorder, writer) = Recorder::start(service.clone());
+    let auth = if options.insecure_local {
+        Auth::Open
+    } else {
+        Auth::Tokens(TokenCache::new(service.clone()))
+    };
+    let state = AppState {
+        inner: Arc::new(Shared {
+            engine,
+            resolver: Resolver::new(library.clone()),
+            library,
+            service: service.clone(),
+            recorder,
+            auth,
+            metrics: Metrics::new(),
+            options: options.clone(),
+        }),
+    };
+    let shutdown = CancellationToken::new();
+    let retention = options.retention.map(|keep| {
+        let service = service.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { prune_loop(service, keep, stop).await })
+    });
+    let app = router(state);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        // Every handler (and its recorder clone) is gone once serve returns: the writer drains
+        // what is queued and stops.
+        let _ = writer.await;
+        if let Some(r) = retention {
+            r.abort();
+        }
+        service.close().await;
+        served.map_err(ServerError::Io)
+    });
+    tracing::info!(%addr, "serving");
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn prune_loop(service: Arc<dyn ServiceStore>, keep: Duration, stop: CancellationToken) {
+    loop {
+        let cut = chrono::Utc::now()
+            - chrono::Duration::from_std(keep).unwrap_or_else(|_| chrono::Duration::days(36500));
+        match service.prune(cut).await {
+            Ok(p) if p.inferences + p.feedback > 0 => {
+                tracing::info!(inferences = p.inferences, feedback = p.feedback, "retention: pruned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention: cannot prune"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

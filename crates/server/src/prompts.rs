@@ -1,0 +1,272 @@
+//! Prompts by reference: fetch (with an ETag, so clients revalidate for a 304), render, run.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metaprompt_registry::service::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::{self, RunSpec, Target};
+
+/// `?label=` or `?version=` (default: `label=production`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefQuery {
+    pub label: Option<String>,
+    pub version: Option<String>,
+}
+
+/// What a client needs to use a version.
+#[derive(Debug, Serialize)]
+pub struct PromptView<'a> {
+    pub name: &'a str,
+    pub version: String,
+    pub seq: u32,
+    pub hash: &'a str,
+    pub label: Option<&'a str>,
+    pub origin: String,
+    pub review: &'static str,
+    pub author: &'a str,
+    pub created_at: String,
+    pub target_model: Option<&'a str>,
+    pub constraints: &'a [String],
+    pub variables: &'a [String],
+    pub instruction: Option<&'a str>,
+    pub template: Option<&'a str>,
+    pub demo_template: Option<&'a str>,
+    pub messages: Vec<Value>,
+    pub demos: &'a [BTreeMap<String, Value>],
+    pub rationale: Option<&'a str>,
+}
+
+pub fn view(t: &Target) -> PromptView<'_> {
+    let v = &t.version;
+    PromptView {
+        name: &v.prompt,
+        version: format!("v{}", v.seq),
+        seq: v.seq,
+        hash: &v.hash,
+        label: t.label.as_deref(),
+        origin: v.origin.to_string(),
+        review: v.review.as_str(),
+        author: &v.author,
+        created_at: v.created_at.to_rfc3339(),
+        target_model: v.target_model.as_deref(),
+        constraints: &v.constraints,
+        variables: &t.variables,
+        instruction: t.file.instruction.as_deref(),
+        template: t.file.template.as_deref(),
+        demo_template: t.file.demo_template.as_deref(),
+        messages: t
+            .file
+            .messages
+            .iter()
+            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .collect(),
+        demos: &t.file.demos,
+        rationale: t.file.rationale.as_deref(),
+    }
+}
+
+fn etag(hash: &str) -> String {
+    format!("\"{hash}\"")
+}
+
+/// Whether `If-None-Match` already names this version.
+fn fresh(headers: &HeaderMap, hash: &str) -> bool {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    v.split(',').any(|tag| {
+        let tag = tag.trim();
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag == "*" || tag.trim_matches('"') == hash
+    })
+}
+
+/// `GET /v1/prompts/{name}`: the version a label (default `production`) or `version` names.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<RefQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    caller.require(Role::Viewer)?;
+    let t = state
+        .resolver
+        .resolve(&name, q.label.as_deref(), q.version.as_deref(), "query")
+        .await?;
+    let tag = etag(&t.version.hash);
+    let tag_header = HeaderValue::from_str(&tag).map_err(|e| ApiError::internal(e.to_string()))?;
+    if fresh(&headers, &t.version.hash) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag_header)]).into_response());
+    }
+    Ok((
+        [
+            (header::ETAG, tag_header),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Json(view(&t)),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderBody {
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    pub label: Option<String>,
+    pub version: Option<String>,
+    /// Render for this model's prompt form (default: the version's target model).
+    pub model: Option<String>,
+}
+
+/// `POST /v1/prompts/{name}/render`: the prompt as the model would see it.
+pub async fn render(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body<RenderBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Role::Viewer)?;
+    let t = state
+        .resolver
+        .resolve(&name, body.label.as_deref(), body.version.as_deref(), "label")
+        .await?;
+    let spec = RunSpec {
+        inputs: body.inputs,
+        model: body.model,
+        inputs_param: "inputs",
+        ..RunSpec::default()
+    };
+    let provider = gateway::model_for(&state, &t, &spec)?;
+    let prompt = gateway::render(&t, &spec, provider.as_ref())?;
+    Ok(Json(json!({
+        "name": t.version.prompt,
+        "version": format!("v{}", t.version.seq),
+        "hash": t.version.hash,
+        "label": t.label,
+        "model": provider.info().name,
+        "format": provider.info().format,
+        "prompt": prompt,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    pub label: Option<String>,
+    pub version: Option<String>,
+    /// A model spec overriding the version's target model.
+    pub model: Option<String>,
+    /// Free key/values naming the slices this input belongs to (`{"topic": "billing"}`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Anything to keep with the inference.
+    #[serde(default)]
+    pub metadata: Value,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+/// `POST /v1/prompts/{name}/run`: render, call the execution model, record, answer.
+pub async fn run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body<RunBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Role::Runner)?;
+    if let Some(t) = body.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid("temperature", "expected a number in [0, 2]"));
+    }
+    check_tags(&body.tags)?;
+    let t = state
+        .resolver
+        .resolve(&name, body.label.as_deref(), body.version.as_deref(), "label")
+        .await?;
+    let spec = RunSpec {
+        inputs: body.inputs,
+        model: body.model,
+        tags: body.tags,
+        metadata: body.metadata,
+        max_tokens: body.max_tokens,
+        temperature: body.temperature,
+        stop: body.stop,
+        inputs_param: "inputs",
+    };
+    let ran = gateway::run(&state, &caller, &t, &spec).await?;
+    let i = &ran.inference;
+    Ok(Json(json!({
+        "inference_id": i.id,
+        "output": ran.response.text,
+        "finish_reason": ran.response.finish_reason.to_string(),
+        "prompt": i.prompt,
+        "version": format!("v{}", i.seq),
+        "hash": i.hash,
+        "label": i.label,
+        "model": i.model,
+        "usage": {"input_tokens": i.input_tokens, "output_tokens": i.output_tokens},
+        "cost_usd": i.cost_usd,
+        "latency_ms": i.latency_ms,
+    })))
+}
+
+/// Tags are slices: short keys and values, not documents.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
+    if tags.len() > 32 {
+        return Err(ApiError::invalid("tags", "at most 32 tags"));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > 64 {
+            return Err(ApiError::invalid(
+                format!("tags.{k}"),
+                "a tag key is 1 to 64 characters",
+            ));
+        }
+        if v.len() > 256 {
+            return Err(ApiError::invalid(
+                format!("tags.{k}"),
+                "a tag value is at most 256 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let mut h = HeaderMap::new();
+        assert!(!fresh(&h, "abc"));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
+        assert!(fresh(&h, "abc"));
+        assert!(!fresh(&h, "abd"));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"x\", \"abc\""));
+        assert!(fresh(&h, "abc"));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(fresh(&h, "anything"));
+    }
+}
