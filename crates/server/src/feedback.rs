@@ -72,7 +72,8 @@ fn to_feedback(b: FeedbackBody, caller: &Caller, param: &str) -> ApiResult<Feedb
     }
     let source = match b.source.as_deref() {
         None => FeedbackSource::User,
-        Some(s) => FeedbackSource::parse(s).map_err(|e| ApiError::invalid(field("source"), e.to_string()))?,
+        Some(s) => FeedbackSource::parse(s)
+            .map_err(|e| ApiError::invalid(field("source"), e.to_string()))?,
     };
     Ok(Feedback {
         inference_id: b.inference_id,
@@ -106,7 +107,10 @@ async fn check_known(state: &AppState, items: &[Feedback], prefix: &str) -> ApiR
         };
         return Err(ApiError::not_found(
             param,
-            format!("no inference `{}` (ids come from a run's `inference_id`)", f.inference_id),
+            format!(
+                "no inference `{}` (ids come from a run's `inference_id`)",
+                f.inference_id
+            ),
         ));
     }
     Ok(())
@@ -139,7 +143,10 @@ pub async fn one(
     check_known(&state, std::slice::from_ref(&f), "").await?;
     let id = f.inference_id.clone();
     store(&state, vec![f]).await?;
-    Ok((StatusCode::CREATED, Json(json!({"recorded": 1, "inference_id": id}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"recorded": 1, "inference_id": id})),
+    ))
 }
 
 /// `POST /v1/feedback:batch`: every item is checked first; one bad item refuses the batch.
@@ -155,7 +162,10 @@ pub async fn batch(
     if body.items.len() > MAX_BATCH {
         return Err(ApiError::invalid(
             "items",
-            format!("{} items; a batch holds at most {MAX_BATCH}", body.items.len()),
+            format!(
+                "{} items; a batch holds at most {MAX_BATCH}",
+                body.items.len()
+            ),
         ));
     }
     let items = body

@@ -137,9 +137,9 @@ impl Resolver {
             .resolve(&reference)
             .await
             .map_err(|e| error::library(e, param))?;
-        let file = version
-            .file()
-            .map_err(|e| ApiError::internal(format!("stored version {}: {e}", version.reference())))?;
+        let file = version.file().map_err(|e| {
+            ApiError::internal(format!("stored version {}: {e}", version.reference()))
+        })?;
         let variables = file.variables();
         let target = Arc::new(Target {
             version,
@@ -212,10 +212,12 @@ pub fn model_for(
 /// A model by spec, with errors a caller can act on.
 pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> {
     state.engine.hub().model(spec).map_err(|e| match e {
-        LlmError::MissingApiKey { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", e.to_string())
-                .param("model")
-        }
+        LlmError::MissingApiKey { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            e.to_string(),
+        )
+        .param("model"),
         e => ApiError::invalid("model", e.to_string()),
     })
 }
@@ -340,7 +342,11 @@ async fn record(state: &AppState, inference: &Inference) -> ApiResult<()> {
         .record(vec![inference.clone()], Vec::new())
         .await;
     state.metrics.log_queue.dec();
-    let outcome = if inference.error.is_some() { "error" } else { "ok" };
+    let outcome = if inference.error.is_some() {
+        "error"
+    } else {
+        "ok"
+    };
     state
         .metrics
         .inferences

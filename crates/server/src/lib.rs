@@ -192,7 +192,10 @@ pub fn router(state: AppState) -> Router {
             post(library::review),
         )
         .route("/v1/prompts/{name}/labels", get(library::labels))
-        .route("/v1/prompts/{name}/labels/{label}", put(library::move_label))
+        .route(
+            "/v1/prompts/{name}/labels/{label}",
+            put(library::move_label),
+        )
         .route(
             "/v1/prompts/{name}/labels/{label}/rollback",
             post(library::rollback),
@@ -208,7 +211,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/tokens", get(ops::tokens).post(ops::create_token))
-        .route("/v1/tokens/{name}", axum::routing::delete(ops::revoke_token))
+        .route(
+            "/v1/tokens/{name}",
+            axum::routing::delete(ops::revoke_token),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -228,7 +234,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 
@@ -240,19 +250,19 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = match tokio::time::timeout(state.options.request_timeout, next.run(request)).await
-    {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!(
-                "the request took longer than {} s ([server] request_timeout_secs)",
-                state.options.request_timeout.as_secs()
-            ),
-        )
-        .into_response(),
-    };
+    let response =
+        match tokio::time::timeout(state.options.request_timeout, next.run(request)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request took longer than {} s ([server] request_timeout_secs)",
+                    state.options.request_timeout.as_secs()
+                ),
+            )
+            .into_response(),
+        };
     state
         .metrics
         .latency
@@ -377,7 +387,11 @@ async fn prune_loop(service: Arc<dyn ServiceStore>, keep: Duration, stop: Cancel
             - chrono::Duration::from_std(keep).unwrap_or_else(|_| chrono::Duration::days(36500));
         match service.prune(cut).await {
             Ok(p) if p.inferences + p.feedback > 0 => {
-                tracing::info!(inferences = p.inferences, feedback = p.feedback, "retention: pruned");
+                tracing::info!(
+                    inferences = p.inferences,
+                    feedback = p.feedback,
+                    "retention: pruned"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention: cannot prune"),

@@ -8,7 +8,7 @@
 //! `editor`; moving `production` and review decisions need `reviewer`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use metaprompt_eval::prompt::PromptFile;
 use metaprompt_registry::model::{Decision, LabelMove, NewVersion, Origin, Version};
@@ -20,13 +20,21 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::Body;
+use crate::body::{Body, Params};
 use crate::error::{self, ApiError, ApiResult};
 
-async fn version(store: &dyn Store, name: &str, reference: &str, param: &str) -> ApiResult<Version> {
+async fn version(
+    store: &dyn Store,
+    name: &str,
+    reference: &str,
+    param: &str,
+) -> ApiResult<Version> {
     let r = metaprompt_registry::model::VersionRef::parse(&format!("{name}@{reference}"))
         .map_err(|e| error::library(e, param))?;
-    store.resolve(&r).await.map_err(|e| error::library(e, param))
+    store
+        .resolve(&r)
+        .await
+        .map_err(|e| error::library(e, param))
 }
 
 /// `GET /v1/prompts`
@@ -103,7 +111,10 @@ pub async fn add(
         (Some(v), None) => serde_json::from_value(v)
             .map_err(|e| ApiError::invalid("file", format!("not a prompt file: {e}")))?,
         (None, Some(t)) => toml::from_str(&t).map_err(|e| {
-            ApiError::invalid("toml", format!("not a prompt file: {}", e.to_string().trim_end()))
+            ApiError::invalid(
+                "toml",
+                format!("not a prompt file: {}", e.to_string().trim_end()),
+            )
         })?,
         _ => {
             return Err(ApiError::invalid(
@@ -115,8 +126,7 @@ pub async fn add(
     if file.name.is_empty() {
         file.name.clone_from(&name);
     }
-    file.validate()
-        .map_err(|m| ApiError::invalid("file", m))?;
+    file.validate().map_err(|m| ApiError::invalid("file", m))?;
     let mut parents = Vec::new();
     for (k, p) in body.parents.iter().enumerate() {
         parents.push(
@@ -138,7 +148,10 @@ pub async fn add(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "version": added.version, "created": added.created }))))
+    Ok((
+        status,
+        Json(json!({ "version": added.version, "created": added.created })),
+    ))
 }
 
 /// `GET /v1/prompts/{name}/labels`
@@ -237,7 +250,7 @@ pub async fn diff(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<DiffQuery>,
+    Params(q): Params<DiffQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::Viewer)?;
     let a = version(state.library.as_ref(), &name, &q.from, "from").await?;

@@ -155,7 +155,10 @@ fn text_of(content: Option<Content>, k: usize) -> ApiResult<String> {
 
 fn messages(body: Vec<ChatMessage>) -> ApiResult<Vec<Message>> {
     if body.is_empty() {
-        return Err(ApiError::invalid("messages", "at least one message is needed"));
+        return Err(ApiError::invalid(
+            "messages",
+            "at least one message is needed",
+        ));
     }
     body.into_iter()
         .enumerate()
@@ -186,7 +189,10 @@ fn check_common(n: Option<u32>, temperature: Option<f32>) -> ApiResult<()> {
     if let Some(t) = temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(ApiError::invalid("temperature", "expected a number in [0, 2]"));
+        return Err(ApiError::invalid(
+            "temperature",
+            "expected a number in [0, 2]",
+        ));
     }
     Ok(())
 }
@@ -416,7 +422,10 @@ pub async fn chat(
                 "metaprompt": extension(&answer),
             })
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
         for p in pieces(&answer.text) {
             events.push(chunk(json!({"content": p}), Value::Null));
         }
@@ -550,7 +559,10 @@ mod tests {
     #[test]
     fn served_references() {
         assert_eq!(served("local:gemma-3-270m"), None);
-        assert_eq!(served("prompt:support"), Some(("support".into(), None, None)));
+        assert_eq!(
+            served("prompt:support"),
+            Some(("support".into(), None, None))
+        );
         assert_eq!(
             served("prompt:support@staging"),
             Some(("support".into(), Some("staging".into()), None))

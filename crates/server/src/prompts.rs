@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metaprompt_registry::service::Role;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::Body;
+use crate::body::{Body, Params};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::{self, RunSpec, Target};
 
@@ -76,6 +76,15 @@ pub fn view(t: &Target) -> PromptView<'_> {
     }
 }
 
+/// The request part a reference came from: `version` when one was given, else `label`.
+fn ref_param(version: &Option<String>) -> &'static str {
+    if version.is_some() {
+        "version"
+    } else {
+        "label"
+    }
+}
+
 fn etag(hash: &str) -> String {
     format!("\"{hash}\"")
 }
@@ -100,13 +109,18 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<RefQuery>,
+    Params(q): Params<RefQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require(Role::Viewer)?;
     let t = state
         .resolver
-        .resolve(&name, q.label.as_deref(), q.version.as_deref(), "query")
+        .resolve(
+            &name,
+            q.label.as_deref(),
+            q.version.as_deref(),
+            ref_param(&q.version),
+        )
         .await?;
     let tag = etag(&t.version.hash);
     let tag_header = HeaderValue::from_str(&tag).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -144,7 +158,12 @@ pub async fn render(
     caller.require(Role::Viewer)?;
     let t = state
         .resolver
-        .resolve(&name, body.label.as_deref(), body.version.as_deref(), "label")
+        .resolve(
+            &name,
+            body.label.as_deref(),
+            body.version.as_deref(),
+            ref_param(&body.version),
+        )
         .await?;
     let spec = RunSpec {
         inputs: body.inputs,
@@ -197,12 +216,20 @@ pub async fn run(
     if let Some(t) = body.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(ApiError::invalid("temperature", "expected a number in [0, 2]"));
+        return Err(ApiError::invalid(
+            "temperature",
+            "expected a number in [0, 2]",
+        ));
     }
     check_tags(&body.tags)?;
     let t = state
         .resolver
-        .resolve(&name, body.label.as_deref(), body.version.as_deref(), "label")
+        .resolve(
+            &name,
+            body.label.as_deref(),
+            body.version.as_deref(),
+            ref_param(&body.version),
+        )
         .await?;
     let spec = RunSpec {
         inputs: body.inputs,
@@ -264,7 +291,10 @@ mod tests {
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
         assert!(fresh(&h, "abc"));
         assert!(!fresh(&h, "abd"));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"x\", \"abc\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"x\", \"abc\""),
+        );
         assert!(fresh(&h, "abc"));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(fresh(&h, "anything"));

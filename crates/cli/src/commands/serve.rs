@@ -26,11 +26,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let library_path = engine.library_path().map(|p| p.display().to_string());
     let running = metaprompt_server::start(engine.clone(), options.clone()).await?;
     if !options.insecure_local {
-        let service = metaprompt_registry::open_service(
-            library_path.as_deref().unwrap_or_default(),
-        )
-        .await?;
-        let none = service.tokens().await?.iter().all(|t| t.revoked_at.is_some());
+        let service =
+            metaprompt_registry::open_service(library_path.as_deref().unwrap_or_default()).await?;
+        let none = service
+            .tokens()
+            .await?
+            .iter()
+            .all(|t| t.revoked_at.is_some());
         service.close().await;
         if none {
             eprintln!(

@@ -1,0 +1,1075 @@
+//! `metaprompt serve` as applications and reviewers use it: the real binary on a loopback port
+//! with a real library file, called over HTTP (reqwest, curl-like) and by the real `openai`
+//! Python client. The execution model is a loopback OpenAI-compatible mock where the test is
+//! about the service, and the embedded model where it is about serving a model.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{metaprompt, stderr, stdout};
+use metaprompt_registry::model::{NewVersion, Origin};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A running `metaprompt serve`, killed (SIGKILL) when dropped, so a failing test stops it too.
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let log = dir.join(format!("serve-{}.log", rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metaprompt"))
+            .current_dir(dir)
+            .env_clear()
+            .env("HOME", dir)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("METAPROMPT_NO_CACHE", "1")
+            .env("METAPROMPT_LIBRARY", dir.join("lib.db"))
+            .env("METAPROMPT_MODELS_DIR", models_dir())
+            .args(["serve", "--listen", "127.0.0.1:0", "--print-address"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["address"].as_str().map(String::from))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "the server did not start: {line}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait: a graceful stop.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+fn models_dir() -> String {
+    metaprompt_local::fetch::default_models_dir()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The mock execution model: "billing" for anything about invoices, else "other"; optionally
+/// slow, so that a kill lands while requests are in flight.
+struct Exec {
+    delay: Duration,
+}
+
+impl Respond for Exec {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let text = body.to_string();
+        let answer = if text.contains("invoice") || text.contains("charged") {
+            "billing"
+        } else {
+            "other"
+        };
+        let usage = json!({"prompt_tokens": 10, "completion_tokens": 1});
+        let reply = if body.get("messages").is_some() {
+            json!({"choices": [{"message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop"}], "usage": usage})
+        } else {
+            json!({"choices": [{"text": answer, "finish_reason": "stop"}], "usage": usage})
+        };
+        ResponseTemplate::new(200)
+            .set_delay(self.delay)
+            .set_body_json(reply)
+    }
+}
+
+async fn mock_model(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Exec { delay })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A library with `support` v1 (the mock model, one input) labelled production, and a config
+/// pointing at the mock.
+async fn setup(dir: &Path, mock: &MockServer) {
+    std::fs::write(
+        dir.join("metaprompt.toml"),
+        format!(
+            "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 256\n\
+             [models.\"mock:exec\"]\nformat = \"text\"\n\
+             pricing = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n\
+             [server]\nmax_body_bytes = 65536\n",
+            mock.uri()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("support.toml"),
+        "name = \"support\"\ninstruction = \"Route the question to billing, tech or other.\"\n\
+         template = \"Question: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
+    )
+    .unwrap();
+    cli(dir, &["prompts", "add", "support", "support.toml"]).await;
+    cli(dir, &["prompts", "label", "support@v1", "production"]).await;
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> String {
+    let lib = dir.join("lib.db");
+    let out = metaprompt(
+        dir,
+        args,
+        &[
+            ("METAPROMPT_LIBRARY", lib.to_str().unwrap()),
+            ("METAPROMPT_AUTHOR", "tester"),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+async fn token(dir: &Path, role: &str) -> String {
+    cli(dir, &["tokens", "create", "--role", role, "--name", role])
+        .await
+        .trim()
+        .to_string()
+}
+
+struct Api {
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.http.request(m, url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+}
+
+/// The error body every refusal carries.
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, param: &str) {
+    assert_eq!(status, want, "{body:#}");
+    assert_eq!(body["error"]["param"], param, "{body:#}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_roles_etags_runs_feedback_and_review_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let viewer = token(d, "viewer").await;
+    let runner = token(d, "runner").await;
+    let editor = token(d, "editor").await;
+    let reviewer = token(d, "reviewer").await;
+    let admin = token(d, "admin").await;
+    let s = Server::start(d, &[]);
+    let api = Api::new();
+
+    // No token, a wrong token: 401 with the JSON error.
+    let (st, b) = api
+        .call("GET", &s.url("/v1/prompts/support"), None, None)
+        .await;
+    assert_error(st, &b, StatusCode::UNAUTHORIZED, "Authorization");
+    let (st, b) = api
+        .call("GET", &s.url("/v1/prompts/support"), Some("mp_wrong"), None)
+        .await;
+    assert_error(st, &b, StatusCode::UNAUTHORIZED, "Authorization");
+
+    // Each endpoint refuses the role below the one it needs, and accepts that one.
+    let run_body = json!({"inputs": {"question": "Why was I charged twice?"}});
+    // (method, url, body, a role below the one needed, the role needed); viewer is the lowest.
+    let cases: Vec<(&str, String, Option<Value>, &str, &str)> = vec![
+        ("GET", s.url("/v1/prompts"), None, "", "viewer"),
+        ("GET", s.url("/v1/review"), None, "", "viewer"),
+        (
+            "POST",
+            s.url("/v1/prompts/support/run"),
+            Some(run_body.clone()),
+            "viewer",
+            "runner",
+        ),
+        (
+            "POST",
+            s.url("/v1/chat/completions"),
+            Some(
+                json!({"model": "prompt:support", "messages": [{"role": "user", "content": "invoice?"}]}),
+            ),
+            "viewer",
+            "runner",
+        ),
+        (
+            "POST",
+            s.url("/v1/prompts/support/versions"),
+            Some(
+                json!({"toml": "template = \"Q: {{ question }}\\nA:\"\ntarget_model = \"mock:exec\"\n"}),
+            ),
+            "runner",
+            "editor",
+        ),
+        (
+            "PUT",
+            s.url("/v1/prompts/support/labels/staging"),
+            Some(json!({"version": "v2"})),
+            "runner",
+            "editor",
+        ),
+        (
+            "PUT",
+            s.url("/v1/prompts/support/labels/production"),
+            Some(json!({"version": "v1"})),
+            "editor",
+            "reviewer",
+        ),
+        ("GET", s.url("/v1/tokens"), None, "reviewer", "admin"),
+    ];
+    let token_of = |role: &str| match role {
+        "viewer" => viewer.clone(),
+        "runner" => runner.clone(),
+        "editor" => editor.clone(),
+        "reviewer" => reviewer.clone(),
+        _ => admin.clone(),
+    };
+    for (m, url, body, below, needed) in &cases {
+        let (st, b) = api.call(m, url, None, body.clone()).await;
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{m} {url} without a token: {b:#}"
+        );
+        if !below.is_empty() {
+            let (st, b) = api.call(m, url, Some(&token_of(below)), body.clone()).await;
+            assert_eq!(st, StatusCode::FORBIDDEN, "{m} {url} as {below}: {b:#}");
+            let message = b["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needed), "{b:#}");
+        }
+        let (st, b) = api
+            .call(m, url, Some(&token_of(needed)), body.clone())
+            .await;
+        assert!(st.is_success(), "{m} {url} as {needed}: {st} {b:#}");
+    }
+
+    // Fetch by label with an ETag; revalidation is a 304; moving the label changes it.
+    let fetch = |tag: Option<String>| {
+        let mut r = api
+            .http
+            .get(s.url("/v1/prompts/support?label=production"))
+            .bearer_auth(&viewer);
+        if let Some(t) = tag {
+            r = r.header("if-none-match", t);
+        }
+        r.send()
+    };
+    let r = fetch(None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tag = r.headers()["etag"].to_str().unwrap().to_string();
+    let v1: Value = r.json().await.unwrap();
+    assert_eq!(v1["version"], "v1");
+    assert_eq!(v1["variables"], json!(["question"]));
+    assert_eq!(tag, format!("\"{}\"", v1["hash"].as_str().unwrap()));
+    let r = fetch(Some(tag.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let (st, _) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production"),
+            Some(&reviewer),
+            Some(json!({"version": "v2", "comment": "shorter"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let r = fetch(Some(tag.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a moved label is not fresh");
+    let v2: Value = r.json().await.unwrap();
+    assert_eq!(v2["version"], "v2");
+
+    // Run, with tags; the inference is recorded with the version that served it.
+    let (st, ran) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/support/run"),
+            Some(&runner),
+            Some(json!({"inputs": {"question": "Where is my invoice?"},
+                        "tags": {"topic": "billing"}, "metadata": {"user": 7}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ran:#}");
+    assert_eq!(ran["output"], "billing");
+    assert_eq!(ran["version"], "v2");
+    assert_eq!(ran["label"], "production");
+    assert!(ran["cost_usd"].as_f64().unwrap() > 0.0);
+    let id = ran["inference_id"].as_str().unwrap().to_string();
+
+    // Feedback (bool, number, label with a correction), then read it all back.
+    for score in [json!(true), json!(0.25), json!("wrong-team")] {
+        let (st, b) = api
+            .call(
+                "POST",
+                &s.url("/v1/feedback"),
+                Some(&runner),
+                Some(json!({"inference_id": id, "score": score, "correction": "billing"})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{b:#}");
+    }
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/feedback:batch"),
+            Some(&runner),
+            Some(
+                json!({"items": [{"inference_id": id, "score": 1, "source": "metric"},
+                                  {"inference_id": id, "comment": "fine", "source": "human"}]}),
+            ),
+        )
+        .await;
+    assert_eq!((st, b["recorded"].clone()), (StatusCode::CREATED, json!(2)));
+    let (st, got) = api
+        .call(
+            "GET",
+            &s.url(&format!("/v1/inferences/{id}")),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got["inference"]["tags"], json!({"topic": "billing"}));
+    assert_eq!(got["inference"]["seq"], 2);
+    assert_eq!(got["inference"]["caller"], "runner");
+    let fb = got["feedback"].as_array().unwrap();
+    let scores: Vec<Value> = fb.iter().map(|f| f["score"].clone()).collect();
+    assert_eq!(
+        scores,
+        vec![
+            json!(1.0),
+            json!(0.25),
+            Value::Null,
+            json!(1.0),
+            Value::Null
+        ]
+    );
+    assert_eq!(fb[2]["label"], "wrong-team");
+    assert_eq!(fb[3]["source"], "metric");
+
+    // The OpenAI-compatible endpoint serves the prompt too, and says which inference it was.
+    let (st, c) = api
+        .call(
+            "POST",
+            &s.url("/v1/chat/completions"),
+            Some(&runner),
+            Some(json!({"model": "prompt:support@production",
+                        "messages": [{"role": "user", "content": "I was charged twice"}],
+                        "metaprompt_tags": {"topic": "billing"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c:#}");
+    assert_eq!(c["choices"][0]["message"]["content"], "billing");
+    assert_eq!(c["metaprompt"]["version"], "v2");
+
+    // Review over HTTP: a machine-made version of a prompt with a protected constraint cannot
+    // reach production until a reviewer approves it; then it can, and the audit trail says so.
+    let store = metaprompt_registry::open(d.join("lib.db")).await.unwrap();
+    let mut file = metaprompt_eval::prompt::PromptFile::from_template(
+        "support",
+        "Question: {{ question }}\nAnswer with one team name.\nTeam:",
+    );
+    file.constraints = vec!["Answer with one team name.".into()];
+    file.target_model = Some("mock:exec".into());
+    let mut proposal = NewVersion::new("support", file, Origin::Optimize, "optimizer");
+    proposal.message = Some("a constraint-keeping rewrite".into());
+    let added = store.add(proposal).await.unwrap();
+    store.close().await;
+    let v3 = format!("v{}", added.version.seq);
+    let (st, q) = api
+        .call("GET", &s.url("/v1/review"), Some(&viewer), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(q["proposed"][0]["version"]["seq"], added.version.seq);
+    let (st, b) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production"),
+            Some(&reviewer),
+            Some(json!({"version": v3})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::CONFLICT, "label");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("approval"),
+        "{b:#}"
+    );
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url(&format!("/v1/prompts/support/versions/{v3}/review")),
+            Some(&reviewer),
+            Some(json!({"decision": "reject"})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "comment");
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url(&format!("/v1/prompts/support/versions/{v3}/review")),
+            Some(&reviewer),
+            Some(json!({"decision": "approve", "comment": "keeps the constraint"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    assert_eq!(b["version"]["review"], "approved");
+    let (st, b) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production"),
+            Some(&reviewer),
+            Some(json!({"version": v3, "comment": "ship"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let (_, ev) = api
+        .call(
+            "GET",
+            &s.url("/v1/prompts/support/events"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    let kinds: Vec<(String, String)> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_string(),
+                e["actor"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("review".into(), "reviewer".into())),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().unwrap(),
+        &("label".to_string(), "reviewer".to_string())
+    );
+    // A label moved through this server is served at once (its resolve cache forgets).
+    let (_, ran) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/support/run"),
+            Some(&runner),
+            Some(run_body),
+        )
+        .await;
+    assert_eq!(ran["version"], v3);
+    // Rollback goes back to v2.
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/support/labels/production/rollback"),
+            Some(&reviewer),
+            Some(json!({"comment": "regression"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    assert_eq!(b["moved"]["to"]["seq"], 2);
+
+    // Metrics count what happened.
+    let m = api
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("metaprompt_inferences_total{prompt=\"support\",outcome=\"ok\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("route=\"/v1/prompts/{name}\",status=\"304\""),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let t = token(d, "admin").await;
+    let s = Server::start(d, &[]);
+    let api = Api::new();
+    let raw = |path: &str, body: &'static str| {
+        api.http
+            .post(s.url(path))
+            .bearer_auth(&t)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let read = |r: reqwest::Response| async move {
+        let st = r.status();
+        (st, r.json::<Value>().await.unwrap())
+    };
+    let run = "/v1/prompts/support/run";
+    let (st, b) = read(raw(run, "{\"inputs\": {").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "body");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let (st, b) = read(raw(run, "").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "body");
+    let (st, b) = read(raw(run, "{\"inputs\": {}, \"tgas\": {}}").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "tgas");
+    let (st, b) = read(raw(run, "{\"inputs\": {}}").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "inputs.question");
+    let (st, b) = read(
+        raw(
+            run,
+            "{\"inputs\": {\"question\": \"x\"}, \"tags\": {\"a\": 1}}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "tags.a");
+    let (st, b) = read(
+        raw(
+            run,
+            "{\"inputs\": {\"question\": \"x\"}, \"temperature\": 7}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "temperature");
+    let (st, b) = read(
+        raw(
+            run,
+            "{\"inputs\": {\"question\": \"x\"}, \"model\": \"nosuch:thing\"}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "model");
+    let (st, b) = read(
+        raw(
+            run,
+            "{\"inputs\": {\"question\": \"x\"}, \"label\": \"a\", \"version\": \"v1\"}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+    // Oversized: the config allows 64 KiB.
+    let big = json!({"inputs": {"question": "x".repeat(100_000)}}).to_string();
+    let r = api
+        .http
+        .post(s.url(run))
+        .bearer_auth(&t)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let (st, b) = read(r).await;
+    assert_error(st, &b, StatusCode::PAYLOAD_TOO_LARGE, "body");
+    // Unknown prompt, label, version, inference, route, method.
+    let get = |path: String| {
+        let url = s.url(&path);
+        let api = &api;
+        let t = &t;
+        async move { api.call("GET", &url, Some(t), None).await }
+    };
+    let (st, b) = get("/v1/prompts/nosuch".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "label");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("known: support"),
+        "{b:#}"
+    );
+    let (st, b) = get("/v1/prompts/support?label=staging".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "label");
+    let (st, b) = get("/v1/prompts/support?version=v9".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "version");
+    let (st, b) = get("/v1/prompts/support?lable=x".into()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+    let (st, b) = get("/v1/inferences/inf_nope".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "id");
+    let (st, b) = get("/v1/nothing".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "path");
+    let (st, b) = api
+        .call("DELETE", &s.url("/v1/prompts"), Some(&t), None)
+        .await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{b:#}");
+    // Feedback: out of range, unknown inference, empty.
+    let (st, b) = read(
+        raw(
+            "/v1/feedback",
+            "{\"inference_id\": \"inf_x\", \"score\": 3}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "score");
+    let (st, b) = read(
+        raw(
+            "/v1/feedback",
+            "{\"inference_id\": \"inf_x\", \"score\": 1}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "inference_id");
+    let (st, b) = read(raw("/v1/feedback:batch", "{\"items\": [{\"inference_id\": \"inf_x\", \"score\": 1}, {\"inference_id\": \"inf_x\", \"score\": -1}]}").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "items[1].score");
+    // OpenAI shapes: no messages, a bad role, n > 1, a prompt with no inputs.
+    let (st, b) = read(
+        raw(
+            "/v1/chat/completions",
+            "{\"model\": \"prompt:support\", \"messages\": []}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "messages");
+    let (st, b) = read(
+        raw(
+            "/v1/chat/completions",
+            "{\"model\": \"mock:exec\", \"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "messages[0].role");
+    let (st, b) = read(raw("/v1/chat/completions", "{\"model\": \"mock:exec\", \"n\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}").await.unwrap()).await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "n");
+    let (st, b) = read(
+        raw(
+            "/v1/completions",
+            "{\"model\": \"prompt:nosuch\", \"prompt\": \"x\"}",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "model");
+    // Nothing above was a server error, and the server is still up.
+    let m = api
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!m.contains("status=\"5"), "{m}");
+    let (st, _) = api.call("GET", &s.url("/healthz"), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_keeps_every_acknowledged_inference_and_feedback_through_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::from_millis(30)).await;
+    setup(d, &mock).await;
+    let t = token(d, "runner").await;
+    let mut s = Server::start(d, &[]);
+    let api = std::sync::Arc::new(Api::new());
+    // A burst: 32 clients, each running and then sending feedback in a loop.
+    let mut clients = Vec::new();
+    for c in 0..32 {
+        let api = api.clone();
+        let url = s.url("");
+        let t = t.clone();
+        clients.push(tokio::spawn(async move {
+            let mut acked_runs = Vec::new();
+            let mut acked_feedback = Vec::new();
+            for k in 0.. {
+                let body = json!({"inputs": {"question": format!("invoice {c}-{k}")}});
+                let Ok(r) = api
+                    .http
+                    .post(format!("{url}/v1/prompts/support/run"))
+                    .bearer_auth(&t)
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if r.status() != StatusCode::OK {
+                    break;
+                }
+                let Ok(v) = r.json::<Value>().await else {
+                    break;
+                };
+                let id = v["inference_id"].as_str().unwrap().to_string();
+                acked_runs.push(id.clone());
+                let Ok(r) = api
+                    .http
+                    .post(format!("{url}/v1/feedback"))
+                    .bearer_auth(&t)
+                    .json(&json!({"inference_id": id, "score": 1, "comment": format!("{c}-{k}")}))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if r.status() != StatusCode::CREATED {
+                    break;
+                }
+                acked_feedback.push(format!("{c}-{k}"));
+            }
+            (acked_runs, acked_feedback)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.kill9();
+    let mut runs = Vec::new();
+    let mut feedback = HashSet::new();
+    for c in clients {
+        let (r, f) = c.await.unwrap();
+        runs.extend(r);
+        feedback.extend(f);
+    }
+    assert!(
+        runs.len() > 100,
+        "the burst was too small to mean much: {}",
+        runs.len()
+    );
+    // Restart on the same library: every acknowledged record is there.
+    let s2 = Server::start(d, &[]);
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    let known = service.known(&runs).await.unwrap();
+    let lost: Vec<&String> = runs.iter().filter(|id| !known.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged inferences lost",
+        lost.len(),
+        runs.len()
+    );
+    let mut stored = HashSet::new();
+    for id in &runs {
+        for f in service.feedback(id).await.unwrap() {
+            stored.insert(f.comment.unwrap_or_default());
+        }
+    }
+    let missing: Vec<&String> = feedback.iter().filter(|f| !stored.contains(*f)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged feedback lost",
+        missing.len()
+    );
+    service.close().await;
+    let (st, _) = Api::new().call("GET", &s2.url("/readyz"), None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    eprintln!(
+        "kill -9: {} inferences and {} feedback acknowledged, none lost",
+        runs.len(),
+        feedback.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_stops_gracefully_on_sigterm_and_refuses_insecure_local_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::from_millis(500)).await;
+    setup(d, &mock).await;
+    let t = token(d, "runner").await;
+    let mut s = Server::start(d, &[]);
+    // A request in flight when SIGTERM arrives is answered, and recorded.
+    let url = s.url("/v1/prompts/support/run");
+    let tk = t.clone();
+    let inflight = tokio::spawn(async move {
+        Api::new()
+            .call(
+                "POST",
+                &url,
+                Some(&tk),
+                Some(json!({"inputs": {"question": "invoice"}})),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let st = s.terminate();
+        (st, s.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{}", status.1);
+    let (st, b) = inflight.await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    assert!(
+        service
+            .inference(b["inference_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    service.close().await;
+
+    let lib = d.join("lib.db");
+    let out = metaprompt(
+        d,
+        &["serve", "--listen", "0.0.0.0:0", "--insecure-local"],
+        &[("METAPROMPT_LIBRARY", lib.to_str().unwrap())],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
+
+/// The `openai` package in a venv under the target dir (made once, reused).
+fn openai_python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let st = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "python3 -m venv failed (scripts/deps.sh installs python3-venv)"
+        );
+        let st = Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pip install openai failed");
+    }
+    python
+}
+
+const CLIENT: &str = r#"
+import json, sys
+from openai import OpenAI
+base, key = sys.argv[1], sys.argv[2]
+c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
+out = {}
+msgs = [{"role": "user", "content": "The capital of France is"}]
+r = c.chat.completions.create(model="local:gemma-3-270m", messages=msgs, max_tokens=8, temperature=0)
+out["chat"] = {"text": r.choices[0].message.content, "usage": r.usage.completion_tokens,
+               "finish": r.choices[0].finish_reason, "object": r.object}
+s = c.chat.completions.create(model="local:gemma-3-270m", messages=msgs, max_tokens=8,
+                              temperature=0, stream=True, stream_options={"include_usage": True})
+parts, usage = [], None
+for ch in s:
+    if ch.choices and ch.choices[0].delta.content:
+        parts.append(ch.choices[0].delta.content)
+    if ch.usage:
+        usage = ch.usage.completion_tokens
+out["chat_stream"] = {"text": "".join(parts), "usage": usage}
+r = c.completions.create(model="local:gemma-3-270m", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
+out["completion"] = {"text": r.choices[0].text, "object": r.object}
+s = c.completions.create(model="local:gemma-3-270m", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True)
+out["completion_stream"] = "".join(ch.choices[0].text for ch in s if ch.choices)
+r = c.chat.completions.create(model="prompt:capital@production",
+                              messages=[{"role": "user", "content": "Italy"}], max_tokens=4)
+out["served"] = {"text": r.choices[0].message.content, "ext": r.model_extra.get("metaprompt")}
+s = c.chat.completions.create(model="prompt:capital@production",
+                              messages=[{"role": "user", "content": "Italy"}], max_tokens=4, stream=True)
+out["served_stream"] = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+r = c.completions.create(model="prompt:capital", prompt="Spain", max_tokens=4)
+out["served_completion"] = r.choices[0].text
+# The same prompt rendered by the server and sent to the plain model answers the same.
+import urllib.request
+req = urllib.request.Request(base + "/v1/prompts/capital/render",
+                             data=json.dumps({"inputs": {"country": "Italy"}}).encode(),
+                             headers={"Authorization": "Bearer " + key})
+rendered = json.load(urllib.request.urlopen(req, timeout=60))
+out["rendered"] = rendered["prompt"]
+r = c.completions.create(model="local:gemma-3-270m", prompt=rendered["prompt"]["text"],
+                         max_tokens=4, temperature=0)
+out["direct"] = r.choices[0].text
+try:
+    c.chat.completions.create(model="prompt:nosuch", messages=msgs)
+    out["error"] = None
+except Exception as e:
+    out["error"] = {"status": getattr(e, "status_code", None), "message": str(e)}
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
+    let python = tokio::task::spawn_blocking(openai_python).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("capital.toml"),
+        "name = \"capital\"\ndemo_template = \"Country: {{ country }}\\nCapital: {{ capital }}\\n\\n\"\n\
+         template = \"Country: {{ country }}\\nCapital:\"\ntarget_model = \"local:gemma-3-270m\"\n\
+         [[demos]]\ncountry = \"Germany\"\ncapital = \"Berlin\"\n\
+         [[demos]]\ncountry = \"Japan\"\ncapital = \"Tokyo\"\n",
+    )
+    .unwrap();
+    cli(d, &["prompts", "add", "capital", "capital.toml"]).await;
+    cli(d, &["prompts", "label", "capital@v1", "production"]).await;
+    let t = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let base = s.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", CLIENT, &base, &t])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    let o: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{o:#}");
+    assert_eq!(o["chat"]["object"], "chat.completion");
+    assert!(o["chat"]["usage"].as_u64().unwrap() >= 1);
+    assert!(!o["chat"]["text"].as_str().unwrap().is_empty());
+    // Greedy decoding: streamed and whole answers are the same text.
+    assert_eq!(o["chat_stream"]["text"], o["chat"]["text"]);
+    assert_eq!(o["chat_stream"]["usage"], o["chat"]["usage"]);
+    assert_eq!(o["completion"]["object"], "text_completion");
+    assert_eq!(o["completion_stream"], o["completion"]["text"]);
+    // The served prompt ran as its rendered text (demos first, then the input).
+    let rendered = o["rendered"]["text"].as_str().unwrap();
+    assert!(
+        rendered.starts_with("Country: Germany\nCapital: Berlin")
+            && rendered.ends_with("Country: Italy\nCapital:"),
+        "{rendered}"
+    );
+    assert!(!o["served"]["text"].as_str().unwrap().is_empty());
+    assert_eq!(o["served"]["text"], o["direct"], "{o:#}");
+    assert_eq!(o["served"]["ext"]["version"], "v1");
+    assert_eq!(o["served_stream"], o["served"]["text"]);
+    assert!(!o["served_completion"].as_str().unwrap().is_empty());
+    assert_eq!(o["error"]["status"], 404, "{o:#}");
+    // The served runs are in the inference log, with the inputs taken from the messages.
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    let id = o["served"]["ext"]["inference_id"].as_str().unwrap();
+    let i = service.inference(id).await.unwrap().unwrap();
+    assert_eq!(i.inputs, json!({"country": "Italy"}));
+    assert_eq!(i.caller, "runner");
+    service.close().await;
+}
