@@ -386,7 +386,10 @@ async fn dropped_connections_are_retried_to_the_fault_free_score() {
     assert!(oa.status.success(), "{}", stderr(&oa));
     assert!(ob.status.success(), "{}", stderr(&ob));
     assert_eq!(ea["score"], eb["score"], "eval through dropped connections");
-    assert_eq!((eb["errors"].as_u64(), eb["examples"].as_u64()), (Some(0), Some(40)));
+    assert_eq!(
+        (eb["errors"].as_u64(), eb["examples"].as_u64()),
+        (Some(0), Some(40))
+    );
     let (unanswered, cut) = (
         stats.unanswered.load(Ordering::SeqCst),
         stats.cut.load(Ordering::SeqCst),
@@ -448,7 +451,12 @@ async fn optimize_fails_when_test_examples_stay_unscored() {
         .map(|a| if *a == "TASK" { task.as_str() } else { a })
         .collect();
     let run2 = dir.path().join("run2");
-    args.extend(["--run-dir", run2.to_str().unwrap(), "--max-unscored", &allowed]);
+    args.extend([
+        "--run-dir",
+        run2.to_str().unwrap(),
+        "--max-unscored",
+        &allowed,
+    ]);
     let out = metaprompt(dir.path(), &args, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -321,7 +321,7 @@ pub(crate) fn fits(
     options: &EvalOptions,
 ) -> Result<(), EngineError> {
     metaprompt_eval::evaluator::check_context(prompt, model.info(), examples, options)
-        .map_err(|e| EngineError::TooLong(Box::new(e)))
+        .map_err(EngineError::TooLong)
 }
 
 /// How the task's execution model is called.

@@ -459,7 +459,11 @@ async fn a_row_too_long_for_the_model_fails_eval_compare_and_optimize_before_any
         .await
         .unwrap_err();
     expect(&e);
-    assert_eq!(server.received_requests().await.unwrap().len(), 0, "no call was made");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        0,
+        "no call was made"
+    );
     // Where the window is not known, nothing is refused.
     let unknown = engine_with(&server, dir.path(), "").await;
     let mut scope = Scope::new(&task);

@@ -291,12 +291,12 @@ pub fn check_context(
     model: &metaprompt_llm::ModelInfo,
     examples: &[Example],
     options: &EvalOptions,
-) -> Result<(), TooLong> {
+) -> Result<(), Box<TooLong>> {
     let Some(window) = model.context_tokens else {
         return Ok(());
     };
     let allowed = u64::from(window.saturating_sub(options.max_tokens));
-    let mut first: Option<TooLong> = None;
+    let mut first: Option<Box<TooLong>> = None;
     for e in examples {
         let mut vars = e.vars.clone();
         vars.remove(&options.output);
@@ -310,7 +310,7 @@ pub fn check_context(
         match &mut first {
             Some(f) => f.others += 1,
             None => {
-                first = Some(TooLong {
+                first = Some(Box::new(TooLong {
                     example: e.id.clone(),
                     prompt: prompt.name.clone(),
                     model: model.name.clone(),
@@ -323,9 +323,12 @@ pub fn check_context(
                     hint: if model.kind == metaprompt_llm::ProviderKind::Local {
                         "[local] context_size in metaprompt.toml".into()
                     } else {
-                        format!("context_tokens of [models.\"{}\"] in metaprompt.toml", model.name)
+                        format!(
+                            "context_tokens of [models.\"{}\"] in metaprompt.toml",
+                            model.name
+                        )
                     },
-                });
+                }));
             }
         }
     }
@@ -567,8 +570,12 @@ mod tests {
     #[test]
     fn a_prompt_longer_than_the_context_is_refused_naming_the_example() {
         let mut examples = examples();
-        examples[1].vars.insert("text".into(), json!("word ".repeat(2000)));
-        examples[2].vars.insert("text".into(), json!("x".repeat(100_000)));
+        examples[1]
+            .vars
+            .insert("text".into(), json!("word ".repeat(2000)));
+        examples[2]
+            .vars
+            .insert("text".into(), json!("x".repeat(100_000)));
         let prompt = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
         let options = EvalOptions {
             temperature: 0.0,

@@ -200,6 +200,8 @@ fn the_valid_files_parse() {
     let config = dir.path().join("metaprompt.toml");
     std::fs::write(&config, CONFIG).expect("write");
     let c = metaprompt_llm::Config::load(&config).expect("the config loads");
-    let m = c.resolve("openai:gpt-4o", &|_| None).expect("the model resolves");
+    let m = c
+        .resolve("openai:gpt-4o", &|_| None)
+        .expect("the model resolves");
     assert_eq!(m.context_tokens, Some(128_000));
 }

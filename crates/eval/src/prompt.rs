@@ -414,7 +414,10 @@ fn undefined_attribute(
                             Value::Object(map) if map.is_empty() => "it has none".to_string(),
                             Value::Object(map) => format!(
                                 "it has: {}",
-                                map.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                                map.keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                             Value::Array(items) => format!("it is a list of {}", items.len()),
                             Value::String(_) => "it is a string".into(),
@@ -621,7 +624,10 @@ label = "positive"
     fn an_undefined_attribute_or_item_is_named_with_what_its_parent_has() {
         let dir = tempfile::tempdir().unwrap();
         let vars: BTreeMap<String, Value> = [
-            ("input".to_string(), serde_json::json!({"a": 1, "b": {"c": 2}})),
+            (
+                "input".to_string(),
+                serde_json::json!({"a": 1, "b": {"c": 2}}),
+            ),
             ("tags".to_string(), serde_json::json!(["x", "y"])),
         ]
         .into();
@@ -635,15 +641,22 @@ label = "positive"
         };
         let e = render("Q: {{ input.a }}\n{{ input.nosuch }}");
         assert!(
-            e.contains("line 2") && e.contains("undefined attribute `nosuch` of `input` (it has: a, b)"),
+            e.contains("line 2")
+                && e.contains("undefined attribute `nosuch` of `input` (it has: a, b)"),
             "{e}"
         );
         let e = render("{{ input.b.d }}");
-        assert!(e.contains("undefined attribute `d` of `input.b` (it has: c)"), "{e}");
+        assert!(
+            e.contains("undefined attribute `d` of `input.b` (it has: c)"),
+            "{e}"
+        );
         let e = render("{{ input[\"zz\"] }}");
         assert!(e.contains("undefined attribute `zz` of `input`"), "{e}");
         let e = render("{% if tags[5] %}x{% endif %}{{ tags[5] }}");
-        assert!(e.contains("undefined item `5` of `tags` (it is a list of 2)"), "{e}");
+        assert!(
+            e.contains("undefined item `5` of `tags` (it is a list of 2)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -656,7 +656,10 @@ mod tests {
     #[test]
     fn the_context_window_is_known_for_the_embedded_model_and_where_configured() {
         let c = Config::default();
-        assert_eq!(c.resolve("openai:gpt-4o", &no_env).unwrap().context_tokens, None);
+        assert_eq!(
+            c.resolve("openai:gpt-4o", &no_env).unwrap().context_tokens,
+            None
+        );
         let l = c.resolve("local:gemma-3-270m", &no_env).unwrap();
         assert_eq!(l.context_tokens, Some(DEFAULT_LOCAL_CONTEXT));
         let c = Config::parse(
