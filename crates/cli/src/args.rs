@@ -345,6 +345,9 @@ pub struct OptimizeArgs {
     /// Share of a round's (candidate, example) pairs that may stay unscored (failed calls or metrics, left out of comparisons) before the run stops [default: 0.05]
     #[arg(long, value_name = "SHARE")]
     pub unscored_rate: Option<f64>,
+    /// Test-split scores (seed and kept prompt together) that may stay unscored (a failed model call or metric, left out of the test score) before the command fails
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_unscored: u64,
     /// Ask for confirmation when the projected cost is above this many dollars
     #[arg(long, value_name = "USD", default_value_t = 1.0)]
     pub confirm_above: f64,

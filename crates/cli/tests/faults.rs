@@ -1,21 +1,27 @@
 //! Faults, as a hostile world serves them: a loopback OpenAI-compatible mock that fails a fifth
 //! of its first attempts in every way a provider or proxy does (429 with Retry-After, 500, an
-//! HTML 502, a 200 with an HTML body, a 200 with truncated JSON, a stall past the timeout), and
-//! one that echoes the API key back in its errors. `eval` and `optimize` must give the scores of
-//! a fault-free run or fail loudly — never a different number with exit 0 — and the key must
-//! appear in no file the tool wrote and in no output.
+//! HTML 502, a 200 with an HTML body, a 200 with truncated JSON, a stall past the timeout); a
+//! raw TCP front that drops connections (closed unanswered, or halfway through the answer); a
+//! model that refuses some test examples; and one that echoes the API key back in its errors.
+//! `eval` and `optimize` must give the scores of a fault-free run or fail loudly — never a
+//! different number with exit 0 — and the key must appear in no file the tool wrote and in no
+//! output.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{metaprompt, stderr, stdout};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -26,6 +32,8 @@ const FAULTS: usize = 6;
 /// request fails, each fault kind in turn.
 struct World {
     faulty: bool,
+    /// Answer with `Connection: close`, so every request comes on a connection of its own.
+    close: bool,
     attempts: Mutex<HashMap<String, usize>>,
 }
 
@@ -33,7 +41,15 @@ impl World {
     fn new(faulty: bool) -> Self {
         Self {
             faulty,
+            close: false,
             attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn closing() -> Self {
+        Self {
+            close: true,
+            ..Self::new(false)
         }
     }
 }
@@ -46,6 +62,17 @@ fn fnv(s: &str) -> u64 {
 
 impl Respond for World {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let answer = self.answer(request);
+        if self.close {
+            answer.insert_header("connection", "close")
+        } else {
+            answer
+        }
+    }
+}
+
+impl World {
+    fn answer(&self, request: &Request) -> ResponseTemplate {
         let text = String::from_utf8_lossy(&request.body).into_owned();
         let attempt = {
             let mut a = self.attempts.lock().unwrap();
@@ -113,6 +140,11 @@ async fn serve(world: impl Respond + 'static) -> MockServer {
 
 /// A task on the mock models, and the config that points at `server`.
 fn setup(dir: &Path, server: &MockServer, key_env: Option<&str>) -> String {
+    setup_at(dir, &server.uri(), key_env)
+}
+
+/// A task on the mock models, and the config that points at the server at `uri`.
+fn setup_at(dir: &Path, uri: &str, key_env: Option<&str>) -> String {
     let rows = |range: std::ops::Range<usize>| {
         range
             .map(|i| {
@@ -140,7 +172,7 @@ fn setup(dir: &Path, server: &MockServer, key_env: Option<&str>) -> String {
              retry_base_ms = 10\nmax_retries = 4\n\
              [models.\"mock:exec\"]\nformat = \"text\"\npricing = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n\
              [models.\"mock:meta\"]\nformat = \"chat\"\npricing = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n",
-            server.uri()
+            uri
         ),
     )
     .unwrap();
@@ -232,6 +264,201 @@ async fn retried_faults_give_the_fault_free_scores() {
         faulty_n as f64 > clean_n as f64 * 1.1,
         "{faulty_n} requests under faults vs {clean_n} without"
     );
+}
+
+/// What the dropping front did.
+#[derive(Default)]
+struct Dropped {
+    /// Connections accepted and closed without an answer.
+    unanswered: AtomicUsize,
+    /// Connections closed in the middle of the answer.
+    cut: AtomicUsize,
+    forwarded: AtomicUsize,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Read one HTTP request (head and `Content-Length` body) from `stream`.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(buf);
+            }
+        }
+    }
+}
+
+/// A raw TCP front on 127.0.0.1 for the server at `upstream` (wiremock cannot drop a
+/// connection): the first attempt of every fifth distinct request loses its connection —
+/// closed unanswered, or closed halfway through the answer's body — and everything else is
+/// passed through. Returns its base URL.
+async fn dropping_front(upstream: SocketAddr, stats: Arc<Dropped>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (stats, attempts) = (stats.clone(), attempts.clone());
+            tokio::spawn(async move {
+                let _ = front_one(client, upstream, &stats, &attempts).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn front_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    stats: &Dropped,
+    attempts: &Mutex<HashMap<u64, usize>>,
+) -> std::io::Result<()> {
+    let request = read_request(&mut client).await?;
+    let body = find(&request, b"\r\n\r\n").map_or(&request[..], |e| &request[e + 4..]);
+    let h = fnv(&String::from_utf8_lossy(body));
+    let attempt = {
+        let mut a = attempts.lock().unwrap();
+        let n = a.entry(h).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let fault = attempt == 1 && h.is_multiple_of(5);
+    if fault && (h / 5).is_multiple_of(2) {
+        stats.unanswered.fetch_add(1, Ordering::SeqCst);
+        return Ok(()); // dropped: closed without an answer
+    }
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(&request).await?;
+    if !fault {
+        stats.forwarded.fetch_add(1, Ordering::SeqCst);
+        tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+        return Ok(());
+    }
+    // Cut: the head and half the body, then the connection closes.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        let n = up.read(&mut chunk).await?;
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(e) = find(&answer, b"\r\n\r\n")
+            && (answer.len() > e + 5 || n == 0)
+        {
+            break e + 4;
+        }
+        if n == 0 {
+            break answer.len();
+        }
+    };
+    let keep = head_end + (answer.len() - head_end) / 2;
+    client.write_all(&answer[..keep]).await?;
+    stats.cut.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connections_are_retried_to_the_fault_free_score() {
+    let clean = serve(World::new(false)).await;
+    let behind = serve(World::closing()).await;
+    let stats = Arc::new(Dropped::default());
+    let front = dropping_front(*behind.address(), stats.clone()).await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ta, tb) = (
+        setup(a.path(), &clean, None),
+        setup_at(b.path(), &front, None),
+    );
+    let ((oa, ea), (ob, eb)) = tokio::join!(eval_score(a.path(), &ta), eval_score(b.path(), &tb));
+    assert!(oa.status.success(), "{}", stderr(&oa));
+    assert!(ob.status.success(), "{}", stderr(&ob));
+    assert_eq!(ea["score"], eb["score"], "eval through dropped connections");
+    assert_eq!(
+        (eb["errors"].as_u64(), eb["examples"].as_u64()),
+        (Some(0), Some(40))
+    );
+    let (unanswered, cut) = (
+        stats.unanswered.load(Ordering::SeqCst),
+        stats.cut.load(Ordering::SeqCst),
+    );
+    assert!(
+        unanswered > 0 && cut > 0,
+        "the faults happened: {unanswered} unanswered, {cut} cut, {} forwarded",
+        stats.forwarded.load(Ordering::SeqCst)
+    );
+}
+
+/// The execution model refuses (400, not retried) the test examples numbered 210 to 219.
+struct RefusesSomeTestRows(World);
+
+impl Respond for RefusesSomeTestRows {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let number = body["prompt"].as_str().and_then(|p| {
+            let last = p.lines().rev().find(|l| l.starts_with("Review: review "))?;
+            last["Review: review ".len()..]
+                .split(':')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+        if number.is_some_and(|n| (210..220).contains(&n)) {
+            return ResponseTemplate::new(400)
+                .set_body_json(json!({"error": {"message": "content filtered"}}));
+        }
+        self.0.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn optimize_fails_when_test_examples_stay_unscored() {
+    let server = serve(RefusesSomeTestRows(World::new(false))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = setup(dir.path(), &server, None);
+    let run = dir.path().join("run");
+    let (out, v) = optimize(dir.path(), &task, run.to_str().unwrap()).await;
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    let n = v["test_unscored"]["count"].as_u64().unwrap();
+    assert!(n >= 10, "{}", v["test_unscored"]);
+    assert!(
+        e.contains(&format!("{n} of "))
+            && e.contains("test scores")
+            && e.contains("unscored")
+            && e.contains("content filtered")
+            && e.contains("--max-unscored N"),
+        "{e}"
+    );
+    // The run's files were written all the same: the failure is about the evidence.
+    assert!(run.join("report.json").is_file() && run.join("best.toml").is_file());
+    // Allowed: exit 0.
+    let allowed = n.to_string();
+    let mut args: Vec<&str> = OPTIMIZE
+        .iter()
+        .map(|a| if *a == "TASK" { task.as_str() } else { a })
+        .collect();
+    let run2 = dir.path().join("run2");
+    args.extend([
+        "--run-dir",
+        run2.to_str().unwrap(),
+        "--max-unscored",
+        &allowed,
+    ]);
+    let out = metaprompt(dir.path(), &args, &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Every call fails with 401, the body and a header echoing the key it was sent.

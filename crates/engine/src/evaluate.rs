@@ -63,6 +63,11 @@ impl Bench {
         })
     }
 
+    /// Whether `prompt` fits the model on every example (checked before any call).
+    fn fits(&self, prompt: &PromptFile) -> Result<(), EngineError> {
+        crate::fits(prompt, self.model.as_ref(), &self.examples, &self.options)
+    }
+
     async fn score(&self, prompt: &PromptFile, report: &Reporter) -> Result<Report, EngineError> {
         let label = prompt.name.clone();
         let progress = |done, total| {
@@ -134,6 +139,7 @@ impl Engine {
             .out
             .clone()
             .unwrap_or_else(|| default_out(&bench.task, &prompt, &request.scope.split));
+        bench.fits(&prompt)?;
         let r = bench.score(&prompt, report).await?;
         r.write_jsonl(&out)
             .map_err(|e| EngineError::io(&out, "cannot write", e))?;
@@ -153,6 +159,8 @@ impl Engine {
                 let bench = Bench::open(&engine, &request.scope)?;
                 let a = load_prompt(&request.a)?;
                 let b = load_prompt(&request.b)?;
+                bench.fits(&a)?;
+                bench.fits(&b)?;
                 let ra = bench.score(&a, &report).await?;
                 let rb = bench.score(&b, &report).await?;
                 Ok(CompareResult {

@@ -78,6 +78,9 @@ pub enum EngineError {
     Prompt(#[from] PromptError),
     #[error(transparent)]
     Llm(#[from] LlmError),
+    /// An example whose prompt does not fit the execution model's context window.
+    #[error(transparent)]
+    TooLong(#[from] Box<metaprompt_eval::evaluator::TooLong>),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -305,6 +308,20 @@ pub(crate) fn examples(
         }));
     }
     Ok(examples)
+}
+
+/// Before any call: `prompt` rendered for every one of `examples` fits the context window of
+/// `model` (when it is known), leaving room for the output. The one check eval, compare and
+/// optimize all make, so a 10 MB row fails at start naming its file and line, instead of being
+/// sent whole or failing every call.
+pub(crate) fn fits(
+    prompt: &metaprompt_eval::PromptFile,
+    model: &dyn metaprompt_llm::Provider,
+    examples: &[Example],
+    options: &EvalOptions,
+) -> Result<(), EngineError> {
+    metaprompt_eval::evaluator::check_context(prompt, model.info(), examples, options)
+        .map_err(EngineError::TooLong)
 }
 
 /// How the task's execution model is called.

@@ -405,6 +405,15 @@ impl Engine {
             options: crate::options(&task),
             brief,
         };
+        // Every example the run may send, checked against the execution model's context.
+        for examples in [&problem.train, &problem.dev, &problem.test] {
+            crate::fits(
+                &problem.seed_prompt,
+                layers.execution.as_ref(),
+                examples,
+                &problem.options,
+            )?;
+        }
         let projection = project(&problem, &budget, &settings, &layers);
         Ok(PreparedRun {
             engine: self.clone(),

@@ -136,6 +136,11 @@ max_tokens = 4
 }
 
 async fn engine(server: &MockServer, dir: &Path) -> Engine {
+    engine_with(server, dir, "").await
+}
+
+/// The engine, with `exec` added to the execution model's config table.
+async fn engine_with(server: &MockServer, dir: &Path, exec: &str) -> Engine {
     let config = metaprompt_llm::Config::parse(&format!(
         r#"
 [providers.mock]
@@ -145,6 +150,7 @@ base_url = "{}"
 [models."mock:exec"]
 format = "text"
 pricing = {{ input_per_mtok = 0.0, output_per_mtok = 0.0 }}
+{exec}
 
 [models."mock:meta"]
 format = "chat"
@@ -190,10 +196,12 @@ async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one(
     let dir = tempfile::tempdir().unwrap();
     let task = task(dir.path());
     let engine = engine(&server, dir.path()).await;
+    let requests = async || server.received_requests().await.unwrap().len();
 
     let whole = optimize(&engine, request(&task, dir.path().join("whole")))
         .await
         .unwrap();
+    let whole_requests = requests().await;
     assert!(!whole.outcome.kept_seed, "the magic instruction wins");
     assert!(matches!(&whole.stored, Stored::In { added, .. } if added.len() == 2));
 
@@ -224,10 +232,20 @@ async fn a_cancelled_optimization_resumes_to_the_result_of_an_uninterrupted_one(
         other => panic!("expected a cancelled run, got {other:?}"),
     }
     assert!(!cut.join("report.json").exists());
+    let before_cut = requests().await - whole_requests;
 
     let prepared = engine.resume(&cut).await.unwrap();
     assert!(prepared.resumed());
     let resumed = prepared.start().wait().await.unwrap();
+    // What round 2 had finished before the cancel is not paid again: the resumed run replays
+    // it from the run's cache, so the two halves together sent exactly what the whole run did.
+    let after_resume = requests().await - whole_requests - before_cut;
+    assert!(before_cut > 0 && after_resume > 0);
+    assert_eq!(
+        before_cut + after_resume,
+        whole_requests,
+        "{before_cut} requests before the cancel + {after_resume} after the resume"
+    );
     let json = |o: &metaprompt_optimize::run::Outcome| serde_json::to_value(o).unwrap();
     let (a, b) = (json(&resumed.outcome), json(&whole.outcome));
     for key in [
@@ -386,4 +404,77 @@ async fn bad_requests_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no-such-run"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_too_long_for_the_model_fails_eval_compare_and_optimize_before_any_call() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    // Line 7 of dev.jsonl becomes a 10 MB review.
+    let dev = dir.path().join("dev.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&dev)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[6] = json!({"sentence": "long ".repeat(2_000_000), "label": "positive"}).to_string();
+    std::fs::write(&dev, lines.join("\n") + "\n").unwrap();
+    let expect = |e: &EngineError| {
+        let text = e.to_string();
+        assert!(matches!(e, EngineError::TooLong(_)), "{e:?}");
+        assert!(
+            text.contains(&format!("{}:7: prompt `seed`", dev.display()))
+                && text.contains("about 2500004 tokens")
+                && text.contains("more than the 8188 that fit mock:exec (8192 tokens of context")
+                && text.contains("context_tokens of [models.\"mock:exec\"]"),
+            "{text}"
+        );
+    };
+    let engine = engine_with(&server, dir.path(), "context_tokens = 8192").await;
+    let e = engine
+        .eval(EvalRequest {
+            scope: Scope::new(&task),
+            prompt: None,
+            out: Some(dir.path().join("results.jsonl")),
+        })
+        .wait()
+        .await
+        .unwrap_err();
+    expect(&e);
+    let prompt = dir.path().join("p.toml");
+    std::fs::write(&prompt, "template = \"Review: {{ sentence }}\\nLabel:\"\n").unwrap();
+    let e = engine
+        .compare(metaprompt_engine::CompareRequest {
+            scope: Scope::new(&task),
+            a: prompt.clone(),
+            b: prompt.clone(),
+        })
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(":7: prompt `p`"), "{e}");
+    let e = engine
+        .optimize(request(&task, dir.path().join("run")))
+        .await
+        .unwrap_err();
+    expect(&e);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        0,
+        "no call was made"
+    );
+    // Where the window is not known, nothing is refused.
+    let unknown = engine_with(&server, dir.path(), "").await;
+    let mut scope = Scope::new(&task);
+    scope.limit = Some(3);
+    unknown
+        .eval(EvalRequest {
+            scope,
+            prompt: None,
+            out: Some(dir.path().join("results.jsonl")),
+        })
+        .wait()
+        .await
+        .unwrap();
 }

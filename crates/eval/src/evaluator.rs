@@ -242,6 +242,99 @@ fn continuation(prompt: &Prompt, label: &str) -> String {
     }
 }
 
+/// Bytes per token of the length estimate: the usual rule of thumb for English text and code
+/// (tokenizers average 3.5 to 4.5); the embedded model still checks exactly.
+pub const BYTES_PER_TOKEN: usize = 4;
+
+/// A prompt, rendered for an example, that does not fit the model's context window.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{example}: prompt `{prompt}` rendered for this example is about {estimated} tokens ({bytes} bytes at {BYTES_PER_TOKEN} a token), more than the {allowed} that fit {model} ({window} tokens of context, {output} kept for the output){more}; shorten the example, or raise the model's context ({hint})",
+    more = if *others > 0 { format!("; {others} more examples are too long") } else { String::new() },
+)]
+pub struct TooLong {
+    /// `file:line` of the example.
+    pub example: String,
+    pub prompt: String,
+    pub model: String,
+    pub bytes: usize,
+    pub estimated: u64,
+    pub allowed: u64,
+    pub window: u32,
+    pub output: u32,
+    /// Further examples that are too long as well.
+    pub others: usize,
+    /// Where the window comes from.
+    pub hint: String,
+}
+
+/// The estimated tokens of a rendered prompt: its bytes at [`BYTES_PER_TOKEN`], plus a few per
+/// chat message for the roles and separators.
+pub fn estimate_tokens(prompt: &Prompt) -> (usize, u64) {
+    match prompt {
+        Prompt::Text(t) => (t.len(), t.len().div_ceil(BYTES_PER_TOKEN) as u64),
+        Prompt::Chat(messages) => {
+            let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+            (
+                bytes,
+                bytes.div_ceil(BYTES_PER_TOKEN) as u64 + 4 * messages.len() as u64,
+            )
+        }
+    }
+}
+
+/// Check, before any call, that `prompt` rendered for each of `examples` fits `model`'s context
+/// window with room for `options.max_tokens` of output. Nothing is checked when the window is
+/// unknown; an example that does not render is left to the evaluation to report.
+pub fn check_context(
+    prompt: &PromptFile,
+    model: &metaprompt_llm::ModelInfo,
+    examples: &[Example],
+    options: &EvalOptions,
+) -> Result<(), Box<TooLong>> {
+    let Some(window) = model.context_tokens else {
+        return Ok(());
+    };
+    let allowed = u64::from(window.saturating_sub(options.max_tokens));
+    let mut first: Option<Box<TooLong>> = None;
+    for e in examples {
+        let mut vars = e.vars.clone();
+        vars.remove(&options.output);
+        let Ok(rendered) = prompt.render(&vars, model.format, Some(&options.output)) else {
+            continue;
+        };
+        let (bytes, estimated) = estimate_tokens(&rendered);
+        if estimated <= allowed {
+            continue;
+        }
+        match &mut first {
+            Some(f) => f.others += 1,
+            None => {
+                first = Some(Box::new(TooLong {
+                    example: e.id.clone(),
+                    prompt: prompt.name.clone(),
+                    model: model.name.clone(),
+                    bytes,
+                    estimated,
+                    allowed,
+                    window,
+                    output: options.max_tokens,
+                    others: 0,
+                    hint: if model.kind == metaprompt_llm::ProviderKind::Local {
+                        "[local] context_size in metaprompt.toml".into()
+                    } else {
+                        format!(
+                            "context_tokens of [models.\"{}\"] in metaprompt.toml",
+                            model.name
+                        )
+                    },
+                }));
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Evaluate `prompt` on `examples` with `model`. `progress` is called with (done, total).
 pub async fn evaluate(
     prompt: &PromptFile,
@@ -472,6 +565,42 @@ mod tests {
                 expected: Some(json!(l)),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_prompt_longer_than_the_context_is_refused_naming_the_example() {
+        let mut examples = examples();
+        examples[1]
+            .vars
+            .insert("text".into(), json!("word ".repeat(2000)));
+        examples[2]
+            .vars
+            .insert("text".into(), json!("x".repeat(100_000)));
+        let prompt = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
+        let options = EvalOptions {
+            temperature: 0.0,
+            max_tokens: 64,
+            stop: vec![],
+            output: "label".into(),
+            seed: 1,
+        };
+        let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Local, "m");
+        // Unknown window: nothing to check.
+        assert!(check_context(&prompt, &info, &examples, &options).is_ok());
+        info.context_tokens = Some(2048);
+        let e = check_context(&prompt, &info, &examples, &options).unwrap_err();
+        assert_eq!((e.example.as_str(), e.others, e.allowed), ("d:2", 1, 1984));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("d:2: prompt `p`")
+                && text.contains("about 2509 tokens")
+                && text.contains("more than the 1984 that fit local:m (2048 tokens of context, 64 kept for the output)")
+                && text.contains("1 more examples are too long")
+                && text.contains("[local] context_size"),
+            "{text}"
+        );
+        info.context_tokens = Some(200_000);
+        assert!(check_context(&prompt, &info, &examples, &options).is_ok());
     }
 
     #[tokio::test]

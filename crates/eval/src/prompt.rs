@@ -343,7 +343,10 @@ fn render_error(
             .collect();
         missing.sort();
         if missing.is_empty() {
-            s.push_str(" (an attribute or item that does not exist)");
+            match undefined_attribute(source, e.line(), vars) {
+                Some(what) => s.push_str(&format!("; {what}")),
+                None => s.push_str(" (an attribute or item that does not exist)"),
+            }
         } else {
             let list = missing
                 .iter()
@@ -363,6 +366,90 @@ fn render_error(
         }
     }
     s
+}
+
+/// The first attribute or item access in `source` (on line `line` when known) that the
+/// variables do not have: ``undefined attribute `nosuch` of `input` (it has: a, b)``.
+fn undefined_attribute(
+    source: &str,
+    line: Option<usize>,
+    vars: &BTreeMap<String, Value>,
+) -> Option<String> {
+    // `name.attr`, `name["key"]`, `name[0]`, chained; inside `{{ }}` or `{% %}` or not (a
+    // false match must still start at a known variable and miss an attribute to be named).
+    static ACCESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"\b([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:"[^"]*"|'[^']*'|\d+)\s*\])+)"#,
+        )
+        .expect("a valid pattern")
+    });
+    static SEGMENT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"\.\s*([A-Za-z_]\w*)|\[\s*(?:"([^"]*)"|'([^']*)'|(\d+))\s*\]"#)
+            .expect("a valid pattern")
+    });
+    static BLOCK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("a valid pattern")
+    });
+    let lines: Vec<&str> = match line.and_then(|l| source.lines().nth(l.saturating_sub(1))) {
+        Some(text) => vec![text, source],
+        None => vec![source],
+    };
+    let expressions = lines.into_iter().flat_map(|text| {
+        BLOCK
+            .captures_iter(text)
+            .filter_map(|b| b.get(1).or(b.get(2)).map(|m| m.as_str()))
+    });
+    for text in expressions {
+        for m in ACCESS.captures_iter(text) {
+            let root = &m[1];
+            let Some(mut value) = vars.get(root) else {
+                continue;
+            };
+            let mut path = root.to_string();
+            for seg in SEGMENT.captures_iter(&m[2]) {
+                let (name, index) = match (seg.get(1).or(seg.get(2)).or(seg.get(3)), seg.get(4)) {
+                    (Some(n), _) => (n.as_str(), None),
+                    (None, Some(i)) => (i.as_str(), i.as_str().parse::<usize>().ok()),
+                    (None, None) => break,
+                };
+                let next = match (value, index) {
+                    (Value::Object(map), _) => map.get(name),
+                    (Value::Array(items), Some(i)) => items.get(i),
+                    _ => None,
+                };
+                match next {
+                    Some(v) => {
+                        value = v;
+                        path.push_str(&if index.is_some() {
+                            format!("[{name}]")
+                        } else {
+                            format!(".{name}")
+                        });
+                    }
+                    None => {
+                        let has = match value {
+                            Value::Object(map) if map.is_empty() => "it has none".to_string(),
+                            Value::Object(map) => format!(
+                                "it has: {}",
+                                map.keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            Value::Array(items) => format!("it is a list of {}", items.len()),
+                            Value::String(_) => "it is a string".into(),
+                            Value::Number(_) => "it is a number".into(),
+                            Value::Bool(_) => "it is a boolean".into(),
+                            Value::Null => "it is null".into(),
+                        };
+                        let kind = if index.is_some() { "item" } else { "attribute" };
+                        return Some(format!("undefined {kind} `{name}` of `{path}` ({has})"));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -517,7 +604,11 @@ label = "positive"
             "{e}"
         );
         let e = render("template = \"{{ text.nope.deeper }}\"\n");
-        assert!(e.contains("`template`") && e.contains("text.nope"), "{e}");
+        assert!(
+            e.contains("`template`")
+                && e.contains("undefined attribute `nope` of `text` (it is a string)"),
+            "{e}"
+        );
         let e = render("template = \"{{ text }} {{ label }}\"\n");
         assert!(e.contains("`label` is the expected output"), "{e}");
         let e = render(
@@ -542,6 +633,45 @@ label = "positive"
         let e = render("template = \"{{ text | nofilter }}\"\n");
         assert!(
             e.starts_with(&file) && e.contains("`template`") && e.contains("nofilter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_undefined_attribute_or_item_is_named_with_what_its_parent_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars: BTreeMap<String, Value> = [
+            (
+                "input".to_string(),
+                serde_json::json!({"a": 1, "b": {"c": 2}}),
+            ),
+            ("tags".to_string(), serde_json::json!(["x", "y"])),
+        ]
+        .into();
+        let render = |template: &str| {
+            let text = format!("template = {}\n", toml::Value::String(template.into()));
+            loaded(dir.path(), &text)
+                .unwrap()
+                .render(&vars, PromptFormat::Text, None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = render("Q: {{ input.a }}\n{{ input.nosuch }}");
+        assert!(
+            e.contains("line 2")
+                && e.contains("undefined attribute `nosuch` of `input` (it has: a, b)"),
+            "{e}"
+        );
+        let e = render("{{ input.b.d }}");
+        assert!(
+            e.contains("undefined attribute `d` of `input.b` (it has: c)"),
+            "{e}"
+        );
+        let e = render("{{ input[\"zz\"] }}");
+        assert!(e.contains("undefined attribute `zz` of `input`"), "{e}");
+        let e = render("{% if tags[5] %}x{% endif %}{{ tags[5] }}");
+        assert!(
+            e.contains("undefined item `5` of `tags` (it is a list of 2)"),
             "{e}"
         );
     }

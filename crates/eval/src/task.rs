@@ -218,6 +218,8 @@ impl Task {
                     p.name = format!("{}-seed", task.config.name);
                 }
                 p.validate().map_err(err)?;
+                // Render errors name the file the template is in: the task file.
+                p.source = crate::prompt::SourcePath(Some(path.to_path_buf()));
                 p
             }
         };
@@ -445,6 +447,25 @@ labels = ["negative", "positive"]
         assert_eq!(
             task.seed_prompt.template.as_deref(),
             Some("Review: {{ text }}\nSentiment:")
+        );
+        // A render error of the inline prompt names the task file.
+        let vars = [("text".to_string(), serde_json::json!({"a": 1}))].into();
+        let e = task
+            .seed_prompt
+            .render(&vars, metaprompt_llm::PromptFormat::Text, None)
+            .map(|_| ())
+            .and_then(|()| {
+                let mut p = task.seed_prompt.clone();
+                p.template = Some("{{ text.nosuch }}".into());
+                p.render(&vars, metaprompt_llm::PromptFormat::Text, None)
+            })
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().join("task.toml").display().to_string();
+        assert!(
+            e.starts_with(&format!("{file}: prompt `t-seed`, `template`"))
+                && e.contains("undefined attribute `nosuch` of `text`"),
+            "{e}"
         );
         let typo = inline.replace("[prompt]\ntemplate", "[prompt]\ntemplat");
         let e = Task::load(&write_task(dir.path(), &typo))

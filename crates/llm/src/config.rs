@@ -29,6 +29,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// that a runaway or hostile endpoint cannot exhaust memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Tokens of context per sequence of the embedded model when `[local] context_size` is unset.
+pub const DEFAULT_LOCAL_CONTEXT: u32 = 4096;
+
 /// The parsed `metaprompt.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +187,9 @@ pub struct ModelConfig {
     /// `chat` (instruction-tuned) or `text` (base model, completion endpoint).
     pub format: Option<PromptFormat>,
     pub pricing: Option<Pricing>,
+    /// The model's context window in tokens. When known, every prompt is checked against it
+    /// before a run spends anything. The embedded model's is `[local] context_size`.
+    pub context_tokens: Option<u32>,
     // Limits (serde cannot combine `flatten` with `deny_unknown_fields`, so they are spelled
     // out here and in `ModelConfig`; `limits()` gathers them).
     /// Most requests in flight at once; the adaptive limiter starts here and never exceeds it.
@@ -255,6 +261,9 @@ pub struct ModelInfo {
     /// Largest response body read, in bytes; a larger one fails the request
     /// ([`LlmError::ResponseTooLarge`]).
     pub max_response_bytes: u64,
+    /// The context window in tokens, when known (`context_tokens` in config; for the embedded
+    /// model, its context size): prompts longer than this are refused before a run starts.
+    pub context_tokens: Option<u32>,
 }
 
 impl ModelInfo {
@@ -273,6 +282,7 @@ impl ModelInfo {
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            context_tokens: None,
         }
     }
 }
@@ -404,6 +414,12 @@ impl Config {
                 ));
             }
             check_limits(&format!("models.{name}"), &m.limits())?;
+            if m.context_tokens == Some(0) {
+                return Err(format!("[models.{name}] context_tokens must be at least 1"));
+            }
+        }
+        if self.local.context_size == Some(0) {
+            return Err("[local] context_size must be at least 1".into());
         }
         Ok(())
     }
@@ -565,6 +581,12 @@ impl Config {
             timeout,
             retry,
             max_response_bytes: l.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            context_tokens: entry.and_then(|m| m.context_tokens).or(match kind {
+                ProviderKind::Local => {
+                    Some(self.local.context_size.unwrap_or(DEFAULT_LOCAL_CONTEXT))
+                }
+                _ => None,
+            }),
         })
     }
 
@@ -647,6 +669,33 @@ mod tests {
             c.resolve("local:/m/x:y.gguf", &no_env).unwrap().model,
             "/m/x:y.gguf"
         );
+    }
+
+    #[test]
+    fn the_context_window_is_known_for_the_embedded_model_and_where_configured() {
+        let c = Config::default();
+        assert_eq!(
+            c.resolve("openai:gpt-4o", &no_env).unwrap().context_tokens,
+            None
+        );
+        let l = c.resolve("local:gemma-3-270m", &no_env).unwrap();
+        assert_eq!(l.context_tokens, Some(DEFAULT_LOCAL_CONTEXT));
+        let c = Config::parse(
+            "[local]\ncontext_size = 1024\n[models.\"openai:gpt-4o\"]\ncontext_tokens = 128000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.resolve("openai:gpt-4o", &no_env).unwrap().context_tokens,
+            Some(128_000)
+        );
+        assert_eq!(
+            c.resolve("local:gemma-3-270m", &no_env)
+                .unwrap()
+                .context_tokens,
+            Some(1024)
+        );
+        let e = Config::parse("[models.\"openai:gpt-4o\"]\ncontext_tokens = 0\n").unwrap_err();
+        assert!(e.contains("context_tokens must be at least 1"), "{e}");
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl LocalOptions {
             threads: env_threads.or(local.threads).unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
             }),
-            context_size: local.context_size.unwrap_or(4096),
+            context_size: local
+                .context_size
+                .unwrap_or(metaprompt_llm::config::DEFAULT_LOCAL_CONTEXT),
             models_dir: std::env::var_os("METAPROMPT_MODELS_DIR")
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from)
@@ -131,10 +133,10 @@ impl LocalModels {
                 tx
             }
         };
-        Ok(LocalProvider {
-            info: info.clone(),
-            jobs: tx,
-        })
+        // The window prompts are checked against before a run: this engine's context.
+        let mut info = info.clone();
+        info.context_tokens = Some(self.options.context_size);
+        Ok(LocalProvider { info, jobs: tx })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal as _;
 
-use metaprompt_engine::{BudgetRequest, EngineError, OptimizeRequest, Projection};
+use metaprompt_engine::{BudgetRequest, EngineError, OptimizeRequest, OptimizeResult, Projection};
 use metaprompt_optimize::run::{Outcome, RunError};
 
 use crate::args::{Global, OptimizeArgs};
@@ -50,7 +50,7 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(o)?);
         library::print_stored(&result.stored, true);
-        return Ok(());
+        return test_unscored_check(&result, args.max_unscored);
     }
     print_outcome(o, result.dev_examples, result.test_examples);
     outln!("prompt     {}", result.prompt_path.display());
@@ -60,7 +60,42 @@ pub async fn run(global: &Global, args: OptimizeArgs) -> anyhow::Result<()> {
         result.run_dir.display()
     );
     library::print_stored(&result.stored, false);
-    Ok(())
+    test_unscored_check(&result, args.max_unscored)
+}
+
+/// Test examples left unscored are left out of the test score, never counted as zeros; past
+/// `allowed` the command fails (the run's files and library entry are kept), saying how many
+/// and why, so a broken endpoint is never a quiet test score.
+fn test_unscored_check(result: &OptimizeResult, allowed: u64) -> anyhow::Result<()> {
+    let o = &result.outcome;
+    let u = &o.test_unscored;
+    if u.count <= allowed {
+        return Ok(());
+    }
+    let prompts = if o.kept_seed { 1 } else { 2 };
+    let why: Vec<String> = u
+        .reasons
+        .iter()
+        .take(3)
+        .map(|r| format!("{} × {}", r.count, r.reason))
+        .collect();
+    anyhow::bail!(
+        "{} of {} test scores ({} on {} test examples) are unscored (left out of the test score above){}; see report.json in {} (or allow some with --max-unscored N)",
+        u.count,
+        prompts * result.test_examples as u64,
+        if o.kept_seed {
+            format!("the seed {}", o.winner)
+        } else {
+            format!("the seed and {}", o.winner)
+        },
+        result.test_examples,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", why.join("; "))
+        },
+        result.run_dir.display()
+    )
 }
 
 /// The engine's errors, with the command-line flags that address them.
