@@ -159,6 +159,11 @@ pub enum PromptsCommand {
         /// Why (recorded)
         #[arg(long, short)]
         comment: Option<String>,
+        /// Canary: the version serves this percent of the label's traffic (sticky per caller
+        /// key) while the label keeps its version for the rest; 100 moves the label, 0 ends
+        /// the split
+        #[arg(long, value_name = "PERCENT")]
+        weight: Option<f64>,
     },
     /// Move a label back to the version it pointed at before
     Rollback {

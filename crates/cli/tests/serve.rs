@@ -1073,3 +1073,180 @@ async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
     assert_eq!(i.caller, "runner");
     service.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traffic_split_serves_both_versions_in_proportion_sticky_per_key_and_records_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    std::fs::write(
+        d.join("v2.toml"),
+        "name = \"support\"\ntemplate = \"Q: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
+    )
+    .unwrap();
+    cli(d, &["prompts", "add", "support", "v2.toml"]).await;
+    let said = cli(
+        d,
+        &[
+            "prompts",
+            "label",
+            "support@v2",
+            "production",
+            "--weight",
+            "10",
+            "-c",
+            "canary",
+        ],
+    )
+    .await;
+    assert!(said.contains("serves 10% as a canary"), "{said}");
+    let runner = token(d, "runner").await;
+    let reviewer = token(d, "reviewer").await;
+    let s = Server::start(d, &[]);
+    let api = std::sync::Arc::new(Api::new());
+    let (_, labels) = api
+        .call(
+            "GET",
+            &s.url("/v1/prompts/support/labels"),
+            Some(&runner),
+            None,
+        )
+        .await;
+    assert_eq!(labels["labels"][0]["seq"], 1);
+    assert_eq!(labels["splits"][0]["seq"], 2);
+    assert_eq!(labels["splits"][0]["weight"], 10.0);
+
+    // 1,000 requests from 1,000 callers, 16 at a time.
+    let n = 1000;
+    let mut served = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let api = api.clone();
+            let url = s.url("/v1/prompts/support/run");
+            let t = runner.clone();
+            batch.push(tokio::spawn(async move {
+                let body =
+                    json!({"inputs": {"question": "invoice"}, "split_key": format!("user-{i}")});
+                api.call("POST", &url, Some(&t), Some(body)).await
+            }));
+        }
+        for b in batch {
+            let (st, v) = b.await.unwrap();
+            assert_eq!(st, StatusCode::OK, "{v:#}");
+            served.push((
+                v["version"].as_str().unwrap().to_string(),
+                v["inference_id"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let canary = served.iter().filter(|(v, _)| v == "v2").count();
+    // Binomial(1000, 0.10): mean 100, sd 9.5; ±4.5 sd fails a correct split once in ~150,000.
+    assert!(
+        (57..=143).contains(&canary),
+        "canary served {canary} of {n}"
+    );
+    // Sticky: one caller always gets the same version.
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let (_, v) = api
+            .call(
+                "POST",
+                &s.url("/v1/prompts/support/run"),
+                Some(&runner),
+                Some(json!({"inputs": {"question": "x"}, "split_key": "alice"})),
+            )
+            .await;
+        seen.insert(v["version"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // The log says which version served each inference.
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    for (version, id) in served.iter().step_by(37) {
+        let i = service.inference(id).await.unwrap().unwrap();
+        assert_eq!(format!("v{}", i.seq), *version);
+        assert_eq!(i.label.as_deref(), Some("production"));
+    }
+    service.close().await;
+    // Promote: moving the label to the canary ends the split; everyone gets v2.
+    let (st, b) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production"),
+            Some(&reviewer),
+            Some(json!({"version": "v2", "comment": "canary held up"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let (_, labels) = api
+        .call(
+            "GET",
+            &s.url("/v1/prompts/support/labels"),
+            Some(&runner),
+            None,
+        )
+        .await;
+    assert_eq!(labels["splits"], json!([]));
+    for i in 0..20 {
+        let (_, v) = api
+            .call(
+                "POST",
+                &s.url("/v1/prompts/support/run"),
+                Some(&runner),
+                Some(json!({"inputs": {"question": "x"}, "split_key": format!("k{i}")})),
+            )
+            .await;
+        assert_eq!(v["version"], "v2");
+    }
+    // Splits over HTTP: refused weights, then set and ended; the audit trail has them all.
+    let split_url = s.url("/v1/prompts/support/labels/production/split");
+    let (st, b) = api
+        .call(
+            "PUT",
+            &split_url,
+            Some(&reviewer),
+            Some(json!({"version": "v1", "weight": 100})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "weight");
+    let (st, b) = api
+        .call(
+            "PUT",
+            &split_url,
+            Some(&runner),
+            Some(json!({"version": "v1", "weight": 5})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b:#}");
+    let (st, b) = api
+        .call(
+            "PUT",
+            &split_url,
+            Some(&reviewer),
+            Some(json!({"version": "v2", "weight": 5})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::CONFLICT, "label");
+    let (st, b) = api
+        .call(
+            "PUT",
+            &split_url,
+            Some(&reviewer),
+            Some(json!({"version": "v1", "weight": 5})),
+        )
+        .await;
+    assert_eq!(
+        (st, b["split"]["seq"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{b:#}"
+    );
+    let (st, _) = api.call("DELETE", &split_url, Some(&reviewer), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let log = cli(d, &["prompts", "log", "support"]).await;
+    assert!(log.contains("split production v1 → v2 at 10%"), "{log}");
+    assert!(log.contains("split production v2 → v1 at 5%"), "{log}");
+    assert!(log.contains("split production ended"), "{log}");
+}

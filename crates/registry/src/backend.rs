@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::Result;
-use crate::model::{Event, EventKind, Evidence, Label, ReviewState, Run, Version};
+use crate::model::{Event, EventKind, Evidence, Label, ReviewState, Run, Split, Version};
 
 /// Where the library's rows live: opens transactions on them.
 #[async_trait]
@@ -102,6 +102,31 @@ pub trait Tx: Send {
         at: DateTime<Utc>,
         by: &str,
     ) -> Result<()>;
+
+    /// A prompt's traffic splits, by label. A backend without splits has none.
+    async fn splits(&mut self, _prompt: &str) -> Result<Vec<Split>> {
+        Ok(Vec::new())
+    }
+
+    /// Set a label's canary (replacing any other).
+    async fn set_split(
+        &mut self,
+        _prompt: &str,
+        _label: &str,
+        _hash: &str,
+        _weight: f64,
+        _at: DateTime<Utc>,
+        _by: &str,
+    ) -> Result<()> {
+        Err(crate::RegistryError::Data(
+            "this library's storage does not keep traffic splits".into(),
+        ))
+    }
+
+    /// End a label's split; `false` when it had none.
+    async fn clear_split(&mut self, _prompt: &str, _label: &str) -> Result<bool> {
+        Ok(false)
+    }
 
     /// The evidence attached to a version, in the order it was stored.
     async fn evidence(&mut self, prompt: &str, hash: &str) -> Result<Vec<Evidence>>;

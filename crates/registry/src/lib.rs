@@ -62,7 +62,7 @@ pub use backend::Backend;
 pub use library::Library;
 pub use model::{
     Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, NewVersion,
-    Origin, PromptSummary, ReviewState, Run, RunCandidate, Version, VersionRef,
+    Origin, PromptSummary, ReviewState, Run, RunCandidate, Split, SplitChange, Version, VersionRef,
 };
 pub use service::ServiceStore;
 pub use sqlite::{SqliteBackend, SqliteStore};

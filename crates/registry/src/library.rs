@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::backend::{Backend, NewEvent, Tx};
 use crate::model::{
     Added, Batch, Decision, Event, EventKind, Evidence, Label, LabelMove, Moved, NewVersion,
-    PromptSummary, ReviewState, Run, Selector, Version, VersionRef, short,
+    PromptSummary, ReviewState, Run, Selector, Split, SplitChange, Version, VersionRef, short,
 };
 use crate::store::Store;
 use crate::{RegistryError, Result, content, policy};
@@ -361,6 +361,8 @@ impl<B: Backend> Store for Library<B> {
         if current.as_deref() != Some(to.hash.as_str()) || rollback {
             tx.set_label(prompt, label, &to.hash, at, &change.actor)
                 .await?;
+            // A moved label serves one version: a canary split ends (promoted or abandoned).
+            tx.clear_split(prompt, label).await?;
             let kind = if rollback {
                 EventKind::Rollback
             } else {
@@ -382,6 +384,96 @@ impl<B: Backend> Store for Library<B> {
             to,
             rollback,
         })
+    }
+
+    async fn splits(&self, prompt: &str) -> Result<Vec<Split>> {
+        self.backend.read().await?.splits(prompt).await
+    }
+
+    async fn set_split(&self, change: &SplitChange) -> Result<Option<Split>> {
+        policy::check_label(&change.label)?;
+        let mut tx = self.backend.write().await?;
+        let at = crate::now();
+        let prompt = change.prompt.as_str();
+        let label = change.label.as_str();
+        let review_required = existing_prompt(&mut tx, prompt).await?;
+        let labels = tx.labels(prompt).await?;
+        let refused = |version: String, why: String| RegistryError::Refused {
+            prompt: prompt.into(),
+            label: label.into(),
+            version,
+            why,
+        };
+        let Some(current) = labels.iter().find(|l| l.label == label) else {
+            return Err(RegistryError::UnknownLabel {
+                prompt: prompt.into(),
+                label: label.into(),
+                known: labels.into_iter().map(|l| l.label).collect(),
+            });
+        };
+        let Some(hash) = &change.to else {
+            if tx.clear_split(prompt, label).await? {
+                tx.insert_event(&NewEvent {
+                    label: Some(label.into()),
+                    decision: Some("0".into()),
+                    comment: change.comment.clone(),
+                    ..event(prompt, at, &change.actor, EventKind::Split)
+                })
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(None);
+        };
+        if !(change.weight > 0.0 && change.weight < 100.0) {
+            return Err(RegistryError::Invalid {
+                what: "split weight",
+                value: change.weight.to_string(),
+                expected:
+                    "a percent between 0 and 100 (exclusive); 100 moves the label, 0 ends the split"
+                        .into(),
+            });
+        }
+        let to = tx
+            .version(prompt, hash)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownVersion {
+                prompt: prompt.into(),
+                version: short(hash).into(),
+                known: vec![],
+            })?;
+        if to.hash == current.hash {
+            return Err(refused(
+                to.reference(),
+                format!("`{label}` already serves it; a canary must be another version"),
+            ));
+        }
+        policy::may_label(label, &to, review_required).map_err(|why| {
+            refused(
+                to.reference(),
+                format!("its canary serves `{label}` traffic, and {why}"),
+            )
+        })?;
+        tx.set_split(prompt, label, &to.hash, change.weight, at, &change.actor)
+            .await?;
+        tx.insert_event(&NewEvent {
+            hash: Some(to.hash.clone()),
+            label: Some(label.into()),
+            from_hash: Some(current.hash.clone()),
+            decision: Some(format!("{}", change.weight)),
+            comment: change.comment.clone(),
+            ..event(prompt, at, &change.actor, EventKind::Split)
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Split {
+            prompt: prompt.into(),
+            label: label.into(),
+            hash: to.hash.clone(),
+            seq: to.seq,
+            weight: change.weight,
+            set_at: at,
+            set_by: change.actor.clone(),
+        }))
     }
 
     async fn review(

@@ -330,6 +330,8 @@ pub enum EventKind {
     Label,
     Rollback,
     Policy,
+    /// A label's traffic split set or ended (`decision` holds the canary's weight, in percent).
+    Split,
 }
 
 impl EventKind {
@@ -340,6 +342,7 @@ impl EventKind {
             EventKind::Label => "label",
             EventKind::Rollback => "rollback",
             EventKind::Policy => "policy",
+            EventKind::Split => "split",
         }
     }
 
@@ -350,11 +353,39 @@ impl EventKind {
             EventKind::Label,
             EventKind::Rollback,
             EventKind::Policy,
+            EventKind::Split,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
         .ok_or_else(|| RegistryError::Data(format!("unknown event kind `{s}`")))
     }
+}
+
+/// A label's canary: a second version serving `weight` percent of the label's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    pub prompt: String,
+    pub label: String,
+    /// The canary version.
+    pub hash: String,
+    pub seq: u32,
+    /// Percent of requests, in (0, 100).
+    pub weight: f64,
+    pub set_at: DateTime<Utc>,
+    pub set_by: String,
+}
+
+/// Set (`to: Some`) or end (`to: None`) a label's canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitChange {
+    pub prompt: String,
+    pub label: String,
+    /// The canary's hash; `None` ends the split (the label serves only its version).
+    pub to: Option<String>,
+    /// Percent of requests the canary serves, in (0, 100).
+    pub weight: f64,
+    pub actor: String,
+    pub comment: Option<String>,
 }
 
 /// One line of the audit trail.

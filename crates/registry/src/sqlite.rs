@@ -27,7 +27,7 @@ use sqlx::{Row, SqlSafeStr};
 use crate::backend::{Backend, NewEvent, PromptRow, Tx};
 use crate::library::Library;
 use crate::model::{
-    Event, EventKind, Evidence, Label, Origin, ReviewState, Run, RunCandidate, Version,
+    Event, EventKind, Evidence, Label, Origin, ReviewState, Run, RunCandidate, Split, Version,
 };
 use crate::{RegistryError, Result};
 
@@ -506,6 +506,68 @@ impl Tx for SqliteTx {
         .await
         .map_err(self.err("cannot move the label"))?;
         Ok(())
+    }
+
+    async fn splits(&mut self, prompt: &str) -> Result<Vec<Split>> {
+        let rows = sqlx::query(
+            "SELECT s.prompt, s.label, s.hash, v.seq, s.weight, s.set_at, s.set_by \
+             FROM label_splits s JOIN versions v ON v.prompt = s.prompt AND v.hash = s.hash \
+             WHERE s.prompt = $1 ORDER BY s.label",
+        )
+        .bind(prompt)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot read traffic splits"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Split {
+                    prompt: get(r, "prompt")?,
+                    label: get(r, "label")?,
+                    hash: get(r, "hash")?,
+                    seq: get::<i64>(r, "seq")? as u32,
+                    weight: get(r, "weight")?,
+                    set_at: time(&get::<String>(r, "set_at")?)?,
+                    set_by: get(r, "set_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_split(
+        &mut self,
+        prompt: &str,
+        label: &str,
+        hash: &str,
+        weight: f64,
+        at: DateTime<Utc>,
+        by: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO label_splits (prompt, label, hash, weight, set_at, set_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (prompt, label) DO UPDATE SET \
+             hash = excluded.hash, weight = excluded.weight, set_at = excluded.set_at, \
+             set_by = excluded.set_by",
+        )
+        .bind(prompt)
+        .bind(label)
+        .bind(hash)
+        .bind(weight)
+        .bind(stamp(at))
+        .bind(by)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.err("cannot set the traffic split"))?;
+        Ok(())
+    }
+
+    async fn clear_split(&mut self, prompt: &str, label: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM label_splits WHERE prompt = $1 AND label = $2")
+            .bind(prompt)
+            .bind(label)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot end the traffic split"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn evidence(&mut self, prompt: &str, hash: &str) -> Result<Vec<Evidence>> {

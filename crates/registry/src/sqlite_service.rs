@@ -379,7 +379,7 @@ mod tests {
             caller: "app".into(),
             created_at: t0,
         };
-        s.record(&[inf("inf_1", t0), inf("inf_0", old)], &[fb.clone()])
+        s.record(&[inf("inf_1", t0), inf("inf_0", old)], std::slice::from_ref(&fb))
             .await
             .unwrap();
         assert_eq!(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::Result;
 use crate::model::{
     Added, Batch, Decision, Event, Evidence, Label, LabelMove, Moved, NewVersion, PromptSummary,
-    Run, Version, VersionRef,
+    Run, Split, SplitChange, Version, VersionRef,
 };
 
 #[async_trait]
@@ -39,6 +39,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Move (or roll back) a label atomically, checking [`crate::policy::may_label`] on the
     /// state read in the same transaction, and record who, when and why.
     async fn move_label(&self, change: &LabelMove) -> Result<Moved>;
+
+    /// A prompt's traffic splits (label canaries), by label.
+    async fn splits(&self, prompt: &str) -> Result<Vec<Split>>;
+
+    /// Set or end a label's canary, checking the label's policy on the canary (it serves the
+    /// label's traffic), recorded as a `split` event. Moving the label ends its split.
+    async fn set_split(&self, change: &SplitChange) -> Result<Option<Split>>;
 
     /// Record a review decision on a version (and set its review state).
     async fn review(

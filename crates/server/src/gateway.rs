@@ -16,7 +16,7 @@ use chrono::Utc;
 use metaprompt_eval::prompt::{PromptError, PromptFile};
 use metaprompt_llm::{LlmError, Prompt, Provider, Request, Response};
 use metaprompt_registry::Store;
-use metaprompt_registry::model::{Selector, Version, VersionRef};
+use metaprompt_registry::model::{Version, VersionRef};
 use metaprompt_registry::service::Inference;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -53,11 +53,41 @@ impl Target {
     }
 }
 
+/// What a reference resolves to: the label's version, and its canary when it has a split.
+#[derive(Debug)]
+struct Resolved {
+    primary: Arc<Target>,
+    canary: Option<(Arc<Target>, f64)>,
+}
+
+impl Resolved {
+    /// The version that serves this request: the canary for `weight` percent of keys (the same
+    /// key always lands on the same side), else the label's version. Without a key, at random.
+    fn pick(&self, name: &str, key: Option<&str>) -> Arc<Target> {
+        let Some((canary, weight)) = &self.canary else {
+            return self.primary.clone();
+        };
+        let label = self.primary.label.as_deref().unwrap_or_default();
+        let bucket = match key {
+            Some(k) => {
+                let h = Sha256::digest(format!("{name}\u{0}{label}\u{0}{k}").as_bytes());
+                u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) % 10_000
+            }
+            None => rand::random::<u64>() % 10_000,
+        };
+        if (bucket as f64) < weight * 100.0 {
+            canary.clone()
+        } else {
+            self.primary.clone()
+        }
+    }
+}
+
 /// Resolves references, keeping answers for [`RESOLVE_TTL`].
 #[derive(Debug)]
 pub struct Resolver {
     store: Arc<dyn Store>,
-    cache: Mutex<HashMap<String, (Arc<Target>, Instant)>>,
+    cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
 }
 
 impl Resolver {
@@ -69,13 +99,15 @@ impl Resolver {
     }
 
     /// `name` at `version` (`v3`, a hash prefix) or `label` (default `production`); `param` is
-    /// the request part that named them, for errors.
+    /// the request part that named them, for errors. A label with a traffic split picks its
+    /// canary or its version by `key` (sticky).
     pub async fn resolve(
         &self,
         name: &str,
         label: Option<&str>,
         version: Option<&str>,
         param: &str,
+        key: Option<&str>,
     ) -> ApiResult<Arc<Target>> {
         if label.is_some() && version.is_some() {
             return Err(ApiError::invalid(
@@ -90,31 +122,39 @@ impl Resolver {
                 (l.to_string(), Some(l.to_string()))
             }
         };
-        let key = format!("{name}@{selector}");
+        let key_s = format!("{name}@{selector}");
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((t, at)) = cache.get(&key)
+            if let Some((r, at)) = cache.get(&key_s)
                 && at.elapsed() < RESOLVE_TTL
             {
-                return Ok(t.clone());
+                return Ok(r.pick(name, key));
             }
         }
-        let reference = VersionRef::parse(&key).map_err(|e| error::library(e, param))?;
-        if label.is_some()
-            && let Selector::Word(w) = &reference.selector
-        {
+        let resolved = Arc::new(self.lookup(name, &selector, label, param).await?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key_s, (resolved.clone(), Instant::now()));
+        Ok(resolved.pick(name, key))
+    }
+
+    async fn lookup(
+        &self,
+        name: &str,
+        selector: &str,
+        label: Option<String>,
+        param: &str,
+    ) -> ApiResult<Resolved> {
+        let lib = |e| error::library(e, param);
+        let reference = VersionRef::parse(&format!("{name}@{selector}")).map_err(lib)?;
+        let mut canary = None;
+        if let Some(w) = &label {
             // A label must be a label here, not a hash prefix that happens to match.
-            let labels = self
-                .store
-                .labels(name)
-                .await
-                .map_err(|e| error::library(e, param))?;
+            let labels = self.store.labels(name).await.map_err(lib)?;
             if !labels.iter().any(|l| &l.label == w) {
-                let versions = self
-                    .store
-                    .versions(name)
-                    .await
-                    .map_err(|e| error::library(e, param))?;
+                let versions = self.store.versions(name).await.map_err(lib)?;
                 let known: Vec<String> = labels.iter().map(|l| l.label.clone()).collect();
                 let hint = if versions.is_empty() {
                     String::new()
@@ -131,28 +171,18 @@ impl Resolver {
                     format!("prompt `{name}` has no label `{w}`{hint}"),
                 ));
             }
+            let splits = self.store.splits(name).await.map_err(lib)?;
+            if let Some(s) = splits.into_iter().find(|s| &s.label == w) {
+                let r = VersionRef::parse(&format!("{name}@{}", s.hash)).map_err(lib)?;
+                let v = self.store.resolve(&r).await.map_err(lib)?;
+                canary = Some((Arc::new(target(v, label.clone())?), s.weight));
+            }
         }
-        let version = self
-            .store
-            .resolve(&reference)
-            .await
-            .map_err(|e| error::library(e, param))?;
-        let file = version.file().map_err(|e| {
-            ApiError::internal(format!("stored version {}: {e}", version.reference()))
-        })?;
-        let variables = file.variables();
-        let target = Arc::new(Target {
-            version,
-            label,
-            file,
-            variables,
-        });
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(key, (target.clone(), Instant::now()));
-        Ok(target)
+        let version = self.store.resolve(&reference).await.map_err(lib)?;
+        Ok(Resolved {
+            primary: Arc::new(target(version, label)?),
+            canary,
+        })
     }
 
     /// Forget what is cached for a prompt (after a label move here).
@@ -163,6 +193,19 @@ impl Resolver {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| !k.starts_with(&prefix));
     }
+}
+
+fn target(version: Version, label: Option<String>) -> ApiResult<Target> {
+    let file = version
+        .file()
+        .map_err(|e| ApiError::internal(format!("stored version {}: {e}", version.reference())))?;
+    let variables = file.variables();
+    Ok(Target {
+        version,
+        label,
+        file,
+        variables,
+    })
 }
 
 /// What to run and how.

@@ -200,6 +200,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/prompts/{name}/labels/{label}/rollback",
             post(library::rollback),
         )
+        .route(
+            "/v1/prompts/{name}/labels/{label}/split",
+            put(library::set_split).delete(library::end_split),
+        )
         .route("/v1/prompts/{name}/diff", get(library::diff))
         .route("/v1/prompts/{name}/events", get(library::events))
         .route("/v1/prompts/{name}/runs", get(library::runs))

@@ -166,7 +166,12 @@ pub async fn labels(
         .labels(&name)
         .await
         .map_err(|e| error::library(e, "name"))?;
-    Ok(Json(json!({ "labels": labels })))
+    let splits = state
+        .library
+        .splits(&name)
+        .await
+        .map_err(|e| error::library(e, "name"))?;
+    Ok(Json(json!({ "labels": labels, "splits": splits })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +241,73 @@ pub async fn rollback(
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
     Ok(Json(json!({ "moved": moved })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    /// The canary: `v4`, a hash prefix.
+    pub version: String,
+    /// Percent of the label's requests it serves, in (0, 100).
+    pub weight: f64,
+    pub comment: Option<String>,
+}
+
+/// `PUT /v1/prompts/{name}/labels/{label}/split`: canary a version on a label.
+pub async fn set_split(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, label)): Path<(String, String)>,
+    Body(body): Body<SplitBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(label_role(&label))?;
+    if !(body.weight > 0.0 && body.weight < 100.0) {
+        return Err(ApiError::invalid(
+            "weight",
+            format!(
+                "{}: expected a percent between 0 and 100 (exclusive); move the label to give a version all traffic, DELETE the split to end it",
+                body.weight
+            ),
+        ));
+    }
+    let to = version(state.library.as_ref(), &name, &body.version, "version").await?;
+    let split = state
+        .library
+        .set_split(&metaprompt_registry::SplitChange {
+            prompt: name.clone(),
+            label,
+            to: Some(to.hash),
+            weight: body.weight,
+            actor: caller.name.clone(),
+            comment: body.comment,
+        })
+        .await
+        .map_err(|e| error::library(e, "label"))?;
+    state.resolver.forget(&name);
+    Ok(Json(json!({ "split": split })))
+}
+
+/// `DELETE /v1/prompts/{name}/labels/{label}/split`: the label serves only its version again.
+pub async fn end_split(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, label)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(label_role(&label))?;
+    state
+        .library
+        .set_split(&metaprompt_registry::SplitChange {
+            prompt: name.clone(),
+            label,
+            to: None,
+            weight: 0.0,
+            actor: caller.name.clone(),
+            comment: None,
+        })
+        .await
+        .map_err(|e| error::library(e, "label"))?;
+    state.resolver.forget(&name);
+    Ok(Json(json!({ "split": null })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,6 +96,10 @@ pub struct ChatBody {
     pub metaprompt_tags: BTreeMap<String, String>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// OpenAI's end-user id; the sticky key of a traffic split unless
+    /// `metaprompt_split_key` is given.
+    pub user: Option<String>,
+    pub metaprompt_split_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +125,10 @@ pub struct CompletionBody {
     pub metaprompt_tags: BTreeMap<String, String>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// OpenAI's end-user id; the sticky key of a traffic split unless
+    /// `metaprompt_split_key` is given.
+    pub user: Option<String>,
+    pub metaprompt_split_key: Option<String>,
 }
 
 /// One answer, whichever way it was produced.
@@ -227,12 +235,19 @@ async fn run_served(
     version: Option<String>,
     inputs: Option<BTreeMap<String, Value>>,
     fallback: Option<(String, &'static str)>,
+    split_key: Option<&str>,
     mut spec: RunSpec,
 ) -> ApiResult<Answer> {
     caller.require(Role::Runner)?;
     let t = state
         .resolver
-        .resolve(&name, label.as_deref(), version.as_deref(), "model")
+        .resolve(
+            &name,
+            label.as_deref(),
+            version.as_deref(),
+            "model",
+            split_key,
+        )
         .await?;
     spec.inputs = match inputs {
         Some(i) => {
@@ -405,6 +420,9 @@ pub async fn chat(
                 version,
                 body.metaprompt_inputs,
                 last_user,
+                body.metaprompt_split_key
+                    .as_deref()
+                    .or(body.user.as_deref()),
                 spec,
             )
             .await?
@@ -493,6 +511,9 @@ pub async fn completions(
                     version,
                     body.metaprompt_inputs.clone(),
                     Some((text, "prompt")),
+                    body.metaprompt_split_key
+                        .as_deref()
+                        .or(body.user.as_deref()),
                     spec.clone(),
                 )
                 .await?

@@ -22,6 +22,9 @@ use crate::gateway::{self, RunSpec, Target};
 pub struct RefQuery {
     pub label: Option<String>,
     pub version: Option<String>,
+    /// Who is asking (a user or session id): with a traffic split, the same key always gets
+    /// the same version.
+    pub split_key: Option<String>,
 }
 
 /// What a client needs to use a version.
@@ -120,6 +123,7 @@ pub async fn get(
             q.label.as_deref(),
             q.version.as_deref(),
             ref_param(&q.version),
+            q.split_key.as_deref(),
         )
         .await?;
     let tag = etag(&t.version.hash);
@@ -146,6 +150,7 @@ pub struct RenderBody {
     pub version: Option<String>,
     /// Render for this model's prompt form (default: the version's target model).
     pub model: Option<String>,
+    pub split_key: Option<String>,
 }
 
 /// `POST /v1/prompts/{name}/render`: the prompt as the model would see it.
@@ -163,6 +168,7 @@ pub async fn render(
             body.label.as_deref(),
             body.version.as_deref(),
             ref_param(&body.version),
+            body.split_key.as_deref(),
         )
         .await?;
     let spec = RunSpec {
@@ -203,6 +209,8 @@ pub struct RunBody {
     pub temperature: Option<f32>,
     #[serde(default)]
     pub stop: Vec<String>,
+    /// With a traffic split on the label, the same key always gets the same version.
+    pub split_key: Option<String>,
 }
 
 /// `POST /v1/prompts/{name}/run`: render, call the execution model, record, answer.
@@ -229,6 +237,7 @@ pub async fn run(
             body.label.as_deref(),
             body.version.as_deref(),
             ref_param(&body.version),
+            body.split_key.as_deref(),
         )
         .await?;
     let spec = RunSpec {

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use anyhow::Context;
 use metaprompt_registry::content::{self, Export};
 use metaprompt_registry::model::short;
-use metaprompt_registry::{EventKind, Evidence, LabelMove, NewVersion, Origin, Store, Version};
+use metaprompt_registry::{
+    EventKind, Evidence, LabelMove, NewVersion, Origin, SplitChange, Store, Version,
+};
 
 use crate::args::{Global, PromptsCommand};
 use crate::commands::library::{self, describe};
@@ -102,8 +104,34 @@ async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> an
             reference,
             label,
             comment,
+            weight,
         } => {
             let v = library::resolve(store, &reference).await?;
+            if let Some(w) = weight.filter(|w| *w < 100.0) {
+                if !(0.0..100.0).contains(&w) {
+                    anyhow::bail!("--weight {w}: expected a percent from 0 to 100");
+                }
+                let split = store
+                    .set_split(&SplitChange {
+                        prompt: v.prompt.clone(),
+                        label: label.clone(),
+                        to: (w > 0.0).then(|| v.hash.clone()),
+                        weight: w,
+                        actor: author,
+                        comment,
+                    })
+                    .await?;
+                match split {
+                    Some(s) => outln!(
+                        "{label}: {}@v{} serves {}% as a canary (sticky per caller key); the rest stays on its version",
+                        s.prompt,
+                        s.seq,
+                        s.weight
+                    ),
+                    None => outln!("{label}: split ended; it serves only its version"),
+                }
+                return Ok(());
+            }
             let moved = store
                 .move_label(&LabelMove {
                     prompt: v.prompt.clone(),
@@ -436,6 +464,16 @@ async fn log(store: &dyn Store, name: &str, json: bool) -> anyhow::Result<()> {
                 v(&e.hash)
             ),
             EventKind::Policy => format!("policy {}", e.decision.as_deref().unwrap_or("?")),
+            EventKind::Split if e.hash.is_none() => {
+                format!("split {} ended", e.label.as_deref().unwrap_or("?"))
+            }
+            EventKind::Split => format!(
+                "split {} {} → {} at {}%",
+                e.label.as_deref().unwrap_or("?"),
+                v(&e.from_hash),
+                v(&e.hash),
+                e.decision.as_deref().unwrap_or("?")
+            ),
         };
         outln!(
             "{}  {:<12} {}{}",
