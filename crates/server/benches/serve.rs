@@ -1,0 +1,296 @@
+//! The prompt service under load, each figure beside its ceiling measured in the same run (these
+//! machines are shared and noisy):
+//!
+//! - fetch by label at 64 connections: requests/s, p50, p99 — beside `/healthz` (the same HTTP
+//!   stack and client doing no work);
+//! - run through the gateway against a mock provider answering in 200 ms, at 256 concurrent
+//!   requests: throughput beside the ideal N / 0.2 s and p99 overhead beside calling the mock
+//!   directly with the same client;
+//! - feedback ingestion with durability (each request answered after its commit): events/s,
+//!   one event per request and 100 per batch.
+//!
+//! `cargo bench -p metaprompt-server --bench serve` (`-- --secs 5` for longer runs). The load
+//! generator is a Rust client in this process, so it shares the 2 cores with the server: the
+//! figures are a floor.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metaprompt_engine::{Engine, EngineOptions};
+use metaprompt_eval::prompt::PromptFile;
+use metaprompt_llm::Config;
+use metaprompt_registry::model::{LabelMove, NewVersion, Origin};
+use metaprompt_registry::service::{Role, Token, mint_token, token_hash};
+use metaprompt_server::ServerOptions;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Load {
+    requests: usize,
+    errors: usize,
+    secs: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let k = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[k]
+    }
+}
+
+/// `conns` clients sending `make()` requests back to back for `secs`.
+async fn load<F>(conns: usize, secs: f64, make: F) -> Load
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let make = Arc::new(make);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let client = client.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            let mut k = 0usize;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match make(&client, c * 1_000_000 + k).send().await {
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 304 => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+                k += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Load {
+        requests: latencies.len(),
+        errors,
+        secs,
+        latencies,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn report(name: &str, l: &Load) {
+    println!(
+        "{name:<44} {:>9.0} req/s   p50 {:>9}   p99 {:>9}   ({} requests, {} errors)",
+        l.rps(),
+        ms(l.pct(0.50)),
+        ms(l.pct(0.99)),
+        l.requests,
+        l.errors
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: f64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(200))
+                .set_body_json(json!({"choices": [{"text": "billing", "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1}})),
+        )
+        .mount(&mock)
+        .await;
+    let config = Config::parse(&format!(
+        "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 512\n\
+         [models.\"mock:exec\"]\nformat = \"text\"\n",
+        mock.uri()
+    ))
+    .unwrap();
+    let library = dir.path().join("lib.db");
+    let store = metaprompt_registry::open(&library).await.unwrap();
+    let mut file = PromptFile::from_template("support", "Question: {{ question }}\nTeam:");
+    file.target_model = Some("mock:exec".into());
+    let v = store
+        .add(NewVersion::new("support", file, Origin::Human, "bench"))
+        .await
+        .unwrap();
+    store
+        .move_label(&LabelMove {
+            prompt: "support".into(),
+            label: "production".into(),
+            to: Some(v.version.hash.clone()),
+            actor: "bench".into(),
+            comment: None,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let service = metaprompt_registry::open_service(&library).await.unwrap();
+    let secret = mint_token();
+    service
+        .add_token(
+            &Token {
+                name: "bench".into(),
+                role: Role::Admin,
+                created_at: chrono::Utc::now(),
+                created_by: "bench".into(),
+                revoked_at: None,
+            },
+            &token_hash(&secret),
+        )
+        .await
+        .unwrap();
+    service.close().await;
+    let engine = Engine::open(EngineOptions {
+        config,
+        cache: None,
+        library: Some(library.clone()),
+        author: "bench".into(),
+    })
+    .await
+    .unwrap();
+    let options = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerOptions::default()
+    };
+    let running = metaprompt_server::start(engine, options).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let auth = format!("Bearer {secret}");
+    println!(
+        "metaprompt serve · {} cores · {secs} s per measurement",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // 1. Fetch by label, 64 connections.
+    let (b, a) = (base.clone(), auth.clone());
+    let health = load(64, secs, move |c, _| c.get(format!("{b}/healthz"))).await;
+    let (b, a2) = (base.clone(), a.clone());
+    let fetch = load(64, secs, move |c, _| {
+        c.get(format!("{b}/v1/prompts/support?label=production"))
+            .header("authorization", &a2)
+    })
+    .await;
+    let (b, a2) = (base.clone(), a.clone());
+    let tag = format!("\"{}\"", v.version.hash);
+    let revalidate = load(64, secs, move |c, _| {
+        c.get(format!("{b}/v1/prompts/support"))
+            .header("authorization", &a2)
+            .header("if-none-match", &tag)
+    })
+    .await;
+    println!("\nfetch by label, 64 connections");
+    report("  /healthz (ceiling: HTTP + client, no work)", &health);
+    report("  GET /v1/prompts/support?label=production", &fetch);
+    report("  the same with If-None-Match (304)", &revalidate);
+    println!(
+        "  fetch / ceiling: {:.2}",
+        fetch.rps() / health.rps().max(1e-9)
+    );
+
+    // 2. The gateway against a 200 ms provider, 256 concurrent.
+    let mock_url = format!("{}/v1/completions", mock.uri());
+    let direct = load(256, secs.max(2.0), move |c, _| {
+        c.post(&mock_url)
+            .json(&json!({"model": "exec", "prompt": "Question: x\nTeam:", "max_tokens": 4}))
+    })
+    .await;
+    let (b, a2) = (base.clone(), a.clone());
+    let gateway = load(256, secs.max(2.0), move |c, k| {
+        c.post(format!("{b}/v1/prompts/support/run"))
+            .header("authorization", &a2)
+            .json(&json!({"inputs": {"question": format!("invoice {k}")}}))
+    })
+    .await;
+    println!("\ngateway, provider answering in 200 ms, 256 concurrent");
+    report("  the mock provider directly", &direct);
+    report("  POST /v1/prompts/support/run", &gateway);
+    let ideal = 256.0 / 0.2;
+    println!(
+        "  throughput {:.0} req/s = {:.1}% of the ideal {ideal:.0} (direct: {:.1}%)",
+        gateway.rps(),
+        100.0 * gateway.rps() / ideal,
+        100.0 * direct.rps() / ideal
+    );
+    println!(
+        "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",
+        (gateway.pct(0.5).as_secs_f64() - direct.pct(0.5).as_secs_f64()) * 1000.0,
+        (gateway.pct(0.99).as_secs_f64() - direct.pct(0.99).as_secs_f64()) * 1000.0
+    );
+
+    // 3. Feedback ingestion (durable: answered after commit).
+    let client = reqwest::Client::new();
+    let ran: Value = client
+        .post(format!("{base}/v1/prompts/support/run"))
+        .header("authorization", &a)
+        .json(&json!({"inputs": {"question": "invoice"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ran["inference_id"].as_str().unwrap().to_string();
+    let (b, a2, id2) = (base.clone(), a.clone(), id.clone());
+    let one = load(64, secs, move |c, _| {
+        c.post(format!("{b}/v1/feedback"))
+            .header("authorization", &a2)
+            .json(&json!({"inference_id": id2, "score": 1}))
+    })
+    .await;
+    let (b, a2) = (base.clone(), a.clone());
+    let items: Vec<Value> = (0..100)
+        .map(|k| json!({"inference_id": id, "score": (k % 2) as f64}))
+        .collect();
+    let body = json!({ "items": items });
+    let batch = load(16, secs, move |c, _| {
+        c.post(format!("{b}/v1/feedback:batch"))
+            .header("authorization", &a2)
+            .json(&body)
+    })
+    .await;
+    println!("\nfeedback ingestion, each request answered after its commit");
+    report("  POST /v1/feedback, 64 connections", &one);
+    report("  POST /v1/feedback:batch (100 each), 16 conn.", &batch);
+    println!(
+        "  events/s: {:.0} one per request, {:.0} in batches of 100",
+        one.rps(),
+        batch.rps() * 100.0
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+}
