@@ -1250,3 +1250,189 @@ async fn a_traffic_split_serves_both_versions_in_proportion_sticky_per_key_and_r
     assert!(log.contains("split production v2 → v1 at 5%"), "{log}");
     assert!(log.contains("split production ended"), "{log}");
 }
+
+/// A routing task on the mock model (`fewshot` needs no meta calls), with a slow model so a run
+/// lasts long enough to be stopped.
+fn route_task(dir: &Path) -> String {
+    let rows = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| {
+                let (q, team) = if i % 3 == 0 {
+                    (format!("invoice {i} is wrong"), "billing")
+                } else {
+                    (format!("login {i} fails"), "other")
+                };
+                json!({"question": q, "team": team}).to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(dir.join("train.jsonl"), rows(100..120)).unwrap();
+    std::fs::write(dir.join("dev.jsonl"), rows(0..24)).unwrap();
+    std::fs::write(dir.join("test.jsonl"), rows(200..212)).unwrap();
+    std::fs::write(
+        dir.join("route.toml"),
+        "name = \"route\"\ndescription = \"Route the question.\"\ninputs = [\"question\"]\n\
+         output = \"team\"\n[prompt]\nname = \"seed\"\ntemplate = \"Question: {{ question }}\\nTeam:\"\n\
+         [data]\ntrain = \"train.jsonl\"\ndev = \"dev.jsonl\"\ntest = \"test.jsonl\"\n\
+         [[metrics]]\ntype = \"choice\"\nlabels = [\"billing\", \"other\"]\n\
+         [models]\nexecution = \"mock:exec\"\nmeta = \"mock:exec\"\nmax_tokens = 4\n",
+    )
+    .unwrap();
+    dir.join("route.toml").to_string_lossy().into_owned()
+}
+
+/// Server-sent events of a run until `until` says stop (or the stream ends).
+async fn watch(
+    api: &Api,
+    url: &str,
+    token: &str,
+    mut until: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut r = api.http.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    let mut name = String::from("message");
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(k) = buf.find('\n') {
+            let line = buf[..k].trim_end_matches('\r').to_string();
+            buf.drain(..=k);
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(d).unwrap();
+                let stop = until(&name, &v);
+                seen.push((name.clone(), v));
+                if stop {
+                    return seen;
+                }
+            }
+        }
+    }
+    seen
+}
+
+async fn wait_status(api: &Api, url: &str, token: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (_, r) = api.call("GET", url, Some(token), None).await;
+        if r["status"] == want {
+            return r;
+        }
+        last = r;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became {want}: {last:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_optimization_started_over_http_is_watched_cancelled_resumed_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::from_millis(150)).await;
+    setup(d, &mock).await;
+    let task = route_task(d);
+    let editor = token(d, "editor").await;
+    let viewer = token(d, "viewer").await;
+    let mut s = Server::start(d, &[]);
+    let api = Api::new();
+    let body = json!({"kind": "optimize", "request": {
+        "task": task, "algorithm": "fewshot", "rounds": 3, "patience": 3, "minibatch": 6,
+        "demos": 2, "name": "route"}});
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/runs"),
+            Some(&viewer),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b:#}");
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/runs"),
+            Some(&editor),
+            Some(json!({"kind": "optimize", "request": {"task": "nosuch.toml"}})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "request");
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/runs"),
+            Some(&editor),
+            Some(json!({"kind": "optimize", "request": {"task": task, "algo": "x"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+
+    // Start, watch until the first evaluation finishes, cancel.
+    let (st, run) = api
+        .call(
+            "POST",
+            &s.url("/v1/runs"),
+            Some(&editor),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{run:#}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let run_url = s.url(&format!("/v1/runs/{id}"));
+    let events = watch(&api, &format!("{run_url}/events"), &viewer, |_, v| {
+        v["event"] == "round"
+    })
+    .await;
+    assert_eq!(events.last().unwrap().1["stats"]["round"], 1, "{events:?}");
+    let (st, _) = api.call("DELETE", &run_url, Some(&editor), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let stopped = wait_status(&api, &run_url, &viewer, "cancelled").await;
+    assert!(
+        stopped["error"].as_str().unwrap().contains("resume"),
+        "{stopped:#}"
+    );
+    // Resume; watch to the end.
+    let (st, b) = api
+        .call("POST", &format!("{run_url}/resume"), Some(&editor), None)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b:#}");
+    let events = watch(&api, &format!("{run_url}/events"), &viewer, |n, v| {
+        n == "end" && v["status"] != "cancelled"
+    })
+    .await;
+    let (name, last) = events.last().unwrap();
+    assert_eq!(
+        (name.as_str(), last["status"].clone()),
+        ("end", json!("finished")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|(_, v)| v["event"] == "resumed"));
+    let (_, done) = api.call("GET", &run_url, Some(&viewer), None).await;
+    assert_eq!(done["resumed"], 1);
+    let outcome = &done["result"]["outcome"];
+    assert!(outcome["winner"].is_string(), "{done:#}");
+    assert!(Path::new(done["result"]["report_html"].as_str().unwrap()).exists());
+
+    // Start another, kill -9 the server mid-run, restart: it resumes and finishes by itself.
+    let (_, run) = api
+        .call("POST", &s.url("/v1/runs"), Some(&editor), Some(body))
+        .await;
+    let id2 = run["id"].as_str().unwrap().to_string();
+    let url2 = s.url(&format!("/v1/runs/{id2}"));
+    watch(&api, &format!("{url2}/events"), &viewer, |_, v| {
+        v["event"] == "round"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.kill9();
+    let s2 = Server::start(d, &[]);
+    let url2 = s2.url(&format!("/v1/runs/{id2}"));
+    let done = wait_status(&api, &url2, &viewer, "finished").await;
+    assert_eq!(done["resumed"], 1, "{done:#}");
+    let (_, list) = api
+        .call("GET", &s2.url("/v1/runs"), Some(&viewer), None)
+        .await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2);
+}

@@ -350,3 +350,22 @@ pub(crate) async fn cancellable<T>(
         () = cancel.cancelled() => Err(EngineError::Cancelled { resume: None }),
     }
 }
+
+#[cfg(test)]
+mod send {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// A server spawns jobs on a multi-threaded runtime: preparing and resuming a run must be
+    /// `Send` futures (a thread-local RNG held across an await once made them not).
+    #[test]
+    fn preparing_and_resuming_runs_are_send_futures() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let engine = rt.block_on(Engine::open(EngineOptions::default())).unwrap();
+        is_send(&engine.optimize(OptimizeRequest::new("task.toml")));
+        is_send(&engine.resume(Path::new("run")));
+    }
+}

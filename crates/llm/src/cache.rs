@@ -127,7 +127,10 @@ impl ResponseCache {
             match Self::setup(conn, path).await {
                 Err(Setup::Sql(what, e)) if is_busy(&e) && start.elapsed() < BUSY_TIMEOUT => {
                     tracing::debug!(path = %path.display(), what, error = %e, "cache busy during setup; retrying");
-                    tokio::time::sleep(pause.mul_f64(rand::rng().random_range(0.5..=1.0))).await;
+                    // The thread-local generator must not live across the await (the future
+                    // would not be `Send`).
+                    let jitter = rand::rng().random_range(0.5..=1.0);
+                    tokio::time::sleep(pause.mul_f64(jitter)).await;
                     pause = (pause * 2).min(Duration::from_millis(250));
                 }
                 Err(Setup::Sql(what, e)) => {

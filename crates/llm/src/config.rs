@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub retention_days: Option<u32>,
     /// Output tokens of a run when the request does not say. Default: 256.
     pub max_tokens: Option<u32>,
+    /// Where runs started over HTTP keep their records and run directories. Default: `runs/`
+    /// beside the library file.
+    pub runs_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

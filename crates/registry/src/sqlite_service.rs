@@ -379,9 +379,12 @@ mod tests {
             caller: "app".into(),
             created_at: t0,
         };
-        s.record(&[inf("inf_1", t0), inf("inf_0", old)], std::slice::from_ref(&fb))
-            .await
-            .unwrap();
+        s.record(
+            &[inf("inf_1", t0), inf("inf_0", old)],
+            std::slice::from_ref(&fb),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             s.inference("inf_1").await.unwrap().unwrap(),
             inf("inf_1", t0)

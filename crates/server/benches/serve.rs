@@ -130,8 +130,10 @@ async fn main() {
         .respond_with(
             ResponseTemplate::new(200)
                 .set_delay(Duration::from_millis(200))
-                .set_body_json(json!({"choices": [{"text": "billing", "finish_reason": "stop"}],
-                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1}})),
+                .set_body_json(
+                    json!({"choices": [{"text": "billing", "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1}}),
+                ),
         )
         .mount(&mock)
         .await;

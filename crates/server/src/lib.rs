@@ -34,6 +34,7 @@ pub mod openai;
 pub mod ops;
 pub mod prompts;
 pub mod recorder;
+pub mod runs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct ServerOptions {
     pub retention: Option<Duration>,
     /// Output tokens of a run when the request does not say.
     pub max_tokens: u32,
+    /// Where runs started over HTTP keep their records (and optimizations their run
+    /// directories); `None`: `runs/` beside the library file.
+    pub runs_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +84,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(300),
             retention: None,
             max_tokens: 256,
+            runs_dir: None,
         }
     }
 }
@@ -109,6 +114,7 @@ impl ServerOptions {
                 .retention_days
                 .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400)),
             max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
+            runs_dir: c.runs_dir.clone(),
         })
     }
 }
@@ -158,6 +164,7 @@ pub struct Shared {
     pub recorder: Recorder,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
+    pub runs: Arc<runs::Runs>,
     pub options: ServerOptions,
 }
 
@@ -214,6 +221,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inferences/{id}", get(feedback::inference))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/runs", get(runs::list).post(runs::start))
+        .route("/v1/runs/{id}", get(runs::show).delete(runs::cancel))
+        .route("/v1/runs/{id}/events", get(runs::events))
+        .route("/v1/runs/{id}/resume", post(runs::resume))
         .route("/v1/tokens", get(ops::tokens).post(ops::create_token))
         .route(
             "/v1/tokens/{name}",
@@ -338,6 +349,13 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             source,
         })?;
     let addr = listener.local_addr()?;
+    let runs_dir = options
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| runs::default_dir(&path));
+    let runs = runs::Runs::open(runs_dir.clone(), &engine)
+        .await
+        .map_err(|e| ServerError::Config(format!("runs directory {}: {e}", runs_dir.display())))?;
     let (recorder, writer) = Recorder::start(service.clone());
     let auth = if options.insecure_local {
         Auth::Open
@@ -353,6 +371,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             recorder,
             auth,
             metrics: Metrics::new(),
+            runs,
             options: options.clone(),
         }),
     };

@@ -1,0 +1,503 @@
+//! Evaluations and optimizations over HTTP, through the engine's own requests:
+//!
+//! - `POST /v1/runs` `{"kind": "eval" | "optimize", "request": {…}}` (editor) starts one
+//!   ([`metaprompt_engine::EvalRequest`], [`metaprompt_engine::OptimizeRequest`]; paths are on
+//!   the server). An optimization's run directory defaults to `<runs dir>/<id>`.
+//! - `GET /v1/runs`, `GET /v1/runs/{id}`: state, and the result once finished.
+//! - `GET /v1/runs/{id}/events`: progress as server-sent events (`progress`, then one `end`),
+//!   every event since the start first, then live ones.
+//! - `DELETE /v1/runs/{id}` cancels (an optimization stops at its next safe point, resumable);
+//!   `POST /v1/runs/{id}/resume` resumes a stopped optimization from its checkpoint.
+//!
+//! Each run's record is a JSON file in the runs directory, written when it starts and when it
+//! ends. When the server starts it reads them: an optimization that was running resumes from its
+//! checkpoint (a `kill -9` costs at most the round in flight); an evaluation that was running is
+//! marked `interrupted` (start it again).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use metaprompt_engine::{Engine, EngineError, EvalRequest, Handle, OptimizeRequest};
+use metaprompt_registry::service::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::new_id;
+
+/// Events kept per run for late subscribers.
+const KEPT_EVENTS: usize = 20_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", content = "request", rename_all = "lowercase")]
+pub enum RunBody {
+    Eval(EvalRequest),
+    Optimize(Box<OptimizeRequest>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+    /// The server stopped while it ran (evaluations; optimizations resume instead).
+    Interrupted,
+}
+
+/// A run's record, as kept in `<runs dir>/<id>.json` and answered by `GET /v1/runs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub kind: String,
+    pub status: Status,
+    pub by: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub run_dir: Option<PathBuf>,
+    /// The request as given (for evaluations: to start it again).
+    pub request: Value,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    /// How many times it was resumed.
+    #[serde(default)]
+    pub resumed: u32,
+}
+
+#[derive(Debug)]
+struct Job {
+    record: Mutex<Record>,
+    events: Mutex<Vec<Value>>,
+    live: broadcast::Sender<Value>,
+    cancel: Mutex<Option<CancellationToken>>,
+}
+
+impl Job {
+    fn new(record: Record) -> Arc<Self> {
+        Arc::new(Self {
+            record: Mutex::new(record),
+            events: Mutex::new(Vec::new()),
+            live: broadcast::channel(1024).0,
+            cancel: Mutex::new(None),
+        })
+    }
+
+    fn record(&self) -> Record {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn push(&self, event: Value) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() < KEPT_EVENTS {
+            events.push(event.clone());
+        }
+        // Sent under the lock: a subscriber copying the backlog sees each event once.
+        let _ = self.live.send(event);
+    }
+}
+
+/// Every run this server knows, in memory and in the runs directory.
+#[derive(Debug)]
+pub struct Runs {
+    dir: PathBuf,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+impl Runs {
+    /// Read the runs directory; resume optimizations that were running, mark evaluations that
+    /// were running as interrupted.
+    pub async fn open(dir: PathBuf, engine: &Engine) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)?;
+        let runs = Arc::new(Self {
+            dir,
+            jobs: Mutex::new(HashMap::new()),
+        });
+        let mut pending = Vec::new();
+        for entry in std::fs::read_dir(&runs.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(mut record) = serde_json::from_str::<Record>(&text) else {
+                tracing::warn!(file = %path.display(), "not a run record; ignored");
+                continue;
+            };
+            if record.status == Status::Running {
+                record.status = Status::Interrupted;
+                if record.kind == "optimize" {
+                    pending.push(record.id.clone());
+                } else {
+                    record.error = Some("the server stopped while it ran; start it again".into());
+                    record.finished_at = Some(Utc::now());
+                }
+            }
+            let job = Job::new(record);
+            runs.save(&job);
+            runs.jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.record().id, job);
+        }
+        for id in pending {
+            if let Err(e) = runs.resume(engine, &id).await {
+                tracing::warn!(run = %id, error = %e, "cannot resume the run");
+            }
+        }
+        Ok(runs)
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Write a job's record atomically (temp file, then rename).
+    fn save(&self, job: &Job) {
+        let record = job.record();
+        let path = self.path(&record.id);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::error!(file = %path.display(), error = %e, "cannot write the run record");
+        }
+    }
+
+    fn get(&self, id: &str) -> ApiResult<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("id", format!("no run `{id}`")))
+    }
+
+    fn insert(&self, job: Arc<Job>) {
+        self.save(&job);
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.record().id, job);
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        engine: &Engine,
+        body: RunBody,
+        by: &str,
+    ) -> ApiResult<Record> {
+        let id = new_id("run");
+        let now = Utc::now();
+        match body {
+            RunBody::Eval(request) => {
+                let record = Record {
+                    id: id.clone(),
+                    kind: "eval".into(),
+                    status: Status::Running,
+                    by: by.into(),
+                    started_at: now,
+                    finished_at: None,
+                    run_dir: None,
+                    request: serde_json::to_value(&request).unwrap_or_default(),
+                    result: None,
+                    error: None,
+                    resumed: 0,
+                };
+                let job = Job::new(record);
+                let handle = engine.eval(request);
+                self.attach(job.clone(), handle);
+                self.insert(job.clone());
+                Ok(job.record())
+            }
+            RunBody::Optimize(mut request) => {
+                if request.run_dir.is_none() {
+                    request.run_dir = Some(self.dir.join(&id));
+                }
+                let prepared = engine.optimize(*request).await.map_err(engine_error)?;
+                let record = Record {
+                    id: id.clone(),
+                    kind: "optimize".into(),
+                    status: Status::Running,
+                    by: by.into(),
+                    started_at: now,
+                    finished_at: None,
+                    run_dir: Some(prepared.run_dir().to_path_buf()),
+                    request: json!({
+                        "projection": prepared.projection(),
+                        "request": prepared.request(),
+                    }),
+                    result: None,
+                    error: None,
+                    resumed: 0,
+                };
+                let job = Job::new(record);
+                let handle = prepared.start();
+                self.attach(job.clone(), handle);
+                self.insert(job.clone());
+                Ok(job.record())
+            }
+        }
+    }
+
+    /// Resume a stopped optimization from its checkpoint.
+    async fn resume(self: &Arc<Self>, engine: &Engine, id: &str) -> ApiResult<Record> {
+        let job = self.get(id)?;
+        let record = job.record();
+        let Some(dir) = record.run_dir.clone().filter(|_| record.kind == "optimize") else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_resumable",
+                format!("run `{id}` is an evaluation; start it again instead"),
+            ));
+        };
+        if matches!(record.status, Status::Running | Status::Finished) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_resumable",
+                format!("run `{id}` is {:?}", record.status).to_lowercase(),
+            ));
+        }
+        let prepared = engine.resume(&dir).await.map_err(engine_error)?;
+        {
+            let mut r = job.record.lock().unwrap_or_else(|p| p.into_inner());
+            r.status = Status::Running;
+            r.error = None;
+            r.finished_at = None;
+            r.resumed += 1;
+        }
+        job.push(json!({"event": "resumed"}));
+        let handle = prepared.start();
+        self.attach(job.clone(), handle);
+        self.save(&job);
+        Ok(job.record())
+    }
+
+    /// Pump a handle's events into the job, then record how it ended.
+    fn attach<T: Serialize + Send + 'static>(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        mut handle: Handle<T>,
+    ) {
+        *job.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.canceller());
+        let runs = self.clone();
+        tokio::spawn(async move {
+            while let Some(p) = handle.next().await {
+                job.push(serde_json::to_value(&p).unwrap_or_default());
+            }
+            let result = handle.wait().await;
+            {
+                let mut r = job.record.lock().unwrap_or_else(|p| p.into_inner());
+                r.finished_at = Some(Utc::now());
+                match result {
+                    Ok(v) => {
+                        r.status = Status::Finished;
+                        r.result = Some(serde_json::to_value(&v).unwrap_or_default());
+                    }
+                    Err(EngineError::Cancelled { .. }) => {
+                        r.status = Status::Cancelled;
+                        r.error = Some(if r.kind == "optimize" {
+                            "cancelled; POST /v1/runs/{id}/resume continues from the checkpoint"
+                                .replace("{id}", &r.id)
+                        } else {
+                            "cancelled".into()
+                        });
+                    }
+                    Err(e) => {
+                        r.status = Status::Failed;
+                        r.error = Some(metaprompt_llm::redact::redact_tokens(&e.to_string()));
+                    }
+                }
+            }
+            runs.save(&job);
+            let r = job.record();
+            job.push(json!({"event": "end", "status": r.status, "error": r.error}));
+        });
+    }
+}
+
+/// How an engine refusal reads over HTTP: the request's fault is a 400.
+fn engine_error(e: EngineError) -> ApiError {
+    match &e {
+        EngineError::Invalid { field, .. } => {
+            ApiError::invalid(format!("request.{field}"), e.to_string())
+        }
+        EngineError::Task(_)
+        | EngineError::Dataset(_)
+        | EngineError::Prompt(_)
+        | EngineError::Metrics { .. }
+        | EngineError::Run(_)
+        | EngineError::Llm(_)
+        | EngineError::Io { .. } => ApiError::invalid("request", e.to_string()),
+        EngineError::Finished { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "finished", e.to_string())
+        }
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// The runs directory when none is configured: `runs/` beside the library file.
+pub fn default_dir(library: &Path) -> PathBuf {
+    library
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("runs")
+}
+
+/// `POST /v1/runs`
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<RunBody>,
+) -> ApiResult<(StatusCode, Json<Record>)> {
+    caller.require(Role::Editor)?;
+    let record = state.runs.start(&state.engine, body, &caller.name).await?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// `GET /v1/runs`: every run, newest first, without results.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Role::Viewer)?;
+    let mut records: Vec<Record> = state
+        .runs
+        .jobs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|j| j.record())
+        .collect();
+    records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+    let runs: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            json!({"id": r.id, "kind": r.kind, "status": r.status, "by": r.by,
+                   "started_at": r.started_at, "finished_at": r.finished_at, "run_dir": r.run_dir})
+        })
+        .collect();
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// `GET /v1/runs/{id}`
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Record>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(state.runs.get(&id)?.record()))
+}
+
+/// `DELETE /v1/runs/{id}`: cancel.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Role::Editor)?;
+    let job = state.runs.get(&id)?;
+    if job.record().status != Status::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("run `{id}` is not running"),
+        ));
+    }
+    if let Some(c) = job
+        .cancel
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        c.cancel();
+    }
+    Ok(Json(json!({"id": id, "cancelling": true})))
+}
+
+/// `POST /v1/runs/{id}/resume`
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<(StatusCode, Json<Record>)> {
+    caller.require(Role::Editor)?;
+    let record = state.runs.resume(&state.engine, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// `GET /v1/runs/{id}/events`: every event so far, then live ones, ending with `end`.
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Response> {
+    caller.require(Role::Viewer)?;
+    let job = state.runs.get(&id)?;
+    // Subscribe and copy the backlog under the events lock (which `push` holds while it
+    // sends), so every event arrives exactly once.
+    let (backlog, mut live) = {
+        let events = job.events.lock().unwrap_or_else(|p| p.into_inner());
+        (events.clone(), job.live.subscribe())
+    };
+    let running = job.record().status == Status::Running;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
+    tokio::spawn(async move {
+        // An `end` inside the backlog was a stop that a resume continued: not the end.
+        for v in &backlog {
+            if tx.send(sse_event(v)).await.is_err() {
+                return;
+            }
+        }
+        if !running {
+            if backlog.last().is_none_or(|v| v["event"] != "end") {
+                let r = job.record();
+                let end = json!({"event": "end", "status": r.status, "error": r.error});
+                let _ = tx.send(sse_event(&end)).await;
+            }
+            return;
+        }
+        loop {
+            match live.recv().await {
+                Ok(v) => {
+                    let end = v["event"] == "end";
+                    if tx.send(sse_event(&v)).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn sse_event(v: &Value) -> Result<Event, Infallible> {
+    let name = if v["event"] == "end" {
+        "end"
+    } else {
+        "progress"
+    };
+    Ok(Event::default().event(name).data(v.to_string()))
+}
