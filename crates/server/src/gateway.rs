@@ -83,18 +83,27 @@ impl Resolved {
     }
 }
 
-/// Resolves references, keeping answers for [`RESOLVE_TTL`].
+/// Resolves references, keeping answers for [`RESOLVE_TTL`]. When an answer goes stale, one
+/// request looks it up again while the others keep being served the stale one (so a busy
+/// prompt does not send every request in flight to the library at once, every second).
 #[derive(Debug)]
 pub struct Resolver {
     store: Arc<dyn Store>,
-    cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<String, (Arc<Resolved>, Instant)>,
+    /// Keys being looked up again right now.
+    refreshing: std::collections::HashSet<String>,
 }
 
 impl Resolver {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -124,19 +133,32 @@ impl Resolver {
         };
         let key_s = format!("{name}@{selector}");
         {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((r, at)) = cache.get(&key_s)
-                && at.elapsed() < RESOLVE_TTL
-            {
-                return Ok(r.pick(name, key));
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((r, at)) = cache.entries.get(&key_s) {
+                let r = r.clone();
+                let fresh = at.elapsed() < RESOLVE_TTL;
+                if fresh || !cache.refreshing.insert(key_s.clone()) {
+                    return Ok(r.pick(name, key));
+                }
+                // Stale, and this request refreshes it.
             }
         }
-        let resolved = Arc::new(self.lookup(name, &selector, label, param).await?);
+        let looked = self.lookup(name, &selector, label, param).await;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
+        cache.refreshing.remove(&key_s);
+        let resolved = match looked {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                cache.entries.remove(&key_s);
+                return Err(e);
+            }
+        };
+        if cache.entries.len() > 10_000 {
+            cache.entries.clear();
         }
-        cache.insert(key_s, (resolved.clone(), Instant::now()));
+        cache
+            .entries
+            .insert(key_s, (resolved.clone(), Instant::now()));
         Ok(resolved.pick(name, key))
     }
 
@@ -191,6 +213,7 @@ impl Resolver {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .entries
             .retain(|k, _| !k.starts_with(&prefix));
     }
 }
