@@ -6,7 +6,8 @@
 //! app ──POST /v1/chat/completions (model = prompt:NAME@LABEL or a model spec)──┘      │
 //! app ──POST /v1/feedback[:batch]──> Feedback ──────────────────────────────────────┤
 //!                                       recorder: one writer, group commit ─────────┴─> library db
-//! reviewer ──/v1/review, PUT …/labels/L, POST …/versions/V/review──> library rules (policy)
+//! reviewer ──/v1/review, PUT …/labels/L[/split], POST …/versions/V/review──> library rules
+//! editor ──POST /v1/runs──> engine (eval, optimize) ──progress──> GET /v1/runs/ID/events (SSE)
 //! ```
 //!
 //! - [`gateway`] — the one serving path (resolve, render, call, record), used by `/run` and
@@ -17,6 +18,8 @@
 //!   serves loopback without tokens.
 //! - [`body`], [`error`] — every bad request is a 4xx with `{"error": {"message", "type",
 //!   "param", "code"}}` naming the field; never a panic or a plain-text rejection.
+//! - [`runs`] — evaluations and optimizations over HTTP through the engine's requests, with
+//!   progress as SSE, cancel and resume; records on disk, so runs survive a restart.
 //! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
 //!
 //! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls
