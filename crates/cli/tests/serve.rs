@@ -29,10 +29,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with(dir, extra, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let log = dir.join(format!("serve-{}.log", rand_suffix()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_metaprompt"))
             .current_dir(dir)
             .env_clear()
+            .envs(env.iter().copied())
             .env("HOME", dir)
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("XDG_CONFIG_HOME", dir.join("config"))
@@ -1435,4 +1440,166 @@ async fn an_optimization_started_over_http_is_watched_cancelled_resumed_and_surv
         .call("GET", &s2.url("/v1/runs"), Some(&viewer), None)
         .await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 2);
+}
+
+/// A webhook receiver that refuses the first attempt of every delivery (500), then accepts.
+/// A delivery as received: its id, event, signature and body.
+type Received = (String, String, String, String);
+
+#[derive(Clone)]
+struct Hooks {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Respond for Hooks {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let h = |k: &str| {
+            request
+                .headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut seen = self.seen.lock().unwrap();
+        let delivery = h("x-metaprompt-delivery");
+        let first = !seen.iter().any(|(d, ..)| *d == delivery);
+        seen.push((
+            delivery,
+            h("x-metaprompt-event"),
+            h("x-metaprompt-signature"),
+            String::from_utf8_lossy(&request.body).into_owned(),
+        ));
+        ResponseTemplate::new(if first { 500 } else { 204 })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_signed_retried_until_delivered_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let hooks = Hooks {
+        seen: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+    };
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(hooks.clone())
+        .mount(&receiver)
+        .await;
+    let mut config = std::fs::read_to_string(d.join("metaprompt.toml")).unwrap();
+    config.push_str(&format!(
+        "[[server.webhooks]]\nurl = \"{}/hook\"\nsecret_env = \"HOOK_SECRET\"\n\
+         events = [\"label.moved\", \"review.decided\", \"split.changed\"]\n",
+        receiver.uri()
+    ));
+    std::fs::write(d.join("metaprompt.toml"), &config).unwrap();
+    std::fs::write(
+        d.join("v2.toml"),
+        "template = \"Q: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
+    )
+    .unwrap();
+    cli(d, &["prompts", "add", "support", "v2.toml"]).await;
+    let reviewer = token(d, "reviewer").await;
+    let admin = token(d, "admin").await;
+    // Without its secret the server refuses to start, naming the variable.
+    let lib = d.join("lib.db");
+    let out = metaprompt(
+        d,
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("METAPROMPT_LIBRARY", lib.to_str().unwrap())],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("HOOK_SECRET"), "{}", stderr(&out));
+    let secret = "hook-secret-123";
+    let s = Server::start_with(d, &[], &[("HOOK_SECRET", secret)]);
+    let api = Api::new();
+    let (st, _) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production"),
+            Some(&reviewer),
+            Some(json!({"version": "v2"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/support/versions/v1/review"),
+            Some(&reviewer),
+            Some(json!({"decision": "approve", "comment": "fine"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = api
+        .call(
+            "PUT",
+            &s.url("/v1/prompts/support/labels/production/split"),
+            Some(&reviewer),
+            Some(json!({"version": "v1", "weight": 20})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // Three events, each refused once and delivered on the retry (0.5 s later).
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        let seen = hooks.seen.lock().unwrap().clone();
+        if seen.len() >= 6 {
+            delivered = seen;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered.len(), 6, "{delivered:?}");
+    let kinds: HashSet<&str> = delivered.iter().map(|(_, k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        HashSet::from(["label.moved", "review.decided", "split.changed"])
+    );
+    for (id, kind, sig, body) in &delivered {
+        assert_eq!(
+            *sig,
+            metaprompt_server::webhooks::signature(secret.as_bytes(), body.as_bytes())
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["id"].as_str().unwrap(), v["type"].as_str().unwrap()),
+            (id.as_str(), kind.as_str())
+        );
+    }
+    let label = delivered
+        .iter()
+        .find(|(_, k, _, _)| k == "label.moved")
+        .unwrap();
+    let v: Value = serde_json::from_str(&label.3).unwrap();
+    assert_eq!(v["data"]["moved"]["to"]["seq"], 2);
+    assert_eq!(v["data"]["by"], "reviewer");
+    // Every attempt is logged: a 500 then a 204 for each event.
+    let (st, log) = api
+        .call("GET", &s.url("/v1/webhooks/deliveries"), Some(&admin), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let log = log["deliveries"].as_array().unwrap();
+    assert_eq!(log.len(), 6, "{log:?}");
+    for a in log {
+        let want = if a["attempt"] == 1 {
+            json!(500)
+        } else {
+            json!(204)
+        };
+        assert_eq!(a["status"], want, "{a}");
+        assert_eq!(a["error"].is_null(), a["attempt"] == 2, "{a}");
+    }
+    let (st, _) = api
+        .call(
+            "GET",
+            &s.url("/v1/webhooks/deliveries"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
 }

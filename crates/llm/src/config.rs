@@ -92,6 +92,22 @@ pub struct ServerConfig {
     /// Where runs started over HTTP keep their records and run directories. Default: `runs/`
     /// beside the library file.
     pub runs_dir: Option<PathBuf>,
+    /// URLs told about proposals, review decisions, label and split moves, finished runs.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[server.webhooks]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The environment variable holding the HMAC secret (secrets stay out of config files).
+    pub secret_env: String,
+    /// Which events (`version.proposed`, `review.decided`, `label.moved`, `split.changed`,
+    /// `run.finished`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

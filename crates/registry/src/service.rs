@@ -173,6 +173,22 @@ pub fn token_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// One webhook delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The event's id, the same on every retry.
+    pub event_id: String,
+    pub event: String,
+    pub url: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The HTTP status; `None` when no answer came.
+    pub status: Option<u16>,
+    /// `None` when delivered.
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 /// Which inferences to read.
 #[derive(Debug, Clone, Default)]
 pub struct InferenceQuery {
@@ -233,6 +249,12 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
 
     /// Revoke a token by name; `false` when there is no live token of that name.
     async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Log a webhook delivery attempt.
+    async fn record_delivery(&self, delivery: &Delivery) -> Result<()>;
+
+    /// The latest delivery attempts, newest first.
+    async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>>;
 
     /// Release the connections.
     async fn close(&self) {}

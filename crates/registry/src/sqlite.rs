@@ -32,10 +32,10 @@ use crate::model::{
 use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 
 /// The oldest schema whose library tables this build reads as they are (a read-only file at
-/// schema 1 still lists, shows and exports; only the service's tables need schema 2).
+/// schema 1 still lists, shows and exports; only the service's tables need schema 2 and 3).
 const READABLE: i64 = 1;
 
 fn migrator() -> Migrator {
@@ -52,6 +52,13 @@ fn migrator() -> Migrator {
             "service".into(),
             MigrationType::Simple,
             include_str!("../migrations/sqlite/0002_service.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "webhooks".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0003_webhooks.sql").into_sql_str(),
             false,
         ),
     ])

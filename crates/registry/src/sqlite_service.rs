@@ -12,7 +12,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use crate::service::{
-    Counts, Feedback, FeedbackSource, Inference, InferenceQuery, Pruned, Role, ServiceStore, Token,
+    Counts, Delivery, Feedback, FeedbackSource, Inference, InferenceQuery, Pruned, Role,
+    ServiceStore, Token,
 };
 use crate::sqlite::{SqliteBackend, classify, from_json, get, json, stamp, time};
 use crate::{RegistryError, Result};
@@ -286,6 +287,48 @@ impl ServiceStore for SqliteService {
                 .await
                 .map_err(self.err("cannot revoke the token"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_delivery(&self, d: &Delivery) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (event_id, event, url, attempt, status, error, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&d.event_id)
+        .bind(&d.event)
+        .bind(&d.url)
+        .bind(i64::from(d.attempt))
+        .bind(d.status.map(i64::from))
+        .bind(&d.error)
+        .bind(stamp(d.at))
+        .execute(self.pool())
+        .await
+        .map_err(self.err("cannot log the delivery"))?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT event_id, event, url, attempt, status, error, at FROM webhook_deliveries \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.err("cannot read deliveries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    event_id: get(r, "event_id")?,
+                    event: get(r, "event")?,
+                    url: get(r, "url")?,
+                    attempt: get::<i64>(r, "attempt")? as u32,
+                    status: get::<Option<i64>>(r, "status")?.map(|s| s as u16),
+                    error: get(r, "error")?,
+                    at: time(&get::<String>(r, "at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

@@ -20,6 +20,8 @@
 //!   "param", "code"}}` naming the field; never a panic or a plain-text rejection.
 //! - [`runs`] — evaluations and optimizations over HTTP through the engine's requests, with
 //!   progress as SSE, cancel and resume; records on disk, so runs survive a restart.
+//! - [`webhooks`] — signed POSTs on proposals, reviews, label and split moves, finished runs,
+//!   retried with backoff, every attempt logged.
 //! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
 //!
 //! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls
@@ -38,6 +40,7 @@ pub mod ops;
 pub mod prompts;
 pub mod recorder;
 pub mod runs;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +79,8 @@ pub struct ServerOptions {
     /// Where runs started over HTTP keep their records (and optimizations their run
     /// directories); `None`: `runs/` beside the library file.
     pub runs_dir: Option<std::path::PathBuf>,
+    /// Where events are sent.
+    pub webhooks: Vec<metaprompt_llm::config::WebhookConfig>,
 }
 
 impl Default for ServerOptions {
@@ -88,6 +93,7 @@ impl Default for ServerOptions {
             retention: None,
             max_tokens: 256,
             runs_dir: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl ServerOptions {
                 .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400)),
             max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
             runs_dir: c.runs_dir.clone(),
+            webhooks: c.webhooks.clone(),
         })
     }
 }
@@ -168,6 +175,7 @@ pub struct Shared {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub runs: Arc<runs::Runs>,
+    pub webhooks: webhooks::Webhooks,
     pub options: ServerOptions,
 }
 
@@ -228,6 +236,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}", get(runs::show).delete(runs::cancel))
         .route("/v1/runs/{id}/events", get(runs::events))
         .route("/v1/runs/{id}/resume", post(runs::resume))
+        .route("/v1/webhooks/deliveries", get(ops::deliveries))
         .route("/v1/tokens", get(ops::tokens).post(ops::create_token))
         .route(
             "/v1/tokens/{name}",
@@ -356,7 +365,11 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         .runs_dir
         .clone()
         .unwrap_or_else(|| runs::default_dir(&path));
-    let runs = runs::Runs::open(runs_dir.clone(), &engine)
+    let webhooks = webhooks::Webhooks::start(&options.webhooks, service.clone(), |var| {
+        std::env::var(var).ok()
+    })
+    .map_err(ServerError::Config)?;
+    let runs = runs::Runs::open(runs_dir.clone(), &engine, webhooks.clone())
         .await
         .map_err(|e| ServerError::Config(format!("runs directory {}: {e}", runs_dir.display())))?;
     let (recorder, writer) = Recorder::start(service.clone());
@@ -375,6 +388,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             auth,
             metrics: Metrics::new(),
             runs,
+            webhooks,
             options: options.clone(),
         }),
     };

@@ -211,6 +211,10 @@ pub async fn move_label(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
+    state.webhooks.emit(
+        "label.moved",
+        json!({"prompt": name, "moved": moved, "by": caller.name}),
+    );
     Ok(Json(json!({ "moved": moved })))
 }
 
@@ -240,6 +244,10 @@ pub async fn rollback(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
+    state.webhooks.emit(
+        "label.moved",
+        json!({"prompt": name, "moved": moved, "by": caller.name}),
+    );
     Ok(Json(json!({ "moved": moved })))
 }
 
@@ -284,6 +292,10 @@ pub async fn set_split(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
+    state.webhooks.emit(
+        "split.changed",
+        json!({"prompt": name, "split": split, "by": caller.name}),
+    );
     Ok(Json(json!({ "split": split })))
 }
 
@@ -298,7 +310,7 @@ pub async fn end_split(
         .library
         .set_split(&metaprompt_registry::SplitChange {
             prompt: name.clone(),
-            label,
+            label: label.clone(),
             to: None,
             weight: 0.0,
             actor: caller.name.clone(),
@@ -307,6 +319,10 @@ pub async fn end_split(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
+    state.webhooks.emit(
+        "split.changed",
+        json!({"prompt": name, "label": label, "split": null, "by": caller.name}),
+    );
     Ok(Json(json!({ "split": null })))
 }
 
@@ -439,5 +455,9 @@ pub async fn review(
         .await
         .map_err(|e| error::library(e, "version"))?;
     state.resolver.forget(&name);
+    state.webhooks.emit(
+        "review.decided",
+        json!({"prompt": name, "version": v, "decision": body.decision, "comment": comment, "by": caller.name}),
+    );
     Ok(Json(json!({ "version": v })))
 }

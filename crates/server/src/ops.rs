@@ -107,3 +107,14 @@ pub async fn revoke_token(
     }
     Ok(Json(json!({"revoked": name})))
 }
+
+/// `GET /v1/webhooks/deliveries` (admin): the latest 200 delivery attempts, newest first.
+pub async fn deliveries(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Role::Admin)?;
+    let d = state
+        .service
+        .deliveries(200)
+        .await
+        .map_err(|e| crate::error::library(e, "deliveries"))?;
+    Ok(Json(json!({"deliveries": d})))
+}

@@ -118,16 +118,22 @@ impl Job {
 pub struct Runs {
     dir: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
+    webhooks: crate::webhooks::Webhooks,
 }
 
 impl Runs {
     /// Read the runs directory; resume optimizations that were running, mark evaluations that
     /// were running as interrupted.
-    pub async fn open(dir: PathBuf, engine: &Engine) -> std::io::Result<Arc<Self>> {
+    pub async fn open(
+        dir: PathBuf,
+        engine: &Engine,
+        webhooks: crate::webhooks::Webhooks,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
         let runs = Arc::new(Self {
             dir,
             jobs: Mutex::new(HashMap::new()),
+            webhooks,
         });
         let mut pending = Vec::new();
         for entry in std::fs::read_dir(&runs.dir)? {
@@ -329,6 +335,27 @@ impl Runs {
             runs.save(&job);
             let r = job.record();
             job.push(json!({"event": "end", "status": r.status, "error": r.error}));
+            // A finished optimization's new versions are proposals waiting for review.
+            if let Some(added) = r
+                .result
+                .as_ref()
+                .and_then(|v| v["stored"]["added"].as_array())
+            {
+                for a in added
+                    .iter()
+                    .filter(|a| a["version"]["review"] == "proposed")
+                {
+                    runs.webhooks.emit(
+                        "version.proposed",
+                        json!({"version": a["version"], "run": r.id}),
+                    );
+                }
+            }
+            runs.webhooks.emit(
+                "run.finished",
+                json!({"id": r.id, "kind": r.kind, "status": r.status, "error": r.error,
+                       "run_dir": r.run_dir}),
+            );
         });
     }
 }
