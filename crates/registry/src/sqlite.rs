@@ -92,6 +92,23 @@ impl Library<SqliteBackend> {
     }
 }
 
+/// An exclusive lock on `<library>.lock` (blocking until other openers are done); `None` when
+/// the lock file cannot be made (a read-only directory), then opening goes on unlocked.
+async fn open_lock(path: &Path) -> Option<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+        .ok()?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .ok()?
+        .ok()
+}
+
 /// A SQLite file's rows.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
@@ -115,6 +132,15 @@ impl SqliteBackend {
             Ok(m) if m.is_dir() => return Err(file_err("is a directory, not a file".into())),
             Ok(m) => m.permissions().readonly(),
             Err(_) => false,
+        };
+        // Opening creates, switches to WAL and migrates: one process at a time, under an OS
+        // lock on a sidecar file. SQLite answers a second process doing the same at that moment
+        // with "database is locked" instead of waiting, and two migrators race (seen with two
+        // shells adding versions to a fresh library). Held until this function returns.
+        let _open_lock = if read_only {
+            None
+        } else {
+            open_lock(path).await
         };
         let mut options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| file_err(e.to_string()))?
