@@ -1106,6 +1106,8 @@ async fn a_traffic_split_serves_both_versions_in_proportion_sticky_per_key_and_r
     )
     .await;
     assert!(said.contains("serves 10% as a canary"), "{said}");
+    let shown = cli(d, &["prompts", "show", "support@v2"]).await;
+    assert!(shown.contains("canary     10% of `production`"), "{shown}");
     let runner = token(d, "runner").await;
     let reviewer = token(d, "reviewer").await;
     let s = Server::start(d, &[]);

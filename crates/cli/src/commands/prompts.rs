@@ -387,6 +387,17 @@ pub async fn print_header(store: &dyn Store, v: &Version) -> anyhow::Result<()> 
     if !labels.is_empty() {
         outln!("labels     {}", labels.join(", "));
     }
+    for split in store.splits(&v.prompt).await? {
+        if split.hash == v.hash {
+            outln!(
+                "canary     {}% of `{}` (since {} by {})",
+                split.weight,
+                split.label,
+                split.set_at.format("%Y-%m-%d %H:%M"),
+                split.set_by
+            );
+        }
+    }
     if let Some(t) = &v.target_model {
         outln!("target     {t}");
     }
