@@ -76,32 +76,28 @@ use std::sync::Arc;
 /// care how it is stored. Today every location is a SQLite file; a URL (`scheme://…`) is refused
 /// until a backend for it exists.
 pub async fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>> {
-    let location = location.as_ref();
-    if let Some(scheme) = url_scheme(location) {
-        return Err(RegistryError::Invalid {
-            what: "library location",
-            value: location.display().to_string(),
-            expected: format!(
-                "a file path (a library at a `{scheme}` URL is not supported by this build)"
-            ),
-        });
-    }
+    let location = file_location(location.as_ref())?;
     Ok(Arc::new(SqliteStore::open(location).await?))
 }
 
 /// Open the prompt service's records in the library at `location` (the same database).
 pub async fn open_service(location: impl AsRef<Path>) -> Result<Arc<dyn ServiceStore>> {
-    let location = location.as_ref();
-    if let Some(scheme) = url_scheme(location) {
-        return Err(RegistryError::Invalid {
+    let location = file_location(location.as_ref())?;
+    Ok(Arc::new(SqliteService::open(location).await?))
+}
+
+/// The location as a file path; a URL is refused until a backend for it exists.
+fn file_location(location: &Path) -> Result<&Path> {
+    match url_scheme(location) {
+        Some(scheme) => Err(RegistryError::Invalid {
             what: "library location",
             value: location.display().to_string(),
             expected: format!(
                 "a file path (a library at a `{scheme}` URL is not supported by this build)"
             ),
-        });
+        }),
+        None => Ok(location),
     }
-    Ok(Arc::new(SqliteService::open(location).await?))
 }
 
 /// `postgres` for `postgres://…`; `None` for file paths.
