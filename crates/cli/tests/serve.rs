@@ -440,6 +440,45 @@ async fn serve_roles_etags_runs_feedback_and_review_over_http() {
     assert_eq!(fb[2]["label"], "wrong-team");
     assert_eq!(fb[3]["source"], "metric");
 
+    // Online scoring: the caller sends the expected output; the score is answered and
+    // recorded as metric feedback with the inference.
+    for (expected, metric, want) in [
+        (json!("Billing"), Value::Null, 1.0),
+        (json!("tech"), Value::Null, 0.0),
+        (json!("bill"), json!({"type": "contains"}), 1.0),
+    ] {
+        let mut body =
+            json!({"inputs": {"question": "Where is my invoice?"}, "expected": expected});
+        if !metric.is_null() {
+            body["metric"] = metric;
+        }
+        let (st, ran) = api
+            .call(
+                "POST",
+                &s.url("/v1/prompts/support/run"),
+                Some(&runner),
+                Some(body),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{ran:#}");
+        assert_eq!(ran["score"]["value"], json!(want), "{ran:#}");
+        let id = ran["inference_id"].as_str().unwrap();
+        let (_, got) = api
+            .call(
+                "GET",
+                &s.url(&format!("/v1/inferences/{id}")),
+                Some(&viewer),
+                None,
+            )
+            .await;
+        let fb = got["feedback"].as_array().unwrap();
+        assert_eq!(fb.len(), 1, "{got:#}");
+        assert_eq!(
+            (fb[0]["score"].clone(), fb[0]["source"].clone()),
+            (json!(want), json!("metric"))
+        );
+    }
+
     // The OpenAI-compatible endpoint serves the prompt too, and says which inference it was.
     let (st, c) = api
         .call(
@@ -725,6 +764,28 @@ async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
     assert_error(st, &b, StatusCode::NOT_FOUND, "inference_id");
     let (st, b) = read(raw("/v1/feedback:batch", "{\"items\": [{\"inference_id\": \"inf_x\", \"score\": 1}, {\"inference_id\": \"inf_x\", \"score\": -1}]}").await.unwrap()).await;
     assert_error(st, &b, StatusCode::BAD_REQUEST, "items[1].score");
+    // Online metrics: one without `expected`, one that would run a program, an unknown type.
+    for (body, param) in [
+        (
+            "{\"inputs\": {\"question\": \"x\"}, \"metric\": {\"type\": \"equals\"}}",
+            "metric",
+        ),
+        (
+            "{\"inputs\": {\"question\": \"x\"}, \"expected\": \"a\", \"metric\": {\"type\": \"command\", \"command\": [\"rm\"]}}",
+            "metric.type",
+        ),
+        (
+            "{\"inputs\": {\"question\": \"x\"}, \"expected\": \"a\", \"metric\": {\"type\": \"nosuch\"}}",
+            "metric",
+        ),
+    ] {
+        let (st, b) = read(raw("/v1/prompts/support/run", body).await.unwrap()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+        assert!(
+            b["error"]["param"].as_str().unwrap().starts_with(param),
+            "{param}: {b:#}"
+        );
+    }
     // OpenAI shapes: no messages, a bad role, n > 1, a prompt with no inputs.
     let (st, b) = read(
         raw(
@@ -965,7 +1026,7 @@ fn openai_python() -> PathBuf {
 }
 
 const CLIENT: &str = r#"
-import json, sys
+import json, sys, time
 from openai import OpenAI
 base, key = sys.argv[1], sys.argv[2]
 c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
@@ -976,13 +1037,15 @@ out["chat"] = {"text": r.choices[0].message.content, "usage": r.usage.completion
                "finish": r.choices[0].finish_reason, "object": r.object}
 s = c.chat.completions.create(model="local:gemma-3-270m", messages=msgs, max_tokens=8,
                               temperature=0, stream=True, stream_options={"include_usage": True})
-parts, usage = [], None
+parts, usage, times = [], None, []
 for ch in s:
     if ch.choices and ch.choices[0].delta.content:
         parts.append(ch.choices[0].delta.content)
+        times.append(time.monotonic())
     if ch.usage:
         usage = ch.usage.completion_tokens
-out["chat_stream"] = {"text": "".join(parts), "usage": usage}
+out["chat_stream"] = {"text": "".join(parts), "usage": usage, "pieces": len(parts),
+                      "spread": times[-1] - times[0] if times else 0}
 r = c.completions.create(model="local:gemma-3-270m", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
 out["completion"] = {"text": r.choices[0].text, "object": r.object}
 s = c.completions.create(model="local:gemma-3-270m", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True)
@@ -993,6 +1056,7 @@ out["served"] = {"text": r.choices[0].message.content, "ext": r.model_extra.get(
 s = c.chat.completions.create(model="prompt:capital@production",
                               messages=[{"role": "user", "content": "Italy"}], max_tokens=4, stream=True)
 out["served_stream"] = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+out["served_stream_id"] = s.response.headers.get("x-metaprompt-inference-id")
 r = c.completions.create(model="prompt:capital", prompt="Spain", max_tokens=4)
 out["served_completion"] = r.choices[0].text
 # The same prompt rendered by the server and sent to the plain model answers the same.
@@ -1053,6 +1117,20 @@ async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
     // Greedy decoding: streamed and whole answers are the same text.
     assert_eq!(o["chat_stream"]["text"], o["chat"]["text"]);
     assert_eq!(o["chat_stream"]["usage"], o["chat"]["usage"]);
+    // Streamed token by token as they were decoded, not one buffered answer cut up.
+    let tokens = o["chat_stream"]["usage"].as_u64().unwrap();
+    let pieces = o["chat_stream"]["pieces"].as_u64().unwrap();
+    assert!(
+        tokens < 3 || pieces * 2 >= tokens,
+        "{pieces} pieces for {tokens} tokens"
+    );
+    if pieces >= 3 {
+        let spread = o["chat_stream"]["spread"].as_f64().unwrap();
+        assert!(
+            spread > 0.003,
+            "the pieces arrived within {spread} s of each other"
+        );
+    }
     assert_eq!(o["completion"]["object"], "text_completion");
     assert_eq!(o["completion_stream"], o["completion"]["text"]);
     // The served prompt ran as its rendered text (demos first, then the input).
@@ -1076,6 +1154,13 @@ async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
     let i = service.inference(id).await.unwrap().unwrap();
     assert_eq!(i.inputs, json!({"country": "Italy"}));
     assert_eq!(i.caller, "runner");
+    // A streamed run's inference id is in its headers before the answer, and it is recorded.
+    let id = o["served_stream_id"].as_str().unwrap();
+    let i = service.inference(id).await.unwrap().unwrap();
+    assert_eq!(
+        i.output.as_ref(),
+        o["served_stream"].as_str().map(String::from).as_ref()
+    );
     service.close().await;
 }
 

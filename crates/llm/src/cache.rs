@@ -530,6 +530,16 @@ impl Provider for Cached {
         .await
     }
 
+    /// Not cached: a live answer may depend on the requests it was batched with, and an
+    /// evaluation must never read one back as if it were canonical.
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &crate::TextSink,
+    ) -> Result<Response, LlmError> {
+        self.inner.complete_live(request, text).await
+    }
+
     fn can_score(&self) -> bool {
         self.inner.can_score()
     }

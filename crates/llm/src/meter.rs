@@ -320,6 +320,16 @@ impl Provider for Metered {
         rs
     }
 
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &crate::TextSink,
+    ) -> Result<Response, LlmError> {
+        let r = self.inner.complete_live(request, text).await;
+        self.meter.response(&self.inner.info().name, &r);
+        r
+    }
+
     fn can_score(&self) -> bool {
         self.inner.can_score()
     }

@@ -8,6 +8,11 @@ use crate::config::ModelInfo;
 use crate::error::LlmError;
 use crate::types::{LabelScores, Request, Response, ScoreRequest};
 
+/// Where [`Provider::complete_live`] sends text as it is generated: successive pieces whose
+/// concatenation is the response's `text`. A closed receiver means the caller has gone; a
+/// provider may stop generating then.
+pub type TextSink = tokio::sync::mpsc::UnboundedSender<String>;
+
 /// Something that completes requests: an HTTP endpoint, the embedded model, or a wrapper that
 /// adds retries or caching around another provider.
 ///
@@ -52,6 +57,26 @@ pub trait Provider: Send + Sync + fmt::Debug {
                 })
             })
             .collect()
+    }
+
+    /// Complete one request for a caller who is waiting on it (the prompt service), sending the
+    /// text to `text` as it is generated.
+    ///
+    /// The default completes the request whole and sends its text as one piece (HTTP
+    /// providers answer whole responses). The embedded model overrides it: concurrent live
+    /// requests share decode steps (continuous batching) and each token's text is sent as it is
+    /// decoded. Batching makes an answer depend, in the last bits, on its neighbours, so live
+    /// answers are never cached and evaluations use [`Provider::complete_batch`], whose scores
+    /// are batch-independent.
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &TextSink,
+    ) -> Result<Response, LlmError> {
+        let response = self.complete(request).await?;
+        // A caller that stopped listening still gets the recorded answer.
+        let _ = text.send(response.text.clone());
+        Ok(response)
     }
 }
 
@@ -104,7 +129,7 @@ mod tests {
         Arc::new(
             ScriptedProvider::new("m")
                 .with_info(info)
-                .respond_with(|_| Ok("text".into()))
+                .respond_with(|_| Ok("two words".into()))
                 .score_with(move |r| {
                     if failed.fetch_add(1, Ordering::SeqCst) == 0 {
                         return Err(LlmError::Status {
@@ -186,6 +211,25 @@ mod tests {
                 .await;
             assert!(batch.iter().all(Result::is_ok), "{name}: complete_batch");
             assert_eq!(inner.calls().len(), 2, "{name}: complete_batch");
+            // Live completions reach the inner provider every time (never the cache) and
+            // stream its pieces, except through retries, which send the answer whole.
+            for round in 1..=2 {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let live = p
+                    .complete_live(&crate::Request::text("a"), &tx)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: complete_live: {e}"));
+                drop(tx);
+                let mut pieces = Vec::new();
+                while let Some(piece) = rx.recv().await {
+                    pieces.push(piece);
+                }
+                assert_eq!(pieces.concat(), live.text, "{name}: pieces make the text");
+                let expected = if name.contains("Resilient") { 1 } else { 2 };
+                assert_eq!(pieces.len(), expected, "{name}: {pieces:?}");
+                assert!(!live.cached, "{name}: a live answer is never a cache hit");
+                assert_eq!(inner.calls().len(), 2 + round, "{name}: live call {round}");
+            }
         }
     }
 

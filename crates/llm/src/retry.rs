@@ -134,6 +134,18 @@ impl Provider for Resilient {
         futures::future::join_all(requests.iter().map(|r| self.complete(r))).await
     }
 
+    /// Retried whole: a retry after text had been sent would send it twice, and the remote
+    /// providers answer whole responses anyway.
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &crate::TextSink,
+    ) -> Result<Response, LlmError> {
+        let response = self.complete(request).await?;
+        let _ = text.send(response.text.clone());
+        Ok(response)
+    }
+
     fn can_score(&self) -> bool {
         self.inner.can_score()
     }

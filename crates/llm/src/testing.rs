@@ -157,6 +157,27 @@ impl Provider for ScriptedProvider {
         })
     }
 
+    /// Sends the text word by word (each piece keeps its leading space), so tests see a
+    /// stream of several pieces through wrappers.
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &crate::TextSink,
+    ) -> Result<Response, LlmError> {
+        let response = self.complete(request).await?;
+        let mut piece = String::new();
+        for c in response.text.chars() {
+            if c.is_whitespace() && !piece.trim().is_empty() {
+                let _ = text.send(std::mem::take(&mut piece));
+            }
+            piece.push(c);
+        }
+        if !piece.is_empty() {
+            let _ = text.send(piece);
+        }
+        Ok(response)
+    }
+
     fn can_score(&self) -> bool {
         self.scorer.is_some()
     }

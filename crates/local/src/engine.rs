@@ -41,15 +41,16 @@ use rand::distr::{Distribution, weighted::WeightedIndex};
 use tokio::sync::oneshot;
 
 use crate::fetch::{self, ModelRef};
+use crate::live::{Live, LiveBatch, LiveStats};
 
 /// Rows are computed in groups of this many; reuse boundaries are multiples of it.
-const ROW_GROUP: usize = 4;
+pub(crate) const ROW_GROUP: usize = 4;
 /// Tokens per decode call (a multiple of `ROW_GROUP`).
-const N_BATCH: usize = 512;
+pub(crate) const N_BATCH: usize = 512;
 /// `LLAMA_FLASH_ATTN_TYPE_DISABLED`. llama.cpp's default (auto) turns flash attention on for the
 /// CPU, and its results were measured to depend on the batch layout; the plain path, with the
 /// alignment rules above, gives bit-identical scores.
-const FLASH_ATTENTION_DISABLED: i32 = 0;
+pub(crate) const FLASH_ATTENTION_DISABLED: i32 = 0;
 
 /// How a batch is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub enum Strategy {
 pub struct EngineOptions {
     pub threads: u32,
     pub context_size: u32,
+    /// Live requests decoded together (slots of the live context).
+    pub parallel: u32,
     pub models_dir: PathBuf,
     pub python: String,
 }
@@ -97,6 +100,11 @@ pub(crate) enum Job {
         tokens: usize,
         reply: oneshot::Sender<Result<f64, String>>,
     },
+    /// A live request: decoded with the other live requests in flight (see [`crate::live`]).
+    Live(Live),
+    LiveStats {
+        reply: oneshot::Sender<LiveStats>,
+    },
 }
 
 impl Job {
@@ -119,12 +127,18 @@ impl Job {
             Job::PrefillRate { reply, .. } => {
                 let _ = reply.send(Err(error.to_string()));
             }
+            Job::Live(live) => {
+                let _ = live.reply.send(Err(error.to_string()));
+            }
+            Job::LiveStats { reply } => {
+                let _ = reply.send(LiveStats::default());
+            }
         }
     }
 }
 
 /// llama.cpp's backend is process-wide state: initialised once, logs silenced.
-fn backend() -> Result<&'static LlamaBackend, String> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -190,7 +204,26 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
         load_time: started.elapsed(),
         path,
     };
-    for job in rx {
+    // The live context is made on the first live request: evaluations never pay for it.
+    let mut live: Option<LiveBatch<'_>> = None;
+    loop {
+        let busy = live.as_ref().is_some_and(LiveBatch::busy);
+        // While live requests are in flight, take what has arrived and then decode a step;
+        // otherwise wait for work.
+        let job = if busy {
+            rx.try_recv().ok()
+        } else {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        };
+        let Some(job) = job else {
+            if let Some(batch) = live.as_mut() {
+                batch.step(&engine);
+            }
+            continue;
+        };
         match job {
             Job::Complete {
                 requests,
@@ -212,16 +245,33 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
             Job::PrefillRate { tokens, reply } => {
                 let _ = reply.send(engine.prefill_rate(tokens));
             }
+            Job::Live(request) => {
+                if live.is_none() {
+                    match LiveBatch::new(&model, &options) {
+                        Ok(batch) => live = Some(batch),
+                        Err(e) => {
+                            let _ = request.reply.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                if let Some(batch) = live.as_mut() {
+                    batch.push(request);
+                }
+            }
+            Job::LiveStats { reply } => {
+                let _ = reply.send(live.as_ref().map(LiveBatch::stats).unwrap_or_default());
+            }
         }
     }
 }
 
 /// Tokens and what the request costs in them.
-struct Prepared {
-    tokens: Vec<LlamaToken>,
+pub(crate) struct Prepared {
+    pub(crate) tokens: Vec<LlamaToken>,
 }
 
-struct Engine<'m> {
+pub(crate) struct Engine<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
@@ -320,7 +370,7 @@ impl<'m> Engine<'m> {
             .collect()
     }
 
-    fn prepare(&self, prompt: &Prompt) -> Result<Prepared, String> {
+    pub(crate) fn prepare(&self, prompt: &Prompt) -> Result<Prepared, String> {
         let vocab = self.model.vocab();
         let tokens = match prompt {
             Prompt::Text(text) => vocab.tokenize(text.as_bytes(), true, false),
@@ -363,7 +413,7 @@ impl<'m> Engine<'m> {
         Ok(text)
     }
 
-    fn check_fits(&self, needed: usize) -> Result<(), String> {
+    pub(crate) fn check_fits(&self, needed: usize) -> Result<(), String> {
         if needed > self.context_size {
             return Err(format!(
                 "the request needs {needed} tokens of context but the local context holds {} (raise [local] context_size in metaprompt.toml)",
@@ -540,10 +590,9 @@ impl<'m> Engine<'m> {
         let vocab = self.model.vocab();
         let mut sampler = Sampler::new(request);
         let mut logits = self.ctx.get_logits_ith(last).to_vec();
-        let mut bytes: Vec<u8> = Vec::new();
+        let mut out = Output::default();
         let mut generated = 0;
         let mut finish = FinishReason::Length;
-        let mut text = String::new();
         while generated < max_tokens {
             let token = sampler.pick(&logits);
             if vocab.is_eog(token) {
@@ -551,15 +600,7 @@ impl<'m> Engine<'m> {
                 break;
             }
             generated += 1;
-            bytes.extend(vocab.token_to_piece(token, false, None));
-            text = String::from_utf8_lossy(&bytes).into_owned();
-            if let Some(cut) = request
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(cut);
+            if out.push(&vocab.token_to_piece(token, false, None), &request.stop) {
                 finish = FinishReason::Stop;
                 break;
             }
@@ -575,7 +616,7 @@ impl<'m> Engine<'m> {
         }
         self.trim_to_prompt(n)?;
         Ok(Response {
-            text,
+            text: out.into_text(),
             finish_reason: finish,
             usage: Usage {
                 input_tokens: n as u64,
@@ -612,13 +653,13 @@ impl<'m> Engine<'m> {
 
 /// Greedy at temperature 0; otherwise sampling from the tempered distribution with a seed taken
 /// from the request (its seed mixed with the sample index), so each sample is reproducible.
-struct Sampler {
+pub(crate) struct Sampler {
     temperature: f32,
     rng: rand::rngs::StdRng,
 }
 
 impl Sampler {
-    fn new(request: &Request) -> Self {
+    pub(crate) fn new(request: &Request) -> Self {
         let seed = request
             .effective_seed()
             .unwrap_or(0x5EED_0000 ^ u64::from(request.sample));
@@ -628,7 +669,7 @@ impl Sampler {
         }
     }
 
-    fn pick(&mut self, logits: &[f32]) -> LlamaToken {
+    pub(crate) fn pick(&mut self, logits: &[f32]) -> LlamaToken {
         if self.temperature <= 0.0 {
             return argmax(logits);
         }
@@ -639,6 +680,70 @@ impl Sampler {
             Ok(dist) => LlamaToken(dist.sample(&mut self.rng) as i32),
             Err(_) => argmax(logits),
         }
+    }
+}
+
+/// The text of a generation as its tokens arrive: bytes become text, a stop sequence ends it,
+/// and [`Output::ready`] gives what can be shown before the generation ends.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    bytes: Vec<u8>,
+    text: String,
+    /// Bytes of `text` already handed out by `ready`.
+    sent: usize,
+}
+
+impl Output {
+    /// Add a token's bytes. True when a stop sequence appeared: the text ends before it.
+    pub(crate) fn push(&mut self, piece: &[u8], stop: &[String]) -> bool {
+        self.bytes.extend_from_slice(piece);
+        self.text = String::from_utf8_lossy(&self.bytes).into_owned();
+        match stop.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+            Some(cut) => {
+                self.text.truncate(cut);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Text not handed out yet that no later token can change: whole characters only (a
+    /// token may end inside one), and not a tail that could be the start of a stop sequence.
+    pub(crate) fn ready(&mut self, stop: &[String]) -> Option<String> {
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let mut end = valid.min(self.text.len());
+        let held = stop
+            .iter()
+            .flat_map(|s| s.char_indices().skip(1).map(move |(k, _)| &s[..k]))
+            .filter(|prefix| self.text[..end].ends_with(prefix))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        end -= held;
+        if end <= self.sent {
+            return None;
+        }
+        let piece = self.text[self.sent..end].to_string();
+        self.sent = end;
+        Some(piece)
+    }
+
+    /// What `ready` has not handed out, once the generation is over.
+    pub(crate) fn rest(&mut self) -> Option<String> {
+        let piece = self
+            .text
+            .get(self.sent..)
+            .filter(|p| !p.is_empty())?
+            .to_string();
+        self.sent = self.text.len();
+        Some(piece)
+    }
+
+    pub(crate) fn into_text(self) -> String {
+        self.text
     }
 }
 
@@ -656,5 +761,52 @@ impl HasPrompt for Request {
 impl HasPrompt for ScoreRequest {
     fn prompt(&self) -> &Prompt {
         &self.prompt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Output;
+
+    fn stream(pieces: &[&[u8]], stop: &[&str]) -> (Vec<String>, String, bool) {
+        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
+        let mut out = Output::default();
+        let mut sent = Vec::new();
+        let mut stopped = false;
+        for p in pieces {
+            if out.push(p, &stop) {
+                stopped = true;
+                break;
+            }
+            sent.extend(out.ready(&stop));
+        }
+        sent.extend(out.rest());
+        (sent, out.into_text(), stopped)
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_text_and_never_split_a_character() {
+        // "é" is two bytes; a token may end between them.
+        let (sent, text, _) = stream(&[b"caf", b"\xc3", b"\xa9 ok"], &[]);
+        assert_eq!(text, "café ok");
+        assert_eq!(sent.concat(), text);
+        assert_eq!(sent, ["caf", "é ok"]);
+    }
+
+    #[test]
+    fn a_possible_stop_sequence_is_held_back_until_it_is_decided() {
+        let (sent, text, stopped) = stream(&[b"yes", b"\n", b"Q", b":"], &["\nQ:"]);
+        assert!(stopped);
+        assert_eq!(text, "yes");
+        assert_eq!(
+            sent.concat(),
+            "yes",
+            "{sent:?}: the stop's start was never sent"
+        );
+        // Not a stop after all: the held-back text goes out.
+        let (sent, text, stopped) = stream(&[b"yes", b"\n", b"no"], &["\nQ:"]);
+        assert!(!stopped);
+        assert_eq!(text, "yes\nno");
+        assert_eq!(sent, ["yes", "\nno"]);
     }
 }

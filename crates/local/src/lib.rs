@@ -18,10 +18,14 @@
 //!   that makes every score reproducible whatever else is in the batch (see its docs).
 //! - [`LocalProvider`] — the [`Provider`] implementation: `complete_batch` and `score`
 //!   evaluate a whole batch in one job, sharing the prompt prefix across requests.
+//! - `live` — continuous batching for `complete_live` (the prompt service): concurrent live
+//!   requests share decode steps and stream their tokens, on a context of their own, so the
+//!   canonical evaluations are untouched.
 
 pub mod fetch;
 
 mod engine;
+mod live;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,9 +35,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use engine::{EngineOptions, Job};
 pub use engine::{ModelFacts, Strategy};
+use live::Live;
+pub use live::LiveStats;
 use metaprompt_llm::hub::Factory;
 use metaprompt_llm::{
-    Config, LabelScores, LlmError, ModelInfo, Provider, Request, Response, ScoreRequest,
+    Config, LabelScores, LlmError, ModelInfo, Provider, Request, Response, ScoreRequest, TextSink,
 };
 use tokio::sync::oneshot;
 
@@ -44,6 +50,8 @@ pub struct LocalOptions {
     pub context_size: u32,
     pub models_dir: PathBuf,
     pub python: String,
+    /// Live requests decoded together (`[local] parallel`, `METAPROMPT_PARALLEL`).
+    pub parallel: u32,
 }
 
 impl LocalOptions {
@@ -67,6 +75,12 @@ impl LocalOptions {
                 .or_else(|| local.models_dir.clone())
                 .unwrap_or_else(fetch::default_models_dir),
             python: local.python.clone().unwrap_or_else(|| "python3".into()),
+            parallel: std::env::var("METAPROMPT_PARALLEL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .or(local.parallel)
+                .unwrap_or(8)
+                .max(1),
         }
     }
 }
@@ -123,6 +137,7 @@ impl LocalModels {
                     context_size: self.options.context_size,
                     models_dir: self.options.models_dir.clone(),
                     python: self.options.python.clone(),
+                    parallel: self.options.parallel,
                 };
                 let tx =
                     engine::spawn(model_ref, options).map_err(|message| LlmError::Backend {
@@ -227,6 +242,11 @@ impl LocalProvider {
             .map_err(|m| self.error(m))
     }
 
+    /// What the live path (continuous batching) has done so far.
+    pub async fn live_stats(&self) -> Result<LiveStats, LlmError> {
+        self.ask(|reply| Job::LiveStats { reply }).await
+    }
+
     /// The engine's prefill rate (tokens per second) on one prompt of `tokens` tokens.
     pub async fn prefill_rate(&self, tokens: usize) -> Result<f64, LlmError> {
         self.ask(|reply| Job::PrefillRate { tokens, reply })
@@ -252,6 +272,24 @@ impl Provider for LocalProvider {
 
     async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
         self.complete_with(requests, Strategy::SharedPrefix).await
+    }
+
+    /// Decoded with the other live requests in flight, token by token (see `live`).
+    async fn complete_live(
+        &self,
+        request: &Request,
+        text: &TextSink,
+    ) -> Result<Response, LlmError> {
+        let live = |reply| {
+            Job::Live(Live {
+                request: request.clone(),
+                text: text.clone(),
+                reply,
+            })
+        };
+        let mut response = self.ask(live).await?.map_err(|m| self.error(m))?;
+        response.model.clone_from(&self.info.model);
+        Ok(response)
     }
 
     fn can_score(&self) -> bool {

@@ -276,3 +276,116 @@ async fn embedded_the_hub_serves_local_specs_through_the_factory() {
     let e = hub.model("local:no-such-model").unwrap_err().to_string();
     assert!(e.contains("unknown model `no-such-model`"), "{e}");
 }
+
+/// Live tests one at a time: "alone" must mean alone (canonical tests never touch the live
+/// context, so they run beside these).
+static LIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A live completion and the pieces of text it streamed.
+async fn live(request: &Request) -> (Result<metaprompt_llm::Response, String>, Vec<String>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = model()
+        .complete_live(request, &tx)
+        .await
+        .map_err(|e| e.to_string());
+    drop(tx);
+    let mut pieces = Vec::new();
+    while let Some(p) = rx.recv().await {
+        pieces.push(p);
+    }
+    (result, pieces)
+}
+
+#[tokio::test]
+async fn embedded_live_requests_share_decode_steps_and_stream_their_tokens() {
+    let _alone = LIVE.lock().await;
+    let requests: Vec<Request> = MORE
+        .iter()
+        .copied()
+        .chain(CLEAR.iter().map(|(r, _)| *r))
+        .take(8)
+        .map(|r| Request::text(format!("{FOUR_SHOT}Review: {r}\nSentiment:")).max_tokens(8))
+        .collect();
+    let canonical: Vec<String> = model()
+        .complete_batch(&requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().text)
+        .collect();
+    let before = model().live_stats().await.unwrap();
+    let mut agree = 0;
+    for round in 0..2 {
+        let answers = futures::future::join_all(requests.iter().map(live)).await;
+        for ((result, pieces), canonical) in answers.into_iter().zip(&canonical) {
+            let r = result.unwrap();
+            assert_eq!(pieces.concat(), r.text, "the pieces make the text");
+            assert!((1..=8).contains(&r.usage.output_tokens), "{:?}", r.usage);
+            assert!(r.usage.output_tokens == 1 || pieces.len() > 1, "{pieces:?}");
+            let label = |t: &str| t.lines().next().unwrap_or_default().to_string();
+            assert!(
+                [" positive", " negative"].contains(&label(&r.text).as_str()),
+                "a broken position or sequence would not answer with a label: {:?}",
+                r.text
+            );
+            agree += usize::from(round == 0 && label(&r.text) == label(canonical));
+        }
+    }
+    let after = model().live_stats().await.unwrap();
+    assert_eq!(after.requests - before.requests, 16, "{after:?}");
+    assert!(
+        after.max_sequences >= 4,
+        "concurrent requests share decode steps: {after:?}"
+    );
+    assert!(
+        after.reused_tokens > before.reused_tokens,
+        "the second round reuses the slots' prompt prefix: {after:?}"
+    );
+    // Batched rows differ from the canonical ones in the last bits: the labels agree (later
+    // words, after "Review:", are near-ties and may not).
+    assert!(
+        agree >= 7,
+        "{agree} of 8 live labels equal the canonical ones"
+    );
+}
+
+#[tokio::test]
+async fn embedded_live_alone_is_reproducible_and_honours_stop_length_and_limits() {
+    let _alone = LIVE.lock().await;
+    let request = Request::text("The capital of France is").max_tokens(12);
+    let (a, _) = live(&request).await;
+    let a = a.unwrap();
+    let (b, _) = live(&request).await;
+    assert_eq!(b.unwrap().text, a.text, "alone, whatever the slot held");
+    let stop_at = a.text.split_whitespace().nth(2).unwrap().to_string();
+    let (stopped, pieces) = live(&request.clone().stop(stop_at.clone())).await;
+    let stopped = stopped.unwrap();
+    assert!(
+        !pieces.concat().contains(&stop_at) && a.text.starts_with(&stopped.text),
+        "{pieces:?} / {:?}",
+        a.text
+    );
+    assert_eq!(stopped.finish_reason, metaprompt_llm::FinishReason::Stop);
+    let (short, _) = live(&Request::text("Once upon a time").max_tokens(3)).await;
+    let short = short.unwrap();
+    assert_eq!(short.usage.output_tokens, 3);
+    assert_eq!(short.finish_reason, metaprompt_llm::FinishReason::Length);
+    let (long, _) = live(&Request::text("word ".repeat(5000)).max_tokens(4)).await;
+    let e = long.unwrap_err();
+    assert!(e.contains("needs") && e.contains("context_size"), "{e}");
+}
+
+#[tokio::test]
+async fn embedded_live_caller_that_goes_away_frees_its_slot() {
+    let _alone = LIVE.lock().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let call = tokio::spawn(async move {
+        let request = Request::text("Once upon a time").max_tokens(400);
+        model().complete_live(&request, &tx).await
+    });
+    assert!(rx.recv().await.is_some(), "a first piece");
+    drop(rx);
+    let e = call.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("went away"), "{e}");
+    let (next, _) = live(&Request::text("Hello").max_tokens(2)).await;
+    assert!(next.is_ok(), "{next:?}");
+}

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use chrono::Utc;
+use metaprompt_eval::dataset::Example;
+use metaprompt_eval::metric::{Metric, Score};
 use metaprompt_eval::prompt::{PromptError, PromptFile};
-use metaprompt_llm::{LlmError, Prompt, Provider, Request, Response};
+use metaprompt_llm::{LlmError, Prompt, Provider, Request, Response, TextSink};
 use metaprompt_registry::Store;
 use metaprompt_registry::model::{Version, VersionRef};
-use metaprompt_registry::service::Inference;
+use metaprompt_registry::service::{Feedback, FeedbackSource, Inference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -244,6 +246,41 @@ pub struct RunSpec {
     pub stop: Vec<String>,
     /// The request part the inputs came from, for errors (`inputs`, `metaprompt_inputs`).
     pub inputs_param: &'static str,
+    /// Where the answer's text goes as it is generated (a streaming response); none: the
+    /// answer is only wanted whole.
+    pub text: Option<TextSink>,
+    /// The inference id to record under, when the caller needed it before the answer (a
+    /// stream's headers); otherwise a new one.
+    pub inference_id: Option<String>,
+    /// Score the output as it happens (the caller sent the expected output).
+    pub online: Option<Online>,
+}
+
+/// A metric scoring a run's output against the expected output the caller sent; the score is
+/// recorded as `metric` feedback in the same commit as the inference.
+#[derive(Debug, Clone)]
+pub struct Online {
+    pub metric: Arc<dyn Metric>,
+    pub expected: Value,
+}
+
+/// Call the model the way the service calls models: live (the embedded model batches
+/// concurrent live requests into shared decode steps), never from the response cache, with
+/// the text going to the spec's sink as it is generated.
+pub async fn call_live(
+    provider: &dyn Provider,
+    request: &Request,
+    spec: &RunSpec,
+) -> Result<Response, LlmError> {
+    match &spec.text {
+        Some(text) => provider.complete_live(request, text).await,
+        None => {
+            // Nobody reads the pieces, but the receiver lives as long as the call: a closed one
+            // tells the provider the caller has gone.
+            let (text, _unread) = tokio::sync::mpsc::unbounded_channel();
+            provider.complete_live(request, &text).await
+        }
+    }
 }
 
 /// A finished run, recorded.
@@ -251,6 +288,9 @@ pub struct RunSpec {
 pub struct Ran {
     pub inference: Inference,
     pub response: Response,
+    /// The online score, when the spec asked for one: the metric's score, or why it could
+    /// not score the output.
+    pub score: Option<Result<Score, String>>,
 }
 
 /// The model a run uses: the request's, else the version's target model.
@@ -342,12 +382,12 @@ pub async fn run(
     }
     let started = Instant::now();
     state.metrics.in_flight.inc();
-    let result = provider.complete(&request).await;
+    let result = call_live(provider.as_ref(), &request, spec).await;
     state.metrics.in_flight.dec();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let v = &target.version;
     let mut inference = Inference {
-        id: new_id("inf"),
+        id: spec.inference_id.clone().unwrap_or_else(|| new_id("inf")),
         prompt: v.prompt.clone(),
         hash: v.hash.clone(),
         seq: v.seq,
@@ -373,16 +413,47 @@ pub async fn run(
             inference.output_tokens = response.usage.output_tokens;
             inference.cost_usd = response.cost_usd;
             inference.latency_ms = latency_ms;
-            record(state, &inference).await?;
+            let score = match &spec.online {
+                Some(online) => {
+                    let example = Example {
+                        id: inference.id.clone(),
+                        vars: spec.inputs.clone(),
+                        expected: Some(online.expected.clone()),
+                    };
+                    Some(
+                        online
+                            .metric
+                            .score(&example, &response.text)
+                            .await
+                            .map_err(|e| e.to_string()),
+                    )
+                }
+                None => None,
+            };
+            let feedback: Vec<Feedback> = match &score {
+                Some(Ok(s)) => vec![Feedback {
+                    inference_id: inference.id.clone(),
+                    score: Some(s.value),
+                    label: None,
+                    correction: None,
+                    comment: s.feedback.clone(),
+                    source: FeedbackSource::Metric,
+                    caller: caller.name.clone(),
+                    created_at: Utc::now(),
+                }],
+                _ => Vec::new(),
+            };
+            record(state, &inference, feedback).await?;
             Ok(Ran {
                 inference,
                 response,
+                score,
             })
         }
         Err(e) => {
             let message = metaprompt_llm::redact::redact_tokens(&e.to_string());
             inference.error = Some(message.clone());
-            record(state, &inference).await?;
+            record(state, &inference, Vec::new()).await?;
             let status = if matches!(e, LlmError::Timeout { .. }) {
                 StatusCode::GATEWAY_TIMEOUT
             } else {
@@ -401,13 +472,17 @@ pub async fn run(
     }
 }
 
-async fn record(state: &AppState, inference: &Inference) -> ApiResult<()> {
+async fn record(state: &AppState, inference: &Inference, feedback: Vec<Feedback>) -> ApiResult<()> {
     state.metrics.log_queue.inc();
+    let scored = feedback.len() as u64;
     let result = state
         .recorder
-        .record(vec![inference.clone()], Vec::new())
+        .record(vec![inference.clone()], feedback)
         .await;
     state.metrics.log_queue.dec();
+    if result.is_ok() {
+        state.metrics.feedback.inc_by(scored);
+    }
     let outcome = if inference.error.is_some() {
         "error"
     } else {

@@ -11,8 +11,10 @@
 //!   header). `metaprompt_tags` sets the inference's slices.
 //!
 //! `stream: true` answers as server-sent events in OpenAI's chunk format, ending with
-//! `data: [DONE]`. The chunks are sent once the model has answered (the providers answer whole
-//! responses); a client sees the same stream shape as from OpenAI.
+//! `data: [DONE]`: each piece of text is sent as it is generated (token by token from the
+//! embedded model; HTTP providers answer whole, so their text comes as one piece). Every call
+//! goes through [`Provider::complete_live`](metaprompt_llm::Provider::complete_live), so the
+//! embedded model batches concurrent requests into shared decode steps.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -304,7 +306,7 @@ async fn run_model(
         request = request.stop(s.clone());
     }
     state.metrics.in_flight.inc();
-    let result = provider.complete(&request).await;
+    let result = gateway::call_live(provider.as_ref(), &request, run).await;
     state.metrics.in_flight.dec();
     let response = result.map_err(|e| {
         ApiError::new(
@@ -362,29 +364,248 @@ fn with_inference_header(mut r: Response, a: &Answer) -> Response {
     r
 }
 
-/// Split a text into stream pieces at word boundaries (each piece keeps its leading space).
-fn pieces(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        if c.is_whitespace() && !cur.trim().is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(c);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+/// One choice to answer: a served prompt (through the gateway) or a plain model call.
+struct Call {
+    state: AppState,
+    caller: Caller,
+    /// The request's `model`.
+    model: String,
+    served: Option<(String, Option<String>, Option<String>)>,
+    inputs: Option<BTreeMap<String, Value>>,
+    /// The inputs' fallback: the last user message or the prompt text, and its request part.
+    fallback: Option<(String, &'static str)>,
+    split_key: Option<String>,
+    /// What a plain model call sends.
+    prompt: Prompt,
+    spec: RunSpec,
 }
 
-fn sse(events: Vec<Value>) -> Response {
-    let mut out: Vec<Result<Event, Infallible>> = events
-        .into_iter()
-        .map(|v| Ok(Event::default().data(v.to_string())))
-        .collect();
-    out.push(Ok(Event::default().data("[DONE]")));
-    Sse::new(futures::stream::iter(out)).into_response()
+impl Call {
+    fn new(state: &AppState, caller: &Caller, model: &str, prompt: Prompt, spec: RunSpec) -> Self {
+        let served = served(model);
+        let mut spec = spec;
+        // A served prompt's inference id is known before its answer: a stream's header has it.
+        if served.is_some() {
+            spec.inference_id = Some(new_id("inf"));
+        }
+        Self {
+            state: state.clone(),
+            caller: caller.clone(),
+            model: model.to_string(),
+            served,
+            inputs: None,
+            fallback: None,
+            split_key: None,
+            prompt,
+            spec,
+        }
+    }
+
+    async fn answer(self) -> ApiResult<Answer> {
+        match self.served {
+            Some((name, label, version)) => {
+                run_served(
+                    &self.state,
+                    &self.caller,
+                    &self.model,
+                    name,
+                    label,
+                    version,
+                    self.inputs,
+                    self.fallback,
+                    self.split_key.as_deref(),
+                    self.spec,
+                )
+                .await
+            }
+            None => {
+                run_model(
+                    &self.state,
+                    &self.caller,
+                    &self.model,
+                    self.prompt,
+                    &self.spec,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// The two chunk formats of OpenAI's streams.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Chat,
+    Completion,
+}
+
+/// What every chunk of one response shares.
+#[derive(Debug, Clone)]
+struct Chunks {
+    format: Format,
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl Chunks {
+    fn new(format: Format, model: &str) -> Self {
+        let prefix = match format {
+            Format::Chat => "chatcmpl",
+            Format::Completion => "cmpl",
+        };
+        Self {
+            format,
+            id: format!("{prefix}-{}", new_id("c").trim_start_matches("c_")),
+            created: Utc::now().timestamp(),
+            model: model.to_string(),
+        }
+    }
+
+    fn object(&self) -> &'static str {
+        match self.format {
+            Format::Chat => "chat.completion.chunk",
+            Format::Completion => "text_completion",
+        }
+    }
+
+    fn chunk(&self, k: usize, text: Option<&str>, finish: Value, ext: Value) -> Value {
+        let choice = match self.format {
+            Format::Chat => {
+                let delta = match text {
+                    Some(t) => json!({"content": t}),
+                    None => json!({}),
+                };
+                json!({"index": k, "delta": delta, "finish_reason": finish})
+            }
+            Format::Completion => json!({
+                "index": k, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
+            }),
+        };
+        json!({
+            "id": self.id, "object": self.object(), "created": self.created, "model": self.model,
+            "choices": [choice], "metaprompt": ext,
+        })
+    }
+
+    /// The chunk that opens choice `k` (chat streams open with the assistant's role).
+    fn opening(&self, k: usize, ext: Value) -> Option<Value> {
+        match self.format {
+            Format::Chat => {
+                let mut c = self.chunk(k, Some(""), Value::Null, ext);
+                c["choices"][0]["delta"]["role"] = json!("assistant");
+                Some(c)
+            }
+            Format::Completion => None,
+        }
+    }
+
+    fn usage(&self, answers: &[Answer]) -> Value {
+        json!({
+            "id": self.id, "object": self.object(), "created": self.created, "model": self.model,
+            "choices": [], "usage": total_usage(answers),
+        })
+    }
+}
+
+/// Answer `calls` as server-sent events in OpenAI's chunk format, each piece of text sent as
+/// the model generates it, ending with `data: [DONE]`.
+///
+/// A call that fails before anything was sent answers with its JSON error and status, like a
+/// plain request; one that fails mid-stream ends the stream with an `error` event (what
+/// OpenAI's clients raise on). A client that disconnects cancels the generation (the embedded
+/// model frees its slot); such an unfinished inference is not recorded.
+async fn stream(chunks: Chunks, calls: Vec<Call>, include_usage: bool) -> ApiResult<Response> {
+    let header_id = calls.first().and_then(|c| c.spec.inference_id.clone());
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let (started_tx, started) = tokio::sync::oneshot::channel::<Option<ApiError>>();
+    tokio::spawn(async move {
+        let mut started_tx = Some(started_tx);
+        let send = |v: Value| events.send(Event::default().data(v.to_string())).is_ok();
+        let mut answers = Vec::new();
+        for (k, mut call) in calls.into_iter().enumerate() {
+            let ext = match &call.spec.inference_id {
+                Some(id) => json!({"inference_id": id}),
+                None => Value::Null,
+            };
+            let (text, mut pieces) = tokio::sync::mpsc::unbounded_channel();
+            call.spec.text = Some(text);
+            let run = call.answer();
+            tokio::pin!(run);
+            let mut opened = false;
+            let mut open = |started_tx: &mut Option<_>| {
+                if let Some(tx) = started_tx.take() {
+                    let _ = tokio::sync::oneshot::Sender::send(tx, None);
+                }
+                if std::mem::replace(&mut opened, true) {
+                    return true;
+                }
+                chunks.opening(k, ext.clone()).is_none_or(&send)
+            };
+            let result = loop {
+                tokio::select! {
+                    Some(piece) = pieces.recv() => {
+                        if !open(&mut started_tx) || !send(chunks.chunk(k, Some(&piece), Value::Null, ext.clone())) {
+                            return; // the client has gone: dropping `run` cancels the call
+                        }
+                    }
+                    result = &mut run => break result,
+                }
+            };
+            while let Ok(piece) = pieces.try_recv() {
+                if !open(&mut started_tx)
+                    || !send(chunks.chunk(k, Some(&piece), Value::Null, ext.clone()))
+                {
+                    return;
+                }
+            }
+            match result {
+                Ok(answer) => {
+                    if !open(&mut started_tx)
+                        || !send(chunks.chunk(
+                            k,
+                            None,
+                            json!(finish(&answer.finish)),
+                            extension(&answer),
+                        ))
+                    {
+                        return;
+                    }
+                    answers.push(answer);
+                }
+                Err(e) => {
+                    match started_tx.take() {
+                        Some(tx) => {
+                            let _ = tx.send(Some(e));
+                        }
+                        None => {
+                            send(e.body());
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        if include_usage {
+            send(chunks.usage(&answers));
+        }
+        let _ = events.send(Event::default().data("[DONE]"));
+    });
+    if let Ok(Some(e)) = started.await {
+        return Err(e);
+    }
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    let mut response = Sse::new(events).into_response();
+    if let Some(id) = header_id
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        response
+            .headers_mut()
+            .insert("x-metaprompt-inference-id", v);
+    }
+    Ok(response)
 }
 
 /// `POST /v1/chat/completions`
@@ -404,62 +625,25 @@ pub async fn chat(
         metadata: body.metadata.unwrap_or_default(),
         ..RunSpec::default()
     };
-    let answer = match served(&body.model) {
-        Some((name, label, version)) => {
-            let last_user = msgs
-                .iter()
-                .rev()
-                .find(|m| m.role == ChatRole::User)
-                .map(|m| (m.content.clone(), "messages"));
-            run_served(
-                &state,
-                &caller,
-                &body.model,
-                name,
-                label,
-                version,
-                body.metaprompt_inputs,
-                last_user,
-                body.metaprompt_split_key
-                    .as_deref()
-                    .or(body.user.as_deref()),
-                spec,
-            )
-            .await?
-        }
-        None => run_model(&state, &caller, &body.model, Prompt::Chat(msgs), &spec).await?,
-    };
-    let id = format!("chatcmpl-{}", new_id("c").trim_start_matches("c_"));
-    let created = Utc::now().timestamp();
+    let last_user = msgs
+        .iter()
+        .rev()
+        .find(|m| m.role == ChatRole::User)
+        .map(|m| (m.content.clone(), "messages"));
+    let mut call = Call::new(&state, &caller, &body.model, Prompt::Chat(msgs), spec);
+    call.inputs = body.metaprompt_inputs;
+    call.fallback = last_user;
+    call.split_key = body.metaprompt_split_key.or(body.user);
+    let chunks = Chunks::new(Format::Chat, &body.model);
     if body.stream {
-        let chunk = |delta: Value, finish_reason: Value| {
-            json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": answer.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-                "metaprompt": extension(&answer),
-            })
-        };
-        let mut events = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
-        for p in pieces(&answer.text) {
-            events.push(chunk(json!({"content": p}), Value::Null));
-        }
-        events.push(chunk(json!({}), json!(finish(&answer.finish))));
-        if body.stream_options.is_some_and(|o| o.include_usage) {
-            events.push(json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": answer.model, "choices": [], "usage": usage(&answer),
-            }));
-        }
-        return Ok(with_inference_header(sse(events), &answer));
+        let usage = body.stream_options.is_some_and(|o| o.include_usage);
+        return stream(chunks, vec![call], usage).await;
     }
+    let answer = call.answer().await?;
     let body = json!({
-        "id": id,
+        "id": chunks.id,
         "object": "chat.completion",
-        "created": created,
+        "created": chunks.created,
         "model": answer.model,
         "choices": [{
             "index": 0,
@@ -498,55 +682,31 @@ pub async fn completions(
         metadata: body.metadata.unwrap_or_default(),
         ..RunSpec::default()
     };
-    let mut answers = Vec::new();
-    for text in prompts {
-        answers.push(match served(&body.model) {
-            Some((name, label, version)) => {
-                run_served(
-                    &state,
-                    &caller,
-                    &body.model,
-                    name,
-                    label,
-                    version,
-                    body.metaprompt_inputs.clone(),
-                    Some((text, "prompt")),
-                    body.metaprompt_split_key
-                        .as_deref()
-                        .or(body.user.as_deref()),
-                    spec.clone(),
-                )
-                .await?
-            }
-            None => run_model(&state, &caller, &body.model, Prompt::Text(text), &spec).await?,
-        });
-    }
-    let id = format!("cmpl-{}", new_id("c").trim_start_matches("c_"));
-    let created = Utc::now().timestamp();
-    let first = &answers[0];
+    let split_key = body.metaprompt_split_key.or(body.user);
+    let calls: Vec<Call> = prompts
+        .into_iter()
+        .map(|text| {
+            let mut call = Call::new(
+                &state,
+                &caller,
+                &body.model,
+                Prompt::Text(text.clone()),
+                spec.clone(),
+            );
+            call.inputs = body.metaprompt_inputs.clone();
+            call.fallback = Some((text, "prompt"));
+            call.split_key = split_key.clone();
+            call
+        })
+        .collect();
+    let chunks = Chunks::new(Format::Completion, &body.model);
     if body.stream {
-        let mut events = Vec::new();
-        for (k, a) in answers.iter().enumerate() {
-            for p in pieces(&a.text) {
-                events.push(json!({
-                    "id": id, "object": "text_completion", "created": created, "model": a.model,
-                    "choices": [{"index": k, "text": p, "logprobs": null, "finish_reason": null}],
-                    "metaprompt": extension(a),
-                }));
-            }
-            events.push(json!({
-                "id": id, "object": "text_completion", "created": created, "model": a.model,
-                "choices": [{"index": k, "text": "", "logprobs": null, "finish_reason": finish(&a.finish)}],
-                "metaprompt": extension(a),
-            }));
-        }
-        if body.stream_options.is_some_and(|o| o.include_usage) {
-            events.push(json!({
-                "id": id, "object": "text_completion", "created": created, "model": first.model,
-                "choices": [], "usage": total_usage(&answers),
-            }));
-        }
-        return Ok(with_inference_header(sse(events), first));
+        let usage = body.stream_options.is_some_and(|o| o.include_usage);
+        return stream(chunks, calls, usage).await;
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.answer().await?);
     }
     let choices: Vec<Value> = answers
         .iter()
@@ -555,10 +715,11 @@ pub async fn completions(
             json!({"index": k, "text": a.text, "logprobs": null, "finish_reason": finish(&a.finish)})
         })
         .collect();
+    let first = &answers[0];
     let body = json!({
-        "id": id,
+        "id": chunks.id,
         "object": "text_completion",
-        "created": created,
+        "created": chunks.created,
         "model": first.model,
         "choices": choices,
         "usage": total_usage(&answers),
@@ -592,13 +753,5 @@ mod tests {
             served("prompt:support@v3"),
             Some(("support".into(), None, Some("v3".into())))
         );
-    }
-
-    #[test]
-    fn pieces_keep_the_text() {
-        let t = "Hello there,  world\nbye";
-        assert_eq!(pieces(t).concat(), t);
-        assert_eq!(pieces(t).len(), 4);
-        assert!(pieces("").is_empty());
     }
 }

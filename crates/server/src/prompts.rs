@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use metaprompt_eval::metric::{EqualsOptions, MetricConfig, MetricKind, MetricSpec};
 use metaprompt_registry::service::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -14,7 +15,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{Body, Params};
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::{self, RunSpec, Target};
+use crate::gateway::{self, Online, RunSpec, Target};
 
 /// `?label=` or `?version=` (default: `label=production`).
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +212,40 @@ pub struct RunBody {
     pub stop: Vec<String>,
     /// With a traffic split on the label, the same key always gets the same version.
     pub split_key: Option<String>,
+    /// The output it should give: the output is scored as it happens, and the score is
+    /// recorded as `metric` feedback with the inference.
+    pub expected: Option<Value>,
+    /// How to score against `expected`, as a task's `[[metrics]]` table (default: `equals`
+    /// with `normalize = true`).
+    pub metric: Option<MetricConfig>,
+}
+
+/// The metric a run is scored with online, from the request's `expected` and `metric`.
+fn online(expected: Option<Value>, metric: Option<MetricConfig>) -> ApiResult<Option<Online>> {
+    let Some(expected) = expected else {
+        if metric.is_some() {
+            return Err(ApiError::invalid(
+                "metric",
+                "a metric scores against `expected`; send the expected output too",
+            ));
+        }
+        return Ok(None);
+    };
+    let config = metric.unwrap_or_else(|| {
+        MetricConfig::new(MetricSpec::Equals(EqualsOptions { normalize: true }))
+    });
+    if matches!(config.kind(), MetricKind::Command | MetricKind::LlmRubric) {
+        return Err(ApiError::invalid(
+            "metric.type",
+            format!(
+                "`{}` cannot score online (it runs a program or calls a judge model); score with it in an evaluation, or send its score as feedback",
+                config.kind().as_str()
+            ),
+        ));
+    }
+    let metric = metaprompt_eval::metric::build(&config, None)
+        .map_err(|e| ApiError::invalid("metric", e.to_string()))?;
+    Ok(Some(Online { metric, expected }))
 }
 
 /// `POST /v1/prompts/{name}/run`: render, call the execution model, record, answer.
@@ -249,6 +284,8 @@ pub async fn run(
         temperature: body.temperature,
         stop: body.stop,
         inputs_param: "inputs",
+        online: online(body.expected, body.metric)?,
+        ..RunSpec::default()
     };
     let ran = gateway::run(&state, &caller, &t, &spec).await?;
     let i = &ran.inference;
@@ -264,6 +301,11 @@ pub async fn run(
         "usage": {"input_tokens": i.input_tokens, "output_tokens": i.output_tokens},
         "cost_usd": i.cost_usd,
         "latency_ms": i.latency_ms,
+        "score": match &ran.score {
+            Some(Ok(s)) => json!({"value": s.value, "feedback": s.feedback}),
+            Some(Err(e)) => json!({"value": null, "error": e}),
+            None => Value::Null,
+        },
     })))
 }
 
