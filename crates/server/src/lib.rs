@@ -10,8 +10,10 @@
 //! editor ──POST /v1/runs──> engine (eval, optimize) ──progress──> GET /v1/runs/ID/events (SSE)
 //! ```
 //!
-//! - [`gateway`] — the one serving path (resolve, render, call, record), used by `/run` and
-//!   the OpenAI-compatible endpoint ([`openai`]).
+//! - [`gateway`] — the one serving path (resolve, render, call, score online, record), used
+//!   by `/run` and the OpenAI-compatible endpoint ([`openai`]). Models are called through
+//!   `Provider::complete_live`: the embedded model batches concurrent requests into shared
+//!   decode steps and streams tokens; answers are never taken from the response cache.
 //! - [`recorder`] — group commit: a request is answered only after its inference or feedback
 //!   is committed, so every acknowledged record survives `kill -9`.
 //! - [`auth`] — bearer tokens (only hashes stored) with ordered roles; `--insecure-local`
