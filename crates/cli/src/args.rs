@@ -82,6 +82,30 @@ pub enum Command {
     /// API tokens of the server (roles: viewer, runner, editor, reviewer, admin)
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The prompt-engineer agent: one pass over the served prompts' live outcomes, per slice, reporting the slices that got worse
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// One pass, then exit (the only mode so far: proposals and --watch come next)
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// The current window (e.g. 30m, 1h, 1d); the baseline is the window before it
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+    /// Fewer scored outcomes than this on either side of a comparison: no test
+    #[arg(long, default_value_t = 30)]
+    pub min_n: u64,
+    /// False-discovery rate across every slice and comparison of the pass
+    #[arg(long, default_value_t = 0.05)]
+    pub fdr: f64,
+    /// Only a prompt
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Print the slices and findings as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

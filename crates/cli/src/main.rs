@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Review(cmd) => commands::review::run(&cli.global, cmd).await,
         Command::Serve(args) => commands::serve::run(&cli.global, args).await,
         Command::Tokens(cmd) => commands::serve::tokens(&cli.global, cmd).await,
+        Command::Agent(args) => commands::agent::run(&cli.global, args).await,
     }
 }
 

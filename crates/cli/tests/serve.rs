@@ -1690,3 +1690,108 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_once_reports_the_slice_that_got_worse_in_the_live_log() {
+    use metaprompt_registry::service::{Feedback, FeedbackSource, Inference};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    // The hour before: every topic passes 4 of 5; this hour billing passes 2 of 5.
+    let now = chrono::Utc::now();
+    let (mut inferences, mut feedback) = (Vec::new(), Vec::new());
+    for (window, minutes_ago) in [("before", 90), ("now", 30)] {
+        for topic in ["billing", "tech", "other"] {
+            for k in 0..60 {
+                let id = format!("inf_{window}_{topic}_{k}");
+                inferences.push(Inference {
+                    id: id.clone(),
+                    prompt: "support".into(),
+                    hash: "h".into(),
+                    seq: 1,
+                    label: Some("production".into()),
+                    model: "mock:exec".into(),
+                    inputs: json!({"question": "q"}),
+                    rendered_hash: "r".into(),
+                    output: Some("other".into()),
+                    error: None,
+                    tags: [("topic".to_string(), topic.to_string())].into(),
+                    metadata: Value::Null,
+                    input_tokens: 1,
+                    output_tokens: 1,
+                    cost_usd: None,
+                    latency_ms: 1.0,
+                    caller: "app".into(),
+                    created_at: now - chrono::Duration::minutes(minutes_ago)
+                        + chrono::Duration::seconds(k),
+                });
+                let passes = if topic == "billing" && window == "now" {
+                    2
+                } else {
+                    4
+                };
+                feedback.push(Feedback {
+                    inference_id: id,
+                    score: Some(if k % 5 < passes { 1.0 } else { 0.0 }),
+                    label: None,
+                    correction: None,
+                    comment: None,
+                    source: FeedbackSource::User,
+                    caller: "app".into(),
+                    created_at: now,
+                });
+            }
+        }
+    }
+    service.record(&inferences, &feedback).await.unwrap();
+    service.close().await;
+    let out: Value = serde_json::from_str(&cli(d, &["agent", "--once", "--json"]).await).unwrap();
+    assert_eq!(out["scored"], 360, "{out:#}");
+    let found: Vec<String> = out["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}={} against {}",
+                f["slice"]["key"], f["slice"]["value"], f["against"]
+            )
+        })
+        .collect();
+    assert!(
+        found.contains(&"\"topic\"=\"billing\" against \"baseline\"".to_string())
+            && found.contains(&"\"topic\"=\"billing\" against \"rest\"".to_string()),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|f| f.contains("billing") || f.starts_with("null")),
+        "only billing (and the whole prompt, which it drags down): {found:?}"
+    );
+    let text = cli(d, &["agent", "--once"]).await;
+    eprintln!("{text}");
+    assert!(
+        text.contains("FOUND support topic=billing: 0.400 (n 60)"),
+        "{text}"
+    );
+    // A window that holds nothing, and bad settings, say so.
+    let text = cli(d, &["agent", "--once", "--window", "1m"]).await;
+    assert!(text.contains("nothing scored"), "{text}");
+    let lib = d.join("lib.db");
+    let env = [("METAPROMPT_LIBRARY", lib.to_str().unwrap())];
+    let bad = metaprompt(d, &["agent", "--once", "--fdr", "2"], &env).await;
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("--fdr 2"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = metaprompt(d, &["agent", "--once", "--window", "soon"], &env).await;
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("--window"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod agent;
 pub mod cache;
 pub mod complete;
 pub mod config;
