@@ -233,6 +233,10 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
     /// The feedback on one inference, oldest first.
     async fn feedback(&self, inference_id: &str) -> Result<Vec<Feedback>>;
 
+    /// The feedback on every inference `query` selects (its `limit` counts inferences), in
+    /// one read: what the agent's monitor joins with [`ServiceStore::inferences`].
+    async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>>;
+
     async fn counts(&self) -> Result<Counts>;
 
     /// Remove inferences (and their feedback) older than `before`.

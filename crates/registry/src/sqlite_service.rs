@@ -49,6 +49,22 @@ const SELECT_INFERENCES: &str = "SELECT id, prompt, hash, seq, label, model, inp
      rendered_hash, output, error, tags, metadata, input_tokens, output_tokens, cost_usd, \
      latency_ms, caller, created_at FROM inferences";
 
+const SELECT_FEEDBACK: &str = "SELECT inference_id, score, label, correction, comment, source, \
+     caller, created_at FROM feedback";
+
+fn feedback(r: &SqliteRow) -> Result<Feedback> {
+    Ok(Feedback {
+        inference_id: get(r, "inference_id")?,
+        score: get(r, "score")?,
+        label: get(r, "label")?,
+        correction: get(r, "correction")?,
+        comment: get(r, "comment")?,
+        source: FeedbackSource::parse(&get::<String>(r, "source")?)?,
+        caller: get(r, "caller")?,
+        created_at: time(&get::<String>(r, "created_at")?)?,
+    })
+}
+
 #[async_trait]
 impl ServiceStore for SqliteService {
     fn location(&self) -> String {
@@ -162,28 +178,31 @@ impl ServiceStore for SqliteService {
     }
 
     async fn feedback(&self, inference_id: &str) -> Result<Vec<Feedback>> {
-        let rows = sqlx::query(
-            "SELECT inference_id, score, label, correction, comment, source, caller, created_at \
-             FROM feedback WHERE inference_id = $1 ORDER BY id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_FEEDBACK} WHERE inference_id = $1 ORDER BY id"
+        )))
         .bind(inference_id)
         .fetch_all(self.pool())
         .await
         .map_err(self.err("cannot read feedback"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Feedback {
-                    inference_id: get(r, "inference_id")?,
-                    score: get(r, "score")?,
-                    label: get(r, "label")?,
-                    correction: get(r, "correction")?,
-                    comment: get(r, "comment")?,
-                    source: FeedbackSource::parse(&get::<String>(r, "source")?)?,
-                    caller: get(r, "caller")?,
-                    created_at: time(&get::<String>(r, "created_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(feedback).collect()
+    }
+
+    async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_FEEDBACK} WHERE inference_id IN (SELECT id FROM inferences \
+             WHERE ($1 IS NULL OR prompt = $1) \
+             AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4) ORDER BY id"
+        )))
+        .bind(&query.prompt)
+        .bind(query.since.map(stamp))
+        .bind(query.until.map(stamp))
+        .bind(query.limit.map_or(-1, |n| n as i64))
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.err("cannot read feedback"))?;
+        rows.iter().map(feedback).collect()
     }
 
     async fn counts(&self) -> Result<Counts> {
@@ -432,7 +451,7 @@ mod tests {
             s.inference("inf_1").await.unwrap().unwrap(),
             inf("inf_1", t0)
         );
-        assert_eq!(s.feedback("inf_1").await.unwrap(), vec![fb]);
+        assert_eq!(s.feedback("inf_1").await.unwrap(), vec![fb.clone()]);
         let known = s
             .known(&["inf_1".into(), "inf_9".into(), "inf_0".into()])
             .await
@@ -446,6 +465,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recent.len(), 1);
+        // Feedback of the inferences a query selects, in one read.
+        let old_fb = Feedback {
+            inference_id: "inf_0".into(),
+            ..fb.clone()
+        };
+        s.record(&[], std::slice::from_ref(&old_fb)).await.unwrap();
+        let all = s.feedback_for(&InferenceQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let since = InferenceQuery {
+            since: Some(t0 - chrono::Duration::days(1)),
+            ..Default::default()
+        };
+        assert_eq!(s.feedback_for(&since).await.unwrap(), vec![fb.clone()]);
+        let other = InferenceQuery {
+            prompt: Some("other".into()),
+            ..Default::default()
+        };
+        assert!(s.feedback_for(&other).await.unwrap().is_empty());
         let pruned = s.prune(t0 - chrono::Duration::days(30)).await.unwrap();
         assert_eq!(pruned.inferences, 1);
         assert_eq!(s.counts().await.unwrap().inferences, 1);

@@ -2,10 +2,12 @@
 //! feedback log — every served prompt's outcome rate, as a whole and per tag slice, in the
 //! current window beside the one before, and the slices found worse (see `metaprompt_agent`).
 
+use std::collections::HashMap;
+
 use anyhow::Context as _;
 use chrono::Utc;
 use metaprompt_agent::monitor::{Against, Outcome, Policy, Slice, detect, report};
-use metaprompt_registry::service::InferenceQuery;
+use metaprompt_registry::service::{Feedback, InferenceQuery};
 use serde_json::json;
 
 use crate::args::{AgentArgs, Global};
@@ -37,19 +39,23 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
     let service = metaprompt_registry::open_service(library::path(global)?).await?;
     let now = Utc::now();
     let collected = async {
-        let inferences = service
-            .inferences(&InferenceQuery {
-                prompt: args.prompt.clone(),
-                since: Some(now - window - window),
-                until: Some(now),
-                limit: None,
-            })
-            .await?;
-        let mut outcomes = Vec::new();
-        for i in &inferences {
-            let feedback = service.feedback(&i.id).await?;
-            outcomes.extend(Outcome::from_records(i, &feedback));
+        let query = InferenceQuery {
+            prompt: args.prompt.clone(),
+            since: Some(now - window - window),
+            until: Some(now),
+            limit: None,
+        };
+        let inferences = service.inferences(&query).await?;
+        let mut feedback: HashMap<String, Vec<Feedback>> = HashMap::new();
+        for f in service.feedback_for(&query).await? {
+            feedback.entry(f.inference_id.clone()).or_default().push(f);
         }
+        let outcomes: Vec<Outcome> = inferences
+            .iter()
+            .filter_map(|i| {
+                Outcome::from_records(i, feedback.get(&i.id).map_or(&[], Vec::as_slice))
+            })
+            .collect();
         Ok::<_, anyhow::Error>((inferences.len(), outcomes))
     }
     .await;
