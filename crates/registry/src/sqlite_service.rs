@@ -49,6 +49,11 @@ const SELECT_INFERENCES: &str = "SELECT id, prompt, hash, seq, label, model, inp
      rendered_hash, output, error, tags, metadata, input_tokens, output_tokens, cost_usd, \
      latency_ms, caller, created_at FROM inferences";
 
+/// What an [`InferenceQuery`] selects, bound as $1 prompt, $2 since, $3 until, $4 limit.
+const INFERENCE_QUERY: &str = "WHERE ($1 IS NULL OR prompt = $1) \
+     AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
+     ORDER BY created_at DESC, id DESC LIMIT $4";
+
 const SELECT_FEEDBACK: &str = "SELECT inference_id, score, label, correction, comment, source, \
      caller, created_at FROM feedback";
 
@@ -163,9 +168,7 @@ impl ServiceStore for SqliteService {
 
     async fn inferences(&self, query: &InferenceQuery) -> Result<Vec<Inference>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_INFERENCES} WHERE ($1 IS NULL OR prompt = $1) \
-             AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
-             ORDER BY created_at DESC, id DESC LIMIT $4"
+            "{SELECT_INFERENCES} {INFERENCE_QUERY}"
         )))
         .bind(&query.prompt)
         .bind(query.since.map(stamp))
@@ -190,10 +193,8 @@ impl ServiceStore for SqliteService {
 
     async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_FEEDBACK} WHERE inference_id IN (SELECT id FROM inferences \
-             WHERE ($1 IS NULL OR prompt = $1) \
-             AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
-             ORDER BY created_at DESC, id DESC LIMIT $4) ORDER BY id"
+            "{SELECT_FEEDBACK} WHERE inference_id IN (SELECT id FROM inferences {INFERENCE_QUERY}) \
+             ORDER BY id"
         )))
         .bind(&query.prompt)
         .bind(query.since.map(stamp))
