@@ -47,6 +47,9 @@ pub struct Config {
     /// `metaprompt serve`: where it listens, its limits, how long it keeps inferences.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `metaprompt agent`: what it watches, what it may spend, how it ships.
+    #[serde(default)]
+    pub agent: AgentConfig,
     /// Endpoints, by provider name (the part before `:` in a model spec). The built-in names
     /// `openai`, `anthropic` and `local` may be adjusted here; new names need a `kind`.
     #[serde(default)]
@@ -95,6 +98,63 @@ pub struct ServerConfig {
     /// URLs told about proposals, review decisions, label and split moves, finished runs.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The `[agent]` table: the prompt-engineer agent's policy. Every field has a default; a prompt
+/// may override some under `[agent.prompts.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The meta model that diagnoses failures and writes proposals. Default: the model the
+    /// prompt's inferences ran on, so the application's inputs never reach a model the prompt
+    /// does not already use. Naming another model here sends them there.
+    pub meta: Option<String>,
+    /// The monitor's window in seconds (the baseline is the window before it). Default: 3600.
+    pub window_secs: Option<u64>,
+    /// Fewest scored outcomes on each side of a test. Default: 30.
+    pub min_n: Option<u64>,
+    /// False-discovery rate across every test of a pass. Default: 0.05.
+    pub fdr: Option<f64>,
+    /// Smallest drop in mean score worth a finding. Default: 0.05.
+    pub min_drop: Option<f64>,
+    /// Model calls (meta and execution) the agent may make per UTC day, all prompts together.
+    /// Default: 5000.
+    pub max_calls_per_day: Option<u64>,
+    /// Dollars the agent may spend per UTC day, all prompts together. Default: no cap.
+    pub max_usd_per_day: Option<f64>,
+    /// The share of the label's traffic (percent) a canary gets. Default: 10.
+    pub canary_weight: Option<u32>,
+    /// Scored outcomes each side of a canary needs before it may be promoted. Default: 30.
+    pub canary_min_n: Option<u64>,
+    /// How much worse (in mean score) a canary may be and still be promoted. Default: 0.05.
+    pub canary_margin: Option<f64>,
+    /// Per prompt.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, AgentPromptConfig>,
+}
+
+/// `[agent.prompts.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPromptConfig {
+    /// `review` (a person approves every proposal; the default) or `auto-deploy` (canaried
+    /// without approval; refused for a prompt with protected constraints).
+    pub policy: Option<String>,
+    /// `false`: the agent only reports on this prompt. Default: true.
+    pub act: Option<bool>,
+    /// A task file for this prompt: its metric scores proposals, its dev split joins the
+    /// regression set. Default: the live outcomes only, scored by exact match.
+    pub task: Option<PathBuf>,
+    /// The optimizer a proposal is searched with. Default: `fewshot` for classifications (the
+    /// failing set's corrected examples become demonstrations), else `protegi`.
+    pub algorithm: Option<String>,
+    /// Model calls this prompt's proposals may make per UTC day. Default: 1000.
+    pub max_calls_per_day: Option<u64>,
+    /// Output tokens of the execution model when a proposal is scored. Default: 16.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences of the execution model when a proposal is scored.
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
 
 /// One `[[server.webhooks]]` entry.

@@ -189,6 +189,23 @@ pub struct Delivery {
     pub at: DateTime<Utc>,
 }
 
+/// One problem the prompt-engineer agent follows on a served prompt, from the finding through
+/// diagnosis, proposal, review and canary to promotion or rollback. The agent owns the shape of
+/// `body` (JSON); the library keeps it, so other tools (the server's `GET /v1/agent`, the web
+/// console) can show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCase {
+    pub id: String,
+    pub prompt: String,
+    /// `all` or `key=value`.
+    pub slice: String,
+    /// `open`, `proposed`, `canary`, `promoted`, … (the agent's states).
+    pub state: String,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub body: Value,
+}
+
 /// Which inferences to read.
 #[derive(Debug, Clone, Default)]
 pub struct InferenceQuery {
@@ -259,6 +276,12 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
 
     /// The latest delivery attempts, newest first.
     async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Store an agent case (a new id adds it, a known id replaces it).
+    async fn save_case(&self, case: &AgentCase) -> Result<()>;
+
+    /// The agent's cases, of one prompt or all, oldest first.
+    async fn cases(&self, prompt: Option<&str>) -> Result<Vec<AgentCase>>;
 
     /// Release the connections.
     async fn close(&self) {}

@@ -32,10 +32,10 @@ use crate::model::{
 use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
-const SCHEMA: i64 = 3;
+const SCHEMA: i64 = 4;
 
 /// The oldest schema whose library tables this build reads as they are (a read-only file at
-/// schema 1 still lists, shows and exports; only the service's tables need schema 2 and 3).
+/// schema 1 still lists, shows and exports; only the service's tables need schema 2 to 4).
 const READABLE: i64 = 1;
 
 fn migrator() -> Migrator {
@@ -59,6 +59,13 @@ fn migrator() -> Migrator {
             "webhooks".into(),
             MigrationType::Simple,
             include_str!("../migrations/sqlite/0003_webhooks.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "agent".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0004_agent.sql").into_sql_str(),
             false,
         ),
     ])
