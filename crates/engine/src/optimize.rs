@@ -250,7 +250,11 @@ impl PreparedRun {
             settings: &self.settings,
             budget: &self.budget,
         });
-        let stored = self.engine.store(batch).await?;
+        let stored = if self.request.store {
+            self.engine.store(batch).await?
+        } else {
+            Stored::Off
+        };
         self.store.commit()?;
         Ok(OptimizeResult {
             task: self.task.config.name.clone(),

@@ -262,6 +262,14 @@ pub struct OptimizeRequest {
     /// Where the run keeps its checkpoint and reports [default: `<task dir>/runs/<task>-<algo>-<time>`].
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Store the kept prompt in the library [default: true]. The agent turns it off: it files
+    /// a proposal itself, only after its own checks on every slice pass.
+    #[serde(default = "yes")]
+    pub store: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn auto() -> String {
@@ -305,6 +313,7 @@ impl OptimizeRequest {
             explore: explore(),
             exploit: exploit(),
             run_dir: None,
+            store: true,
         }
     }
 }

@@ -56,6 +56,16 @@ impl Scorer {
             .find_map(|(_, m)| m.labels().map(<[String]>::to_vec))
     }
 
+    /// The labels to score by log-probability instead of generating: the `choice` metric's,
+    /// unless it says `generate = true`.
+    pub fn scored_labels(&self) -> Option<Vec<String>> {
+        let generate = self
+            .metrics
+            .iter()
+            .any(|(c, _)| matches!(&c.spec, crate::metric::MetricSpec::Choice(o) if o.generate));
+        self.labels().filter(|_| !generate)
+    }
+
     /// Weighted score, whether every metric passed its threshold, and the feedback; `Err`
     /// (why) when a metric failed: the example is then unscored, not scored 0.
     async fn score(&self, example: &Example, output: &str) -> Result<Scored, String> {
@@ -356,7 +366,7 @@ pub async fn evaluate(
         .iter()
         .map(|e| prompt.render(&inputs(e), format, Some(&options.output)))
         .collect::<Result<_, _>>()?;
-    let labels = scorer.labels().filter(|_| model.can_score());
+    let labels = scorer.scored_labels().filter(|_| model.can_score());
     let mut results = Vec::with_capacity(examples.len());
     for (chunk_index, chunk) in prompts.chunks(BATCH).enumerate() {
         let offset = chunk_index * BATCH;

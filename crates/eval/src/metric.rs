@@ -260,6 +260,10 @@ pub struct RegexOptions {
 pub struct ChoiceOptions {
     /// The allowed answers (at least two).
     pub labels: Vec<String>,
+    /// Generate the answer and read the label from it, as the prompt runs when it is served,
+    /// instead of scoring each label by log-probability on models that can (the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
 }
 
 /// `numeric`.
@@ -363,6 +367,7 @@ impl MetricConfig {
     pub fn choice<S: Into<String>>(labels: impl IntoIterator<Item = S>) -> Self {
         Self::new(MetricSpec::Choice(ChoiceOptions {
             labels: labels.into_iter().map(Into::into).collect(),
+            generate: false,
         }))
     }
 
@@ -1753,6 +1758,7 @@ mod tests {
                 "type = \"choice\"\nlabels = [\"a\", \"b\"]",
                 MetricSpec::Choice(ChoiceOptions {
                     labels: vec!["a".into(), "b".into()],
+                    generate: false,
                 }),
             ),
             (

@@ -35,6 +35,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("reflect", include_str!("../templates/reflect.toml")),
     ("evolve", include_str!("../templates/evolve.toml")),
     ("hyper", include_str!("../templates/hyper.toml")),
+    ("diagnose", include_str!("../templates/diagnose.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -147,6 +147,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         explore: args.explore,
         exploit: args.exploit,
         run_dir: args.run_dir.clone(),
+        store: true,
     })
 }
 

@@ -13,6 +13,9 @@
 //! those teacher calls count as metric calls). Later rounds mutate the best set: each candidate
 //! swaps one of its demonstrations for another training example of the same label. Candidates
 //! race against the incumbent; the best survives. No meta calls.
+//!
+//! A prompt whose demonstrations leave out a label of the classification first gets candidates
+//! that show it (one more demonstration, of a missing label, from the training set).
 
 use async_trait::async_trait;
 use metaprompt_eval::Example;
@@ -56,6 +59,8 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
                 .iter()
                 .map(|e| demo_vars(&brief, e))
                 .collect()
+        } else if let Some(demos) = cover_label(ctx, &base.demos, &output) {
+            demos
         } else {
             // Swap one demonstration for another training example with the same output.
             let mut demos = base.demos.clone();
@@ -104,6 +109,54 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     proposed.push(best);
     ctx.race(proposed, 1).await?;
     Ok(())
+}
+
+/// The demonstrations with one more, of a label of the classification that none of them shows
+/// (and the training set has): added while there are fewer than the labels, else in place of
+/// one of the most shown label's. `None` when every label is shown. A label never shown is
+/// rarely predicted (TREC, above), and a prompt served to traffic it was not written for (the
+/// agent's proposals, whose training set is the failing slice's corrected examples) is
+/// typically missing exactly that.
+fn cover_label(
+    ctx: &mut Ctx<'_>,
+    demos: &[std::collections::BTreeMap<String, serde_json::Value>],
+    output: &str,
+) -> Option<Vec<std::collections::BTreeMap<String, serde_json::Value>>> {
+    let brief = &ctx.problem.brief;
+    let label_of = |v: Option<&serde_json::Value>| -> Option<String> {
+        v.map(|v| match v {
+            serde_json::Value::String(s) => s.trim().to_lowercase(),
+            v => v.to_string(),
+        })
+    };
+    let shown: Vec<Option<String>> = demos.iter().map(|d| label_of(d.get(output))).collect();
+    let missing: Vec<&String> = brief
+        .labels
+        .iter()
+        .filter(|l| !shown.contains(&Some(l.trim().to_lowercase())))
+        .collect();
+    let candidates: Vec<&Example> = ctx
+        .problem
+        .train
+        .iter()
+        .filter(|e| {
+            let l = label_of(e.expected.as_ref().or(e.vars.get(output)));
+            missing
+                .iter()
+                .any(|m| l.as_deref() == Some(m.trim().to_lowercase().as_str()))
+        })
+        .collect();
+    let pick = (*candidates.choose(&mut ctx.rng)?).clone();
+    let mut demos = demos.to_vec();
+    let demo = demo_vars(brief, &pick);
+    if demos.len() < brief.labels.len().max(ctx.settings.demos) {
+        demos.push(demo);
+    } else {
+        let count = |l: &Option<String>| shown.iter().filter(|s| *s == l).count();
+        let k = (0..demos.len()).max_by_key(|&i| count(&shown[i]))?;
+        demos[k] = demo;
+    }
+    Some(demos)
 }
 
 /// A demonstration set from training examples the teacher (entry `teacher`) gets right.
