@@ -1,22 +1,34 @@
-//! The prompt-engineer agent of metaprompt (issue 16), built in steps. What is here is its
-//! first step, the part every later step stands on: **monitor and detect** over the service's
-//! inference and feedback log.
+//! The prompt-engineer agent of metaprompt (issue 16): it watches how every served prompt does
+//! on live outcomes, finds the slice that got worse, writes down why, searches for a fix
+//! through the engine, files it for review, canaries it on live traffic and promotes it or
+//! rolls it back — each step recorded in the library.
 //!
 //! ```text
-//! inference log + feedback ──Outcome::from_records──> outcomes
-//!   ──monitor::report (per prompt, per tag slice; current window beside the one before)──>
-//!   SliceReport ──monitor::detect (one-sided tests, Benjamini–Hochberg at fdr, min_n,
-//!   min_drop)──> Finding
+//! inference log + feedback ──monitor::report/detect──> Finding (BH across slices and prompts)
+//!   ──agent::Agent::pass──> Case (a library row; one per slice, not re-reported)
+//!       open      collect (failing + regression sets, held-out part) → diagnose (meta layer,
+//!                 `diagnose` meta-prompt) → optimize (engine, seeded with the incumbent,
+//!                 under the day's budget) → guardrail → check per slice (paired) → file
+//!       proposed  the review queue; approve → canary, reject → kept for the meta layer
+//!       canary    set_split(weight) → always-valid interval on live outcomes → promote
+//!                 (move the label) or roll back (end the split)
 //! ```
 //!
-//! - [`stats`] — [`stats::Rate`] (mean score with an adjusted interval), the one-sided test of
-//!   "worse than" ([`stats::p_worse`]) and [`stats::benjamini_hochberg`].
-//! - [`monitor`] — slices, windows, findings; the false-alarm level is tested on simulated
-//!   stationary traffic.
+//! - [`stats`] — [`stats::Rate`], the one-sided "worse than" test, Benjamini–Hochberg, and
+//!   [`stats::sequential`], the canary's always-valid interval.
+//! - [`monitor`] — slices, windows, findings, with the false-alarm level tested.
+//! - [`collect`] — the failing and regression sets from the log, deduplicated, split
+//!   stably into train, dev and the held-out check.
+//! - [`case`] — the case's states and what it records.
+//! - [`agent`] — [`Agent::pass`]: one pass, idempotent over the library's state.
 //!
-//! Not here yet (the rest of issue 16): discovered slices for untagged failures, collecting the
-//! failing and regression sets, the diagnosis, proposals through the engine, canaries with a
-//! sequential test, `metaprompt agent`, and findings stored in the library.
+//! Not here yet: discovered slices (clustering untagged failures).
 
+pub mod agent;
+pub mod case;
+pub mod collect;
 pub mod monitor;
 pub mod stats;
+
+pub use agent::{Agent, AgentError, PassReport, Settings, Status, status};
+pub use case::{Case, State};

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use metaprompt_registry::service::{Feedback, Inference};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{Rate, benjamini_hochberg, p_worse};
 
@@ -46,7 +46,7 @@ impl Outcome {
 }
 
 /// A part of a prompt's traffic.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Slice {
     /// All of it.
@@ -101,7 +101,7 @@ pub struct SliceReport {
 }
 
 /// What a slice was found worse than.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Against {
     /// The same slice in the window before.
@@ -111,7 +111,7 @@ pub enum Against {
 }
 
 /// A slice significantly worse than its reference.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub prompt: String,
     pub slice: Slice,

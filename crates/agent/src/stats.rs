@@ -1,7 +1,7 @@
 //! The tests the agent decides with: a rate with its interval, a one-sided two-sample test of
 //! "worse than", and Benjamini–Hochberg across the many slices of a library.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Outcome scores in [0, 1] (a bool feedback is 0 or 1) of one group: a slice in a window.
@@ -84,9 +84,78 @@ pub fn benjamini_hochberg(p: &[f64], q: f64) -> (Vec<bool>, Vec<f64>) {
     (rejected, adjusted)
 }
 
+/// The canary's difference `b − a` in mean score with an **always-valid** interval: a
+/// confidence sequence from the normal-mixture sequential probability ratio test (Robbins;
+/// Johari et al., "Always valid inference", 2017), mixing over effects with standard deviation
+/// `tau`. Checking it after every outcome, for as long as a canary runs, the chance that it
+/// ever excludes the true difference is at most `alpha`, which is what lets the agent decide
+/// the moment the evidence is there instead of at a fixed sample size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sequential {
+    pub diff: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+pub fn sequential(a: &Rate, b: &Rate, alpha: f64, tau: f64) -> Sequential {
+    let (ma, va, na) = a.adjusted();
+    let (mb, vb, nb) = b.adjusted();
+    let v = va / na + vb / nb;
+    let t2 = tau * tau;
+    let half = ((v * (v + t2) / t2) * (2.0 * (1.0 / alpha).ln() + ((v + t2) / v).ln())).sqrt();
+    let diff = mb - ma;
+    Sequential {
+        diff,
+        low: diff - half,
+        high: diff + half,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sequential_interval_holds_under_continuous_monitoring() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        // Two equal streams of pass/fail at 0.8, looked at after every pair of outcomes up to
+        // 2,000: the share of streams whose interval ever excludes 0 stays under alpha (a
+        // fixed-sample 95% interval, peeked at this often, would exceed it several times).
+        let mut rng = StdRng::seed_from_u64(5);
+        let (streams, alpha) = (300, 0.05);
+        let mut ever = 0;
+        let mut naive = 0;
+        for _ in 0..streams {
+            let (mut a, mut b) = (Rate::default(), Rate::default());
+            let (mut wrong, mut wrong_naive) = (false, false);
+            for i in 0..2000 {
+                a.add(f64::from(u8::from(rng.random_bool(0.8))));
+                b.add(f64::from(u8::from(rng.random_bool(0.8))));
+                if i < 10 {
+                    continue;
+                }
+                let s = sequential(&a, &b, alpha, 0.1);
+                wrong |= s.low > 0.0 || s.high < 0.0;
+                let p = p_worse(&b, &a);
+                wrong_naive |= !(0.025..=0.975).contains(&p);
+            }
+            ever += usize::from(wrong);
+            naive += usize::from(wrong_naive);
+        }
+        let rate = ever as f64 / streams as f64;
+        eprintln!("sequential: {ever} of {streams} streams ever wrong; peeking z-test: {naive}");
+        assert!(rate <= alpha, "{ever} of {streams}");
+        assert!(naive > ever, "the naive test peeked at should do worse");
+        // And a real difference is found: 0.8 against 0.5 after 300 each.
+        let (mut a, mut b) = (Rate::default(), Rate::default());
+        for _ in 0..300 {
+            a.add(f64::from(u8::from(rng.random_bool(0.8))));
+            b.add(f64::from(u8::from(rng.random_bool(0.5))));
+        }
+        let s = sequential(&a, &b, alpha, 0.1);
+        assert!(s.high < 0.0 && s.diff < -0.2, "{s:?}");
+    }
 
     fn rate(scores: &[f64]) -> Rate {
         let mut r = Rate::default();

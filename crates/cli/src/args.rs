@@ -82,30 +82,53 @@ pub enum Command {
     /// API tokens of the server (roles: viewer, runner, editor, reviewer, admin)
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// The prompt-engineer agent: one pass over the served prompts' live outcomes, per slice, reporting the slices that got worse
+    /// The prompt-engineer agent: watch served prompts' live outcomes per slice, find the slice that got worse, diagnose it, propose a fix for review, canary and ship it
     Agent(AgentArgs),
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
-    /// One pass, then exit (the only mode so far: proposals and --watch come next)
-    #[arg(long, required = true)]
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    /// One pass, then exit: report, open cases for new findings, file proposals, follow reviews and canaries
+    #[arg(long, conflicts_with = "watch")]
     pub once: bool,
-    /// The current window (e.g. 30m, 1h, 1d); the baseline is the window before it
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub window: std::time::Duration,
-    /// Fewer scored outcomes than this on either side of a comparison: no test
-    #[arg(long, default_value_t = 30)]
-    pub min_n: u64,
-    /// False-discovery rate across every slice and comparison of the pass
-    #[arg(long, default_value_t = 0.05)]
-    pub fdr: f64,
-    /// Only a prompt
+    /// A pass every --interval until interrupted (Ctrl-C stops it between passes)
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between passes with --watch
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Only report: open no case, spend nothing, change nothing
+    #[arg(long)]
+    pub report_only: bool,
+    /// The current window (e.g. 30m, 1h, 1d); the baseline is the window before it [default: [agent] window_secs, else 1h]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<std::time::Duration>,
+    /// Fewer scored outcomes than this on either side of a comparison: no test [default: [agent] min_n, else 30]
+    #[arg(long)]
+    pub min_n: Option<u64>,
+    /// False-discovery rate across every slice and comparison of the pass [default: [agent] fdr, else 0.05]
+    #[arg(long)]
+    pub fdr: Option<f64>,
+    /// Only show this prompt (the pass still covers every prompt)
     #[arg(long)]
     pub prompt: Option<String>,
-    /// Print the slices and findings as JSON
+    /// Print the pass as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Per prompt: slices with their rates and intervals, findings, and the agent's cases (proposals, canaries) with their state
+    Status {
+        #[arg(long)]
+        prompt: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +142,12 @@ pub struct ServeArgs {
     /// Print the address once listening, as JSON on stdout (for scripts and tests)
     #[arg(long)]
     pub print_address: bool,
+    /// Run the prompt-engineer agent inside the server: a pass every --agent-interval ([agent] policy from the config)
+    #[arg(long)]
+    pub agent: bool,
+    /// Time between the agent's passes with --agent
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub agent_interval: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

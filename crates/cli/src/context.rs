@@ -60,7 +60,14 @@ pub async fn hub(global: &Global) -> anyhow::Result<Hub> {
 /// The engine every job-running command drives: config, cache, library and author from the
 /// global flags.
 pub async fn engine(global: &Global) -> anyhow::Result<metaprompt_engine::Engine> {
-    let config = load_config(global)?;
+    engine_with(global, load_config(global)?).await
+}
+
+/// [`engine`] with a config the command adjusted (flags over the file).
+pub async fn engine_with(
+    global: &Global,
+    config: Config,
+) -> anyhow::Result<metaprompt_engine::Engine> {
     let cache = match cache_disabled_by(global, &config) {
         None => cache_path(global, &config),
         Some(_) => None,

@@ -8,106 +8,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{metaprompt, stderr, stdout};
+use common::{Server, metaprompt, stderr, stdout};
 use metaprompt_registry::model::{NewVersion, Origin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-/// A running `metaprompt serve`, killed (SIGKILL) when dropped, so a failing test stops it too.
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        Self::start_with(dir, extra, &[])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let log = dir.join(format!("serve-{}.log", rand_suffix()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_metaprompt"))
-            .current_dir(dir)
-            .env_clear()
-            .envs(env.iter().copied())
-            .env("HOME", dir)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("METAPROMPT_NO_CACHE", "1")
-            .env("METAPROMPT_LIBRARY", dir.join("lib.db"))
-            .env("METAPROMPT_MODELS_DIR", models_dir())
-            .args(["serve", "--listen", "127.0.0.1:0", "--print-address"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v["address"].as_str().map(String::from))
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "the server did not start: {line}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        Server { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then wait: a graceful stop.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        % 1_000_000_007
-}
-
-fn models_dir() -> String {
-    metaprompt_local::fetch::default_models_dir()
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// The mock execution model: "billing" for anything about invoices, else "other"; optionally
 /// slow, so that a kill lands while requests are in flight.
@@ -1794,4 +1704,138 @@ async fn agent_once_reports_the_slice_that_got_worse_in_the_live_log() {
         "{}",
         stderr(&bad)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_agent_runs_passes_on_its_own_and_shows_its_cases_by_role() {
+    use metaprompt_registry::service::{Feedback, FeedbackSource, Inference};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    std::fs::write(
+        d.join("metaprompt.toml"),
+        std::fs::read_to_string(d.join("metaprompt.toml")).unwrap()
+            + "[agent]\nmin_n = 20\n[agent.prompts.support]\nmax_tokens = 4\n",
+    )
+    .unwrap();
+    let viewer = token(d, "viewer").await;
+    let editor = token(d, "editor").await;
+    // The live log: billing questions were answered `other` and corrected by their users.
+    let v1 = cli(d, &["prompts", "show", "support@v1", "--json"]).await;
+    let hash = serde_json::from_str::<Value>(&v1).unwrap()["version"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let (mut inferences, mut feedback) = (Vec::new(), Vec::new());
+    for (topic, question, output, right) in [
+        ("billing", "Where is my invoice", "other", "billing"),
+        ("other", "Hello", "other", "other"),
+    ] {
+        for k in 0..50 {
+            let id = format!("inf_{topic}_{k}");
+            inferences.push(Inference {
+                id: id.clone(),
+                prompt: "support".into(),
+                hash: hash.clone(),
+                seq: 1,
+                label: Some("production".into()),
+                model: "mock:exec".into(),
+                inputs: json!({"question": format!("{question} #{k}?")}),
+                rendered_hash: "r".into(),
+                output: Some(output.into()),
+                error: None,
+                tags: [("topic".to_string(), topic.to_string())].into(),
+                metadata: Value::Null,
+                input_tokens: 1,
+                output_tokens: 1,
+                cost_usd: None,
+                latency_ms: 1.0,
+                caller: "app".into(),
+                created_at: now - chrono::Duration::minutes(5) + chrono::Duration::seconds(k),
+            });
+            feedback.push(Feedback {
+                inference_id: id,
+                score: Some(if output == right { 1.0 } else { 0.0 }),
+                label: None,
+                correction: (output != right).then(|| right.to_string()),
+                comment: None,
+                source: FeedbackSource::User,
+                caller: "app".into(),
+                created_at: now,
+            });
+        }
+    }
+    service.record(&inferences, &feedback).await.unwrap();
+    service.close().await;
+
+    let s = Server::start(d, &["--agent", "--agent-interval", "1s"]);
+    let api = Api::new();
+    // A viewer may read the agent's state, not run a pass.
+    let (st, b) = api
+        .call("POST", &s.url("/v1/agent/pass"), Some(&viewer), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b:#}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("editor"),
+        "{b:#}"
+    );
+    // The server's own loop opens the case and works it, with no request asking.
+    let mut case = Value::Null;
+    for _ in 0..120 {
+        let (st, b) = api
+            .call(
+                "GET",
+                &s.url("/v1/agent?prompt=support"),
+                Some(&viewer),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b:#}");
+        if let Some(c) = b["cases"].as_array().and_then(|c| c.first())
+            && c["state"] != "open"
+        {
+            case = c.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(case["slice"]["value"], "billing", "{case:#}\n{}", s.log());
+    assert!(
+        ["proposed", "attempted"].contains(&case["state"].as_str().unwrap()),
+        "{case:#}"
+    );
+    assert!(
+        case["diagnosis"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("corrected to `billing` ×50"),
+        "{case:#}"
+    );
+    // An editor's pass finds the same case, not a new one.
+    let (st, b) = api
+        .call("POST", &s.url("/v1/agent/pass"), Some(&editor), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let (_, b) = api
+        .call("GET", &s.url("/v1/agent"), Some(&viewer), None)
+        .await;
+    assert_eq!(b["cases"].as_array().unwrap().len(), 1, "{b:#}");
+    assert!(
+        b["slices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|sl| sl["slice"]["value"] == "billing" && sl["mean"] == 0.0),
+        "{b:#}"
+    );
+    // A bad query part is named.
+    let (st, b) = api
+        .call("GET", &s.url("/v1/agent?promt=x"), Some(&viewer), None)
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
 }

@@ -24,12 +24,15 @@
 //!   progress as SSE, cancel and resume; records on disk, so runs survive a restart.
 //! - [`webhooks`] — signed POSTs on proposals, reviews, label and split moves, finished runs,
 //!   retried with backoff, every attempt logged.
+//! - [`agent`] — the prompt-engineer agent's state (`GET /v1/agent`), a pass on demand, and
+//!   the `serve --agent` loop.
 //! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
 //!
 //! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls
 //! from the engine's hub (the embedded model included), records go to
 //! [`metaprompt_registry::ServiceStore`].
 
+pub mod agent;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -83,6 +86,9 @@ pub struct ServerOptions {
     pub runs_dir: Option<std::path::PathBuf>,
     /// Where events are sent.
     pub webhooks: Vec<metaprompt_llm::config::WebhookConfig>,
+    /// `serve --agent`: a pass of the prompt-engineer agent this often; `None`: only on
+    /// `POST /v1/agent/pass`.
+    pub agent_interval: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -96,6 +102,7 @@ impl Default for ServerOptions {
             max_tokens: 256,
             runs_dir: None,
             webhooks: Vec::new(),
+            agent_interval: None,
         }
     }
 }
@@ -127,6 +134,7 @@ impl ServerOptions {
             max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
             runs_dir: c.runs_dir.clone(),
             webhooks: c.webhooks.clone(),
+            agent_interval: None,
         })
     }
 }
@@ -179,6 +187,10 @@ pub struct Shared {
     pub runs: Arc<runs::Runs>,
     pub webhooks: webhooks::Webhooks,
     pub options: ServerOptions,
+    /// The `[agent]` policy, or why it is not valid.
+    pub agent_settings: Result<metaprompt_agent::Settings, String>,
+    /// Held by the agent's pass: one at a time.
+    pub agent_turn: tokio::sync::Mutex<()>,
 }
 
 impl std::ops::Deref for AppState {
@@ -239,6 +251,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/events", get(runs::events))
         .route("/v1/runs/{id}/resume", post(runs::resume))
         .route("/v1/webhooks/deliveries", get(ops::deliveries))
+        .route("/v1/agent", get(agent::show))
+        .route("/v1/agent/pass", post(agent::pass))
         .route("/v1/tokens", get(ops::tokens).post(ops::create_token))
         .route(
             "/v1/tokens/{name}",
@@ -380,8 +394,15 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
     } else {
         Auth::Tokens(TokenCache::new(service.clone()))
     };
+    let agent_settings =
+        metaprompt_agent::Settings::from_config(&engine.config().agent).map_err(|e| e.to_string());
+    if let (Some(_), Err(e)) = (options.agent_interval, &agent_settings) {
+        return Err(ServerError::Config(e.clone()));
+    }
     let state = AppState {
         inner: Arc::new(Shared {
+            agent_settings,
+            agent_turn: tokio::sync::Mutex::new(()),
             engine,
             resolver: Resolver::new(library.clone()),
             library,
@@ -400,6 +421,11 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         let stop = shutdown.clone();
         tokio::spawn(async move { prune_loop(service, keep, stop).await })
     });
+    let agent = options.agent_interval.map(|every| {
+        let state = state.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { agent::run_loop(state, every, stop).await })
+    });
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -411,6 +437,9 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         let _ = writer.await;
         if let Some(r) = retention {
             r.abort();
+        }
+        if let Some(a) = agent {
+            a.abort();
         }
         service.close().await;
         served.map_err(ServerError::Io)

@@ -1,90 +1,219 @@
-//! `metaprompt agent --once`: one pass of the agent's monitor over the library's inference and
-//! feedback log — every served prompt's outcome rate, as a whole and per tag slice, in the
-//! current window beside the one before, and the slices found worse (see `metaprompt_agent`).
+//! `metaprompt agent`: the prompt-engineer agent over the library's live log (see
+//! `metaprompt_agent`). `--once` is one pass, `--watch` a pass every `--interval`,
+//! `--report-only` the monitor alone (nothing written, nothing spent), `agent status` the
+//! slices and the agent's cases without acting.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use metaprompt_agent::monitor::{Against, Outcome, Policy, Slice, detect, report};
-use metaprompt_registry::service::{Feedback, InferenceQuery};
+use metaprompt_agent::monitor::{Against, Finding, Policy, Slice, SliceReport};
+use metaprompt_agent::{Agent, Case, Settings};
+use metaprompt_registry::service::ServiceStore;
 use serde_json::json;
 
-use crate::args::{AgentArgs, Global};
+use crate::args::{AgentArgs, AgentCommand, Global};
 use crate::commands::library;
+use crate::context;
 use crate::format::outln;
 
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
-    if !(args.fdr > 0.0 && args.fdr < 1.0) {
-        anyhow::bail!(
-            "--fdr {}: expected a rate between 0 and 1, such as 0.05",
-            args.fdr
-        );
-    }
-    let window = chrono::Duration::from_std(args.window)
-        .ok()
-        .filter(|w| *w > chrono::Duration::zero())
-        .with_context(|| {
-            format!(
-                "--window {:?}: expected a positive duration such as 1h",
-                args.window
-            )
-        })?;
-    let policy = Policy {
-        window,
-        min_n: args.min_n.max(1),
-        fdr: args.fdr,
-        ..Policy::default()
-    };
-    let service = metaprompt_registry::open_service(library::path(global)?).await?;
-    let now = Utc::now();
-    let collected = async {
-        let query = InferenceQuery {
-            prompt: args.prompt.clone(),
-            since: Some(now - window - window),
-            until: Some(now),
-            limit: None,
-        };
-        let inferences = service.inferences(&query).await?;
-        let mut feedback: HashMap<String, Vec<Feedback>> = HashMap::new();
-        for f in service.feedback_for(&query).await? {
-            feedback.entry(f.inference_id.clone()).or_default().push(f);
+    let mut config = context::load_config(global)?;
+    if let Some(fdr) = args.fdr {
+        if !(fdr > 0.0 && fdr < 1.0) {
+            anyhow::bail!("--fdr {fdr}: expected a rate between 0 and 1, such as 0.05");
         }
-        let outcomes: Vec<Outcome> = inferences
-            .iter()
-            .filter_map(|i| {
-                Outcome::from_records(i, feedback.get(&i.id).map_or(&[], Vec::as_slice))
-            })
-            .collect();
-        Ok::<_, anyhow::Error>((inferences.len(), outcomes))
+        config.agent.fdr = Some(fdr);
     }
-    .await;
+    if let Some(w) = args.window {
+        if w.as_secs() == 0 {
+            anyhow::bail!("--window {w:?}: expected a duration of a second or more, such as 1h");
+        }
+        config.agent.window_secs = Some(w.as_secs());
+    }
+    if let Some(n) = args.min_n {
+        config.agent.min_n = Some(n);
+    }
+    let settings = Settings::from_config(&config.agent)?;
+    let path = library::path(global)?;
+    let service = metaprompt_registry::open_service(&path).await?;
+    let result = match &args.command {
+        Some(AgentCommand::Status { prompt, json }) => {
+            status(&service, &settings, prompt.as_deref(), *json).await
+        }
+        None if args.report_only => {
+            monitor_only(&service, &settings, args.prompt.as_deref(), args.json).await
+        }
+        None if args.once || args.watch => {
+            let engine = context::engine_with(global, config).await?;
+            let store = library::open(global).await?;
+            let dir = path
+                .parent()
+                .map_or_else(|| "agent".into(), |p| p.join("agent"));
+            let agent = Agent::new(engine.clone(), store.clone(), service.clone(), dir)?;
+            let r = watch(&agent, &args).await;
+            store.close().await;
+            engine.close().await;
+            r
+        }
+        None => Err(anyhow::anyhow!(
+            "say what to do: --once (one pass), --watch (a pass every --interval), \
+             --report-only (the monitor alone), or `metaprompt agent status`"
+        )),
+    };
     service.close().await;
-    let (seen, outcomes) = collected?;
-    let reports = report(&outcomes, now, &policy);
-    let findings = detect(&reports, &policy);
-    if args.json {
+    result
+}
+
+async fn watch(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
+    loop {
+        let pass = agent.pass(Utc::now()).await?;
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&pass)?);
+        } else {
+            outln!(
+                "pass at {} · {} inferences, {} scored · {} of {} calls spent today",
+                pass.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                pass.inferences,
+                pass.scored,
+                pass.calls_today,
+                pass.max_calls_per_day
+            );
+            print_slices(&pass.slices, &pass.findings, args.prompt.as_deref());
+            for a in pass
+                .actions
+                .iter()
+                .filter(|a| args.prompt.as_ref().is_none_or(|p| *p == a.prompt))
+            {
+                outln!("CASE {} ({} {}): {}", a.case, a.prompt, a.slice, a.what);
+            }
+        }
+        if args.once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn monitor_only(
+    service: &Arc<dyn ServiceStore>,
+    settings: &Settings,
+    prompt: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let s = metaprompt_agent::status(service.as_ref(), settings, prompt, Utc::now()).await?;
+    if as_json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "at": now, "policy": {"window_secs": window.num_seconds(), "min_n": policy.min_n,
-                                      "fdr": policy.fdr, "min_drop": policy.min_drop},
-                "inferences": seen, "scored": outcomes.len(),
-                "slices": reports, "findings": findings,
+                "policy": policy_json(&settings.policy),
+                "inferences": s.inferences, "scored": s.scored,
+                "slices": s.slices, "findings": s.findings,
             }))?
         );
         return Ok(());
     }
+    let window = std::time::Duration::from_secs(s.window_secs.max(0) as u64 * 2);
     outln!(
         "{} inferences in the last {}, {} scored; findings at a false-discovery rate of {}",
-        seen,
-        humantime::format_duration(args.window * 2),
-        outcomes.len(),
-        policy.fdr
+        s.inferences,
+        humantime::format_duration(window),
+        s.scored,
+        s.fdr
     );
+    print_slices(&s.reports, &s.findings, prompt);
+    Ok(())
+}
+
+async fn status(
+    service: &Arc<dyn ServiceStore>,
+    settings: &Settings,
+    prompt: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let s = metaprompt_agent::status(service.as_ref(), settings, prompt, Utc::now())
+        .await
+        .context("reading the agent's state")?;
+    if as_json {
+        outln!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    print_slices(&s.reports, &s.findings, prompt);
+    let cases: &[Case] = &s.cases;
+    if cases.is_empty() {
+        outln!("\nno agent cases yet");
+    }
+    for c in cases {
+        outln!(
+            "\n{} · {} {} · {} · since {}",
+            c.id,
+            c.prompt,
+            c.slice,
+            c.state.as_str(),
+            c.opened_at.format("%Y-%m-%d %H:%M")
+        );
+        if let Some(d) = &c.diagnosis {
+            outln!("  diagnosis: {}", d.summary);
+            outln!("  hypothesis ({}): {}", d.model, d.hypothesis);
+        }
+        if let Some(p) = &c.proposal {
+            outln!(
+                "  proposal: {}@v{} ({})",
+                c.prompt,
+                p.version.seq,
+                p.algorithm
+            );
+            for s in &p.checks {
+                outln!(
+                    "    {:<28} {:.3} → {:.3}  {:+.3} [{:+.3}, {:+.3}]  p = {:.3}  n {}",
+                    s.slice,
+                    s.before,
+                    s.after,
+                    s.diff,
+                    s.low,
+                    s.high,
+                    s.p,
+                    s.n
+                );
+            }
+        }
+        if let Some(k) = &c.canary
+            && let Some(s) = &k.last
+        {
+            outln!(
+                "  canary on {} ({}%): {:+.3} [{:+.3}, {:+.3}] after {} / {} outcomes",
+                k.label,
+                k.weight,
+                s.diff,
+                s.low,
+                s.high,
+                k.canary_n,
+                k.incumbent_n
+            );
+        }
+        if let Some(e) = c.log.last() {
+            outln!("  last: {}", e.what);
+        }
+    }
+    Ok(())
+}
+
+fn policy_json(p: &Policy) -> serde_json::Value {
+    json!({"window_secs": p.window.num_seconds(), "min_n": p.min_n, "fdr": p.fdr,
+           "min_drop": p.min_drop})
+}
+
+fn print_slices(reports: &[SliceReport], findings: &[Finding], only: Option<&str>) {
+    let reports: Vec<&SliceReport> = reports
+        .iter()
+        .filter(|r| only.is_none_or(|p| p == r.prompt))
+        .collect();
     if reports.is_empty() {
         outln!("nothing scored to watch: send feedback (POST /v1/feedback) or run with `expected`");
-        return Ok(());
+        return;
     }
     let mean = |r: &metaprompt_agent::stats::Rate| {
         r.mean()
@@ -96,10 +225,11 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
             prompt = &r.prompt;
             outln!("\n{prompt}");
             outln!(
-                "  {:<32} {:>6} {:>7}  {:>8} {:>7}  {:>7}",
+                "  {:<32} {:>6} {:>7} {:>15}  {:>8} {:>7}  {:>7}",
                 "slice",
                 "n now",
                 "mean",
+                "95% interval",
                 "n before",
                 "mean",
                 "rest"
@@ -109,11 +239,13 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
             Slice::All => "(all)".to_string(),
             s => s.to_string(),
         };
+        let (low, high) = r.current.interval();
         outln!(
-            "  {:<32} {:>6} {:>7}  {:>8} {:>7}  {:>7}",
+            "  {:<32} {:>6} {:>7} {:>15}  {:>8} {:>7}  {:>7}",
             name,
             r.current.n,
             mean(&r.current),
+            format!("[{low:.2}, {high:.2}]"),
             r.baseline.n,
             mean(&r.baseline),
             if r.slice == Slice::All {
@@ -124,10 +256,14 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     outln!("");
+    let findings: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| only.is_none_or(|p| p == f.prompt))
+        .collect();
     if findings.is_empty() {
         outln!("no slice is significantly worse than its baseline or the rest of its traffic");
     }
-    for f in &findings {
+    for f in findings {
         let against = match f.against {
             Against::Baseline => "its previous window",
             Against::Rest => "the rest of the traffic",
@@ -145,5 +281,4 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
             f.q
         );
     }
-    Ok(())
 }

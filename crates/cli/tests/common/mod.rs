@@ -2,8 +2,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
 
 /// Run the binary in `dir` with a clean environment: no stray config, cache in `dir`.
 pub async fn metaprompt(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -32,4 +35,93 @@ pub fn stderr(o: &Output) -> String {
 /// The shipped SST-2 example.
 pub fn sst2() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sst2")
+}
+
+/// A running `metaprompt serve`, killed (SIGKILL) when dropped, so a failing test stops it too.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with(dir, extra, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = dir.join(format!("serve-{}.log", rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metaprompt"))
+            .current_dir(dir)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("HOME", dir)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("METAPROMPT_NO_CACHE", "1")
+            .env("METAPROMPT_LIBRARY", dir.join("lib.db"))
+            .env("METAPROMPT_MODELS_DIR", models_dir())
+            .args(["serve", "--listen", "127.0.0.1:0", "--print-address"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["address"].as_str().map(String::from))
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "the server did not start: {line}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait: a graceful stop.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+pub fn models_dir() -> String {
+    metaprompt_local::fetch::default_models_dir()
+        .to_string_lossy()
+        .into_owned()
 }

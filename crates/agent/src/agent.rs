@@ -1,0 +1,1484 @@
+//! One pass of the agent over every served prompt: monitor and detect, then move each live
+//! case one step (see [`crate::case`]): propose for an open one, follow the review of a
+//! proposed one, watch a canary and promote or roll it back. A pass is idempotent over the
+//! library's state: run it every ten minutes (`agent --watch`, `serve --agent`) or once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use metaprompt_engine::{Engine, EngineError, EvalRequest, OptimizeRequest, Scope};
+use metaprompt_eval::metric::{ChoiceOptions, MetricConfig, MetricSpec};
+use metaprompt_eval::task::{DataConfig, ModelsConfig, PromptSource, TaskConfig};
+use metaprompt_eval::{PromptFile, Task};
+use metaprompt_llm::config::{AgentConfig, AgentPromptConfig};
+use metaprompt_optimize::MetaPrompts;
+use metaprompt_registry::model::{
+    Batch, Decision, EventKind, Evidence, LabelMove, NewVersion, Origin, ReviewState, SplitChange,
+    Version, VersionRef,
+};
+use metaprompt_registry::service::{Feedback, Inference, InferenceQuery, ServiceStore};
+use metaprompt_registry::{RegistryError, Store};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::case::{
+    Attempt, Canary, Case, Diagnosis, Proposal, SliceCheck, Spend, State, VersionId, slice_key,
+};
+use crate::collect::{Item, Part, Sets, collect, part};
+use crate::monitor::{Finding, Outcome, Policy, Slice, SliceReport, detect, report};
+use crate::stats::{Rate, sequential};
+
+/// Corrected failures a search needs: enough to split into demonstrations, a dev set to race
+/// on, and a held-out check with the power to show a real gain (on the embedded model, 12
+/// held-out failures were too few to show 0.17 → 0.33).
+pub const MIN_FAILING: usize = 40;
+
+/// Who the agent is in the audit log.
+pub const ACTOR: &str = "agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("[agent] {field}: {message}")]
+    Config { field: String, message: String },
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Data(String),
+}
+
+impl From<RegistryError> for AgentError {
+    fn from(e: RegistryError) -> Self {
+        AgentError::Registry(Box::new(e))
+    }
+}
+
+impl From<EngineError> for AgentError {
+    fn from(e: EngineError) -> Self {
+        AgentError::Engine(Box::new(e))
+    }
+}
+
+/// The `[agent]` policy, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: Policy,
+    pub meta: Option<String>,
+    pub max_calls_per_day: u64,
+    pub max_usd_per_day: Option<f64>,
+    /// Percent of the label's traffic.
+    pub canary_weight: f64,
+    pub canary_min_n: u64,
+    pub canary_margin: f64,
+    /// The error level of the canary's always-valid interval.
+    pub canary_alpha: f64,
+    /// How long an attempted or rejected case keeps its slice from reopening.
+    pub cooldown: Duration,
+    pub prompts: BTreeMap<String, AgentPromptConfig>,
+}
+
+impl Settings {
+    pub fn from_config(c: &AgentConfig) -> Result<Self, AgentError> {
+        let bad = |field: &str, message: String| AgentError::Config {
+            field: field.into(),
+            message,
+        };
+        let share = |field: &str, v: Option<f64>, default: f64| match v {
+            Some(x) if !(x > 0.0 && x < 1.0) => Err(bad(
+                field,
+                format!("{x}: expected a number between 0 and 1"),
+            )),
+            Some(x) => Ok(x),
+            None => Ok(default),
+        };
+        let window = c.window_secs.unwrap_or(3600);
+        if window == 0 {
+            return Err(bad("window_secs", "0: expected a positive number".into()));
+        }
+        let weight = c.canary_weight.unwrap_or(10);
+        if !(1..=99).contains(&weight) {
+            return Err(bad(
+                "canary_weight",
+                format!("{weight}: expected a percent between 1 and 99"),
+            ));
+        }
+        for (name, p) in &c.prompts {
+            if let Some(policy) = &p.policy
+                && policy != "review"
+                && policy != "auto-deploy"
+            {
+                return Err(bad(
+                    &format!("prompts.{name}.policy"),
+                    format!("`{policy}`: expected `review` or `auto-deploy`"),
+                ));
+            }
+        }
+        Ok(Self {
+            policy: Policy {
+                window: Duration::seconds(window as i64),
+                min_n: c.min_n.unwrap_or(30).max(1),
+                fdr: share("fdr", c.fdr, 0.05)?,
+                min_drop: share("min_drop", c.min_drop, 0.05)?,
+            },
+            meta: c.meta.clone(),
+            max_calls_per_day: c.max_calls_per_day.unwrap_or(5000),
+            max_usd_per_day: c.max_usd_per_day,
+            canary_weight: f64::from(weight),
+            canary_min_n: c.canary_min_n.unwrap_or(30).max(1),
+            canary_margin: share("canary_margin", c.canary_margin, 0.05)?,
+            canary_alpha: 0.05,
+            cooldown: Duration::hours(24),
+            prompts: c.prompts.clone(),
+        })
+    }
+
+    fn prompt(&self, name: &str) -> AgentPromptConfig {
+        self.prompts.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// What a pass did to a case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub case: String,
+    pub prompt: String,
+    pub slice: String,
+    pub what: String,
+}
+
+/// Everything one pass saw and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    pub at: DateTime<Utc>,
+    pub inferences: usize,
+    pub scored: usize,
+    pub slices: Vec<SliceReport>,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<Action>,
+    /// Every case, after the pass.
+    pub cases: Vec<Case>,
+    /// Calls the agent made today (UTC), and its allowance.
+    pub calls_today: u64,
+    pub max_calls_per_day: u64,
+}
+
+/// The agent over one library.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    engine: Engine,
+    library: Arc<dyn Store>,
+    service: Arc<dyn ServiceStore>,
+    settings: Settings,
+    /// Where proposals' tasks, data and runs are written.
+    dir: PathBuf,
+}
+
+impl Agent {
+    /// `dir`: the agent's working directory (default: `agent/` beside the library file).
+    pub fn new(
+        engine: Engine,
+        library: Arc<dyn Store>,
+        service: Arc<dyn ServiceStore>,
+        dir: PathBuf,
+    ) -> Result<Self, AgentError> {
+        let settings = Settings::from_config(&engine.config().agent)?;
+        Ok(Self {
+            engine,
+            library,
+            service,
+            settings,
+            dir,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The stored cases, oldest first.
+    pub async fn cases(&self, prompt: Option<&str>) -> Result<Vec<Case>, AgentError> {
+        self.service
+            .cases(prompt)
+            .await?
+            .iter()
+            .map(|r| Case::from_row(r).map_err(AgentError::Data))
+            .collect()
+    }
+
+    /// One pass at `now`.
+    pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport, AgentError> {
+        let policy = self.settings.policy;
+        let query = InferenceQuery {
+            prompt: None,
+            since: Some(now - policy.window - policy.window),
+            until: Some(now),
+            limit: None,
+        };
+        let (inferences, feedback) = self.read(&query).await?;
+        let outcomes = outcomes(&inferences, &feedback);
+        let slices = report(&outcomes, now, &policy);
+        let findings = detect(&slices, &policy);
+
+        let mut cases = self.cases(None).await?;
+        let mut actions = Vec::new();
+        let mut changed = BTreeSet::new();
+
+        // Findings join their slice's live case, or open one.
+        let mut strongest: BTreeMap<(String, Slice), &Finding> = BTreeMap::new();
+        for f in &findings {
+            let e = strongest
+                .entry((f.prompt.clone(), f.slice.clone()))
+                .or_insert(f);
+            if f.q < e.q {
+                *e = f;
+            }
+        }
+        for ((prompt, slice), f) in strongest {
+            let same = |c: &Case| c.prompt == prompt && c.slice == slice;
+            if let Some(c) = cases.iter_mut().find(|c| same(c) && c.state.is_live()) {
+                c.finding = f.clone();
+                c.seen += 1;
+                c.updated_at = now;
+                changed.insert(c.id.clone());
+                continue;
+            }
+            let cooling = cases.iter().any(|c| {
+                same(c)
+                    && matches!(c.state, State::Attempted | State::Rejected)
+                    && now - c.updated_at < self.settings.cooldown
+            });
+            if cooling {
+                continue;
+            }
+            let label = served_label(&inferences, &prompt, &slice);
+            let version = match self
+                .library
+                .resolve(&VersionRef::parse(&format!("{prompt}@{label}"))?)
+                .await
+            {
+                Ok(v) => v,
+                // A prompt served by version or hash only: nothing the agent may move.
+                Err(_) => continue,
+            };
+            let mut case = Case {
+                id: format!(
+                    "{prompt}.{}.{}",
+                    slug(&slice_key(&slice)),
+                    now.format("%Y%m%dT%H%M%S%3f")
+                ),
+                prompt: prompt.clone(),
+                slice: slice.clone(),
+                state: State::Open,
+                opened_at: now,
+                updated_at: now,
+                label,
+                incumbent: VersionId {
+                    hash: version.hash.clone(),
+                    seq: version.seq,
+                },
+                finding: f.clone(),
+                seen: 1,
+                diagnosis: None,
+                proposal: None,
+                attempts: Vec::new(),
+                review_comment: None,
+                canary: None,
+                spent: Vec::new(),
+                log: Vec::new(),
+            };
+            case.note(
+                now,
+                format!(
+                    "found: {} at {:.3} (n {}) against {:?} {:.3} (n {}), q = {:.2e}",
+                    slice, f.mean, f.n, f.against, f.reference_mean, f.reference_n, f.q
+                ),
+            );
+            actions.push(action(&case, "opened"));
+            changed.insert(case.id.clone());
+            cases.push(case);
+        }
+
+        // Move each live case one step; open ones in the order of what they may gain.
+        let mut order: Vec<usize> = (0..cases.len())
+            .filter(|&i| cases[i].state.is_live())
+            .collect();
+        order.sort_by(|&a, &b| gain(&cases[b]).total_cmp(&gain(&cases[a])));
+        for i in order {
+            let snapshot = cases[i].clone();
+            let before = (cases[i].state, cases[i].log.len());
+            let result = match cases[i].state {
+                State::Open => {
+                    let (calls_all, calls_prompt) = spent_today(&cases, &cases[i].prompt, now);
+                    let mut case = cases[i].clone();
+                    let r = self
+                        .propose(&mut case, now, calls_all, calls_prompt, &cases)
+                        .await;
+                    cases[i] = case;
+                    r
+                }
+                State::Proposed => self.review_step(&mut cases[i], now).await,
+                State::Canary => self.watch_canary(&mut cases[i], now).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                cases[i].note(now, format!("error: {e}"));
+            }
+            if (cases[i].state, cases[i].log.len()) != before {
+                let last = cases[i].log.last().map(|e| e.what.clone());
+                actions.push(action(&cases[i], &last.unwrap_or_default()));
+            }
+            // A canary's latest numbers are stored too, not only its decisions.
+            if cases[i] != snapshot {
+                changed.insert(cases[i].id.clone());
+            }
+        }
+        for c in cases.iter().filter(|c| changed.contains(&c.id)) {
+            self.service.save_case(&c.to_row()).await?;
+        }
+        let (calls_today, _) = spent_today(&cases, "", now);
+        Ok(PassReport {
+            at: now,
+            inferences: inferences.len(),
+            scored: outcomes.len(),
+            slices,
+            findings,
+            actions,
+            cases,
+            calls_today,
+            max_calls_per_day: self.settings.max_calls_per_day,
+        })
+    }
+
+    async fn read(
+        &self,
+        query: &InferenceQuery,
+    ) -> Result<(Vec<Inference>, Vec<Feedback>), AgentError> {
+        Ok((
+            self.service.inferences(query).await?,
+            self.service.feedback_for(query).await?,
+        ))
+    }
+
+    /// Collect, diagnose, search, check; file the proposal or record the attempt.
+    async fn propose(
+        &self,
+        case: &mut Case,
+        now: DateTime<Utc>,
+        calls_all: u64,
+        calls_prompt: u64,
+        all_cases: &[Case],
+    ) -> Result<(), AgentError> {
+        let cfg = self.settings.prompt(&case.prompt);
+        if cfg.act == Some(false) {
+            note_once(case, now, "reporting only: [agent.prompts] act = false");
+            return Ok(());
+        }
+        let allowance = self
+            .settings
+            .max_calls_per_day
+            .saturating_sub(calls_all)
+            .min(
+                cfg.max_calls_per_day
+                    .unwrap_or(1000)
+                    .saturating_sub(calls_prompt),
+            );
+        if allowance < 100 {
+            note_once(
+                case,
+                now,
+                &format!("waiting for budget: {allowance} calls left today"),
+            );
+            return Ok(());
+        }
+        let usd_left = self.settings.max_usd_per_day.map(|cap| {
+            let day = day_start(now);
+            cap - all_cases.iter().map(|c| c.usd_since(day)).sum::<f64>()
+        });
+        if usd_left.is_some_and(|u| u <= 0.0) {
+            note_once(case, now, "waiting for budget: today's dollars are spent");
+            return Ok(());
+        }
+        let incumbent = self
+            .library
+            .resolve(&VersionRef::parse(&case.incumbent.hash)?)
+            .await?;
+        let (inferences, feedback) = self
+            .read(&InferenceQuery {
+                prompt: Some(case.prompt.clone()),
+                since: Some(now - Duration::days(7)),
+                until: Some(now),
+                limit: Some(5000),
+            })
+            .await?;
+        let sets = collect(&inferences, &feedback, case.incumbent.seq, &case.slice, 240);
+        let scored = sets.failing_scored().count();
+        if scored < MIN_FAILING {
+            note_once(
+                case,
+                now,
+                &format!(
+                    "waiting for corrections: {scored} of {} failing inferences on {} have a \
+                     corrected output ({MIN_FAILING} needed to search on)",
+                    sets.failing.len(),
+                    case.slice
+                ),
+            );
+            return Ok(());
+        }
+        let model = inferences
+            .iter()
+            .find(|i| i.seq == case.incumbent.seq)
+            .map(|i| i.model.clone())
+            .ok_or_else(|| AgentError::Data("no inference of the incumbent".into()))?;
+        let meta = self.settings.meta.clone().unwrap_or_else(|| model.clone());
+        let file = incumbent.file()?;
+
+        let rejections: Vec<String> = all_cases
+            .iter()
+            .filter(|c| c.prompt == case.prompt && c.state == State::Rejected)
+            .filter_map(|c| c.review_comment.clone())
+            .collect();
+        let diagnosis = self.diagnose(case, &file, &sets, &meta, &rejections).await;
+        case.note(
+            now,
+            format!(
+                "diagnosed: {} · {}",
+                diagnosis.summary, diagnosis.hypothesis
+            ),
+        );
+        case.diagnosis = Some(diagnosis);
+
+        let work = Work::write(
+            &self.dir.join(slug(&case.id)),
+            case,
+            &incumbent,
+            &file,
+            &sets,
+            &cfg,
+            &model,
+            &meta,
+        )?;
+        let algorithm = cfg.algorithm.clone().unwrap_or_else(|| {
+            if work.labels.is_some() {
+                "fewshot".into()
+            } else {
+                "protegi".into()
+            }
+        });
+        let mut request = OptimizeRequest::new(&work.task);
+        request.algorithm = algorithm.clone();
+        request.name = Some(case.prompt.clone());
+        request.meta.seed = 7;
+        request.meta.meta = Some(meta.clone());
+        request.budget.max_metric_calls = Some(allowance.min(600));
+        request.budget.max_meta_calls = Some(20);
+        request.budget.max_cost_usd = usd_left;
+        request.test_limit = Some(0);
+        request.rounds = 3;
+        request.patience = 2;
+        request.minibatch = work.dev.max(1);
+        request.demos = file.demos.len().max(4);
+        request.run_dir = Some(work.dir.join("run"));
+        request.store = false;
+        let run = self.engine.optimize(request).await?;
+        case.note(now, format!("search: {}", run.run_dir().display()));
+        let result = run.start().wait().await?;
+        let o = &result.outcome;
+        let mut spend = Spend {
+            at: now,
+            calls: o.metric_calls + o.meta_calls + 1,
+            usd: o.execution_usage.cost_usd.unwrap_or(0.0) + o.meta_usage.cost_usd.unwrap_or(0.0),
+        };
+        // The best candidate on dev, even when the run's own verdict kept the seed: its dev
+        // set is a slice's worth of live examples, too small for that test's power; the gate
+        // is the held-out check below, per slice.
+        let winner = if o.kept_seed {
+            o.entry(&o.best)
+                .map_or_else(|| result.prompt.clone(), |e| e.prompt.clone())
+        } else {
+            result.prompt.clone()
+        };
+        let same = metaprompt_registry::content::hash(&winner)
+            == metaprompt_registry::content::hash(&file);
+        if same {
+            case.spent.push(spend);
+            let guarded: Vec<&String> = o
+                .rejected
+                .iter()
+                .flat_map(|r| r.why.iter())
+                .filter(|w| w.contains("constraint"))
+                .collect();
+            let guard = match guarded.first() {
+                Some(w) => format!(
+                    "; the guardrail rejected {} candidates (first: {w})",
+                    guarded.len()
+                ),
+                None => String::new(),
+            };
+            return self.attempted(
+                case,
+                now,
+                format!(
+                    "{algorithm} found nothing better than the incumbent on the failing and \
+                     regression sets ({} metric calls){guard}",
+                    o.metric_calls
+                ),
+                Vec::new(),
+            );
+        }
+        if let Err(why) = guardrail(&incumbent.constraints, &winner) {
+            case.spent.push(spend);
+            return self.attempted(case, now, why, Vec::new());
+        }
+        let (checks, cost) = self.check(&work, &file, &winner, case).await?;
+        spend.calls += 2 * work.check.len() as u64;
+        case.spent.push(spend);
+        let target = &checks[0];
+        if !(target.diff > 0.0 && target.p < 0.05) {
+            return self.attempted(
+                case,
+                now,
+                format!(
+                    "{} did not improve significantly on the held-out check: {:.3} → {:.3} \
+                     (n {}, p = {:.3})",
+                    target.slice, target.before, target.after, target.n, target.p
+                ),
+                checks,
+            );
+        }
+        if let Some(worse) = checks[1..]
+            .iter()
+            .find(|c| c.diff < 0.0 && c.p < 0.05 && c.n >= 5)
+        {
+            return self.attempted(
+                case,
+                now,
+                format!(
+                    "{} got significantly worse: {:.3} → {:.3} (n {}, p = {:.3})",
+                    worse.slice, worse.before, worse.after, worse.n, worse.p
+                ),
+                checks,
+            );
+        }
+        let version = self
+            .file(case, &incumbent, winner, &checks, cost, &model, &algorithm)
+            .await?;
+        case.proposal = Some(Proposal {
+            version: VersionId {
+                hash: version.hash.clone(),
+                seq: version.seq,
+            },
+            algorithm,
+            run_dir: result.run_dir.display().to_string(),
+            checks: checks.clone(),
+            cost_per_execution_usd: cost,
+        });
+        case.state = State::Proposed;
+        case.note(
+            now,
+            format!(
+                "proposed {}: {} {:.3} → {:.3} (p = {:.3}), no other slice significantly worse",
+                version.reference(),
+                target.slice,
+                target.before,
+                target.after,
+                target.p
+            ),
+        );
+        if cfg.policy.as_deref() == Some("auto-deploy") {
+            if !incumbent.constraints.is_empty() {
+                case.note(
+                    now,
+                    "auto-deploy refused: the prompt has protected constraints; waiting for review",
+                );
+            } else {
+                self.start_canary(case, now, "auto-deploy: no review needed")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attempted(
+        &self,
+        case: &mut Case,
+        now: DateTime<Utc>,
+        why: String,
+        checks: Vec<SliceCheck>,
+    ) -> Result<(), AgentError> {
+        case.attempts.push(Attempt {
+            at: now,
+            why: why.clone(),
+            checks,
+            run_dir: case
+                .log
+                .iter()
+                .rev()
+                .find_map(|e| e.what.strip_prefix("search: ").map(String::from)),
+        });
+        case.state = State::Attempted;
+        case.note(now, format!("not filed: {why}"));
+        Ok(())
+    }
+
+    /// The agent's counts, and the meta model's hypothesis.
+    async fn diagnose(
+        &self,
+        case: &Case,
+        file: &PromptFile,
+        sets: &Sets,
+        meta: &str,
+        rejections: &[String],
+    ) -> Diagnosis {
+        let summary = summarize(case, sets);
+        let output = demo_output(file);
+        let labels: Vec<String> = output
+            .as_deref()
+            .map(|o| {
+                let mut l: Vec<String> = file
+                    .demos
+                    .iter()
+                    .filter_map(|d| d.get(o).map(text))
+                    .collect();
+                l.dedup();
+                l
+            })
+            .unwrap_or_default();
+        let show = |i: &Item| {
+            i.inputs
+                .values()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join(" · ")
+                .chars()
+                .take(200)
+                .collect::<String>()
+        };
+        let ctx = json!({
+            "prompt": {
+                "name": case.prompt,
+                "instruction": file.instruction,
+                "template": file.template.clone().unwrap_or_default(),
+                "labels": labels,
+            },
+            "slice": case.slice.to_string(),
+            "summary": summary,
+            "failing": sets.failing.iter().take(6).map(|i| json!({
+                "input": show(i), "output": i.output.trim(), "expected": i.expected,
+            })).collect::<Vec<_>>(),
+            "passing": sets.passing.iter().filter(|i| !i.in_slice(&case.slice)).take(4)
+                .map(|i| json!({"input": show(i), "output": i.output.trim()})).collect::<Vec<_>>(),
+            "rejections": rejections,
+        });
+        let hypothesis = match self.engine.hub().model(meta) {
+            Err(e) => format!("(no hypothesis: the meta model {meta} cannot be opened: {e})"),
+            Ok(model) => match MetaPrompts::builtin()
+                .sample(&model, "diagnose", &ctx, 0.0, 7, 1)
+                .await
+            {
+                Ok(mut answers) => match answers.pop() {
+                    Some(Ok(a)) if !a.trim().is_empty() => a.trim().to_string(),
+                    Some(Err(e)) => format!("(no hypothesis: {e})"),
+                    _ => "(the meta model wrote nothing)".into(),
+                },
+                Err(e) => format!("(no hypothesis: {e})"),
+            },
+        };
+        Diagnosis {
+            summary,
+            hypothesis,
+            model: meta.to_string(),
+        }
+    }
+
+    /// Both prompts on the held-out check set, compared slice by slice (the failing slice
+    /// first, `all` last).
+    async fn check(
+        &self,
+        work: &Work,
+        incumbent: &PromptFile,
+        winner: &PromptFile,
+        case: &Case,
+    ) -> Result<(Vec<SliceCheck>, Option<f64>), AgentError> {
+        let mut reports = Vec::new();
+        for (name, p) in [("incumbent", incumbent), ("proposal", winner)] {
+            let path = work.dir.join(format!("{name}.check.toml"));
+            write(&path, p.to_toml().as_bytes())?;
+            let mut scope = Scope::new(&work.task);
+            scope.split = "test".into();
+            let r = self
+                .engine
+                .eval(EvalRequest {
+                    scope,
+                    prompt: Some(path),
+                    out: Some(work.dir.join(format!("{name}.check.jsonl"))),
+                })
+                .wait()
+                .await?;
+            reports.push(r.report);
+        }
+        let (a, b) = (&reports[0], &reports[1]);
+        let cost = b
+            .summary
+            .cost_usd
+            .map(|c| c / b.results.len().max(1) as f64);
+        let mut slices = vec![case.slice.clone()];
+        for i in &work.check {
+            for (k, v) in &i.tags {
+                let s = Slice::Tag {
+                    key: k.clone(),
+                    value: v.clone(),
+                };
+                if !slices.contains(&s) {
+                    slices.push(s);
+                }
+            }
+        }
+        if case.slice != Slice::All {
+            slices.push(Slice::All);
+        }
+        let mut checks = Vec::new();
+        for s in slices {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for (k, item) in work.check.iter().enumerate() {
+                if !item.in_slice(&s) {
+                    continue;
+                }
+                if let (Some(p), Some(q)) = (
+                    a.results.get(k).and_then(|r| r.score),
+                    b.results.get(k).and_then(|r| r.score),
+                ) {
+                    x.push(p);
+                    y.push(q);
+                }
+            }
+            if x.is_empty() {
+                continue;
+            }
+            let paired = metaprompt_eval::stats::paired_bootstrap(&x, &y, 7);
+            checks.push(SliceCheck {
+                slice: slice_key(&s),
+                n: x.len(),
+                before: metaprompt_eval::stats::mean(&x),
+                after: metaprompt_eval::stats::mean(&y),
+                diff: paired.diff,
+                low: paired.low,
+                high: paired.high,
+                p: paired.p_value,
+            });
+        }
+        Ok((checks, cost))
+    }
+
+    /// Add the proposal to the library (proposed, in the review queue) with its evidence.
+    #[allow(clippy::too_many_arguments)]
+    async fn file(
+        &self,
+        case: &Case,
+        incumbent: &Version,
+        mut winner: PromptFile,
+        checks: &[SliceCheck],
+        cost: Option<f64>,
+        model: &str,
+        algorithm: &str,
+    ) -> Result<Version, AgentError> {
+        let diagnosis = case.diagnosis.clone();
+        let before = incumbent.file()?;
+        winner.name = before.name;
+        winner.target_model = before.target_model.or(winner.target_model);
+        winner.rationale = Some(format!(
+            "Agent case {} on {}: {}{}",
+            case.id,
+            case.slice,
+            diagnosis
+                .as_ref()
+                .map_or(String::new(), |d| d.summary.clone()),
+            diagnosis
+                .as_ref()
+                .map_or(String::new(), |d| format!(" Hypothesis: {}", d.hypothesis)),
+        ));
+        let evidence = checks
+            .iter()
+            .map(|c| Evidence {
+                task: format!("agent:{}", case.id),
+                split: format!("live {}", c.slice),
+                model: model.to_string(),
+                metric: "held-out live outcomes".into(),
+                n: c.n as u64,
+                mean: c.after,
+                low: (c.after - (c.diff - c.low)).clamp(0.0, 1.0),
+                high: (c.after + (c.high - c.diff)).clamp(0.0, 1.0),
+                baseline: Some(incumbent.hash.clone()),
+                diff: Some(c.diff),
+                diff_low: Some(c.low),
+                diff_high: Some(c.high),
+                p_value: Some(c.p),
+                cost_per_execution_usd: cost,
+                run: None,
+                recorded_at: None,
+            })
+            .collect();
+        let mut v = NewVersion::new(&case.prompt, winner, Origin::Optimize, ACTOR);
+        v.parents = vec![incumbent.hash.clone()];
+        v.checks = Some(json!({"agent_case": case.id, "slices": checks, "diagnosis": diagnosis}));
+        v.message = Some(format!(
+            "agent: {} on {} ({algorithm})",
+            case.id, case.slice
+        ));
+        let mut added = self
+            .library
+            .commit(Batch {
+                versions: vec![(v, evidence)],
+                run: None,
+            })
+            .await?;
+        added
+            .pop()
+            .map(|a| a.version)
+            .ok_or_else(|| AgentError::Data("the library added nothing".into()))
+    }
+
+    async fn review_step(&self, case: &mut Case, now: DateTime<Utc>) -> Result<(), AgentError> {
+        let Some(p) = case.proposal.clone() else {
+            return Ok(());
+        };
+        let version = self
+            .library
+            .resolve(&VersionRef::parse(&p.version.hash)?)
+            .await?;
+        match version.review {
+            ReviewState::Approved => self.start_canary(case, now, "approved").await,
+            ReviewState::Rejected => {
+                let comment = self
+                    .library
+                    .events(&case.prompt)
+                    .await?
+                    .into_iter()
+                    .rev()
+                    .find(|e| {
+                        e.kind == EventKind::Review
+                            && e.hash.as_deref() == Some(&version.hash)
+                            && e.decision.as_deref() == Some(Decision::Reject.as_str())
+                    })
+                    .and_then(|e| e.comment);
+                case.review_comment.clone_from(&comment);
+                case.state = State::Rejected;
+                case.note(
+                    now,
+                    format!(
+                        "rejected by review: {}",
+                        comment.as_deref().unwrap_or("(no comment)")
+                    ),
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn start_canary(
+        &self,
+        case: &mut Case,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), AgentError> {
+        let Some(p) = case.proposal.clone() else {
+            return Ok(());
+        };
+        // The guardrail again, on what is about to be served: whatever filed it.
+        let incumbent = self
+            .library
+            .resolve(&VersionRef::parse(&case.incumbent.hash)?)
+            .await?;
+        let proposal = self
+            .library
+            .resolve(&VersionRef::parse(&p.version.hash)?)
+            .await?;
+        if let Err(why) = guardrail(&incumbent.constraints, &proposal.file()?) {
+            return self.attempted(case, now, format!("not served: {why}"), Vec::new());
+        }
+        let weight = self.settings.canary_weight;
+        self.library
+            .set_split(&SplitChange {
+                prompt: case.prompt.clone(),
+                label: case.label.clone(),
+                to: Some(p.version.hash.clone()),
+                weight,
+                actor: ACTOR.into(),
+                comment: Some(format!("canary of agent case {} ({why})", case.id)),
+            })
+            .await?;
+        case.canary = Some(Canary {
+            label: case.label.clone(),
+            weight,
+            started_at: now,
+            incumbent_n: 0,
+            incumbent_mean: None,
+            canary_n: 0,
+            canary_mean: None,
+            last: None,
+        });
+        case.state = State::Canary;
+        case.note(
+            now,
+            format!(
+                "canary started ({why}): v{} serves {weight}% of {}",
+                p.version.seq, case.label
+            ),
+        );
+        Ok(())
+    }
+
+    /// Compare the canary with the incumbent on the label's live outcomes since the split
+    /// began; promote, roll back, or wait.
+    async fn watch_canary(&self, case: &mut Case, now: DateTime<Utc>) -> Result<(), AgentError> {
+        let (Some(p), Some(mut canary)) = (case.proposal.clone(), case.canary.clone()) else {
+            return Ok(());
+        };
+        let splits = self.library.splits(&case.prompt).await?;
+        let live = splits
+            .iter()
+            .any(|s| s.label == canary.label && s.hash == p.version.hash);
+        if !live {
+            case.state = State::Superseded;
+            case.note(
+                now,
+                "the split was ended or changed by someone else; the case is closed",
+            );
+            return Ok(());
+        }
+        let (inferences, feedback) = self
+            .read(&InferenceQuery {
+                prompt: Some(case.prompt.clone()),
+                since: Some(canary.started_at),
+                until: None,
+                limit: None,
+            })
+            .await?;
+        let mut scores: HashMap<&str, Vec<f64>> = HashMap::new();
+        for f in &feedback {
+            if let Some(s) = f.score {
+                scores.entry(f.inference_id.as_str()).or_default().push(s);
+            }
+        }
+        let (mut inc, mut can) = (Rate::default(), Rate::default());
+        let (mut inc_err, mut can_err) = (Rate::default(), Rate::default());
+        for i in inferences
+            .iter()
+            .filter(|i| i.label.as_deref() == Some(canary.label.as_str()))
+        {
+            let (rate, err) = if i.seq == p.version.seq {
+                (&mut can, &mut can_err)
+            } else if i.seq == case.incumbent.seq {
+                (&mut inc, &mut inc_err)
+            } else {
+                continue;
+            };
+            err.add(if i.error.is_some() { 0.0 } else { 1.0 });
+            if let Some(s) = scores.get(i.id.as_str()) {
+                rate.add(s.iter().sum::<f64>() / s.len() as f64);
+            }
+        }
+        let alpha = self.settings.canary_alpha;
+        let s = sequential(&inc, &can, alpha, 0.1);
+        let errors = sequential(&inc_err, &can_err, alpha, 0.1);
+        canary.incumbent_n = inc.n;
+        canary.incumbent_mean = inc.mean();
+        canary.canary_n = can.n;
+        canary.canary_mean = can.mean();
+        canary.last = Some(s);
+        case.canary = Some(canary.clone());
+        let enough = inc.n >= self.settings.canary_min_n && can.n >= self.settings.canary_min_n;
+        let seen = format!(
+            "canary {:.3} (n {}) vs incumbent {:.3} (n {}): difference {:+.3}, always-valid \
+             95% interval [{:+.3}, {:+.3}]",
+            can.mean().unwrap_or(0.0),
+            can.n,
+            inc.mean().unwrap_or(0.0),
+            inc.n,
+            s.diff,
+            s.low,
+            s.high
+        );
+        let worse = (inc.n >= 10 && can.n >= 10 && s.high < 0.0)
+            || (inc_err.n >= 10 && can_err.n >= 10 && errors.high < 0.0);
+        if worse {
+            self.library
+                .set_split(&SplitChange {
+                    prompt: case.prompt.clone(),
+                    label: canary.label.clone(),
+                    to: None,
+                    weight: 0.0,
+                    actor: ACTOR.into(),
+                    comment: Some(format!("rollback of agent case {}: {seen}", case.id)),
+                })
+                .await?;
+            case.state = State::RolledBack;
+            case.note(now, format!("rolled back: {seen}"));
+        } else if enough && s.low > -self.settings.canary_margin {
+            self.library
+                .move_label(&LabelMove {
+                    prompt: case.prompt.clone(),
+                    label: canary.label.clone(),
+                    to: Some(p.version.hash.clone()),
+                    actor: ACTOR.into(),
+                    comment: Some(format!("promotion of agent case {}: {seen}", case.id)),
+                })
+                .await?;
+            case.state = State::Promoted;
+            case.note(
+                now,
+                format!("promoted v{} to {}: {seen}", p.version.seq, canary.label),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A case's task directory: the incumbent as the seed, the sets as data.
+struct Work {
+    dir: PathBuf,
+    task: PathBuf,
+    labels: Option<Vec<String>>,
+    dev: usize,
+    check: Vec<Item>,
+}
+
+impl Work {
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        dir: &Path,
+        case: &Case,
+        incumbent: &Version,
+        file: &PromptFile,
+        sets: &Sets,
+        cfg: &AgentPromptConfig,
+        model: &str,
+        meta: &str,
+    ) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let own_task = match &cfg.task {
+            Some(t) => Some(Task::load(t).map_err(|e| AgentError::Config {
+                field: format!("prompts.{}.task", case.prompt),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        let output = own_task
+            .as_ref()
+            .map(|t| t.config.output.clone())
+            .or_else(|| demo_output(file))
+            .unwrap_or_else(|| "answer".into());
+        let items: Vec<&Item> = sets.failing_scored().chain(sets.passing.iter()).collect();
+        let mut inputs: BTreeSet<String> = file.variables().into_iter().collect();
+        for i in &items {
+            inputs.extend(i.inputs.keys().cloned());
+        }
+        inputs.remove(&output);
+        let expected: BTreeSet<String> = items.iter().filter_map(|i| i.expected.clone()).collect();
+        let labels =
+            (own_task.is_none() && expected.len() <= 12 && expected.len() * 2 < items.len())
+                .then(|| expected.iter().cloned().collect::<Vec<_>>());
+        let (mut train, mut dev, mut check) = (Vec::new(), Vec::new(), Vec::new());
+        for i in &items {
+            match part(i) {
+                Part::Train => train.push((*i).clone()),
+                Part::Dev => dev.push((*i).clone()),
+                Part::Check => check.push((*i).clone()),
+            }
+        }
+        let line = |i: &Item| {
+            let mut row: serde_json::Map<String, serde_json::Value> =
+                i.inputs.clone().into_iter().collect();
+            row.insert(
+                output.clone(),
+                json!(i.expected.clone().unwrap_or_default()),
+            );
+            serde_json::Value::Object(row).to_string()
+        };
+        for (name, part) in [("train", &train), ("dev", &dev), ("check", &check)] {
+            let text: String = part.iter().map(|i| line(i) + "\n").collect();
+            write(&dir.join(format!("{name}.jsonl")), text.as_bytes())?;
+        }
+        write(&dir.join("incumbent.toml"), file.to_toml().as_bytes())?;
+        let metrics = match (&own_task, &labels) {
+            (Some(t), _) => t.config.metrics.clone(),
+            // Generated and read, as the served prompt runs, not scored by log-probability.
+            (None, Some(l)) => vec![MetricConfig::new(MetricSpec::Choice(ChoiceOptions {
+                labels: l.clone(),
+                generate: true,
+            }))],
+            (None, None) => vec![MetricConfig::equals()],
+        };
+        let config = TaskConfig {
+            name: slug(&case.prompt),
+            description: file.description.clone().unwrap_or_else(|| {
+                format!(
+                    "The served prompt `{}`, on its live traffic ({} failing).",
+                    case.prompt, case.slice
+                )
+            }),
+            inputs: inputs.into_iter().collect(),
+            output,
+            prompt: PromptSource::File("incumbent.toml".into()),
+            constraints: incumbent.constraints.clone(),
+            data: DataConfig {
+                train: Some("train.jsonl".into()),
+                dev: Some("dev.jsonl".into()),
+                test: Some("check.jsonl".into()),
+                ..DataConfig::default()
+            },
+            metrics,
+            models: ModelsConfig {
+                execution: model.to_string(),
+                meta: meta.to_string(),
+                max_tokens: cfg.max_tokens.unwrap_or(16),
+                stop: cfg.stop.clone(),
+                ..ModelsConfig::default()
+            },
+            budget: Default::default(),
+        };
+        let task = dir.join("task.toml");
+        let text = toml::to_string_pretty(&config)
+            .map_err(|e| AgentError::Data(format!("task of case {}: {e}", case.id)))?;
+        write(&task, text.as_bytes())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            task,
+            labels,
+            dev: dev.len(),
+            check,
+        })
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    std::fs::write(path, bytes).map_err(|source| AgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Scored outcomes of the inferences.
+pub fn outcomes(inferences: &[Inference], feedback: &[Feedback]) -> Vec<Outcome> {
+    let mut by_id: HashMap<&str, Vec<Feedback>> = HashMap::new();
+    for f in feedback {
+        by_id
+            .entry(f.inference_id.as_str())
+            .or_default()
+            .push(f.clone());
+    }
+    inferences
+        .iter()
+        .filter_map(|i| {
+            Outcome::from_records(i, by_id.get(i.id.as_str()).map_or(&[], Vec::as_slice))
+        })
+        .collect()
+}
+
+/// The label most of the slice's inferences came through (`production` when none says).
+fn served_label(inferences: &[Inference], prompt: &str, slice: &Slice) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in inferences.iter().filter(|i| i.prompt == prompt) {
+        let in_slice = match slice {
+            Slice::All => true,
+            Slice::Tag { key, value } => i.tags.get(key) == Some(value),
+        };
+        if let (true, Some(l)) = (in_slice, i.label.as_deref()) {
+            *counts.entry(l).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or_else(|| "production".into(), |(l, _)| l.to_string())
+}
+
+/// What fixing the case may gain: the drop times the traffic it affects.
+fn gain(c: &Case) -> f64 {
+    (c.finding.reference_mean - c.finding.mean).max(0.0) * c.finding.n as f64
+}
+
+/// Calls spent today by every case, and by `prompt`'s.
+fn spent_today(cases: &[Case], prompt: &str, now: DateTime<Utc>) -> (u64, u64) {
+    let day = day_start(now);
+    let all = cases.iter().map(|c| c.calls_since(day)).sum();
+    let mine = cases
+        .iter()
+        .filter(|c| c.prompt == prompt)
+        .map(|c| c.calls_since(day))
+        .sum();
+    (all, mine)
+}
+
+fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |d| d.and_utc())
+}
+
+/// Note `what` unless it is already the case's last note (a waiting case says so once).
+fn note_once(case: &mut Case, now: DateTime<Utc>, what: &str) {
+    if case.log.last().map(|e| e.what.as_str()) != Some(what) {
+        case.note(now, what);
+    }
+}
+
+fn action(c: &Case, what: &str) -> Action {
+    Action {
+        case: c.id.clone(),
+        prompt: c.prompt.clone(),
+        slice: slice_key(&c.slice),
+        what: what.to_string(),
+    }
+}
+
+/// The variable a prompt's demonstrations hold the answer in: the demo key that no
+/// example-side template reads.
+fn demo_output(file: &PromptFile) -> Option<String> {
+    let inputs = file.variables();
+    file.demos
+        .first()?
+        .keys()
+        .find(|k| !inputs.contains(k))
+        .cloned()
+}
+
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// The failures counted: how many, what was answered, what was expected.
+fn summarize(case: &Case, sets: &Sets) -> String {
+    let count = |it: &mut dyn Iterator<Item = String>| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for s in it {
+            *m.entry(s).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.iter()
+            .take(4)
+            .map(|(s, n)| format!("`{s}` ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let answered = count(&mut sets.failing.iter().map(|i| short(i.output.trim())));
+    let expected = count(
+        &mut sets
+            .failing
+            .iter()
+            .filter_map(|i| i.expected.as_deref())
+            .map(short),
+    );
+    format!(
+        "{} failing inferences on {} ({:.0}% of its scored traffic now, against {:.0}% for the \
+         reference); answered {answered}{}.",
+        sets.failing.len(),
+        case.slice,
+        100.0 * case.finding.mean,
+        100.0 * case.finding.reference_mean,
+        if expected.is_empty() {
+            String::new()
+        } else {
+            format!("; corrected to {expected}")
+        }
+    )
+}
+
+fn short(s: &str) -> String {
+    let s: String = s.chars().take(40).collect();
+    s.replace('\n', " ")
+}
+
+/// The agent's own guardrail, after the optimizer's: a proposal must keep every protected
+/// constraint of the incumbent word for word (whitespace aside), in its constraints, its
+/// instruction or its templates. Stricter than the optimizer's check (which accepts a faithful
+/// paraphrase): what the agent files unattended keeps the exact sentences a person wrote.
+pub fn guardrail(constraints: &[String], proposal: &PromptFile) -> Result<(), String> {
+    match constraints.iter().find(|c| !keeps_constraint(proposal, c)) {
+        Some(lost) => Err(format!(
+            "the candidate drops the protected constraint \"{lost}\""
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `prompt` still states `constraint` (in its instruction, templates or constraints).
+pub fn keeps_constraint(prompt: &PromptFile, constraint: &str) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let c = norm(constraint);
+    prompt.constraints.iter().any(|x| norm(x) == c)
+        || [prompt.instruction.as_deref(), prompt.template.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(prompt.messages.iter().map(|m| m.content.as_str()))
+            .any(|t| norm(t).contains(&c))
+}
+
+/// A name safe as a file name.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One slice as `agent status` and `GET /v1/agent` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SliceStatus {
+    pub prompt: String,
+    pub slice: Slice,
+    pub n: u64,
+    pub mean: Option<f64>,
+    /// 95% interval of the mean.
+    pub low: f64,
+    pub high: f64,
+    pub baseline_n: u64,
+    pub baseline_mean: Option<f64>,
+    pub rest_mean: Option<f64>,
+}
+
+/// What the agent sees now, without acting: every slice with its interval, the findings, and
+/// the stored cases.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub at: DateTime<Utc>,
+    pub window_secs: i64,
+    pub min_n: u64,
+    pub fdr: f64,
+    pub inferences: usize,
+    pub scored: usize,
+    pub slices: Vec<SliceStatus>,
+    #[serde(skip)]
+    pub reports: Vec<SliceReport>,
+    pub findings: Vec<Finding>,
+    pub cases: Vec<Case>,
+}
+
+/// Read-only: the current windows' slices and findings, and the cases (of `prompt`, or all).
+pub async fn status(
+    service: &dyn ServiceStore,
+    settings: &Settings,
+    prompt: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Status, AgentError> {
+    let policy = settings.policy;
+    let query = InferenceQuery {
+        prompt: None,
+        since: Some(now - policy.window - policy.window),
+        until: Some(now),
+        limit: None,
+    };
+    let inferences = service.inferences(&query).await?;
+    let feedback = service.feedback_for(&query).await?;
+    let outcomes = outcomes(&inferences, &feedback);
+    let reports: Vec<SliceReport> = report(&outcomes, now, &policy);
+    let findings = detect(&reports, &policy)
+        .into_iter()
+        .filter(|f| prompt.is_none_or(|p| p == f.prompt))
+        .collect();
+    let reports: Vec<SliceReport> = reports
+        .into_iter()
+        .filter(|r| prompt.is_none_or(|p| p == r.prompt))
+        .collect();
+    let slices = reports
+        .iter()
+        .map(|r| {
+            let (low, high) = r.current.interval();
+            SliceStatus {
+                prompt: r.prompt.clone(),
+                slice: r.slice.clone(),
+                n: r.current.n,
+                mean: r.current.mean(),
+                low,
+                high,
+                baseline_n: r.baseline.n,
+                baseline_mean: r.baseline.mean(),
+                rest_mean: r.rest.mean(),
+            }
+        })
+        .collect();
+    let cases = service
+        .cases(prompt)
+        .await?
+        .iter()
+        .map(|r| Case::from_row(r).map_err(AgentError::Data))
+        .collect::<Result<_, _>>()?;
+    Ok(Status {
+        at: now,
+        window_secs: policy.window.num_seconds(),
+        min_n: policy.min_n,
+        fdr: policy.fdr,
+        inferences: inferences.len(),
+        scored: outcomes.len(),
+        slices,
+        reports,
+        findings,
+        cases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guardrail_refuses_a_proposal_without_a_protected_constraint() {
+        let keep = "Never reveal the customer's account number.".to_string();
+        let mut p = PromptFile::from_template("support", "Question: {{ q }}\nAnswer:");
+        p.instruction = Some(format!("Answer the question.  {}", keep.replace(' ', "\n")));
+        assert!(guardrail(std::slice::from_ref(&keep), &p).is_ok());
+        p.instruction = Some("Answer the question.".into());
+        let e = guardrail(std::slice::from_ref(&keep), &p).unwrap_err();
+        assert!(e.contains("account number"), "{e}");
+        p.constraints = vec![keep.clone()];
+        assert!(guardrail(&[keep], &p).is_ok());
+        assert!(guardrail(&[], &p).is_ok());
+    }
+
+    #[test]
+    fn settings_name_the_field_at_fault() {
+        let mut c = AgentConfig::default();
+        assert!(Settings::from_config(&c).is_ok());
+        c.fdr = Some(1.5);
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("[agent] fdr") && e.contains("1.5"), "{e}");
+        c.fdr = None;
+        c.canary_weight = Some(100);
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("canary_weight"), "{e}");
+        c.canary_weight = None;
+        c.prompts.insert(
+            "news".into(),
+            AgentPromptConfig {
+                policy: Some("yolo".into()),
+                ..AgentPromptConfig::default()
+            },
+        );
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("prompts.news.policy") && e.contains("auto-deploy"),
+            "{e}"
+        );
+    }
+}
