@@ -1356,6 +1356,51 @@ pub struct SliceStatus {
     pub baseline_n: u64,
     pub baseline_mean: Option<f64>,
     pub rest_mean: Option<f64>,
+    /// Every call in the current window, scored or not.
+    pub calls: u64,
+    /// Calls that failed (no output).
+    pub error_rate: f64,
+    pub mean_latency_ms: f64,
+    /// `None` when some call's cost is unknown (an unpriced model).
+    pub cost_per_call_usd: Option<f64>,
+}
+
+/// Calls, failures, latency and cost of one slice over a window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ops {
+    calls: u64,
+    errors: u64,
+    latency_ms: f64,
+    cost: Option<f64>,
+}
+
+/// [`Ops`] per prompt and slice of the inferences in `[since, until)`.
+fn ops(
+    inferences: &[Inference],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> BTreeMap<(String, Slice), Ops> {
+    let mut m: BTreeMap<(String, Slice), Ops> = BTreeMap::new();
+    for i in inferences
+        .iter()
+        .filter(|i| (since..until).contains(&i.created_at))
+    {
+        let slices = std::iter::once(Slice::All).chain(i.tags.iter().map(|(k, v)| Slice::Tag {
+            key: k.clone(),
+            value: v.clone(),
+        }));
+        for s in slices {
+            let o = m.entry((i.prompt.clone(), s)).or_insert(Ops {
+                cost: Some(0.0),
+                ..Ops::default()
+            });
+            o.calls += 1;
+            o.errors += u64::from(i.error.is_some());
+            o.latency_ms += i.latency_ms;
+            o.cost = o.cost.zip(i.cost_usd).map(|(a, b)| a + b);
+        }
+    }
+    m
 }
 
 /// What the agent sees now, without acting: every slice with its interval, the findings, and
@@ -1401,11 +1446,21 @@ pub async fn status(
         .into_iter()
         .filter(|r| prompt.is_none_or(|p| p == r.prompt))
         .collect();
+    let ops = ops(&inferences, now - policy.window, now);
     let slices = reports
         .iter()
         .map(|r| {
             let (low, high) = r.current.interval();
+            let o = ops
+                .get(&(r.prompt.clone(), r.slice.clone()))
+                .copied()
+                .unwrap_or_default();
+            let per = |x: f64| x / o.calls.max(1) as f64;
             SliceStatus {
+                calls: o.calls,
+                error_rate: per(o.errors as f64),
+                mean_latency_ms: per(o.latency_ms),
+                cost_per_call_usd: o.cost.map(per),
                 prompt: r.prompt.clone(),
                 slice: r.slice.clone(),
                 n: r.current.n,

@@ -171,39 +171,62 @@ async fn traffic(w: &World, seq: u32, n: usize, minutes_ago: i64, tag: &str) {
                 right
             };
             inferences.push(Inference {
-                id: id.clone(),
-                prompt: "support".into(),
                 hash: version.hash.clone(),
-                seq,
-                label: Some("production".into()),
-                model: "mock:exec".into(),
                 inputs: json!({"question": format!("{question} #{k}")}),
-                rendered_hash: String::new(),
                 output: Some(output.into()),
-                error: None,
                 tags: [("topic".to_string(), topic.to_string())].into(),
-                metadata: Value::Null,
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_usd: None,
-                latency_ms: 1.0,
-                caller: "app".into(),
-                created_at: Utc::now() - Duration::minutes(minutes_ago)
-                    + Duration::milliseconds(k as i64),
+                ..logged(
+                    &id,
+                    seq,
+                    Utc::now() - Duration::minutes(minutes_ago) + Duration::milliseconds(k as i64),
+                )
             });
-            feedback.push(Feedback {
-                inference_id: id,
-                score: Some(if output == right { 1.0 } else { 0.0 }),
-                label: None,
-                correction: (output != right).then(|| right.to_string()),
-                comment: None,
-                source: FeedbackSource::User,
-                caller: "app".into(),
-                created_at: Utc::now(),
-            });
+            feedback.push(judged(
+                &id,
+                output == right,
+                (output != right).then(|| right.to_string()),
+            ));
         }
     }
     w.service.record(&inferences, &feedback).await.unwrap();
+}
+
+/// A logged inference of `support` at `seq` on production (inputs and tags to fill in).
+fn logged(id: &str, seq: u32, at: chrono::DateTime<Utc>) -> Inference {
+    Inference {
+        id: id.into(),
+        prompt: "support".into(),
+        hash: String::new(),
+        seq,
+        label: Some("production".into()),
+        model: "mock:exec".into(),
+        inputs: json!({"question": id}),
+        rendered_hash: String::new(),
+        output: Some("other".into()),
+        error: None,
+        tags: Default::default(),
+        metadata: Value::Null,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_usd: None,
+        latency_ms: 1.0,
+        caller: "app".into(),
+        created_at: at,
+    }
+}
+
+/// A user's verdict, with the right answer when it was wrong.
+fn judged(id: &str, right: bool, correction: Option<String>) -> Feedback {
+    Feedback {
+        inference_id: id.into(),
+        score: Some(if right { 1.0 } else { 0.0 }),
+        label: None,
+        correction,
+        comment: None,
+        source: FeedbackSource::User,
+        caller: "app".into(),
+        created_at: Utc::now(),
+    }
 }
 
 async fn case(w: &World) -> Case {
@@ -309,36 +332,8 @@ async fn a_worse_canary_is_rolled_back() {
     for k in 0..60 {
         for (seq, pass) in [(1u32, k % 10 < 8), (2, k % 10 < 3)] {
             let id = format!("live-{seq}-{k}");
-            inferences.push(Inference {
-                id: id.clone(),
-                prompt: "support".into(),
-                hash: String::new(),
-                seq,
-                label: Some("production".into()),
-                model: "mock:exec".into(),
-                inputs: json!({"question": format!("q{k}")}),
-                rendered_hash: String::new(),
-                output: Some("other".into()),
-                error: None,
-                tags: Default::default(),
-                metadata: Value::Null,
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_usd: None,
-                latency_ms: 1.0,
-                caller: "app".into(),
-                created_at: started + Duration::seconds(1 + k),
-            });
-            feedback.push(Feedback {
-                inference_id: id,
-                score: Some(f64::from(u8::from(pass))),
-                label: None,
-                correction: None,
-                comment: None,
-                source: FeedbackSource::User,
-                caller: "app".into(),
-                created_at: Utc::now(),
-            });
+            inferences.push(logged(&id, seq, started + Duration::seconds(1 + k)));
+            feedback.push(judged(&id, pass, None));
         }
     }
     w.service.record(&inferences, &feedback).await.unwrap();

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Server, metaprompt, stderr, stdout};
+use common::{Server, cli};
 use metaprompt_eval::{Example, Task};
 use serde_json::{Value, json};
 
@@ -90,6 +90,10 @@ fn articles() -> BTreeMap<String, Vec<Example>> {
     by
 }
 
+/// One embedded-model scenario at a time: two servers decoding at once on two cores take
+/// longer together than one after the other.
+static EMBEDDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The application and its users.
 struct App {
     server: Server,
@@ -101,6 +105,20 @@ struct App {
 }
 
 impl App {
+    fn new(server: Server) -> Self {
+        App {
+            server,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3000))
+                .build()
+                .unwrap(),
+            articles: articles(),
+            next: BTreeMap::new(),
+            sent: 0,
+            feedback: 0,
+        }
+    }
+
     /// `n` requests of which `business` percent are business articles (the rest alternate
     /// sports and technology: the application serves no world news), each answered, then
     /// judged by its user against the ground truth (the answer's first word is the topic).
@@ -191,23 +209,6 @@ impl App {
     }
 }
 
-async fn cli(dir: &Path, args: &[&str]) -> String {
-    let lib = dir.join("lib.db");
-    let out = metaprompt(
-        dir,
-        args,
-        &[
-            ("METAPROMPT_LIBRARY", lib.to_str().unwrap()),
-            ("METAPROMPT_AUTHOR", "tester"),
-            ("METAPROMPT_NO_CACHE", "1"),
-            ("METAPROMPT_MODELS_DIR", &common::models_dir()),
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
 /// A library with `news` v1 on `production`, the agent's policy, and the server.
 async fn start(dir: &Path, with_business: bool) -> App {
     std::fs::write(
@@ -221,22 +222,12 @@ async fn start(dir: &Path, with_business: bool) -> App {
     let file = incumbent(dir, with_business);
     cli(dir, &["prompts", "add", "news", file.to_str().unwrap()]).await;
     cli(dir, &["prompts", "label", "news@v1", "production"]).await;
-    let server = Server::start(dir, &["--insecure-local"]);
-    App {
-        server,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(3000))
-            .build()
-            .unwrap(),
-        articles: articles(),
-        next: BTreeMap::new(),
-        sent: 0,
-        feedback: 0,
-    }
+    App::new(Server::start(dir, &["--insecure-local"]))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_agent_finds_the_drifting_slice_proposes_a_fix_and_ships_it_through_a_canary() {
+    let _one = EMBEDDED.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut app = start(d, false).await;
@@ -388,6 +379,7 @@ async fn embedded_agent_finds_the_drifting_slice_proposes_a_fix_and_ships_it_thr
 /// as a machine proposal on an agent case, approved by a reviewer over the API.
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_agent_rolls_back_a_canary_that_does_worse_on_live_traffic() {
+    let _one = EMBEDDED.lock().await;
     use metaprompt_agent::case::{Proposal, VersionId};
     use metaprompt_agent::monitor::{Against, Finding, Slice};
     use metaprompt_agent::{Case, State};
@@ -472,18 +464,7 @@ async fn embedded_agent_rolls_back_a_canary_that_does_worse_on_live_traffic() {
     service.save_case(&case.to_row()).await.unwrap();
     service.close().await;
 
-    let server = Server::start(d, &["--insecure-local"]);
-    let mut app = App {
-        server,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(3000))
-            .build()
-            .unwrap(),
-        articles: articles(),
-        next: BTreeMap::new(),
-        sent: 0,
-        feedback: 0,
-    };
+    let mut app = App::new(Server::start(d, &["--insecure-local"]));
     let r = app
         .http
         .post(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, metaprompt, stderr, stdout};
+use common::{Server, cli, metaprompt, stderr};
 use metaprompt_registry::model::{NewVersion, Origin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -78,21 +78,6 @@ async fn setup(dir: &Path, mock: &MockServer) {
     .unwrap();
     cli(dir, &["prompts", "add", "support", "support.toml"]).await;
     cli(dir, &["prompts", "label", "support@v1", "production"]).await;
-}
-
-async fn cli(dir: &Path, args: &[&str]) -> String {
-    let lib = dir.join("lib.db");
-    let out = metaprompt(
-        dir,
-        args,
-        &[
-            ("METAPROMPT_LIBRARY", lib.to_str().unwrap()),
-            ("METAPROMPT_AUTHOR", "tester"),
-        ],
-    )
-    .await;
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
 }
 
 async fn token(dir: &Path, role: &str) -> String {
@@ -1603,7 +1588,6 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_once_reports_the_slice_that_got_worse_in_the_live_log() {
-    use metaprompt_registry::service::{Feedback, FeedbackSource, Inference};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let service = metaprompt_registry::open_service(d.join("lib.db"))
@@ -1616,42 +1600,20 @@ async fn agent_once_reports_the_slice_that_got_worse_in_the_live_log() {
         for topic in ["billing", "tech", "other"] {
             for k in 0..60 {
                 let id = format!("inf_{window}_{topic}_{k}");
-                inferences.push(Inference {
-                    id: id.clone(),
-                    prompt: "support".into(),
-                    hash: "h".into(),
-                    seq: 1,
-                    label: Some("production".into()),
-                    model: "mock:exec".into(),
-                    inputs: json!({"question": "q"}),
-                    rendered_hash: "r".into(),
-                    output: Some("other".into()),
-                    error: None,
-                    tags: [("topic".to_string(), topic.to_string())].into(),
-                    metadata: Value::Null,
-                    input_tokens: 1,
-                    output_tokens: 1,
-                    cost_usd: None,
-                    latency_ms: 1.0,
-                    caller: "app".into(),
-                    created_at: now - chrono::Duration::minutes(minutes_ago)
-                        + chrono::Duration::seconds(k),
-                });
+                inferences.push(logged(
+                    &id,
+                    "h",
+                    topic,
+                    "q",
+                    "other",
+                    now - chrono::Duration::minutes(minutes_ago) + chrono::Duration::seconds(k),
+                ));
                 let passes = if topic == "billing" && window == "now" {
                     2
                 } else {
                     4
                 };
-                feedback.push(Feedback {
-                    inference_id: id,
-                    score: Some(if k % 5 < passes { 1.0 } else { 0.0 }),
-                    label: None,
-                    correction: None,
-                    comment: None,
-                    source: FeedbackSource::User,
-                    caller: "app".into(),
-                    created_at: now,
-                });
+                feedback.push(judged(&id, k % 5 < passes, None));
             }
         }
     }
@@ -1708,7 +1670,6 @@ async fn agent_once_reports_the_slice_that_got_worse_in_the_live_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_agent_runs_passes_on_its_own_and_shows_its_cases_by_role() {
-    use metaprompt_registry::service::{Feedback, FeedbackSource, Inference};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mock = mock_model(Duration::ZERO).await;
@@ -1738,36 +1699,19 @@ async fn serve_agent_runs_passes_on_its_own_and_shows_its_cases_by_role() {
     ] {
         for k in 0..50 {
             let id = format!("inf_{topic}_{k}");
-            inferences.push(Inference {
-                id: id.clone(),
-                prompt: "support".into(),
-                hash: hash.clone(),
-                seq: 1,
-                label: Some("production".into()),
-                model: "mock:exec".into(),
-                inputs: json!({"question": format!("{question} #{k}?")}),
-                rendered_hash: "r".into(),
-                output: Some(output.into()),
-                error: None,
-                tags: [("topic".to_string(), topic.to_string())].into(),
-                metadata: Value::Null,
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_usd: None,
-                latency_ms: 1.0,
-                caller: "app".into(),
-                created_at: now - chrono::Duration::minutes(5) + chrono::Duration::seconds(k),
-            });
-            feedback.push(Feedback {
-                inference_id: id,
-                score: Some(if output == right { 1.0 } else { 0.0 }),
-                label: None,
-                correction: (output != right).then(|| right.to_string()),
-                comment: None,
-                source: FeedbackSource::User,
-                caller: "app".into(),
-                created_at: now,
-            });
+            inferences.push(logged(
+                &id,
+                &hash,
+                topic,
+                &format!("{question} #{k}?"),
+                output,
+                now - chrono::Duration::minutes(5) + chrono::Duration::seconds(k),
+            ));
+            feedback.push(judged(
+                &id,
+                output == right,
+                (output != right).then_some(right),
+            ));
         }
     }
     service.record(&inferences, &feedback).await.unwrap();
@@ -1830,7 +1774,12 @@ async fn serve_agent_runs_passes_on_its_own_and_shows_its_cases_by_role() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|sl| sl["slice"]["value"] == "billing" && sl["mean"] == 0.0),
+            .any(|sl| sl["slice"]["value"] == "billing"
+                && sl["mean"] == 0.0
+                && sl["calls"] == 50
+                && sl["error_rate"] == 0.0
+                && sl["mean_latency_ms"] == 1.0
+                && sl["cost_per_call_usd"].is_null()),
         "{b:#}"
     );
     // A bad query part is named.
@@ -1838,4 +1787,53 @@ async fn serve_agent_runs_passes_on_its_own_and_shows_its_cases_by_role() {
         .call("GET", &s.url("/v1/agent?promt=x"), Some(&viewer), None)
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+}
+
+/// An inference of `support@v1` (hash `hash`) on production, as the server logs one.
+fn logged(
+    id: &str,
+    hash: &str,
+    topic: &str,
+    question: &str,
+    output: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> metaprompt_registry::service::Inference {
+    metaprompt_registry::service::Inference {
+        id: id.into(),
+        prompt: "support".into(),
+        hash: hash.into(),
+        seq: 1,
+        label: Some("production".into()),
+        model: "mock:exec".into(),
+        inputs: json!({ "question": question }),
+        rendered_hash: "r".into(),
+        output: Some(output.into()),
+        error: None,
+        tags: [("topic".to_string(), topic.to_string())].into(),
+        metadata: Value::Null,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_usd: None,
+        latency_ms: 1.0,
+        caller: "app".into(),
+        created_at: at,
+    }
+}
+
+/// A user's verdict on an inference, with the right answer when it was wrong.
+fn judged(
+    id: &str,
+    right: bool,
+    correction: Option<&str>,
+) -> metaprompt_registry::service::Feedback {
+    metaprompt_registry::service::Feedback {
+        inference_id: id.into(),
+        score: Some(if right { 1.0 } else { 0.0 }),
+        label: None,
+        correction: correction.map(Into::into),
+        comment: None,
+        source: metaprompt_registry::service::FeedbackSource::User,
+        caller: "app".into(),
+        created_at: chrono::Utc::now(),
+    }
 }

@@ -445,6 +445,17 @@ mod tests {
                 {"input": "not bad at all", "output": "negative", "expected": "positive", "score": 0.0, "feedback": "expected positive"},
                 {"input": "a delight", "output": "positive", "expected": "positive", "score": 1.0, "feedback": ""},
             ],
+            "prompt": {
+                "name": "support",
+                "instruction": "Route the question to a team.",
+                "template": "Question: {{ question }}\nTeam:",
+                "labels": ["tech", "other"],
+            },
+            "slice": "topic=billing",
+            "summary": "40 failing inferences on topic=billing; answered `other` ×40; corrected to `billing` ×40.",
+            "failing": [{"input": "where is my invoice", "output": "other", "expected": "billing"}],
+            "passing": [{"input": "my laptop is slow", "output": "tech"}],
+            "rejections": ["It routes refunds to billing too."],
         })
     }
 

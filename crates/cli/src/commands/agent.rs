@@ -142,6 +142,33 @@ async fn status(
         return Ok(());
     }
     print_slices(&s.reports, &s.findings, prompt);
+    if !s.slices.is_empty() {
+        outln!(
+            "\n  {:<20} {:<32} {:>6} {:>7} {:>11} {:>11}",
+            "prompt",
+            "slice",
+            "calls",
+            "errors",
+            "latency ms",
+            "$ per call"
+        );
+    }
+    for sl in &s.slices {
+        let name = match &sl.slice {
+            Slice::All => "(all)".to_string(),
+            x => x.to_string(),
+        };
+        outln!(
+            "  {:<20} {:<32} {:>6} {:>6.1}% {:>11.1} {:>11}",
+            sl.prompt,
+            name,
+            sl.calls,
+            100.0 * sl.error_rate,
+            sl.mean_latency_ms,
+            sl.cost_per_call_usd
+                .map_or_else(|| "unpriced".to_string(), |c| format!("{c:.6}"))
+        );
+    }
     let cases: &[Case] = &s.cases;
     if cases.is_empty() {
         outln!("\nno agent cases yet");

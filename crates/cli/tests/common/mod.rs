@@ -25,6 +25,26 @@ pub async fn metaprompt(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outp
         .unwrap()
 }
 
+/// Run the binary on the library `dir/lib.db` as author `tester` (no response cache, the
+/// shared models directory); its stdout, or a panic with its stderr.
+pub async fn cli(dir: &Path, args: &[&str]) -> String {
+    let lib = dir.join("lib.db");
+    let models = models_dir();
+    let out = metaprompt(
+        dir,
+        args,
+        &[
+            ("METAPROMPT_LIBRARY", lib.to_str().unwrap()),
+            ("METAPROMPT_AUTHOR", "tester"),
+            ("METAPROMPT_NO_CACHE", "1"),
+            ("METAPROMPT_MODELS_DIR", &models),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
