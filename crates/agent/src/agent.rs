@@ -241,7 +241,16 @@ impl Agent {
                 *e = f;
             }
         }
+        // A tagged slice found worse explains its prompt's whole-traffic drop: one case, not two.
+        let tagged: BTreeSet<String> = strongest
+            .keys()
+            .filter(|(_, s)| *s != Slice::All)
+            .map(|(p, _)| p.clone())
+            .collect();
         for ((prompt, slice), f) in strongest {
+            if slice == Slice::All && tagged.contains(&prompt) {
+                continue;
+            }
             let same = |c: &Case| c.prompt == prompt && c.slice == slice;
             if let Some(c) = cases.iter_mut().find(|c| same(c) && c.state.is_live()) {
                 c.finding = f.clone();
@@ -314,6 +323,26 @@ impl Agent {
         for i in order {
             let snapshot = cases[i].clone();
             let before = (cases[i].state, cases[i].log.len());
+            // One proposal per prompt in review or canary at a time (they share its labels).
+            let busy = cases.iter().find(|c| {
+                c.prompt == cases[i].prompt
+                    && c.id != cases[i].id
+                    && matches!(c.state, State::Proposed | State::Canary)
+            });
+            if cases[i].state == State::Open
+                && let Some(other) = busy
+            {
+                let what = format!(
+                    "waiting: case {} of this prompt is {}",
+                    other.id,
+                    other.state.as_str()
+                );
+                note_once(&mut cases[i], now, &what);
+                if cases[i] != snapshot {
+                    changed.insert(cases[i].id.clone());
+                }
+                continue;
+            }
             let result = match cases[i].state {
                 State::Open => {
                     let (calls_all, calls_prompt) = spent_today(&cases, &cases[i].prompt, now);
@@ -329,7 +358,7 @@ impl Agent {
                 _ => Ok(()),
             };
             if let Err(e) = result {
-                cases[i].note(now, format!("error: {e}"));
+                note_once(&mut cases[i], now, &format!("error: {e}"));
             }
             if (cases[i].state, cases[i].log.len()) != before {
                 let last = cases[i].log.last().map(|e| e.what.clone());

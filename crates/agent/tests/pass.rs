@@ -229,8 +229,16 @@ fn judged(id: &str, right: bool, correction: Option<String>) -> Feedback {
     }
 }
 
+/// The case on the billing slice (there is one, not one per pass).
 async fn case(w: &World) -> Case {
-    let cases = w.agent.cases(Some("support")).await.unwrap();
+    let cases: Vec<Case> = w
+        .agent
+        .cases(Some("support"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.slice.to_string() == "topic=billing")
+        .collect();
     assert_eq!(cases.len(), 1, "one case, not one per pass: {cases:#?}");
     cases.into_iter().next().unwrap()
 }
@@ -279,6 +287,39 @@ async fn a_failing_slice_becomes_a_proposal_a_canary_and_a_promotion() {
     assert_eq!(again.state, State::Proposed);
     assert_eq!(again.seen, 2);
     assert_eq!(w.library.proposed().await.unwrap().len(), 1);
+
+    // Another slice goes wrong meanwhile: its case waits while this prompt has a proposal out.
+    let (mut inferences, mut feedback) = (Vec::new(), Vec::new());
+    for k in 0..60 {
+        let id = format!("tech-{k}");
+        inferences.push(Inference {
+            tags: [("channel".to_string(), "chat".to_string())].into(),
+            ..logged(&id, 1, Utc::now() - Duration::minutes(3))
+        });
+        feedback.push(judged(&id, false, Some("tech".into())));
+    }
+    w.service.record(&inferences, &feedback).await.unwrap();
+    w.agent.pass(Utc::now()).await.unwrap();
+    let all = w.agent.cases(Some("support")).await.unwrap();
+    let chat = all
+        .iter()
+        .find(|c| c.slice.to_string() == "channel=chat")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(chat.state, State::Open);
+    assert!(
+        chat.log
+            .last()
+            .unwrap()
+            .what
+            .starts_with("waiting: case support.topic_billing"),
+        "{:#?}",
+        chat.log
+    );
+    assert_eq!(
+        w.library.proposed().await.unwrap().len(),
+        1,
+        "no second search"
+    );
 
     // Approved: the next pass starts the canary.
     w.library

@@ -36,8 +36,9 @@
 //!   under `migrations/sqlite`, clear errors for read-only, corrupted, foreign or newer files.
 //!   Queries are portable SQL so a PostgreSQL backend can reuse them. [`SqliteStore`] is
 //!   `Library<SqliteBackend>`.
-//! - [`service`] — what the prompt service keeps in the same database: inferences, feedback
-//!   and API tokens ([`ServiceStore`], on SQLite [`SqliteService`], opened by [`open_service`]).
+//! - [`service`] — what the prompt service keeps in the same database: inferences, feedback,
+//!   API tokens, webhook deliveries and the agent's cases ([`ServiceStore`], on SQLite
+//!   [`SqliteService`], opened by [`open_service`]).
 //! - [`policy`] — the rules that need no storage at all: label names, who may move
 //!   `production` where (a machine-made version needs an approval when the prompt has
 //!   protected constraints or is marked review-required), what a rollback returns to.
