@@ -12,80 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, cli, metaprompt, stderr};
+use common::{Server, cli, metaprompt, mock_model, route_task, setup, stderr, token};
 use metaprompt_registry::model::{NewVersion, Origin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-/// The mock execution model: "billing" for anything about invoices, else "other"; optionally
-/// slow, so that a kill lands while requests are in flight.
-struct Exec {
-    delay: Duration,
-}
-
-impl Respond for Exec {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let text = body.to_string();
-        let answer = if text.contains("invoice") || text.contains("charged") {
-            "billing"
-        } else {
-            "other"
-        };
-        let usage = json!({"prompt_tokens": 10, "completion_tokens": 1});
-        let reply = if body.get("messages").is_some() {
-            json!({"choices": [{"message": {"role": "assistant", "content": answer},
-                "finish_reason": "stop"}], "usage": usage})
-        } else {
-            json!({"choices": [{"text": answer, "finish_reason": "stop"}], "usage": usage})
-        };
-        ResponseTemplate::new(200)
-            .set_delay(self.delay)
-            .set_body_json(reply)
-    }
-}
-
-async fn mock_model(delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Exec { delay })
-        .mount(&server)
-        .await;
-    server
-}
-
-/// A library with `support` v1 (the mock model, one input) labelled production, and a config
-/// pointing at the mock.
-async fn setup(dir: &Path, mock: &MockServer) {
-    std::fs::write(
-        dir.join("metaprompt.toml"),
-        format!(
-            "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 256\n\
-             [models.\"mock:exec\"]\nformat = \"text\"\n\
-             pricing = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n\
-             [server]\nmax_body_bytes = 65536\n",
-            mock.uri()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("support.toml"),
-        "name = \"support\"\ninstruction = \"Route the question to billing, tech or other.\"\n\
-         template = \"Question: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
-    )
-    .unwrap();
-    cli(dir, &["prompts", "add", "support", "support.toml"]).await;
-    cli(dir, &["prompts", "label", "support@v1", "production"]).await;
-}
-
-async fn token(dir: &Path, role: &str) -> String {
-    cli(dir, &["tokens", "create", "--role", role, "--name", role])
-        .await
-        .trim()
-        .to_string()
-}
 
 struct Api {
     http: reqwest::Client,
@@ -1240,35 +1172,6 @@ async fn a_traffic_split_serves_both_versions_in_proportion_sticky_per_key_and_r
 
 /// A routing task on the mock model (`fewshot` needs no meta calls), with a slow model so a run
 /// lasts long enough to be stopped.
-fn route_task(dir: &Path) -> String {
-    let rows = |range: std::ops::Range<usize>| {
-        range
-            .map(|i| {
-                let (q, team) = if i % 3 == 0 {
-                    (format!("invoice {i} is wrong"), "billing")
-                } else {
-                    (format!("login {i} fails"), "other")
-                };
-                json!({"question": q, "team": team}).to_string()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    std::fs::write(dir.join("train.jsonl"), rows(100..120)).unwrap();
-    std::fs::write(dir.join("dev.jsonl"), rows(0..24)).unwrap();
-    std::fs::write(dir.join("test.jsonl"), rows(200..212)).unwrap();
-    std::fs::write(
-        dir.join("route.toml"),
-        "name = \"route\"\ndescription = \"Route the question.\"\ninputs = [\"question\"]\n\
-         output = \"team\"\n[prompt]\nname = \"seed\"\ntemplate = \"Question: {{ question }}\\nTeam:\"\n\
-         [data]\ntrain = \"train.jsonl\"\ndev = \"dev.jsonl\"\ntest = \"test.jsonl\"\n\
-         [[metrics]]\ntype = \"choice\"\nlabels = [\"billing\", \"other\"]\n\
-         [models]\nexecution = \"mock:exec\"\nmeta = \"mock:exec\"\nmax_tokens = 4\n",
-    )
-    .unwrap();
-    dir.join("route.toml").to_string_lossy().into_owned()
-}
-
 /// Server-sent events of a run until `until` says stop (or the stream ends).
 async fn watch(
     api: &Api,

@@ -155,7 +155,7 @@ impl PromptFile {
     }
 
     /// Every template with its field name.
-    fn fields(&self) -> Vec<(String, &str)> {
+    pub fn fields(&self) -> Vec<(String, &str)> {
         let mut out = Vec::new();
         let named = [
             ("instruction", &self.instruction),

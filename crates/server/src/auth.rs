@@ -68,7 +68,7 @@ impl TokenCache {
         }
     }
 
-    async fn caller(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
+    pub(crate) async fn caller(&self, secret: &str) -> Result<Option<Caller>, ApiError> {
         let hash = token_hash(secret);
         {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -35,6 +35,7 @@
 pub mod agent;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod feedback;
 pub mod gateway;
@@ -258,6 +259,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tokens/{name}",
             axum::routing::delete(ops::revoke_token),
         )
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

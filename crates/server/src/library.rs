@@ -449,15 +449,34 @@ pub async fn review(
         ));
     }
     let v = version(state.library.as_ref(), &name, &reference, "version").await?;
+    let v = decide(&state, &caller, v, decision, comment).await?;
+    Ok(Json(json!({ "version": v })))
+}
+
+/// Record a review decision by `caller` (whose role the caller checked) and tell the webhooks:
+/// the one path of the API and the console.
+pub async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    v: Version,
+    decision: Decision,
+    comment: Option<String>,
+) -> ApiResult<Version> {
+    if decision == Decision::Reject && comment.is_none() {
+        return Err(ApiError::invalid(
+            "comment",
+            "a rejection needs a reason in `comment`",
+        ));
+    }
     let v = state
         .library
         .review(&v, decision, &caller.name, comment.as_deref())
         .await
         .map_err(|e| error::library(e, "version"))?;
-    state.resolver.forget(&name);
+    state.resolver.forget(&v.prompt);
     state.webhooks.emit(
         "review.decided",
-        json!({"prompt": name, "version": v, "decision": body.decision, "comment": comment, "by": caller.name}),
+        json!({"prompt": v.prompt, "version": v, "decision": decision.as_str(), "comment": comment, "by": caller.name}),
     );
-    Ok(Json(json!({ "version": v })))
+    Ok(v)
 }

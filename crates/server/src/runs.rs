@@ -187,6 +187,100 @@ impl Runs {
         }
     }
 
+    /// Every run, newest first.
+    pub fn records(&self) -> Vec<Record> {
+        let mut records: Vec<Record> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|j| j.record())
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        records
+    }
+
+    pub fn record(&self, id: &str) -> ApiResult<Record> {
+        Ok(self.get(id)?.record())
+    }
+
+    /// The events a run has reported so far (the first [`KEPT_EVENTS`]).
+    pub fn backlog(&self, id: &str) -> ApiResult<Vec<Value>> {
+        Ok(self
+            .get(id)?
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+
+    /// Ask a running run to stop (it keeps its checkpoint).
+    pub fn cancel(&self, id: &str) -> ApiResult<()> {
+        let job = self.get(id)?;
+        if job.record().status != Status::Running {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_running",
+                format!("run `{id}` is not running"),
+            ));
+        }
+        if let Some(c) = job
+            .cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            c.cancel();
+        }
+        Ok(())
+    }
+
+    /// Server-sent events: every event so far, then live ones, ending with `end`.
+    pub fn stream(&self, id: &str) -> ApiResult<Response> {
+        let job = self.get(id)?;
+        // Subscribe and copy the backlog under the events lock (which `push` holds while it
+        // sends), so every event arrives exactly once.
+        let (backlog, mut live) = {
+            let events = job.events.lock().unwrap_or_else(|p| p.into_inner());
+            (events.clone(), job.live.subscribe())
+        };
+        let running = job.record().status == Status::Running;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
+        tokio::spawn(async move {
+            // An `end` inside the backlog was a stop that a resume continued: not the end.
+            for v in &backlog {
+                if tx.send(sse_event(v)).await.is_err() {
+                    return;
+                }
+            }
+            if !running {
+                if backlog.last().is_none_or(|v| v["event"] != "end") {
+                    let r = job.record();
+                    let end = json!({"event": "end", "status": r.status, "error": r.error});
+                    let _ = tx.send(sse_event(&end)).await;
+                }
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(v) => {
+                        let end = v["event"] == "end";
+                        if tx.send(sse_event(&v)).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+        Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response())
+    }
+
     fn get(&self, id: &str) -> ApiResult<Arc<Job>> {
         self.jobs
             .lock()
@@ -403,16 +497,9 @@ pub async fn start(
 /// `GET /v1/runs`: every run, newest first, without results.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Role::Viewer)?;
-    let mut records: Vec<Record> = state
+    let runs: Vec<Value> = state
         .runs
-        .jobs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .map(|j| j.record())
-        .collect();
-    records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
-    let runs: Vec<Value> = records
+        .records()
         .into_iter()
         .map(|r| {
             json!({"id": r.id, "kind": r.kind, "status": r.status, "by": r.by,
@@ -429,7 +516,7 @@ pub async fn show(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Record>> {
     caller.require(Role::Viewer)?;
-    Ok(Json(state.runs.get(&id)?.record()))
+    Ok(Json(state.runs.record(&id)?))
 }
 
 /// `DELETE /v1/runs/{id}`: cancel.
@@ -439,22 +526,7 @@ pub async fn cancel(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::Editor)?;
-    let job = state.runs.get(&id)?;
-    if job.record().status != Status::Running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!("run `{id}` is not running"),
-        ));
-    }
-    if let Some(c) = job
-        .cancel
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        c.cancel();
-    }
+    state.runs.cancel(&id)?;
     Ok(Json(json!({"id": id, "cancelling": true})))
 }
 
@@ -476,48 +548,7 @@ pub async fn events(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Response> {
     caller.require(Role::Viewer)?;
-    let job = state.runs.get(&id)?;
-    // Subscribe and copy the backlog under the events lock (which `push` holds while it
-    // sends), so every event arrives exactly once.
-    let (backlog, mut live) = {
-        let events = job.events.lock().unwrap_or_else(|p| p.into_inner());
-        (events.clone(), job.live.subscribe())
-    };
-    let running = job.record().status == Status::Running;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
-    tokio::spawn(async move {
-        // An `end` inside the backlog was a stop that a resume continued: not the end.
-        for v in &backlog {
-            if tx.send(sse_event(v)).await.is_err() {
-                return;
-            }
-        }
-        if !running {
-            if backlog.last().is_none_or(|v| v["event"] != "end") {
-                let r = job.record();
-                let end = json!({"event": "end", "status": r.status, "error": r.error});
-                let _ = tx.send(sse_event(&end)).await;
-            }
-            return;
-        }
-        loop {
-            match live.recv().await {
-                Ok(v) => {
-                    let end = v["event"] == "end";
-                    if tx.send(sse_event(&v)).await.is_err() || end {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    state.runs.stream(&id)
 }
 
 fn sse_event(v: &Value) -> Result<Event, Infallible> {

@@ -6,7 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Run the binary in `dir` with a clean environment: no stray config, cache in `dir`.
 pub async fn metaprompt(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -144,4 +148,102 @@ pub fn models_dir() -> String {
     metaprompt_local::fetch::default_models_dir()
         .to_string_lossy()
         .into_owned()
+}
+
+/// The mock execution model: "billing" for anything about invoices, else "other"; optionally
+/// slow, so that a kill lands while requests are in flight.
+pub struct Exec {
+    pub delay: Duration,
+}
+
+impl Respond for Exec {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let text = body.to_string();
+        let answer = if text.contains("invoice") || text.contains("charged") {
+            "billing"
+        } else {
+            "other"
+        };
+        let usage = json!({"prompt_tokens": 10, "completion_tokens": 1});
+        let reply = if body.get("messages").is_some() {
+            json!({"choices": [{"message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop"}], "usage": usage})
+        } else {
+            json!({"choices": [{"text": answer, "finish_reason": "stop"}], "usage": usage})
+        };
+        ResponseTemplate::new(200)
+            .set_delay(self.delay)
+            .set_body_json(reply)
+    }
+}
+
+pub async fn mock_model(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Exec { delay })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A library with `support` v1 (the mock model, one input) labelled production, and a config
+/// pointing at the mock.
+pub async fn setup(dir: &Path, mock: &MockServer) {
+    std::fs::write(
+        dir.join("metaprompt.toml"),
+        format!(
+            "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 256\n\
+             [models.\"mock:exec\"]\nformat = \"text\"\n\
+             pricing = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n\
+             [server]\nmax_body_bytes = 65536\n",
+            mock.uri()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("support.toml"),
+        "name = \"support\"\ninstruction = \"Route the question to billing, tech or other.\"\n\
+         template = \"Question: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
+    )
+    .unwrap();
+    cli(dir, &["prompts", "add", "support", "support.toml"]).await;
+    cli(dir, &["prompts", "label", "support@v1", "production"]).await;
+}
+
+pub async fn token(dir: &Path, role: &str) -> String {
+    cli(dir, &["tokens", "create", "--role", role, "--name", role])
+        .await
+        .trim()
+        .to_string()
+}
+
+/// A routing task on the mock model: questions about invoices are `billing`, others `other`.
+pub fn route_task(dir: &Path) -> String {
+    let rows = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| {
+                let (q, team) = if i % 3 == 0 {
+                    (format!("invoice {i} is wrong"), "billing")
+                } else {
+                    (format!("login {i} fails"), "other")
+                };
+                json!({"question": q, "team": team}).to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(dir.join("train.jsonl"), rows(100..120)).unwrap();
+    std::fs::write(dir.join("dev.jsonl"), rows(0..24)).unwrap();
+    std::fs::write(dir.join("test.jsonl"), rows(200..212)).unwrap();
+    std::fs::write(
+        dir.join("route.toml"),
+        "name = \"route\"\ndescription = \"Route the question.\"\ninputs = [\"question\"]\n\
+         output = \"team\"\n[prompt]\nname = \"seed\"\ntemplate = \"Question: {{ question }}\\nTeam:\"\n\
+         [data]\ntrain = \"train.jsonl\"\ndev = \"dev.jsonl\"\ntest = \"test.jsonl\"\n\
+         [[metrics]]\ntype = \"choice\"\nlabels = [\"billing\", \"other\"]\n\
+         [models]\nexecution = \"mock:exec\"\nmeta = \"mock:exec\"\nmax_tokens = 4\n",
+    )
+    .unwrap();
+    dir.join("route.toml").to_string_lossy().into_owned()
 }

@@ -1,0 +1,673 @@
+//! The web console in a real browser: Debian's `chromium`, driven through `chromedriver`
+//! (WebDriver, from Rust with fantoccini), against the real `metaprompt serve` on a loopback
+//! port with a real library file. The execution model is the loopback mock of the service
+//! tests: the console is what is under test.
+//!
+//! `scripts/deps.sh` installs chromium and chromium-driver; without them this test fails and
+//! says so. Screenshots of every page land in `target/console-screenshots/` (not committed).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, mock_model, route_task, setup, token};
+use fantoccini::{Client, ClientBuilder, Locator};
+use metaprompt_registry::model::{Batch, Evidence, NewVersion, Origin, ReviewState};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// chromedriver on a free loopback port, in its own process group: dropping it kills the
+/// group (the browsers it started too), also when the test fails.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", &pgid]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .chain([
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/chromium"),
+            ])
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn chromedriver(dir: &Path) -> Driver {
+    use std::os::unix::process::CommandExt;
+    let bin = find_program(&["chromedriver"]).unwrap_or_else(|| {
+        panic!("chromedriver is missing: run scripts/deps.sh (Debian packages chromium, chromium-driver)")
+    });
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await
+            && r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["value"]["ready"] == true)
+        {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "chromedriver did not become ready: {}",
+        std::fs::read_to_string(dir.join("chromedriver.log")).unwrap_or_default()
+    );
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = find_program(&["chromium", "chromium-browser"])
+        .unwrap_or_else(|| panic!("chromium is missing: run scripts/deps.sh"));
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap()
+}
+
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+/// Wait until `script` returns true (at most `secs`).
+async fn until(c: &Client, script: &str, secs: u64) {
+    for _ in 0..secs * 10 {
+        if js(c, script).await == json!(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "never true: {script}\n{}",
+        c.source().await.unwrap_or_default()
+    );
+}
+
+async fn sign_in(c: &Client, s: &Server, next: &str, token: &str) {
+    c.goto(&s.url(next)).await.unwrap();
+    assert!(
+        c.current_url().await.unwrap().path() == "/login",
+        "not sent to sign in"
+    );
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form.login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        &format!(
+            "return location.pathname === '{}'",
+            next.split('?').next().unwrap()
+        ),
+        10,
+    )
+    .await;
+}
+
+fn evidence(split: &str, mean: f64, diff: Option<f64>, cost: f64) -> Evidence {
+    Evidence {
+        task: "route".into(),
+        split: split.into(),
+        model: "mock:exec".into(),
+        metric: "choice".into(),
+        n: 60,
+        mean,
+        low: mean - 0.1,
+        high: (mean + 0.1).min(1.0),
+        baseline: None,
+        diff,
+        diff_low: diff.map(|d| d - 0.08),
+        diff_high: diff.map(|d| d + 0.08),
+        p_value: diff.map(|_| 0.004),
+        cost_per_execution_usd: Some(cost),
+        run: None,
+        recorded_at: None,
+    }
+}
+
+/// `support` v1 (production), v2 and v3 proposed by the optimizer with evidence, and `xss`
+/// whose instruction is a script.
+async fn seed_library(d: &Path) {
+    let store = metaprompt_registry::open(d.join("lib.db")).await.unwrap();
+    let v1 = store.versions("support").await.unwrap()[0].hash.clone();
+    let mut batch = Batch::default();
+    for (k, text) in [
+        "Route the question to billing, tech or other.\nInvoices, charges and refunds are billing.",
+        "Route the question to billing, tech or other. Answer with one word.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut file = metaprompt_eval::prompt::PromptFile::from_template(
+            "support",
+            "Question: {{ question }}\nTeam:",
+        );
+        file.instruction = Some((*text).to_string());
+        file.target_model = Some("mock:exec".into());
+        let mut v = NewVersion::new("support", file, Origin::Optimize, "optimizer");
+        v.parents = vec![v1.clone()];
+        v.message = Some(format!("optimizer proposal {}", k + 1));
+        let mut e = evidence("test", 0.81 + k as f64 * 0.01, Some(0.12), 0.000_021);
+        e.baseline = Some(v1.clone());
+        batch
+            .versions
+            .push((v, vec![e, evidence("dev", 0.8, None, 0.000_021)]));
+    }
+    store.commit(batch).await.unwrap();
+    let mut xss = metaprompt_eval::prompt::PromptFile::from_template("xss", "Q: {{ q }}\nA:");
+    xss.instruction = Some("<script>alert(1)</script>".into());
+    xss.description = Some("<img src=x onerror=alert(2)>".into());
+    store
+        .add(NewVersion::new("xss", xss, Origin::Human, "mallory"))
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+/// `n` runs of `support@production` tagged by topic, each scored: billing fails on v1.
+async fn traffic(http: &reqwest::Client, s: &Server, runner: &str, n: usize) {
+    for i in 0..n {
+        let billing = i % 2 == 0;
+        let q = if billing {
+            format!("invoice {i} charged twice")
+        } else {
+            format!("login {i} fails")
+        };
+        let r: Value = http
+            .post(s.url("/v1/prompts/support/run"))
+            .bearer_auth(runner)
+            .json(&json!({"inputs": {"question": q}, "tags": {"topic": if billing { "billing" } else { "login" }},
+                          "split_key": format!("user-{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["inference_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r:#}"));
+        let score = if billing {
+            r["version"] == "v2" && i % 4 == 0
+        } else {
+            true
+        };
+        let st = http
+            .post(s.url("/v1/feedback"))
+            .bearer_auth(runner)
+            .json(&json!({"inference_id": id, "score": score}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(st.is_success(), "{st}");
+    }
+}
+
+/// A form post the way another page (or a viewer) would forge it; no redirects followed.
+async fn post_form(
+    url: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let body: Vec<String> = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    let mut r = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    if let Some(t) = cookie {
+        r = r.header("cookie", format!("metaprompt_token={t}"));
+    }
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    (st, location.unwrap_or(resp.text().await.unwrap()))
+}
+
+async fn review_state(d: &Path, seq: u32) -> ReviewState {
+    let store = metaprompt_registry::open(d.join("lib.db")).await.unwrap();
+    let v = store.versions("support").await.unwrap();
+    store.close().await;
+    v.iter().find(|v| v.seq == seq).unwrap().review
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::from_millis(60)).await;
+    setup(d, &mock).await;
+    seed_library(d).await;
+    let reviewer = token(d, "reviewer").await;
+    let viewer = token(d, "viewer").await;
+    let editor = token(d, "editor").await;
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let http = reqwest::Client::new();
+    traffic(&http, &s, &runner, 40).await;
+
+    // Headers every page carries; unsigned visitors go to sign in.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(s.url("/review"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/login?next=/review");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let driver = chromedriver(d).await;
+    let c = browser(&driver, &d.join("profile")).await;
+
+    // A reviewer signs in, opens the queue, reads the diff, approves with a comment.
+    c.goto(&s.url("/review")).await.unwrap();
+    shot(&c, "login").await;
+    sign_in(&c, &s, "/review", &reviewer).await;
+    shot(&c, "review-queue").await;
+    assert!(text(&c, "table.queue").await.contains("support@v2"));
+    c.find(Locator::LinkText("support@v2"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "return location.pathname === '/review/support/v2'", 10).await;
+    let diff = text(&c, "table.diff").await;
+    assert!(
+        diff.contains("Invoices, charges and refunds are billing."),
+        "{diff}"
+    );
+    assert!(
+        text(&c, "section.diagnosis, #ev-h")
+            .await
+            .contains("Evidence")
+    );
+    assert!(text(&c, "#cost-h + p").await.contains("$0.000021"));
+    shot(&c, "review-proposal").await;
+    c.find(Locator::Id("comment"))
+        .await
+        .unwrap()
+        .send_keys("better on billing questions")
+        .await
+        .unwrap();
+    c.find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "return location.search.includes('decided=approve')", 10).await;
+    let audit = text(&c, "table.events").await;
+    assert!(
+        audit.contains("approve")
+            && audit.contains("better on billing questions")
+            && audit.contains("reviewer"),
+        "{audit}"
+    );
+    // The database has it: the version is approved, the audit event is there.
+    assert_eq!(review_state(d, 2).await, ReviewState::Approved);
+    let store = metaprompt_registry::open(d.join("lib.db")).await.unwrap();
+    let events = store.events("support").await.unwrap();
+    store.close().await;
+    assert!(
+        events.iter().any(|e| e.kind.as_str() == "review"
+            && e.decision.as_deref() == Some("approve")
+            && e.actor == "reviewer"
+            && e.comment.as_deref() == Some("better on billing questions")),
+        "{events:?}"
+    );
+    // Rejecting without a reason is refused, with the reason named.
+    c.goto(&s.url("/review/support/v3")).await.unwrap();
+    c.find(Locator::Id("reject"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "return document.title.startsWith('Bad Request')", 10).await;
+    assert!(text(&c, "p.error").await.contains("comment"));
+    assert_eq!(review_state(d, 3).await, ReviewState::Proposed);
+
+    // Canary the approved version on production; its traffic shows per version and per slice.
+    let st = http
+        .put(s.url("/v1/prompts/support/labels/production/split"))
+        .bearer_auth(&reviewer)
+        .json(&json!({"version": "v2", "weight": 50}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::OK);
+    traffic(&http, &s, &runner, 60).await;
+    c.goto(&s.url("/production?prompt=support")).await.unwrap();
+    for series in ["v1", "v2", "topic=billing", "topic=login", "all"] {
+        let n = js(&c, &format!(
+            "return document.querySelectorAll('figure.chart svg g.series[data-series^=\"{series} (n\"] polyline').length"
+        )).await;
+        assert_eq!(n, json!(1), "series {series}");
+    }
+    assert!(
+        text(&c, "div.canary")
+            .await
+            .contains("always-valid 95% interval")
+    );
+    shot(&c, "production").await;
+
+    // The library, a prompt with its lineage, a diff; a phone-width library without overflow.
+    c.goto(&s.url("/")).await.unwrap();
+    let lib = text(&c, "table.library").await;
+    assert!(
+        lib.contains("support") && lib.contains("production → v1"),
+        "{lib}"
+    );
+    shot(&c, "library").await;
+    c.goto(&s.url("/prompts/support")).await.unwrap();
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelectorAll('svg.lineage circle').length"
+        )
+        .await,
+        json!(3)
+    );
+    shot(&c, "prompt").await;
+    c.goto(&s.url("/prompts/support/diff?from=v1&to=v3&view=split"))
+        .await
+        .unwrap();
+    assert!(
+        text(&c, "table.diff.split")
+            .await
+            .contains("Answer with one word.")
+    );
+    shot(&c, "diff").await;
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&s.url("/")).await.unwrap();
+    assert_eq!(
+        js(
+            &c,
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+        )
+        .await,
+        json!(true)
+    );
+    shot(&c, "library-phone").await;
+    c.set_window_size(1280, 1000).await.unwrap();
+    // Keyboard: the first Tab reaches the skip link.
+    c.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("\u{E004}")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.active_element().await.unwrap().text().await.unwrap(),
+        "Skip to content"
+    );
+
+    // A prompt holding a script renders it as text, and nothing runs.
+    c.goto(&s.url("/prompts/xss")).await.unwrap();
+    assert!(
+        text(&c, "dl.file")
+            .await
+            .contains("<script>alert(1)</script>")
+    );
+    assert!(c.get_alert_text().await.is_err(), "an alert is open");
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('script').length").await,
+        json!(1)
+    );
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('main img').length").await,
+        json!(0)
+    );
+    let source = c.source().await.unwrap();
+    assert!(
+        source.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "not escaped"
+    );
+    shot(&c, "xss").await;
+
+    // A running optimization's page follows it without a reload.
+    let task = route_task(d);
+    let run: Value = http
+        .post(s.url("/v1/runs"))
+        .bearer_auth(&editor)
+        .json(&json!({"kind": "optimize", "request": {
+            "task": task, "algorithm": "fewshot", "rounds": 4, "patience": 4, "minibatch": 6,
+            "demos": 2, "name": "route"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run:#}"))
+        .to_string();
+    c.goto(&s.url(&format!("/runs/{id}"))).await.unwrap();
+    assert_eq!(
+        js(&c, "return document.getElementById('live').dataset.status").await,
+        json!("running")
+    );
+    js(&c, "window.__same_page = 42; return true").await;
+    until(
+        &c,
+        "return Number(document.getElementById('live').dataset.updates || 0) >= 1",
+        60,
+    )
+    .await;
+    until(
+        &c,
+        "return Number(document.getElementById('rounds').textContent) >= 1",
+        120,
+    )
+    .await;
+    shot(&c, "run-live").await;
+    until(&c, "return document.getElementById('live').dataset.status === 'ended' && !!document.getElementById('result-h')", 300).await;
+    assert_eq!(
+        js(&c, "return window.__same_page").await,
+        json!(42),
+        "the page was reloaded"
+    );
+    assert_eq!(
+        js(
+            &c,
+            "return document.querySelectorAll('#live figure.chart svg g.series').length >= 2"
+        )
+        .await,
+        json!(true)
+    );
+    let result = text(&c, "section.result").await;
+    assert!(
+        result.contains("The kept prompt as the model sees it")
+            && result.contains("Question: {{ question }}"),
+        "{result}"
+    );
+    assert!(
+        result.contains("$0") || result.contains("unpriced") || result.contains('$'),
+        "{result}"
+    );
+    shot(&c, "run-finished").await;
+    c.goto(&s.url("/runs")).await.unwrap();
+    assert!(text(&c, "table.runs").await.contains(&id));
+    shot(&c, "runs").await;
+
+    // A viewer reads but has no decision to make, and cannot forge one.
+    c.delete_all_cookies().await.unwrap();
+    sign_in(&c, &s, "/review/support/v3", &viewer).await;
+    assert!(
+        c.find(Locator::Id("approve")).await.is_err(),
+        "a viewer sees an approve button"
+    );
+    assert!(
+        text(&c, "#decide-h + p")
+            .await
+            .contains("needs the reviewer role")
+    );
+    let csrf = c
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let url = s.url("/review/support/v3");
+    let (st, body) = post_form(
+        &url,
+        Some(&viewer),
+        None,
+        &[("csrf", &csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("reviewer"), "{body}");
+    // A reviewer's cookie without the session's csrf field, or from another site: refused.
+    let (st, body) = post_form(&url, Some(&reviewer), None, &[("decision", "approve")]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("csrf"), "{body}");
+    let (st, _) = post_form(
+        &url,
+        Some(&reviewer),
+        None,
+        &[("csrf", &csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "another session's csrf value");
+    let (st, body) = post_form(
+        &url,
+        Some(&reviewer),
+        Some("http://evil.example"),
+        &[("csrf", &csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (st, location) = post_form(&url, None, None, &[("decision", "approve")]).await;
+    assert_eq!(
+        (st, location.starts_with("/login")),
+        (StatusCode::SEE_OTHER, true)
+    );
+    assert_eq!(
+        review_state(d, 3).await,
+        ReviewState::Proposed,
+        "a forged post changed the library"
+    );
+
+    c.close().await.unwrap();
+    drop(driver);
+}

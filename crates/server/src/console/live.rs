@@ -1,0 +1,515 @@
+//! Runs (a running one updates live) and production health (outcomes over time per slice and
+//! per version, the canary's comparison, the agent's findings and cases).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use metaprompt_agent::stats::Rate;
+use metaprompt_eval::prompt::PromptFile;
+use metaprompt_registry::service::{InferenceQuery, Role};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::charts::{self, Axis, Series, usd};
+use super::pages::{as_seen, diff_texts, form, prompt_file, query, when};
+use super::{Nav, PageError, PageResult, Session, check_form, encode, layout};
+use crate::AppState;
+use crate::error::{self, ApiError};
+use crate::runs::{Record, Status};
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Running => "running",
+        Status::Finished => "finished",
+        Status::Failed => "failed",
+        Status::Cancelled => "cancelled",
+        Status::Interrupted => "interrupted",
+    }
+}
+
+/// What a run is about, from its request.
+fn subject(r: &Record) -> String {
+    let q = r.request.get("request").unwrap_or(&r.request);
+    let task = q["task"].as_str().unwrap_or("?");
+    let task = std::path::Path::new(task)
+        .file_stem()
+        .map_or_else(|| task.to_string(), |s| s.to_string_lossy().into_owned());
+    match q["algorithm"].as_str() {
+        Some(a) => format!("{task} · {a}"),
+        None => task,
+    }
+}
+
+/// `GET /runs`
+pub async fn runs(State(state): State<AppState>, session: Session) -> PageResult {
+    let records = state.runs.records();
+    let body = html! {
+        h1 { "Runs" }
+        p.note { "Evaluations and optimizations started over HTTP (" code { "POST /v1/runs" } "). Runs made from the command line are listed on their prompt's page." }
+        @if records.is_empty() { p { "No runs yet." } } @else {
+            div.scroll { table.runs {
+                thead { tr { th scope="col" { "Run" } th scope="col" { "Kind" } th scope="col" { "Task" } th scope="col" { "Status" } th scope="col" { "By" } th scope="col" { "Started" } th scope="col" { "Finished" } } }
+                tbody { @for r in &records { tr {
+                    td { a href={ "/runs/" (encode(&r.id)) } { code { (r.id) } } }
+                    td { (r.kind) } td { (subject(r)) }
+                    td { span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } }
+                    td { (r.by) } td { (when(&r.started_at)) }
+                    td { @if let Some(f) = &r.finished_at { (when(f)) } }
+                } } }
+            } }
+        }
+    };
+    Ok(layout("Runs", Some(&session), Nav::Runs, body).into_response())
+}
+
+/// The rounds reported so far.
+fn rounds(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "round")
+        .map(|e| &e["stats"])
+        .collect()
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// The part of a run's page that changes while it runs (also `GET /runs/{id}/live`).
+fn live_part(r: &Record, events: &[Value]) -> Markup {
+    let rounds = rounds(events);
+    let last_step = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e["event"].as_str(), Some("step" | "evaluating" | "begin")));
+    let series = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<(f64, f64)> {
+        rounds
+            .iter()
+            .filter_map(|s| f(s).map(|y| (num(&s["round"]), y)))
+            .collect()
+    };
+    let score = [
+        Series::new("best (dev)", series(&|s| s["best"].as_f64())),
+        Series::new("round mean", series(&|s| s["mean"].as_f64())),
+    ];
+    let calls = [
+        Series::new("metric calls", series(&|s| s["metric_calls"].as_f64())),
+        Series::new("meta calls", series(&|s| s["meta_calls"].as_f64())),
+    ];
+    let cost = [
+        Series::new("meta layer", series(&|s| s["meta_cost_usd"].as_f64())),
+        Series::new(
+            "execution layer",
+            series(&|s| s["execution_cost_usd"].as_f64()),
+        ),
+    ];
+    let unpriced = rounds
+        .iter()
+        .any(|s| s["meta_cost_usd"].is_null() || s["execution_cost_usd"].is_null());
+    html! {
+        p.state data-status=(status_name(r.status)) {
+            span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } " · "
+            span #events { (events.len()) } " events · " span #rounds { (rounds.len()) } " rounds"
+            @if r.status == Status::Running { @if let Some(e) = last_step {
+                " · now: " @match e["event"].as_str() {
+                    Some("evaluating") => { "evaluating " (e["label"].as_str().unwrap_or("")) " " (e["done"]) "/" (e["total"]) }
+                    _ => { (e["text"].as_str().unwrap_or("")) }
+                }
+            } }
+        }
+        @if let Some(e) = &r.error { p.error role="alert" { (e) } }
+        @if !rounds.is_empty() {
+            div.scroll { table.rounds {
+                thead { tr { th scope="col" { "round" } th scope="col" { "best" } th scope="col" { "mean" } th scope="col" { "proposed" } th scope="col" { "rejected" }
+                    th scope="col" { "metric calls" } th scope="col" { "meta calls" } th scope="col" { "meta $" } th scope="col" { "execution $" } th scope="col" { "wall" } } }
+                tbody { @for s in &rounds { tr {
+                    td.num { (s["round"]) } td.num { (format!("{:.3}", num(&s["best"]))) " " span.note { (s["best_id"].as_str().unwrap_or("")) } }
+                    td.num { @if let Some(m) = s["mean"].as_f64() { (format!("{m:.3}")) } }
+                    td.num { (s["proposed"]) } td.num { (s["rejected"]) } td.num { (s["metric_calls"]) } td.num { (s["meta_calls"]) }
+                    td.num { @match s["meta_cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+                    td.num { @match s["execution_cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+                    td.num { (format!("{:.1} s", num(&s["wall_secs"]))) }
+                } } }
+            } }
+            div.charts {
+                (charts::line("Score per round (best: full dev split; mean: the round's minibatch)", (Axis::Count, "round"), (Axis::Score, "score"), &score))
+                (charts::line("Calls per layer (cumulative)", (Axis::Count, "round"), (Axis::Count, "calls"), &calls))
+                @if unpriced { figure.chart { figcaption { "Cost per layer" } p.note { "Some calls ran on a model without a price: no dollar figure." } } }
+                @else { (charts::line("Cost per layer (cumulative)", (Axis::Count, "round"), (Axis::Usd, "dollars"), &cost)) }
+            }
+        }
+        @for e in events.iter().filter(|e| e["event"] == "evaluated") {
+            @let s = &e["summary"];
+            p { "Evaluated " strong { (e["label"].as_str().unwrap_or("")) } ": " (format!("{:.3}", num(&s["score"]["mean"])))
+                " [" (format!("{:.3}", num(&s["score"]["low"]))) ", " (format!("{:.3}", num(&s["score"]["high"]))) "] on " (s["score"]["n"]) " examples"
+                " · " (s["errors"]) " errors · " @match s["cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+        }
+        @if let Some(result) = &r.result { @if r.kind == "optimize" { (finished(result)) } }
+    }
+}
+
+fn estimate(v: &Value) -> Markup {
+    if v.is_null() {
+        return html! { span.note { "—" } };
+    }
+    html! { (format!("{:.3}", num(&v["mean"]))) " [" (format!("{:.3}", num(&v["low"]))) ", " (format!("{:.3}", num(&v["high"]))) "] n " (v["n"]) }
+}
+
+fn paired(v: &Value) -> Markup {
+    if v.is_null() {
+        return html! { span.note { "—" } };
+    }
+    html! { (format!("{:+.3}", num(&v["diff"]))) " [" (format!("{:+.3}", num(&v["low"]))) ", " (format!("{:+.3}", num(&v["high"]))) "], p = " (format!("{:.4}", num(&v["p_value"]))) }
+}
+
+/// A finished optimization: the verdict, per-layer usage, the kept prompt as the model sees
+/// it and its diff against the seed.
+fn finished(result: &Value) -> Markup {
+    let o = &result["outcome"];
+    let entry = |id: &str| -> Option<PromptFile> {
+        o["pool"]
+            .as_array()?
+            .iter()
+            .find(|e| e["id"] == id)
+            .and_then(|e| serde_json::from_value(e["prompt"].clone()).ok())
+    };
+    let winner_id = o["winner"].as_str().unwrap_or("p0");
+    let winner = entry(winner_id);
+    let seed = entry("p0");
+    let kept_seed = o["kept_seed"].as_bool().unwrap_or(false);
+    let layer = |name: &str, u: &Value| {
+        html! { tr {
+            th scope="row" { (name) } td.num { (u["calls"]) } td.num { (u["cached"]) } td.num { (u["failed"]) }
+            td.num { (u["input_tokens"]) } td.num { (u["output_tokens"]) }
+            td.num { @match u["cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+        } }
+    };
+    html! {
+        section.result aria-labelledby="result-h" {
+            h2 #result-h { "Result" }
+            p.verdict {
+                @if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed on dev: the seed is kept." }
+                @else { "Kept " strong { (winner_id) } ", significantly better than the seed on dev." }
+            }
+            div.scroll { table {
+                tbody {
+                    tr { th scope="row" { "seed on dev" } td { (estimate(&o["seed_dev"])) } }
+                    tr { th scope="row" { "best on dev" } td { (estimate(&o["best_dev"])) } }
+                    @if !kept_seed { tr { th scope="row" { "best − seed on dev" } td { (paired(&o["dev_test"])) } } }
+                    tr { th scope="row" { "seed on test" } td { (estimate(&o["seed_test"])) } }
+                    tr { th scope="row" { "kept on test" } td { (estimate(&o["winner_test"])) } }
+                    @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(&o["test_paired"])) } } }
+                    tr { th scope="row" { "stopped" } td { (o["stop"].as_str().map_or_else(|| o["stop"].to_string(), str::to_string)) } }
+                }
+            } }
+            h3 { "Calls and cost per layer" }
+            div.scroll { table.usage {
+                thead { tr { th scope="col" { "layer" } th scope="col" { "calls" } th scope="col" { "cached" } th scope="col" { "failed" } th scope="col" { "tokens in" } th scope="col" { "tokens out" } th scope="col" { "cost" } } }
+                tbody { (layer("meta", &o["meta_usage"])) (layer("execution", &o["execution_usage"])) }
+            } }
+            @if let Some(w) = &winner {
+                h3 { "The kept prompt as the model sees it" }
+                p.note { "Every demonstration written out; the example's own inputs shown as " code { "{{ name }}" } "." }
+                (as_seen(w))
+                details { summary { "its fields" } (prompt_file(w)) }
+                @if let Some(s) = &seed {
+                    h3 { "Against the seed" }
+                    (diff_texts(("seed", &s.to_toml()), (winner_id, &w.to_toml()), true))
+                }
+            }
+        }
+    }
+}
+
+/// `GET /runs/{id}`
+pub async fn run(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> PageResult {
+    let r = state.runs.record(&id)?;
+    let events = state.runs.backlog(&id)?;
+    let body = html! {
+        h1 { "Run " code { (r.id) } }
+        p.meta { (r.kind) " · " (subject(&r)) " · by " (r.by) " · started " (when(&r.started_at))
+            @if let Some(f) = &r.finished_at { " · finished " (when(f)) }
+            @if r.resumed > 0 { " · resumed " (r.resumed) "×" } }
+        @if r.status == Status::Running && session.can(Role::Editor) {
+            form.inline method="post" action={ "/runs/" (encode(&r.id)) "/cancel" } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                button type="submit" { "Cancel" }
+            }
+        }
+        div #live data-run=(r.id) data-status=(status_name(r.status)) aria-live="polite" { (live_part(&r, &events)) }
+    };
+    Ok(layout(&format!("Run {id}"), Some(&session), Nav::Runs, body).into_response())
+}
+
+/// `GET /runs/{id}/live`: the changing part alone, for `console.js`.
+pub async fn run_fragment(
+    State(state): State<AppState>,
+    _session: Session,
+    Path(id): Path<String>,
+) -> PageResult {
+    let r = state.runs.record(&id)?;
+    let events = state.runs.backlog(&id)?;
+    Ok(axum::response::Html(live_part(&r, &events).into_string()).into_response())
+}
+
+/// `GET /runs/{id}/events`: the run's server-sent events, for a signed-in page.
+pub async fn run_events(
+    State(state): State<AppState>,
+    _session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    Ok(state.runs.stream(&id)?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /runs/{id}/cancel` (editor).
+pub async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> PageResult {
+    let f = form(f)?;
+    check_form(&session, &headers, &f.csrf)?;
+    session.caller.require(Role::Editor)?;
+    state.runs.cancel(&id)?;
+    Ok(Redirect::to(&format!("/runs/{}", encode(&id))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductionQuery {
+    prompt: Option<String>,
+    days: Option<u32>,
+}
+
+/// Slices drawn per prompt (the most-seen first).
+const SLICES: usize = 6;
+/// Points per series.
+const BUCKETS: i64 = 24;
+/// Prompts shown when none is chosen.
+const PROMPTS: usize = 12;
+
+/// A group's name, how many outcomes it has, and its (time, mean) points.
+type Group = (String, usize, Vec<(f64, f64)>);
+
+/// Mean outcome per time bucket for each group (`key` gives an outcome's groups).
+fn over_time(
+    outcomes: &[&metaprompt_agent::monitor::Outcome],
+    since: DateTime<Utc>,
+    width: i64,
+    key: impl Fn(&metaprompt_agent::monitor::Outcome) -> Vec<String>,
+) -> Vec<Group> {
+    let mut groups: BTreeMap<String, (usize, BTreeMap<i64, Rate>)> = BTreeMap::new();
+    for o in outcomes {
+        let bucket = ((o.at - since).num_seconds() / width).clamp(0, BUCKETS - 1);
+        for k in key(o) {
+            let g = groups.entry(k).or_default();
+            g.0 += 1;
+            g.1.entry(bucket).or_default().add(o.score);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, (n, buckets))| {
+            let points = buckets
+                .into_iter()
+                .filter_map(|(b, r)| {
+                    r.mean()
+                        .map(|m| ((since.timestamp() + b * width + width / 2) as f64, m))
+                })
+                .collect();
+            (k, n, points)
+        })
+        .collect()
+}
+
+/// `GET /production[?prompt=NAME][&days=7]`
+pub async fn production(
+    State(state): State<AppState>,
+    session: Session,
+    q: Result<Query<ProductionQuery>, QueryRejection>,
+) -> PageResult {
+    let q = query(q)?;
+    let days = q.days.unwrap_or(7);
+    if !(1..=90).contains(&days) {
+        return Err(PageError(ApiError::invalid(
+            "days",
+            format!("{days}: expected 1 to 90"),
+        )));
+    }
+    let now = Utc::now();
+    let window_start = now - chrono::Duration::days(i64::from(days));
+    let iq = InferenceQuery {
+        prompt: q.prompt.clone(),
+        since: Some(window_start),
+        until: None,
+        limit: None,
+    };
+    let read = |e| {
+        PageError(ApiError::internal(format!(
+            "cannot read the inference log: {e}"
+        )))
+    };
+    let inferences = state.service.inferences(&iq).await.map_err(read)?;
+    let feedback = state.service.feedback_for(&iq).await.map_err(read)?;
+    let outcomes = metaprompt_agent::agent::outcomes(&inferences, &feedback);
+    // The plots span the window's traffic: from its first outcome (or the window's start) to now.
+    let since = outcomes
+        .iter()
+        .map(|o| o.at)
+        .min()
+        .unwrap_or(window_start)
+        .max(window_start);
+    let width = ((now - since).num_seconds() / BUCKETS).max(1);
+    let x_range = Some((since.timestamp() as f64, now.timestamp() as f64));
+    let mut calls: HashMap<&str, usize> = HashMap::new();
+    for i in &inferences {
+        *calls.entry(i.prompt.as_str()).or_default() += 1;
+    }
+    let mut prompts: Vec<(&str, usize)> = calls.into_iter().collect();
+    prompts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if let Some(p) = &q.prompt
+        && prompts.is_empty()
+    {
+        // An unknown prompt is a 404; a known one without traffic is an empty page.
+        state
+            .library
+            .labels(p)
+            .await
+            .map_err(|e| error::library(e, "prompt"))?;
+    }
+    let agent = match &state.agent_settings {
+        Ok(settings) => Some(
+            metaprompt_agent::status(state.service.as_ref(), settings, q.prompt.as_deref(), now)
+                .await
+                .map_err(|e| PageError(ApiError::internal(format!("the agent's state: {e}")))),
+        ),
+        Err(_) => None,
+    };
+    let agent = agent.transpose()?;
+    let mut sections = Vec::new();
+    for (name, n_calls) in prompts
+        .iter()
+        .take(if q.prompt.is_some() { 1 } else { PROMPTS })
+    {
+        let mine: Vec<&metaprompt_agent::monitor::Outcome> =
+            outcomes.iter().filter(|o| o.prompt == *name).collect();
+        let versions = over_time(&mine, since, width, |o| vec![format!("v{}", o.seq)]);
+        let mut slices = over_time(&mine, since, width, |o| {
+            let mut k: Vec<String> = o.tags.iter().map(|(a, b)| format!("{a}={b}")).collect();
+            k.push("all".into());
+            k
+        });
+        slices.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        slices.truncate(SLICES);
+        let to_series = |g: &[Group]| -> Vec<Series> {
+            g.iter()
+                .map(|(k, n, p)| Series::new(format!("{k} (n {n})"), p.clone()))
+                .collect()
+        };
+        let splits = state
+            .library
+            .splits(name)
+            .await
+            .map_err(|e| error::library(e, "prompt"))?;
+        let cases: Vec<&metaprompt_agent::Case> = agent
+            .iter()
+            .flat_map(|a| a.cases.iter())
+            .filter(|c| c.prompt == *name)
+            .collect();
+        let findings: Vec<&metaprompt_agent::monitor::Finding> = agent
+            .iter()
+            .flat_map(|a| a.findings.iter())
+            .filter(|f| f.prompt == *name)
+            .collect();
+        sections.push(html! {
+            section.prompt-health aria-labelledby={ "h-" (name) } {
+                h2 #{ "h-" (name) } { a href={ "/prompts/" (encode(name)) } { (name) } }
+                p.note { (n_calls) " calls, " (mine.len()) " with outcomes in the last " (days) " days" }
+                div.charts {
+                    (charts::line_over("Outcome rate per version", x_range, (Axis::Time, "time (UTC)"), (Axis::Score, "mean outcome"), &to_series(&versions)))
+                    (charts::line_over("Outcome rate per slice", x_range, (Axis::Time, "time (UTC)"), (Axis::Score, "mean outcome"), &to_series(&slices)))
+                }
+                @for s in &splits {
+                    @let case = cases.iter().find(|c| c.canary.is_some() && c.proposal.as_ref().is_some_and(|p| p.version.hash == s.hash));
+                    div.canary {
+                        h3 { "Canary on " code { (s.label) } ": v" (s.seq) " serves " (format!("{:.0}", s.weight)) "% since " (when(&s.set_at)) }
+                        @match case.and_then(|c| c.canary.as_ref()) {
+                            Some(c) => {
+                                p { "canary " (c.canary_mean.map_or("—".into(), |m| format!("{m:.3}"))) " (n " (c.canary_n) ") against the incumbent "
+                                    (c.incumbent_mean.map_or("—".into(), |m| format!("{m:.3}"))) " (n " (c.incumbent_n) ")" }
+                                @if let Some(d) = &c.last {
+                                    p { "difference " (format!("{:+.3}", d.diff)) ", always-valid 95% interval [" (format!("{:+.3}", d.low)) ", " (format!("{:+.3}", d.high)) "] "
+                                        (charts::interval(d.diff, d.low, d.high, (-1.0, 1.0))) }
+                                }
+                            }
+                            None => {
+                                @let since_split: Vec<&&metaprompt_agent::monitor::Outcome> = mine.iter().filter(|o| o.at >= s.set_at).collect();
+                                @let rate = |seq: u32| { let mut r = Rate::default(); for o in since_split.iter().filter(|o| o.seq == seq) { r.add(o.score); } r };
+                                @let canary = rate(s.seq);
+                                @let others: Vec<u32> = since_split.iter().map(|o| o.seq).filter(|&q| q != s.seq).collect();
+                                @let incumbent = others.first().map(|&q| rate(q)).unwrap_or_default();
+                                p { "canary " (canary.mean().map_or("—".into(), |m| format!("{m:.3}"))) " (n " (canary.n) ") against the incumbent "
+                                    (incumbent.mean().map_or("—".into(), |m| format!("{m:.3}"))) " (n " (incumbent.n) ") since the split" }
+                                @if canary.n > 0 && incumbent.n > 0 {
+                                    @let d = metaprompt_agent::stats::sequential(&incumbent, &canary, 0.05, 0.1);
+                                    p { "difference " (format!("{:+.3}", d.diff)) ", always-valid 95% interval [" (format!("{:+.3}", d.low)) ", " (format!("{:+.3}", d.high)) "] "
+                                        (charts::interval(d.diff, d.low, d.high, (-1.0, 1.0))) }
+                                }
+                            }
+                        }
+                    }
+                }
+                h3 { "Agent findings" }
+                @if agent.is_none() { p.note { "The agent's policy (" code { "[agent]" } ") is not valid, so findings are not computed." } }
+                @else if findings.is_empty() { p.note { "No slice is significantly worse." } }
+                @else {
+                    ul.findings { @for f in &findings { li {
+                        code { (f.slice.to_string()) } ": " (format!("{:.3}", f.mean)) " (n " (f.n) ") against " (format!("{:.3}", f.reference_mean)) " (n " (f.reference_n) "), q = " (format!("{:.2e}", f.q))
+                    } } }
+                }
+                @if !cases.is_empty() {
+                    div.scroll { table.cases {
+                        thead { tr { th scope="col" { "case" } th scope="col" { "slice" } th scope="col" { "state" } th scope="col" { "opened" } th scope="col" { "updated" } th scope="col" { "proposal" } } }
+                        tbody { @for c in &cases { tr {
+                            td { code { (c.id) } } td { code { (c.slice.to_string()) } }
+                            td { span.badge { (serde_json::to_value(c.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()) } }
+                            td { (when(&c.opened_at)) } td { (when(&c.updated_at)) }
+                            td { @if let Some(p) = &c.proposal { a href={ "/review/" (encode(name)) "/v" (p.version.seq) } { "v" (p.version.seq) } } }
+                        } } }
+                    } }
+                }
+            }
+        });
+    }
+    let body = html! {
+        h1 { "Production" @if let Some(p) = &q.prompt { ": " (p) } }
+        form.filters method="get" action="/production" {
+            label for="prompt" { "Prompt" }
+            input #prompt type="text" name="prompt" value=(q.prompt.clone().unwrap_or_default()) placeholder="every prompt with traffic";
+            label for="days" { "Days" }
+            input #days type="number" name="days" min="1" max="90" value=(days);
+            button type="submit" { "Show" }
+        }
+        @if sections.is_empty() { p { "No inferences in the last " (days) " days." } }
+        @for s in &sections { (s) }
+        @if q.prompt.is_none() && prompts.len() > PROMPTS { p.note { "The " (PROMPTS) " busiest of " (prompts.len()) " prompts; choose one above for another." } }
+    };
+    Ok(layout("Production", Some(&session), Nav::Production, body).into_response())
+}
