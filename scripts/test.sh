@@ -26,7 +26,7 @@ report() {
 }
 trap report EXIT
 
-bash scripts/deps.sh
+bash scripts/deps.sh --tests
 
 # llama.cpp and friends build with CMake: keep it to the cores we have.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"

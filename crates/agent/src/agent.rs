@@ -1456,16 +1456,40 @@ pub async fn status(
     prompt: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Status, AgentError> {
-    let policy = settings.policy;
     let query = InferenceQuery {
         prompt: None,
-        since: Some(now - policy.window - policy.window),
+        since: Some(status_since(settings, now)),
         until: Some(now),
         limit: None,
     };
     let inferences = service.inferences(&query).await?;
     let feedback = service.feedback_for(&query).await?;
-    let outcomes = outcomes(&inferences, &feedback);
+    status_of(service, settings, prompt, now, &inferences, &feedback).await
+}
+
+/// Where [`status`] reads its records: every prompt's, over the two windows ending at `now`.
+pub fn status_since(settings: &Settings, now: DateTime<Utc>) -> DateTime<Utc> {
+    now - settings.policy.window - settings.policy.window
+}
+
+/// [`status`] over records the caller already read (of every prompt, from
+/// [`status_since`] or earlier; what lies outside the two windows is left out).
+pub async fn status_of(
+    service: &dyn ServiceStore,
+    settings: &Settings,
+    prompt: Option<&str>,
+    now: DateTime<Utc>,
+    inferences: &[Inference],
+    feedback: &[Feedback],
+) -> Result<Status, AgentError> {
+    let policy = settings.policy;
+    let start = status_since(settings, now);
+    let inferences: Vec<Inference> = inferences
+        .iter()
+        .filter(|i| i.created_at >= start && i.created_at < now)
+        .cloned()
+        .collect();
+    let outcomes = outcomes(&inferences, feedback);
     let reports: Vec<SliceReport> = report(&outcomes, now, &policy);
     let findings = detect(&reports, &policy)
         .into_iter()

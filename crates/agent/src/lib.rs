@@ -30,5 +30,5 @@ pub mod collect;
 pub mod monitor;
 pub mod stats;
 
-pub use agent::{Agent, AgentError, PassReport, Settings, Status, status};
+pub use agent::{Agent, AgentError, PassReport, Settings, Status, status, status_of, status_since};
 pub use case::{Case, State};

@@ -219,6 +219,34 @@ pub struct InferenceQuery {
     pub limit: Option<usize>,
 }
 
+/// Scored outcomes of one prompt on one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyScore {
+    pub prompt: String,
+    /// `YYYY-MM-DD` (UTC), of the feedback.
+    pub day: String,
+    /// Feedback rows with a score.
+    pub n: u64,
+    /// Σ score.
+    pub sum: f64,
+}
+
+/// Inferences of one prompt version and tag set in one time bucket, with their outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreBucket {
+    pub prompt: String,
+    pub seq: u32,
+    pub tags: BTreeMap<String, String>,
+    /// `(created_at − start) / width`, whole buckets.
+    pub bucket: i64,
+    /// Every inference, scored or not.
+    pub calls: u64,
+    /// Inferences with a numeric score (the mean of their scores is the outcome).
+    pub n: u64,
+    /// Σ outcome.
+    pub sum: f64,
+}
+
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
@@ -256,6 +284,31 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
     async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>>;
 
     async fn counts(&self) -> Result<Counts>;
+
+    /// Scored feedback given from `since` on for inferences of `prompts`, summed per prompt and
+    /// day (computed by the database: the library page's sparklines).
+    async fn daily_scores(
+        &self,
+        prompts: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DailyScore>>;
+
+    /// The inferences from `start` on (of `prompt`, or all), counted per prompt, version, tag
+    /// set and time bucket of `width_secs`, with the sum of their outcomes (the mean of each
+    /// one's numeric scores): the production plots, computed by the database.
+    async fn score_buckets(
+        &self,
+        prompt: Option<&str>,
+        start: DateTime<Utc>,
+        width_secs: i64,
+    ) -> Result<Vec<ScoreBucket>>;
+
+    /// When the first inference from `since` on (of `prompt`, or all) was made.
+    async fn first_inference(
+        &self,
+        prompt: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>>;
 
     /// Remove inferences (and their feedback) older than `before`.
     async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned>;

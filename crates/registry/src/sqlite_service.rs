@@ -12,8 +12,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use crate::service::{
-    AgentCase, Counts, Delivery, Feedback, FeedbackSource, Inference, InferenceQuery, Pruned, Role,
-    ServiceStore, Token,
+    AgentCase, Counts, DailyScore, Delivery, Feedback, FeedbackSource, Inference, InferenceQuery,
+    Pruned, Role, ScoreBucket, ServiceStore, Token,
 };
 use crate::sqlite::{SqliteBackend, classify, from_json, get, json, stamp, time};
 use crate::{RegistryError, Result};
@@ -50,9 +50,43 @@ const SELECT_INFERENCES: &str = "SELECT id, prompt, hash, seq, label, model, inp
      latency_ms, caller, created_at FROM inferences";
 
 /// What an [`InferenceQuery`] selects, bound as $1 prompt, $2 since, $3 until, $4 limit.
-const INFERENCE_QUERY: &str = "WHERE ($1 IS NULL OR prompt = $1) \
-     AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
-     ORDER BY created_at DESC, id DESC LIMIT $4";
+/// The filter and order of an [`InferenceQuery`], with a `?` for each condition it has (bound
+/// by [`bind_query`] in the same order). Only the conditions present are written, so SQLite
+/// can use `inferences_prompt_time` (an `$1 IS NULL OR prompt = $1` form cannot).
+fn inference_query(q: &InferenceQuery) -> String {
+    let mut conditions = Vec::new();
+    if q.prompt.is_some() {
+        conditions.push("prompt = ?");
+    }
+    if q.since.is_some() {
+        conditions.push("created_at >= ?");
+    }
+    if q.until.is_some() {
+        conditions.push("created_at < ?");
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    format!("{filter} ORDER BY created_at DESC, id DESC LIMIT ?")
+}
+
+fn bind_query<'q>(
+    mut sql: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    q: &InferenceQuery,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    if let Some(p) = &q.prompt {
+        sql = sql.bind(p.clone());
+    }
+    if let Some(t) = q.since {
+        sql = sql.bind(stamp(t));
+    }
+    if let Some(t) = q.until {
+        sql = sql.bind(stamp(t));
+    }
+    sql.bind(q.limit.map_or(-1, |n| n as i64))
+}
 
 const SELECT_FEEDBACK: &str = "SELECT inference_id, score, label, correction, comment, source, \
      caller, created_at FROM feedback";
@@ -167,16 +201,14 @@ impl ServiceStore for SqliteService {
     }
 
     async fn inferences(&self, query: &InferenceQuery) -> Result<Vec<Inference>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_INFERENCES} {INFERENCE_QUERY}"
-        )))
-        .bind(&query.prompt)
-        .bind(query.since.map(stamp))
-        .bind(query.until.map(stamp))
-        .bind(query.limit.map_or(-1, |n| n as i64))
-        .fetch_all(self.pool())
-        .await
-        .map_err(self.err("cannot read inferences"))?;
+        let sql = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_INFERENCES} {}",
+            inference_query(query)
+        )));
+        let rows = bind_query(sql, query)
+            .fetch_all(self.pool())
+            .await
+            .map_err(self.err("cannot read inferences"))?;
         rows.iter().map(inference).collect()
     }
 
@@ -192,18 +224,122 @@ impl ServiceStore for SqliteService {
     }
 
     async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_FEEDBACK} WHERE inference_id IN (SELECT id FROM inferences {INFERENCE_QUERY}) \
-             ORDER BY id"
-        )))
-        .bind(&query.prompt)
-        .bind(query.since.map(stamp))
-        .bind(query.until.map(stamp))
-        .bind(query.limit.map_or(-1, |n| n as i64))
-        .fetch_all(self.pool())
-        .await
-        .map_err(self.err("cannot read feedback"))?;
+        let sql = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_FEEDBACK} WHERE inference_id IN (SELECT id FROM inferences {}) ORDER BY id",
+            inference_query(query)
+        )));
+        let rows = bind_query(sql, query)
+            .fetch_all(self.pool())
+            .await
+            .map_err(self.err("cannot read feedback"))?;
         rows.iter().map(feedback).collect()
+    }
+
+    async fn daily_scores(
+        &self,
+        prompts: &[String],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DailyScore>> {
+        let mut out = Vec::new();
+        // SQLite binds at most a few hundred values at once comfortably: chunks of 200.
+        for chunk in prompts.chunks(200) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT i.prompt AS prompt, substr(f.created_at, 1, 10) AS day, \
+                 COUNT(*) AS n, SUM(f.score) AS total \
+                 FROM feedback f JOIN inferences i ON i.id = f.inference_id \
+                 WHERE i.prompt IN ({marks}) AND f.created_at >= ? AND f.score IS NOT NULL \
+                 GROUP BY i.prompt, day ORDER BY i.prompt, day"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                q = q.bind(p.clone());
+            }
+            let rows = q
+                .bind(stamp(since))
+                .fetch_all(self.pool())
+                .await
+                .map_err(self.err("cannot read outcomes per day"))?;
+            for r in &rows {
+                out.push(DailyScore {
+                    prompt: get(r, "prompt")?,
+                    day: get(r, "day")?,
+                    n: get::<i64>(r, "n")? as u64,
+                    sum: get::<f64>(r, "total")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn score_buckets(
+        &self,
+        prompt: Option<&str>,
+        start: DateTime<Utc>,
+        width_secs: i64,
+    ) -> Result<Vec<ScoreBucket>> {
+        let filter = if prompt.is_some() {
+            "WHERE i.prompt = ? AND i.created_at >= ?"
+        } else {
+            "WHERE i.created_at >= ?"
+        };
+        let sql = format!(
+            "SELECT prompt, seq, tags, bucket, COUNT(*) AS calls, COUNT(score) AS n, \
+             TOTAL(score) AS total FROM (\
+               SELECT i.prompt AS prompt, i.seq AS seq, i.tags AS tags, \
+                 CAST((julianday(i.created_at) - julianday(?)) * 86400.0 / ? AS INTEGER) AS bucket, \
+                 (SELECT AVG(f.score) FROM feedback f WHERE f.inference_id = i.id AND f.score IS NOT NULL) AS score \
+               FROM inferences i {filter}) \
+             GROUP BY prompt, seq, tags, bucket ORDER BY prompt, seq, bucket"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(stamp(start))
+            .bind(width_secs.max(1) as f64);
+        if let Some(p) = prompt {
+            q = q.bind(p.to_string());
+        }
+        let rows = q
+            .bind(stamp(start))
+            .fetch_all(self.pool())
+            .await
+            .map_err(self.err("cannot read outcomes over time"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScoreBucket {
+                    prompt: get(r, "prompt")?,
+                    seq: get::<i64>(r, "seq")? as u32,
+                    tags: from_json(&get::<String>(r, "tags")?)?,
+                    bucket: get(r, "bucket")?,
+                    calls: get::<i64>(r, "calls")? as u64,
+                    n: get::<i64>(r, "n")? as u64,
+                    sum: get(r, "total")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn first_inference(
+        &self,
+        prompt: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let sql = if prompt.is_some() {
+            "SELECT MIN(created_at) AS t FROM inferences WHERE prompt = ? AND created_at >= ?"
+        } else {
+            "SELECT MIN(created_at) AS t FROM inferences WHERE created_at >= ?"
+        };
+        let mut q = sqlx::query(sql);
+        if let Some(p) = prompt {
+            q = q.bind(p.to_string());
+        }
+        let row = q
+            .bind(stamp(since))
+            .fetch_one(self.pool())
+            .await
+            .map_err(self.err("cannot read inferences"))?;
+        get::<Option<String>>(&row, "t")?
+            .map(|t| time(&t))
+            .transpose()
     }
 
     async fn counts(&self) -> Result<Counts> {

@@ -8,6 +8,7 @@
 //!                                       recorder: one writer, group commit ─────────┴─> library db
 //! reviewer ──/v1/review, PUT …/labels/L[/split], POST …/versions/V/review──> library rules
 //! editor ──POST /v1/runs──> engine (eval, optimize) ──progress──> GET /v1/runs/ID/events (SSE)
+//! browser ──GET /, /prompts/NAME, /review, /runs, /production (cookie)──> console: same reads, HTML
 //! ```
 //!
 //! - [`gateway`] — the one serving path (resolve, render, call, score online, record), used
@@ -26,6 +27,8 @@
 //!   retried with backoff, every attempt logged.
 //! - [`agent`] — the prompt-engineer agent's state (`GET /v1/agent`), a pass on demand, and
 //!   the `serve --agent` loop.
+//! - [`console`] — the web console at `/`: server-rendered pages over the same state, signed in
+//!   with a token kept in an HttpOnly cookie, CSRF-checked forms, a strict CSP.
 //! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
 //!
 //! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls

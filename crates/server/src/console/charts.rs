@@ -14,6 +14,9 @@ const RIGHT: f64 = 150.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 36.0;
 
+/// Points a plot marks with a dot each, at most.
+const DOTS: usize = 60;
+
 /// Colours a person with a common colour-vision deficiency can still tell apart (Okabe–Ito).
 pub const PALETTE: [&str; 8] = [
     "#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#7a6a00", "#000000",
@@ -185,6 +188,8 @@ pub fn line_over(
     let px = |v: f64| LEFT + (v - x_lo) / (x_hi - x_lo) * (W - LEFT - RIGHT);
     let py = |v: f64| H - BOTTOM - (v - y_lo) / (y_hi - y_lo) * (H - TOP - BOTTOM);
     let x_ticks = x_axis.0.ticks(x_lo, x_hi);
+    // A dot (with its value on hover) per point while that stays light; lines alone beyond.
+    let dots = series.iter().map(|s| s.points.len()).sum::<usize>() <= DOTS;
     let y_ticks = y_axis.0.ticks(y_lo, y_hi);
     html! {
         figure.chart {
@@ -211,11 +216,11 @@ pub fn line_over(
                     g.series data-series=(s.name) {
                         polyline fill="none" stroke=(colour) stroke-width="2"
                             points=(s.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b))).collect::<Vec<_>>().join(" ")) {}
-                        @for &(a, b) in &s.points {
+                        @if dots { @for &(a, b) in &s.points {
                             circle cx=(format!("{:.1}", px(a))) cy=(format!("{:.1}", py(b))) r="3" fill=(colour) {
                                 title { (s.name) ": " (y_axis.0.label(b, 0.0)) " at " (x_axis.0.label(a, x_hi - x_lo)) }
                             }
-                        }
+                        } }
                     }
                     text x=(W - RIGHT + 10.0) y=(TOP + 12.0 + 16.0 * k as f64) font-size="12" fill=(colour) {
                         (truncate(&s.name, 22))

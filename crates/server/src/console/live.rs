@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use metaprompt_agent::stats::Rate;
 use metaprompt_eval::prompt::PromptFile;
-use metaprompt_registry::service::{InferenceQuery, Role};
+use metaprompt_registry::service::{InferenceQuery, Role, ScoreBucket};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -212,6 +212,29 @@ fn finished(result: &Value) -> Markup {
                 thead { tr { th scope="col" { "layer" } th scope="col" { "calls" } th scope="col" { "cached" } th scope="col" { "failed" } th scope="col" { "tokens in" } th scope="col" { "tokens out" } th scope="col" { "cost" } } }
                 tbody { (layer("meta", &o["meta_usage"])) (layer("execution", &o["execution_usage"])) }
             } }
+            h3 { "Candidates" }
+            div.scroll { table.candidates {
+                thead { tr { th scope="col" { "candidate" } th scope="col" { "made by" } th scope="col" { "round" } th scope="col" { "parents" } th scope="col" { "dev examples scored" } th scope="col" { "mean" } } }
+                tbody { @for e in o["pool"].as_array().into_iter().flatten() {
+                    @let scores: Vec<f64> = e["scores"].as_object().map(|m| m.values().filter_map(Value::as_f64).collect()).unwrap_or_default();
+                    tr.{ @if e["id"] == winner_id { "kept" } } {
+                        td { code { (e["id"].as_str().unwrap_or("")) } @if e["id"] == winner_id { " (kept)" } }
+                        td { (e["op"].as_str().unwrap_or("")) } td.num { (e["round"]) }
+                        td { (e["parents"].as_array().map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                        td.num { (scores.len()) }
+                        td.num { @if !scores.is_empty() { (format!("{:.3}", scores.iter().sum::<f64>() / scores.len() as f64)) } }
+                    }
+                } }
+            } }
+            @let rejected = o["rejected"].as_array().map_or(0, Vec::len);
+            @if rejected > 0 {
+                details { summary { (rejected) " candidates rejected before evaluation" }
+                    ul { @for r in o["rejected"].as_array().into_iter().flatten() {
+                        li { code { (r["id"].as_str().unwrap_or("")) } " (" (r["op"].as_str().unwrap_or("")) ", round " (r["round"]) "): "
+                            (r["why"].as_array().map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }
+                    } }
+                }
+            }
             @if let Some(w) = &winner {
                 h3 { "The kept prompt as the model sees it" }
                 p.note { "Every demonstration written out; the example's own inputs shown as " code { "{{ name }}" } "." }
@@ -303,40 +326,78 @@ const SLICES: usize = 6;
 /// Points per series.
 const BUCKETS: i64 = 24;
 /// Prompts shown when none is chosen.
-const PROMPTS: usize = 12;
+const PROMPTS: usize = 8;
 
 /// A group's name, how many outcomes it has, and its (time, mean) points.
 type Group = (String, usize, Vec<(f64, f64)>);
 
-/// Mean outcome per time bucket for each group (`key` gives an outcome's groups).
+/// Mean outcome per time bucket for each group (`key` gives a bucket row's groups).
 fn over_time(
-    outcomes: &[&metaprompt_agent::monitor::Outcome],
+    rows: &[&ScoreBucket],
     since: DateTime<Utc>,
     width: i64,
-    key: impl Fn(&metaprompt_agent::monitor::Outcome) -> Vec<String>,
+    key: impl Fn(&ScoreBucket) -> Vec<String>,
 ) -> Vec<Group> {
-    let mut groups: BTreeMap<String, (usize, BTreeMap<i64, Rate>)> = BTreeMap::new();
-    for o in outcomes {
-        let bucket = ((o.at - since).num_seconds() / width).clamp(0, BUCKETS - 1);
-        for k in key(o) {
+    // Per group: outcomes, and per bucket (outcomes, Σ outcome).
+    type Sums = (usize, BTreeMap<i64, (u64, f64)>);
+    let mut groups: BTreeMap<String, Sums> = BTreeMap::new();
+    for r in rows {
+        let bucket = r.bucket.clamp(0, BUCKETS - 1);
+        for k in key(r) {
             let g = groups.entry(k).or_default();
-            g.0 += 1;
-            g.1.entry(bucket).or_default().add(o.score);
+            g.0 += r.n as usize;
+            let b = g.1.entry(bucket).or_default();
+            b.0 += r.n;
+            b.1 += r.sum;
         }
     }
     groups
         .into_iter()
+        .filter(|(_, (n, _))| *n > 0)
         .map(|(k, (n, buckets))| {
             let points = buckets
                 .into_iter()
-                .filter_map(|(b, r)| {
-                    r.mean()
-                        .map(|m| ((since.timestamp() + b * width + width / 2) as f64, m))
+                .filter(|(_, (n, _))| *n > 0)
+                .map(|(b, (n, sum))| {
+                    (
+                        (since.timestamp() + b * width + width / 2) as f64,
+                        sum / n as f64,
+                    )
                 })
                 .collect();
             (k, n, points)
         })
         .collect()
+}
+
+/// Outcomes of a split's incumbent and canary since the split was set.
+async fn canary_rates_of(
+    state: &AppState,
+    split: &metaprompt_registry::Split,
+) -> Result<(Rate, Rate), PageError> {
+    let q = InferenceQuery {
+        prompt: Some(split.prompt.clone()),
+        since: Some(split.set_at),
+        until: None,
+        limit: None,
+    };
+    let read = |e| {
+        PageError(ApiError::internal(format!(
+            "cannot read the inference log: {e}"
+        )))
+    };
+    let mut inferences = state.service.inferences(&q).await.map_err(read)?;
+    inferences.retain(|i| i.label.as_deref() == Some(split.label.as_str()));
+    let feedback = state.service.feedback_for(&q).await.map_err(read)?;
+    let (mut incumbent, mut canary) = (Rate::default(), Rate::default());
+    for o in metaprompt_agent::agent::outcomes(&inferences, &feedback) {
+        if o.seq == split.seq {
+            canary.add(o.score);
+        } else {
+            incumbent.add(o.score);
+        }
+    }
+    Ok((incumbent, canary))
 }
 
 /// `GET /production[?prompt=NAME][&days=7]`
@@ -355,35 +416,35 @@ pub async fn production(
     }
     let now = Utc::now();
     let window_start = now - chrono::Duration::days(i64::from(days));
-    let iq = InferenceQuery {
-        prompt: q.prompt.clone(),
-        since: Some(window_start),
-        until: None,
-        limit: None,
-    };
     let read = |e| {
         PageError(ApiError::internal(format!(
             "cannot read the inference log: {e}"
         )))
     };
-    let inferences = state.service.inferences(&iq).await.map_err(read)?;
-    let feedback = state.service.feedback_for(&iq).await.map_err(read)?;
-    let outcomes = metaprompt_agent::agent::outcomes(&inferences, &feedback);
-    // The plots span the window's traffic: from its first outcome (or the window's start) to now.
-    let since = outcomes
-        .iter()
-        .map(|o| o.at)
-        .min()
+    // The plots span the window's traffic: from its first inference (or the window's start)
+    // to now, in BUCKETS steps, summed by the database.
+    let since = state
+        .service
+        .first_inference(q.prompt.as_deref(), window_start)
+        .await
+        .map_err(read)?
         .unwrap_or(window_start)
         .max(window_start);
     let width = ((now - since).num_seconds() / BUCKETS).max(1);
     let x_range = Some((since.timestamp() as f64, now.timestamp() as f64));
-    let mut calls: HashMap<&str, usize> = HashMap::new();
-    for i in &inferences {
-        *calls.entry(i.prompt.as_str()).or_default() += 1;
+    let buckets = state
+        .service
+        .score_buckets(q.prompt.as_deref(), since, width)
+        .await
+        .map_err(read)?;
+    let mut calls: HashMap<&str, (u64, u64)> = HashMap::new();
+    for b in &buckets {
+        let c = calls.entry(b.prompt.as_str()).or_default();
+        c.0 += b.calls;
+        c.1 += b.n;
     }
-    let mut prompts: Vec<(&str, usize)> = calls.into_iter().collect();
-    prompts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut prompts: Vec<(&str, (u64, u64))> = calls.into_iter().collect();
+    prompts.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
     if let Some(p) = &q.prompt
         && prompts.is_empty()
     {
@@ -404,15 +465,15 @@ pub async fn production(
     };
     let agent = agent.transpose()?;
     let mut sections = Vec::new();
-    for (name, n_calls) in prompts
-        .iter()
-        .take(if q.prompt.is_some() { 1 } else { PROMPTS })
+    for (name, (n_calls, n_scored)) in
+        prompts
+            .iter()
+            .take(if q.prompt.is_some() { 1 } else { PROMPTS })
     {
-        let mine: Vec<&metaprompt_agent::monitor::Outcome> =
-            outcomes.iter().filter(|o| o.prompt == *name).collect();
-        let versions = over_time(&mine, since, width, |o| vec![format!("v{}", o.seq)]);
-        let mut slices = over_time(&mine, since, width, |o| {
-            let mut k: Vec<String> = o.tags.iter().map(|(a, b)| format!("{a}={b}")).collect();
+        let mine: Vec<&ScoreBucket> = buckets.iter().filter(|b| b.prompt == *name).collect();
+        let versions = over_time(&mine, since, width, |b| vec![format!("v{}", b.seq)]);
+        let mut slices = over_time(&mine, since, width, |b| {
+            let mut k: Vec<String> = b.tags.iter().map(|(a, v)| format!("{a}={v}")).collect();
             k.push("all".into());
             k
         });
@@ -428,6 +489,10 @@ pub async fn production(
             .splits(name)
             .await
             .map_err(|e| error::library(e, "prompt"))?;
+        let mut canary_rates: HashMap<String, (Rate, Rate)> = HashMap::new();
+        for s in &splits {
+            canary_rates.insert(s.label.clone(), canary_rates_of(&state, s).await?);
+        }
         let cases: Vec<&metaprompt_agent::Case> = agent
             .iter()
             .flat_map(|a| a.cases.iter())
@@ -441,7 +506,7 @@ pub async fn production(
         sections.push(html! {
             section.prompt-health aria-labelledby={ "h-" (name) } {
                 h2 #{ "h-" (name) } { a href={ "/prompts/" (encode(name)) } { (name) } }
-                p.note { (n_calls) " calls, " (mine.len()) " with outcomes in the last " (days) " days" }
+                p.note { (n_calls) " calls, " (n_scored) " with outcomes in the last " (days) " days" }
                 div.charts {
                     (charts::line_over("Outcome rate per version", x_range, (Axis::Time, "time (UTC)"), (Axis::Score, "mean outcome"), &to_series(&versions)))
                     (charts::line_over("Outcome rate per slice", x_range, (Axis::Time, "time (UTC)"), (Axis::Score, "mean outcome"), &to_series(&slices)))
@@ -460,11 +525,7 @@ pub async fn production(
                                 }
                             }
                             None => {
-                                @let since_split: Vec<&&metaprompt_agent::monitor::Outcome> = mine.iter().filter(|o| o.at >= s.set_at).collect();
-                                @let rate = |seq: u32| { let mut r = Rate::default(); for o in since_split.iter().filter(|o| o.seq == seq) { r.add(o.score); } r };
-                                @let canary = rate(s.seq);
-                                @let others: Vec<u32> = since_split.iter().map(|o| o.seq).filter(|&q| q != s.seq).collect();
-                                @let incumbent = others.first().map(|&q| rate(q)).unwrap_or_default();
+                                @let (incumbent, canary) = canary_rates.get(&s.label).copied().unwrap_or_default();
                                 p { "canary " (canary.mean().map_or("—".into(), |m| format!("{m:.3}"))) " (n " (canary.n) ") against the incumbent "
                                     (incumbent.mean().map_or("—".into(), |m| format!("{m:.3}"))) " (n " (incumbent.n) ") since the split" }
                                 @if canary.n > 0 && incumbent.n > 0 {

@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use metaprompt_eval::prompt::PromptFile;
 use metaprompt_registry::model::{Decision, Event, Evidence, ReviewState, Version};
 use metaprompt_registry::policy::PRODUCTION;
-use metaprompt_registry::service::{InferenceQuery, Role};
+use metaprompt_registry::service::Role;
 use serde::Deserialize;
 
 use super::charts::{self, usd};
@@ -83,41 +83,57 @@ const FILTERS: [(&str, &str); 5] = [
     ("unlabelled", "without labels"),
 ];
 
-/// Outcome rate per day over the last [`SPARK_DAYS`] days, and the last 7 days' mean and count.
+/// Per prompt: the outcome rate per day over the last [`SPARK_DAYS`] days (oldest first), and
+/// the last 7 days' mean and count.
+type Outcomes = (Vec<Option<f64>>, Option<(f64, u64)>);
+
 async fn outcome_days(
     state: &AppState,
-    prompt: &str,
+    prompts: &[String],
     now: DateTime<Utc>,
-) -> (Vec<Option<f64>>, Option<(f64, usize)>) {
-    let since = now - chrono::Duration::days(SPARK_DAYS);
-    let feedback = state
+) -> Result<HashMap<String, Outcomes>, PageError> {
+    let today = now.date_naive();
+    let first = today - chrono::Days::new(SPARK_DAYS as u64 - 1);
+    let since = first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let rows = state
         .service
-        .feedback_for(&InferenceQuery {
-            prompt: Some(prompt.to_string()),
-            since: Some(since),
-            until: None,
-            limit: None,
-        })
+        .daily_scores(prompts, since)
         .await
-        .unwrap_or_default();
-    let mut days = vec![(0.0, 0usize); SPARK_DAYS as usize];
-    let mut week = (0.0, 0usize);
-    for f in &feedback {
-        let Some(s) = f.score else { continue };
-        let age = (now - f.created_at).num_days().clamp(0, SPARK_DAYS - 1) as usize;
-        let d = &mut days[SPARK_DAYS as usize - 1 - age];
-        d.0 += s;
-        d.1 += 1;
-        if age < 7 {
-            week.0 += s;
-            week.1 += 1;
+        .map_err(|e| PageError(ApiError::internal(format!("cannot read outcomes: {e}"))))?;
+    // Per prompt: (Σ score, n) per day, and over the last 7 days.
+    type Sums = (Vec<(f64, u64)>, (f64, u64));
+    let mut out: HashMap<String, Sums> = HashMap::new();
+    for r in rows {
+        let Ok(day) = chrono::NaiveDate::parse_from_str(&r.day, "%Y-%m-%d") else {
+            continue;
+        };
+        let k = (day - first).num_days();
+        if !(0..SPARK_DAYS).contains(&k) {
+            continue;
+        }
+        let e = out
+            .entry(r.prompt)
+            .or_insert_with(|| (vec![(0.0, 0); SPARK_DAYS as usize], (0.0, 0)));
+        e.0[k as usize].0 += r.sum;
+        e.0[k as usize].1 += r.n;
+        if k >= SPARK_DAYS - 7 {
+            e.1.0 += r.sum;
+            e.1.1 += r.n;
         }
     }
-    let days = days
-        .iter()
-        .map(|&(s, n)| (n > 0).then(|| s / n as f64))
-        .collect();
-    (days, (week.1 > 0).then(|| (week.0 / week.1 as f64, week.1)))
+    Ok(out
+        .into_iter()
+        .map(|(p, (days, week))| {
+            let days = days
+                .iter()
+                .map(|&(s, n)| (n > 0).then(|| s / n as f64))
+                .collect();
+            (
+                p,
+                (days, (week.1 > 0).then(|| (week.0 / week.1 as f64, week.1))),
+            )
+        })
+        .collect())
 }
 
 /// `GET /`: every prompt with its labels, split, newest version, review state and outcomes.
@@ -183,8 +199,6 @@ pub async fn library(
         .skip((page - 1) * PAGE)
         .take(PAGE)
         .collect();
-    let now = Utc::now();
-    let mut live = Vec::new();
     for p in &rows {
         if !splits.contains_key(&p.name) {
             let s = state
@@ -194,8 +208,14 @@ pub async fn library(
                 .map_err(|e| error::library(e, "prompts"))?;
             splits.insert(p.name.clone(), s);
         }
-        live.push(outcome_days(&state, &p.name, now).await);
     }
+    let names: Vec<String> = rows.iter().map(|p| p.name.clone()).collect();
+    let outcomes = outcome_days(&state, &names, Utc::now()).await?;
+    let none: Outcomes = (vec![None; SPARK_DAYS as usize], None);
+    let live: Vec<&Outcomes> = names
+        .iter()
+        .map(|n| outcomes.get(n).unwrap_or(&none))
+        .collect();
     let page_link =
         |n: usize| format!("/?q={}&filter={}&page={n}", encode(&q.q), encode(&q.filter));
     let body = html! {
@@ -217,7 +237,7 @@ pub async fn library(
                 thead { tr { th scope="col" { "Prompt" } th scope="col" { "Labels" } th scope="col" { "Newest" }
                     th scope="col" { "Review" } th scope="col" { "Outcomes (7 days)" } th scope="col" { "Last 14 days" } } }
                 tbody {
-                    @for (p, (days, week)) in rows.iter().zip(&live) {
+                    @for (p, (days, week)) in rows.iter().zip(live.iter().copied()) {
                         tr {
                             td { a href={ "/prompts/" (encode(&p.name)) } { (p.name) } }
                             td {
@@ -695,15 +715,35 @@ fn headline(ev: &[Evidence]) -> Markup {
     }
 }
 
-/// `GET /review`: every proposal waiting for a decision.
-pub async fn queue(State(state): State<AppState>, session: Session) -> PageResult {
-    let proposed = state
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    page: Option<usize>,
+}
+
+/// `GET /review`: every proposal waiting for a decision, newest first, [`PAGE`] a page.
+pub async fn queue(
+    State(state): State<AppState>,
+    session: Session,
+    q: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
+) -> PageResult {
+    let q = query(q)?;
+    let mut proposed = state
         .library
         .proposed()
         .await
         .map_err(|e| error::library(e, "review"))?;
+    proposed.sort_by_key(|v| std::cmp::Reverse(v.created_at));
+    let total = proposed.len();
+    let pages = total.div_ceil(PAGE).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<Version> = proposed
+        .into_iter()
+        .skip((page - 1) * PAGE)
+        .take(PAGE)
+        .collect();
     let mut ev = Vec::new();
-    for v in &proposed {
+    for v in &shown {
         ev.push(
             state
                 .library
@@ -714,10 +754,11 @@ pub async fn queue(State(state): State<AppState>, session: Session) -> PageResul
     }
     let body = html! {
         h1 { "Review queue" }
-        @if proposed.is_empty() { p { "Nothing waits for review." } } @else {
+        @if shown.is_empty() { p { "Nothing waits for review." } } @else {
+            p.note { (total) " proposals" @if pages > 1 { " · page " (page) " of " (pages) } }
             div.scroll { table.queue {
                 thead { tr { th scope="col" { "Proposal" } th scope="col" { "Made by" } th scope="col" { "When" } th scope="col" { "Evidence" } th scope="col" { "Message" } } }
-                tbody { @for (v, e) in proposed.iter().zip(&ev) { tr {
+                tbody { @for (v, e) in shown.iter().zip(&ev) { tr {
                     td { a href={ "/review/" (encode(&v.prompt)) "/v" (v.seq) } { (v.prompt) "@v" (v.seq) } }
                     td { (charts::origin_name(v)) " · " (v.author) }
                     td { (when(&v.created_at)) }
@@ -725,6 +766,12 @@ pub async fn queue(State(state): State<AppState>, session: Session) -> PageResul
                     td { (v.message.clone().unwrap_or_default()) }
                 } } }
             } }
+            @if pages > 1 {
+                nav.pages aria-label="pages" {
+                    @if page > 1 { a href={ "/review?page=" (page - 1) } rel="prev" { "← previous" } }
+                    @if page < pages { a href={ "/review?page=" (page + 1) } rel="next" { "next →" } }
+                }
+            }
         }
     };
     Ok(layout("Review", Some(&session), Nav::Review, body).into_response())
