@@ -139,6 +139,14 @@ async fn text(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(c: &Client, at: Locator<'_>, keys: &str) {
+    c.find(at).await.unwrap().send_keys(keys).await.unwrap();
+}
+
 async fn js(c: &Client, script: &str) -> Value {
     c.execute(script, vec![]).await.unwrap()
 }
@@ -163,18 +171,8 @@ async fn sign_in(c: &Client, s: &Server, next: &str, token: &str) {
         c.current_url().await.unwrap().path() == "/login",
         "not sent to sign in"
     );
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, Locator::Id("token"), token).await;
+    click(c, Locator::Css("form.login button")).await;
     until(
         c,
         &format!(
@@ -370,6 +368,59 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
         "{csp}"
     );
 
+    // Bad requests are pages that name what was wrong, never a 500.
+    let page = |path: &str| {
+        let url = s.url(path);
+        let cookie = format!("metaprompt_token={viewer}");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status();
+            (st, r.text().await.unwrap())
+        }
+    };
+    for (path, want, names) in [
+        ("/prompts/nosuch", StatusCode::NOT_FOUND, "nosuch"),
+        (
+            "/prompts/support/diff?from=v9",
+            StatusCode::NOT_FOUND,
+            "from",
+        ),
+        (
+            "/prompts/support/diff?view=sideways",
+            StatusCode::BAD_REQUEST,
+            "view",
+        ),
+        ("/?filter=bogus", StatusCode::BAD_REQUEST, "filter"),
+        ("/?page=x", StatusCode::BAD_REQUEST, "page"),
+        ("/production?days=0", StatusCode::BAD_REQUEST, "days"),
+        ("/production?prompt=nosuch", StatusCode::NOT_FOUND, "nosuch"),
+        ("/runs/nosuch", StatusCode::NOT_FOUND, "nosuch"),
+        ("/review/support/v99", StatusCode::NOT_FOUND, "v99"),
+    ] {
+        let (st, body) = page(path).await;
+        assert_eq!(st, want, "{path}: {body}");
+        assert!(
+            body.contains(names) && body.contains("<main"),
+            "{path}: {body}"
+        );
+    }
+    let (st, body) = post_form(
+        &s.url("/review/support/v3"),
+        Some(&reviewer),
+        None,
+        &[("csrf", "x"), ("decision", "maybe")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let (st, body) = post_form(&s.url("/login"), None, None, &[("token", "mp_wrong")]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("unknown or revoked"), "{body}");
+
     let driver = chromedriver(d).await;
     let c = browser(&driver, &d.join("profile")).await;
 
@@ -379,12 +430,7 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     sign_in(&c, &s, "/review", &reviewer).await;
     shot(&c, "review-queue").await;
     assert!(text(&c, "table.queue").await.contains("support@v2"));
-    c.find(Locator::LinkText("support@v2"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("support@v2")).await;
     until(&c, "return location.pathname === '/review/support/v2'", 10).await;
     let diff = text(&c, "table.diff").await;
     assert!(
@@ -398,18 +444,8 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     );
     assert!(text(&c, "#cost-h + p").await.contains("$0.000021"));
     shot(&c, "review-proposal").await;
-    c.find(Locator::Id("comment"))
-        .await
-        .unwrap()
-        .send_keys("better on billing questions")
-        .await
-        .unwrap();
-    c.find(Locator::Id("approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, Locator::Id("comment"), "better on billing questions").await;
+    click(&c, Locator::Id("approve")).await;
     until(&c, "return location.search.includes('decided=approve')", 10).await;
     let audit = text(&c, "table.events").await;
     assert!(
@@ -432,12 +468,7 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     );
     // Rejecting without a reason is refused, with the reason named.
     c.goto(&s.url("/review/support/v3")).await.unwrap();
-    c.find(Locator::Id("reject"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("reject")).await;
     until(&c, "return document.title.startsWith('Bad Request')", 10).await;
     assert!(text(&c, "p.error").await.contains("comment"));
     assert_eq!(review_state(d, 3).await, ReviewState::Proposed);
@@ -507,12 +538,7 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     shot(&c, "library-phone").await;
     c.set_window_size(1280, 1000).await.unwrap();
     // Keyboard: the first Tab reaches the skip link.
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .send_keys("\u{E004}")
-        .await
-        .unwrap();
+    type_into(&c, Locator::Css("body"), "\u{E004}").await;
     assert_eq!(
         c.active_element().await.unwrap().text().await.unwrap(),
         "Skip to content"

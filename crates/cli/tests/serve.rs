@@ -545,6 +545,8 @@ async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
         let t = &t;
         async move { api.call("GET", &url, Some(t), None).await }
     };
+    let (st, b) = get("/v1/prompts/nosuch/versions".into()).await;
+    assert_error(st, &b, StatusCode::NOT_FOUND, "name");
     let (st, b) = get("/v1/prompts/nosuch".into()).await;
     assert_error(st, &b, StatusCode::NOT_FOUND, "label");
     assert!(

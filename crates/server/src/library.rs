@@ -61,10 +61,12 @@ pub async fn versions(
         .await
         .map_err(|e| error::library(e, "name"))?;
     if versions.is_empty() {
-        // `versions` of an unknown prompt is empty; say so as the other reads do.
+        // `versions` of an unknown prompt is empty; resolving it says it is unknown (a 404).
+        let r = metaprompt_registry::model::VersionRef::parse(&name)
+            .map_err(|e| error::library(e, "name"))?;
         state
             .library
-            .labels(&name)
+            .resolve(&r)
             .await
             .map_err(|e| error::library(e, "name"))?;
     }

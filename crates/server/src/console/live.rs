@@ -449,11 +449,7 @@ pub async fn production(
         && prompts.is_empty()
     {
         // An unknown prompt is a 404; a known one without traffic is an empty page.
-        state
-            .library
-            .labels(p)
-            .await
-            .map_err(|e| error::library(e, "prompt"))?;
+        super::pages::known(&state, p, "prompt").await?;
     }
     let agent = match &state.agent_settings {
         Ok(settings) => Some(

@@ -50,6 +50,18 @@ pub fn query<T>(
     })
 }
 
+/// A 404 page unless the library has the prompt `name`.
+pub async fn known(state: &AppState, name: &str, param: &str) -> Result<(), PageError> {
+    let r = metaprompt_registry::model::VersionRef::parse(name)
+        .map_err(|e| error::library(e, param))?;
+    state
+        .library
+        .resolve(&r)
+        .await
+        .map_err(|e| error::library(e, param))?;
+    Ok(())
+}
+
 async fn resolve(
     state: &AppState,
     name: &str,
@@ -425,6 +437,7 @@ pub async fn prompt(
     q: Result<Query<PromptQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult {
     let q = query(q)?;
+    known(&state, &name, "name").await?;
     let lib = &state.library;
     let labels = lib
         .labels(&name)
@@ -639,12 +652,7 @@ pub async fn diff(
         .await
         .map_err(|e| error::library(e, "name"))?;
     let Some(latest) = versions.last() else {
-        // An unknown prompt: say so as the other pages do.
-        state
-            .library
-            .labels(&name)
-            .await
-            .map_err(|e| error::library(e, "name"))?;
+        known(&state, &name, "name").await?;
         return Err(PageError(ApiError::not_found(
             "name",
             format!("prompt `{name}` has no versions"),
