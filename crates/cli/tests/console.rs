@@ -29,8 +29,14 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", &pgid]).status();
+        // killpg(2), not kill(1): procps-ng 4.0's `kill -KILL -PGID` signalled every process
+        // here, the test runner's included.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -130,13 +136,20 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// The text of the first element matching `css`, read in one script (a live page replaces
+/// elements under a find-then-read).
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            vec![json!(css)],
+        )
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    match v.as_str() {
+        Some(t) => t.to_string(),
+        None => panic!("no element {css} on {}", c.current_url().await.unwrap()),
+    }
 }
 
 async fn click(c: &Client, at: Locator<'_>) {
@@ -569,22 +582,25 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
 
     // A running optimization's page follows it without a reload.
     let task = route_task(d);
-    let run: Value = http
-        .post(s.url("/v1/runs"))
-        .bearer_auth(&editor)
-        .json(&json!({"kind": "optimize", "request": {
-            "task": task, "algorithm": "fewshot", "rounds": 4, "patience": 4, "minibatch": 6,
-            "demos": 2, "name": "route"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = run["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{run:#}"))
-        .to_string();
+    let start_run = || async {
+        let run: Value = http
+            .post(s.url("/v1/runs"))
+            .bearer_auth(&editor)
+            .json(&json!({"kind": "optimize", "request": {
+                "task": task, "algorithm": "fewshot", "rounds": 4, "patience": 4, "minibatch": 6,
+                "demos": 2, "name": "route"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        run["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{run:#}"))
+            .to_string()
+    };
+    let id = start_run().await;
     c.goto(&s.url(&format!("/runs/{id}"))).await.unwrap();
     assert_eq!(
         js(&c, "return document.getElementById('live').dataset.status").await,
@@ -632,6 +648,25 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     c.goto(&s.url("/runs")).await.unwrap();
     assert!(text(&c, "table.runs").await.contains(&id));
     shot(&c, "runs").await;
+    // Cancel another from its page.
+    let id2 = start_run().await;
+    c.goto(&s.url(&format!("/runs/{id2}"))).await.unwrap();
+    click(&c, Locator::Css("form.inline button")).await;
+    until(
+        &c,
+        &format!(
+            "return location.pathname === '/runs/{id2}' && \
+             document.querySelector('#live .state').textContent.includes('cancelled')"
+        ),
+        60,
+    )
+    .await;
+    assert!(text(&c, "#live").await.contains("resume"));
+    // Sign out: the cookie is gone, pages send to sign in again.
+    click(&c, Locator::Css("div.who button")).await;
+    until(&c, "return location.pathname === '/login'", 10).await;
+    c.goto(&s.url("/review")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
 
     // A viewer reads but has no decision to make, and cannot forge one.
     c.delete_all_cookies().await.unwrap();
