@@ -246,7 +246,34 @@ async fn seed_library(d: &Path) {
             .versions
             .push((v, vec![e, evidence("dev", 0.8, None, 0.000_021)]));
     }
-    store.commit(batch).await.unwrap();
+    let added = store.commit(batch).await.unwrap();
+    // The agent filed v3: its case carries the diagnosis and the held-out checks.
+    let v3 = &added[1].version;
+    let now = chrono::Utc::now();
+    let case: metaprompt_agent::Case = serde_json::from_value(json!({
+        "id": "case_billing", "prompt": "support",
+        "slice": {"kind": "tag", "key": "topic", "value": "billing"},
+        "state": "proposed", "opened_at": now, "updated_at": now, "label": "production",
+        "incumbent": {"hash": v1, "seq": 1},
+        "finding": {"prompt": "support", "slice": {"kind": "tag", "key": "topic", "value": "billing"},
+                    "against": "rest", "n": 50, "mean": 0.18, "reference_n": 50,
+                    "reference_mean": 1.0, "p": 1e-40, "q": 2e-40},
+        "seen": 1,
+        "diagnosis": {"summary": "41 of 50 billing questions failed; answered other ×41",
+                      "hypothesis": "The instruction never says that invoices are billing.",
+                      "model": "mock:exec"},
+        "proposal": {"version": {"hash": v3.hash, "seq": v3.seq}, "algorithm": "fewshot",
+                     "run_dir": "agent/case_billing/run",
+                     "checks": [{"slice": "topic=billing", "n": 19, "before": 0.105, "after": 0.421,
+                                 "diff": 0.316, "low": 0.105, "high": 0.526, "p": 0.001}],
+                     "cost_per_execution_usd": 0.000021},
+    }))
+    .unwrap();
+    let service = metaprompt_registry::open_service(d.join("lib.db"))
+        .await
+        .unwrap();
+    service.save_case(&case.to_row()).await.unwrap();
+    service.close().await;
     let mut xss = metaprompt_eval::prompt::PromptFile::from_template("xss", "Q: {{ q }}\nA:");
     xss.instruction = Some("<script>alert(1)</script>".into());
     xss.description = Some("<img src=x onerror=alert(2)>".into());
@@ -481,6 +508,17 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     );
     // Rejecting without a reason is refused, with the reason named.
     c.goto(&s.url("/review/support/v3")).await.unwrap();
+    let diagnosis = text(&c, "section.diagnosis").await;
+    for want in [
+        "topic=billing",
+        "invoices are billing",
+        "0.105",
+        "0.421",
+        "answered other ×41",
+    ] {
+        assert!(diagnosis.contains(want), "{want}: {diagnosis}");
+    }
+    shot(&c, "review-agent-proposal").await;
     click(&c, Locator::Id("reject")).await;
     until(&c, "return document.title.startsWith('Bad Request')", 10).await;
     assert!(text(&c, "p.error").await.contains("comment"));

@@ -20,8 +20,44 @@ fn esc(s: &str) -> String {
 /// A plotted line: name, colour, points (x, y).
 type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
-/// One line chart.
-fn chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
+/// How an axis reads: scores with three decimals, counts as integers, dollars as dollars.
+#[derive(Clone, Copy)]
+enum Kind {
+    Score,
+    Count,
+    Usd,
+}
+
+impl Kind {
+    fn label(self, v: f64) -> String {
+        match self {
+            Kind::Score => format!("{v:.3}"),
+            Kind::Count => format!("{}", v.round() as i64),
+            Kind::Usd if v == 0.0 => "$0".into(),
+            Kind::Usd if v.abs() >= 0.01 => format!("${v:.2}"),
+            Kind::Usd => format!("${v:.6}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string(),
+        }
+    }
+}
+
+/// One line chart. A dollar chart whose every point is zero is a sentence instead.
+fn chart(title: &str, y_label: &str, kind: Kind, series: &[Series<'_>]) -> String {
+    let points = series.iter().map(|s| s.2.len()).sum::<usize>();
+    if matches!(kind, Kind::Usd) && points == 0 {
+        return format!(
+            "<figure><figcaption>{}</figcaption><p>No dollar figure: some calls ran on a model without a price.</p></figure>",
+            esc(title)
+        );
+    }
+    if matches!(kind, Kind::Usd) && series.iter().all(|s| s.2.iter().all(|p| p.1 == 0.0)) {
+        return format!(
+            "<figure><figcaption>{}</figcaption><p>$0: every call ran on an unpriced (local) model.</p></figure>",
+            esc(title)
+        );
+    }
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
     let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max);
     let (mut y_min, mut y_max) = all
@@ -50,9 +86,10 @@ fn chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
     for (v, label) in [(y_min, y_min), (y_max, y_max)] {
         let _ = write!(
             svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{label:.3}</text>",
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
             PAD - 4.0,
-            y(v) + 3.0
+            y(v) + 3.0,
+            kind.label(label)
         );
     }
     let _ = write!(
@@ -85,9 +122,11 @@ fn chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
         for &(a, b) in points {
             let _ = write!(
                 svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{name}: {b:.4}</title></circle>",
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}: {}</title></circle>",
                 x(a),
-                y(b)
+                y(b),
+                esc(name),
+                kind.label(b)
             );
         }
         let _ = write!(
@@ -190,6 +229,7 @@ pub fn html(o: &Outcome, task: &str) -> String {
     h.push_str(&chart(
         "Score per round (dev)",
         "score",
+        Kind::Score,
         &[
             ("best so far", "#1f77b4", best),
             ("round mean", "#ff7f0e", mean),
@@ -198,6 +238,7 @@ pub fn html(o: &Outcome, task: &str) -> String {
     h.push_str(&chart(
         "Cumulative cost per layer ($)",
         "dollars",
+        Kind::Usd,
         &[
             ("meta", "#d62728", meta_cost),
             ("execution", "#2ca02c", exec_cost),
@@ -206,6 +247,7 @@ pub fn html(o: &Outcome, task: &str) -> String {
     h.push_str(&chart(
         "Cumulative calls",
         "calls",
+        Kind::Count,
         &[
             ("metric calls", "#9467bd", calls),
             ("meta calls", "#8c564b", meta_calls),
@@ -249,5 +291,32 @@ fn est(e: &Option<metaprompt_eval::stats::Estimate>) -> String {
     match e {
         Some(e) => format!("{:.3} [{:.3}, {:.3}] (n = {})", e.mean, e.low, e.high, e.n),
         None => "–".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_read_as_what_they_count_and_a_free_run_says_so() {
+        let free = chart(
+            "cost",
+            "dollars",
+            Kind::Usd,
+            &[("meta", "#000", vec![(1.0, 0.0), (2.0, 0.0)])],
+        );
+        assert!(free.contains("$0:") && !free.contains("<svg"), "{free}");
+        let unpriced = chart("cost", "dollars", Kind::Usd, &[("meta", "#000", vec![])]);
+        assert!(unpriced.contains("without a price"), "{unpriced}");
+        let calls = chart(
+            "calls",
+            "calls",
+            Kind::Count,
+            &[("metric calls", "#000", vec![(1.0, 84.0), (2.0, 246.0)])],
+        );
+        assert!(calls.contains(">84<") && calls.contains(">246<"), "{calls}");
+        assert!(!calls.contains("84.000"), "{calls}");
+        assert_eq!(Kind::Usd.label(0.000_42), "$0.00042");
     }
 }

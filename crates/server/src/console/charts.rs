@@ -327,7 +327,8 @@ pub fn lineage(versions: &[Version]) -> Markup {
                         title { "v" (v.seq) " · " (origin_name(v)) " · " (v.review.as_str()) }
                     }
                     text x=(x0 + 16.0) y=(y(k) + 4.0) font-size="13" {
-                        "v" (v.seq) " · " (origin_name(v)) " · " (v.author) " · " (v.review.as_str())
+                        "v" (v.seq) " · " (origin_name(v)) " · " (v.author)
+                        @if v.review != metaprompt_registry::model::ReviewState::None { " · " (v.review.as_str()) }
                         @if let Some(m) = &v.message { " — " (truncate(m, 40)) }
                     }
                 }

@@ -505,7 +505,7 @@ pub async fn prompt(
             }
             @for (v, ev) in shown.iter().zip(&evidence) {
                 article.version #{ "v" (v.seq) } {
-                    h3 { "v" (v.seq) " " span.badge.{ "o-" (charts::origin_name(v)) } { (charts::origin_name(v)) } " " span.badge.{ "r-" (v.review.as_str()) } { (v.review.as_str()) } }
+                    h3 { "v" (v.seq) " " span.badge.{ "o-" (charts::origin_name(v)) } { (charts::origin_name(v)) } @if v.review != ReviewState::None { " " span.badge.{ "r-" (v.review.as_str()) } { (v.review.as_str()) } } }
                     p.meta {
                         "by " (v.author) " " (when(&v.created_at)) " · " code title=(v.hash) { (v.short()) }
                         @for p in &v.parents { " · parent " a href={ "#v" (seqs.get(p).copied().unwrap_or(0)) } { "v" (seqs.get(p).copied().unwrap_or(0)) } }
