@@ -340,6 +340,23 @@ pub fn take(mut examples: Vec<Example>, limit: Option<usize>, seed: Option<u64>)
 
 /// Render a value the way a metric or a template sees it: strings as they are, anything else
 /// as JSON.
+/// The accepted answers of an expected output: each element of a list (any of them is right;
+/// short-answer datasets ship several), else the value itself. Empty for an empty list.
+pub fn accepted(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().map(as_text).collect(),
+        other => vec![as_text(other)],
+    }
+}
+
+/// The answer a demonstration shows for an expected output: the first accepted one.
+pub fn first_answer(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
 pub fn as_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

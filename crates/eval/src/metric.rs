@@ -762,15 +762,34 @@ pub fn build(
     })
 }
 
-fn expected_text(example: &Example, metric: &str) -> Result<String, MetricError> {
-    example
+/// The accepted answers of an example (a list in the data: any of them passes), at least one.
+fn expected_answers(example: &Example, metric: &str) -> Result<Vec<String>, MetricError> {
+    let answers = example
         .expected
         .as_ref()
-        .map(as_text)
+        .map(crate::dataset::accepted)
         .ok_or_else(|| MetricError::Failed {
             metric: metric.into(),
             message: format!("example {} has no expected output", example.id),
-        })
+        })?;
+    if answers.is_empty() {
+        return Err(MetricError::Failed {
+            metric: metric.into(),
+            message: format!(
+                "example {}: the expected output is an empty list (a list holds the accepted answers; give at least one)",
+                example.id
+            ),
+        });
+    }
+    Ok(answers)
+}
+
+/// `"x"`, or `one of ["x", "y"]`, for feedback.
+fn show_answers(answers: &[String]) -> String {
+    match answers {
+        [one] => format!("{one:?}"),
+        many => format!("one of {many:?}"),
+    }
 }
 
 /// Lowercase, drop punctuation and articles, collapse spaces (SQuAD's normalization).
@@ -804,14 +823,20 @@ impl Metric for Equals {
         "equals"
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
-        let expected = expected_text(example, "equals")?;
-        let ok = if self.normalize {
-            normalize(output) == normalize(&expected)
-        } else {
-            output.trim() == expected.trim()
-        };
+        let answers = expected_answers(example, "equals")?;
+        let ok = answers.iter().any(|expected| {
+            if self.normalize {
+                normalize(output) == normalize(expected)
+            } else {
+                output.trim() == expected.trim()
+            }
+        });
         Ok(Score::pass(ok, || {
-            format!("expected {expected:?}, got {:?}", output.trim())
+            format!(
+                "expected {}, got {:?}",
+                show_answers(&answers),
+                output.trim()
+            )
         }))
     }
 }
@@ -832,17 +857,19 @@ impl Metric for Contains {
         }
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
-        let needle = match &self.value {
-            Some(v) => v.clone(),
-            None => expected_text(example, self.name())?,
+        let needles = match &self.value {
+            Some(v) => vec![v.clone()],
+            None => expected_answers(example, self.name())?,
         };
-        let ok = if self.ignore_case {
-            output.to_lowercase().contains(&needle.to_lowercase())
-        } else {
-            output.contains(&needle)
-        };
+        let ok = needles.iter().any(|needle| {
+            if self.ignore_case {
+                output.to_lowercase().contains(&needle.to_lowercase())
+            } else {
+                output.contains(needle.as_str())
+            }
+        });
         Ok(Score::pass(ok, || {
-            format!("the output does not contain {needle:?}")
+            format!("the output does not contain {}", show_answers(&needles))
         }))
     }
 }
@@ -892,15 +919,19 @@ impl Metric for Choice {
         "choice"
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
-        let expected = expected_text(example, "choice")?;
+        let answers = expected_answers(example, "choice")?;
+        let expected = show_answers(&answers);
         Ok(match self.parse(output) {
-            Some(label) => Score::pass(label.trim().eq_ignore_ascii_case(expected.trim()), || {
-                format!("answered {label:?}, expected {expected:?}")
-            }),
+            Some(label) => Score::pass(
+                answers
+                    .iter()
+                    .any(|a| label.trim().eq_ignore_ascii_case(a.trim())),
+                || format!("answered {label:?}, expected {expected}"),
+            ),
             None => Score {
                 value: 0.0,
                 feedback: Some(format!(
-                    "no answer among {:?} in {:?}; expected {expected:?}",
+                    "no answer among {:?} in {:?}; expected {expected}",
                     self.labels,
                     output.trim()
                 )),
@@ -937,23 +968,55 @@ impl Metric for Numeric {
         "numeric"
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
-        let expected_raw = expected_text(example, "numeric")?;
-        let expected = final_number(&expected_raw).ok_or_else(|| MetricError::Failed {
-            metric: "numeric".into(),
-            message: format!(
-                "example {}: the expected output {expected_raw:?} holds no number",
-                example.id
-            ),
-        })?;
+        let mut expected = Vec::new();
+        for raw in expected_answers(example, "numeric")? {
+            expected.push(final_number(&raw).ok_or_else(|| MetricError::Failed {
+                metric: "numeric".into(),
+                message: format!(
+                    "example {}: the expected output {raw:?} holds no number",
+                    example.id
+                ),
+            })?);
+        }
+        let shown = show_answers(&expected.iter().map(f64::to_string).collect::<Vec<_>>());
         Ok(match final_number(output) {
-            Some(got) => Score::pass((got - expected).abs() <= self.tolerance, || {
-                format!("answered {got}, expected {expected}")
-            }),
+            Some(got) => Score::pass(
+                expected.iter().any(|e| (got - e).abs() <= self.tolerance),
+                || format!("answered {got}, expected {shown}"),
+            ),
             None => Score {
                 value: 0.0,
-                feedback: Some(format!("no number in the output; expected {expected}")),
+                feedback: Some(format!("no number in the output; expected {shown}")),
             },
         })
+    }
+}
+
+/// Token F1 of two normalized texts.
+fn token_f1(expected: &str, got: &str) -> f64 {
+    let (e, g): (Vec<&str>, Vec<&str>) = (
+        expected.split_whitespace().collect(),
+        got.split_whitespace().collect(),
+    );
+    let mut pool = e.clone();
+    let common = g
+        .iter()
+        .filter(|w| {
+            if let Some(i) = pool.iter().position(|x| x == *w) {
+                pool.swap_remove(i);
+                true
+            } else {
+                false
+            }
+        })
+        .count() as f64;
+    if e.is_empty() && g.is_empty() {
+        1.0
+    } else if common == 0.0 {
+        0.0
+    } else {
+        let (p, r) = (common / g.len() as f64, common / e.len() as f64);
+        2.0 * p * r / (p + r)
     }
 }
 
@@ -966,32 +1029,17 @@ impl Metric for TokenF1 {
         "f1"
     }
     async fn score(&self, example: &Example, output: &str) -> Result<Score, MetricError> {
-        let expected = normalize(&expected_text(example, "f1")?);
+        // Against several accepted answers, the best match counts (SQuAD's convention).
         let got = normalize(output);
-        let (e, g): (Vec<&str>, Vec<&str>) = (
-            expected.split_whitespace().collect(),
-            got.split_whitespace().collect(),
-        );
-        let mut pool = e.clone();
-        let common = g
+        let (value, expected) = expected_answers(example, "f1")?
             .iter()
-            .filter(|w| {
-                if let Some(i) = pool.iter().position(|x| x == *w) {
-                    pool.swap_remove(i);
-                    true
-                } else {
-                    false
-                }
+            .map(|a| {
+                let a = normalize(a);
+                (token_f1(&a, &got), a)
             })
-            .count() as f64;
-        let value = if e.is_empty() && g.is_empty() {
-            1.0
-        } else if common == 0.0 {
-            0.0
-        } else {
-            let (p, r) = (common / g.len() as f64, common / e.len() as f64);
-            2.0 * p * r / (p + r)
-        };
+            .fold((f64::NEG_INFINITY, String::new()), |best, x| {
+                if x.0 > best.0 { x } else { best }
+            });
         Ok(Score {
             value,
             feedback: (value < 1.0).then(|| format!("token F1 {value:.2} against {expected:?}")),
@@ -1434,6 +1482,62 @@ mod tests {
         assert_eq!(
             (v(&re, "", "2024-01-31").await, v(&re, "", "Jan 31").await),
             (1.0, 0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_of_accepted_answers_passes_on_any_of_them() {
+        let many = |answers: Value| Example {
+            id: "t:2".into(),
+            vars: BTreeMap::new(),
+            expected: Some(answers),
+        };
+        let score = |m: Arc<dyn Metric>, e: Example, out: &'static str| async move {
+            m.score(&e, out).await.unwrap()
+        };
+        let answers = json!(["New York City", "NYC", "New York"]);
+        let eq = metric(MetricSpec::Equals(EqualsOptions { normalize: true }).into());
+        assert_eq!(
+            score(eq.clone(), many(answers.clone()), "nyc").await.value,
+            1.0
+        );
+        let miss = score(eq, many(answers.clone()), "Boston").await;
+        assert_eq!(miss.value, 0.0);
+        assert!(miss.feedback.unwrap().contains("one of [\"New York City\""));
+        let c = metric(MetricConfig::icontains());
+        assert_eq!(
+            score(c, many(answers.clone()), "It is NYC.").await.value,
+            1.0
+        );
+        // F1 takes the best-matching answer.
+        let f1 = metric(MetricConfig::f1());
+        let best = score(f1, many(answers.clone()), "new york").await.value;
+        assert!((best - 1.0).abs() < 1e-9, "{best}");
+        let n = metric(MetricConfig::numeric());
+        assert_eq!(
+            score(n, many(json!(["12", "12.0", "twelve (12)"])), "= 12")
+                .await
+                .value,
+            1.0
+        );
+        let choice = metric(MetricConfig::choice(["yes", "no", "unknown"]));
+        assert_eq!(
+            score(choice, many(json!(["no", "unknown"])), "Unknown.")
+                .await
+                .value,
+            1.0
+        );
+        // An empty list is the data's fault, named.
+        let err = metric(MetricConfig::equals())
+            .score(&many(json!([])), "x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t:2") && err.contains("empty list"), "{err}");
+        // Demonstrations show the first accepted answer.
+        assert_eq!(
+            crate::dataset::first_answer(&answers),
+            json!("New York City")
         );
     }
 

@@ -273,16 +273,17 @@ impl Task {
             let Some(expected) = &ex.expected else {
                 continue;
             };
-            let label = dataset::as_text(expected);
-            if !labels
-                .iter()
-                .any(|l| l.trim().eq_ignore_ascii_case(label.trim()))
-            {
-                return Err(TaskError::Label {
-                    id: ex.id.clone(),
-                    label,
-                    labels: labels.to_vec(),
-                });
+            for label in dataset::accepted(expected) {
+                if !labels
+                    .iter()
+                    .any(|l| l.trim().eq_ignore_ascii_case(label.trim()))
+                {
+                    return Err(TaskError::Label {
+                        id: ex.id.clone(),
+                        label,
+                        labels: labels.to_vec(),
+                    });
+                }
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use metaprompt_eval::dataset::as_text;
+use metaprompt_eval::dataset::{as_text, first_answer};
 use metaprompt_eval::metric::MetricKind;
 use metaprompt_eval::prompt::MessageTemplate;
 use metaprompt_eval::{Example, PromptFile, Task};
@@ -74,7 +74,7 @@ impl Brief {
             .expected
             .as_ref()
             .or_else(|| example.vars.get(&self.output))
-            .map(as_text)
+            .map(|v| as_text(&first_answer(v)))
             .unwrap_or_default();
         json!({"input": one_line(&input), "output": one_line(&output)})
     }
@@ -124,7 +124,12 @@ pub fn pick_demos(brief: &Brief, pool: &[Example], k: usize, seed: u64) -> Vec<E
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut shuffled: Vec<&Example> = pool.iter().collect();
     shuffled.shuffle(&mut rng);
-    let expected = |e: &Example| e.expected.as_ref().map(as_text).unwrap_or_default();
+    let expected = |e: &Example| {
+        e.expected
+            .as_ref()
+            .map(|v| as_text(&first_answer(v)))
+            .unwrap_or_default()
+    };
     let picked: Vec<&Example> = if brief.labels.is_empty() {
         shuffled.into_iter().take(k).collect()
     } else {
@@ -219,9 +224,11 @@ impl Frame {
                     .iter()
                     .filter_map(|i| e.vars.get(i).map(|v| (i.clone(), v.clone())))
                     .collect();
+                // A demonstration shows one answer: the first accepted one.
                 if let Some(out) = e
                     .expected
-                    .clone()
+                    .as_ref()
+                    .map(first_answer)
                     .or_else(|| e.vars.get(&brief.output).cloned())
                 {
                     vars.insert(brief.output.clone(), out);

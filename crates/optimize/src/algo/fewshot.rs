@@ -70,7 +70,13 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
                 .problem
                 .train
                 .iter()
-                .filter(|e| e.expected.as_ref().or(e.vars.get(&output)) == label.as_ref())
+                .filter(|e| {
+                    e.expected
+                        .as_ref()
+                        .map(metaprompt_eval::dataset::first_answer)
+                        .or_else(|| e.vars.get(&output).cloned())
+                        == label
+                })
                 .collect();
             match same.choose(&mut ctx.rng) {
                 Some(e) => demos[k] = demo_vars(&brief, e),
@@ -140,7 +146,11 @@ fn cover_label(
         .train
         .iter()
         .filter(|e| {
-            let l = label_of(e.expected.as_ref().or(e.vars.get(output)));
+            let first = e
+                .expected
+                .as_ref()
+                .map(metaprompt_eval::dataset::first_answer);
+            let l = label_of(first.as_ref().or(e.vars.get(output)));
             missing
                 .iter()
                 .any(|m| l.as_deref() == Some(m.trim().to_lowercase().as_str()))
