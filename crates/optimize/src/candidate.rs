@@ -125,9 +125,26 @@ pub struct Checks<'a> {
     pub probe: Option<&'a Example>,
     pub output: &'a str,
     pub seed: u64,
+    /// The execution model's prompt form: two prompts it would see identically (rendered for
+    /// the probe) are duplicates, whatever else their files hold. `None`: compare the files.
+    pub format: Option<PromptFormat>,
 }
 
 impl Checks<'_> {
+    /// Whether the execution model sees `a` and `b` alike: rendered for the probe in its form
+    /// when both render, else the same instruction (up to whitespace), templates and demos.
+    fn same(&self, a: &PromptFile, b: &PromptFile) -> bool {
+        if let (Some(format), Some(probe)) = (self.format, self.probe) {
+            let mut vars = probe.vars.clone();
+            vars.remove(self.output);
+            let seen = |p: &PromptFile| p.render(&vars, format, Some(self.output)).ok();
+            if let (Some(x), Some(y)) = (seen(a), seen(b)) {
+                return x == y;
+            }
+        }
+        same_prompt(a, b)
+    }
+
     /// A candidate from a meta answer: read, assembled with `frame`, rendered, guarded, and
     /// compared with the earlier candidates.
     pub async fn candidate(
@@ -175,7 +192,7 @@ impl Checks<'_> {
             return c;
         }
         let same = |o: &Candidate| {
-            o.accepted() && o.prompt.as_ref().is_some_and(|p| same_prompt(p, &prompt))
+            o.accepted() && o.prompt.as_ref().is_some_and(|p| self.same(p, &prompt))
         };
         if let Some(twin) = earlier.iter().find(|o| same(o)) {
             c.status = Status::Duplicate(twin.id.clone());
@@ -442,5 +459,71 @@ mod tests {
             instruction_from("label it. Never lie.\nNever lie. Be brief.").0,
             "Label it. Never lie. Be brief."
         );
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_only_adds_a_chat_form_is_a_duplicate_for_a_text_model() {
+        let mut seed = PromptFile::from_template("sst2", "Review: {{ text }}\nSentiment:");
+        seed.demos = vec![std::collections::BTreeMap::from([
+            ("text".to_string(), serde_json::json!("great")),
+            ("label".to_string(), serde_json::json!("positive")),
+        ])];
+        seed.demo_template = Some("Review: {{ text }}\nSentiment: {{ label }}\n\n".into());
+        let mut twin = seed.clone();
+        twin.messages = vec![metaprompt_eval::prompt::MessageTemplate {
+            role: metaprompt_llm::Role::User,
+            content: "Review: {{ text }}".into(),
+        }];
+        let probe = Example {
+            id: "dev:1".into(),
+            vars: std::collections::BTreeMap::from([
+                ("text".to_string(), serde_json::json!("dull")),
+                ("label".to_string(), serde_json::json!("negative")),
+            ]),
+            expected: Some(serde_json::json!("negative")),
+        };
+        let (meta, guard) = (MetaPrompts::builtin(), Guard::new(None));
+        let checks = |format| Checks {
+            meta: &meta,
+            guard: &guard,
+            constraints: &[],
+            probe: Some(&probe),
+            output: "label",
+            seed: 1,
+            format,
+        };
+        let earlier = |p: &PromptFile| Candidate {
+            id: "p0".into(),
+            answer: String::new(),
+            notes: None,
+            prompt: Some(p.clone()),
+            status: Status::Accepted,
+            guard: GuardReport::default(),
+            score: None,
+            report: None,
+        };
+        let text = checks(Some(PromptFormat::Text))
+            .check(
+                "p1".into(),
+                String::new(),
+                None,
+                twin.clone(),
+                &[earlier(&seed)],
+            )
+            .await;
+        assert_eq!(text.status, Status::Duplicate("p0".into()));
+        // A chat model sees the new messages: not a duplicate there, nor by file.
+        for format in [Some(PromptFormat::Chat), None] {
+            let c = checks(format)
+                .check(
+                    "p1".into(),
+                    String::new(),
+                    None,
+                    twin.clone(),
+                    &[earlier(&seed)],
+                )
+                .await;
+            assert_eq!(c.status, Status::Accepted, "{format:?}");
+        }
     }
 }

@@ -132,6 +132,7 @@ pub async fn generate(
         probe: evaluation.and_then(|e| e.examples.first()),
         output: &spec.brief.output,
         seed: spec.seed,
+        format: None,
     };
     let mut candidates: Vec<Candidate> = Vec::new();
     for (i, answer) in answers.into_iter().enumerate() {

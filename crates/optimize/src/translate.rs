@@ -112,6 +112,7 @@ pub async fn translate(
         probe: evaluation.examples.first(),
         output: &spec.brief.output,
         seed: spec.seed,
+        format: None,
     };
     let mut candidates = Vec::new();
     let mechanical = converted(

@@ -264,6 +264,7 @@ impl<'a> Ctx<'a> {
             probe: self.problem.dev.first(),
             output: &self.problem.brief.output,
             seed: mix(self.settings.seed, self.pool.len() as u64),
+            format: Some(self.layers.execution.info().format),
         };
         let earlier: Vec<Candidate> = self
             .pool
