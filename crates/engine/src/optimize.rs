@@ -527,17 +527,8 @@ fn rationale(o: &Outcome, task: &Task) -> String {
         "`metaprompt optimize --algo {}` on task {}: ",
         o.algorithm, task.config.name
     );
-    if o.kept_seed {
-        s.push_str(&format!(
-            "the best candidate ({}) was not significantly better than the seed on dev (p = {:.4}), so the seed is kept.",
-            o.best, o.dev_test.p_value
-        ));
-    } else {
-        s.push_str(&format!(
-            "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}).",
-            o.winner, o.dev_test.diff, o.dev_test.low, o.dev_test.high, o.dev_test.p_value
-        ));
-    }
+    s.push_str(&o.verdict());
+    s.push('.');
     if let Some(t) = &o.winner_test {
         s.push_str(&format!(
             " Test: {:.3} [{:.3}, {:.3}] (n = {}).",

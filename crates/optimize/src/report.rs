@@ -180,16 +180,12 @@ pub fn html(o: &Outcome, task: &str) -> String {
         t = esc(task),
         a = esc(&o.algorithm)
     );
-    let verdict = if o.kept_seed {
-        format!(
-            "The best candidate ({}) is not significantly better than the seed on dev (p = {:.4}); the seed is kept.",
-            o.best, o.dev_test.p_value
-        )
-    } else {
-        format!(
-            "Winner {}: {:+.3} [{:+.3}, {:+.3}] over the seed on dev (paired bootstrap p = {:.4}).",
-            o.winner, o.dev_test.diff, o.dev_test.low, o.dev_test.high, o.dev_test.p_value
-        )
+    let verdict = {
+        let v = o.verdict();
+        let mut c = v.chars();
+        c.next()
+            .map_or(v.clone(), |f| f.to_uppercase().chain(c).collect::<String>())
+            + "."
     };
     let _ = write!(
         h,

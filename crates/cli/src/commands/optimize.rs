@@ -212,26 +212,7 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         show(&Some(*kept_dev)),
         show(&o.winner_test)
     );
-    let d = &o.dev_test;
-    if o.kept_seed {
-        outln!(
-            "verdict    the seed is kept: the best candidate {} is not significantly better on dev ({:+.3} [{:+.3}, {:+.3}], p = {:.4})",
-            o.best,
-            d.diff,
-            d.low,
-            d.high,
-            d.p_value
-        );
-    } else {
-        outln!(
-            "verdict    {} beats the seed on dev: {:+.3} [{:+.3}, {:+.3}], paired bootstrap p = {:.4}",
-            o.winner,
-            d.diff,
-            d.low,
-            d.high,
-            d.p_value
-        );
-    }
+    outln!("verdict    {}", o.verdict());
     if let Some(t) = &o.test_paired {
         outln!(
             "test       {:+.3} [{:+.3}, {:+.3}], p = {:.4} (scored once, at the end)",

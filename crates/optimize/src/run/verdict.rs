@@ -52,6 +52,25 @@ impl Outcome {
     pub fn entry(&self, id: &str) -> Option<&Entry> {
         self.pool.iter().find(|e| e.id == id)
     }
+
+    /// Why the kept prompt is kept, in one sentence. When the seed itself scored best there is
+    /// no comparison to report (it would compare the seed with itself).
+    pub fn verdict(&self) -> String {
+        let d = &self.dev_test;
+        if !self.kept_seed {
+            format!(
+                "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4})",
+                self.winner, d.diff, d.low, d.high, d.p_value
+            )
+        } else if self.pool.first().is_some_and(|seed| seed.id == self.best) {
+            "no candidate scored above the seed on dev: the seed is kept".into()
+        } else {
+            format!(
+                "the best candidate {} is not significantly better than the seed on dev ({:+.3} [{:+.3}, {:+.3}], p = {:.4}): the seed is kept",
+                self.best, d.diff, d.low, d.high, d.p_value
+            )
+        }
+    }
 }
 
 /// Whether `best` (paired against the seed) is significantly better: p < 0.05 and the
@@ -193,6 +212,12 @@ mod tests {
             .unwrap();
         assert_eq!((o.best.as_str(), o.winner.as_str()), ("p1", "p1"));
         assert!(!o.kept_seed);
+        assert!(
+            o.verdict()
+                .starts_with("p1 beats the seed on dev by +0.500"),
+            "{}",
+            o.verdict()
+        );
         assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
         assert_eq!(o.winner_test.unwrap().mean, 1.0);
         assert_eq!(o.seed_test.unwrap().mean, 0.5);
@@ -211,6 +236,19 @@ mod tests {
         assert!(o.kept_seed);
         assert_eq!(o.winner, "p0");
         assert_eq!(o.metric_calls, 40 + 4);
+        // The seed scored best: nothing to compare it with, and the verdict says so.
+        if o.best == "p0" {
+            assert_eq!(
+                o.verdict(),
+                "no candidate scored above the seed on dev: the seed is kept"
+            );
+        } else {
+            assert!(
+                o.verdict().contains("is not significantly better"),
+                "{}",
+                o.verdict()
+            );
+        }
     }
 
     #[tokio::test]

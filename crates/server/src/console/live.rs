@@ -193,14 +193,15 @@ fn finished(result: &Value) -> Markup {
         section.result aria-labelledby="result-h" {
             h2 #result-h { "Result" }
             p.verdict {
-                @if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed on dev: the seed is kept." }
+                @if kept_seed && o["best"] == "p0" { "No candidate scored above the seed on dev: the seed is kept." }
+                @else if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed on dev: the seed is kept." }
                 @else { "Kept " strong { (winner_id) } ", significantly better than the seed on dev." }
             }
             div.scroll { table {
                 tbody {
                     tr { th scope="row" { "seed on dev" } td { (estimate(&o["seed_dev"])) } }
                     tr { th scope="row" { "best on dev" } td { (estimate(&o["best_dev"])) } }
-                    @if !kept_seed { tr { th scope="row" { "best − seed on dev" } td { (paired(&o["dev_test"])) } } }
+                    @if o["best"] != "p0" { tr { th scope="row" { "best − seed on dev" } td { (paired(&o["dev_test"])) } } }
                     tr { th scope="row" { "seed on test" } td { (estimate(&o["seed_test"])) } }
                     tr { th scope="row" { "kept on test" } td { (estimate(&o["winner_test"])) } }
                     @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(&o["test_paired"])) } } }
