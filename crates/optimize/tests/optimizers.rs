@@ -440,6 +440,43 @@ async fn ape_induces_from_demo_subsets_resamples_the_best_and_selects_by_ucb() {
 }
 
 #[tokio::test]
+async fn ape_induces_again_while_the_seed_leads_without_an_instruction() {
+    // Every induced instruction is plain (no "magic"): none beats the seed, which has none.
+    let meta = meta_model(|prompt, k| {
+        assert!(
+            prompt.contains("What was the instruction?"),
+            "only induction: there is no instruction to paraphrase\n{prompt}"
+        );
+        format!("<prompt>Label variant {k}.</prompt>")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.rounds = 3;
+    s.patience = 3;
+    let mut p = problem(20, 10);
+    p.seed_prompt.instruction = None;
+    p.frame = Frame::of(&p.seed_prompt, &p.brief);
+    let o = optimize(
+        "ape",
+        meta,
+        executor(),
+        &p,
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_ne!(o.stop, StopReason::Exhausted, "{:?}", o.stop);
+    assert!(
+        o.pool.iter().any(|e| e.op == "ape-induce" && e.round >= 2),
+        "{:?}",
+        o.pool.iter().map(|e| (&e.op, e.round)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn fewshot_picks_label_balanced_demonstrations_and_races_them() {
     let meta = meta_model(|_, _| panic!("fewshot makes no meta calls"));
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //! Round 1, *induction*: `per_round` demo subsets of the training data (5 examples each), one
 //! instruction inferred from each by the `ape` meta-prompt ("The instruction was to…", the
 //! forward template, which base models can continue). Later rounds, *resampling*: variations of
-//! the best instruction (`paraphrase`), APE's iterative Monte Carlo search.
+//! the best instruction (`paraphrase`), APE's iterative Monte Carlo search; while the leader
+//! has no instruction (the seed, when nothing beat it), induction again instead.
 //!
 //! Selection is a UCB bandit over growing samples, as in the paper: every new candidate starts
 //! with a small sample of dev examples; then the arm with the highest upper confidence bound
@@ -14,7 +15,7 @@ use serde_json::json;
 
 use crate::algo::{Optimizer, shown};
 use crate::brief::Frame;
-use crate::run::{Ctx, Halt, StopReason};
+use crate::run::{Ctx, Halt};
 
 /// Demonstrations per induction subset.
 const SUBSET: usize = 5;
@@ -35,7 +36,14 @@ impl Optimizer for Ape {
         let frame = Frame::of(&ctx.pool[best].prompt, &ctx.problem.brief);
         let parent = vec![ctx.pool[best].id.clone()];
         let mut answers = Vec::new();
-        let (op, induce) = if ctx.round == 1 {
+        let instruction = ctx.pool[best]
+            .prompt
+            .instruction
+            .clone()
+            .unwrap_or_default();
+        // A leader without an instruction (the seed, often) has nothing to paraphrase: induce
+        // again, at this round's temperature, rather than stop.
+        let (op, induce) = if ctx.round == 1 || instruction.trim().is_empty() {
             ("ape-induce", true)
         } else {
             ("ape-resample", false)
@@ -50,14 +58,6 @@ impl Optimizer for Ape {
                 answers.extend(ctx.meta("ape", &vars, 1).await?);
             }
         } else {
-            let instruction = ctx.pool[best]
-                .prompt
-                .instruction
-                .clone()
-                .unwrap_or_default();
-            if instruction.trim().is_empty() {
-                return Err(StopReason::Exhausted.into());
-            }
             let vars = json!({
                 "task": ctx.problem.brief,
                 "instruction": instruction,
