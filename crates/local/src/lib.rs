@@ -14,6 +14,8 @@
 //! ```
 //!
 //! - [`fetch`] — the model catalog, `model pull` (pip wheels, HTTPS URL, local path), checksums.
+//! - `chat` — chat prompts through the model's own chat template (GGUF metadata, minijinja),
+//!   llama.cpp's rendering as the fallback.
 //! - `engine` — the worker thread that owns the model, and the canonical evaluation procedure
 //!   that makes every score reproducible whatever else is in the batch (see its docs).
 //! - [`LocalProvider`] — the [`Provider`] implementation: `complete_batch` and `score`
@@ -24,6 +26,7 @@
 
 pub mod fetch;
 
+mod chat;
 mod engine;
 mod live;
 
@@ -52,6 +55,8 @@ pub struct LocalOptions {
     pub python: String,
     /// Live requests decoded together (`[local] parallel`, `METAPROMPT_PARALLEL`).
     pub parallel: u32,
+    /// The models usable as `local:NAME` (built in, and `[local.models]`).
+    pub catalog: fetch::Catalog,
 }
 
 impl LocalOptions {
@@ -81,6 +86,7 @@ impl LocalOptions {
                 .or(local.parallel)
                 .unwrap_or(8)
                 .max(1),
+            catalog: config.catalog(),
         }
     }
 }
@@ -118,10 +124,11 @@ impl LocalModels {
     /// A provider for a resolved `local:` model. The model is fetched and loaded in the
     /// background on first use; errors (a failed fetch, a bad file) surface on the first request.
     pub fn provider(&self, info: &ModelInfo) -> Result<LocalProvider, LlmError> {
-        let model_ref = fetch::parse_ref(&info.model, &self.options.models_dir)
-            .map_err(|e| LlmError::Config(format!("{}: {e}", info.name)))?;
+        let model_ref =
+            fetch::parse_ref(&info.model, &self.options.catalog, &self.options.models_dir)
+                .map_err(|e| LlmError::Config(format!("{}: {e}", info.name)))?;
         let key = match &model_ref {
-            fetch::ModelRef::Known(name) => name.to_string(),
+            fetch::ModelRef::Known(name, _) => name.clone(),
             fetch::ModelRef::Path(p) => p
                 .canonicalize()
                 .unwrap_or_else(|_| p.clone())
@@ -238,6 +245,15 @@ impl LocalProvider {
     /// Wait for the model to be fetched and loaded, and describe it.
     pub async fn facts(&self) -> Result<ModelFacts, LlmError> {
         self.ask(|reply| Job::Facts { reply })
+            .await?
+            .map_err(|m| self.error(m))
+    }
+
+    /// The text `prompt` is decoded as: a chat prompt rendered through the model's own chat
+    /// template (see `chat`), a text prompt as it is.
+    pub async fn render(&self, prompt: &metaprompt_llm::Prompt) -> Result<String, LlmError> {
+        let prompt = prompt.clone();
+        self.ask(|reply| Job::Render { prompt, reply })
             .await?
             .map_err(|m| self.error(m))
     }

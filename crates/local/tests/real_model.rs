@@ -389,3 +389,91 @@ async fn embedded_live_caller_that_goes_away_frees_its_slot() {
     let (next, _) = live(&Request::text("Hello").max_tokens(2)).await;
     assert!(next.is_ok(), "{next:?}");
 }
+
+/// The instruction-tuned embedded model, SmolLM2-135M-Instruct (fetched on first use).
+fn smollm2() -> &'static LocalProvider {
+    static MODEL: OnceLock<LocalProvider> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let config = Config::default();
+        let models = Arc::new(LocalModels::from_config(&config));
+        let info = config
+            .resolve("local:smollm2-135m-instruct", &|_| None)
+            .unwrap();
+        assert_eq!(info.format, metaprompt_llm::PromptFormat::Chat);
+        models.provider(&info).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn embedded_smollm2_chat_prompts_follow_the_models_own_template() {
+    let m = smollm2();
+    let facts = m.facts().await.unwrap();
+    assert!(
+        facts.path.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "{:?}",
+        facts.path
+    );
+    // The template in the file is the one SmolLM2 was tuned with: a default system message
+    // when the conversation has none, ChatML markers, the assistant's turn opened.
+    let template = facts.chat_template.unwrap();
+    assert!(
+        template.contains("You are a helpful AI assistant named SmolLM"),
+        "{template}"
+    );
+    let alone = m
+        .render(&Prompt::Chat(vec![Message::user(
+            "What is the capital of France?",
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(
+        alone,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let with_system = m
+        .render(&Prompt::Chat(vec![
+            Message::system("Answer in one word."),
+            Message::user("What is the capital of France?"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        with_system,
+        "<|im_start|>system\nAnswer in one word.<|im_end|>\n\
+         <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Decoded through that text, the instruct model follows the instruction.
+    for (review, label, other) in [
+        (
+            "a gorgeous, witty, seductive movie.",
+            "positive",
+            "negative",
+        ),
+        // It says "not positive. It's a negative review".
+        (
+            "the worst film I have ever seen, dull and stupid.",
+            "negative",
+            "is positive",
+        ),
+    ] {
+        let ask = format!("Is this movie review positive or negative? Review: {review}");
+        let r = m
+            .complete(&Request::chat(vec![Message::user(ask)]).max_tokens(16))
+            .await
+            .unwrap();
+        let text = r.text.to_lowercase();
+        assert!(
+            text.contains(label) && !text.contains(other),
+            "{:?}",
+            r.text
+        );
+    }
+    // Text prompts are decoded as they are.
+    assert_eq!(
+        m.render(&Prompt::Text("Review: fine.\nSentiment:".into()))
+            .await
+            .unwrap(),
+        "Review: fine.\nSentiment:"
+    );
+}

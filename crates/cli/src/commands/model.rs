@@ -32,10 +32,10 @@ pub async fn run(global: &Global, cmd: ModelCommand) -> anyhow::Result<()> {
         }
         ModelCommand::List => {
             outln!("models directory: {}", options.models_dir.display());
-            for m in fetch::list(&options.models_dir) {
+            for m in fetch::list(&options.catalog, &options.models_dir) {
                 let state = if m.present { "pulled" } else { "not pulled" };
                 outln!(
-                    "  {:<20} {:<11} {:>9}  {}",
+                    "  {:<22} {:<11} {:>9}  {}",
                     m.name,
                     state,
                     format::bytes(m.size),
@@ -60,8 +60,9 @@ fn pull(
             .context("a model pulled from a URL needs --sha256 HEX (its expected checksum)")?;
         return Ok(fetch::pull_url(target, sha, &options.models_dir, &bar)?);
     }
-    if let Some(m) = fetch::known(target) {
+    if let Some((name, m)) = fetch::known(&options.catalog, target) {
         return Ok(fetch::pull_known(
+            name,
             m,
             &options.models_dir,
             &options.python,
@@ -79,5 +80,5 @@ fn pull(
         }
         return Ok(path.to_path_buf());
     }
-    Err(fetch::FetchError::Unknown(target.to_string()).into())
+    Err(fetch::unknown(&options.catalog, target).into())
 }
