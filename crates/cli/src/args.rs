@@ -379,7 +379,7 @@ pub struct OptimizeArgs {
     /// Meta temperature of the last round (exploitation)
     #[arg(long, default_value_t = 0.2)]
     pub exploit: f32,
-    /// Cap on metric calls (one example scored by one prompt), final test evaluation included [default: the task's budget, else 1500]
+    /// Cap on the search's metric calls (one example scored by one prompt); the final test evaluation (2 × the test split) is counted apart [default: the task's budget, else 1500]
     #[arg(long)]
     pub max_metric_calls: Option<u64>,
     /// Cap on meta-model calls [default: the task's budget, else 40]

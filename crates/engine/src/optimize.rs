@@ -89,7 +89,11 @@ impl RunStore for DoneLast {
 /// What a run may spend, projected before it starts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Projection {
+    /// The search's metric calls at most (the cap).
     pub metric_calls: u64,
+    /// The final test evaluation's metric calls (seed and kept prompt, 2 × |test|; retries of
+    /// failed calls come on top), outside the cap.
+    pub test_calls: u64,
     pub meta_calls: u64,
     /// `None` where a model has no price.
     pub execution_usd: Option<f64>,
@@ -224,7 +228,15 @@ impl PreparedRun {
             .entry(&outcome.winner)
             .map(|e| e.prompt.clone())
             .unwrap_or_default();
+        let name = self
+            .request
+            .name
+            .clone()
+            .unwrap_or_else(|| self.task.config.name.clone());
         let mut prompt = winner;
+        // Candidates inherit the seed file's `name`; the kept prompt is named as the library
+        // stores it (the candidate id is in the rationale).
+        prompt.name.clone_from(&name);
         prompt.rationale = Some(rationale(&outcome, &self.task));
         prompt.target_model = Some(self.layers.execution.info().name.clone());
         let dir = self.store.dir().to_path_buf();
@@ -233,11 +245,6 @@ impl PreparedRun {
         self.store.write("report.json", &json)?;
         let html = metaprompt_optimize::report::html(&outcome, &self.task.config.name);
         self.store.write("report.html", html.as_bytes())?;
-        let name = self
-            .request
-            .name
-            .clone()
-            .unwrap_or_else(|| self.task.config.name.clone());
         let batch = library_batch(&LibraryInput {
             author: self.engine.author(),
             name: &name,
@@ -490,6 +497,8 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
         .collect();
     let per_call_in = sample.iter().sum::<usize>() as f64 / sample.len().max(1) as f64 / 4.0 * 1.5;
     let metric_calls = budget.max_metric_calls;
+    let test_calls = 2 * problem.test.len() as u64;
+    let executions = (metric_calls + test_calls) as f64;
     let meta_calls = budget
         .max_meta_calls
         .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
@@ -504,8 +513,8 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
     };
     let execution_usd = price(
         layers.execution.info(),
-        per_call_in * metric_calls as f64,
-        f64::from(problem.options.max_tokens) * metric_calls as f64,
+        per_call_in * executions,
+        f64::from(problem.options.max_tokens) * executions,
     );
     let meta_usd = price(
         layers.meta.info(),
@@ -514,6 +523,7 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
     );
     Projection {
         metric_calls,
+        test_calls,
         meta_calls,
         execution_usd,
         meta_usd,
@@ -674,6 +684,7 @@ fn library_batch(i: &LibraryInput<'_>) -> Batch {
             "winner": o.winner,
             "best": o.best,
             "metric_calls": o.metric_calls,
+            "test_calls": o.test_calls,
             "meta_calls": o.meta_calls,
             "saved_calls": o.saved_calls,
             "rounds": o.rounds.len(),

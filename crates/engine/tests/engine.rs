@@ -299,6 +299,10 @@ async fn a_run_that_fails_writing_its_report_is_not_finished_and_resumes_to_writ
         .await
         .unwrap();
     assert!(run.join("report.html").is_file() && run.join("best.toml").is_file());
+    // The kept prompt is named as the library stores it, not after the seed file.
+    let best = std::fs::read_to_string(run.join("best.toml")).unwrap();
+    assert!(best.contains("name = \"synthetic\""), "{best}");
+    assert_eq!(resumed.prompt.name, "synthetic");
     assert_eq!(resumed.outcome.winner, whole.outcome.winner);
     assert_eq!(resumed.outcome.metric_calls, whole.outcome.metric_calls);
     assert!(matches!(&resumed.stored, Stored::In { .. }));

@@ -237,7 +237,7 @@ impl Report {
 
 /// The continuation to score for a label: with a leading space after a word or a colon
 /// (`Sentiment:` + ` positive`), as written after whitespace or an opening bracket (`(` + `A)`).
-fn continuation(prompt: &Prompt, label: &str) -> String {
+pub fn continuation(prompt: &Prompt, label: &str) -> String {
     let needs_space = match prompt {
         Prompt::Text(t) => t
             .chars()

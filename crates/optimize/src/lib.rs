@@ -6,7 +6,11 @@
 //!   models such as the embedded Gemma.
 //! - [`brief`] — what the meta layer is told about a task, and the data-given frame of a prompt
 //!   (example layout, demonstrations) that an instruction is assembled into.
+//! - [`proxy`] — the likelihood proxy: the execution model's log-probability of the expected
+//!   outputs after a candidate, to rank many candidates cheaply before a few are raced.
 //! - [`guard`] — the protected-constraint guardrail: lexical check, then an LLM judge.
+//! - [`junk`] — the screen that rejects meta answers which are not instructions (empty, number
+//!   lists, copies of an example, repetition, unrelated text) before they cost evaluation.
 //! - [`candidate`] — candidates and their fate, evaluation, per-layer cost accounting.
 //! - [`generate`](mod@generate) — a prompt from a task description (analyse, write N, check, evaluate, pick).
 //! - [`translate`](mod@translate) — a prompt moved to another model, with parity measured on data.
@@ -18,7 +22,7 @@
 //!   `ape`, `protegi`, `gepa`, `evolve`, `auto`); [`report`] — the HTML report of a run.
 //!
 //! The data path stays one-directional: task → brief → meta-prompt → meta model → answer →
-//! candidate (frame + instruction) → guardrail → evaluator → choice. The meta model and the
+//! candidate (frame + instruction) → junk screen → guardrail → evaluator → choice. The meta model and the
 //! execution model are separate providers, each counted on its own meter ([`candidate::Layers`]).
 
 pub mod algo;
@@ -26,7 +30,9 @@ pub mod brief;
 pub mod candidate;
 pub mod generate;
 pub mod guard;
+pub mod junk;
 pub mod meta;
+pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod translate;

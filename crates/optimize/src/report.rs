@@ -189,11 +189,12 @@ pub fn html(o: &Outcome, task: &str) -> String {
     };
     let _ = write!(
         h,
-        "<p>{}</p><p>Stopped: {}. Metric calls {} (racing saved {}), meta calls {}, wall {:.1} s.</p>",
+        "<p>{}</p><p>Stopped: {}. Metric calls {} for the search (racing saved {}) and {} for the test split, meta calls {}, wall {:.1} s.</p>",
         esc(&verdict),
         esc(o.stop.describe()),
         o.metric_calls,
         o.saved_calls,
+        o.test_calls,
         o.meta_calls,
         o.wall_secs
     );
@@ -228,7 +229,7 @@ pub fn html(o: &Outcome, task: &str) -> String {
         Kind::Score,
         &[
             ("best so far", "#1f77b4", best),
-            ("round mean", "#ff7f0e", mean),
+            ("candidates' mean (racing examples)", "#ff7f0e", mean),
         ],
     ));
     h.push_str(&chart(

@@ -220,6 +220,76 @@ fn settings() -> Settings {
 }
 
 #[tokio::test]
+async fn junk_from_the_meta_model_is_rejected_before_any_metric_call_and_counted() {
+    // What a weak base meta model writes, in rotation with one real instruction.
+    let junk = [
+        "<prompt></prompt>",
+        "<prompt>1, 2, 3, 5, 7, 8, 11, 12, 15, 16, 17, 18, 19, 20</prompt>",
+        "<prompt>review number 1003 is negative</prompt>",
+        "<prompt>I am a video-game developer living in Oregon.</prompt>",
+        "<prompt>Use magic to label the review.</prompt>",
+    ];
+    let meta = meta_model(move |_, k| junk[(k - 1) % junk.len()].to_string());
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let p = problem(20, 4);
+    let settings = Settings {
+        rounds: 2,
+        per_round: 5,
+        ..settings()
+    };
+    let o = optimize(
+        "opro",
+        meta,
+        exec.clone(),
+        &p,
+        &settings,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    // Every junk answer was screened out with its reason and never reached the execution
+    // model; the real instruction was raced and kept.
+    let s = &o.screened;
+    assert!(s.instructions >= 5, "{s:?}");
+    assert_eq!(s.rejected_total() * 5, s.instructions * 4, "{s:?}");
+    let reasons: Vec<&str> = o
+        .rejected
+        .iter()
+        .flat_map(|r| r.why.iter().map(String::as_str))
+        .collect();
+    for why in [
+        "junk: empty",
+        "junk: numbers or punctuation, not words",
+        "junk: a copy of an example",
+        "junk: shares no word with the task",
+    ] {
+        assert!(reasons.contains(&why), "{why} in {reasons:?}");
+    }
+    for call in exec.calls() {
+        let t = text(&call);
+        assert!(!t.contains("Oregon") && !t.contains("11, 12"), "{t}");
+    }
+    let kept = o.entry(&o.winner).unwrap();
+    assert!(
+        kept.prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic"),
+        "{:?}",
+        kept.prompt.instruction
+    );
+    let summary = o.screened.summary().unwrap();
+    assert!(
+        summary.contains("empty, ") && summary.ends_with("unrelated to the task)"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
 async fn opro_shows_the_trajectory_ascending_and_finds_the_better_instruction() {
     let meta = meta_model(|prompt, k| {
         if prompt.contains("Earlier instructions") && k >= 3 {
@@ -292,14 +362,21 @@ async fn a_metric_call_cap_is_never_exceeded_and_the_stop_is_reported() {
     )
     .await
     .unwrap();
+    // The cap bounds the search; the test split (5 examples, seed and kept prompt) is counted
+    // apart, and every call the model saw is one of the two.
     assert!(o.metric_calls <= 50, "{}", o.metric_calls);
-    assert!(exec.calls().len() <= 50, "{}", exec.calls().len());
+    assert!(
+        o.metric_calls >= 40,
+        "the search used its budget: {}",
+        o.metric_calls
+    );
+    assert!((5..=10).contains(&o.test_calls), "{}", o.test_calls);
+    assert_eq!(exec.calls().len() as u64, o.metric_calls + o.test_calls);
     assert_eq!(o.stop, StopReason::MetricCalls);
-    // The test split was still scored (its calls were reserved).
     assert!(o.seed_test.is_some());
 
     let too_small = Budget {
-        max_metric_calls: 20,
+        max_metric_calls: 19,
         ..Budget::default()
     };
     let meta = meta_model(|_, _| String::new());
@@ -319,16 +396,15 @@ async fn a_metric_call_cap_is_never_exceeded_and_the_stop_is_reported() {
         matches!(
             e,
             run::RunError::BudgetTooSmall {
-                max_metric_calls: 20,
+                max_metric_calls: 19,
                 dev: 20,
-                reserve: 10
             }
         ),
         "{e:?}"
     );
     let message = e.to_string();
     assert!(message.contains("cannot even score the seed"), "{message}");
-    assert!(message.contains("raise the metric-call cap, or use fewer dev/test examples"));
+    assert!(message.contains("raise the metric-call cap, or use fewer dev examples"));
     assert!(!message.contains("--"), "no command-line flag: {message}");
 }
 
@@ -474,6 +550,111 @@ async fn ape_induces_again_while_the_seed_leads_without_an_instruction() {
         "{:?}",
         o.pool.iter().map(|e| (&e.op, e.round)).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn ape_ranks_its_candidates_by_likelihood_and_races_only_the_most_likely() {
+    // 8 induced instructions for 4 racing places; only the sixth says "magic". The execution
+    // model finds the expected labels likely only after a "magic" prompt (log P -0.1 vs -2).
+    let meta = meta_model(|_, k| {
+        if k == 6 {
+            "<prompt>Use magic to label the review.</prompt>".into()
+        } else {
+            format!("<prompt>Label review variant {k}.</prompt>")
+        }
+    });
+    // Label scoring (the metric's, and the proxy's): after a "magic" prompt the right label
+    // gets log P -0.1 and the other -3; otherwise " positive" -0.5 and " negative" -1.5.
+    let exec = Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(exec_info())
+            .respond_with(|_| Ok("positive".into()))
+            .score_with(|r| {
+                let Prompt::Text(t) = &r.prompt else {
+                    unreachable!()
+                };
+                let last = t
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("Review:"))
+                    .unwrap_or("");
+                let right = if last.ends_with("negative") {
+                    " negative"
+                } else {
+                    " positive"
+                };
+                let logprobs: Vec<f64> = r
+                    .labels
+                    .iter()
+                    .map(|l| match (t.contains("magic"), l.as_str()) {
+                        (true, l) if l == right => -0.1,
+                        (true, _) => -3.0,
+                        (false, " positive") => -0.5,
+                        (false, _) => -1.5,
+                    })
+                    .collect();
+                let total: f64 = logprobs.iter().map(|x| x.exp()).sum();
+                Ok(metaprompt_llm::LabelScores {
+                    probs: logprobs.iter().map(|x| x.exp() / total).collect(),
+                    label_tokens: vec![1; r.labels.len()],
+                    logprobs,
+                    usage: Default::default(),
+                    latency: Duration::ZERO,
+                    cost_usd: Some(0.0),
+                    cached: false,
+                })
+            }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        rounds: 1,
+        per_round: 4,
+        ..settings()
+    };
+    let o = optimize(
+        "ape",
+        meta,
+        exec.clone(),
+        &problem(20, 4),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let induced: Vec<&run::Entry> = o.pool.iter().filter(|e| e.op == "ape-induce").collect();
+    assert_eq!(induced.len(), 8, "{:?}", o.rejected);
+    assert!(induced.iter().all(|e| e.proxy.is_some()));
+    // Only the four most likely were raced; the magic one is among them, and is kept.
+    let raced: Vec<&str> = induced
+        .iter()
+        .filter(|e| !e.scores.is_empty())
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(raced.len(), 4, "{raced:?}");
+    let kept = o.entry(&o.winner).unwrap();
+    assert!(
+        kept.prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic"),
+        "{:?}",
+        o.pool
+            .iter()
+            .map(|e| (&e.id, &e.prompt.instruction, e.proxy, e.mean()))
+            .collect::<Vec<_>>()
+    );
+    assert!((kept.proxy.unwrap() + 0.1).abs() < 1e-9, "{:?}", kept.proxy);
+    // 8 candidates × 8 training examples, scored without decoding and counted apart.
+    assert_eq!(o.proxy_calls, 64);
+    let proxy_scorings = exec
+        .score_calls()
+        .iter()
+        .filter(|c| c.labels.len() == 1)
+        .count();
+    assert_eq!(proxy_scorings, 64);
 }
 
 #[tokio::test]
@@ -806,7 +987,7 @@ async fn failed_calls_are_left_out_not_scored_zero_so_the_better_prompt_still_wi
     assert_eq!(o.test_paired.unwrap().n, 8);
     assert_eq!(o.seed_test.unwrap().n, 10);
     // Every attempt, retries included, was a metric call.
-    assert_eq!(exec.calls().len() as u64, o.metric_calls);
+    assert_eq!(exec.calls().len() as u64, o.metric_calls + o.test_calls);
 }
 
 #[tokio::test]
@@ -1066,7 +1247,7 @@ async fn a_total_cost_cap_stops_the_run_before_it_is_crossed() {
     assert!(spent <= cap, "${spent}");
     assert!(
         o.seed_test.is_some(),
-        "the test split was paid for from the reserve"
+        "the test split was priced in before every step"
     );
     assert!(o.rounds.len() >= 2, "{}", o.rounds.len());
 }

@@ -100,7 +100,7 @@ impl Console {
             }
             Progress::Candidate { candidate } => eprintln!("  {}", candidate_line(&candidate)),
             Progress::Round { stats: r } => eprintln!(
-                "round {} done · best {:.3} ({}) · round mean {} · {} proposed, {} rejected · metric calls {} · meta calls {} · {} meta + {} execution",
+                "round {} done · best {:.3} ({}, all of dev) · its candidates {} (mean on their racing examples) · {} proposed, {} rejected · metric calls {} · meta calls {} · {} meta + {} execution",
                 r.round,
                 r.best,
                 r.best_id,

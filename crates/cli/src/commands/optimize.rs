@@ -154,8 +154,9 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
 /// Print the projected calls and cost; ask above the threshold.
 fn confirm(args: &OptimizeArgs, p: &Projection) -> anyhow::Result<()> {
     eprintln!(
-        "projected  ≤ {} metric calls, ≤ {} meta calls · ≤ {} (execution {}, meta {})",
+        "projected  ≤ {} metric calls for the search + {} for the final test, ≤ {} meta calls · ≤ {} (execution {}, meta {})",
         p.metric_calls,
+        p.test_calls,
         p.meta_calls,
         format::cost(p.total_usd),
         format::cost(p.execution_usd),
@@ -223,14 +224,25 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         );
     }
     outln!(
-        "calls      metric {} (racing saved {}), meta {} · {} candidates, {} rejected · wall {}",
+        "calls      metric {} for the search (racing saved {}) + {} for the test, meta {} · {} candidates, {} rejected · wall {}",
         o.metric_calls,
         o.saved_calls,
+        o.test_calls,
         o.meta_calls,
         o.pool.len(),
         o.rejected.len(),
         format::duration(run_duration(o.wall_secs))
     );
+    if let Some(junk) = o.screened.summary() {
+        outln!("screened   meta-written instructions: {junk} before evaluation");
+    }
+    if o.proxy_calls > 0 {
+        let ranked = o.pool.iter().filter(|e| e.proxy.is_some()).count();
+        outln!(
+            "proxy      {ranked} candidates ranked by the execution model's likelihood of the expected outputs ({} scoring calls) before racing",
+            o.proxy_calls
+        );
+    }
     for (what, u) in [("dev", &o.unscored), ("test", &o.test_unscored)] {
         if u.count > 0 {
             let why: Vec<String> = u

@@ -6,6 +6,12 @@
 //! the best instruction (`paraphrase`), APE's iterative Monte Carlo search; while the leader
 //! has no instruction (the seed, when nothing beat it), induction again instead.
 //!
+//! When the execution model scores continuations (the embedded model does), each round samples
+//! [`OVERSAMPLE`] times as many candidates, screens out junk, and ranks the rest by the
+//! likelihood proxy — the execution model's log-probability of the expected outputs after the
+//! candidate, on a few training examples, APE's own score — so only the `per_round` most
+//! likely are raced on the metric ([`Ctx::most_likely`]).
+//!
 //! Selection is a UCB bandit over growing samples, as in the paper: every new candidate starts
 //! with a small sample of dev examples; then the arm with the highest upper confidence bound
 //! gets the next chunk, until one arm has the whole dev split and still leads.
@@ -21,6 +27,8 @@ use crate::run::{Ctx, Halt};
 const SUBSET: usize = 5;
 /// UCB exploration constant.
 const C: f64 = 0.5;
+/// Candidates sampled per raced one when the likelihood proxy can rank them.
+pub const OVERSAMPLE: u32 = 2;
 
 #[derive(Debug, Default)]
 pub struct Ape;
@@ -48,8 +56,14 @@ impl Optimizer for Ape {
         } else {
             ("ape-resample", false)
         };
+        let per_round = ctx.settings.per_round;
+        let samples = if ctx.layers.execution.can_score() {
+            per_round * OVERSAMPLE
+        } else {
+            per_round
+        };
         if induce {
-            for _ in 0..ctx.settings.per_round {
+            for _ in 0..samples {
                 let vars = json!({
                     "task": ctx.problem.brief,
                     "examples": shown(ctx, SUBSET),
@@ -63,9 +77,7 @@ impl Optimizer for Ape {
                 "instruction": instruction,
                 "constraints": ctx.problem.constraints,
             });
-            answers = ctx
-                .meta("paraphrase", &vars, ctx.settings.per_round)
-                .await?;
+            answers = ctx.meta("paraphrase", &vars, samples).await?;
         }
         let mut arms = Vec::new();
         for a in answers {
@@ -81,6 +93,7 @@ impl Optimizer for Ape {
         if arms.is_empty() {
             return Ok(());
         }
+        let mut arms = ctx.most_likely(&arms, per_round as usize).await?;
         arms.push(best);
         ucb(ctx, &arms).await
     }

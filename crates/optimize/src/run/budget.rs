@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Hard caps. Metric calls include the final test evaluation (reserved up front).
+/// Hard caps. `max_metric_calls` bounds the search (seed, candidates, teacher runs on train);
+/// the final test evaluation (seed and kept prompt on the test split, 2 × |test| at most) is
+/// counted apart, in [`crate::run::Outcome::test_calls`]. The dollar and wall caps cover the
+/// whole run, so their look-ahead prices the test split in before every step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Budget {
     pub max_metric_calls: u64,
@@ -188,9 +191,9 @@ pub(super) enum Over {
 }
 
 impl Budget {
-    /// Metric calls the rounds may still spend, with `reserve` held back for the test split.
-    pub fn metric_calls_left(&self, spent: u64, reserve: u64) -> u64 {
-        self.max_metric_calls.saturating_sub(reserve + spent)
+    /// Metric calls the search may still spend (the test split is not part of this cap).
+    pub fn metric_calls_left(&self, spent: u64) -> u64 {
+        self.max_metric_calls.saturating_sub(spent)
     }
 
     /// Meta calls still allowed.
@@ -247,14 +250,14 @@ mod tests {
     }
 
     #[test]
-    fn call_counts_keep_the_reserve_and_never_go_negative() {
+    fn call_counts_never_go_negative() {
         let b = Budget {
             max_metric_calls: 100,
             max_meta_calls: 5,
             ..Budget::default()
         };
-        assert_eq!(b.metric_calls_left(30, 20), 50);
-        assert_eq!(b.metric_calls_left(90, 20), 0);
+        assert_eq!(b.metric_calls_left(30), 70);
+        assert_eq!(b.metric_calls_left(120), 0);
         assert_eq!(b.meta_calls_left(3), 2);
         assert_eq!(b.meta_calls_left(7), 0);
     }

@@ -14,6 +14,7 @@ use super::RunError;
 use super::budget::{Budget, Rates, StopReason};
 use super::pool::{Entry, Rejected, RoundStats};
 use super::settings::Settings;
+use crate::junk::Screened;
 
 /// Everything a run needs to continue: saved before the seed is scored and after each round.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +40,12 @@ pub struct Checkpoint {
     /// What calls have cost so far (the caps' look-ahead).
     #[serde(default)]
     pub rates: Rates,
+    /// Meta-written instructions screened so far, and those rejected as junk.
+    #[serde(default)]
+    pub screened: Screened,
+    /// Scoring calls of the likelihood proxy so far.
+    #[serde(default)]
+    pub proxy_calls: u64,
     /// The rounds are over, and why; the verdict and the test split are still to come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<StopReason>,
@@ -230,6 +237,8 @@ mod tests {
             wall_secs: 1.5,
             unscored: BTreeMap::new(),
             rates: Rates::default(),
+            screened: Screened::default(),
+            proxy_calls: 0,
             ended: None,
             stop: None,
         }

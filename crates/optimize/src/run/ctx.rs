@@ -21,7 +21,9 @@ use super::settings::{Problem, Settings};
 use crate::brief::Frame;
 use crate::candidate::{Candidate, Checks, Layers, Status};
 use crate::guard::Guard;
+use crate::junk::{Screen, Screened};
 use crate::meta::MetaPrompts;
+use crate::proxy::PROXY_EXAMPLES;
 use crate::{Event, Observer};
 
 /// An optimization algorithm: each round it proposes candidates through the [`Ctx`] and
@@ -50,9 +52,16 @@ pub struct Ctx<'a> {
     pub rng: StdRng,
     /// Dev indices in a seeded random order; racing rungs take prefixes of it.
     pub(super) order: Vec<usize>,
+    /// Metric calls of the search (what `max_metric_calls` bounds).
     pub(super) metric_calls: u64,
+    /// Metric calls of the final test evaluation, counted apart from the search.
+    pub(super) test_calls: u64,
+    /// Set while the final test evaluation runs: calls count as `test_calls`, and failed
+    /// pairs are always retried once (the metric-call cap is the search's).
+    pub(super) testing: bool,
     pub(super) meta_calls: u64,
-    /// Metric calls held back for the final test evaluation.
+    /// Metric calls the final test evaluation will make (2 × |test|): the dollar and wall
+    /// caps' look-ahead prices them in before every search step.
     pub(super) reserve: u64,
     pub(super) saved_calls: u64,
     pub(super) base_meta: LayerUsage,
@@ -67,6 +76,12 @@ pub struct Ctx<'a> {
     pub(super) unscored: BTreeMap<String, u64>,
     /// What calls have cost so far, for the caps' look-ahead.
     pub(super) rates: Rates,
+    /// What meta-written instructions are screened against (built from the problem).
+    pub(super) screen: Screen,
+    /// Instructions screened so far, and those rejected as junk.
+    pub(super) screened: Screened,
+    /// Scoring calls of the likelihood proxy (one prompt, one example, no decoding).
+    pub(super) proxy_calls: u64,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -110,6 +125,8 @@ impl<'a> Ctx<'a> {
             rng: StdRng::seed_from_u64(mix(r.settings.seed, 0)),
             order,
             metric_calls: 0,
+            test_calls: 0,
+            testing: false,
             meta_calls: 0,
             reserve: 2 * r.problem.test.len() as u64,
             saved_calls: 0,
@@ -122,6 +139,17 @@ impl<'a> Ctx<'a> {
             round_tally: Tally::default(),
             unscored: BTreeMap::new(),
             rates: Rates::default(),
+            screen: Screen::new(
+                &r.problem.brief,
+                &r.problem.seed_prompt,
+                &r.problem
+                    .train
+                    .iter()
+                    .chain(&r.problem.dev)
+                    .collect::<Vec<_>>(),
+            ),
+            screened: Screened::default(),
+            proxy_calls: 0,
         }
     }
 
@@ -130,8 +158,28 @@ impl<'a> Ctx<'a> {
         self.settings.schedule.at(self.round, self.settings.rounds)
     }
 
+    /// Metric calls of the search so far.
     pub fn metric_calls(&self) -> u64 {
         self.metric_calls
+    }
+
+    /// Metric calls the next step may make: what the search cap leaves, or (during the final
+    /// test evaluation) no limit, since its calls are counted apart and bounded by the split.
+    fn calls_left(&self) -> u64 {
+        if self.testing {
+            u64::MAX
+        } else {
+            self.budget.metric_calls_left(self.metric_calls)
+        }
+    }
+
+    /// Count `n` metric calls as spent, against the search or the test evaluation.
+    fn count(&mut self, n: usize) {
+        if self.testing {
+            self.test_calls += n as u64;
+        } else {
+            self.metric_calls += n as u64;
+        }
     }
 
     /// Usage per layer over the whole run (before a resume included): (meta, execution).
@@ -324,12 +372,96 @@ impl<'a> Ctx<'a> {
         op: &str,
     ) -> Option<usize> {
         let (instruction, _) = crate::candidate::instruction_from(answer);
-        if instruction.chars().filter(|c| c.is_alphanumeric()).count() < 3 {
+        self.screened.instructions += 1;
+        if let Some(junk) = self.screen.check(&instruction) {
+            *self.screened.rejected.entry(junk).or_default() += 1;
+            let id = format!("p{}", self.pool.len() + self.rejected.len());
+            (self.observe)(Event::Step(&format!(
+                "{id} rejected before evaluation ({}): {:?}",
+                junk.describe(),
+                instruction.chars().take(80).collect::<String>()
+            )));
+            self.rejected.push(Rejected {
+                id,
+                round: self.round,
+                op: op.to_string(),
+                instruction: (!instruction.is_empty()).then_some(instruction),
+                why: vec![junk.describe().to_string()],
+            });
             return None;
         }
         let name = self.problem.seed_prompt.name.clone();
         let prompt = frame.prompt(&name, &instruction, &self.problem.constraints);
         self.propose(prompt, parents, op, answer).await
+    }
+
+    /// The `keep` most promising of `idxs` by the likelihood proxy ([`crate::proxy`]), best
+    /// first, each ranked one's `proxy` recorded; all of `idxs` when there are no more than
+    /// `keep` or the execution model cannot score continuations. The proxy examples are the
+    /// first training examples (dev's racing order without a train split); their scoring
+    /// calls are counted as `proxy_calls` and priced into the dollar and wall caps' look-ahead.
+    pub async fn most_likely(&mut self, idxs: &[usize], keep: usize) -> Result<Vec<usize>, Halt> {
+        if idxs.len() <= keep || !self.layers.execution.can_score() {
+            return Ok(idxs.to_vec());
+        }
+        let examples: Vec<Example> = if self.problem.train.is_empty() {
+            self.order
+                .iter()
+                .take(PROXY_EXAMPLES)
+                .map(|&i| self.problem.dev[i].clone())
+                .collect()
+        } else {
+            self.problem
+                .train
+                .iter()
+                .take(PROXY_EXAMPLES)
+                .cloned()
+                .collect()
+        };
+        let chars = idxs
+            .iter()
+            .map(|&i| self.prompt_chars(&self.pool[i].prompt))
+            .max()
+            .unwrap_or(0);
+        self.check(Ahead {
+            metric_calls: (idxs.len() * examples.len()) as u64,
+            metric_chars: chars,
+            ..Ahead::default()
+        })?;
+        let output = self.problem.options.output.clone();
+        let mut ranked: Vec<(usize, f64)> = Vec::new();
+        for &i in idxs {
+            let prompt = self.pool[i].prompt.clone();
+            let l =
+                crate::proxy::likelihood(&self.layers.execution, &prompt, &examples, &output).await;
+            self.proxy_calls += examples.len() as u64;
+            match l {
+                Ok(v) => {
+                    self.pool[i].proxy = Some(v);
+                    ranked.push((i, v));
+                }
+                Err(e) => {
+                    (self.observe)(Event::Step(&format!(
+                        "{}: no likelihood proxy ({e})",
+                        self.pool[i].id
+                    )));
+                    ranked.push((i, f64::NEG_INFINITY));
+                }
+            }
+        }
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let kept: Vec<usize> = ranked.iter().take(keep).map(|&(i, _)| i).collect();
+        (self.observe)(Event::Step(&format!(
+            "likelihood proxy on {} examples: racing {} of {} candidates ({})",
+            examples.len(),
+            kept.len(),
+            idxs.len(),
+            kept.iter()
+                .map(|&i| self.pool[i].id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+        Ok(kept)
     }
 
     /// Score entry `idx` on dev examples `examples`: only those not evaluated yet are run and
@@ -351,9 +483,7 @@ impl<'a> Ctx<'a> {
             ..Ahead::default()
         })?;
         if !missing.is_empty() {
-            let left = self
-                .budget
-                .metric_calls_left(self.metric_calls, self.reserve);
+            let left = self.calls_left();
             if (missing.len() as u64) > left {
                 return Err(StopReason::MetricCalls.into());
             }
@@ -432,9 +562,7 @@ impl<'a> Ctx<'a> {
             metric_chars: self.prompt_chars(prompt),
             ..Ahead::default()
         })?;
-        let left = self
-            .budget
-            .metric_calls_left(self.metric_calls, self.reserve);
+        let left = self.calls_left();
         if examples.len() as u64 > left {
             return Err(StopReason::MetricCalls.into());
         }
@@ -470,7 +598,7 @@ impl<'a> Ctx<'a> {
             Ok(r) => r,
             // A prompt that does not render fails the same way every time: no retry.
             Err(why) => {
-                self.metric_calls += examples.len() as u64;
+                self.count(examples.len());
                 return Attempted {
                     settled: vec![true; examples.len()],
                     results: examples
@@ -481,7 +609,7 @@ impl<'a> Ctx<'a> {
                 };
             }
         };
-        self.metric_calls += examples.len() as u64;
+        self.count(examples.len());
         let mut settled = vec![true; examples.len()];
         let failed: Vec<usize> = (0..results.len())
             .filter(|&k| !results[k].is_scored())
@@ -503,9 +631,7 @@ impl<'a> Ctx<'a> {
         let fit = if halt.is_some() {
             0
         } else {
-            let left = self
-                .budget
-                .metric_calls_left(self.metric_calls, self.reserve);
+            let left = self.calls_left();
             failed.len().min(left as usize)
         };
         if fit < failed.len() && halt.is_none() {
@@ -520,7 +646,7 @@ impl<'a> Ctx<'a> {
             let retried = self
                 .timed(prompt, prompt_chars, &again, &format!("{label} (retry)"))
                 .await;
-            self.metric_calls += now.len() as u64;
+            self.count(now.len());
             if let Ok(retried) = retried {
                 for (&k, r) in now.iter().zip(retried) {
                     results[k] = r;

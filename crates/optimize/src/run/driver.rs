@@ -68,12 +68,10 @@ pub async fn run(
     if n_dev == 0 {
         return Err(RunError::NoDev);
     }
-    let reserve = 2 * problem.test.len() as u64;
-    if budget.max_metric_calls < reserve + n_dev as u64 {
+    if budget.max_metric_calls < n_dev as u64 {
         return Err(RunError::BudgetTooSmall {
             max_metric_calls: budget.max_metric_calls,
             dev: n_dev,
-            reserve,
         });
     }
     priced(&runner)?;
@@ -96,6 +94,8 @@ pub async fn run(
         ctx.wall_before = cp.wall_secs;
         ctx.unscored = cp.unscored;
         ctx.rates = cp.rates;
+        ctx.screened = cp.screened;
+        ctx.proxy_calls = cp.proxy_calls;
         rounds = cp.rounds;
         // The round limit is decided again from the settings (a resume may allow more).
         ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
@@ -306,6 +306,8 @@ fn checkpoint(
         wall_secs: ctx.wall(),
         unscored: ctx.unscored.clone(),
         rates: ctx.rates,
+        screened: ctx.screened.clone(),
+        proxy_calls: ctx.proxy_calls,
         ended,
         stop,
     }

@@ -23,8 +23,10 @@
 //!
 //! **Caps are kept, not crossed.** Before each step (a meta sample, a scoring, a retry) the
 //! caps are checked against what is spent plus what the step is expected to cost and take
-//! (from the dearest call seen per prompt character, and the mean seconds per call), with the
-//! test split's calls held in reserve. A dollar cap needs prices: a run whose models have none
+//! (from the dearest call seen per prompt character, and the mean seconds per call). The
+//! metric-call cap bounds the search; the final test evaluation is counted apart
+//! ([`Outcome::test_calls`]), while the dollar and wall caps, which bound the whole run, price
+//! its calls in before every step. A dollar cap needs prices: a run whose models have none
 //! does not start, and a cost that turns unknown stops it ([`RunError::Unpriced`]).
 //!
 //! **A failure is not a zero.** A (candidate, example) pair whose model call or metric failed
@@ -76,14 +78,9 @@ pub enum RunError {
     NoDev,
     #[error(
         "a budget of {max_metric_calls} metric calls cannot even score the seed prompt on dev \
-         ({dev}) and keep {reserve} for the final test evaluation; raise the metric-call cap, \
-         or use fewer dev/test examples"
+         ({dev} examples); raise the metric-call cap, or use fewer dev examples"
     )]
-    BudgetTooSmall {
-        max_metric_calls: u64,
-        dev: usize,
-        reserve: u64,
-    },
+    BudgetTooSmall { max_metric_calls: u64, dev: usize },
     #[error("cannot score the seed prompt: {}", .0.describe())]
     Seed(StopReason),
     /// The run was cancelled. Its checkpoint after round `round` (0: the seed round) is

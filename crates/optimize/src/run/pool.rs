@@ -37,6 +37,10 @@ pub struct Entry {
     /// alive, its mutation prompt).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attrs: BTreeMap<String, String>,
+    /// The likelihood proxy, where the candidate was ranked by it before racing
+    /// ([`crate::proxy`]): mean log-probability of the expected outputs of the proxy examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<f64>,
 }
 
 impl Entry {
@@ -59,6 +63,7 @@ impl Entry {
             outputs: BTreeMap::new(),
             feedback: BTreeMap::new(),
             attrs: BTreeMap::new(),
+            proxy: None,
         }
     }
 

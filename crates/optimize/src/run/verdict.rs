@@ -12,6 +12,7 @@ use super::budget::{Ahead, Halt, StopReason};
 use super::ctx::Ctx;
 use super::pool::{Entry, Rejected, RoundStats, Unscored};
 use crate::candidate::BOOTSTRAP_SEED;
+use crate::junk::Screened;
 
 /// The outcome of a run.
 #[derive(Debug, Serialize)]
@@ -34,7 +35,12 @@ pub struct Outcome {
     pub seed_test: Option<Estimate>,
     pub winner_test: Option<Estimate>,
     pub test_paired: Option<Paired>,
+    /// Metric calls of the search: what `max_metric_calls` bounds.
     pub metric_calls: u64,
+    /// Metric calls of the final test evaluation (seed and kept prompt on the test split,
+    /// retries included), counted apart from the search.
+    #[serde(default)]
+    pub test_calls: u64,
     pub meta_calls: u64,
     pub saved_calls: u64,
     pub meta_usage: LayerUsage,
@@ -46,6 +52,12 @@ pub struct Outcome {
     pub unscored: Unscored,
     /// Test examples left unscored (seed and winner together), and why.
     pub test_unscored: Unscored,
+    /// Meta-written instructions screened, and those rejected as junk before evaluation.
+    #[serde(default)]
+    pub screened: Screened,
+    /// Scoring calls of the likelihood proxy (outside the metric-call cap).
+    #[serde(default)]
+    pub proxy_calls: u64,
 }
 
 impl Outcome {
@@ -101,13 +113,15 @@ pub(super) async fn finish(
     let best_dev = stats::bootstrap(&own(best_e), BOOTSTRAP_SEED);
     let kept_seed = best == 0 || !beats_seed(&dev_test);
     let winner = if kept_seed { 0 } else { best };
-    // The test split, once: the reserve guarantees the budget for it.
+    // The test split, once, outside the search's metric-call cap (the dollar and wall caps'
+    // look-ahead has priced it in all along).
     ctx.reserve = 0;
+    ctx.testing = true;
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
     let mut test_failed = BTreeMap::new();
     if !ctx.problem.test.is_empty() {
-        // Only cancellation or an unknown cost under a dollar cap stops the test split (its
-        // calls were reserved); the checkpoint of the last round says the rounds ended, so a
+        // Only cancellation or an unknown cost under a dollar cap stops the test split (the
+        // caps' look-ahead kept room for it); the checkpoint of the last round says the rounds ended, so a
         // resume comes straight back here.
         stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
         let s = test_scores(ctx, 0, &mut test_failed).await?;
@@ -139,6 +153,7 @@ pub(super) async fn finish(
         winner_test,
         test_paired,
         metric_calls: ctx.metric_calls,
+        test_calls: ctx.test_calls,
         meta_calls: ctx.meta_calls,
         saved_calls: ctx.saved_calls,
         meta_usage: meta,
@@ -146,6 +161,8 @@ pub(super) async fn finish(
         wall_secs: ctx.wall(),
         unscored: Unscored::from_counts(&ctx.unscored),
         test_unscored: Unscored::from_counts(&test_failed),
+        screened: ctx.screened.clone(),
+        proxy_calls: ctx.proxy_calls,
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
@@ -153,7 +170,7 @@ pub(super) async fn finish(
 }
 
 /// The halts that stop the test split: cancellation, and an unknown cost under a dollar cap
-/// (the caps themselves do not: the test split's calls were reserved).
+/// (the caps themselves do not: the look-ahead of every search step priced the test split in).
 fn stops_the_test(check: Result<(), Halt>, round: usize) -> Result<(), RunError> {
     match check {
         Err(Halt::Cancelled) => Err(RunError::Cancelled { round }),
@@ -221,8 +238,8 @@ mod tests {
         assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
         assert_eq!(o.winner_test.unwrap().mean, 1.0);
         assert_eq!(o.seed_test.unwrap().mean, 0.5);
-        // 40 dev calls, then the test split for both.
-        assert_eq!(o.metric_calls, 40 + 8);
+        // 40 dev calls for the search; the test split for both, counted apart.
+        assert_eq!((o.metric_calls, o.test_calls), (40, 8));
 
         // A candidate no better than the seed: the seed is kept and tested alone.
         let mut ctx = kit.ctx();
@@ -235,7 +252,7 @@ mod tests {
             .unwrap();
         assert!(o.kept_seed);
         assert_eq!(o.winner, "p0");
-        assert_eq!(o.metric_calls, 40 + 4);
+        assert_eq!((o.metric_calls, o.test_calls), (40, 4));
         // The seed scored best: nothing to compare it with, and the verdict says so.
         if o.best == "p0" {
             assert_eq!(
@@ -300,6 +317,6 @@ mod tests {
         assert_eq!(o.unscored.count, 8);
         assert_eq!(o.unscored.reasons[0].count, 8);
         // Every failure was tried twice.
-        assert_eq!(o.metric_calls, 40 + 8);
+        assert_eq!((o.metric_calls, o.test_calls), (40 + 8, 0));
     }
 }

@@ -95,7 +95,10 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
     };
     let score = [
         Series::new("best (dev)", series(&|s| s["best"].as_f64())),
-        Series::new("round mean", series(&|s| s["mean"].as_f64())),
+        Series::new(
+            "candidates' mean (racing examples)",
+            series(&|s| s["mean"].as_f64()),
+        ),
     ];
     let calls = [
         Series::new("metric calls", series(&|s| s["metric_calls"].as_f64())),
