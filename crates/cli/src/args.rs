@@ -340,7 +340,7 @@ pub struct OptimizeArgs {
     /// The task file (optional with --resume)
     #[arg(required_unless_present = "resume")]
     pub task: Option<PathBuf>,
-    /// The algorithm: auto, fewshot, opro, ape, protegi, gepa, evolve
+    /// The algorithm: auto, fewshot, opro, ape, protegi, gepa, evolve, mipro
     #[arg(short, long, default_value = "auto")]
     pub algo: String,
     /// Continue the run in this directory from its last checkpoint
@@ -379,6 +379,9 @@ pub struct OptimizeArgs {
     /// Meta temperature of the last round (exploitation)
     #[arg(long, default_value_t = 0.2)]
     pub exploit: f32,
+    /// ape, mipro: sample twice as many instructions and race only those the execution model finds most likely to give the expected outputs (needs a model that scores continuations, such as the embedded one)
+    #[arg(long)]
+    pub proxy: bool,
     /// Cap on the search's metric calls (one example scored by one prompt); the final test evaluation (2 × the test split) is counted apart [default: the task's budget, else 1500]
     #[arg(long)]
     pub max_metric_calls: Option<u64>,

@@ -316,6 +316,7 @@ impl Engine {
             per_round: request.per_round.max(1),
             minibatch: request.minibatch.max(1),
             demos: request.demos,
+            proxy: request.proxy,
         };
         self.prepare(request, task, dir, settings, budget, None)
             .await

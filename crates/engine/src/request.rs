@@ -259,6 +259,10 @@ pub struct OptimizeRequest {
     pub explore: f32,
     #[serde(default = "exploit")]
     pub exploit: f32,
+    /// Rank sampled instructions by the execution model's likelihood of the expected outputs
+    /// and race only the most likely (`ape`, `mipro`) [default: false].
+    #[serde(default)]
+    pub proxy: bool,
     /// Where the run keeps its checkpoint and reports [default: `<task dir>/runs/<task>-<algo>-<time>`].
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
@@ -312,6 +316,7 @@ impl OptimizeRequest {
             demos: four_usize(),
             explore: explore(),
             exploit: exploit(),
+            proxy: false,
             run_dir: None,
             store: true,
         }

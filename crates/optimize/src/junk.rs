@@ -13,14 +13,17 @@
 //! - **repeats itself** — eight words or more, under a third of them distinct;
 //! - **copies an example** — it contains one of the task's example inputs (24 characters or
 //!   more), or is one of its expected outputs;
-//! - **unrelated to the task** — three content words or more (four letters or longer, not
-//!   common function words, matched on their first five letters) and not one of them appears
-//!   in the task's own text: name,
-//!   description, field names, labels, the seed prompt, and the examples' inputs and outputs.
+//! - **unrelated to the task** — two content words or more (four letters or longer, not
+//!   common function words, matched on their first five letters) and not one of them belongs
+//!   to the task: its name, description, field names, labels and seed prompt, the expected
+//!   outputs, the words that recur in the example inputs (in 3 examples or 2% of them,
+//!   whichever is more), and the words of instructions in general ("classify", "answer",
+//!   "think", "step", …).
 //!
 //! The last is deliberately loose (one shared word passes), so that a rephrasing a person would
-//! accept is never lost; what it catches is text about something else entirely. The counts of
-//! each reason are part of the run's outcome ([`Screened`]).
+//! accept is never lost; what it catches is text about something else entirely (a word that
+//! occurs in one review of hundreds does not make "Photograph a spaceship" about reviews). The
+//! counts of each reason are part of the run's outcome ([`Screened`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -174,6 +177,59 @@ const FUNCTION_WORDS: &[&str] = &[
     "using",
 ];
 
+/// Words of instructions in general, which relate an instruction to any task.
+const INSTRUCTION_WORDS: &[&str] = &[
+    "answer",
+    "reply",
+    "respond",
+    "response",
+    "classify",
+    "classification",
+    "categorize",
+    "category",
+    "determine",
+    "decide",
+    "identify",
+    "label",
+    "choose",
+    "select",
+    "pick",
+    "think",
+    "step",
+    "reason",
+    "explain",
+    "read",
+    "return",
+    "print",
+    "question",
+    "sentence",
+    "word",
+    "phrase",
+    "correct",
+    "careful",
+    "carefully",
+    "exactly",
+    "only",
+    "single",
+    "format",
+    "summarize",
+    "translate",
+    "rewrite",
+    "extract",
+    "list",
+    "count",
+    "compute",
+    "calculate",
+    "solve",
+    "evaluate",
+    "example",
+    "examples",
+    "instruction",
+    "given",
+    "option",
+    "options",
+];
+
 /// What a word is matched by: lower case, its first five letters (a crude stem, so that
 /// "reviewer" meets "review" and "classifies" meets "classify"); words under four letters and
 /// common function words are not content.
@@ -217,8 +273,13 @@ impl Screen {
         own.extend(seed.instruction.clone());
         own.extend(seed.template.clone());
         own.extend(seed.messages.iter().map(|m| m.content.clone()));
+        own.push(INSTRUCTION_WORDS.join(" "));
         let mut inputs = Vec::new();
         let mut outputs = HashSet::new();
+        // In how many examples' inputs each word occurs: the domain's words recur, a stray
+        // one (any word at all, over a few hundred examples) does not.
+        let mut in_inputs: std::collections::HashMap<String, usize> = Default::default();
+        let read = examples.len().min(EXAMPLES_READ);
         for e in examples.iter().take(EXAMPLES_READ) {
             let expected = e.expected.as_ref().or_else(|| e.vars.get(&brief.output));
             for answer in expected
@@ -239,10 +300,19 @@ impl Screen {
                 if text.chars().count() >= 24 {
                     inputs.push(normalize(&text));
                 }
-                own.push(text);
+                for w in content_words(&text).collect::<HashSet<_>>() {
+                    *in_inputs.entry(w).or_default() += 1;
+                }
             }
         }
-        let vocabulary = own.iter().flat_map(|t| content_words(t)).collect();
+        let recurring = (read / 50).max(3);
+        let mut vocabulary: HashSet<String> = own.iter().flat_map(|t| content_words(t)).collect();
+        vocabulary.extend(
+            in_inputs
+                .into_iter()
+                .filter(|&(_, n)| n >= recurring)
+                .map(|(w, _)| w),
+        );
         Self {
             vocabulary,
             inputs,
@@ -275,7 +345,7 @@ impl Screen {
             return Some(Junk::CopiesExample);
         }
         let content: HashSet<String> = content_words(text).collect();
-        if content.len() >= 3 && !self.vocabulary.is_empty() {
+        if content.len() >= 2 && !self.vocabulary.is_empty() {
             let shared = content.iter().any(|w| self.vocabulary.contains(w));
             if !shared {
                 return Some(Junk::Unrelated);
@@ -336,8 +406,10 @@ mod tests {
         );
         assert_eq!(
             s.check("Translate the formula into an expression or verbal logic."),
-            Some(Junk::Unrelated)
+            None,
+            "\"translate\" is an instruction word: loose on purpose"
         );
+        assert_eq!(s.check("Photograph a spaceship."), Some(Junk::Unrelated));
         assert_eq!(
             s.check("the review the review the review the review the review"),
             Some(Junk::Repeats)

@@ -19,7 +19,7 @@
 //!   convergence, cancellation, checkpoints (through a `RunStore`), the verdict vs the seed;
 //!   `run::run` takes a `Runner` (what it borrows) and its future is `Send`.
 //! - [`algo`] — the optimizers, one file each behind the `Optimizer` trait (`fewshot`, `opro`,
-//!   `ape`, `protegi`, `gepa`, `evolve`, `auto`); [`report`] — the HTML report of a run.
+//!   `ape`, `protegi`, `gepa`, `evolve`, `mipro`, `auto`); [`report`] — the HTML report of a run.
 //!
 //! The data path stays one-directional: task → brief → meta-prompt → meta model → answer →
 //! candidate (frame + instruction) → junk screen → guardrail → evaluator → choice. The meta model and the

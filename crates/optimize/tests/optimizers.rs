@@ -609,6 +609,7 @@ async fn ape_ranks_its_candidates_by_likelihood_and_races_only_the_most_likely()
     let s = Settings {
         rounds: 1,
         per_round: 4,
+        proxy: true,
         ..settings()
     };
     let o = optimize(
@@ -694,6 +695,167 @@ async fn fewshot_picks_label_balanced_demonstrations_and_races_them() {
         o.saved_calls > 0,
         "racing dropped losers before the whole split"
     );
+}
+
+/// A generation task: every output is different ("out 7" for "item 7"), scored by `equals`.
+fn generation(dev: usize) -> Problem {
+    let example = |i: usize| Example {
+        id: format!("g{i}"),
+        vars: [
+            ("sentence".to_string(), json!(format!("item {i}"))),
+            ("label".to_string(), json!(format!("out {i}"))),
+        ]
+        .into(),
+        expected: Some(json!(format!("out {i}"))),
+    };
+    let mut p = problem(dev, 0);
+    p.brief.labels.clear();
+    p.train = (1000..1030).map(example).collect();
+    p.dev = (0..dev).map(example).collect();
+    p.scorer = Scorer::new(&[toml::from_str("type = \"equals\"").unwrap()], None).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn fewshot_searches_which_how_many_and_in_what_order_on_a_generation_task() {
+    // The more demonstrations the prompt shows, the more items the model gets right (item n
+    // when n % 8 is below their number); the outputs never repeat, so a same-output swap
+    // would have nothing to propose.
+    let exec = Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(exec_info())
+            .respond_with(|r| {
+                let t = text(r);
+                let shown = t.matches("Review:").count() - 1;
+                let last = t.lines().rev().find(|l| l.starts_with("Review:")).unwrap();
+                let n: usize = last.trim_start_matches("Review: item ").parse().unwrap();
+                Ok(if n % 8 < shown {
+                    format!("out {n}")
+                } else {
+                    "out ?".into()
+                })
+            }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        rounds: 6,
+        patience: 6,
+        ..settings()
+    };
+    let o = optimize(
+        "fewshot",
+        meta_model(|_, _| panic!("fewshot makes no meta calls")),
+        exec,
+        &generation(16),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let ops: std::collections::BTreeSet<&str> = o.pool.iter().map(|e| e.op.as_str()).collect();
+    for op in [
+        "fewshot-swap",
+        "fewshot-add",
+        "fewshot-drop",
+        "fewshot-order",
+    ] {
+        assert!(ops.contains(op), "{op} in {ops:?}");
+    }
+    assert_ne!(o.stop, StopReason::Exhausted);
+    // It grew the set past the 4 it started with.
+    let kept = o.entry(&o.winner).unwrap();
+    assert!(kept.prompt.demos.len() > 4, "{}", kept.prompt.demos.len());
+    assert!(!o.kept_seed, "{:?}", o.dev_test);
+    // Every demonstration shows a different training example.
+    let mut inputs: Vec<&serde_json::Value> =
+        kept.prompt.demos.iter().map(|d| &d["sentence"]).collect();
+    inputs.sort_by_key(|v| v.to_string());
+    inputs.dedup();
+    assert_eq!(inputs.len(), kept.prompt.demos.len());
+}
+
+#[tokio::test]
+async fn mipro_searches_instructions_and_demonstrations_jointly() {
+    // Right only with "magic" in the instruction *and* demonstrations shown: neither half
+    // alone beats the seed, the pair does.
+    let meta = meta_model(|_, k| {
+        if k == 3 {
+            "<prompt>Use magic to label the review.</prompt>".into()
+        } else {
+            format!("<prompt>Label review variant {k}.</prompt>")
+        }
+    });
+    let exec = Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(exec_info())
+            .respond_with(|r| {
+                let t = text(r);
+                let demos = t.matches("Review:").count() > 1;
+                let last = t.lines().rev().find(|l| l.starts_with("Review:")).unwrap();
+                Ok(
+                    if t.contains("magic") && demos && last.ends_with("negative") {
+                        "negative".into()
+                    } else {
+                        "positive".into()
+                    },
+                )
+            }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        rounds: 8,
+        patience: 8,
+        ..settings()
+    };
+    let o = optimize(
+        "mipro",
+        meta,
+        exec,
+        &problem(20, 4),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let kept = o.entry(&o.winner).unwrap();
+    assert_eq!(
+        kept.op,
+        "mipro",
+        "{:?} {:?}",
+        o.stop,
+        o.pool
+            .iter()
+            .map(|e| (
+                &e.id,
+                e.round,
+                &e.prompt.instruction,
+                e.prompt.demos.len(),
+                e.mean()
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        kept.prompt
+            .instruction
+            .as_deref()
+            .unwrap()
+            .contains("magic")
+            && !kept.prompt.demos.is_empty(),
+        "{:?} with {} demos",
+        kept.prompt.instruction,
+        kept.prompt.demos.len()
+    );
+    assert!(!o.kept_seed, "{:?}", o.dev_test);
+    // Pairs mixed both halves: new instructions with the seed's (no) demonstrations, and the
+    // seed's instruction with new demonstration sets.
+    assert!(o.pool.iter().any(|e| e.prompt.demos.is_empty()
+        && e.prompt.instruction.as_deref() != Some("Label the review.")));
+    assert!(o.pool.iter().any(|e| !e.prompt.demos.is_empty()
+        && e.prompt.instruction.as_deref() == Some("Label the review.")));
 }
 
 #[tokio::test]

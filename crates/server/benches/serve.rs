@@ -58,9 +58,11 @@ where
 }
 
 /// `conns` clients sending `make()` requests for `secs`; with `rate`, at that many requests
-/// per second in all (open loop, each client on a fixed schedule), and each latency counted
-/// from the moment its request was due, so a stall is charged to every request it delayed
-/// (no coordinated omission).
+/// per second in all (open loop, each client on a fixed schedule). A request whose time came
+/// while its client still waited for the previous answer is timed from when it was due, so a
+/// stall is charged to every request it delayed (no coordinated omission); one sent on time is
+/// timed from when it was sent (tokio's timer wakes up to a millisecond late, which is no
+/// latency of the server's).
 async fn load_paced<F>(conns: usize, rate: Option<f64>, secs: f64, make: F) -> Load
 where
     F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
@@ -92,8 +94,12 @@ where
                         if due >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(due.into()).await;
-                        due
+                        if Instant::now() < due {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        } else {
+                            due
+                        }
                     }
                     None => Instant::now(),
                 };

@@ -145,6 +145,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         minibatch: args.minibatch,
         demos: args.demos,
         explore: args.explore,
+        proxy: args.proxy,
         exploit: args.exploit,
         run_dir: args.run_dir.clone(),
         store: true,

@@ -6,7 +6,8 @@
 //! the best instruction (`paraphrase`), APE's iterative Monte Carlo search; while the leader
 //! has no instruction (the seed, when nothing beat it), induction again instead.
 //!
-//! When the execution model scores continuations (the embedded model does), each round samples
+//! With `--proxy`, when the execution model scores continuations (the embedded model does), each
+//! round samples
 //! [`OVERSAMPLE`] times as many candidates, screens out junk, and ranks the rest by the
 //! likelihood proxy — the execution model's log-probability of the expected outputs after the
 //! candidate, on a few training examples, APE's own score — so only the `per_round` most
@@ -57,7 +58,7 @@ impl Optimizer for Ape {
             ("ape-resample", false)
         };
         let per_round = ctx.settings.per_round;
-        let samples = if ctx.layers.execution.can_score() {
+        let samples = if ctx.proxy_ranks() {
             per_round * OVERSAMPLE
         } else {
             per_round

@@ -10,9 +10,20 @@
 //! answered "positive"), plus one *bootstrapped* set: the current prompt (the teacher) runs on
 //! a sample of training examples, and demonstrations are drawn, label-balanced, from those whose
 //! output the metric passes, showing the teacher's own output (BootstrapFewShot's criterion;
-//! those teacher calls count as metric calls). Later rounds mutate the best set: each candidate
-//! swaps one of its demonstrations for another training example of the same label. Candidates
-//! race against the incumbent; the best survives. No meta calls.
+//! those teacher calls count as metric calls). Later rounds mutate the best set — which
+//! demonstrations, how many, and in what order — one move per candidate, in turn:
+//!
+//! - **swap** one demonstration for another training example: of the same label in a
+//!   classification (the balance stays), any example not shown yet in a generation task (whose
+//!   outputs rarely repeat, so a same-output swap would have nothing to propose);
+//! - **add** one (a training example not shown yet), while the prompt stays within the
+//!   demonstration budget: half the execution model's context, at most [`DEMO_TOKENS`] tokens
+//!   (estimated at 4 bytes a token, rendered for the first dev example);
+//! - **drop** one, down to one per label (one, for generation);
+//! - **reorder** them (a fresh order; recency matters to small models).
+//!
+//! A move that does not apply (nothing to add within the budget, nothing left to drop) gives
+//! way to a swap. Candidates race against the incumbent; the best survives. No meta calls.
 //!
 //! A prompt whose demonstrations leave out a label of the classification first gets candidates
 //! that show it (one more demonstration, of a missing label, from the training set).
@@ -25,6 +36,15 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use crate::algo::Optimizer;
 use crate::brief::{Frame, pick_demos};
 use crate::run::{Ctx, Halt, StopReason};
+
+/// The most prompt tokens the demonstrations may grow a prompt to (see the module docs).
+pub const DEMO_TOKENS: usize = 2048;
+
+/// One demonstration: the example's variables, output included.
+pub(crate) type Demo = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// The moves of later rounds, in turn.
+const MOVES: [&str; 4] = ["swap", "add", "drop", "reorder"];
 
 #[derive(Debug, Default)]
 pub struct FewShot;
@@ -51,7 +71,8 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     let frame = Frame::of(&base, &brief);
     let output = brief.output.clone();
     let mut proposed = Vec::new();
-    for _ in 0..ctx.settings.per_round {
+    for j in 0..ctx.settings.per_round as usize {
+        let mut op = "fewshot";
         let demos = if base.demos.is_empty() {
             let seed = ctx.rng.random();
             let k = ctx.settings.demos.max(brief.labels.len());
@@ -62,26 +83,15 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         } else if let Some(demos) = cover_label(ctx, &base.demos, &output) {
             demos
         } else {
-            // Swap one demonstration for another training example with the same output.
-            let mut demos = base.demos.clone();
-            let k = ctx.rng.random_range(0..demos.len());
-            let label = demos[k].get(&output).cloned();
-            let same: Vec<_> = ctx
-                .problem
-                .train
-                .iter()
-                .filter(|e| {
-                    e.expected
-                        .as_ref()
-                        .map(metaprompt_eval::dataset::first_answer)
-                        .or_else(|| e.vars.get(&output).cloned())
-                        == label
-                })
-                .collect();
-            match same.choose(&mut ctx.rng) {
-                Some(e) => demos[k] = demo_vars(&brief, e),
-                None => continue,
-            }
+            let (name, demos) =
+                match mutate(ctx, &base, &frame, MOVES[(ctx.round + j) % MOVES.len()]) {
+                    Some(m) => m,
+                    None => match mutate(ctx, &base, &frame, "swap") {
+                        Some(m) => m,
+                        None => continue,
+                    },
+                };
+            op = name;
             demos
         };
         let mut frame = frame.clone();
@@ -95,9 +105,10 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
             prompt.instruction = None;
         }
         if let Some(i) = ctx
-            .propose(prompt, vec![ctx.pool[best].id.clone()], "fewshot", "")
+            .propose(prompt, vec![ctx.pool[best].id.clone()], op, "")
             .await
             && i != best
+            && !proposed.contains(&i)
         {
             proposed.push(i);
         }
@@ -117,17 +128,112 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     Ok(())
 }
 
+/// The output a training example shows (its first accepted answer).
+pub(crate) fn output_of(e: &Example, output: &str) -> Option<serde_json::Value> {
+    e.expected
+        .as_ref()
+        .map(metaprompt_eval::dataset::first_answer)
+        .or_else(|| e.vars.get(output).cloned())
+}
+
+/// `base`'s demonstrations after one move (`swap`, `add`, `drop`, `reorder`), with the move's
+/// operation name; `None` when the move does not apply.
+fn mutate(
+    ctx: &mut Ctx<'_>,
+    base: &metaprompt_eval::PromptFile,
+    frame: &Frame,
+    how: &str,
+) -> Option<(&'static str, Vec<Demo>)> {
+    let brief = ctx.problem.brief.clone();
+    let output = brief.output.as_str();
+    let mut demos = base.demos.clone();
+    let classification = !brief.labels.is_empty();
+    // Training examples whose inputs no demonstration shows yet.
+    let unshown: Vec<&Example> = {
+        let shown: Vec<Demo> = demos
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d.remove(output);
+                d
+            })
+            .collect();
+        ctx.problem
+            .train
+            .iter()
+            .filter(|e| {
+                let mut v = demo_vars(&brief, e);
+                v.remove(output);
+                !shown.contains(&v)
+            })
+            .collect()
+    };
+    match how {
+        "swap" if !demos.is_empty() => {
+            let k = ctx.rng.random_range(0..demos.len());
+            let label = demos[k].get(output).cloned();
+            let pool: Vec<&Example> = unshown
+                .into_iter()
+                .filter(|e| !classification || output_of(e, output) == label)
+                .collect();
+            demos[k] = demo_vars(&brief, pool.choose(&mut ctx.rng)?);
+            Some(("fewshot-swap", demos))
+        }
+        "add" => {
+            let pick = demo_vars(&brief, unshown.choose(&mut ctx.rng)?);
+            let at = ctx.rng.random_range(0..=demos.len());
+            demos.insert(at, pick);
+            let mut grown = frame.clone();
+            grown.demos = demos.clone();
+            let prompt = grown.prompt(
+                &base.name,
+                base.instruction.as_deref().unwrap_or_default(),
+                &ctx.problem.constraints,
+            );
+            (demo_budget(ctx)
+                >= ctx.prompt_chars(&prompt) / metaprompt_eval::evaluator::BYTES_PER_TOKEN)
+                .then_some(("fewshot-add", demos))
+        }
+        "drop" if demos.len() > brief.labels.len().max(1) => {
+            // In a classification, only a demonstration whose label another one also shows.
+            let droppable: Vec<usize> = (0..demos.len())
+                .filter(|&k| {
+                    !classification
+                        || demos
+                            .iter()
+                            .enumerate()
+                            .any(|(i, d)| i != k && d.get(output) == demos[k].get(output))
+                })
+                .collect();
+            let k = *droppable.choose(&mut ctx.rng)?;
+            demos.remove(k);
+            Some(("fewshot-drop", demos))
+        }
+        "reorder" if demos.len() > 1 => {
+            let before = demos.clone();
+            while demos == before {
+                demos.shuffle(&mut ctx.rng);
+            }
+            Some(("fewshot-order", demos))
+        }
+        _ => None,
+    }
+}
+
+/// Prompt tokens the demonstrations may fill: half the execution model's context, at most
+/// [`DEMO_TOKENS`].
+fn demo_budget(ctx: &Ctx<'_>) -> usize {
+    let context = ctx.layers.execution.info().context_tokens.unwrap_or(4096) as usize;
+    (context / 2).min(DEMO_TOKENS)
+}
+
 /// The demonstrations with one more, of a label of the classification that none of them shows
 /// (and the training set has): added while there are fewer than the labels, else in place of
 /// one of the most shown label's. `None` when every label is shown. A label never shown is
 /// rarely predicted (TREC, above), and a prompt served to traffic it was not written for (the
 /// agent's proposals, whose training set is the failing slice's corrected examples) is
 /// typically missing exactly that.
-fn cover_label(
-    ctx: &mut Ctx<'_>,
-    demos: &[std::collections::BTreeMap<String, serde_json::Value>],
-    output: &str,
-) -> Option<Vec<std::collections::BTreeMap<String, serde_json::Value>>> {
+fn cover_label(ctx: &mut Ctx<'_>, demos: &[Demo], output: &str) -> Option<Vec<Demo>> {
     let brief = &ctx.problem.brief;
     let label_of = |v: Option<&serde_json::Value>| -> Option<String> {
         v.map(|v| match v {
@@ -220,10 +326,7 @@ async fn bootstrap(
         .await)
 }
 
-fn demo_vars(
-    brief: &crate::Brief,
-    e: &metaprompt_eval::Example,
-) -> std::collections::BTreeMap<String, serde_json::Value> {
+pub(crate) fn demo_vars(brief: &crate::Brief, e: &metaprompt_eval::Example) -> Demo {
     Frame::fresh(brief)
         .with_demos(brief, std::slice::from_ref(e))
         .demos

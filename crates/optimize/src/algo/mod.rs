@@ -14,12 +14,13 @@ pub mod auto;
 pub mod evolve;
 pub mod fewshot;
 pub mod gepa;
+pub mod mipro;
 pub mod opro;
 pub mod protegi;
 
 /// The algorithms, by command-line name.
 pub const NAMES: &[&str] = &[
-    "auto", "fewshot", "opro", "ape", "protegi", "gepa", "evolve",
+    "auto", "fewshot", "opro", "ape", "protegi", "gepa", "evolve", "mipro",
 ];
 
 pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
@@ -31,6 +32,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
         "protegi" => Box::new(protegi::Protegi),
         "gepa" => Box::new(gepa::Gepa),
         "evolve" => Box::new(evolve::Evolve),
+        "mipro" => Box::new(mipro::Mipro),
         _ => return None,
     })
 }

@@ -231,7 +231,7 @@ impl<'a> Ctx<'a> {
 
     /// Size of `prompt` rendered for the execution model on the first dev example: what the
     /// cost look-ahead scales by.
-    pub(super) fn prompt_chars(&self, prompt: &PromptFile) -> usize {
+    pub fn prompt_chars(&self, prompt: &PromptFile) -> usize {
         let Some(e) = self.problem.dev.first() else {
             return 0;
         };
@@ -363,6 +363,30 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Screen a meta-written instruction for junk ([`crate::junk`]): `false` when it is junk,
+    /// which is then counted and recorded as a rejection (by `op`) with its reason.
+    pub fn screen_instruction(&mut self, instruction: &str, op: &str) -> bool {
+        self.screened.instructions += 1;
+        let Some(junk) = self.screen.check(instruction) else {
+            return true;
+        };
+        *self.screened.rejected.entry(junk).or_default() += 1;
+        let id = format!("p{}", self.pool.len() + self.rejected.len());
+        (self.observe)(Event::Step(&format!(
+            "{id} rejected before evaluation ({}): {:?}",
+            junk.describe(),
+            instruction.chars().take(80).collect::<String>()
+        )));
+        self.rejected.push(Rejected {
+            id,
+            round: self.round,
+            op: op.to_string(),
+            instruction: (!instruction.is_empty()).then(|| instruction.to_string()),
+            why: vec![junk.describe().to_string()],
+        });
+        false
+    }
+
     /// A prompt from a meta answer: the instruction read from it, in `frame`.
     pub async fn propose_instruction(
         &mut self,
@@ -372,22 +396,7 @@ impl<'a> Ctx<'a> {
         op: &str,
     ) -> Option<usize> {
         let (instruction, _) = crate::candidate::instruction_from(answer);
-        self.screened.instructions += 1;
-        if let Some(junk) = self.screen.check(&instruction) {
-            *self.screened.rejected.entry(junk).or_default() += 1;
-            let id = format!("p{}", self.pool.len() + self.rejected.len());
-            (self.observe)(Event::Step(&format!(
-                "{id} rejected before evaluation ({}): {:?}",
-                junk.describe(),
-                instruction.chars().take(80).collect::<String>()
-            )));
-            self.rejected.push(Rejected {
-                id,
-                round: self.round,
-                op: op.to_string(),
-                instruction: (!instruction.is_empty()).then_some(instruction),
-                why: vec![junk.describe().to_string()],
-            });
+        if !self.screen_instruction(&instruction, op) {
             return None;
         }
         let name = self.problem.seed_prompt.name.clone();
@@ -395,13 +404,19 @@ impl<'a> Ctx<'a> {
         self.propose(prompt, parents, op, answer).await
     }
 
+    /// Whether this run ranks candidates by the likelihood proxy: asked for
+    /// ([`Settings::proxy`]) and the execution model scores continuations.
+    pub fn proxy_ranks(&self) -> bool {
+        self.settings.proxy && self.layers.execution.can_score()
+    }
+
     /// The `keep` most promising of `idxs` by the likelihood proxy ([`crate::proxy`]), best
     /// first, each ranked one's `proxy` recorded; all of `idxs` when there are no more than
-    /// `keep` or the execution model cannot score continuations. The proxy examples are the
+    /// `keep` or the run does not rank by the proxy ([`Ctx::proxy_ranks`]). The proxy examples are the
     /// first training examples (dev's racing order without a train split); their scoring
     /// calls are counted as `proxy_calls` and priced into the dollar and wall caps' look-ahead.
     pub async fn most_likely(&mut self, idxs: &[usize], keep: usize) -> Result<Vec<usize>, Halt> {
-        if idxs.len() <= keep || !self.layers.execution.can_score() {
+        if idxs.len() <= keep || !self.proxy_ranks() {
             return Ok(idxs.to_vec());
         }
         let examples: Vec<Example> = if self.problem.train.is_empty() {

@@ -68,6 +68,11 @@ pub struct Settings {
     /// `RunError::Unscored` rather than decide on what is left.
     #[serde(default = "default_max_unscored")]
     pub max_unscored: f64,
+    /// Rank sampled instructions by the likelihood proxy ([`crate::proxy`]) and race only the
+    /// most likely (`ape`, `mipro`; twice as many are sampled). Off by default: on the embedded
+    /// models its rank correlation with the metric was near zero (BENCHMARKS.md).
+    #[serde(default)]
+    pub proxy: bool,
     /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
     /// constraints…); opaque to the run, kept in the checkpoint.
     #[serde(default)]
@@ -85,6 +90,7 @@ impl Default for Settings {
             minibatch: 20,
             demos: 4,
             max_unscored: default_max_unscored(),
+            proxy: false,
             invocation: Value::Null,
         }
     }
