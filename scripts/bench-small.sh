@@ -23,8 +23,9 @@ common=(--no-cache --no-library)
 echo "| task | prompt | test (100) | vs human on test [95% CI], p | search calls | test calls | meta calls | junk rejected | wall |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
-  seed=$(sed -n 's/^prompt = "\(.*\)"/\1/p' "examples/$task/task.toml")
   human="examples/$task/prompts/human.toml"
+  # The seed: the few-shot prompt whose demonstrations the human one has, without instruction.
+  seed="prompts/$(sed -n 's/.*same demonstrations as \([a-z_]*\.toml\).*/\1/p' "$human")"
   "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "examples/$task/$seed" \
     --split test --limit 100 --json >"$out/$task-seed.json"
   python3 - "$task" "seed ($(basename "$seed"))" "$out/$task-seed.json" <<'PY'

@@ -523,7 +523,7 @@ impl Agent {
         let o = &result.outcome;
         let mut spend = Spend {
             at: now,
-            calls: o.metric_calls + o.meta_calls + 1,
+            calls: o.metric_calls + o.test_calls + o.meta_calls + o.proxy_calls + 1,
             usd: o.execution_usage.cost_usd.unwrap_or(0.0) + o.meta_usage.cost_usd.unwrap_or(0.0),
         };
         // The best candidate on dev, even when the run's own verdict kept the seed: its dev

@@ -31,15 +31,20 @@ impl Ctx<'_> {
         self.saved_calls += full_cost.saturating_sub(spent);
     }
 
-    /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples),
-    /// the better half on twice as many, …, until `keep` survive on the whole dev split.
+    /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples, fewer
+    /// under a small budget), the better half on twice as many, …, until `keep` survive on the whole dev split.
     /// Returns the survivors, best first. Calls not spent on losers are counted as saved.
     pub async fn race(&mut self, idxs: Vec<usize>, keep: usize) -> Result<Vec<usize>, Halt> {
         let n_dev = self.problem.dev.len();
         let keep = keep.max(1);
         let mut alive = idxs;
         alive.dedup();
-        let mut size = self.settings.minibatch.min(n_dev).max(1);
+        // Under a small budget the first rung shrinks, so that the budget lasts several
+        // rounds: the racers' first rung takes at most a quarter of what is left (not under 4
+        // examples each).
+        let left = self.budget.metric_calls_left(self.metric_calls) as usize;
+        let affordable = (left / (4 * alive.len().max(1))).max(4);
+        let mut size = self.settings.minibatch.min(affordable).min(n_dev).max(1);
         let full_cost = self.pending(&alive);
         let before = self.metric_calls;
         loop {
