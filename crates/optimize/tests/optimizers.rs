@@ -120,11 +120,7 @@ fn executor_as(info: ModelInfo, pause: Duration) -> Arc<ScriptedProvider> {
             .respond_with(move |r| {
                 std::thread::sleep(pause);
                 let t = text(r);
-                let last = t
-                    .lines()
-                    .rev()
-                    .find(|l| l.starts_with("Review:"))
-                    .unwrap_or("");
+                let last = last_review(&t);
                 Ok(if t.contains("magic") && last.ends_with("negative") {
                     "negative".into()
                 } else {
@@ -132,6 +128,26 @@ fn executor_as(info: ModelInfo, pause: Duration) -> Arc<ScriptedProvider> {
                 })
             }),
     )
+}
+
+/// A meta model whose `n`-th answer is the instruction that works ("Use magic…"), the
+/// others plain variants.
+fn magic_at(n: usize) -> Arc<ScriptedProvider> {
+    meta_model(move |_, k| {
+        if k == n {
+            "<prompt>Use magic to label the review.</prompt>".into()
+        } else {
+            format!("<prompt>Label review variant {k}.</prompt>")
+        }
+    })
+}
+
+/// The last `Review:` line of a rendered prompt: the example being asked about.
+fn last_review(t: &str) -> &str {
+    t.lines()
+        .rev()
+        .find(|l| l.starts_with("Review:"))
+        .unwrap_or("")
 }
 
 /// A chat meta model answering with `answer(meta-prompt text, call number)`.
@@ -556,13 +572,7 @@ async fn ape_induces_again_while_the_seed_leads_without_an_instruction() {
 async fn ape_ranks_its_candidates_by_likelihood_and_races_only_the_most_likely() {
     // 8 induced instructions for 4 racing places; only the sixth says "magic". The execution
     // model finds the expected labels likely only after a "magic" prompt (log P -0.1 vs -2).
-    let meta = meta_model(|_, k| {
-        if k == 6 {
-            "<prompt>Use magic to label the review.</prompt>".into()
-        } else {
-            format!("<prompt>Label review variant {k}.</prompt>")
-        }
-    });
+    let meta = magic_at(6);
     // Label scoring (the metric's, and the proxy's): after a "magic" prompt the right label
     // gets log P -0.1 and the other -3; otherwise " positive" -0.5 and " negative" -1.5.
     let exec = Arc::new(
@@ -573,11 +583,7 @@ async fn ape_ranks_its_candidates_by_likelihood_and_races_only_the_most_likely()
                 let Prompt::Text(t) = &r.prompt else {
                     unreachable!()
                 };
-                let last = t
-                    .lines()
-                    .rev()
-                    .find(|l| l.starts_with("Review:"))
-                    .unwrap_or("");
+                let last = last_review(t);
                 let right = if last.ends_with("negative") {
                     " negative"
                 } else {
@@ -727,7 +733,7 @@ async fn fewshot_searches_which_how_many_and_in_what_order_on_a_generation_task(
             .respond_with(|r| {
                 let t = text(r);
                 let shown = t.matches("Review:").count() - 1;
-                let last = t.lines().rev().find(|l| l.starts_with("Review:")).unwrap();
+                let last = last_review(&t);
                 let n: usize = last.trim_start_matches("Review: item ").parse().unwrap();
                 Ok(if n % 8 < shown {
                     format!("out {n}")
@@ -780,20 +786,14 @@ async fn fewshot_searches_which_how_many_and_in_what_order_on_a_generation_task(
 async fn mipro_searches_instructions_and_demonstrations_jointly() {
     // Right only with "magic" in the instruction *and* demonstrations shown: neither half
     // alone beats the seed, the pair does.
-    let meta = meta_model(|_, k| {
-        if k == 3 {
-            "<prompt>Use magic to label the review.</prompt>".into()
-        } else {
-            format!("<prompt>Label review variant {k}.</prompt>")
-        }
-    });
+    let meta = magic_at(3);
     let exec = Arc::new(
         ScriptedProvider::new("exec")
             .with_info(exec_info())
             .respond_with(|r| {
                 let t = text(r);
                 let demos = t.matches("Review:").count() > 1;
-                let last = t.lines().rev().find(|l| l.starts_with("Review:")).unwrap();
+                let last = last_review(&t);
                 Ok(
                     if t.contains("magic") && demos && last.ends_with("negative") {
                         "negative".into()
