@@ -288,7 +288,11 @@ async fn main() {
     let cold = load(256, 1.0, gateway_request.clone()).await;
     let _ = load(256, 1.0, direct_request.clone()).await;
     let direct = load(256, secs.max(2.0), direct_request).await;
+    let seen = mock.received_requests().await.map_or(0, |r| r.len());
     let gateway = load(256, secs.max(2.0), gateway_request).await;
+    // Calls the provider received for the measured gateway requests: above one per request,
+    // the gateway retried (a pooled connection the mock had closed, say).
+    let provider_calls = mock.received_requests().await.map_or(0, |r| r.len()) - seen;
     println!("\ngateway, provider answering in 200 ms, 256 concurrent");
     report("  the first second (cold: 256 connections open)", &cold);
     report("  the mock provider directly", &direct);
@@ -299,6 +303,10 @@ async fn main() {
         gateway.rps(),
         100.0 * gateway.rps() / ideal,
         100.0 * direct.rps() / ideal
+    );
+    println!(
+        "  provider calls for the {} answered gateway requests: {provider_calls} ({} errors)",
+        gateway.requests, gateway.errors
     );
     println!(
         "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",
