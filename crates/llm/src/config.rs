@@ -470,12 +470,12 @@ impl Config {
     /// added (an entry of a built-in name replaces it).
     pub fn catalog(&self) -> BTreeMap<String, CatalogEntry> {
         let mut all = catalog::builtin();
-        all.extend(
-            self.local
-                .models
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        all.extend(self.local.models.iter().map(|(k, v)| {
+            // Digests compare in lower case, however the file writes them.
+            let mut v = v.clone();
+            v.sha256.make_ascii_lowercase();
+            (k.clone(), v)
+        }));
         all
     }
 
@@ -797,6 +797,12 @@ mod tests {
             PromptFormat::Chat
         );
         assert_eq!(c.catalog().len(), 3);
+        let upper = Config::parse(&format!(
+            "[local.models.mine]\nfile = \"mine.gguf\"\nsha256 = \"{}\"\nurl = \"https://models.example/mine.gguf\"\n",
+            "AB".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(upper.catalog()["mine"].sha256, "ab".repeat(32));
         // A model table still wins over the catalog's form.
         let c =
             Config::parse("[models.\"local:smollm2-135m-instruct\"]\nformat = \"text\"\n").unwrap();

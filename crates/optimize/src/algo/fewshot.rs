@@ -211,10 +211,12 @@ fn mutate(
         }
         "reorder" if demos.len() > 1 => {
             let before = demos.clone();
-            while demos == before {
-                demos.shuffle(&mut ctx.rng);
+            demos.shuffle(&mut ctx.rng);
+            if demos == before {
+                demos.rotate_left(1);
             }
-            Some(("fewshot-order", demos))
+            // Identical demonstrations have no other order.
+            (demos != before).then_some(("fewshot-order", demos))
         }
         _ => None,
     }
