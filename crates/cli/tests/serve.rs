@@ -648,6 +648,76 @@ async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
     )
     .await;
     assert_error(st, &b, StatusCode::NOT_FOUND, "model");
+    // A version that picks demonstrations by words renders them per input; one that picks by
+    // the model's embeddings is refused for a model that has none, naming `model`; a selector
+    // without its pool is refused naming the field.
+    let knn = |embed: &str| {
+        json!({"toml": format!(
+            "template = \"Question: {{{{ question }}}}\\nTeam:\"\n\
+             demo_template = \"Question: {{{{ question }}}}\\nTeam: {{{{ team }}}}\\n\\n\"\n\
+             target_model = \"mock:exec\"\n[selector]\nkind = \"knn\"\nk = 1\nembed = \"{embed}\"\n\
+             [[pool]]\nquestion = \"my invoice is wrong\"\nteam = \"billing\"\n\
+             [[pool]]\nquestion = \"the app crashes at login\"\nteam = \"tech\"\n"
+        )})
+    };
+    for (embed, prompt) in [("words", "knn-words"), ("model", "knn-model")] {
+        let (st, b) = api
+            .call(
+                "POST",
+                &s.url(&format!("/v1/prompts/{prompt}/versions")),
+                Some(&t),
+                Some(knn(embed)),
+            )
+            .await;
+        assert!(st.is_success(), "{b:#}");
+    }
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/knn-words/render"),
+            Some(&t),
+            Some(json!({"version": "v1", "inputs": {"question": "why does login crash"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let text = b["prompt"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Question: the app crashes at login\nTeam: tech\n\n")
+            && !text.contains("invoice"),
+        "{text}"
+    );
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/knn-model/run"),
+            Some(&t),
+            Some(json!({"version": "v1", "inputs": {"question": "why does login crash"}})),
+        )
+        .await;
+    assert_error(st, &b, StatusCode::BAD_REQUEST, "model");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot embed"),
+        "{b:#}"
+    );
+    let (st, b) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/knn-bad/versions"),
+            Some(&t),
+            Some(json!({"toml": "template = \"{{ question }}\"\n[selector]\nkind = \"knn\"\nk = 1\n"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b:#}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`[[pool]]`"),
+        "{b:#}"
+    );
     // Nothing above was a server error, and the server is still up.
     let m = api
         .http
@@ -921,8 +991,73 @@ async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
     .unwrap();
     cli(d, &["prompts", "add", "capital", "capital.toml"]).await;
     cli(d, &["prompts", "label", "capital@v1", "production"]).await;
+    // The same task with two demonstrations per input, nearest by the model's embeddings.
+    let mut knn = String::from(
+        "name = \"capital-knn\"\ndemo_template = \"Country: {{ country }}\\nCapital: {{ capital }}\\n\\n\"\n\
+         template = \"Country: {{ country }}\\nCapital:\"\ntarget_model = \"local:gemma-3-270m\"\n\
+         [selector]\nkind = \"knn\"\nk = 2\n",
+    );
+    for (country, capital) in [
+        ("Germany", "Berlin"),
+        ("Japan", "Tokyo"),
+        ("Kenya", "Nairobi"),
+        ("Peru", "Lima"),
+        ("Norway", "Oslo"),
+    ] {
+        knn.push_str(&format!(
+            "[[pool]]\ncountry = \"{country}\"\ncapital = \"{capital}\"\n"
+        ));
+    }
+    std::fs::write(d.join("knn.toml"), knn).unwrap();
+    cli(d, &["prompts", "add", "capital-knn", "knn.toml"]).await;
+    cli(d, &["prompts", "label", "capital-knn@v1", "production"]).await;
     let t = token(d, "runner").await;
     let s = Server::start(d, &[]);
+    let api = Api::new();
+    let render_url = s.url("/v1/prompts/capital-knn/render");
+    let render = |country: &str| {
+        api.call(
+            "POST",
+            &render_url,
+            Some(&t),
+            Some(json!({"inputs": {"country": country}})),
+        )
+    };
+    // An input that is in the pool has itself as its nearest neighbour: the last demonstration.
+    let (st, b) = render("Kenya").await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let text = b["prompt"]["text"].as_str().unwrap();
+    assert_eq!(
+        text.matches("Capital:").count(),
+        3,
+        "two demonstrations: {text}"
+    );
+    assert!(
+        text.ends_with("Country: Kenya\nCapital: Nairobi\n\nCountry: Kenya\nCapital:"),
+        "{text}"
+    );
+    let (_, again) = render("Kenya").await;
+    assert_eq!(
+        again["prompt"], b["prompt"],
+        "the same input, the same demonstrations"
+    );
+    let (st, b) = render("Norway").await;
+    assert_eq!(st, StatusCode::OK, "{b:#}");
+    let text = b["prompt"]["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("Capital: Oslo\n\nCountry: Norway\nCapital:"),
+        "{text}"
+    );
+    let (st, ran) = api
+        .call(
+            "POST",
+            &s.url("/v1/prompts/capital-knn/run"),
+            Some(&t),
+            Some(json!({"inputs": {"country": "Peru"}, "max_tokens": 4})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ran:#}");
+    assert!(!ran["output"].as_str().unwrap().is_empty(), "{ran:#}");
     let base = s.url("");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)

@@ -488,6 +488,7 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
             vars.remove(&problem.options.output);
             problem
                 .seed_prompt
+                .longest()
                 .render(&vars, format, Some(&problem.options.output))
                 .ok()
                 .map(|p| match p {

@@ -307,6 +307,8 @@ pub fn check_context(
     };
     let allowed = u64::from(window.saturating_sub(options.max_tokens));
     let mut first: Option<Box<TooLong>> = None;
+    // A selector's prompt is checked with its longest demonstrations.
+    let prompt = prompt.longest();
     for e in examples {
         let mut vars = e.vars.clone();
         vars.remove(&options.output);
@@ -362,10 +364,10 @@ pub async fn evaluate(
         vars.remove(&options.output);
         vars
     };
-    let prompts: Vec<Prompt> = examples
-        .iter()
-        .map(|e| prompt.render(&inputs(e), format, Some(&options.output)))
-        .collect::<Result<_, _>>()?;
+    let all: Vec<BTreeMap<String, Value>> = examples.iter().map(inputs).collect();
+    let prompts: Vec<Prompt> =
+        crate::select::render_all(prompt, model.as_ref(), &all, format, Some(&options.output))
+            .await?;
     let labels = scorer.scored_labels().filter(|_| model.can_score());
     let mut results = Vec::with_capacity(examples.len());
     for (chunk_index, chunk) in prompts.chunks(BATCH).enumerate() {

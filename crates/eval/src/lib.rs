@@ -20,6 +20,7 @@ pub mod dataset;
 pub mod evaluator;
 pub mod metric;
 pub mod prompt;
+pub mod select;
 pub mod stats;
 pub mod task;
 

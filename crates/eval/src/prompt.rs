@@ -12,6 +12,15 @@
 //! sentence = "a gorgeous, witty, seductive movie."
 //! label = "positive"
 //!
+//! # Per-input demonstrations instead of fixed ones: the k pool entries nearest to each
+//! # example (see `select`):
+//! # [selector]
+//! # kind = "knn"
+//! # k = 4
+//! # [[pool]]
+//! # sentence = "..."
+//! # label = "..."
+//!
 //! # Chat form (used for chat models when present):
 //! [[messages]]
 //! role = "system"
@@ -52,6 +61,12 @@ pub struct PromptFile {
     /// Few-shot demonstrations: variables of each demo (including the output field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub demos: Vec<BTreeMap<String, Value>>,
+    /// Picks each example's demonstrations from `pool` (instead of the fixed `demos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<crate::select::Selector>,
+    /// The demonstrations a selector picks from (same shape as `demos`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<BTreeMap<String, Value>>,
     /// Sentences every rewrite must keep.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
@@ -102,6 +117,16 @@ pub enum PromptError {
         demo: Option<usize>,
         message: String,
     },
+    /// The selector could not pick demonstrations (the model cannot embed, or failed to).
+    #[error(
+        "{}prompt `{name}`, `selector`: {message}",
+        path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+    )]
+    Select {
+        name: String,
+        path: Option<PathBuf>,
+        message: String,
+    },
 }
 
 impl PromptFile {
@@ -146,6 +171,15 @@ impl PromptFile {
         if !self.demos.is_empty() && self.demo_template.is_none() && self.template.is_some() {
             return Err("`[[demos]]` in text form need a `demo_template`".into());
         }
+        match &self.selector {
+            Some(selector) => selector.validate(self)?,
+            None if !self.pool.is_empty() => {
+                return Err(
+                    "`[[pool]]` is read only by a `[selector]` (add `[selector]` with `kind = \"knn\"` and `k`, or move the entries to `[[demos]]`)".into(),
+                );
+            }
+            None => {}
+        }
         let env = environment();
         for (field, t) in self.fields() {
             env.template_from_str(t)
@@ -175,11 +209,34 @@ impl PromptFile {
 
     /// Render for one example, in the model's preferred form. `output` names the expected-output
     /// variable (demonstrations show it; the chat form answers with it).
+    ///
+    /// A prompt with a selector picks this example's demonstrations here when it compares
+    /// words; one that compares the model's embeddings must go through
+    /// [`crate::select::render_all`], which asks the model for them.
     pub fn render(
         &self,
         vars: &BTreeMap<String, Value>,
         format: PromptFormat,
         output: Option<&str>,
+    ) -> Result<Prompt, PromptError> {
+        match &self.selector {
+            None => self.render_demos(vars, format, output, &self.demos.iter().collect::<Vec<_>>()),
+            Some(selector) => {
+                let picks = selector.pick_by_words(self, std::slice::from_ref(vars))?;
+                let demos: Vec<&BTreeMap<String, Value>> =
+                    picks[0].iter().map(|&i| &self.pool[i]).collect();
+                self.render_demos(vars, format, output, &demos)
+            }
+        }
+    }
+
+    /// Render with the given demonstrations (in order) instead of the prompt's own.
+    pub(crate) fn render_demos(
+        &self,
+        vars: &BTreeMap<String, Value>,
+        format: PromptFormat,
+        output: Option<&str>,
+        demos: &[&BTreeMap<String, Value>],
     ) -> Result<Prompt, PromptError> {
         let env = environment();
         let render_field =
@@ -207,7 +264,7 @@ impl PromptFile {
             for (k, m) in self.messages.iter().enumerate() {
                 if k == last_user {
                     // Demonstrations go just before the example: user turn, then the answer.
-                    for (d, demo) in self.demos.iter().enumerate() {
+                    for (d, &demo) in demos.iter().enumerate() {
                         let field = format!("messages[{k}].content");
                         messages.push(Message::user(render_field(
                             &field,
@@ -245,7 +302,7 @@ impl PromptFile {
             }
         }
         if let Some(d) = &self.demo_template {
-            for (k, demo) in self.demos.iter().enumerate() {
+            for (k, &demo) in demos.iter().enumerate() {
                 text.push_str(&render_field("demo_template", d, demo, Some(k))?);
             }
         }
@@ -276,6 +333,32 @@ impl PromptFile {
             }
         }
         vars.into_iter().collect()
+    }
+
+    /// The prompt at its longest: a selector's prompt with the `k` longest pool entries as its
+    /// demonstrations (what a context-window check must assume), any other prompt as it is.
+    pub fn longest(&self) -> std::borrow::Cow<'_, PromptFile> {
+        let Some(selector) = &self.selector else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let mut by_length: Vec<&BTreeMap<String, Value>> = self.pool.iter().collect();
+        by_length
+            .sort_by_key(|d| std::cmp::Reverse(serde_json::to_string(d).map_or(0, |s| s.len())));
+        let mut plain = self.clone();
+        plain.demos = by_length.into_iter().take(selector.k).cloned().collect();
+        plain.selector = None;
+        plain.pool.clear();
+        std::borrow::Cow::Owned(plain)
+    }
+
+    /// The demonstration entries this prompt shows or picks from: the pool under a selector,
+    /// else the fixed demos.
+    pub fn demo_entries(&self) -> &[BTreeMap<String, Value>] {
+        if self.selector.is_some() {
+            &self.pool
+        } else {
+            &self.demos
+        }
     }
 
     /// The prompt as plain TOML (what `export` writes and `load` reads back).

@@ -555,6 +555,14 @@ impl Provider for Cached {
         )
         .await
     }
+
+    fn can_embed(&self) -> bool {
+        self.inner.can_embed()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.inner.embed(texts).await
+    }
 }
 
 #[cfg(test)]

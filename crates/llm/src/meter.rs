@@ -340,6 +340,14 @@ impl Provider for Metered {
             .for_each(|r| self.meter.scores(&self.inner.info().name, r));
         rs
     }
+
+    fn can_embed(&self) -> bool {
+        self.inner.can_embed()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.inner.embed(texts).await
+    }
 }
 
 #[cfg(test)]

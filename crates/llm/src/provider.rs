@@ -59,6 +59,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
             .collect()
     }
 
+    /// Whether [`Provider::embed`] is supported.
+    fn can_embed(&self) -> bool {
+        false
+    }
+
+    /// One vector per text, unit length, from the model's own hidden states (mean-pooled), so
+    /// a dot product is the cosine similarity. Prompts that pick their demonstrations by
+    /// nearest neighbour use it. Unsupported by default.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let _ = texts;
+        Err(LlmError::Unsupported {
+            model: self.info().name.clone(),
+            what: "embeddings".into(),
+        })
+    }
+
     /// Complete one request for a caller who is waiting on it (the prompt service), sending the
     /// text to `text` as it is generated.
     ///
@@ -230,6 +246,18 @@ mod tests {
                 assert!(!live.cached, "{name}: a live answer is never a cache hit");
                 assert_eq!(inner.calls().len(), 2 + round, "{name}: live call {round}");
             }
+            assert!(p.can_embed(), "{name}: can_embed");
+            let texts = ["a good film".to_string(), "a bad film".to_string()];
+            let vectors = p
+                .embed(&texts)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: embed: {e}"));
+            assert_eq!(vectors, inner.embed(&texts).await.unwrap(), "{name}: embed");
+            assert_eq!(
+                inner.embed_calls().len(),
+                4,
+                "{name}: embedded by the inner one"
+            );
         }
     }
 

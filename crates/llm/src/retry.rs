@@ -170,6 +170,17 @@ impl Provider for Resilient {
         });
         futures::future::join_all(one).await
     }
+
+    fn can_embed(&self) -> bool {
+        self.inner.can_embed()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        if !self.inner.can_embed() {
+            return self.inner.embed(texts).await;
+        }
+        self.retrying(|| self.inner.embed(texts)).await
+    }
 }
 
 #[cfg(test)]

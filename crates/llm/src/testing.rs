@@ -1,7 +1,8 @@
 //! A scripted provider for unit tests of code that calls models (feature `testing`; not a
 //! user-facing provider). It answers from a queue of scripted replies or from a function of the
 //! request, records every request, and reports deterministic usage (whitespace-separated words)
-//! and cost from its pricing.
+//! and cost from its pricing. Its embeddings are hashed bags of lower-cased words (texts that
+//! share words are near), so nearest-neighbour code can be tested without a model.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -25,6 +26,7 @@ pub struct ScriptedProvider {
     scorer: Option<Scorer>,
     calls: Mutex<Vec<Request>>,
     score_calls: Mutex<Vec<ScoreRequest>>,
+    embed_calls: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for ScriptedProvider {
@@ -53,6 +55,7 @@ impl ScriptedProvider {
             scorer: None,
             calls: Mutex::new(Vec::new()),
             score_calls: Mutex::new(Vec::new()),
+            embed_calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -91,6 +94,14 @@ impl ScriptedProvider {
         self
     }
 
+    /// Every text embedded, in order.
+    pub fn embed_calls(&self) -> Vec<String> {
+        self.embed_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Every scoring request received, in order.
     pub fn score_calls(&self) -> Vec<ScoreRequest> {
         self.score_calls
@@ -107,6 +118,29 @@ impl ScriptedProvider {
     fn lock_script(&self) -> std::sync::MutexGuard<'_, VecDeque<Result<String, LlmError>>> {
         self.script.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Dimensions of the scripted embeddings.
+const EMBED_DIMS: usize = 64;
+
+/// A hashed bag of lower-cased alphanumeric words, unit length (all zeros for a text without
+/// words).
+fn hashed_words(text: &str) -> Vec<f32> {
+    use std::hash::{Hash, Hasher};
+    let mut v = vec![0.0f32; EMBED_DIMS];
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        w.to_lowercase().hash(&mut h);
+        v[(h.finish() % EMBED_DIMS as u64) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
 fn words(prompt: &Prompt) -> u64 {
@@ -197,5 +231,17 @@ impl Provider for ScriptedProvider {
                 }),
             })
             .collect()
+    }
+
+    fn can_embed(&self) -> bool {
+        true
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.embed_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(texts.iter().cloned());
+        Ok(texts.iter().map(|t| hashed_words(t)).collect())
     }
 }

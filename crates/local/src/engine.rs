@@ -41,6 +41,7 @@ use rand::distr::{Distribution, weighted::WeightedIndex};
 use tokio::sync::oneshot;
 
 use crate::chat::ChatTemplate;
+use crate::embed::Embedder;
 use crate::fetch::{self, ModelRef};
 use crate::live::{Live, LiveBatch, LiveStats};
 
@@ -113,6 +114,11 @@ pub(crate) enum Job {
         prompt: Prompt,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Mean-pooled embeddings of texts (see [`crate::embed`]).
+    Embed {
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    },
 }
 
 impl Job {
@@ -142,6 +148,9 @@ impl Job {
                 let _ = reply.send(LiveStats::default());
             }
             Job::Render { reply, .. } => {
+                let _ = reply.send(Err(error.to_string()));
+            }
+            Job::Embed { reply, .. } => {
                 let _ = reply.send(Err(error.to_string()));
             }
         }
@@ -218,6 +227,8 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
     };
     // The live context is made on the first live request: evaluations never pay for it.
     let mut live: Option<LiveBatch<'_>> = None;
+    // So is the embedding context, on the first embedding request.
+    let mut embedder: Option<Embedder<'_>> = None;
     loop {
         let busy = live.as_ref().is_some_and(LiveBatch::busy);
         // While live requests are in flight, take what has arrived and then decode a step;
@@ -279,6 +290,20 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
                     Prompt::Text(t) => Ok(t.clone()),
                     Prompt::Chat(m) => engine.render_chat(m),
                 });
+            }
+            Job::Embed { texts, reply } => {
+                if embedder.is_none() {
+                    match Embedder::new(&model, &options) {
+                        Ok(e) => embedder = Some(e),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                if let Some(e) = embedder.as_mut() {
+                    let _ = reply.send(e.embed(&texts));
+                }
             }
         }
     }

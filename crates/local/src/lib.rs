@@ -27,6 +27,7 @@
 pub mod fetch;
 
 mod chat;
+mod embed;
 mod engine;
 mod live;
 
@@ -314,5 +315,16 @@ impl Provider for LocalProvider {
 
     async fn score(&self, requests: &[ScoreRequest]) -> Vec<Result<LabelScores, LlmError>> {
         self.score_with(requests, Strategy::SharedPrefix).await
+    }
+
+    fn can_embed(&self) -> bool {
+        true
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let texts = texts.to_vec();
+        self.ask(|reply| Job::Embed { texts, reply })
+            .await?
+            .map_err(|m| self.error(m))
     }
 }

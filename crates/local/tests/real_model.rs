@@ -477,3 +477,36 @@ async fn embedded_smollm2_chat_prompts_follow_the_models_own_template() {
         "Review: fine.\nSentiment:"
     );
 }
+
+#[tokio::test]
+async fn embedded_embeddings_are_unit_vectors_that_put_like_texts_nearer() {
+    let texts: Vec<String> = [
+        "What is the capital city of France?",
+        "Which city is the capital of Germany?",
+        "The striker scored twice in the second half of the match.",
+        "The midfielder was sent off before half time.",
+    ]
+    .map(String::from)
+    .to_vec();
+    let v = model().embed(&texts).await.unwrap();
+    assert_eq!(v.len(), 4);
+    let dims = v[0].len();
+    assert!(dims >= 256, "a hidden state, not a stub: {dims} dimensions");
+    for x in &v {
+        assert_eq!(x.len(), dims);
+        let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit length: {norm}");
+    }
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let questions = cos(&v[0], &v[1]);
+    let across = cos(&v[0], &v[2]);
+    let matches = cos(&v[2], &v[3]);
+    assert!(
+        matches > across,
+        "two match reports ({matches:.3}) are nearer than a match report and a question ({across:.3})"
+    );
+    assert!(
+        questions > across,
+        "two capital questions ({questions:.3}) are nearer than a question and a match report ({across:.3})"
+    );
+}

@@ -167,6 +167,10 @@ pub struct Frame {
     /// The example as a user message, chat form.
     pub user: String,
     pub demos: Vec<BTreeMap<String, Value>>,
+    /// A prompt that picks its demonstrations per input keeps its selector and pool through
+    /// every rewrite. A frame given fixed `demos` makes a prompt with those instead.
+    pub selector: Option<metaprompt_eval::select::Selector>,
+    pub pool: Vec<BTreeMap<String, Value>>,
 }
 
 impl Frame {
@@ -183,6 +187,8 @@ impl Frame {
             user: template.clone(),
             template,
             demos: Vec::new(),
+            selector: None,
+            pool: Vec::new(),
         }
     }
 
@@ -211,6 +217,8 @@ impl Frame {
             template,
             demo_template,
             demos: prompt.demos.clone(),
+            selector: prompt.selector.clone(),
+            pool: prompt.pool.clone(),
         }
     }
 
@@ -250,9 +258,16 @@ impl Frame {
             name: name.to_string(),
             instruction: Some(instruction.to_string()),
             template: Some(self.template.clone()),
-            demo_template: (!self.demos.is_empty()).then(|| self.demo_template.clone()),
+            demo_template: (!self.demos.is_empty() || !self.pool.is_empty())
+                .then(|| self.demo_template.clone()),
             messages,
             demos: self.demos.clone(),
+            selector: self.selector.clone().filter(|_| self.demos.is_empty()),
+            pool: if self.demos.is_empty() {
+                self.pool.clone()
+            } else {
+                Vec::new()
+            },
             constraints: constraints.to_vec(),
             ..PromptFile::default()
         }

@@ -137,7 +137,14 @@ impl Checks<'_> {
         if let (Some(format), Some(probe)) = (self.format, self.probe) {
             let mut vars = probe.vars.clone();
             vars.remove(self.output);
-            let seen = |p: &PromptFile| p.render(&vars, format, Some(self.output)).ok();
+            let seen = |p: &PromptFile| {
+                // A selector's prompt, by its longest form (the same pool and k look alike).
+                let picks = p.selector.as_ref().map(|s| (s.clone(), p.pool.clone()));
+                p.longest()
+                    .render(&vars, format, Some(self.output))
+                    .ok()
+                    .map(|r| (r, picks))
+            };
             if let (Some(x), Some(y)) = (seen(a), seen(b)) {
                 return x == y;
             }
@@ -218,6 +225,7 @@ impl Checks<'_> {
             vars.remove(self.output);
             for format in [PromptFormat::Text, PromptFormat::Chat] {
                 prompt
+                    .longest()
                     .render(&vars, format, Some(self.output))
                     .map_err(|e| e.to_string())?;
             }

@@ -31,26 +31,32 @@ pub async fn likelihood(
     output: &str,
 ) -> Result<f64, String> {
     let format = model.info().format;
-    let mut requests = Vec::new();
+    let mut answers = Vec::new();
+    let mut inputs = Vec::new();
     for e in examples {
         let Some(expected) = e.expected.as_ref().or_else(|| e.vars.get(output)) else {
             continue;
         };
-        let answer = match first_answer(expected) {
+        answers.push(match first_answer(expected) {
             serde_json::Value::String(s) => s,
             other => other.to_string(),
-        };
+        });
         let mut vars = e.vars.clone();
         vars.remove(output);
-        let rendered = prompt
-            .render(&vars, format, Some(output))
-            .map_err(|e| e.to_string())?;
-        let label = continuation(&rendered, &answer);
-        requests.push(ScoreRequest {
-            prompt: rendered,
-            labels: vec![label],
-        });
+        inputs.push(vars);
     }
+    let rendered =
+        metaprompt_eval::select::render_all(prompt, model.as_ref(), &inputs, format, Some(output))
+            .await
+            .map_err(|e| e.to_string())?;
+    let requests: Vec<ScoreRequest> = rendered
+        .into_iter()
+        .zip(&answers)
+        .map(|(rendered, answer)| ScoreRequest {
+            labels: vec![continuation(&rendered, answer)],
+            prompt: rendered,
+        })
+        .collect();
     if requests.is_empty() {
         return Err("no proxy example has an expected output".into());
     }

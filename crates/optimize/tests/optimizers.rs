@@ -782,6 +782,114 @@ async fn fewshot_searches_which_how_many_and_in_what_order_on_a_generation_task(
     assert_eq!(inputs.len(), kept.prompt.demos.len());
 }
 
+/// Ten topics; an example's answer is its topic's, and the model gets it right only when a
+/// demonstration of the same topic is shown: a fixed set of four cannot cover them all.
+const TOPICS: [&str; 10] = [
+    "apple", "river", "violin", "glacier", "tractor", "orchid", "falcon", "copper", "lantern",
+    "meadow",
+];
+
+fn topical(dev: usize) -> Problem {
+    let example = |i: usize| {
+        let topic = TOPICS[i % TOPICS.len()];
+        Example {
+            id: format!("t{i}"),
+            vars: [
+                (
+                    "sentence".to_string(),
+                    json!(format!("{topic} {topic} case {i}")),
+                ),
+                ("label".to_string(), json!(format!("answer {topic}"))),
+            ]
+            .into(),
+            expected: Some(json!(format!("answer {topic}"))),
+        }
+    };
+    let mut p = problem(dev, 0);
+    p.brief.labels.clear();
+    p.train = (1000..1040).map(example).collect();
+    p.dev = (0..dev).map(example).collect();
+    p.test = (500..540).map(example).collect();
+    p.scorer = Scorer::new(&[toml::from_str("type = \"equals\"").unwrap()], None).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn fewshot_tries_nearest_neighbour_demonstrations_and_keeps_them_when_they_win() {
+    let exec = Arc::new(
+        ScriptedProvider::new("exec")
+            .with_info(exec_info())
+            .respond_with(|r| {
+                let t = text(r);
+                let last = last_review(&t);
+                let topic = last
+                    .trim_start_matches("Review: ")
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let shown = t
+                    .lines()
+                    .filter(|l| l.starts_with("Review:"))
+                    .filter(|l| *l != last)
+                    .any(|l| l.starts_with(&format!("Review: {topic} ")));
+                Ok(if shown {
+                    format!("answer {topic}")
+                } else {
+                    "answer ?".into()
+                })
+            }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        rounds: 4,
+        patience: 4,
+        ..settings()
+    };
+    let o = optimize(
+        "fewshot",
+        meta_model(|_, _| panic!("fewshot makes no meta calls")),
+        exec.clone(),
+        &topical(30),
+        &s,
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    let knn: Vec<_> = o.pool.iter().filter(|e| e.op == "fewshot-knn").collect();
+    assert_eq!(knn.len(), 1, "one nearest-neighbour rival per run");
+    let kept = o.entry(&o.winner).unwrap();
+    let selector = kept
+        .prompt
+        .selector
+        .as_ref()
+        .unwrap_or_else(|| panic!("the neighbours win: {}", kept.prompt.to_toml()));
+    assert!(kept.prompt.demos.is_empty());
+    assert_eq!(kept.prompt.pool.len(), 40, "the training split is the pool");
+    // The scripted model embeds (hashed words): compared by the model's embeddings.
+    assert_eq!(
+        selector.embed,
+        metaprompt_eval::select::Embedding::Model,
+        "{selector:?}"
+    );
+    assert!(!exec.embed_calls().is_empty());
+    // On test the neighbours answer every topic; the seed (no demonstrations) none.
+    let winner = o.winner_test.as_ref().expect("a test evaluation");
+    let seed = o.seed_test.as_ref().expect("a test evaluation");
+    assert!(
+        winner.mean > 0.9 && seed.mean < 0.1,
+        "{winner:?} vs {seed:?}"
+    );
+    // Later rounds vary the leader: fewer or more neighbours, the other embedding.
+    let ops: std::collections::BTreeSet<&str> = o.pool.iter().map(|e| e.op.as_str()).collect();
+    assert!(
+        ops.iter().any(|op| op.starts_with("fewshot-knn-")),
+        "{ops:?}"
+    );
+}
+
 #[tokio::test]
 async fn mipro_searches_instructions_and_demonstrations_jointly() {
     // Right only with "magic" in the instruction *and* demonstrations shown: neither half

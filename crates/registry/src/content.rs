@@ -138,7 +138,8 @@ fn placeholder_render(file: &PromptFile, format: PromptFormat) -> Result<Prompt,
         .map(|n| (n.clone(), Value::String(format!("{{{{ {n} }}}}"))))
         .collect();
     // In chat form a demonstration's answer is its one field the user message does not use.
-    let output = file.demos.first().and_then(|d| {
+    let file = file.longest();
+    let output = file.demo_entries().first().and_then(|d| {
         let mut unused = d.keys().filter(|k| !names.contains(*k));
         match (unused.next(), unused.next()) {
             (Some(k), None) => Some(k.clone()),

@@ -48,7 +48,7 @@ pub struct Target {
 impl Target {
     /// The demonstrations' answer field: the one demo key that is not an input.
     pub fn output_field(&self) -> Option<String> {
-        let first = self.file.demos.first()?;
+        let first = self.file.demo_entries().first()?;
         let mut extra = first.keys().filter(|k| !self.variables.contains(k));
         let field = extra.next()?;
         extra.next().is_none().then(|| field.clone())
@@ -329,7 +329,9 @@ pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> 
 }
 
 /// Check the inputs against the prompt's variables and render it for `provider`.
-pub fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) -> ApiResult<Prompt> {
+/// A prompt with a selector picks its demonstrations for these inputs here (with the model's
+/// embeddings when it compares by them), exactly as an evaluation does.
+pub async fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) -> ApiResult<Prompt> {
     let param = spec.inputs_param;
     let missing: Vec<&String> = target
         .variables
@@ -353,13 +355,25 @@ pub fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) -> ApiRe
         ));
     }
     let output = target.output_field();
-    target
-        .file
-        .render(&spec.inputs, provider.info().format, output.as_deref())
-        .map_err(|e| match e {
-            PromptError::Render { .. } => ApiError::invalid(param, e.to_string()),
-            e => ApiError::internal(e.to_string()),
-        })
+    let rendered = metaprompt_eval::select::render_all(
+        &target.file,
+        provider,
+        std::slice::from_ref(&spec.inputs),
+        provider.info().format,
+        output.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        PromptError::Render { .. } => ApiError::invalid(param, e.to_string()),
+        // The prompt needs embeddings this model cannot give: the request's `model` (or the
+        // prompt's target) is the part to change.
+        PromptError::Select { .. } => ApiError::invalid("model", e.to_string()),
+        e => ApiError::internal(e.to_string()),
+    })?;
+    rendered
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("internal: no rendered prompt"))
 }
 
 /// Run a target: render, call, record. A model failure is recorded too, then answered 502.
@@ -370,7 +384,7 @@ pub async fn run(
     spec: &RunSpec,
 ) -> ApiResult<Ran> {
     let provider = model_for(state, target, spec)?;
-    let prompt = render(target, spec, provider.as_ref())?;
+    let prompt = render(target, spec, provider.as_ref()).await?;
     let rendered_hash = hex::encode(Sha256::digest(
         serde_json::to_vec(&prompt).unwrap_or_default(),
     ));

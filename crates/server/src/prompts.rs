@@ -48,6 +48,11 @@ pub struct PromptView<'a> {
     pub demo_template: Option<&'a str>,
     pub messages: Vec<Value>,
     pub demos: &'a [BTreeMap<String, Value>],
+    /// How each input's demonstrations are picked from `pool` (absent: `demos` are fixed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<&'a metaprompt_eval::select::Selector>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub pool: &'a [BTreeMap<String, Value>],
     pub rationale: Option<&'a str>,
 }
 
@@ -76,6 +81,8 @@ pub fn view(t: &Target) -> PromptView<'_> {
             .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
             .collect(),
         demos: &t.file.demos,
+        selector: t.file.selector.as_ref(),
+        pool: &t.file.pool,
         rationale: t.file.rationale.as_deref(),
     }
 }
@@ -179,7 +186,7 @@ pub async fn render(
         ..RunSpec::default()
     };
     let provider = gateway::model_for(&state, &t, &spec)?;
-    let prompt = gateway::render(&t, &spec, provider.as_ref())?;
+    let prompt = gateway::render(&t, &spec, provider.as_ref()).await?;
     Ok(Json(json!({
         "name": t.version.prompt,
         "version": format!("v{}", t.version.seq),

@@ -27,9 +27,16 @@
 //!
 //! A prompt whose demonstrations leave out a label of the classification first gets candidates
 //! that show it (one more demonstration, of a missing label, from the training set).
+//!
+//! Once per run, the best fixed set also gets a **nearest-neighbour** rival: the same layout
+//! and instruction, the same number of demonstrations, picked per input from a pool of the
+//! training examples (at most [`POOL_MAX`]) by the execution model's embeddings when it has
+//! them, else by words (see `metaprompt_eval::select`). While such a prompt leads, rounds try
+//! one fewer and one more neighbour (within the demonstration budget) and the other embedding.
 
 use async_trait::async_trait;
-use metaprompt_eval::Example;
+use metaprompt_eval::select::{Embedding, Selector};
+use metaprompt_eval::{Example, PromptFile};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
@@ -42,6 +49,9 @@ pub const DEMO_TOKENS: usize = 2048;
 
 /// One demonstration: the example's variables, output included.
 pub(crate) type Demo = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// The most training examples a nearest-neighbour pool holds (the first ones of the split).
+pub const POOL_MAX: usize = 256;
 
 /// The moves of later rounds, in turn.
 const MOVES: [&str; 4] = ["swap", "add", "drop", "reorder"];
@@ -70,6 +80,9 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     let brief = ctx.problem.brief.clone();
     let frame = Frame::of(&base, &brief);
     let output = brief.output.clone();
+    if base.selector.is_some() {
+        return knn_round(ctx, best, &base, &frame).await;
+    }
     let mut proposed = Vec::new();
     for j in 0..ctx.settings.per_round as usize {
         let mut op = "fewshot";
@@ -113,12 +126,139 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
             proposed.push(i);
         }
     }
+    // One nearest-neighbour rival per run, as many neighbours as the best set shows.
+    if !base.demos.is_empty()
+        && ctx.problem.train.len() > base.demos.len()
+        && !ctx.pool.iter().any(|e| e.prompt.selector.is_some())
+    {
+        let embed = if ctx.layers.execution.can_embed() {
+            Embedding::Model
+        } else {
+            Embedding::Words
+        };
+        let prompt = knn_prompt(ctx, &base, &frame, base.demos.len(), embed);
+        if let Some(i) = ctx
+            .propose(prompt, vec![ctx.pool[best].id.clone()], "fewshot-knn", "")
+            .await
+            && i != best
+            && !proposed.contains(&i)
+        {
+            proposed.push(i);
+        }
+    }
     if base.demos.is_empty()
         && let Some(i) = bootstrap(ctx, best, &frame).await?
         && i != best
         && !proposed.contains(&i)
     {
         proposed.push(i);
+    }
+    if proposed.is_empty() {
+        return Err(StopReason::Exhausted.into());
+    }
+    proposed.push(best);
+    ctx.race(proposed, 1).await?;
+    Ok(())
+}
+
+/// `base`'s layout and instruction with `k` demonstrations picked per input from a pool of the
+/// training examples.
+fn knn_prompt(
+    ctx: &Ctx<'_>,
+    base: &PromptFile,
+    frame: &Frame,
+    k: usize,
+    embed: Embedding,
+) -> PromptFile {
+    let brief = &ctx.problem.brief;
+    let mut frame = frame.clone();
+    frame.demos.clear();
+    frame.pool = ctx
+        .problem
+        .train
+        .iter()
+        .take(POOL_MAX)
+        .map(|e| demo_vars(brief, e))
+        .collect();
+    frame.selector = Some(Selector::knn(k.clamp(1, frame.pool.len().max(1)), embed));
+    let mut prompt = frame.prompt(
+        &base.name,
+        base.instruction.as_deref().unwrap_or_default(),
+        &ctx.problem.constraints,
+    );
+    if base.instruction.is_none() {
+        prompt.instruction = None;
+    }
+    prompt
+}
+
+/// A round around a nearest-neighbour leader: one neighbour fewer, one more (within the
+/// demonstration budget and the pool), the other embedding.
+async fn knn_round(
+    ctx: &mut Ctx<'_>,
+    best: usize,
+    base: &PromptFile,
+    frame: &Frame,
+) -> Result<(), Halt> {
+    let Some(selector) = base.selector.clone() else {
+        return Err(StopReason::Exhausted.into());
+    };
+    let mut variants: Vec<(&'static str, Selector)> = Vec::new();
+    if selector.k > 1 {
+        variants.push((
+            "fewshot-knn-fewer",
+            Selector {
+                k: selector.k - 1,
+                ..selector.clone()
+            },
+        ));
+    }
+    if selector.k < base.pool.len() {
+        let more = Selector {
+            k: selector.k + 1,
+            ..selector.clone()
+        };
+        let mut grown = base.clone();
+        grown.selector = Some(more.clone());
+        if demo_budget(ctx)
+            >= ctx.prompt_chars(&grown) / metaprompt_eval::evaluator::BYTES_PER_TOKEN
+        {
+            variants.push(("fewshot-knn-more", more));
+        }
+    }
+    let other = match selector.embed {
+        Embedding::Model => Embedding::Words,
+        Embedding::Words => Embedding::Model,
+    };
+    if other == Embedding::Words || ctx.layers.execution.can_embed() {
+        variants.push((
+            "fewshot-knn-embed",
+            Selector {
+                embed: other,
+                ..selector.clone()
+            },
+        ));
+    }
+    let mut proposed = Vec::new();
+    for (op, s) in variants {
+        let mut frame = frame.clone();
+        frame.selector = Some(s);
+        let mut prompt = frame.prompt(
+            &base.name,
+            base.instruction.as_deref().unwrap_or_default(),
+            &ctx.problem.constraints,
+        );
+        if base.instruction.is_none() {
+            prompt.instruction = None;
+        }
+        if let Some(i) = ctx
+            .propose(prompt, vec![ctx.pool[best].id.clone()], op, "")
+            .await
+            && i != best
+            && !proposed.contains(&i)
+        {
+            proposed.push(i);
+        }
     }
     if proposed.is_empty() {
         return Err(StopReason::Exhausted.into());

@@ -240,6 +240,7 @@ impl<'a> Ctx<'a> {
         vars.remove(output);
         let format = self.layers.execution.info().format;
         prompt
+            .longest()
             .render(&vars, format, Some(output))
             .map_or(0, |p| chars(&p))
     }

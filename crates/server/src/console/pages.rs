@@ -289,7 +289,7 @@ pub async fn library(
 /// reads.
 fn output_var(file: &PromptFile) -> Option<String> {
     let vars = file.variables();
-    file.demos
+    file.demo_entries()
         .first()?
         .keys()
         .find(|k| !vars.contains(k))
@@ -320,7 +320,7 @@ pub fn as_seen(file: &PromptFile) -> Markup {
     }
     html! {
         @for (name, format) in forms {
-            @match file.render(&vars, format, output.as_deref()) {
+            @match file.longest().render(&vars, format, output.as_deref()) {
                 Ok(Prompt::Text(t)) => { h4 { (name) } pre.prompt { (t) } }
                 Ok(Prompt::Chat(messages)) => {
                     h4 { (name) }
@@ -349,14 +349,21 @@ pub fn prompt_file(file: &PromptFile) -> Markup {
                 dd { ul { @for c in &file.constraints { li { q { (c) } } } } }
             }
             @if let Some(r) = &file.rationale { dt { "rationale" } dd { p { (r) } } }
+            @if let Some(s) = &file.selector {
+                dt { "demonstrations" }
+                dd { "the " (s.k) " nearest of " (file.pool.len()) " pool entries per input, by "
+                    (if s.embed == metaprompt_eval::select::Embedding::Words { "words" } else { "the model's embeddings" })
+                    " (the preview shows the longest " (s.k) ")" }
+            }
         }
-        @if !file.demos.is_empty() {
+        @let entries = file.demo_entries();
+        @if !entries.is_empty() {
             details.demos {
-                summary { (file.demos.len()) " demonstrations" }
+                summary { (entries.len()) (if file.selector.is_some() { " pool entries" } else { " demonstrations" }) }
                 div.scroll { table {
-                    @let keys: Vec<&String> = file.demos[0].keys().collect();
+                    @let keys: Vec<&String> = entries[0].keys().collect();
                     thead { tr { @for k in &keys { th scope="col" { (k) } } } }
-                    tbody { @for d in &file.demos { tr { @for k in &keys {
+                    tbody { @for d in entries { tr { @for k in &keys {
                         td { (d.get(*k).map(metaprompt_eval::dataset::as_text).unwrap_or_default()) }
                     } } } }
                 } }
