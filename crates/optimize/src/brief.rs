@@ -247,6 +247,21 @@ impl Frame {
         self
     }
 
+    /// [`Frame::prompt`] where the instruction may be absent (`None` writes none, not an empty
+    /// one): how a demonstration move keeps its base prompt's instruction as it was.
+    pub fn prompt_with(
+        &self,
+        name: &str,
+        instruction: Option<&str>,
+        constraints: &[String],
+    ) -> PromptFile {
+        let mut p = self.prompt(name, instruction.unwrap_or_default(), constraints);
+        if instruction.is_none() {
+            p.instruction = None;
+        }
+        p
+    }
+
     /// A complete prompt: this frame with `instruction` (which replaces the source's
     /// instruction and system messages, see [`Frame::preamble`]), usable in both forms.
     pub fn prompt(&self, name: &str, instruction: &str, constraints: &[String]) -> PromptFile {

@@ -109,22 +109,12 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         };
         let mut frame = frame.clone();
         frame.demos = demos;
-        let mut prompt = frame.prompt(
+        let prompt = frame.prompt_with(
             &base.name,
-            base.instruction.as_deref().unwrap_or_default(),
+            base.instruction.as_deref(),
             &ctx.problem.constraints,
         );
-        if base.instruction.is_none() {
-            prompt.instruction = None;
-        }
-        if let Some(i) = ctx
-            .propose(prompt, vec![ctx.pool[best].id.clone()], op, "")
-            .await
-            && i != best
-            && !proposed.contains(&i)
-        {
-            proposed.push(i);
-        }
+        offer(ctx, prompt, best, op, &mut proposed).await;
     }
     // One nearest-neighbour rival per run, as many neighbours as the best set shows.
     if !base.demos.is_empty()
@@ -137,14 +127,7 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
             Embedding::Words
         };
         let prompt = knn_prompt(ctx, &base, &frame, base.demos.len(), embed);
-        if let Some(i) = ctx
-            .propose(prompt, vec![ctx.pool[best].id.clone()], "fewshot-knn", "")
-            .await
-            && i != best
-            && !proposed.contains(&i)
-        {
-            proposed.push(i);
-        }
+        offer(ctx, prompt, best, "fewshot-knn", &mut proposed).await;
     }
     if base.demos.is_empty()
         && let Some(i) = bootstrap(ctx, best, &frame).await?
@@ -159,6 +142,24 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
     proposed.push(best);
     ctx.race(proposed, 1).await?;
     Ok(())
+}
+
+/// Proposes `prompt` as a child of entry `best` and adds it to `proposed` when it is a new
+/// entry (a duplicate of the pool proposes nothing).
+async fn offer(
+    ctx: &mut Ctx<'_>,
+    prompt: PromptFile,
+    best: usize,
+    op: &'static str,
+    proposed: &mut Vec<usize>,
+) {
+    let parent = vec![ctx.pool[best].id.clone()];
+    if let Some(i) = ctx.propose(prompt, parent, op, "").await
+        && i != best
+        && !proposed.contains(&i)
+    {
+        proposed.push(i);
+    }
 }
 
 /// `base`'s layout and instruction with `k` demonstrations picked per input from a pool of the
@@ -181,15 +182,11 @@ fn knn_prompt(
         .map(|e| demo_vars(brief, e))
         .collect();
     frame.selector = Some(Selector::knn(k.clamp(1, frame.pool.len().max(1)), embed));
-    let mut prompt = frame.prompt(
+    frame.prompt_with(
         &base.name,
-        base.instruction.as_deref().unwrap_or_default(),
+        base.instruction.as_deref(),
         &ctx.problem.constraints,
-    );
-    if base.instruction.is_none() {
-        prompt.instruction = None;
-    }
-    prompt
+    )
 }
 
 /// A round around a nearest-neighbour leader: one neighbour fewer, one more (within the
@@ -243,22 +240,12 @@ async fn knn_round(
     for (op, s) in variants {
         let mut frame = frame.clone();
         frame.selector = Some(s);
-        let mut prompt = frame.prompt(
+        let prompt = frame.prompt_with(
             &base.name,
-            base.instruction.as_deref().unwrap_or_default(),
+            base.instruction.as_deref(),
             &ctx.problem.constraints,
         );
-        if base.instruction.is_none() {
-            prompt.instruction = None;
-        }
-        if let Some(i) = ctx
-            .propose(prompt, vec![ctx.pool[best].id.clone()], op, "")
-            .await
-            && i != best
-            && !proposed.contains(&i)
-        {
-            proposed.push(i);
-        }
+        offer(ctx, prompt, best, op, &mut proposed).await;
     }
     if proposed.is_empty() {
         return Err(StopReason::Exhausted.into());
@@ -278,7 +265,7 @@ pub(crate) fn output_of(e: &Example, output: &str) -> Option<serde_json::Value> 
 
 /// `base`'s demonstrations after one move (`swap`, `add`, `drop`, `reorder`), with the move's
 /// operation name; `None` when the move does not apply.
-fn mutate(
+pub(crate) fn mutate(
     ctx: &mut Ctx<'_>,
     base: &metaprompt_eval::PromptFile,
     frame: &Frame,
@@ -325,9 +312,9 @@ fn mutate(
             demos.insert(at, pick);
             let mut grown = frame.clone();
             grown.demos = demos.clone();
-            let prompt = grown.prompt(
+            let prompt = grown.prompt_with(
                 &base.name,
-                base.instruction.as_deref().unwrap_or_default(),
+                base.instruction.as_deref(),
                 &ctx.problem.constraints,
             );
             (demo_budget(ctx)
@@ -450,14 +437,11 @@ async fn bootstrap(
         .iter()
         .map(|e| demo_vars(&brief, e))
         .collect();
-    let mut p = frame.prompt(
+    let p = frame.prompt_with(
         &prompt.name,
-        prompt.instruction.as_deref().unwrap_or_default(),
+        prompt.instruction.as_deref(),
         &ctx.problem.constraints,
     );
-    if prompt.instruction.is_none() {
-        p.instruction = None;
-    }
     Ok(ctx
         .propose(
             p,

@@ -19,7 +19,6 @@
 use async_trait::async_trait;
 use metaprompt_eval::PromptFile;
 use rand::Rng;
-use rand::seq::IndexedRandom;
 use serde_json::json;
 
 use crate::algo::fewshot::{Demo, demo_vars};
@@ -136,15 +135,7 @@ fn pair(ctx: &Ctx<'_>, instruction: &Option<String>, demos: &[Demo]) -> PromptFi
     let seed = &ctx.problem.seed_prompt;
     let mut frame = Frame::of(seed, &ctx.problem.brief);
     frame.demos = demos.to_vec();
-    let mut p = frame.prompt(
-        &seed.name,
-        instruction.as_deref().unwrap_or_default(),
-        &ctx.problem.constraints,
-    );
-    if instruction.is_none() {
-        p.instruction = None;
-    }
-    p
+    frame.prompt_with(&seed.name, instruction.as_deref(), &ctx.problem.constraints)
 }
 
 #[async_trait]
@@ -185,24 +176,12 @@ impl Optimizer for Mipro {
             if let Some(i) = fresh {
                 parts.add_instruction(Some(i));
             }
-            let mut demos = ctx.pool[best].prompt.demos.clone();
-            if !demos.is_empty() && !ctx.problem.train.is_empty() {
-                let k = ctx.rng.random_range(0..demos.len());
-                let output = brief.output.clone();
-                let label = demos[k].get(&output).cloned();
-                let same: Vec<_> = ctx
-                    .problem
-                    .train
-                    .iter()
-                    .filter(|e| {
-                        brief.labels.is_empty()
-                            || crate::algo::fewshot::output_of(e, &output) == label
-                    })
-                    .collect();
-                if let Some(e) = same.choose(&mut ctx.rng) {
-                    demos[k] = demo_vars(&brief, e);
-                    parts.add_demos(demos);
-                }
+            // One demonstration of the best set in place of a training example not shown
+            // yet (of the same label in a classification): `fewshot`'s swap.
+            let base = ctx.pool[best].prompt.clone();
+            let frame = Frame::of(&base, &brief);
+            if let Some((_, demos)) = crate::algo::fewshot::mutate(ctx, &base, &frame, "swap") {
+                parts.add_demos(demos);
             }
         }
         parts.save(ctx);
