@@ -77,5 +77,18 @@ def bbh(task):
     shutil.copyfile(os.path.join(SRC, "bbh", f"{task}.json"), f"{ROOT}/bbh_{task}/data/examples.json")
 
 
+def hotpotqa():
+    rows = json.load(open(os.path.join(SRC, "hotpotqa", "hotpot_dev_v1_simplified.json")))
+    rows = [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    random.Random(7).shuffle(rows)
+    for name, part in [("train", rows[:100]), ("dev", rows[100:200]), ("test", rows[200:300])]:
+        jsonl(f"{ROOT}/hotpotqa/data/{name}.jsonl", part)
+
+
+BBH = ["boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
+       "formal_fallacies", "navigate", "object_counting", "sports_understanding", "web_of_lies"]
+
 if __name__ == "__main__":
-    sst2(); trec(); agnews(); gsm8k(); bbh("boolean_expressions"); bbh("sports_understanding")
+    sst2(); trec(); agnews(); gsm8k(); hotpotqa()
+    for task in BBH:
+        bbh(task)

@@ -4,47 +4,55 @@
 # human-written instruction with the same demonstrations (prompts/human.toml, written from the
 # task description before any optimizer ran), and what each algorithm keeps from the seed with
 # 300 search metric calls and 30 meta calls on 50 dev examples — all scored on the same 100
-# test examples, the kept prompt compared with the human one by the paired bootstrap.
+# test examples (fewer where the split has fewer), the kept prompt compared with the human one
+# by the paired bootstrap.
 #
-#   [ALGOS="auto mipro ape"] [META=local:smollm2-135m-instruct] scripts/bench-small.sh [TASK...]
-#   (default tasks: sst2 trec agnews; META: the task's meta model)
+#   [ALGOS="auto mipro ape"] [META=local:smollm2-135m-instruct] [DEV_LIMIT=50] [TEST_LIMIT=100] \
+#     scripts/bench-small.sh [TASK...]
+#   (default tasks: every examples/* with a prompts/human.toml; META: the task's meta model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p metaprompt-cli >&2
 bin=target/release/metaprompt
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
-tasks=("${@:-sst2 trec agnews}")
-# shellcheck disable=SC2206
-tasks=(${tasks[@]})
+if [ $# -gt 0 ]; then
+  tasks=("$@")
+else
+  tasks=()
+  for h in examples/*/prompts/human.toml; do tasks+=("$(basename "$(dirname "$(dirname "$h")")")"); done
+fi
+dev=${DEV_LIMIT:-50}
+test=${TEST_LIMIT:-100}
 meta=()
 if [ -n "${META:-}" ]; then meta=(--meta "$META"); fi
 common=(--no-cache --no-library)
-echo "| task | prompt | test (100) | vs human on test [95% CI], p | search calls | test calls | meta calls | junk rejected | wall |"
+echo "| task | prompt | test (n) | vs human on test [95% CI], p | search calls | test calls | meta calls | junk rejected | wall |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for task in "${tasks[@]}"; do
   human="examples/$task/prompts/human.toml"
   # The seed: the few-shot prompt whose demonstrations the human one has, without instruction.
   seed="prompts/$(sed -n 's/.*same demonstrations as \([a-z_]*\.toml\).*/\1/p' "$human")"
   "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "examples/$task/$seed" \
-    --split test --limit 100 --json >"$out/$task-seed.json"
+    --split test --limit "$test" --json >"$out/$task-seed.json"
   python3 - "$task" "seed ($(basename "$seed"))" "$out/$task-seed.json" <<'PY'
 import json, sys
 task, name, path = sys.argv[1:]
 c = json.load(open(path))
 def est(s): return f"{s['mean']:.3f}"
 a, b, t = c["a"]["score"], c["b"]["score"], c["paired"]
-print(f"| {task} | human (prompts/human.toml) | {est(a)} | | | | | | |")
+n = c["a"].get("examples", "?")
+print(f"| {task} | human (prompts/human.toml) | {est(a)} ({n}) | | | | | | |")
 print(f"| {task} | {name} | {est(b)} | {t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p = {t['p_value']:.4f} | | | | | |")
 PY
   for algo in ${ALGOS:-auto mipro ape}; do
     run="$out/$task-$algo"
     "$bin" "${common[@]}" optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/$seed" "${meta[@]}" \
-      --dev-limit 50 --test-limit 100 --max-metric-calls 300 --max-meta-calls 30 \
+      --dev-limit "$dev" --test-limit "$test" --max-metric-calls 300 --max-meta-calls 30 \
       --run-dir "$run" --json >"$run.json" 2>"$run.log"
     "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "$run/best.toml" \
-      --split test --limit 100 --json >"$run.compare.json"
+      --split test --limit "$test" --json >"$run.compare.json"
     python3 - "$task" "$algo" "$run.json" "$run.compare.json" <<'PY'
 import json, sys
 task, algo, path, cpath = sys.argv[1:]
