@@ -385,9 +385,12 @@ pub struct OptimizeArgs {
     /// Cap on the search's metric calls (one example scored by one prompt); the final test evaluation (2 × the test split) is counted apart [default: the task's budget, else 1500]
     #[arg(long)]
     pub max_metric_calls: Option<u64>,
-    /// Cap on meta-model calls [default: the task's budget, else 40]
+    /// Cap on meta-model calls [default: the task's budget, else 40; none when only --max-meta-tokens is given]
     #[arg(long)]
     pub max_meta_calls: Option<u64>,
+    /// Cap on the tokens the meta model generates: the budget to give a local meta model, whose samples share their prompt's prefill (each meta call asks for as many samples as the tokens left pay for)
+    #[arg(long, value_name = "TOKENS")]
+    pub max_meta_tokens: Option<u64>,
     /// Cap on the meta layer's cost in dollars
     #[arg(long, value_name = "USD")]
     pub max_meta_cost: Option<f64>,

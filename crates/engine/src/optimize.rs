@@ -451,15 +451,21 @@ fn budget(r: &OptimizeRequest, task: &Task) -> Budget {
     let t = &task.config.budget;
     let b = &r.budget;
     let d = Budget::default();
+    let max_meta_tokens = b.max_meta_tokens.or(t.max_meta_tokens);
     Budget {
         max_metric_calls: b
             .max_metric_calls
             .or(t.max_metric_calls)
             .unwrap_or(d.max_metric_calls),
-        max_meta_calls: b
-            .max_meta_calls
-            .or(t.max_meta_calls)
-            .unwrap_or(d.max_meta_calls),
+        // A token cap alone replaces the default call cap: it is the budget then.
+        max_meta_calls: b.max_meta_calls.or(t.max_meta_calls).unwrap_or(
+            if max_meta_tokens.is_some() {
+                u64::MAX
+            } else {
+                d.max_meta_calls
+            },
+        ),
+        max_meta_tokens,
         max_meta_cost_usd: b.max_meta_cost_usd.or(t.max_meta_cost_usd),
         max_cost_usd: b.max_cost_usd.or(t.max_cost_usd),
         max_wall_secs: b.max_wall_secs.or(t.max_wall_secs),
@@ -503,6 +509,7 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
     let executions = (metric_calls + test_calls) as f64;
     let meta_calls = budget
         .max_meta_calls
+        .min(budget.meta_calls_by_tokens(0, 300))
         .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
     let price = |p: &ModelInfo, input: f64, output: f64| {
         p.pricing.map(|pr| {

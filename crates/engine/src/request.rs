@@ -206,6 +206,10 @@ pub struct BudgetRequest {
     pub max_metric_calls: Option<u64>,
     #[serde(default)]
     pub max_meta_calls: Option<u64>,
+    /// Cap on the tokens the meta layer generates; when set and no call cap is, it replaces
+    /// the default call cap (the unit for a local meta model).
+    #[serde(default)]
+    pub max_meta_tokens: Option<u64>,
     #[serde(default)]
     pub max_meta_cost_usd: Option<f64>,
     #[serde(default)]

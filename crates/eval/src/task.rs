@@ -164,6 +164,7 @@ impl Default for ModelsConfig {
 pub struct BudgetConfig {
     pub max_metric_calls: Option<u64>,
     pub max_meta_calls: Option<u64>,
+    pub max_meta_tokens: Option<u64>,
     pub max_meta_cost_usd: Option<f64>,
     pub max_cost_usd: Option<f64>,
     pub max_wall_secs: Option<u64>,

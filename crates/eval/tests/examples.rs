@@ -4,6 +4,8 @@
 //! table) has an instruction and exactly the demonstrations of the prompt it says it shares them
 //! with, so the table compares instructions and nothing else.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use metaprompt_eval::PromptFile;
@@ -27,7 +29,10 @@ fn tasks() -> Vec<PathBuf> {
 #[test]
 fn every_example_task_loads_and_every_prompt_renders() {
     let tasks = tasks();
-    assert!(tasks.len() >= 14, "expected the shipped tasks, found {tasks:?}");
+    assert!(
+        tasks.len() >= 14,
+        "expected the shipped tasks, found {tasks:?}"
+    );
     for path in tasks {
         let task = Task::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let output = task.config.output.clone();
@@ -36,8 +41,17 @@ fn every_example_task_loads_and_every_prompt_renders() {
             let rows = task
                 .examples(split)
                 .unwrap_or_else(|e| panic!("{} {split}: {e}", path.display()));
-            assert!(rows.len() >= 20, "{} {split}: {} rows", path.display(), rows.len());
-            assert!(rows.iter().all(|e| e.expected.is_some()), "{} {split}", path.display());
+            assert!(
+                rows.len() >= 20,
+                "{} {split}: {} rows",
+                path.display(),
+                rows.len()
+            );
+            assert!(
+                rows.iter().all(|e| e.expected.is_some()),
+                "{} {split}",
+                path.display()
+            );
             if split == "dev" {
                 first = Some(rows[0].clone());
             }
@@ -64,7 +78,9 @@ fn every_example_task_loads_and_every_prompt_renders() {
         if human.is_file() {
             let h = PromptFile::load(&human).unwrap();
             assert!(
-                h.instruction.as_deref().is_some_and(|i| !i.trim().is_empty()),
+                h.instruction
+                    .as_deref()
+                    .is_some_and(|i| !i.trim().is_empty()),
                 "{}: no instruction",
                 human.display()
             );
@@ -75,9 +91,18 @@ fn every_example_task_loads_and_every_prompt_renders() {
             let seed_file = rest.trim_end_matches('.');
             let seed = PromptFile::load(&prompts.join(seed_file))
                 .unwrap_or_else(|e| panic!("{}: its seed {seed_file}: {e}", human.display()));
-            assert!(!seed.demos.is_empty(), "{}: seed without demos", human.display());
+            assert!(
+                !seed.demos.is_empty(),
+                "{}: seed without demos",
+                human.display()
+            );
             assert_eq!(h.demos, seed.demos, "{} vs {seed_file}", human.display());
-            assert_eq!(h.template, seed.template, "{} vs {seed_file}", human.display());
+            assert_eq!(
+                h.template,
+                seed.template,
+                "{} vs {seed_file}",
+                human.display()
+            );
             assert_eq!(h.demo_template, seed.demo_template, "{}", human.display());
         }
     }

@@ -454,6 +454,45 @@ async fn a_meta_call_cap_stops_the_run() {
 }
 
 #[tokio::test]
+async fn a_meta_token_cap_sizes_each_meta_call_by_the_answers_so_far_and_stops_the_run() {
+    // Every answer is 100 words (100 tokens to the scripted provider).
+    let filler = vec!["word"; 96].join(" ");
+    let meta =
+        meta_model(move |_, k| format!("<prompt>Label review variant {k}. {filler}</prompt>"));
+    let dir = tempfile::tempdir().unwrap();
+    // The engine's resolution of a token cap given alone: no call cap.
+    let budget = Budget {
+        max_meta_calls: u64::MAX,
+        max_meta_tokens: Some(1000),
+        ..Budget::default()
+    };
+    let s = Settings {
+        patience: 50,
+        rounds: 50,
+        ..settings()
+    };
+    let o = optimize(
+        "opro",
+        meta.clone(),
+        executor(),
+        &problem(20, 0),
+        &s,
+        &budget,
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.stop, StopReason::MetaTokens);
+    let generated = o.meta_usage.output_tokens;
+    assert!(generated <= 1000, "{generated} tokens generated");
+    // Whole calls only: it stops when the next sample would cross the cap.
+    assert!(generated > 1000 - 100, "{generated} tokens generated");
+    assert_eq!(o.meta_calls, meta.calls().len() as u64);
+    assert_eq!(o.meta_calls, generated / 100);
+}
+
+#[tokio::test]
 async fn without_a_significant_improvement_the_seed_is_kept() {
     let meta = meta_model(|_, k| format!("<prompt>Label review variant {k}.</prompt>"));
     let dir = tempfile::tempdir().unwrap();

@@ -132,6 +132,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         budget: BudgetRequest {
             max_metric_calls: args.max_metric_calls,
             max_meta_calls: args.max_meta_calls,
+            max_meta_tokens: args.max_meta_tokens,
             max_meta_cost_usd: args.max_meta_cost,
             max_cost_usd: args.max_cost,
             max_wall_secs: args.max_wall,

@@ -7,10 +7,17 @@ use serde::{Deserialize, Serialize};
 /// the final test evaluation (seed and kept prompt on the test split, 2 × |test| at most) is
 /// counted apart, in [`crate::run::Outcome::test_calls`]. The dollar and wall caps cover the
 /// whole run, so their look-ahead prices the test split in before every step.
+///
+/// `max_meta_tokens` caps what the meta layer generates, the unit that costs time on a local
+/// meta model (the samples of one meta call share their prompt's prefill): each meta call then
+/// asks for as many samples as the tokens left are expected to pay for, at the mean length of
+/// the answers so far (the meta-prompt's `max_tokens` before the first).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Budget {
     pub max_metric_calls: u64,
     pub max_meta_calls: u64,
+    #[serde(default)]
+    pub max_meta_tokens: Option<u64>,
     pub max_meta_cost_usd: Option<f64>,
     pub max_cost_usd: Option<f64>,
     pub max_wall_secs: Option<u64>,
@@ -21,6 +28,7 @@ impl Default for Budget {
         Self {
             max_metric_calls: 1500,
             max_meta_calls: 40,
+            max_meta_tokens: None,
             max_meta_cost_usd: None,
             max_cost_usd: None,
             max_wall_secs: None,
@@ -34,6 +42,7 @@ impl Default for Budget {
 pub enum StopReason {
     MetricCalls,
     MetaCalls,
+    MetaTokens,
     MetaCost,
     Cost,
     Wall,
@@ -50,6 +59,7 @@ impl StopReason {
         match self {
             StopReason::MetricCalls => "the metric-call cap was reached",
             StopReason::MetaCalls => "the meta-call cap was reached",
+            StopReason::MetaTokens => "the meta-token cap was reached",
             StopReason::MetaCost => "the meta-layer cost cap was reached",
             StopReason::Cost => "the total cost cap was reached",
             StopReason::Wall => "the wall-time cap was reached",
@@ -201,6 +211,15 @@ impl Budget {
         self.max_meta_calls.saturating_sub(spent)
     }
 
+    /// Meta calls the token cap still pays for, each expected to generate `per_call` tokens,
+    /// after `spent` generated tokens (no cap: unlimited).
+    pub fn meta_calls_by_tokens(&self, spent: u64, per_call: u64) -> u64 {
+        match self.max_meta_tokens {
+            None => u64::MAX,
+            Some(cap) => cap.saturating_sub(spent) / per_call.max(1),
+        }
+    }
+
     /// The caps other than call counts, before a step: stop when a cap is reached, or when
     /// the step (and the reserve for the test split) is expected to cross it. A dollar cap
     /// with an unknown cost fails closed.
@@ -260,6 +279,19 @@ mod tests {
         assert_eq!(b.metric_calls_left(120), 0);
         assert_eq!(b.meta_calls_left(3), 2);
         assert_eq!(b.meta_calls_left(7), 0);
+    }
+
+    #[test]
+    fn a_token_cap_pays_for_whole_calls_only() {
+        let b = Budget {
+            max_meta_tokens: Some(1000),
+            ..Budget::default()
+        };
+        assert_eq!(b.meta_calls_by_tokens(0, 300), 3);
+        assert_eq!(b.meta_calls_by_tokens(800, 300), 0);
+        assert_eq!(b.meta_calls_by_tokens(1200, 300), 0);
+        assert_eq!(b.meta_calls_by_tokens(0, 0), 1000);
+        assert_eq!(Budget::default().meta_calls_by_tokens(5000, 10), u64::MAX);
     }
 
     fn capped() -> Budget {

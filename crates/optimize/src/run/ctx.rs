@@ -26,6 +26,10 @@ use crate::meta::MetaPrompts;
 use crate::proxy::PROXY_EXAMPLES;
 use crate::{Event, Observer};
 
+/// Tokens a meta sample is expected to generate when the meta-prompt does not render (it fails
+/// below, and says why).
+const META_TOKENS_GUESS: u64 = 300;
+
 /// An optimization algorithm: each round it proposes candidates through the [`Ctx`] and
 /// selects among them; the run owns the budget, evaluation, checkpoints, convergence and the
 /// verdict. Futures are `Send`, so a server can spawn a run.
@@ -246,21 +250,38 @@ impl<'a> Ctx<'a> {
     }
 
     /// Run meta-prompt `name` `n` times at this round's temperature (fewer when the meta-call
-    /// budget allows fewer). Failed samples are dropped (and logged).
+    /// or meta-token budget allows fewer). Failed samples are dropped (and logged).
     pub async fn meta(&mut self, name: &str, vars: &Value, n: u32) -> Result<Vec<String>, Halt> {
-        let left = self.budget.meta_calls_left(self.meta_calls);
-        let n = u64::from(n).min(left) as u32;
-        let meta_chars = self
+        let rendered = self
             .meta_prompts
-            .render(name, self.layers.meta.info().format, vars)
-            .map_or(0, |m| chars(&m.request.prompt));
+            .render(name, self.layers.meta.info().format, vars);
+        let meta_chars = rendered.as_ref().map_or(0, |m| chars(&m.request.prompt));
+        // Tokens a sample is expected to generate: the mean so far, else the cap it asks for.
+        let (spent, _) = self.costs();
+        let per_call = if spent.calls > 0 {
+            spent.output_tokens.div_ceil(spent.calls)
+        } else {
+            rendered
+                .as_ref()
+                .map_or(META_TOKENS_GUESS, |m| u64::from(m.request.max_tokens))
+        };
+        let by_calls = self.budget.meta_calls_left(self.meta_calls);
+        let by_tokens = self
+            .budget
+            .meta_calls_by_tokens(spent.output_tokens, per_call);
+        let n = u64::from(n).min(by_calls).min(by_tokens) as u32;
         self.check(Ahead {
             meta_calls: u64::from(n),
             meta_chars,
             ..Ahead::default()
         })?;
         if n == 0 {
-            return Err(StopReason::MetaCalls.into());
+            return Err(if by_tokens < by_calls {
+                StopReason::MetaTokens
+            } else {
+                StopReason::MetaCalls
+            }
+            .into());
         }
         let seed = mix(mix(self.settings.seed, self.round as u64), self.meta_calls);
         self.meta_calls += u64::from(n);
