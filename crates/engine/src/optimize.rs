@@ -95,6 +95,9 @@ pub struct Projection {
     /// failed calls come on top), outside the cap.
     pub test_calls: u64,
     pub meta_calls: u64,
+    /// The meta-token cap, when the budget has one (calls then depend on the answers' length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_tokens: Option<u64>,
     /// `None` where a model has no price.
     pub execution_usd: Option<f64>,
     pub meta_usd: Option<f64>,
@@ -509,7 +512,6 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
     let executions = (metric_calls + test_calls) as f64;
     let meta_calls = budget
         .max_meta_calls
-        .min(budget.meta_calls_by_tokens(0, 300))
         .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
     let price = |p: &ModelInfo, input: f64, output: f64| {
         p.pricing.map(|pr| {
@@ -534,6 +536,7 @@ fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Lay
         metric_calls,
         test_calls,
         meta_calls,
+        meta_tokens: budget.max_meta_tokens,
         execution_usd,
         meta_usd,
         total_usd: execution_usd.zip(meta_usd).map(|(a, b)| a + b),

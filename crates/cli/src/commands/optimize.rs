@@ -155,11 +155,14 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
 
 /// Print the projected calls and cost; ask above the threshold.
 fn confirm(args: &OptimizeArgs, p: &Projection) -> anyhow::Result<()> {
+    let meta = match p.meta_tokens {
+        Some(t) => format!("≤ {t} meta tokens"),
+        None => format!("≤ {} meta calls", p.meta_calls),
+    };
     eprintln!(
-        "projected  ≤ {} metric calls for the search + {} for the final test, ≤ {} meta calls · ≤ {} (execution {}, meta {})",
+        "projected  ≤ {} metric calls for the search + {} for the final test, {meta} · ≤ {} (execution {}, meta {})",
         p.metric_calls,
         p.test_calls,
-        p.meta_calls,
         format::cost(p.total_usd),
         format::cost(p.execution_usd),
         format::cost(p.meta_usd)
