@@ -1496,6 +1496,20 @@ impl Respond for Hooks {
     }
 }
 
+impl Hooks {
+    /// What was received once at least `n` requests came (waiting up to 10 s).
+    async fn at_least(&self, n: usize) -> Vec<Received> {
+        for _ in 0..100 {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.len() >= n {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_signed_retried_until_delivered_and_logged() {
     let dir = tempfile::tempdir().unwrap();
@@ -1513,7 +1527,7 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
     let mut config = std::fs::read_to_string(d.join("metaprompt.toml")).unwrap();
     config.push_str(&format!(
         "[[server.webhooks]]\nurl = \"{}/hook\"\nsecret_env = \"HOOK_SECRET\"\n\
-         events = [\"label.moved\", \"review.decided\", \"split.changed\"]\n",
+         events = [\"label.moved\", \"review.decided\", \"split.changed\", \"version.proposed\"]\n",
         receiver.uri()
     ));
     std::fs::write(d.join("metaprompt.toml"), &config).unwrap();
@@ -1536,7 +1550,7 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("HOOK_SECRET"), "{}", stderr(&out));
     let secret = "hook-secret-123";
-    let s = Server::start_with(d, &[], &[("HOOK_SECRET", secret)]);
+    let mut s = Server::start_with(d, &[], &[("HOOK_SECRET", secret)]);
     let api = Api::new();
     let (st, _) = api
         .call(
@@ -1566,15 +1580,7 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
         .await;
     assert_eq!(st, StatusCode::OK);
     // Three events, each refused once and delivered on the retry (0.5 s later).
-    let mut delivered = Vec::new();
-    for _ in 0..100 {
-        let seen = hooks.seen.lock().unwrap().clone();
-        if seen.len() >= 6 {
-            delivered = seen;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = hooks.at_least(6).await;
     assert_eq!(delivered.len(), 6, "{delivered:?}");
     let kinds: HashSet<&str> = delivered.iter().map(|(_, k, _, _)| k.as_str()).collect();
     assert_eq!(
@@ -1597,7 +1603,11 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
         .find(|(_, k, _, _)| k == "label.moved")
         .unwrap();
     let v: Value = serde_json::from_str(&label.3).unwrap();
-    assert_eq!(v["data"]["moved"]["to"]["seq"], 2);
+    assert_eq!(
+        (&v["data"]["from"]["seq"], &v["data"]["to"]["seq"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(v["data"]["label"], "production");
     assert_eq!(v["data"]["by"], "reviewer");
     // Every attempt is logged: a 500 then a 204 for each event.
     let (st, log) = api
@@ -1624,6 +1634,70 @@ async fn webhooks_are_signed_retried_until_delivered_and_logged() {
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    // Changes made outside this server reach the hooks too: a label moved by the CLI, and a
+    // machine-made version another process (the agent, an optimizer) stored in the library.
+    cli(d, &["prompts", "label", "support@v1", "staging"]).await;
+    let other = metaprompt_registry::open(&lib).await.unwrap();
+    let mut proposal = metaprompt_registry::NewVersion::new(
+        "support",
+        metaprompt_eval::PromptFile {
+            instruction: Some("Route it: billing, tech or other.".into()),
+            template: Some("Question: {{ question }}\nTeam:".into()),
+            ..Default::default()
+        },
+        metaprompt_registry::Origin::Optimize,
+        "optimizer",
+    );
+    proposal.message = Some("shorter".into());
+    other.add(proposal).await.unwrap();
+    other.close().await;
+    let seen = hooks.at_least(10).await;
+    let body = |kind: &str| -> Vec<Value> {
+        seen.iter()
+            .filter(|(_, k, _, _)| k == kind)
+            .map(|r| serde_json::from_str(&r.3).unwrap())
+            .collect()
+    };
+    let staging: Vec<Value> = body("label.moved")
+        .into_iter()
+        .filter(|v| v["data"]["label"] == "staging")
+        .collect();
+    assert_eq!(staging.len(), 2, "refused once, then delivered: {seen:?}");
+    assert_eq!(staging[0]["data"]["to"]["seq"], 1);
+    assert!(staging[0]["data"]["from"].is_null());
+    let proposed = body("version.proposed");
+    assert_eq!(proposed.len(), 2, "{seen:?}");
+    assert_eq!(proposed[0]["data"]["version"]["seq"], 3);
+    assert_eq!(proposed[0]["data"]["version"]["review"], "proposed");
+    assert_eq!(proposed[0]["data"]["by"], "optimizer");
+    assert_eq!(proposed[0]["data"]["comment"], "shorter");
+    // A change made while no server runs is delivered when one starts again (after kill -9);
+    // an event the receiver already has may come again, always under its delivery id.
+    s.kill9();
+    let ids = |seen: &[Received]| -> HashSet<String> { seen.iter().map(|r| r.0.clone()).collect() };
+    let before = ids(&seen);
+    cli(d, &["prompts", "label", "support@v2", "staging"]).await;
+    let _s = Server::start_with(d, &[], &[("HOOK_SECRET", secret)]);
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after = hooks.seen.lock().unwrap().clone();
+        if after.iter().filter(|r| !before.contains(&r.0)).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new: Vec<&Received> = after.iter().filter(|r| !before.contains(&r.0)).collect();
+    assert_eq!(new.len(), 2, "one event, refused once: {after:?}");
+    let v: Value = serde_json::from_str(&new[1].3).unwrap();
+    assert_eq!(v["type"], "label.moved");
+    assert_eq!(
+        (
+            &v["data"]["label"],
+            &v["data"]["from"]["seq"],
+            &v["data"]["to"]["seq"]
+        ),
+        (&json!("staging"), &json!(1), &json!(2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

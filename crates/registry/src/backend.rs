@@ -152,6 +152,14 @@ pub trait Tx: Send {
     /// A prompt's events in the order they were stored.
     async fn events(&mut self, prompt: &str) -> Result<Vec<Event>>;
 
+    /// Events of every prompt with an id above `after`, by id, at most `limit`. Ids grow in
+    /// commit order (writers are serialized), so a reader that remembers the last id it saw
+    /// misses nothing.
+    async fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The highest event id, 0 when there are none.
+    async fn last_event_id(&mut self) -> Result<i64>;
+
     /// Append an event (the backend gives it the next id).
     async fn insert_event(&mut self, event: &NewEvent) -> Result<()>;
 }

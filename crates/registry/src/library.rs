@@ -549,6 +549,16 @@ impl<B: Backend> Store for Library<B> {
         tx.events(prompt).await
     }
 
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let mut tx = self.backend.read().await?;
+        tx.events_after(after, limit).await
+    }
+
+    async fn last_event_id(&self) -> Result<i64> {
+        let mut tx = self.backend.read().await?;
+        tx.last_event_id().await
+    }
+
     async fn proposed(&self) -> Result<Vec<Version>> {
         let mut tx = self.backend.read().await?;
         tx.versions_in_review(ReviewState::Proposed).await

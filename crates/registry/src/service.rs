@@ -331,6 +331,12 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
     /// The latest delivery attempts, newest first.
     async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>>;
 
+    /// The library event up to which every webhook delivery is done; `None` before the first
+    /// server with webhooks started.
+    async fn webhook_cursor(&self) -> Result<Option<i64>>;
+
+    async fn set_webhook_cursor(&self, event_id: i64) -> Result<()>;
+
     /// Store an agent case (a new id adds it, a known id replaces it).
     async fn save_case(&self, case: &AgentCase) -> Result<()>;
 

@@ -32,10 +32,10 @@ use crate::model::{
 use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
-const SCHEMA: i64 = 4;
+const SCHEMA: i64 = 5;
 
 /// The oldest schema whose library tables this build reads as they are (a read-only file at
-/// schema 1 still lists, shows and exports; only the service's tables need schema 2 to 4).
+/// schema 1 still lists, shows and exports; only the service's tables need schema 2 to 5).
 const READABLE: i64 = 1;
 
 fn migrator() -> Migrator {
@@ -68,7 +68,35 @@ fn migrator() -> Migrator {
             include_str!("../migrations/sqlite/0004_agent.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "webhook cursor".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0005_webhook_cursor.sql").into_sql_str(),
+            false,
+        ),
     ])
+}
+
+macro_rules! select_events {
+    () => {
+        "SELECT id, prompt, at, actor, kind, hash, label, from_hash, decision, comment FROM events "
+    };
+}
+
+fn event_row(r: &SqliteRow) -> Result<Event> {
+    Ok(Event {
+        id: get(r, "id")?,
+        prompt: get(r, "prompt")?,
+        at: time(&get::<String>(r, "at")?)?,
+        actor: get(r, "actor")?,
+        kind: EventKind::parse(&get::<String>(r, "kind")?)?,
+        hash: get(r, "hash")?,
+        label: get(r, "label")?,
+        from_hash: get(r, "from_hash")?,
+        decision: get(r, "decision")?,
+        comment: get(r, "comment")?,
+    })
 }
 
 macro_rules! select_versions {
@@ -770,30 +798,33 @@ impl Tx for SqliteTx {
     }
 
     async fn events(&mut self, prompt: &str) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT id, prompt, at, actor, kind, hash, label, from_hash, decision, comment \
-             FROM events WHERE prompt = $1 ORDER BY id",
-        )
-        .bind(prompt)
+        let rows = sqlx::query(concat!(select_events!(), "WHERE prompt = $1 ORDER BY id"))
+            .bind(prompt)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot read events"))?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            select_events!(),
+            "WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit as i64)
         .fetch_all(&mut *self.tx)
         .await
         .map_err(self.err("cannot read events"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    id: get(r, "id")?,
-                    prompt: get(r, "prompt")?,
-                    at: time(&get::<String>(r, "at")?)?,
-                    actor: get(r, "actor")?,
-                    kind: EventKind::parse(&get::<String>(r, "kind")?)?,
-                    hash: get(r, "hash")?,
-                    label: get(r, "label")?,
-                    from_hash: get(r, "from_hash")?,
-                    decision: get(r, "decision")?,
-                    comment: get(r, "comment")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn last_event_id(&mut self) -> Result<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(self.err("cannot read events"))?;
+        Ok(id.unwrap_or(0))
     }
 
     async fn insert_event(&mut self, e: &NewEvent) -> Result<()> {

@@ -463,6 +463,25 @@ impl ServiceStore for SqliteService {
         Ok(())
     }
 
+    async fn webhook_cursor(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT event_id FROM webhook_cursor WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await
+            .map_err(self.err("cannot read the webhook cursor"))
+    }
+
+    async fn set_webhook_cursor(&self, event_id: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_cursor (id, event_id) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id",
+        )
+        .bind(event_id)
+        .execute(self.pool())
+        .await
+        .map_err(self.err("cannot store the webhook cursor"))?;
+        Ok(())
+    }
+
     async fn save_case(&self, c: &AgentCase) -> Result<()> {
         sqlx::query(
             "INSERT INTO agent_cases (id, prompt, slice, state, opened_at, updated_at, body) \
@@ -696,5 +715,17 @@ mod tests {
         assert_eq!(s.token(&token_hash(&secret)).await.unwrap(), None);
         assert!(!s.revoke_token("alice", crate::now()).await.unwrap());
         assert!(s.tokens().await.unwrap()[0].revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_webhook_cursor_starts_unset_and_keeps_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.db");
+        let s = SqliteService::open(&path).await.unwrap();
+        assert_eq!(s.webhook_cursor().await.unwrap(), None);
+        s.set_webhook_cursor(7).await.unwrap();
+        s.set_webhook_cursor(12).await.unwrap();
+        let again = SqliteService::open(&path).await.unwrap();
+        assert_eq!(again.webhook_cursor().await.unwrap(), Some(12));
     }
 }

@@ -71,6 +71,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A prompt's audit trail, oldest first.
     async fn events(&self, prompt: &str) -> Result<Vec<Event>>;
 
+    /// The audit trail of every prompt after event `after` (by id, at most `limit`): how a
+    /// follower (the server's webhooks) sees changes whoever made them.
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The id of the newest event, 0 in an empty library.
+    async fn last_event_id(&self) -> Result<i64>;
+
     /// Every version waiting for review, oldest first.
     async fn proposed(&self) -> Result<Vec<Version>>;
 

@@ -23,8 +23,9 @@
 //!   "param", "code"}}` naming the field; never a panic or a plain-text rejection.
 //! - [`runs`] — evaluations and optimizations over HTTP through the engine's requests, with
 //!   progress as SSE, cancel and resume; records on disk, so runs survive a restart.
-//! - [`webhooks`] — signed POSTs on proposals, reviews, label and split moves, finished runs,
-//!   retried with backoff, every attempt logged.
+//! - [`webhooks`] — signed POSTs on proposals, reviews, label and split moves (followed in the
+//!   library's audit trail, whoever made them) and finished runs, retried with backoff, every
+//!   attempt logged.
 //! - [`agent`] — the prompt-engineer agent's state (`GET /v1/agent`), a pass on demand, and
 //!   the `serve --agent` loop.
 //! - [`console`] — the web console at `/`: server-rendered pages over the same state, signed in
@@ -386,10 +387,11 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         .runs_dir
         .clone()
         .unwrap_or_else(|| runs::default_dir(&path));
-    let webhooks = webhooks::Webhooks::start(&options.webhooks, service.clone(), |var| {
-        std::env::var(var).ok()
-    })
-    .map_err(ServerError::Config)?;
+    let webhooks =
+        webhooks::Webhooks::start(&options.webhooks, library.clone(), service.clone(), |var| {
+            std::env::var(var).ok()
+        })
+        .map_err(ServerError::Config)?;
     let runs = runs::Runs::open(runs_dir.clone(), &engine, webhooks.clone())
         .await
         .map_err(|e| ServerError::Config(format!("runs directory {}: {e}", runs_dir.display())))?;

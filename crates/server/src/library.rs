@@ -213,10 +213,6 @@ pub async fn move_label(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
-    state.webhooks.emit(
-        "label.moved",
-        json!({"prompt": name, "moved": moved, "by": caller.name}),
-    );
     Ok(Json(json!({ "moved": moved })))
 }
 
@@ -246,10 +242,6 @@ pub async fn rollback(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
-    state.webhooks.emit(
-        "label.moved",
-        json!({"prompt": name, "moved": moved, "by": caller.name}),
-    );
     Ok(Json(json!({ "moved": moved })))
 }
 
@@ -294,10 +286,6 @@ pub async fn set_split(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
-    state.webhooks.emit(
-        "split.changed",
-        json!({"prompt": name, "split": split, "by": caller.name}),
-    );
     Ok(Json(json!({ "split": split })))
 }
 
@@ -321,10 +309,6 @@ pub async fn end_split(
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
-    state.webhooks.emit(
-        "split.changed",
-        json!({"prompt": name, "label": label, "split": null, "by": caller.name}),
-    );
     Ok(Json(json!({ "split": null })))
 }
 
@@ -476,9 +460,5 @@ pub async fn decide(
         .await
         .map_err(|e| error::library(e, "version"))?;
     state.resolver.forget(&v.prompt);
-    state.webhooks.emit(
-        "review.decided",
-        json!({"prompt": v.prompt, "version": v, "decision": decision.as_str(), "comment": comment, "by": caller.name}),
-    );
     Ok(v)
 }

@@ -429,22 +429,6 @@ impl Runs {
             runs.save(&job);
             let r = job.record();
             job.push(json!({"event": "end", "status": r.status, "error": r.error}));
-            // A finished optimization's new versions are proposals waiting for review.
-            if let Some(added) = r
-                .result
-                .as_ref()
-                .and_then(|v| v["stored"]["added"].as_array())
-            {
-                for a in added
-                    .iter()
-                    .filter(|a| a["version"]["review"] == "proposed")
-                {
-                    runs.webhooks.emit(
-                        "version.proposed",
-                        json!({"version": a["version"], "run": r.id}),
-                    );
-                }
-            }
             runs.webhooks.emit(
                 "run.finished",
                 json!({"id": r.id, "kind": r.kind, "status": r.status, "error": r.error,

@@ -11,10 +11,20 @@
 //! {"id": "evt_…", "type": "review.decided", "at": "…", "data": {…}}
 //! ```
 //!
+//! The library's events come from its audit trail, not from the request handlers: a follower
+//! reads every event after the last one it handled ([`Store::events_after`], every [`POLL`]),
+//! so what the CLI, the agent or another server wrote is delivered like what this server did.
+//! How far it got is kept in the service database ([`ServiceStore::webhook_cursor`]): it moves
+//! past an event only once every delivery of it is done, so a restart (even after kill -9)
+//! resends what was in flight, with the same delivery id, and delivers what was written while
+//! no server ran. A server started with hooks for the first time begins at the newest event
+//! (history is not replayed). `run.finished` is this server's own (runs over HTTP) and is sent
+//! from memory.
+//!
 //! A delivery that fails (a connection error, a timeout, a non-2xx answer) is retried with
 //! exponential backoff (0.5 s, 1 s, 2 s, … up to [`ATTEMPTS`] attempts); every attempt is
 //! logged in the library database (`GET /v1/webhooks/deliveries`). Deliveries run on their own
-//! task: a slow receiver never slows a request.
+//! tasks: a slow receiver never slows a request or another delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +32,8 @@ use std::time::Duration;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use metaprompt_llm::config::WebhookConfig;
-use metaprompt_registry::ServiceStore;
 use metaprompt_registry::service::Delivery;
+use metaprompt_registry::{Event, EventKind, Origin, ServiceStore, Store, Version};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc;
@@ -32,6 +42,12 @@ use crate::gateway::new_id;
 
 /// Attempts per delivery, the first included.
 pub const ATTEMPTS: u32 = 6;
+
+/// How often the follower looks for new library events.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// Library events read at a time.
+const PAGE: usize = 200;
 
 /// Every event type a hook may ask for.
 pub const EVENTS: [&str; 5] = [
@@ -57,9 +73,11 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Check the hooks (their secrets come from environment variables) and start the sender.
+    /// Check the hooks (their secrets come from environment variables), start following the
+    /// library's events and the sender of this server's own.
     pub fn start(
         configs: &[WebhookConfig],
+        library: Arc<dyn Store>,
         service: Arc<dyn ServiceStore>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
@@ -101,12 +119,23 @@ impl Webhooks {
         if hooks.is_empty() {
             return Ok(Self { queue: None });
         }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))?;
+        let sender = Sender {
+            hooks: Arc::new(hooks),
+            client,
+            service,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(send_all(hooks, service, rx));
+        tokio::spawn(send_own(sender.clone(), rx));
+        tokio::spawn(follow(sender, library));
         Ok(Self { queue: Some(tx) })
     }
 
-    /// Queue an event for every hook that wants it.
+    /// Queue one of this server's own events (`run.finished`) for every hook that wants it.
+    /// Library changes need no call: the follower sees them in the audit trail.
     pub fn emit(&self, kind: &str, data: Value) {
         if let Some(q) = &self.queue {
             let _ = q.send((kind.to_string(), data));
@@ -125,93 +154,287 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn send_all(
-    hooks: Vec<Hook>,
+/// What every delivery needs.
+#[derive(Debug, Clone)]
+struct Sender {
+    hooks: Arc<Vec<Hook>>,
+    client: reqwest::Client,
     service: Arc<dyn ServiceStore>,
-    mut rx: mpsc::UnboundedReceiver<(String, Value)>,
-) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks: cannot build the HTTP client");
-            return;
-        }
-    };
-    while let Some((kind, data)) = rx.recv().await {
-        let id = new_id("evt");
-        let body = json!({"id": id, "type": kind, "at": Utc::now(), "data": data}).to_string();
-        for hook in hooks.iter().filter(|h| h.events.contains(&kind)) {
-            // Each delivery retries on its own, so one dead receiver delays no other.
-            tokio::spawn(deliver(
-                client.clone(),
+}
+
+impl Sender {
+    /// Start one delivery per hook that wants `kind`; each calls `done` when it is over
+    /// (delivered or given up). Returns how many started.
+    fn send(
+        &self,
+        id: &str,
+        kind: &str,
+        at: chrono::DateTime<Utc>,
+        data: Value,
+        done: impl Fn() + Clone + Send + 'static,
+    ) -> usize {
+        let body = json!({"id": id, "type": kind, "at": at, "data": data}).to_string();
+        let mut started = 0;
+        for hook in self
+            .hooks
+            .iter()
+            .filter(|h| h.events.iter().any(|e| e == kind))
+        {
+            let (me, hook, id, kind, body) = (
+                self.clone(),
                 hook.clone(),
-                service.clone(),
-                id.clone(),
-                kind.clone(),
+                id.to_string(),
+                kind.to_string(),
                 body.clone(),
-            ));
+            );
+            let done = done.clone();
+            tokio::spawn(async move {
+                me.deliver(&hook, &id, &kind, &body).await;
+                done();
+            });
+            started += 1;
+        }
+        started
+    }
+
+    async fn deliver(&self, hook: &Hook, id: &str, kind: &str, body: &str) {
+        let sig = signature(&hook.secret, body.as_bytes());
+        let mut pause = Duration::from_millis(500);
+        for attempt in 1..=ATTEMPTS {
+            let sent = self
+                .client
+                .post(&hook.url)
+                .header("content-type", "application/json")
+                .header("x-metaprompt-event", kind)
+                .header("x-metaprompt-delivery", id)
+                .header("x-metaprompt-signature", &sig)
+                .body(body.to_string())
+                .send()
+                .await;
+            let (status, error) = match sent {
+                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                Ok(r) => (
+                    Some(r.status().as_u16()),
+                    Some(format!("answered {}", r.status())),
+                ),
+                Err(e) => (
+                    None,
+                    Some(metaprompt_llm::redact::redact_tokens(&e.to_string())),
+                ),
+            };
+            let ok = error.is_none();
+            let logged = self
+                .service
+                .record_delivery(&Delivery {
+                    event_id: id.to_string(),
+                    event: kind.to_string(),
+                    url: hook.url.clone(),
+                    attempt,
+                    status,
+                    error: error.clone(),
+                    at: Utc::now(),
+                })
+                .await;
+            if let Err(e) = logged {
+                tracing::warn!(error = %e, "webhooks: cannot log a delivery");
+            }
+            if ok {
+                return;
+            }
+            tracing::warn!(url = %hook.url, event = %kind, attempt, error = ?error, "webhook delivery failed");
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
         }
     }
 }
 
-async fn deliver(
-    client: reqwest::Client,
-    hook: Hook,
-    service: Arc<dyn ServiceStore>,
-    id: String,
-    kind: String,
-    body: String,
-) {
-    let sig = signature(&hook.secret, body.as_bytes());
-    let mut pause = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
-        let sent = client
-            .post(&hook.url)
-            .header("content-type", "application/json")
-            .header("x-metaprompt-event", &kind)
-            .header("x-metaprompt-delivery", &id)
-            .header("x-metaprompt-signature", &sig)
-            .body(body.clone())
-            .send()
-            .await;
-        let (status, error) = match sent {
-            Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-            Ok(r) => (
-                Some(r.status().as_u16()),
-                Some(format!("answered {}", r.status())),
-            ),
-            Err(e) => (
-                None,
-                Some(metaprompt_llm::redact::redact_tokens(&e.to_string())),
-            ),
-        };
-        let ok = error.is_none();
-        let logged = service
-            .record_delivery(&Delivery {
-                event_id: id.clone(),
-                event: kind.clone(),
-                url: hook.url.clone(),
-                attempt,
-                status,
-                error: error.clone(),
-                at: Utc::now(),
-            })
-            .await;
-        if let Err(e) = logged {
-            tracing::warn!(error = %e, "webhooks: cannot log a delivery");
-        }
-        if ok {
-            return;
-        }
-        tracing::warn!(url = %hook.url, event = %kind, attempt, error = ?error, "webhook delivery failed");
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(60));
-        }
+async fn send_own(sender: Sender, mut rx: mpsc::UnboundedReceiver<(String, Value)>) {
+    while let Some((kind, data)) = rx.recv().await {
+        sender.send(&new_id("evt"), &kind, Utc::now(), data, || {});
     }
+}
+
+/// Where the follower stands: the last event read, and the events whose deliveries are still
+/// running (with how many are left of each).
+#[derive(Debug, Default)]
+struct Progress {
+    read: i64,
+    open: std::collections::BTreeMap<i64, usize>,
+}
+
+impl Progress {
+    /// The event up to which everything is done.
+    fn done_up_to(&self) -> i64 {
+        self.open.keys().next().map_or(self.read, |first| first - 1)
+    }
+}
+
+/// Follow the library's audit trail and deliver what the hooks want, forever.
+async fn follow(sender: Sender, library: Arc<dyn Store>) {
+    let start = loop {
+        match start_at(&*sender.service, &*library).await {
+            Ok(at) => break at,
+            Err(e) => tracing::warn!(error = %e, "webhooks: cannot read where to start"),
+        }
+        tokio::time::sleep(POLL * 4).await;
+    };
+    let progress = Arc::new(std::sync::Mutex::new(Progress {
+        read: start,
+        ..Progress::default()
+    }));
+    let mut saved = start;
+    loop {
+        let read = progress.lock().map(|p| p.read).unwrap_or(start);
+        match library.events_after(read, PAGE).await {
+            Ok(events) => {
+                let mut versions = VersionCache::default();
+                for e in &events {
+                    if let Some((kind, data)) = describe(e, &*library, &mut versions).await {
+                        let id = format!("evt_{}_{}", e.id, e.at.timestamp_millis());
+                        let (p, event) = (progress.clone(), e.id);
+                        let done = move || {
+                            if let Ok(mut p) = p.lock()
+                                && let Some(left) = p.open.get_mut(&event)
+                            {
+                                *left -= 1;
+                                if *left == 0 {
+                                    p.open.remove(&event);
+                                }
+                            }
+                        };
+                        // Counted before any delivery can finish.
+                        let wanted = sender
+                            .hooks
+                            .iter()
+                            .filter(|h| h.events.iter().any(|k| k == kind))
+                            .count();
+                        if wanted > 0
+                            && let Ok(mut p) = progress.lock()
+                        {
+                            p.open.insert(e.id, wanted);
+                        }
+                        sender.send(&id, kind, e.at, data, done);
+                    }
+                    if let Ok(mut p) = progress.lock() {
+                        p.read = e.id;
+                    }
+                }
+                if events.len() == PAGE {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "webhooks: cannot read the library's events"),
+        }
+        let done = progress.lock().map(|p| p.done_up_to()).unwrap_or(saved);
+        if done != saved {
+            match sender.service.set_webhook_cursor(done).await {
+                Ok(()) => saved = done,
+                Err(e) => tracing::warn!(error = %e, "webhooks: cannot store the cursor"),
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The stored cursor, or (first start) the newest event, stored.
+async fn start_at(service: &dyn ServiceStore, library: &dyn Store) -> Result<i64, String> {
+    if let Some(at) = service.webhook_cursor().await.map_err(|e| e.to_string())? {
+        return Ok(at);
+    }
+    let at = library.last_event_id().await.map_err(|e| e.to_string())?;
+    service
+        .set_webhook_cursor(at)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(at)
+}
+
+/// Versions by prompt and hash, read once per page of events.
+#[derive(Debug, Default)]
+struct VersionCache(std::collections::HashMap<String, Vec<Version>>);
+
+impl VersionCache {
+    /// The version as JSON, or its bare hash when it cannot be read.
+    async fn get(&mut self, library: &dyn Store, prompt: &str, hash: Option<&str>) -> Value {
+        let Some(hash) = hash else {
+            return Value::Null;
+        };
+        if !self.0.contains_key(prompt) {
+            match library.versions(prompt).await {
+                Ok(v) => {
+                    self.0.insert(prompt.to_string(), v);
+                }
+                Err(e) => tracing::warn!(error = %e, "webhooks: cannot read versions"),
+            }
+        }
+        self.0
+            .get(prompt)
+            .and_then(|vs| vs.iter().find(|v| v.hash == hash))
+            .and_then(|v| serde_json::to_value(v).ok())
+            .unwrap_or_else(|| json!({"prompt": prompt, "hash": hash}))
+    }
+}
+
+/// The webhook event a library event is, if any: its type and `data`.
+async fn describe(
+    e: &Event,
+    library: &dyn Store,
+    versions: &mut VersionCache,
+) -> Option<(&'static str, Value)> {
+    let mut version = async |hash: Option<&str>| versions.get(library, &e.prompt, hash).await;
+    let common = |mut data: Value| {
+        data["prompt"] = json!(e.prompt);
+        data["by"] = json!(e.actor);
+        data["comment"] = json!(e.comment);
+        data
+    };
+    Some(match e.kind {
+        EventKind::Add => {
+            // Machine-made versions start proposed (see the library's rules).
+            let origin = Origin::parse(e.decision.as_deref().unwrap_or_default()).ok()?;
+            if !origin.is_machine() {
+                return None;
+            }
+            let v = version(e.hash.as_deref()).await;
+            ("version.proposed", common(json!({ "version": v })))
+        }
+        EventKind::Review => {
+            let v = version(e.hash.as_deref()).await;
+            (
+                "review.decided",
+                common(json!({"version": v, "decision": e.decision})),
+            )
+        }
+        EventKind::Label | EventKind::Rollback => {
+            let from = version(e.from_hash.as_deref()).await;
+            let to = version(e.hash.as_deref()).await;
+            let rollback = e.kind == EventKind::Rollback;
+            (
+                "label.moved",
+                common(json!({"label": e.label, "from": from, "to": to, "rollback": rollback})),
+            )
+        }
+        EventKind::Split => {
+            let split = match e.hash.as_deref() {
+                None => Value::Null,
+                Some(hash) => {
+                    let weight: Option<f64> = e.decision.as_deref().and_then(|w| w.parse().ok());
+                    json!({
+                        "canary": version(Some(hash)).await,
+                        "weight": weight,
+                        "serving": version(e.from_hash.as_deref()).await,
+                    })
+                }
+            };
+            (
+                "split.changed",
+                common(json!({"label": e.label, "split": split})),
+            )
+        }
+        EventKind::Policy => return None,
+    })
 }
 
 #[cfg(test)]

@@ -299,6 +299,21 @@ impl Tx for MemoryTx {
             .collect())
     }
 
+    async fn events_after(&mut self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self
+            .rows
+            .events
+            .iter()
+            .filter(|e| e.id > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn last_event_id(&mut self) -> Result<i64> {
+        Ok(self.rows.events.last().map_or(0, |e| e.id))
+    }
+
     async fn insert_event(&mut self, e: &NewEvent) -> Result<()> {
         let rows = self.write();
         let id = rows.events.len() as i64 + 1;

@@ -39,6 +39,7 @@ macro_rules! store_suite {
             a_failed_write_leaves_nothing,
             rollbacks_walk_back_through_the_labels_history,
             policy_and_reviews_guard_production,
+            the_audit_trail_is_followed_across_prompts_and_handles,
         );
     };
     (@each $backend:ident, $fixture:path, $($behaviour:ident),* $(,)?) => {
@@ -634,4 +635,56 @@ pub async fn policy_and_reviews_guard_production(f: &dyn Fixture) {
         ]
     );
     assert!(!store.prompts().await.unwrap()[0].review_required);
+}
+
+/// A follower (the server's webhooks) reads every prompt's events after the last id it saw,
+/// including those another handle (another process: the CLI) wrote since.
+pub async fn the_audit_trail_is_followed_across_prompts_and_handles(f: &dyn Fixture) {
+    let (follower, writer) = (f.open().await, f.open().await);
+    assert_eq!(follower.last_event_id().await.unwrap(), 0);
+    assert!(follower.events_after(0, 10).await.unwrap().is_empty());
+    let a = writer
+        .add(NewVersion::new("p", prompt("A.", &[]), Origin::Human, "x"))
+        .await
+        .unwrap();
+    let seen = follower.last_event_id().await.unwrap();
+    assert!(seen > 0);
+    writer
+        .add(NewVersion::new(
+            "q",
+            prompt("B.", &[]),
+            Origin::Optimize,
+            "y",
+        ))
+        .await
+        .unwrap();
+    writer
+        .move_label(&LabelMove {
+            prompt: "p".into(),
+            label: "production".into(),
+            to: Some(a.version.hash),
+            actor: "z".into(),
+            comment: None,
+        })
+        .await
+        .unwrap();
+    let new = follower.events_after(seen, 10).await.unwrap();
+    let got: Vec<(&str, EventKind)> = new.iter().map(|e| (e.prompt.as_str(), e.kind)).collect();
+    assert_eq!(got, [("q", EventKind::Add), ("p", EventKind::Label)]);
+    assert!(new[0].id > seen && new[1].id > new[0].id);
+    assert_eq!(follower.last_event_id().await.unwrap(), new[1].id);
+    // A limit pages through them in order.
+    let first = follower.events_after(seen, 1).await.unwrap();
+    assert_eq!(first, new[..1]);
+    assert_eq!(
+        follower.events_after(first[0].id, 10).await.unwrap(),
+        new[1..]
+    );
+    assert!(
+        follower
+            .events_after(new[1].id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
