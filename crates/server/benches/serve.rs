@@ -9,8 +9,9 @@
 //! - feedback ingestion with durability (each request answered after its commit): events/s,
 //!   one event per request and 100 per batch.
 //!
-//! `cargo bench -p metaprompt-server --bench serve` (`-- --secs 5` for longer runs). The load
-//! generator is a Rust client in this process, so it shares the 2 cores with the server: the
+//! `cargo bench -p metaprompt-server --bench serve` (`-- --secs 10` for longer runs). The load
+//! generator is a Rust client in this process, on a tokio runtime apart from the server's (as
+//! if the server ran in its own process), so it still shares the 2 cores with the server: the
 //! figures are a floor.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,35 +148,53 @@ fn report(name: &str, l: &Load) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let secs: f64 = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(200))
-                .set_body_json(
-                    json!({"choices": [{"text": "billing", "finish_reason": "stop"}],
-                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1}}),
-                ),
-        )
-        .mount(&mock)
-        .await;
+/// The server on a runtime of its own (as many workers as cores, as `metaprompt serve` has), as
+/// if in its own process: the load generator's tasks never queue behind the server's, or the
+/// server's behind them; the operating system shares the cores between the two.
+struct Server {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    /// Start it with a library holding `support` (labelled `production`) and an admin token:
+    /// the server, its base URL, the version's hash and the token.
+    fn start(mock: String, dir: std::path::PathBuf) -> (Server, String, String, String) {
+        let (started, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (running, hash, secret) = serve(&mock, &dir).await;
+                started
+                    .send((format!("http://{}", running.addr), hash, secret))
+                    .unwrap();
+                let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+                running.shutdown();
+                running.wait().await.unwrap();
+            });
+        });
+        let (base, hash, secret) = ready.recv().unwrap();
+        (Server { stop, thread }, base, hash, secret)
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+async fn serve(mock: &str, dir: &std::path::Path) -> (metaprompt_server::Running, String, String) {
     let config = Config::parse(&format!(
         "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 512\n\
          [models.\"mock:exec\"]\nformat = \"text\"\n",
-        mock.uri()
+        mock
     ))
     .unwrap();
-    let library = dir.path().join("lib.db");
+    let library = dir.join("lib.db");
     let store = metaprompt_registry::open(&library).await.unwrap();
     let mut file = PromptFile::from_template("support", "Question: {{ question }}\nTeam:");
     file.target_model = Some("mock:exec".into());
@@ -223,7 +242,32 @@ async fn main() {
         ..ServerOptions::default()
     };
     let running = metaprompt_server::start(engine, options).await.unwrap();
-    let base = format!("http://{}", running.addr);
+    (running, v.version.hash, secret)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: f64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(200))
+                .set_body_json(
+                    json!({"choices": [{"text": "billing", "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1}}),
+                ),
+        )
+        .mount(&mock)
+        .await;
+    let (server, base, hash, secret) = Server::start(mock.uri(), dir.path().to_path_buf());
     let auth = format!("Bearer {secret}");
     println!(
         "metaprompt serve · {} cores · {secs} s per measurement",
@@ -241,7 +285,7 @@ async fn main() {
     })
     .await;
     let (b, a2) = (base.clone(), a.clone());
-    let tag = format!("\"{}\"", v.version.hash);
+    let tag = format!("\"{hash}\"");
     let revalidate = load(64, secs, move |c, _| {
         c.get(format!("{b}/v1/prompts/support"))
             .header("authorization", &a2)
@@ -353,6 +397,5 @@ async fn main() {
         one.rps(),
         batch.rps() * 100.0
     );
-    running.shutdown();
-    running.wait().await.unwrap();
+    server.stop();
 }

@@ -436,6 +436,14 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // Without TCP_NODELAY, a response written in two segments waits for the client's
+        // delayed ACK (40-200 ms) before its second goes out: 1-2% of gateway requests paid a
+        // whole extra provider round for it under load.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::trace!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
