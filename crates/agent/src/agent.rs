@@ -668,19 +668,7 @@ impl Agent {
         rejections: &[String],
     ) -> Diagnosis {
         let summary = summarize(case, sets);
-        let output = demo_output(file);
-        let labels: Vec<String> = output
-            .as_deref()
-            .map(|o| {
-                let mut l: Vec<String> = file
-                    .demos
-                    .iter()
-                    .filter_map(|d| d.get(o).map(text))
-                    .collect();
-                l.dedup();
-                l
-            })
-            .unwrap_or_default();
+        let labels = shown_answers(file);
         let show = |i: &Item| {
             i.inputs
                 .values()
@@ -1275,9 +1263,27 @@ fn action(c: &Case, what: &str) -> Action {
 
 /// The variable a prompt's demonstrations hold the answer in: the demo key that no
 /// example-side template reads.
+/// The answers a prompt's demonstrations show (the fixed ones, or the pool a selector picks each
+/// input's from), each once, in order.
+fn shown_answers(file: &PromptFile) -> Vec<String> {
+    let mut answers: Vec<String> = Vec::new();
+    if let Some(o) = demo_output(file) {
+        for a in file
+            .demo_entries()
+            .iter()
+            .filter_map(|d| d.get(&o).map(text))
+        {
+            if !answers.contains(&a) {
+                answers.push(a);
+            }
+        }
+    }
+    answers
+}
+
 fn demo_output(file: &PromptFile) -> Option<String> {
     let inputs = file.variables();
-    file.demos
+    file.demo_entries()
         .first()?
         .keys()
         .find(|k| !inputs.contains(k))
@@ -1549,6 +1555,28 @@ pub async fn status_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_diagnosis_sees_the_answers_of_fixed_demos_or_of_a_selectors_pool_once_each() {
+        let fixed: PromptFile = toml::from_str(
+            "name = \"support\"\ntemplate = \"Q: {{ q }}\\nTeam:\"\n\
+             [[demos]]\nq = \"a\"\nteam = \"billing\"\n\
+             [[demos]]\nq = \"b\"\nteam = \"tech\"\n\
+             [[demos]]\nq = \"c\"\nteam = \"billing\"\n",
+        )
+        .unwrap();
+        assert_eq!(shown_answers(&fixed), ["billing", "tech"]);
+        let knn: PromptFile = toml::from_str(
+            "name = \"support\"\ntemplate = \"Q: {{ q }}\\nTeam:\"\n\
+             [selector]\nkind = \"knn\"\nk = 1\nembed = \"words\"\n\
+             [[pool]]\nq = \"a\"\nteam = \"other\"\n\
+             [[pool]]\nq = \"b\"\nteam = \"tech\"\n\
+             [[pool]]\nq = \"c\"\nteam = \"other\"\n",
+        )
+        .unwrap();
+        assert_eq!(shown_answers(&knn), ["other", "tech"]);
+        assert!(shown_answers(&PromptFile::from_template("p", "{{ q }}")).is_empty());
+    }
 
     #[test]
     fn the_guardrail_refuses_a_proposal_without_a_protected_constraint() {

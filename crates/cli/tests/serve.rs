@@ -72,7 +72,8 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, param: &str)
 async fn serve_roles_etags_runs_feedback_and_review_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mock = mock_model(Duration::ZERO).await;
+    // Each model call takes 300 ms, so the gateway's overhead metric can be told from it.
+    let mock = mock_model(Duration::from_millis(300)).await;
     setup(d, &mock).await;
     let viewer = token(d, "viewer").await;
     let runner = token(d, "runner").await;
@@ -448,6 +449,29 @@ async fn serve_roles_etags_runs_feedback_and_review_over_http() {
         m.contains("route=\"/v1/prompts/{name}\",status=\"304\""),
         "{m}"
     );
+    // The gateway's own overhead leaves out the model's 300 ms: every run and completion took
+    // longer than 0.25 s, and every one's overhead is within it.
+    let value = |name: &str, route: &str, le: Option<&str>| -> u64 {
+        m.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("route=\"{route}\""))
+                    && le.is_none_or(|le| l.contains(&format!("le=\"{le}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {route} in {m}"))
+    };
+    for route in ["/v1/prompts/{name}/run", "/v1/chat/completions"] {
+        let ran = value("metaprompt_gateway_overhead_seconds_count", route, None);
+        assert!(ran >= 1, "{route}: {m}");
+        let overhead = "metaprompt_gateway_overhead_seconds_bucket";
+        assert_eq!(value(overhead, route, Some("0.25")), ran, "{route}: {m}");
+        // The requests themselves (refusals included) took longer: at least `ran` of them.
+        let latency = "metaprompt_http_request_duration_seconds";
+        let slow = value(&format!("{latency}_count"), route, None)
+            - value(&format!("{latency}_bucket"), route, Some("0.2048"));
+        assert!(slow >= ran, "{route}: {m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

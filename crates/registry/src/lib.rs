@@ -37,7 +37,8 @@
 //!   Queries are portable SQL so a PostgreSQL backend can reuse them. [`SqliteStore`] is
 //!   `Library<SqliteBackend>`.
 //! - [`service`] — what the prompt service keeps in the same database: inferences, feedback,
-//!   API tokens, webhook deliveries and the agent's cases ([`ServiceStore`], on SQLite
+//!   API tokens, webhook deliveries (and how far the webhooks have followed the audit trail:
+//!   [`Store::events_after`]) and the agent's cases ([`ServiceStore`], on SQLite
 //!   [`SqliteService`], opened by [`open_service`]).
 //! - [`policy`] — the rules that need no storage at all: label names, who may move
 //!   `production` where (a machine-made version needs an approval when the prompt has

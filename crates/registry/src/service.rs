@@ -1,7 +1,7 @@
 //! What the prompt service keeps beside the library: every inference it ran, every outcome
-//! reported for one, its API tokens (only their hashes), its webhook deliveries, and the
-//! prompt-engineer agent's cases. Same database as the library
-//! (schema 2), its own trait, because its shape is different: append-mostly, written in batches
+//! reported for one, its API tokens (only their hashes), its webhook deliveries and cursor, and
+//! the prompt-engineer agent's cases. Same database as the library (schemas 2 to 5), its own
+//! trait, because its shape is different: append-mostly, written in batches
 //! by the server's recorder, read by the agent in time windows.
 //!
 //! [`ServiceStore::record`] stores inferences and feedback **in one transaction**; the server

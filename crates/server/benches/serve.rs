@@ -5,7 +5,8 @@
 //!   stack and client doing no work);
 //! - run through the gateway against a mock provider answering in 200 ms, at 256 concurrent
 //!   requests: throughput beside the ideal N / 0.2 s and p99 overhead beside calling the mock
-//!   directly with the same client;
+//!   directly with the same client, and the server's own overhead from its
+//!   `metaprompt_gateway_overhead_seconds` histogram;
 //! - feedback ingestion with durability (each request answered after its commit): events/s,
 //!   one event per request and 100 per batch.
 //!
@@ -131,6 +132,51 @@ where
         secs,
         latencies,
     }
+}
+
+/// The gateway-overhead histogram of one route from `/metrics`: (upper bound in seconds,
+/// cumulative count) per bucket, `+Inf` last.
+async fn overhead_buckets(base: &str, auth: &str, route: &str) -> Vec<(f64, u64)> {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("metaprompt_gateway_overhead_seconds_bucket{") && l.contains(&want)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((bound, count))
+        })
+        .collect()
+}
+
+/// The smallest bucket bound holding at least `p` of the requests counted between two
+/// snapshots, and the share within `limit` seconds.
+fn bucket_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
+    let count =
+        |b: &[(f64, u64)], bound: f64| b.iter().find(|(x, _)| *x == bound).map_or(0, |(_, c)| *c);
+    let total = after.last().map_or(0, |(_, c)| *c) - before.last().map_or(0, |(_, c)| *c);
+    for (bound, c) in after {
+        let n = c - count(before, *bound);
+        if total > 0 && n as f64 >= p * total as f64 {
+            return *bound;
+        }
+    }
+    f64::INFINITY
 }
 
 fn ms(d: Duration) -> String {
@@ -333,7 +379,10 @@ async fn main() {
     let _ = load(256, 1.0, direct_request.clone()).await;
     let direct = load(256, secs.max(2.0), direct_request).await;
     let seen = mock.received_requests().await.map_or(0, |r| r.len());
+    let run_route = "/v1/prompts/{name}/run";
+    let before = overhead_buckets(&base, &a, run_route).await;
     let gateway = load(256, secs.max(2.0), gateway_request).await;
+    let after = overhead_buckets(&base, &a, run_route).await;
     // Calls the provider received for the measured gateway requests: above one per request,
     // the gateway retried (a pooled connection the mock had closed, say).
     let provider_calls = mock.received_requests().await.map_or(0, |r| r.len()) - seen;
@@ -351,6 +400,18 @@ async fn main() {
     println!(
         "  provider calls for the {} answered gateway requests: {provider_calls} ({} errors)",
         gateway.requests, gateway.errors
+    );
+    let within = |limit: f64| {
+        let at = |b: &[(f64, u64)]| b.iter().find(|(x, _)| *x == limit).map_or(0, |(_, c)| *c);
+        let total = after.last().map_or(0, |(_, c)| *c) - before.last().map_or(0, |(_, c)| *c);
+        100.0 * (at(&after) - at(&before)) as f64 / total.max(1) as f64
+    };
+    println!(
+        "  the server's own overhead (its metrics: request time less the model call): \
+         p50 ≤ {} ms, p99 ≤ {} ms, {:.2}% within 5 ms",
+        bucket_quantile(&before, &after, 0.5) * 1000.0,
+        bucket_quantile(&before, &after, 0.99) * 1000.0,
+        within(0.005)
     );
     println!(
         "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",

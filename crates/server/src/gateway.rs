@@ -283,6 +283,18 @@ pub async fn call_live(
     }
 }
 
+/// How long a request waited on its model. A handler that called one puts it in its response's
+/// extensions; the middleware records the rest of the request's time as the gateway's own
+/// overhead (`metaprompt_gateway_overhead_seconds`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelTime(pub Duration);
+
+impl ModelTime {
+    pub fn of_ms(ms: f64) -> Self {
+        Self(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
+}
+
 /// A finished run, recorded.
 #[derive(Debug)]
 pub struct Ran {

@@ -312,13 +312,22 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             )
             .into_response(),
         };
+    let took = started.elapsed();
+    let labels = RouteLabels {
+        route: route.clone(),
+    };
     state
         .metrics
         .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
+    if let Some(gateway::ModelTime(model)) = response.extensions().get::<gateway::ModelTime>() {
+        state
+            .metrics
+            .overhead
+            .get_or_create(&labels)
+            .observe(took.saturating_sub(*model).as_secs_f64());
+    }
     state
         .metrics
         .requests

@@ -1,5 +1,6 @@
 //! Prometheus metrics, in a registry the server owns (no global recorder): requests and their
-//! latency per route, inferences and feedback recorded, model calls in flight.
+//! latency per route, the gateway's own overhead (a request's time less its model call's),
+//! inferences and feedback recorded, model calls in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -34,10 +35,19 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram>,
+    /// A gateway request's time less the time it waited on its model.
+    pub overhead: Family<RouteLabels, Histogram>,
     pub inferences: Family<PromptLabels, Counter>,
     pub feedback: Counter<u64, AtomicU64>,
     pub in_flight: Gauge,
     pub log_queue: Gauge,
+}
+
+/// Fine buckets around the gateway's 5 ms goal.
+fn overhead_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -52,6 +62,9 @@ impl Metrics {
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
+        let overhead = Family::<RouteLabels, Histogram>::new_with_constructor(
+            overhead_histogram as fn() -> Histogram,
+        );
         let inferences = Family::<PromptLabels, Counter>::default();
         let feedback = Counter::<u64, AtomicU64>::default();
         let in_flight = Gauge::default();
@@ -65,6 +78,12 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by route",
             latency.clone(),
+        );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time a request that called a model spent outside the model call (auth, resolving, \
+             rendering, recording, answering), by route",
+            overhead.clone(),
         );
         registry.register(
             "inferences",
@@ -86,6 +105,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            overhead,
             inferences,
             feedback,
             in_flight,

@@ -141,6 +141,8 @@ struct Answer {
     output_tokens: u64,
     model: String,
     inference: Option<(String, String, u32)>,
+    /// Time spent waiting on the model.
+    model_ms: f64,
 }
 
 fn text_of(content: Option<Content>, k: usize) -> ApiResult<String> {
@@ -287,6 +289,7 @@ async fn run_served(
         output_tokens: i.output_tokens,
         model: model.to_string(),
         inference: Some((i.id, i.prompt, i.seq)),
+        model_ms: i.latency_ms,
     })
 }
 
@@ -306,7 +309,9 @@ async fn run_model(
         request = request.stop(s.clone());
     }
     state.metrics.in_flight.inc();
+    let started = std::time::Instant::now();
     let result = gateway::call_live(provider.as_ref(), &request, run).await;
+    let model_ms = started.elapsed().as_secs_f64() * 1000.0;
     state.metrics.in_flight.dec();
     let response = result.map_err(|e| {
         ApiError::new(
@@ -327,6 +332,7 @@ async fn run_model(
         output_tokens: response.usage.output_tokens,
         model: spec.to_string(),
         inference: None,
+        model_ms,
     })
 }
 
@@ -355,7 +361,10 @@ fn extension(a: &Answer) -> Value {
     }
 }
 
+/// The answer's inference id as a header, and its model time for the overhead metric.
 fn with_inference_header(mut r: Response, a: &Answer) -> Response {
+    r.extensions_mut()
+        .insert(gateway::ModelTime::of_ms(a.model_ms));
     if let Some((id, _, _)) = &a.inference
         && let Ok(v) = HeaderValue::from_str(id)
     {
@@ -725,7 +734,12 @@ pub async fn completions(
         "usage": total_usage(&answers),
         "metaprompt": answers.iter().map(extension).collect::<Vec<_>>(),
     });
-    Ok(with_inference_header(Json(body).into_response(), first))
+    let mut response = with_inference_header(Json(body).into_response(), first);
+    // The prompts ran one after another: the model time is all of theirs.
+    response.extensions_mut().insert(gateway::ModelTime::of_ms(
+        answers.iter().map(|a| a.model_ms).sum(),
+    ));
+    Ok(response)
 }
 
 fn total_usage(answers: &[Answer]) -> Value {

@@ -261,7 +261,7 @@ pub async fn run(
     caller: Caller,
     Path(name): Path<String>,
     Body(body): Body<RunBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require(Role::Runner)?;
     if let Some(t) = body.temperature
         && !(0.0..=2.0).contains(&t)
@@ -296,7 +296,7 @@ pub async fn run(
     };
     let ran = gateway::run(&state, &caller, &t, &spec).await?;
     let i = &ran.inference;
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "inference_id": i.id,
         "output": ran.response.text,
         "finish_reason": ran.response.finish_reason.to_string(),
@@ -313,7 +313,12 @@ pub async fn run(
             Some(Err(e)) => json!({"value": null, "error": e}),
             None => Value::Null,
         },
-    })))
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(gateway::ModelTime::of_ms(i.latency_ms));
+    Ok(response)
 }
 
 /// Tags are slices: short keys and values, not documents.
