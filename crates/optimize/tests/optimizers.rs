@@ -991,10 +991,10 @@ async fn mipro_searches_instructions_and_demonstrations_jointly() {
             .as_deref()
             .unwrap()
             .contains("magic")
-            && !kept.prompt.demos.is_empty(),
+            && !kept.prompt.demo_entries().is_empty(),
         "{:?} with {} demos",
         kept.prompt.instruction,
-        kept.prompt.demos.len()
+        kept.prompt.demo_entries().len()
     );
     assert!(!o.kept_seed, "{:?}", o.dev_test);
     // Pairs mixed both halves: new instructions with the seed's (no) demonstrations, and the
@@ -1003,6 +1003,22 @@ async fn mipro_searches_instructions_and_demonstrations_jointly() {
         && e.prompt.instruction.as_deref() != Some("Label the review.")));
     assert!(o.pool.iter().any(|e| !e.prompt.demos.is_empty()
         && e.prompt.instruction.as_deref() == Some("Label the review.")));
+    // The demonstration sets include a per-input one (nearest neighbours from the training
+    // examples), paired like the others.
+    let knn: Vec<_> = o
+        .pool
+        .iter()
+        .filter(|e| e.op == "mipro" && e.prompt.selector.is_some())
+        .collect();
+    assert!(
+        !knn.is_empty(),
+        "{:?}",
+        o.pool.iter().map(|e| &e.op).collect::<Vec<_>>()
+    );
+    for e in &knn {
+        let selector = e.prompt.selector.as_ref().unwrap();
+        assert!(e.prompt.demos.is_empty() && e.prompt.pool.len() > selector.k);
+    }
 }
 
 #[tokio::test]

@@ -121,12 +121,7 @@ pub(crate) async fn demo_round(ctx: &mut Ctx<'_>) -> Result<(), Halt> {
         && ctx.problem.train.len() > base.demos.len()
         && !ctx.pool.iter().any(|e| e.prompt.selector.is_some())
     {
-        let embed = if ctx.layers.execution.can_embed() {
-            Embedding::Model
-        } else {
-            Embedding::Words
-        };
-        let prompt = knn_prompt(ctx, &base, &frame, base.demos.len(), embed);
+        let prompt = knn_prompt(ctx, &base, &frame, base.demos.len(), knn_embedding(ctx));
         offer(ctx, prompt, best, "fewshot-knn", &mut proposed).await;
     }
     if base.demos.is_empty()
@@ -162,9 +157,19 @@ async fn offer(
     }
 }
 
+/// What nearest neighbours are compared by: the execution model's embeddings when it has them,
+/// else words.
+pub(crate) fn knn_embedding(ctx: &Ctx<'_>) -> Embedding {
+    if ctx.layers.execution.can_embed() {
+        Embedding::Model
+    } else {
+        Embedding::Words
+    }
+}
+
 /// `base`'s layout and instruction with `k` demonstrations picked per input from a pool of the
 /// training examples.
-fn knn_prompt(
+pub(crate) fn knn_prompt(
     ctx: &Ctx<'_>,
     base: &PromptFile,
     frame: &Frame,

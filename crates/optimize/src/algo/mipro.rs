@@ -5,7 +5,8 @@
 //! A candidate is a pair: one instruction from the run's instruction set, one demonstration
 //! set from its demonstration set. Round 1 fills both: `per_round` instructions induced from
 //! training subsets (`ape`'s meta-prompt, screened for junk) beside the seed's, and
-//! `per_round` label-balanced demonstration sets beside the seed's. Every round then proposes
+//! `per_round` label-balanced demonstration sets beside the seed's, and one per-input set (the
+//! `k` training examples nearest each input, as `fewshot`'s rival picks them). Every round then proposes
 //! pairs not tried yet, chosen by a surrogate of each component's worth: the mean dev score of
 //! the candidates that used it (unscored components get the mean of all, plus an exploration
 //! bonus), so that a good instruction is tried with the good demonstration sets and vice versa
@@ -19,9 +20,10 @@
 use async_trait::async_trait;
 use metaprompt_eval::PromptFile;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::algo::fewshot::{Demo, demo_vars};
+use crate::algo::fewshot::{Demo, demo_vars, knn_embedding, knn_prompt};
 use crate::algo::{Optimizer, shown};
 use crate::brief::{Frame, pick_demos};
 use crate::candidate::instruction_from;
@@ -43,7 +45,25 @@ pub struct Mipro;
 /// resume with the checkpoint).
 struct Parts {
     instructions: Vec<Option<String>>,
-    demos: Vec<Vec<Demo>>,
+    demos: Vec<DemoSet>,
+}
+
+/// A demonstration component: one fixed set, or `knn` picked per input from the training
+/// examples (stored as a list, or as `{"knn": k}`: checkpoints from before keep loading).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum DemoSet {
+    Fixed(Vec<Demo>),
+    Knn { knn: usize },
+}
+
+impl DemoSet {
+    fn of(prompt: &PromptFile) -> Self {
+        match &prompt.selector {
+            Some(s) => DemoSet::Knn { knn: s.k },
+            None => DemoSet::Fixed(prompt.demos.clone()),
+        }
+    }
 }
 
 fn norm(instruction: &Option<String>) -> Option<String> {
@@ -66,7 +86,7 @@ impl Parts {
         };
         for e in &ctx.pool {
             p.add_instruction(norm(&e.prompt.instruction));
-            p.add_demos(e.prompt.demos.clone());
+            p.add_demos(DemoSet::of(&e.prompt));
         }
         p
     }
@@ -90,7 +110,7 @@ impl Parts {
         }
     }
 
-    fn add_demos(&mut self, d: Vec<Demo>) {
+    fn add_demos(&mut self, d: DemoSet) {
         if !self.demos.contains(&d) {
             self.demos.push(d);
         }
@@ -99,10 +119,16 @@ impl Parts {
     /// Each component's surrogate worth: the mean score of the scored candidates that use it,
     /// else the mean of all scored candidates plus [`BONUS`].
     fn worth(&self, ctx: &Ctx<'_>) -> (Vec<f64>, Vec<f64>) {
-        let scored: Vec<(Option<String>, &Vec<Demo>, f64)> = ctx
+        let scored: Vec<(Option<String>, DemoSet, f64)> = ctx
             .pool
             .iter()
-            .filter_map(|e| Some((norm(&e.prompt.instruction), &e.prompt.demos, e.mean()?)))
+            .filter_map(|e| {
+                Some((
+                    norm(&e.prompt.instruction),
+                    DemoSet::of(&e.prompt),
+                    e.mean()?,
+                ))
+            })
             .collect();
         let overall = if scored.is_empty() {
             0.0
@@ -124,18 +150,29 @@ impl Parts {
         let demos = self
             .demos
             .iter()
-            .map(|d| mean(scored.iter().filter(|s| s.1 == d).map(|s| s.2).collect()))
+            .map(|d| mean(scored.iter().filter(|s| &s.1 == d).map(|s| s.2).collect()))
             .collect();
         (instructions, demos)
     }
 }
 
 /// The seed's layout with `instruction` and `demos`.
-fn pair(ctx: &Ctx<'_>, instruction: &Option<String>, demos: &[Demo]) -> PromptFile {
+fn pair(ctx: &Ctx<'_>, instruction: &Option<String>, demos: &DemoSet) -> PromptFile {
     let seed = &ctx.problem.seed_prompt;
     let mut frame = Frame::of(seed, &ctx.problem.brief);
-    frame.demos = demos.to_vec();
-    frame.prompt_with(&seed.name, instruction.as_deref(), &ctx.problem.constraints)
+    match demos {
+        DemoSet::Fixed(demos) => {
+            frame.demos = demos.clone();
+            frame.prompt_with(&seed.name, instruction.as_deref(), &ctx.problem.constraints)
+        }
+        DemoSet::Knn { knn } => {
+            let base = PromptFile {
+                instruction: instruction.clone(),
+                ..seed.clone()
+            };
+            knn_prompt(ctx, &base, &frame, *knn, knn_embedding(ctx))
+        }
+    }
 }
 
 #[async_trait]
@@ -158,12 +195,18 @@ impl Optimizer for Mipro {
                 let k = ctx.settings.demos.max(brief.labels.len());
                 for _ in 0..per_round {
                     let seed = ctx.rng.random();
-                    parts.add_demos(
+                    parts.add_demos(DemoSet::Fixed(
                         pick_demos(&brief, &ctx.problem.train, k, seed)
                             .iter()
                             .map(|e| demo_vars(&brief, e))
                             .collect(),
-                    );
+                    ));
+                }
+                // Per input, as many as the seed shows (or the set size).
+                let shown = ctx.problem.seed_prompt.demos.len();
+                let knn = if shown > 0 { shown } else { k };
+                if ctx.problem.train.len() > knn {
+                    parts.add_demos(DemoSet::Knn { knn });
                 }
             }
         } else {
@@ -181,15 +224,15 @@ impl Optimizer for Mipro {
             let base = ctx.pool[best].prompt.clone();
             let frame = Frame::of(&base, &brief);
             if let Some((_, demos)) = crate::algo::fewshot::mutate(ctx, &base, &frame, "swap") {
-                parts.add_demos(demos);
+                parts.add_demos(DemoSet::Fixed(demos));
             }
         }
         parts.save(ctx);
         // Pairs not tried yet, best surrogate first (ties broken at random).
-        let tried: Vec<(Option<String>, Vec<Demo>)> = ctx
+        let tried: Vec<(Option<String>, DemoSet)> = ctx
             .pool
             .iter()
-            .map(|e| (norm(&e.prompt.instruction), e.prompt.demos.clone()))
+            .map(|e| (norm(&e.prompt.instruction), DemoSet::of(&e.prompt)))
             .collect();
         let (wi, wd) = parts.worth(ctx);
         let mut open: Vec<(f64, f64, usize, usize)> = Vec::new();
@@ -264,5 +307,22 @@ impl Mipro {
             ctx.screen_instruction(&instruction, op)
                 .then_some(instruction)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demonstration_sets_keep_loading_from_checkpoints_written_before_knn_sets() {
+        let old = r#"[[{"text": "fine", "label": "positive"}], []]"#;
+        let sets: Vec<DemoSet> = serde_json::from_str(old).unwrap();
+        assert!(matches!(&sets[0], DemoSet::Fixed(d) if d.len() == 1));
+        assert_eq!(sets[1], DemoSet::Fixed(Vec::new()));
+        let now = vec![sets[0].clone(), DemoSet::Knn { knn: 3 }];
+        let text = serde_json::to_string(&now).unwrap();
+        assert!(text.ends_with(r#"{"knn":3}]"#), "{text}");
+        assert_eq!(serde_json::from_str::<Vec<DemoSet>>(&text).unwrap(), now);
     }
 }
