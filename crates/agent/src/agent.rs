@@ -526,18 +526,15 @@ impl Agent {
             calls: o.metric_calls + o.test_calls + o.meta_calls + o.proxy_calls + 1,
             usd: o.execution_usage.cost_usd.unwrap_or(0.0) + o.meta_usage.cost_usd.unwrap_or(0.0),
         };
-        // The best candidate on dev, even when the run's own verdict kept the seed: its dev
-        // set is a slice's worth of live examples, too small for that test's power; the gate
-        // is the held-out check below, per slice.
-        let winner = if o.kept_seed {
-            o.entry(&o.best)
-                .map_or_else(|| result.prompt.clone(), |e| e.prompt.clone())
-        } else {
-            result.prompt.clone()
-        };
-        let same = metaprompt_registry::content::hash(&winner)
-            == metaprompt_registry::content::hash(&file);
-        if same {
+        // The candidates above the incumbent on dev, best first, even when the run's own
+        // verdict kept the seed: its dev set is a slice's worth of live examples, too small for
+        // that test's power; the gate is the held-out check below, per slice. The first that
+        // passes it is filed: the best on dev can still trade one slice for another (a
+        // per-input demonstration set that helps the failing topic and hurts a neighbour),
+        // and the runner-up may not.
+        let kept = (!o.kept_seed).then_some((o.winner.as_str(), &result.prompt));
+        let candidates = ranked(kept, &o.pool, &file, MAX_CHECKED);
+        if candidates.is_empty() {
             case.spent.push(spend);
             let guarded: Vec<&String> = o
                 .rejected
@@ -563,40 +560,65 @@ impl Agent {
                 Vec::new(),
             );
         }
-        if let Err(why) = guardrail(&incumbent.constraints, &winner) {
-            case.spent.push(spend);
-            return self.attempted(case, now, why, Vec::new());
+        let mut refused: Vec<(String, Vec<SliceCheck>)> = Vec::new();
+        let mut before = None;
+        let mut chosen = None;
+        for (id, candidate) in candidates {
+            if let Err(why) = guardrail(&incumbent.constraints, &candidate) {
+                refused.push((format!("{id}: {why}"), Vec::new()));
+                continue;
+            }
+            // The first candidate is always checked; the others only within the day's
+            // allowance.
+            let check_calls = work.check.len() as u64;
+            if before.is_some() && spend.calls + check_calls > allowance {
+                break;
+            }
+            if before.is_none() {
+                spend.calls += check_calls;
+                before = Some(self.score(&work, "incumbent", &file).await?);
+            }
+            let a = before.as_ref().expect("scored above");
+            let b = self
+                .score(&work, &format!("proposal-{id}"), &candidate)
+                .await?;
+            spend.calls += check_calls;
+            let checks = compare(&work, case, a, &b);
+            match passes(&checks) {
+                Ok(()) => {
+                    let cost = b
+                        .summary
+                        .cost_usd
+                        .map(|c| c / b.results.len().max(1) as f64);
+                    chosen = Some((id, candidate, checks, cost));
+                    break;
+                }
+                Err(why) => refused.push((format!("{id}: {why}"), checks)),
+            }
         }
-        let (checks, cost) = self.check(&work, &file, &winner, case).await?;
-        spend.calls += 2 * work.check.len() as u64;
         case.spent.push(spend);
+        let Some((id, winner, checks, cost)) = chosen else {
+            let mut refused = refused.into_iter();
+            let (first, checks) = refused.next().expect("at least one candidate");
+            let rest: Vec<String> = refused.map(|(why, _)| why).collect();
+            let why = if rest.is_empty() {
+                first
+            } else {
+                format!("{first}; also refused: {}", rest.join("; "))
+            };
+            return self.attempted(case, now, why, checks);
+        };
+        if !refused.is_empty() {
+            let why: Vec<&str> = refused.iter().map(|(why, _)| why.as_str()).collect();
+            case.note(
+                now,
+                format!(
+                    "{id} is the best on dev that passed the held-out check; refused before it: {}",
+                    why.join("; ")
+                ),
+            );
+        }
         let target = &checks[0];
-        if !(target.diff > 0.0 && target.p < 0.05) {
-            return self.attempted(
-                case,
-                now,
-                format!(
-                    "{} did not improve significantly on the held-out check: {:.3} → {:.3} \
-                     (n {}, p = {:.3})",
-                    target.slice, target.before, target.after, target.n, target.p
-                ),
-                checks,
-            );
-        }
-        if let Some(worse) = checks[1..]
-            .iter()
-            .find(|c| c.diff < 0.0 && c.p < 0.05 && c.n >= 5)
-        {
-            return self.attempted(
-                case,
-                now,
-                format!(
-                    "{} got significantly worse: {:.3} → {:.3} (n {}, p = {:.3})",
-                    worse.slice, worse.before, worse.after, worse.n, worse.p
-                ),
-                checks,
-            );
-        }
         let version = self
             .file(case, &incumbent, winner, &checks, cost, &model, &algorithm)
             .await?;
@@ -716,83 +738,27 @@ impl Agent {
         }
     }
 
-    /// Both prompts on the held-out check set, compared slice by slice (the failing slice
-    /// first, `all` last).
-    async fn check(
+    /// One prompt on the held-out check set.
+    async fn score(
         &self,
         work: &Work,
-        incumbent: &PromptFile,
-        winner: &PromptFile,
-        case: &Case,
-    ) -> Result<(Vec<SliceCheck>, Option<f64>), AgentError> {
-        let mut reports = Vec::new();
-        for (name, p) in [("incumbent", incumbent), ("proposal", winner)] {
-            let path = work.dir.join(format!("{name}.check.toml"));
-            write(&path, p.to_toml().as_bytes())?;
-            let mut scope = Scope::new(&work.task);
-            scope.split = "test".into();
-            let r = self
-                .engine
-                .eval(EvalRequest {
-                    scope,
-                    prompt: Some(path),
-                    out: Some(work.dir.join(format!("{name}.check.jsonl"))),
-                })
-                .wait()
-                .await?;
-            reports.push(r.report);
-        }
-        let (a, b) = (&reports[0], &reports[1]);
-        let cost = b
-            .summary
-            .cost_usd
-            .map(|c| c / b.results.len().max(1) as f64);
-        let mut slices = vec![case.slice.clone()];
-        for i in &work.check {
-            for (k, v) in &i.tags {
-                let s = Slice::Tag {
-                    key: k.clone(),
-                    value: v.clone(),
-                };
-                if !slices.contains(&s) {
-                    slices.push(s);
-                }
-            }
-        }
-        if case.slice != Slice::All {
-            slices.push(Slice::All);
-        }
-        let mut checks = Vec::new();
-        for s in slices {
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            for (k, item) in work.check.iter().enumerate() {
-                if !item.in_slice(&s) {
-                    continue;
-                }
-                if let (Some(p), Some(q)) = (
-                    a.results.get(k).and_then(|r| r.score),
-                    b.results.get(k).and_then(|r| r.score),
-                ) {
-                    x.push(p);
-                    y.push(q);
-                }
-            }
-            if x.is_empty() {
-                continue;
-            }
-            let paired = metaprompt_eval::stats::paired_bootstrap(&x, &y, 7);
-            checks.push(SliceCheck {
-                slice: slice_key(&s),
-                n: x.len(),
-                before: metaprompt_eval::stats::mean(&x),
-                after: metaprompt_eval::stats::mean(&y),
-                diff: paired.diff,
-                low: paired.low,
-                high: paired.high,
-                p: paired.p_value,
-            });
-        }
-        Ok((checks, cost))
+        name: &str,
+        prompt: &PromptFile,
+    ) -> Result<metaprompt_eval::Report, AgentError> {
+        let path = work.dir.join(format!("{name}.check.toml"));
+        write(&path, prompt.to_toml().as_bytes())?;
+        let mut scope = Scope::new(&work.task);
+        scope.split = "test".into();
+        let r = self
+            .engine
+            .eval(EvalRequest {
+                scope,
+                prompt: Some(path),
+                out: Some(work.dir.join(format!("{name}.check.jsonl"))),
+            })
+            .wait()
+            .await?;
+        Ok(r.report)
     }
 
     /// Add the proposal to the library (proposed, in the review queue) with its evidence.
@@ -1340,6 +1306,126 @@ fn short(s: &str) -> String {
     s.replace('\n', " ")
 }
 
+/// How many of a search's candidates the agent checks on the held-out set, best on dev first,
+/// before it records the attempt as refused.
+pub const MAX_CHECKED: usize = 4;
+
+/// The search's candidates that scored above the seed (`pool[0]`, the incumbent) on dev, best
+/// first, at most `n`, without the incumbent or repeats: the run's kept prompt first where it
+/// kept one.
+fn ranked(
+    kept: Option<(&str, &PromptFile)>,
+    pool: &[metaprompt_optimize::run::Entry],
+    incumbent: &PromptFile,
+    n: usize,
+) -> Vec<(String, PromptFile)> {
+    let hash = metaprompt_registry::content::hash;
+    let mut seen = BTreeSet::from([hash(incumbent)]);
+    let mut out = Vec::new();
+    let mut push = |id: &str, p: &PromptFile, out: &mut Vec<(String, PromptFile)>| {
+        if out.len() < n && seen.insert(hash(p)) {
+            out.push((id.to_string(), p.clone()));
+        }
+    };
+    if let Some((id, p)) = kept {
+        push(id, p, &mut out);
+    }
+    let bar = pool.first().and_then(|seed| seed.mean()).unwrap_or(0.0);
+    let mut rest: Vec<(&str, f64, &PromptFile)> = pool
+        .iter()
+        .skip(1)
+        .filter(|e| kept.is_none_or(|(id, _)| id != e.id))
+        .filter_map(|e| e.mean().map(|m| (e.id.as_str(), m, &e.prompt)))
+        .filter(|(_, m, _)| *m > bar)
+        .collect();
+    // Stable: among equal means, the earlier proposal first.
+    rest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (id, _, p) in rest {
+        push(id, p, &mut out);
+    }
+    out
+}
+
+/// Two prompts' held-out scores compared slice by slice: the case's slice first, then each
+/// tag value on the check set, `all` last.
+fn compare(
+    work: &Work,
+    case: &Case,
+    a: &metaprompt_eval::Report,
+    b: &metaprompt_eval::Report,
+) -> Vec<SliceCheck> {
+    let mut slices = vec![case.slice.clone()];
+    for i in &work.check {
+        for (k, v) in &i.tags {
+            let s = Slice::Tag {
+                key: k.clone(),
+                value: v.clone(),
+            };
+            if !slices.contains(&s) {
+                slices.push(s);
+            }
+        }
+    }
+    if case.slice != Slice::All {
+        slices.push(Slice::All);
+    }
+    let mut checks = Vec::new();
+    for s in slices {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (k, item) in work.check.iter().enumerate() {
+            if !item.in_slice(&s) {
+                continue;
+            }
+            if let (Some(p), Some(q)) = (
+                a.results.get(k).and_then(|r| r.score),
+                b.results.get(k).and_then(|r| r.score),
+            ) {
+                x.push(p);
+                y.push(q);
+            }
+        }
+        if x.is_empty() {
+            continue;
+        }
+        let paired = metaprompt_eval::stats::paired_bootstrap(&x, &y, 7);
+        checks.push(SliceCheck {
+            slice: slice_key(&s),
+            n: x.len(),
+            before: metaprompt_eval::stats::mean(&x),
+            after: metaprompt_eval::stats::mean(&y),
+            diff: paired.diff,
+            low: paired.low,
+            high: paired.high,
+            p: paired.p_value,
+        });
+    }
+    checks
+}
+
+/// The gate a proposal passes before it is filed: significantly better on the case's slice
+/// (the first check), and no slice of at least 5 examples significantly worse.
+fn passes(checks: &[SliceCheck]) -> Result<(), String> {
+    let Some(target) = checks.first() else {
+        return Err("nothing on the held-out check could be scored".into());
+    };
+    if !(target.diff > 0.0 && target.p < 0.05) {
+        return Err(format!(
+            "{} did not improve significantly on the held-out check: {:.3} → {:.3} (n {}, p = {:.3})",
+            target.slice, target.before, target.after, target.n, target.p
+        ));
+    }
+    if let Some(worse) = checks[1..]
+        .iter()
+        .find(|c| c.diff < 0.0 && c.p < 0.05 && c.n >= 5)
+    {
+        return Err(format!(
+            "{} got significantly worse: {:.3} → {:.3} (n {}, p = {:.3})",
+            worse.slice, worse.before, worse.after, worse.n, worse.p
+        ));
+    }
+    Ok(())
+}
+
 /// The agent's own guardrail, after the optimizer's: a proposal must keep every protected
 /// constraint of the incumbent word for word (whitespace aside), in its constraints, its
 /// instruction or its templates. Stricter than the optimizer's check (which accepts a faithful
@@ -1576,6 +1662,71 @@ mod tests {
         .unwrap();
         assert_eq!(shown_answers(&knn), ["other", "tech"]);
         assert!(shown_answers(&PromptFile::from_template("p", "{{ q }}")).is_empty());
+    }
+
+    #[test]
+    fn candidates_are_checked_best_on_dev_first_without_the_incumbent_or_repeats() {
+        use metaprompt_optimize::run::Entry;
+        let seed = PromptFile::from_template("news", "{{ q }}");
+        let with = |i: &str| {
+            let mut p = seed.clone();
+            p.instruction = Some(i.into());
+            p
+        };
+        let entry = |id: &str, p: &PromptFile, scores: &[f64]| {
+            let mut e = Entry::new(id.into(), p.clone(), vec![], "test", 1);
+            e.scores = scores.iter().copied().enumerate().collect();
+            e
+        };
+        let pool = vec![
+            entry("p0", &seed, &[1.0, 0.0]),
+            entry("p1", &with("a"), &[1.0, 1.0]),
+            entry("p2", &with("b"), &[0.0, 0.0]),
+            entry("p3", &with("c"), &[1.0, 0.5]),
+            entry("p4", &with("a"), &[1.0, 1.0]),
+            entry("p5", &seed, &[1.0, 1.0]),
+            entry("p6", &with("d"), &[1.0, 0.5]),
+        ];
+        let ids = |kept, n| -> Vec<String> {
+            ranked(kept, &pool, &seed, n)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        };
+        // Below the seed (p2), a twin (p4) and the incumbent itself (p5) are left out; ties keep
+        // the order of proposal.
+        assert_eq!(ids(None, 9), ["p1", "p3", "p6"]);
+        assert_eq!(ids(None, 2), ["p1", "p3"]);
+        // The run's kept prompt leads, and is not checked twice.
+        let c = with("c");
+        assert_eq!(ids(Some(("p3", &c)), 9), ["p3", "p1", "p6"]);
+        assert!(ranked(None, &pool[..1], &seed, 9).is_empty());
+    }
+
+    #[test]
+    fn a_proposal_passes_only_better_on_its_slice_and_worse_on_none() {
+        let check = |slice: &str, n, diff: f64, p| SliceCheck {
+            slice: slice.into(),
+            n,
+            before: 0.5,
+            after: 0.5 + diff,
+            diff,
+            low: diff - 0.1,
+            high: diff + 0.1,
+            p,
+        };
+        let good = check("topic=business", 30, 0.4, 0.001);
+        assert!(passes(&[good.clone(), check("topic=sports", 20, -0.05, 0.4)]).is_ok());
+        // Worse on too few examples to count.
+        assert!(passes(&[good.clone(), check("topic=world", 4, -0.5, 0.01)]).is_ok());
+        let e = passes(&[good.clone(), check("topic=technology", 14, -0.36, 0.005)]).unwrap_err();
+        assert!(
+            e.contains("topic=technology got significantly worse"),
+            "{e}"
+        );
+        let e = passes(&[check("topic=business", 30, 0.1, 0.2)]).unwrap_err();
+        assert!(e.contains("did not improve significantly"), "{e}");
+        assert!(passes(&[]).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   ──agent::Agent::pass──> Case (a library row; one per slice, not re-reported)
 //!       open      collect (failing + regression sets, held-out part) → diagnose (meta layer,
 //!                 `diagnose` meta-prompt) → optimize (engine, seeded with the incumbent,
-//!                 under the day's budget) → guardrail → check per slice (paired) → file
+//!                 under the day's budget) → candidates above the incumbent on dev, best
+//!                 first → guardrail → check per slice (paired) → file the first that passes
 //!       proposed  the review queue; approve → canary, reject → kept for the meta layer
 //!       canary    set_split(weight) → always-valid interval on live outcomes → promote
 //!                 (move the label) or roll back (end the split)
