@@ -104,6 +104,45 @@ fn feedback(r: &SqliteRow) -> Result<Feedback> {
     })
 }
 
+/// Rows per multi-row `INSERT` at most (18 columns × 64 rows stays far below SQLite's limit
+/// on bound parameters).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `rows` cut into statements of 64, 32, 16, … rows (the binary digits of what is left after
+/// the full ones), so a batch of any size uses at most seven distinct statements and each
+/// stays in sqlx's prepared-statement cache.
+fn chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    let mut size = ROWS_PER_INSERT;
+    while !rest.is_empty() {
+        while size > rest.len() {
+            size /= 2;
+        }
+        let (head, tail) = rest.split_at(size);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// `head` followed by `rows` groups of `columns` numbered parameters.
+fn many_rows(head: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * columns * 5);
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 #[async_trait]
 impl ServiceStore for SqliteService {
     fn location(&self) -> String {
@@ -119,52 +158,65 @@ impl ServiceStore for SqliteService {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(self.err("cannot start a write"))?;
-        for i in inferences {
-            sqlx::query(
+        // Several rows per statement: each statement is a round trip to sqlx's SQLite worker
+        // thread, and a group commit of a few hundred one-row statements spent most of its
+        // time on those (the batch is on every waiting request's critical path).
+        for rows in chunks(inferences) {
+            let sql = many_rows(
                 "INSERT INTO inferences (id, prompt, hash, seq, label, model, inputs, \
                  rendered_hash, output, error, tags, metadata, input_tokens, output_tokens, \
-                 cost_usd, latency_ms, caller, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18)",
-            )
-            .bind(&i.id)
-            .bind(&i.prompt)
-            .bind(&i.hash)
-            .bind(i64::from(i.seq))
-            .bind(&i.label)
-            .bind(&i.model)
-            .bind(json(&i.inputs))
-            .bind(&i.rendered_hash)
-            .bind(&i.output)
-            .bind(&i.error)
-            .bind(json(&i.tags))
-            .bind(json(&i.metadata))
-            .bind(i.input_tokens as i64)
-            .bind(i.output_tokens as i64)
-            .bind(i.cost_usd)
-            .bind(i.latency_ms)
-            .bind(&i.caller)
-            .bind(stamp(i.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err("cannot record an inference"))?;
+                 cost_usd, latency_ms, caller, created_at) VALUES ",
+                18,
+                rows.len(),
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for i in rows {
+                q = q
+                    .bind(&i.id)
+                    .bind(&i.prompt)
+                    .bind(&i.hash)
+                    .bind(i64::from(i.seq))
+                    .bind(&i.label)
+                    .bind(&i.model)
+                    .bind(json(&i.inputs))
+                    .bind(&i.rendered_hash)
+                    .bind(&i.output)
+                    .bind(&i.error)
+                    .bind(json(&i.tags))
+                    .bind(json(&i.metadata))
+                    .bind(i.input_tokens as i64)
+                    .bind(i.output_tokens as i64)
+                    .bind(i.cost_usd)
+                    .bind(i.latency_ms)
+                    .bind(&i.caller)
+                    .bind(stamp(i.created_at));
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(self.err("cannot record an inference"))?;
         }
-        for f in feedback {
-            sqlx::query(
+        for rows in chunks(feedback) {
+            let sql = many_rows(
                 "INSERT INTO feedback (inference_id, score, label, correction, comment, source, \
-                 caller, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&f.inference_id)
-            .bind(f.score)
-            .bind(&f.label)
-            .bind(&f.correction)
-            .bind(&f.comment)
-            .bind(f.source.as_str())
-            .bind(&f.caller)
-            .bind(stamp(f.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err("cannot record feedback"))?;
+                 caller, created_at) VALUES ",
+                8,
+                rows.len(),
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for f in rows {
+                q = q
+                    .bind(&f.inference_id)
+                    .bind(f.score)
+                    .bind(&f.label)
+                    .bind(&f.correction)
+                    .bind(&f.comment)
+                    .bind(f.source.as_str())
+                    .bind(&f.caller)
+                    .bind(stamp(f.created_at));
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(self.err("cannot record feedback"))?;
         }
         tx.commit().await.map_err(self.err("cannot commit"))
     }
@@ -622,6 +674,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn batches_are_cut_into_few_statement_shapes() {
+        let rows: Vec<u32> = (0..203).collect();
+        let sizes: Vec<usize> = chunks(&rows).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![64, 64, 64, 8, 2, 1]);
+        assert_eq!(chunks(&rows).concat(), rows);
+        assert!(chunks::<u32>(&[]).is_empty());
+        assert_eq!(many_rows("V ", 2, 2), "V ($1, $2), ($3, $4)");
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_is_stored_row_for_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteService::open(&dir.path().join("lib.db"))
+            .await
+            .unwrap();
+        let t0 = now();
+        let infs: Vec<Inference> = (0..203).map(|k| inf(&format!("inf_{k}"), t0)).collect();
+        let fbs: Vec<Feedback> = (0..77)
+            .map(|k| Feedback {
+                inference_id: format!("inf_{k}"),
+                score: Some(f64::from(k) / 100.0),
+                label: None,
+                correction: None,
+                comment: Some(format!("c{k}")),
+                source: FeedbackSource::Metric,
+                caller: "app".into(),
+                created_at: t0,
+            })
+            .collect();
+        s.record(&infs, &fbs).await.unwrap();
+        for i in &infs {
+            assert_eq!(s.inference(&i.id).await.unwrap().as_ref(), Some(i));
+        }
+        for f in &fbs {
+            assert_eq!(s.feedback(&f.inference_id).await.unwrap(), vec![f.clone()]);
+        }
+        // A duplicate id anywhere refuses the whole batch, so the recorder can retry each alone.
+        let again = vec![inf("inf_new", t0), inf("inf_5", t0)];
+        assert!(s.record(&again, &[]).await.is_err());
+        assert!(s.inference("inf_new").await.unwrap().is_none());
+    }
     #[tokio::test]
     async fn records_read_back_and_prune() {
         let dir = tempfile::tempdir().unwrap();

@@ -134,9 +134,9 @@ where
     }
 }
 
-/// The gateway-overhead histogram of one route from `/metrics`: (upper bound in seconds,
-/// cumulative count) per bucket, `+Inf` last.
-async fn overhead_buckets(base: &str, auth: &str, route: &str) -> Vec<(f64, u64)> {
+/// A histogram from `/metrics` (`metric` with `filter` in its labels, `""` for any): (upper
+/// bound in seconds, cumulative count) per bucket, `+Inf` last.
+async fn buckets(base: &str, auth: &str, metric: &str, filter: &str) -> Vec<(f64, u64)> {
     let text = reqwest::Client::new()
         .get(format!("{base}/metrics"))
         .header("authorization", auth)
@@ -146,11 +146,9 @@ async fn overhead_buckets(base: &str, auth: &str, route: &str) -> Vec<(f64, u64)
         .text()
         .await
         .unwrap();
-    let want = format!("route=\"{route}\"");
+    let head = format!("{metric}_bucket{{");
     text.lines()
-        .filter(|l| {
-            l.starts_with("metaprompt_gateway_overhead_seconds_bucket{") && l.contains(&want)
-        })
+        .filter(|l| l.starts_with(&head) && l.contains(filter))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let bound = if le == "+Inf" {
@@ -380,9 +378,14 @@ async fn main() {
     let direct = load(256, secs.max(2.0), direct_request).await;
     let seen = mock.received_requests().await.map_or(0, |r| r.len());
     let run_route = "/v1/prompts/{name}/run";
-    let before = overhead_buckets(&base, &a, run_route).await;
+    let overhead = "metaprompt_gateway_overhead_seconds";
+    let route = format!("route=\"{run_route}\"");
+    let wait = "metaprompt_log_wait_seconds";
+    let before = buckets(&base, &a, overhead, &route).await;
+    let wait_before = buckets(&base, &a, wait, "").await;
     let gateway = load(256, secs.max(2.0), gateway_request).await;
-    let after = overhead_buckets(&base, &a, run_route).await;
+    let after = buckets(&base, &a, overhead, &route).await;
+    let wait_after = buckets(&base, &a, wait, "").await;
     // Calls the provider received for the measured gateway requests: above one per request,
     // the gateway retried (a pooled connection the mock had closed, say).
     let provider_calls = mock.received_requests().await.map_or(0, |r| r.len()) - seen;
@@ -412,6 +415,11 @@ async fn main() {
         bucket_quantile(&before, &after, 0.5) * 1000.0,
         bucket_quantile(&before, &after, 0.99) * 1000.0,
         within(0.005)
+    );
+    println!(
+        "  of which waiting for the durable log (log_wait_seconds): p50 ≤ {} ms, p99 ≤ {} ms",
+        bucket_quantile(&wait_before, &wait_after, 0.5) * 1000.0,
+        bucket_quantile(&wait_before, &wait_after, 0.99) * 1000.0,
     );
     println!(
         "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",

@@ -118,9 +118,10 @@ async fn check_known(state: &AppState, items: &[Feedback], prefix: &str) -> ApiR
 
 async fn store(state: &AppState, items: Vec<Feedback>) -> ApiResult<usize> {
     let n = items.len();
-    state.metrics.log_queue.inc();
-    let result = state.recorder.record(Vec::new(), items).await;
-    state.metrics.log_queue.dec();
+    let result = state
+        .recorder
+        .record_counted(Vec::new(), items, &state.metrics)
+        .await;
     result.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

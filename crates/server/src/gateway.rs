@@ -499,13 +499,11 @@ pub async fn run(
 }
 
 async fn record(state: &AppState, inference: &Inference, feedback: Vec<Feedback>) -> ApiResult<()> {
-    state.metrics.log_queue.inc();
     let scored = feedback.len() as u64;
     let result = state
         .recorder
-        .record(vec![inference.clone()], feedback)
+        .record_counted(vec![inference.clone()], feedback, &state.metrics)
         .await;
-    state.metrics.log_queue.dec();
     if result.is_ok() {
         state.metrics.feedback.inc_by(scored);
     }

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub feedback: Counter<u64, AtomicU64>,
     pub in_flight: Gauge,
     pub log_queue: Gauge,
+    /// How long a request waited for its records to be committed (the durable log's share of
+    /// the gateway overhead).
+    pub log_wait: Histogram,
 }
 
 /// Fine buckets around the gateway's 5 ms goal.
@@ -69,6 +72,7 @@ impl Metrics {
         let feedback = Counter::<u64, AtomicU64>::default();
         let in_flight = Gauge::default();
         let log_queue = Gauge::default();
+        let log_wait = overhead_histogram();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -101,6 +105,11 @@ impl Metrics {
             "Requests waiting for the inference log to commit",
             log_queue.clone(),
         );
+        registry.register(
+            "log_wait_seconds",
+            "Time a request waited for its inference or feedback records to be committed",
+            log_wait.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -110,6 +119,7 @@ impl Metrics {
             feedback,
             in_flight,
             log_queue,
+            log_wait,
         })
     }
 

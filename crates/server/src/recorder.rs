@@ -5,11 +5,14 @@
 //! hundreds of requests instead of paying a sync each.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use metaprompt_registry::ServiceStore;
 use metaprompt_registry::service::{Feedback, Inference};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
 
 /// Records stored by one transaction at most.
 pub const MAX_BATCH: usize = 4096;
@@ -63,6 +66,26 @@ impl Recorder {
             .await
             .map_err(|_| "the log writer stopped before committing".to_string())?
     }
+
+    /// [`Recorder::record`], counted: `log_writes_waiting` while it waits (also when the
+    /// request is dropped midway) and the wait in `log_wait_seconds`.
+    pub async fn record_counted(
+        &self,
+        inferences: Vec<Inference>,
+        feedback: Vec<Feedback>,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        struct Waiting<'a>(&'a Metrics, Instant);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.log_queue.dec();
+                self.0.log_wait.observe(self.1.elapsed().as_secs_f64());
+            }
+        }
+        metrics.log_queue.inc();
+        let _waiting = Waiting(metrics, Instant::now());
+        self.record(inferences, feedback).await
+    }
 }
 
 async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>) {
@@ -78,14 +101,16 @@ async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let inferences: Vec<Inference> = jobs
-            .iter()
-            .flat_map(|j| j.inferences.iter().cloned())
-            .collect();
-        let feedback: Vec<Feedback> = jobs
-            .iter()
-            .flat_map(|j| j.feedback.iter().cloned())
-            .collect();
+        // Moved, not copied, into one batch; each job's share is a range of it.
+        let mut inferences: Vec<Inference> = Vec::with_capacity(size);
+        let mut feedback: Vec<Feedback> = Vec::new();
+        let mut shares = Vec::with_capacity(jobs.len());
+        for job in &mut jobs {
+            let (i, f) = (inferences.len(), feedback.len());
+            inferences.append(&mut job.inferences);
+            feedback.append(&mut job.feedback);
+            shares.push((i..inferences.len(), f..feedback.len()));
+        }
         let result = store
             .record(&inferences, &feedback)
             .await
@@ -100,18 +125,76 @@ async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 tracing::error!(error = %e, records = size, "the inference log refused a batch");
                 // One bad request must not fail the others batched with it: write each alone.
-                for job in jobs {
-                    let alone = if size == job.inferences.len() + job.feedback.len() {
+                let alone = jobs.len() == 1;
+                for (job, (i, f)) in jobs.into_iter().zip(shares) {
+                    let result = if alone {
                         Err(e.clone())
                     } else {
                         store
-                            .record(&job.inferences, &job.feedback)
+                            .record(&inferences[i], &feedback[f])
                             .await
                             .map_err(|e| e.to_string())
                     };
-                    let _ = job.done.send(alone);
+                    let _ = job.done.send(result);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metaprompt_registry::SqliteService;
+
+    fn inference(id: &str) -> Inference {
+        Inference {
+            id: id.into(),
+            prompt: "support".into(),
+            hash: "ab".repeat(32),
+            seq: 1,
+            label: None,
+            model: "local:gemma-3-270m".into(),
+            inputs: serde_json::json!({"q": id}),
+            rendered_hash: "cd".repeat(32),
+            output: Some("ok".into()),
+            error: None,
+            tags: Default::default(),
+            metadata: serde_json::Value::Null,
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: None,
+            latency_ms: 1.0,
+            caller: "app".into(),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    // On a current-thread runtime both jobs are queued before the writer runs, so they share
+    // one batch, which the duplicate id makes the store refuse.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_batch_is_written_job_by_job_and_only_the_bad_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteService::open(&dir.path().join("lib.db"))
+                .await
+                .unwrap(),
+        );
+        let (recorder, writer) = Recorder::start(store.clone());
+        recorder
+            .record(vec![inference("inf_1")], vec![])
+            .await
+            .unwrap();
+        let (dup, good) = tokio::join!(
+            recorder.record(vec![inference("inf_1")], vec![]),
+            recorder.record(vec![inference("inf_2"), inference("inf_3")], vec![]),
+        );
+        assert!(dup.is_err(), "{dup:?}");
+        assert_eq!(good, Ok(()));
+        for id in ["inf_1", "inf_2", "inf_3"] {
+            assert!(store.inference(id).await.unwrap().is_some(), "{id}");
+        }
+        drop(recorder);
+        writer.await.unwrap();
     }
 }
