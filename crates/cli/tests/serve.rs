@@ -759,10 +759,29 @@ async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_keeps_every_acknowledged_inference_and_feedback_through_kill_9() {
+    kill_9_loses_nothing_acknowledged(None).await;
+}
+
+// Written to the operating system but not fsynced is enough for a crash of the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_log_sync_normal_also_keeps_everything_acknowledged_through_kill_9() {
+    kill_9_loses_nothing_acknowledged(Some("normal")).await;
+}
+
+async fn kill_9_loses_nothing_acknowledged(log_sync: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mock = mock_model(Duration::from_millis(30)).await;
     setup(d, &mock).await;
+    if let Some(sync) = log_sync {
+        // `setup`'s config ends inside its `[server]` table.
+        let config = std::fs::read_to_string(d.join("metaprompt.toml")).unwrap();
+        std::fs::write(
+            d.join("metaprompt.toml"),
+            format!("{config}log_sync = \"{sync}\"\n"),
+        )
+        .unwrap();
+    }
     let t = token(d, "runner").await;
     let mut s = Server::start(d, &[]);
     let api = std::sync::Arc::new(Api::new());
@@ -856,7 +875,7 @@ async fn serve_keeps_every_acknowledged_inference_and_feedback_through_kill_9() 
     let (st, _) = Api::new().call("GET", &s2.url("/readyz"), None, None).await;
     assert_eq!(st, StatusCode::OK);
     eprintln!(
-        "kill -9: {} inferences and {} feedback acknowledged, none lost",
+        "kill -9 (log_sync {log_sync:?}): {} inferences and {} feedback acknowledged, none lost",
         runs.len(),
         feedback.len()
     );

@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub request_timeout_secs: Option<u64>,
     /// Inferences (and their feedback) older than this many days are removed. Default: kept.
     pub retention_days: Option<u32>,
+    /// How durable the inference log's commits are before a request is answered: `full` (each
+    /// fsynced: survives power loss) or `normal` (written, not fsynced: survives `kill -9` of
+    /// the server, not a crash of the machine). Default: `full`.
+    pub log_sync: Option<String>,
     /// Output tokens of a run when the request does not say. Default: 256.
     pub max_tokens: Option<u32>,
     /// Where runs started over HTTP keep their records and run directories. Default: `runs/`

@@ -82,10 +82,19 @@ pub async fn open(location: impl AsRef<Path>) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(SqliteStore::open(location).await?))
 }
 
-/// Open the prompt service's records in the library at `location` (the same database).
+/// Open the prompt service's records in the library at `location` (the same database), every
+/// commit fsynced.
 pub async fn open_service(location: impl AsRef<Path>) -> Result<Arc<dyn ServiceStore>> {
+    open_service_with(location, service::LogSync::Full).await
+}
+
+/// [`open_service`] with commits as durable as `sync` says (the server's `[server] log_sync`).
+pub async fn open_service_with(
+    location: impl AsRef<Path>,
+    sync: service::LogSync,
+) -> Result<Arc<dyn ServiceStore>> {
     let location = file_location(location.as_ref())?;
-    Ok(Arc::new(SqliteService::open(location).await?))
+    Ok(Arc::new(SqliteService::open_with(location, sync).await?))
 }
 
 /// The location as a file path; a URL is refused until a backend for it exists.

@@ -19,6 +19,32 @@ use sha2::{Digest, Sha256};
 
 use crate::{RegistryError, Result};
 
+/// How far the service's writes go before [`ServiceStore::record`] returns (`[server]
+/// log_sync`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogSync {
+    /// Each commit is fsynced: an acknowledged record survives `kill -9`, an operating-system
+    /// crash and power loss.
+    #[default]
+    Full,
+    /// Each commit is written to the operating system but not fsynced (SQLite's `synchronous =
+    /// NORMAL` in WAL mode): an acknowledged record survives `kill -9` of the server, not an
+    /// operating-system crash or power loss, which may lose the last commits (never corrupt
+    /// the file).
+    Normal,
+}
+
+impl LogSync {
+    /// `full` or `normal`, as `[server] log_sync` spells them.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "normal" => Some(Self::Normal),
+            _ => None,
+        }
+    }
+}
+
 /// One served run of a prompt version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inference {

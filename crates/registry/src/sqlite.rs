@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlSafeStr};
 
@@ -29,6 +29,7 @@ use crate::library::Library;
 use crate::model::{
     Event, EventKind, Evidence, Label, Origin, ReviewState, Run, RunCandidate, Split, Version,
 };
+use crate::service::LogSync;
 use crate::{RegistryError, Result};
 
 /// The newest schema this build knows.
@@ -152,9 +153,22 @@ pub struct SqliteBackend {
     read_only: bool,
 }
 
+/// How a pool's connections write: the library's defaults, or the service log's tuning.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tuning {
+    pub sync: LogSync,
+    /// No checkpoint inside a commit (`wal_autocheckpoint = 0`): the owner checkpoints from a
+    /// task of its own, so no acknowledged request waits for one.
+    pub manual_checkpoints: bool,
+}
+
 impl SqliteBackend {
     /// Open (creating and migrating if needed) the file at `path`.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_tuned(path, Tuning::default()).await
+    }
+
+    pub(crate) async fn open_tuned(path: &Path, tuning: Tuning) -> Result<Self> {
         let file_err = |message: String| RegistryError::File {
             path: path.to_path_buf(),
             message,
@@ -185,9 +199,18 @@ impl SqliteBackend {
         options = if read_only {
             options.read_only(true)
         } else {
-            options
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match tuning.sync {
+                    LogSync::Full => SqliteSynchronous::Full,
+                    LogSync::Normal => SqliteSynchronous::Normal,
+                });
+            if tuning.manual_checkpoints {
+                options.pragma("wal_autocheckpoint", "0")
+            } else {
+                options
+            }
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

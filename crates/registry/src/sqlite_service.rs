@@ -2,9 +2,16 @@
 //!
 //! Writes are one `BEGIN IMMEDIATE` transaction per [`ServiceStore::record`] call; the server
 //! batches many requests into one call (group commit), so one fsync acknowledges hundreds.
+//!
+//! The service's connections never checkpoint the WAL inside a commit (SQLite's automatic
+//! checkpoint runs in whichever commit crosses 1,000 pages, fsyncing the WAL and the database
+//! and copying pages while every request of that batch waits). A task of the store's own runs
+//! a passive checkpoint every [`CHECKPOINT_EVERY`] instead, beside the writes.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,27 +20,76 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use crate::service::{
     AgentCase, Counts, DailyScore, Delivery, Feedback, FeedbackSource, Inference, InferenceQuery,
-    Pruned, Role, ScoreBucket, ServiceStore, Token,
+    LogSync, Pruned, Role, ScoreBucket, ServiceStore, Token,
 };
-use crate::sqlite::{SqliteBackend, classify, from_json, get, json, stamp, time};
+use crate::sqlite::{SqliteBackend, Tuning, classify, from_json, get, json, stamp, time};
 use crate::{RegistryError, Result};
 
 /// The service's records in a SQLite library file.
 #[derive(Debug, Clone)]
 pub struct SqliteService {
     backend: SqliteBackend,
+    _checkpoints: Arc<Checkpoints>,
+}
+
+/// How often the WAL is checkpointed beside the writes.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The checkpointing task; stopped when the last clone of the store goes (or its pool closes).
+#[derive(Debug)]
+struct Checkpoints(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteService {
-    /// Open (creating and migrating if needed) the library file at `path`.
+    /// Open (creating and migrating if needed) the library file at `path`, every commit
+    /// fsynced.
     pub async fn open(path: &Path) -> Result<Self> {
-        let backend = SqliteBackend::open(path).await?;
+        Self::open_with(path, LogSync::Full).await
+    }
+
+    /// [`SqliteService::open`] with commits as durable as `sync` says.
+    pub async fn open_with(path: &Path, sync: LogSync) -> Result<Self> {
+        let tuning = Tuning {
+            sync,
+            manual_checkpoints: true,
+        };
+        let backend = SqliteBackend::open_tuned(path, tuning).await?;
         if backend.is_read_only() {
             return Err(RegistryError::ReadOnly {
                 path: path.to_path_buf(),
             });
         }
-        Ok(Self { backend })
+        let pool = backend.pool().clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    break;
+                }
+                // Passive: copies what no reader still needs and takes no write lock, so
+                // commits go on meanwhile; what it cannot copy now it copies next time.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    if matches!(e, sqlx::Error::PoolClosed) {
+                        break;
+                    }
+                    tracing::warn!(error = %e, "checkpointing the service log failed; retried");
+                }
+            }
+        });
+        Ok(Self {
+            backend,
+            _checkpoints: Arc::new(Checkpoints(task)),
+        })
     }
 
     fn pool(&self) -> &SqlitePool {
@@ -716,6 +772,48 @@ mod tests {
         assert!(s.record(&again, &[]).await.is_err());
         assert!(s.inference("inf_new").await.unwrap().is_none());
     }
+    // SQLite's automatic checkpoint would run inside whichever commit crossed 1,000 pages, with
+    // every request of that batch waiting; the store's own task checkpoints instead.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_log_is_checkpointed_beside_the_commits_not_inside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.db");
+        for sync in [LogSync::Full, LogSync::Normal] {
+            let s = SqliteService::open_with(&path, sync).await.unwrap();
+            let (auto, level): (i64, i64) = (
+                sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap(),
+                sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(auto, 0, "{sync:?}");
+            // SQLite's levels: 1 NORMAL, 2 FULL.
+            assert_eq!(level, if sync == LogSync::Full { 2 } else { 1 });
+            s.close().await;
+        }
+        // Rows committed to the WAL reach the database file within a few checkpoint periods.
+        let s = SqliteService::open(&path).await.unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        let t0 = now();
+        let rows: Vec<Inference> = (0..2000).map(|k| inf(&format!("inf_{k}"), t0)).collect();
+        s.record(&rows, &[]).await.unwrap();
+        let deadline = std::time::Instant::now() + CHECKPOINT_EVERY * 5;
+        while size() < before + 200_000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            size() >= before + 200_000,
+            "the database file stayed at {} bytes (from {before}) with 2,000 rows in the WAL",
+            size()
+        );
+        s.close().await;
+    }
+
     #[tokio::test]
     async fn records_read_back_and_prune() {
         let dir = tempfile::tempdir().unwrap();

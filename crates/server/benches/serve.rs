@@ -3,10 +3,12 @@
 //!
 //! - fetch by label at 64 connections: requests/s, p50, p99 — beside `/healthz` (the same HTTP
 //!   stack and client doing no work);
-//! - run through the gateway against a mock provider answering in 200 ms, at 256 concurrent
-//!   requests: throughput beside the ideal N / 0.2 s and p99 overhead beside calling the mock
-//!   directly with the same client, and the server's own overhead from its
-//!   `metaprompt_gateway_overhead_seconds` histogram;
+//! - run through the gateway against a mock provider answering in 200 ms, with 256
+//!   connections, closed loop (the clients in step: bursts of 256) and at 96% of the ideal rate
+//!   on a fixed schedule (spread arrivals): throughput beside the ideal N / 0.2 s and p99
+//!   overhead beside calling the mock directly with the same client, the server's own overhead
+//!   from its `metaprompt_gateway_overhead_seconds` histogram, its wait for the log and each
+//!   commit's time; each for `[server] log_sync = "full"` and `"normal"` (two servers);
 //! - feedback ingestion with durability (each request answered after its commit): events/s,
 //!   one event per request and 100 per batch.
 //!
@@ -24,7 +26,7 @@ use metaprompt_engine::{Engine, EngineOptions};
 use metaprompt_eval::prompt::PromptFile;
 use metaprompt_llm::Config;
 use metaprompt_registry::model::{LabelMove, NewVersion, Origin};
-use metaprompt_registry::service::{Role, Token, mint_token, token_hash};
+use metaprompt_registry::service::{LogSync, Role, Token, mint_token, token_hash};
 use metaprompt_server::ServerOptions;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
@@ -192,6 +194,128 @@ fn report(name: &str, l: &Load) {
     );
 }
 
+/// The gateway (`POST …/run`) with 256 connections against the server at `base` (its library
+/// at `library`), after a one-second warm-up that opens the connections on both hops: closed
+/// loop (`rate` `None`), or `rate` requests a second on a fixed schedule. Prints the figures and
+/// returns the server's overhead p99 bound, the share within 5 ms, and the p99 bounds of the
+/// wait for the log and of each commit (seconds).
+async fn gateway(
+    base: &str,
+    auth: &str,
+    library: &std::path::Path,
+    mock: &MockServer,
+    direct: &Load,
+    secs: f64,
+    rate: Option<f64>,
+) -> (f64, f64, f64, f64) {
+    let (b, a2) = (base.to_string(), auth.to_string());
+    let gateway_request = move |c: &reqwest::Client, k: usize| {
+        c.post(format!("{b}/v1/prompts/support/run"))
+            .header("authorization", &a2)
+            .json(&json!({"inputs": {"question": format!("invoice {k}")}}))
+    };
+    let cold = load(256, 1.0, gateway_request.clone()).await;
+    let seen = mock.received_requests().await.map_or(0, |r| r.len());
+    let route = "route=\"/v1/prompts/{name}/run\"";
+    let names = [
+        ("metaprompt_gateway_overhead_seconds", route),
+        ("metaprompt_log_wait_seconds", ""),
+        ("metaprompt_log_commit_seconds", ""),
+        ("metaprompt_http_request_duration_seconds", route),
+    ];
+    let mut before = Vec::new();
+    for (metric, filter) in names {
+        before.push(buckets(base, auth, metric, filter).await);
+    }
+    let started = chrono::Utc::now();
+    let gateway = load_paced(256, rate, secs.max(2.0), gateway_request).await;
+    let mut after = Vec::new();
+    for (metric, filter) in names {
+        after.push(buckets(base, auth, metric, filter).await);
+    }
+    let q = |k: usize, p: f64| bucket_quantile(&before[k], &after[k], p);
+    // The model call of each measured request as the server timed it (its inference record).
+    let mut model_ms: Vec<f64> = metaprompt_registry::open_service(library)
+        .await
+        .unwrap()
+        .inferences(&metaprompt_registry::service::InferenceQuery {
+            since: Some(started),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.latency_ms)
+        .collect();
+    model_ms.sort_by(f64::total_cmp);
+    let model_pct = |p: f64| {
+        model_ms
+            .get(((model_ms.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    // Calls the provider received for the measured gateway requests: above one per request,
+    // the gateway retried (a pooled connection the mock had closed, say).
+    let provider_calls = mock.received_requests().await.map_or(0, |r| r.len()) - seen;
+    report("  the warm-up second (closed loop)", &cold);
+    report("  POST /v1/prompts/support/run", &gateway);
+    let ideal = 256.0 / 0.2;
+    match rate {
+        None => println!(
+            "  throughput {:.0} req/s = {:.1}% of the ideal {ideal:.0} (direct: {:.1}%)",
+            gateway.rps(),
+            100.0 * gateway.rps() / ideal,
+            100.0 * direct.rps() / ideal
+        ),
+        // Its time includes the last answers' 200 ms after the schedule ends.
+        Some(r) => println!(
+            "  offered {r:.0} req/s = {:.1}% of the ideal {ideal:.0}: {} answered ({} errors), \
+             a late one timed from when it was due",
+            100.0 * r / ideal,
+            gateway.requests,
+            gateway.errors
+        ),
+    }
+    println!(
+        "  provider calls for the {} answered gateway requests: {provider_calls} ({} errors)",
+        gateway.requests, gateway.errors
+    );
+    let at =
+        |b: &[(f64, u64)], limit: f64| b.iter().find(|(x, _)| *x == limit).map_or(0, |(_, c)| *c);
+    let total = at(&after[0], f64::INFINITY) - at(&before[0], f64::INFINITY);
+    let within =
+        100.0 * (at(&after[0], 0.005) - at(&before[0], 0.005)) as f64 / total.max(1) as f64;
+    println!(
+        "  the server's own overhead (its metrics: request time less the model call): \
+         p50 ≤ {} ms, p99 ≤ {} ms, {within:.2}% within 5 ms",
+        q(0, 0.5) * 1000.0,
+        q(0, 0.99) * 1000.0,
+    );
+    println!(
+        "  as the server saw it: the whole request p99 ≤ {} ms (http_request_duration_seconds), \
+         the model call p50 {:.1} ms, p99 {:.1} ms (its {} inference records)",
+        q(3, 0.99) * 1000.0,
+        model_pct(0.5),
+        model_pct(0.99),
+        model_ms.len()
+    );
+    let commits = at(&after[2], f64::INFINITY) - at(&before[2], f64::INFINITY);
+    println!(
+        "  of which waiting for the durable log (log_wait_seconds): p50 ≤ {} ms, p99 ≤ {} ms; \
+         {commits} commits (log_commit_seconds): p50 ≤ {} ms, p99 ≤ {} ms",
+        q(1, 0.5) * 1000.0,
+        q(1, 0.99) * 1000.0,
+        q(2, 0.5) * 1000.0,
+        q(2, 0.99) * 1000.0,
+    );
+    println!(
+        "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",
+        (gateway.pct(0.5).as_secs_f64() - direct.pct(0.5).as_secs_f64()) * 1000.0,
+        (gateway.pct(0.99).as_secs_f64() - direct.pct(0.99).as_secs_f64()) * 1000.0
+    );
+    (q(0, 0.99), within, q(1, 0.99), q(2, 0.99))
+}
+
 /// The server on a runtime of its own (as many workers as cores, as `metaprompt serve` has), as
 /// if in its own process: the load generator's tasks never queue behind the server's, or the
 /// server's behind them; the operating system shares the cores between the two.
@@ -203,7 +327,11 @@ struct Server {
 impl Server {
     /// Start it with a library holding `support` (labelled `production`) and an admin token:
     /// the server, its base URL, the version's hash and the token.
-    fn start(mock: String, dir: std::path::PathBuf) -> (Server, String, String, String) {
+    fn start(
+        mock: String,
+        dir: std::path::PathBuf,
+        log_sync: LogSync,
+    ) -> (Server, String, String, String) {
         let (started, ready) = std::sync::mpsc::channel();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -212,7 +340,7 @@ impl Server {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let (running, hash, secret) = serve(&mock, &dir).await;
+                let (running, hash, secret) = serve(&mock, &dir, log_sync).await;
                 started
                     .send((format!("http://{}", running.addr), hash, secret))
                     .unwrap();
@@ -231,7 +359,11 @@ impl Server {
     }
 }
 
-async fn serve(mock: &str, dir: &std::path::Path) -> (metaprompt_server::Running, String, String) {
+async fn serve(
+    mock: &str,
+    dir: &std::path::Path,
+    log_sync: LogSync,
+) -> (metaprompt_server::Running, String, String) {
     let config = Config::parse(&format!(
         "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\nconcurrency = 512\n\
          [models.\"mock:exec\"]\nformat = \"text\"\n",
@@ -283,6 +415,7 @@ async fn serve(mock: &str, dir: &std::path::Path) -> (metaprompt_server::Running
     .unwrap();
     let options = ServerOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
+        log_sync,
         ..ServerOptions::default()
     };
     let running = metaprompt_server::start(engine, options).await.unwrap();
@@ -311,7 +444,24 @@ async fn main() {
         )
         .mount(&mock)
         .await;
-    let (server, base, hash, secret) = Server::start(mock.uri(), dir.path().to_path_buf());
+    let (server, base, hash, secret) =
+        Server::start(mock.uri(), dir.path().to_path_buf(), LogSync::Full);
+    // The same server with commits written but not fsynced, for the gateway side by side.
+    let normal_dir = dir.path().join("normal");
+    let (normal, normal_base, _, normal_secret) =
+        Server::start(mock.uri(), normal_dir.clone(), LogSync::Normal);
+    let gateways = [
+        (
+            base.clone(),
+            dir.path().join("lib.db"),
+            format!("Bearer {secret}"),
+        ),
+        (
+            normal_base,
+            normal_dir.join("lib.db"),
+            format!("Bearer {normal_secret}"),
+        ),
+    ];
     let auth = format!("Bearer {secret}");
     println!(
         "metaprompt serve · {} cores · {secs} s per measurement",
@@ -367,97 +517,42 @@ async fn main() {
         c.post(&mock_url)
             .json(&json!({"model": "exec", "prompt": "Question: x\nTeam:", "max_tokens": 4}))
     };
-    let (b, a2) = (base.clone(), a.clone());
-    let gateway_request = move |c: &reqwest::Client, k: usize| {
-        c.post(format!("{b}/v1/prompts/support/run"))
-            .header("authorization", &a2)
-            .json(&json!({"inputs": {"question": format!("invoice {k}")}}))
-    };
-    let cold = load(256, 1.0, gateway_request.clone()).await;
-    let _ = load(256, 1.0, direct_request.clone()).await;
-    let direct = load(256, secs.max(2.0), direct_request).await;
-    let seen = mock.received_requests().await.map_or(0, |r| r.len());
-    let run_route = "/v1/prompts/{name}/run";
-    let overhead = "metaprompt_gateway_overhead_seconds";
-    let route = format!("route=\"{run_route}\"");
-    let wait = "metaprompt_log_wait_seconds";
-    let before = buckets(&base, &a, overhead, &route).await;
-    let wait_before = buckets(&base, &a, wait, "").await;
-    let duration = "metaprompt_http_request_duration_seconds";
-    let duration_before = buckets(&base, &a, duration, &route).await;
-    let gateway_started = chrono::Utc::now();
-    let gateway = load(256, secs.max(2.0), gateway_request).await;
-    let after = buckets(&base, &a, overhead, &route).await;
-    let wait_after = buckets(&base, &a, wait, "").await;
-    let duration_after = buckets(&base, &a, duration, &route).await;
-    // The model call of each measured request as the server timed it (its inference record).
-    let mut model_ms: Vec<f64> = metaprompt_registry::open_service(&dir.path().join("lib.db"))
-        .await
-        .unwrap()
-        .inferences(&metaprompt_registry::service::InferenceQuery {
-            since: Some(gateway_started),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.latency_ms)
-        .collect();
-    model_ms.sort_by(f64::total_cmp);
-    let model_pct = |p: f64| {
-        model_ms
-            .get(((model_ms.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    // Calls the provider received for the measured gateway requests: above one per request,
-    // the gateway retried (a pooled connection the mock had closed, say).
-    let provider_calls = mock.received_requests().await.map_or(0, |r| r.len()) - seen;
-    println!("\ngateway, provider answering in 200 ms, 256 concurrent");
-    report("  the first second (cold: 256 connections open)", &cold);
+    let cold = load(256, 1.0, direct_request.clone()).await;
+    let direct = load(256, secs.max(2.0), direct_request.clone()).await;
+    // The closed loop runs the 256 clients in step (each answer takes the same 200 ms, so all
+    // of them come back within a millisecond or two, every 200 ms): the worst burst. At 96% of
+    // the ideal rate on a fixed schedule, requests arrive spread out, as independent callers'
+    // do.
+    let rate = 0.96 * 256.0 / 0.2;
+    let direct_paced = load_paced(256, Some(rate), secs.max(2.0), direct_request).await;
+    println!("\ngateway, provider answering in 200 ms, 256 connections");
+    report("  the mock provider directly (first second)", &cold);
     report("  the mock provider directly", &direct);
-    report("  POST /v1/prompts/support/run", &gateway);
-    let ideal = 256.0 / 0.2;
-    println!(
-        "  throughput {:.0} req/s = {:.1}% of the ideal {ideal:.0} (direct: {:.1}%)",
-        gateway.rps(),
-        100.0 * gateway.rps() / ideal,
-        100.0 * direct.rps() / ideal
-    );
-    println!(
-        "  provider calls for the {} answered gateway requests: {provider_calls} ({} errors)",
-        gateway.requests, gateway.errors
-    );
-    let within = |limit: f64| {
-        let at = |b: &[(f64, u64)]| b.iter().find(|(x, _)| *x == limit).map_or(0, |(_, c)| *c);
-        let total = after.last().map_or(0, |(_, c)| *c) - before.last().map_or(0, |(_, c)| *c);
-        100.0 * (at(&after) - at(&before)) as f64 / total.max(1) as f64
-    };
-    println!(
-        "  the server's own overhead (its metrics: request time less the model call): \
-         p50 ≤ {} ms, p99 ≤ {} ms, {:.2}% within 5 ms",
-        bucket_quantile(&before, &after, 0.5) * 1000.0,
-        bucket_quantile(&before, &after, 0.99) * 1000.0,
-        within(0.005)
-    );
-    println!(
-        "  as the server saw it: the whole request p99 ≤ {} ms (http_request_duration_seconds), \
-         the model call p50 {:.1} ms, p99 {:.1} ms (its {} inference records)",
-        bucket_quantile(&duration_before, &duration_after, 0.99) * 1000.0,
-        model_pct(0.5),
-        model_pct(0.99),
-        model_ms.len()
-    );
-    println!(
-        "  of which waiting for the durable log (log_wait_seconds): p50 ≤ {} ms, p99 ≤ {} ms",
-        bucket_quantile(&wait_before, &wait_after, 0.5) * 1000.0,
-        bucket_quantile(&wait_before, &wait_after, 0.99) * 1000.0,
-    );
-    println!(
-        "  overhead vs direct: p50 {:+.2} ms, p99 {:+.2} ms",
-        (gateway.pct(0.5).as_secs_f64() - direct.pct(0.5).as_secs_f64()) * 1000.0,
-        (gateway.pct(0.99).as_secs_f64() - direct.pct(0.99).as_secs_f64()) * 1000.0
-    );
+    report(&format!("  the same at {rate:.0} req/s"), &direct_paced);
+    let mut summary = Vec::new();
+    for (sync, (base, library, auth)) in ["full", "normal"].into_iter().zip(&gateways) {
+        for (how, rate, direct) in [
+            ("closed loop", None, &direct),
+            ("paced", Some(rate), &direct_paced),
+        ] {
+            match rate {
+                None => println!("\n[server] log_sync = \"{sync}\", closed loop"),
+                Some(r) => println!("\n[server] log_sync = \"{sync}\", {r:.0} req/s (open loop)"),
+            }
+            let g = gateway(base, auth, library, &mock, direct, secs, rate).await;
+            summary.push((sync, how, g));
+        }
+    }
+    println!("\ngateway overhead side by side (the server's own, and the wait for the log)");
+    for (sync, how, (p99, within, wait_p99, commit_p99)) in summary {
+        println!(
+            "  log_sync = {sync:<7} {how:<12} overhead p99 ≤ {} ms, {within:.2}% within 5 ms; \
+             log wait p99 ≤ {} ms; commit p99 ≤ {} ms",
+            p99 * 1000.0,
+            wait_p99 * 1000.0,
+            commit_p99 * 1000.0
+        );
+    }
 
     // 3. Feedback ingestion (durable: answered after commit).
     let client = reqwest::Client::new();
@@ -499,4 +594,5 @@ async fn main() {
         batch.rps() * 100.0
     );
     server.stop();
+    normal.stop();
 }

@@ -64,6 +64,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metaprompt_engine::Engine;
 use metaprompt_llm::config::ServerConfig;
+use metaprompt_registry::service::LogSync;
 use metaprompt_registry::{ServiceStore, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -94,6 +95,8 @@ pub struct ServerOptions {
     /// `serve --agent`: a pass of the prompt-engineer agent this often; `None`: only on
     /// `POST /v1/agent/pass`.
     pub agent_interval: Option<Duration>,
+    /// How durable a commit of the inference log is before its requests are answered.
+    pub log_sync: LogSync,
 }
 
 impl Default for ServerOptions {
@@ -108,6 +111,7 @@ impl Default for ServerOptions {
             runs_dir: None,
             webhooks: Vec::new(),
             agent_interval: None,
+            log_sync: LogSync::Full,
         }
     }
 }
@@ -123,6 +127,15 @@ impl ServerOptions {
                 ))
             })?,
             None => d.listen,
+        };
+        let log_sync = match c.log_sync.as_deref() {
+            None => d.log_sync,
+            Some(s) => LogSync::parse(s).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "[server] log_sync = \"{s}\": expected \"full\" (every commit fsynced) or \
+                     \"normal\" (durable across a crash of the server, not of the machine)"
+                ))
+            })?,
         };
         Ok(Self {
             listen,
@@ -140,6 +153,7 @@ impl ServerOptions {
             runs_dir: c.runs_dir.clone(),
             webhooks: c.webhooks.clone(),
             agent_interval: None,
+            log_sync,
         })
     }
 }
@@ -384,7 +398,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         .library()
         .await?
         .ok_or_else(|| ServerError::Config("the server needs a library".into()))?;
-    let service = metaprompt_registry::open_service(&path).await?;
+    let service = metaprompt_registry::open_service_with(&path, options.log_sync).await?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -404,7 +418,8 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
     let runs = runs::Runs::open(runs_dir.clone(), &engine, webhooks.clone())
         .await
         .map_err(|e| ServerError::Config(format!("runs directory {}: {e}", runs_dir.display())))?;
-    let (recorder, writer) = Recorder::start(service.clone());
+    let metrics = Metrics::new();
+    let (recorder, writer) = Recorder::start(service.clone(), metrics.clone());
     let auth = if options.insecure_local {
         Auth::Open
     } else {
@@ -425,7 +440,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             service: service.clone(),
             recorder,
             auth,
-            metrics: Metrics::new(),
+            metrics,
             runs,
             webhooks,
             options: options.clone(),
@@ -495,5 +510,29 @@ async fn prune_loop(service: Arc<dyn ServiceStore>, keep: Duration, stop: Cancel
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(toml: &str) -> Result<ServerOptions, String> {
+        let c: ServerConfig = toml::from_str(toml).map_err(|e| e.to_string())?;
+        ServerOptions::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_table_values_are_checked_and_errors_name_the_field() {
+        assert_eq!(options("").unwrap().log_sync, LogSync::Full);
+        assert_eq!(
+            options("log_sync = \"normal\"").unwrap().log_sync,
+            LogSync::Normal
+        );
+        let e = options("log_sync = \"sometimes\"").unwrap_err();
+        assert!(e.contains("[server] log_sync = \"sometimes\""), "{e}");
+        assert!(e.contains("\"full\"") && e.contains("\"normal\""), "{e}");
+        let e = options("listen = \"nowhere\"").unwrap_err();
+        assert!(e.contains("[server] listen = \"nowhere\""), "{e}");
     }
 }

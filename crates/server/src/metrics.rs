@@ -44,6 +44,8 @@ pub struct Metrics {
     /// How long a request waited for its records to be committed (the durable log's share of
     /// the gateway overhead).
     pub log_wait: Histogram,
+    /// How long each group commit took (one per batch, the writer's side of `log_wait`).
+    pub log_commit: Histogram,
 }
 
 /// Fine buckets around the gateway's 5 ms goal.
@@ -73,6 +75,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let log_queue = Gauge::default();
         let log_wait = overhead_histogram();
+        let log_commit = overhead_histogram();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -110,6 +113,11 @@ impl Metrics {
             "Time a request waited for its inference or feedback records to be committed",
             log_wait.clone(),
         );
+        registry.register(
+            "log_commit_seconds",
+            "Time each group commit of the inference log took (one per batch of requests)",
+            log_commit.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -120,6 +128,7 @@ impl Metrics {
             in_flight,
             log_queue,
             log_wait,
+            log_commit,
         })
     }
 

@@ -41,9 +41,10 @@ impl std::fmt::Debug for Job {
 impl Recorder {
     /// Start the writer. It stops once every `Recorder` clone is dropped and the queue is
     /// written; await the handle to know the log is flushed.
-    pub fn start(store: Arc<dyn ServiceStore>) -> (Self, JoinHandle<()>) {
+    /// Each commit's time goes to `metrics.log_commit`.
+    pub fn start(store: Arc<dyn ServiceStore>, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (jobs, rx) = mpsc::channel(MAX_BATCH);
-        let task = tokio::spawn(write(store, rx));
+        let task = tokio::spawn(write(store, rx, metrics));
         (Self { jobs }, task)
     }
 
@@ -88,7 +89,7 @@ impl Recorder {
     }
 }
 
-async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>) {
+async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let mut size = jobs[0].inferences.len() + jobs[0].feedback.len();
@@ -111,10 +112,12 @@ async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>) {
             feedback.append(&mut job.feedback);
             shares.push((i..inferences.len(), f..feedback.len()));
         }
+        let started = Instant::now();
         let result = store
             .record(&inferences, &feedback)
             .await
             .map_err(|e| e.to_string());
+        metrics.log_commit.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 for job in jobs {
@@ -180,7 +183,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let (recorder, writer) = Recorder::start(store.clone());
+        let (recorder, writer) = Recorder::start(store.clone(), Metrics::new());
         recorder
             .record(vec![inference("inf_1")], vec![])
             .await
