@@ -8,7 +8,8 @@
 #     over the 50 dev inputs, subtracted before the most likely label is picked; fitted without
 #     the dev labels) on dev and on test, compared with the human prompt by a paired bootstrap.
 #
-#   scripts/bench-signal.sh TASK...      (release build; no cache, no library)
+#   [MODEL=local:smollm2-135m-instruct] scripts/bench-signal.sh TASK...
+#   (release build; no cache, no library; MODEL: the execution model, default the task's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p metaprompt-cli >&2
@@ -19,7 +20,7 @@ echo "|---|---|---|---|---|---|"
 for t in "$@"; do
   human="examples/$t/prompts/human.toml"
   seed="examples/$t/prompts/$(sed -n 's/.*same demonstrations as \([a-z_]*\.toml\).*/\1/p' "$human")"
-  common=(--no-cache --no-library eval "examples/$t/task.toml" --json)
+  common=(--no-cache --no-library eval "examples/$t/task.toml" --json ${MODEL:+--model "$MODEL"})
   "$bin" "${common[@]}" --prompt "$seed" --split dev --limit 50 --out "$out/$t.seed.dev.jsonl" >/dev/null
   "$bin" "${common[@]}" --prompt "$seed" --split test --limit 100 --out "$out/$t.seed.test.jsonl" >/dev/null
   "$bin" "${common[@]}" --prompt "$human" --split test --limit 100 --out "$out/$t.human.test.jsonl" >/dev/null
