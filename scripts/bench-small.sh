@@ -8,8 +8,9 @@
 # by the paired bootstrap.
 #
 #   [ALGOS="auto mipro ape"] [META=local:smollm2-135m-instruct] [DEV_LIMIT=50] [TEST_LIMIT=100] \
-#     scripts/bench-small.sh [TASK...]
-#   (default tasks: every examples/* with a prompts/human.toml; META: the task's meta model)
+#     [CALLS=300] [EXTRA="--minibatch 10"] scripts/bench-small.sh [TASK...]
+#   (default tasks: every examples/* with a prompts/human.toml; META: the task's meta model;
+#   CALLS: the search's metric-call cap; EXTRA: more `optimize` flags, for a reduced run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p metaprompt-cli >&2
@@ -49,7 +50,7 @@ PY
     run="$out/$task-$algo"
     "$bin" "${common[@]}" optimize "examples/$task/task.toml" --algo "$algo" --yes \
       --prompt "examples/$task/$seed" "${meta[@]}" \
-      --dev-limit "$dev" --test-limit "$test" --max-metric-calls 300 --max-meta-calls 30 \
+      --dev-limit "$dev" --test-limit "$test" --max-metric-calls "${CALLS:-300}" --max-meta-calls 30 ${EXTRA:-} \
       --run-dir "$run" --json >"$run.json" 2>"$run.log"
     "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "$run/best.toml" \
       --split test --limit "$test" --json >"$run.compare.json"
