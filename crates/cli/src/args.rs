@@ -148,6 +148,12 @@ pub struct ServeArgs {
     /// Time between the agent's passes with --agent
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub agent_interval: std::time::Duration,
+    /// A folder of task folders (DIR/NAME/task.toml) that runs over HTTP may name by NAME; repeatable, added to [server] task_roots
+    #[arg(long = "tasks", value_name = "DIR")]
+    pub tasks: Vec<std::path::PathBuf>,
+    /// A host name the server answers to besides IP addresses and localhost ("*": any); repeatable, added to [server] hosts
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,25 +365,25 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Most rounds
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = at_least_one)]
     pub rounds: usize,
     /// Stop after this many rounds without significant improvement
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     pub patience: usize,
     /// Candidates proposed per round
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub per_round: u32,
     /// First racing rung: dev examples every new candidate is scored on before losers are dropped
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     pub minibatch: usize,
     /// Demonstrations per prompt in demonstration search
     #[arg(long, default_value_t = 4)]
     pub demos: usize,
     /// Meta temperature of the first round (exploration)
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = temperature)]
     pub explore: f32,
     /// Meta temperature of the last round (exploitation)
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = temperature)]
     pub exploit: f32,
     /// ape, mipro: sample twice as many instructions and race only those the execution model finds most likely to give the expected outputs (needs a model that scores continuations, such as the embedded one)
     #[arg(long)]
@@ -392,10 +398,10 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "TOKENS")]
     pub max_meta_tokens: Option<u64>,
     /// Cap on the meta layer's cost in dollars
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = dollars)]
     pub max_meta_cost: Option<f64>,
     /// Cap on the total cost in dollars
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = dollars)]
     pub max_cost: Option<f64>,
     /// Cap on wall time in seconds
     #[arg(long, value_name = "SECS")]
@@ -413,13 +419,43 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_unscored: u64,
     /// Ask for confirmation when the projected cost is above this many dollars
-    #[arg(long, value_name = "USD", default_value_t = 1.0)]
+    #[arg(long, value_name = "USD", default_value_t = 1.0, value_parser = dollars)]
     pub confirm_above: f64,
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
     #[command(flatten)]
     pub meta: MetaArgs,
+}
+
+/// A count of at least 1 (`optimize --rounds`, `--patience`, `--minibatch`).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A sampling temperature: a finite number, 0 or more.
+fn temperature(s: &str) -> Result<f32, String> {
+    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    match metaprompt_llm::types::temperature_problem(t) {
+        Some(p) => Err(p),
+        None => Ok(t),
+    }
+}
+
+/// Dollars: a finite number, 0 or more.
+fn dollars(s: &str) -> Result<f64, String> {
+    let usd: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if usd.is_finite() && usd >= 0.0 {
+        Ok(usd)
+    } else {
+        Err(format!(
+            "must be a finite number of dollars, 0 or more, got {usd}"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]

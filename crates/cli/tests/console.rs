@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, mock_model, route_task, setup, token};
+use common::{Server, mock_model, route_task_in_root, setup, token};
 use fantoccini::{Client, ClientBuilder, Locator};
 use metaprompt_registry::model::{Batch, Evidence, NewVersion, Origin, ReviewState};
 use reqwest::StatusCode;
@@ -387,7 +387,8 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     let viewer = token(d, "viewer").await;
     let editor = token(d, "editor").await;
     let runner = token(d, "runner").await;
-    let s = Server::start(d, &[]);
+    let task = route_task_in_root(d);
+    let s = Server::start(d, &["--tasks", "tasks"]);
     let http = reqwest::Client::new();
     traffic(&http, &s, &runner, 40).await;
 
@@ -619,7 +620,6 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     shot(&c, "xss").await;
 
     // A running optimization's page follows it without a reload.
-    let task = route_task(d);
     let start_run = || async {
         let run: Value = http
             .post(s.url("/v1/runs"))

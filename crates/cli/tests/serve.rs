@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, cli, metaprompt, mock_model, route_task, setup, stderr, token};
+use common::{Server, cli, metaprompt, mock_model, route_task_in_root, setup, stderr, token};
 use metaprompt_registry::model::{NewVersion, Origin};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -556,6 +556,7 @@ async fn serve_refuses_bad_requests_with_json_errors_naming_the_field() {
         .http
         .post(s.url(run))
         .bearer_auth(&t)
+        .header("content-type", "application/json")
         .body(big)
         .send()
         .await
@@ -1005,7 +1006,8 @@ out["served_completion"] = r.choices[0].text
 import urllib.request
 req = urllib.request.Request(base + "/v1/prompts/capital/render",
                              data=json.dumps({"inputs": {"country": "Italy"}}).encode(),
-                             headers={"Authorization": "Bearer " + key})
+                             headers={"Authorization": "Bearer " + key,
+                                      "Content-Type": "application/json"})
 rendered = json.load(urllib.request.urlopen(req, timeout=60))
 out["rendered"] = rendered["prompt"]
 r = c.completions.create(model="local:gemma-3-270m", prompt=rendered["prompt"]["text"],
@@ -1403,10 +1405,11 @@ async fn an_optimization_started_over_http_is_watched_cancelled_resumed_and_surv
     let d = dir.path();
     let mock = mock_model(Duration::from_millis(150)).await;
     setup(d, &mock).await;
-    let task = route_task(d);
+    // Runs over HTTP name a task in the server's task roots.
+    let task = route_task_in_root(d);
     let editor = token(d, "editor").await;
     let viewer = token(d, "viewer").await;
-    let mut s = Server::start(d, &[]);
+    let mut s = Server::start(d, &["--tasks", "tasks"]);
     let api = Api::new();
     let body = json!({"kind": "optimize", "request": {
         "task": task, "algorithm": "fewshot", "rounds": 3, "patience": 3, "minibatch": 6,
@@ -1425,10 +1428,10 @@ async fn an_optimization_started_over_http_is_watched_cancelled_resumed_and_surv
             "POST",
             &s.url("/v1/runs"),
             Some(&editor),
-            Some(json!({"kind": "optimize", "request": {"task": "nosuch.toml"}})),
+            Some(json!({"kind": "optimize", "request": {"task": "nosuch"}})),
         )
         .await;
-    assert_error(st, &b, StatusCode::BAD_REQUEST, "request");
+    assert_error(st, &b, StatusCode::NOT_FOUND, "request.task");
     let (st, b) = api
         .call(
             "POST",
@@ -1497,7 +1500,7 @@ async fn an_optimization_started_over_http_is_watched_cancelled_resumed_and_surv
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.kill9();
-    let s2 = Server::start(d, &[]);
+    let s2 = Server::start(d, &["--tasks", "tasks"]);
     let url2 = s2.url(&format!("/v1/runs/{id2}"));
     let done = wait_status(&api, &url2, &viewer, "finished").await;
     assert_eq!(done["resumed"], 1, "{done:#}");

@@ -64,6 +64,18 @@ pub use request::{
     OptimizeRequest, Scope, TranslateRequest,
 };
 
+/// A name that becomes a library key and a file name, checked before anything is spent.
+pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), EngineError> {
+    if metaprompt_eval::name::is_valid(name) {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid {
+            field,
+            message: format!("{name:?}: {}", metaprompt_eval::name::EXPECTED),
+        })
+    }
+}
+
 /// Seed of the bootstrap resampling: fixed, so a report reproduces.
 pub const BOOTSTRAP_SEED: u64 = 0x5EED;
 
@@ -168,6 +180,11 @@ struct Inner {
 impl Engine {
     /// Open the cache (when configured) and register every provider this build carries.
     pub async fn open(options: EngineOptions) -> Result<Self, EngineError> {
+        // Every render in this process (evaluations, optimizations, serving, library adds)
+        // runs under the config's `[templates]` limits.
+        metaprompt_eval::prompt::set_limits(metaprompt_eval::prompt::TemplateLimits::from_config(
+            &options.config.templates,
+        ));
         let local = Arc::new(LocalModels::from_config(&options.config));
         let cache = match &options.cache {
             Some(path) => Some(ResponseCache::open(path).await?),

@@ -213,6 +213,7 @@ impl Engine {
             Some(t) => format!("{}-generated", t.config.name),
             None => brief.name.clone(),
         });
+        crate::check_name("name", &name)?;
         let spec = GenerateSpec {
             brief,
             shown,
@@ -357,6 +358,7 @@ impl Engine {
             .name
             .clone()
             .unwrap_or_else(|| format!("{}-for-{}", source.name, slug(&target_name)));
+        crate::check_name("name", &name)?;
         let spec = TranslateSpec {
             brief,
             shown,

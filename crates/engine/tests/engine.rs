@@ -415,21 +415,22 @@ async fn a_row_too_long_for_the_model_fails_eval_compare_and_optimize_before_any
     let server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let task = task(dir.path());
-    // Line 7 of dev.jsonl becomes a 10 MB review.
+    // Line 7 of dev.jsonl becomes a 1 MB review (under the 8 MiB template output limit, so the
+    // context check is what refuses it).
     let dev = dir.path().join("dev.jsonl");
     let mut lines: Vec<String> = std::fs::read_to_string(&dev)
         .unwrap()
         .lines()
         .map(String::from)
         .collect();
-    lines[6] = json!({"sentence": "long ".repeat(2_000_000), "label": "positive"}).to_string();
+    lines[6] = json!({"sentence": "long ".repeat(200_000), "label": "positive"}).to_string();
     std::fs::write(&dev, lines.join("\n") + "\n").unwrap();
     let expect = |e: &EngineError| {
         let text = e.to_string();
         assert!(matches!(e, EngineError::TooLong(_)), "{e:?}");
         assert!(
             text.contains(&format!("{}:7: prompt `seed`", dev.display()))
-                && text.contains("about 2500004 tokens")
+                && text.contains("about 250004 tokens")
                 && text.contains("more than the 8188 that fit mock:exec (8192 tokens of context")
                 && text.contains("context_tokens of [models.\"mock:exec\"]"),
             "{text}"

@@ -19,6 +19,7 @@
 pub mod dataset;
 pub mod evaluator;
 pub mod metric;
+pub mod name;
 pub mod prompt;
 pub mod select;
 pub mod stats;

@@ -51,6 +51,10 @@ pub struct Config {
     /// `metaprompt agent`: what it watches, what it may spend, how it ships.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// Bounds on the work one prompt render may do (every render: evaluations, optimizations,
+    /// `serve`, and the check when a version is added to the library).
+    #[serde(default)]
+    pub templates: TemplatesConfig,
     /// Endpoints, by provider name (the part before `:` in a model spec). The built-in names
     /// `openai`, `anthropic` and `local` may be adjusted here; new names need a `kind`.
     #[serde(default)]
@@ -80,6 +84,22 @@ pub struct LibraryConfig {
     pub path: Option<PathBuf>,
 }
 
+/// `[templates]`: what one render of a prompt's templates may cost. A template that goes over
+/// is an error naming the prompt and the limit (never a hang), and a version that goes over
+/// when rendered with its own demonstrations is refused when it is added to the library.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// Template steps (minijinja fuel: about one per instruction) one template field may take
+    /// per render. Default: 2,000,000 (a few hundred milliseconds of work).
+    pub max_fuel: Option<u64>,
+    /// Bytes the rendered prompt may reach; also the largest string or list a filter may build
+    /// while rendering. Default: 8 MiB.
+    pub max_output_bytes: Option<u64>,
+    /// `serve`: seconds one render may take before the request is answered 422. Default: 10.
+    pub timeout_secs: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -89,6 +109,19 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<u64>,
     /// Longest a request may take, in seconds (a model call included). Default: 300.
     pub request_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's headers, counted from the connection's
+    /// accept for its first request and from the first byte for a later one; a connection
+    /// that takes longer is closed. 1 to 3600. Default: 30.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed
+    /// (never while a request or a response stream is in progress). 1 to 86400. Default: 75.
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections served at once. Beyond it, one more is accepted and waits for a slot and
+    /// the rest wait in the kernel's listen backlog, while the connections with nothing in
+    /// progress are closed to make room. Keep it well under the process's open-file limit
+    /// (`ulimit -n`): each gateway request also holds a connection to its provider. 1 to
+    /// 1000000. Default: 512.
+    pub max_connections: Option<u64>,
     /// Inferences (and their feedback) older than this many days are removed. Default: kept.
     pub retention_days: Option<u32>,
     /// How durable the inference log's commits are before a request is answered: `full` (each
@@ -103,6 +136,17 @@ pub struct ServerConfig {
     /// URLs told about proposals, review decisions, label and split moves, finished runs.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Folders of task folders (`<root>/<name>/task.toml`) that runs started over HTTP may name
+    /// by `<name>`. Default: none (runs cannot be started over HTTP).
+    #[serde(default)]
+    pub task_roots: Vec<PathBuf>,
+    /// Host names the server answers to besides IP addresses and `localhost` (`"*"`: any).
+    /// Requests with another `Host` are refused (DNS rebinding). Default: none.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Let HTTP callers name embedded models by file (`local:/path/model.gguf`), not only the
+    /// catalog's names. Default: false.
+    pub allow_model_paths: Option<bool>,
 }
 
 /// The `[agent]` table: the prompt-engineer agent's policy. Every field has a default; a prompt
@@ -518,6 +562,9 @@ impl Config {
                 ));
             }
             check_limits(&format!("models.{name}"), &m.limits())?;
+            if let Some(p) = &m.pricing {
+                check_pricing(&format!("models.{name}"), p)?;
+            }
             if m.context_tokens == Some(0) {
                 return Err(format!("[models.{name}] context_tokens must be at least 1"));
             }
@@ -726,6 +773,25 @@ pub(crate) fn base_url_problem(url: &str) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// Prices are finite and not negative: a negative one would also offset the spending of
+/// other calls under a dollar cap.
+fn check_pricing(table: &str, p: &Pricing) -> Result<(), String> {
+    for (key, v) in [
+        ("input_per_mtok", Some(p.input_per_mtok)),
+        ("output_per_mtok", Some(p.output_per_mtok)),
+        ("cached_input_per_mtok", p.cached_input_per_mtok),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(format!(
+                "[{table}] pricing.{key} must be a finite number of dollars per million tokens, 0 or more, got {v}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_limits(table: &str, l: &Limits) -> Result<(), String> {
@@ -952,6 +1018,46 @@ pricing = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
         assert!(err.contains("max_response_bytes"), "{err}");
         let err = Config::parse("[providers.openai]\nkind = \"anthropic\"\n").unwrap_err();
         assert!(err.contains("built in"), "{err}");
+    }
+
+    #[test]
+    fn prices_are_finite_and_not_negative() {
+        for (pricing, key, shown) in [
+            (
+                "{ input_per_mtok = -1, output_per_mtok = 1 }",
+                "input_per_mtok",
+                "-1",
+            ),
+            (
+                "{ input_per_mtok = 1, output_per_mtok = nan }",
+                "output_per_mtok",
+                "NaN",
+            ),
+            (
+                "{ input_per_mtok = 1, output_per_mtok = inf }",
+                "output_per_mtok",
+                "inf",
+            ),
+            (
+                "{ input_per_mtok = 1, output_per_mtok = 1, cached_input_per_mtok = -0.5 }",
+                "cached_input_per_mtok",
+                "-0.5",
+            ),
+        ] {
+            let err = Config::parse(&format!("[models.\"openai:x\"]\npricing = {pricing}\n"))
+                .unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "[models.openai:x] pricing.{key} must be a finite number of dollars per million tokens, 0 or more, got {shown}"
+                )
+            );
+        }
+        // Free is a price.
+        Config::parse(
+            "[models.\"openai:x\"]\npricing = { input_per_mtok = 0, output_per_mtok = 0 }\n",
+        )
+        .unwrap();
     }
 
     #[test]

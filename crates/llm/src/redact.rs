@@ -69,8 +69,8 @@ const SECRET_FIELDS: [&str; 5] = ["x-api-key", "api-key", "api_key", "apikey", "
 /// Authorization schemes followed by a credential.
 const SCHEMES: [&str; 2] = ["bearer", "basic"];
 /// Key prefixes that mark a secret on their own (OpenAI `sk-…`, `sk-proj-…`; Anthropic
-/// `sk-ant-…`).
-const KEY_PREFIXES: [&str; 1] = ["sk-"];
+/// `sk-ant-…`; metaprompt's own API tokens `mp_…`).
+const KEY_PREFIXES: [&str; 2] = ["sk-", "mp_"];
 /// How many token characters after a prefix make it a key rather than a word.
 const MIN_PREFIXED_LEN: usize = 6;
 /// How long a token after `Bearer`/`Basic` must be, outside a credential field, to be masked.

@@ -9,6 +9,8 @@
 //! - Label moves are checked against [`policy`] on the state read in the same write
 //!   transaction; a rollback goes back through the label's history ([`policy::rollback_target`]).
 //! - Every change is an event in the audit trail, written in the same transaction as the change.
+//! - A version whose templates go over the render limits with its own demonstrations
+//!   ([`metaprompt_eval::PromptFile::check_limits`]) is refused before anything is written.
 //!
 //! Each write is one [`Backend::write`] transaction: it commits whole or not at all.
 
@@ -124,6 +126,25 @@ async fn add_prompt<T: Tx>(tx: &mut T, name: &str, at: DateTime<Utc>, actor: &st
     tx.insert_prompt(name, at, actor).await
 }
 
+/// Refuse a version whose templates go over the render limits
+/// ([`metaprompt_eval::prompt::limits`]) when rendered with its own demonstrations
+/// ([`metaprompt_eval::PromptFile::check_limits`]), off the async threads: every add (the CLI,
+/// the server, optimizations) comes through here, so such a version is never stored.
+async fn check_limits(new: &NewVersion) -> Result<()> {
+    let file = new.file.clone();
+    let limits = metaprompt_eval::prompt::limits();
+    let checked = tokio::task::spawn_blocking(move || file.check_limits(&limits))
+        .await
+        .map_err(|e| RegistryError::Data(format!("the template check failed: {e}")))?;
+    checked.map_err(|e| RegistryError::Invalid {
+        what: "template",
+        value: new.prompt.clone(),
+        expected: format!(
+            "{e} (a version must render within the limits with its own demonstrations)"
+        ),
+    })
+}
+
 /// Store one version (or find it stored) and attach its evidence.
 async fn add_version<T: Tx>(
     tx: &mut T,
@@ -200,6 +221,9 @@ impl<B: Backend> Store for Library<B> {
     }
 
     async fn commit(&self, batch: Batch) -> Result<Vec<Added>> {
+        for (new, _) in &batch.versions {
+            check_limits(new).await?;
+        }
         let mut tx = self.backend.write().await?;
         let at = crate::now();
         let mut added = Vec::new();

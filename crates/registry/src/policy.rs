@@ -9,24 +9,16 @@ use crate::model::{Event, EventKind, ReviewState, Version};
 /// The label that says which version is in use, and that review guards.
 pub const PRODUCTION: &str = "production";
 
-/// Prompt names: a letter or digit, then letters, digits, `-`, `_`, `.` (at most 100).
+/// Prompt names: the one name rule ([`metaprompt_eval::name`]): a letter or digit, then
+/// letters, digits, `-`, `_`, `.` (at most 100).
 pub fn check_prompt_name(name: &str) -> Result<(), RegistryError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if metaprompt_eval::name::is_valid(name) {
         Ok(())
     } else {
         Err(RegistryError::Invalid {
             what: "prompt name",
             value: name.into(),
-            expected: "letters, digits, `-`, `_`, `.`, starting with a letter or digit".into(),
+            expected: metaprompt_eval::name::EXPECTED.into(),
         })
     }
 }

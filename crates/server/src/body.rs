@@ -22,6 +22,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        check_json(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -41,6 +42,43 @@ where
             }
         })?;
         parse(&bytes).map(Body)
+    }
+}
+
+/// A JSON body must say so: `Content-Type: application/json` (or `application/…+json`). A
+/// browser sends another site's request with a JSON type only after a CORS preflight, which
+/// this server never grants, so this refuses the "simple" cross-site posts (`text/plain`, forms).
+fn check_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let kind = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = kind
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|s| s.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the body as JSON with `Content-Type: application/json` (got {})",
+                if kind.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{kind:?}")
+                }
+            ),
+        )
+        .param("Content-Type"))
     }
 }
 
@@ -116,6 +154,38 @@ mod tests {
     #[allow(dead_code)]
     struct Batch {
         items: Vec<Item>,
+    }
+
+    #[test]
+    fn only_json_content_types_are_bodies() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_str(v).unwrap(),
+            );
+            check_json(&h)
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert!(with(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain; a=application/json",
+            "application/jsonp",
+            "",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
+        }
+        assert!(check_json(&axum::http::HeaderMap::new()).is_err());
     }
 
     #[test]

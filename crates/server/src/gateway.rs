@@ -6,6 +6,9 @@
 //! NAME + label/version ──resolve──> Target (version, parsed prompt, variables)
 //! Target + inputs ──render──> Prompt ──model──> Response ──> Inference ──recorder──> log ──> reply
 //! ```
+//!
+//! Rendering runs on a blocking thread under the `[templates]` limits and deadline, so a
+//! stored template that does too much work on some input is a 422, never a stalled server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use metaprompt_eval::dataset::Example;
 use metaprompt_eval::metric::{Metric, Score};
-use metaprompt_eval::prompt::{PromptError, PromptFile};
+use metaprompt_eval::prompt::{PromptError, PromptFile, TemplateLimits};
 use metaprompt_llm::{LlmError, Prompt, Provider, Request, Response, TextSink};
 use metaprompt_registry::Store;
 use metaprompt_registry::model::{Version, VersionRef};
@@ -329,6 +332,7 @@ pub fn model_for(
 
 /// A model by spec, with errors a caller can act on.
 pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> {
+    crate::access::check_model(state, spec, "model")?;
     state.engine.hub().model(spec).map_err(|e| match e {
         LlmError::MissingApiKey { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -343,7 +347,16 @@ pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> 
 /// Check the inputs against the prompt's variables and render it for `provider`.
 /// A prompt with a selector picks its demonstrations for these inputs here (with the model's
 /// embeddings when it compares by them), exactly as an evaluation does.
-pub async fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) -> ApiResult<Prompt> {
+///
+/// The render runs off the async threads (`spawn_blocking`) under the `[templates]` limits and
+/// deadline of the engine's config: a template that goes over either is a 422 naming the
+/// prompt, and the server keeps answering meanwhile.
+pub async fn render(
+    state: &AppState,
+    target: &Target,
+    spec: &RunSpec,
+    provider: &dyn Provider,
+) -> ApiResult<Prompt> {
     let param = spec.inputs_param;
     let missing: Vec<&String> = target
         .variables
@@ -367,25 +380,63 @@ pub async fn render(target: &Target, spec: &RunSpec, provider: &dyn Provider) ->
         ));
     }
     let output = target.output_field();
-    let rendered = metaprompt_eval::select::render_all(
-        &target.file,
-        provider,
-        std::slice::from_ref(&spec.inputs),
-        provider.info().format,
-        output.as_deref(),
-    )
-    .await
-    .map_err(|e| match e {
+    let limits = TemplateLimits::from_config(&state.engine.config().templates);
+    let prompt_error = |e: PromptError| match e {
         PromptError::Render { .. } => ApiError::invalid(param, e.to_string()),
+        // Over a render limit: the stored template does too much work for these inputs.
+        PromptError::Limit { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_limit",
+            e.to_string(),
+        )
+        .param(param),
         // The prompt needs embeddings this model cannot give: the request's `model` (or the
         // prompt's target) is the part to change.
         PromptError::Select { .. } => ApiError::invalid("model", e.to_string()),
         e => ApiError::internal(e.to_string()),
-    })?;
-    rendered
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal("internal: no rendered prompt"))
+    };
+    // A selector picks the demonstrations first (by the model's embeddings: async).
+    let picked = match &target.file.selector {
+        Some(selector) => Some(
+            selector
+                .pick(&target.file, provider, std::slice::from_ref(&spec.inputs))
+                .await
+                .map_err(prompt_error)?
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    };
+    let file = target.file.clone();
+    let inputs = spec.inputs.clone();
+    let format = provider.info().format;
+    let work = tokio::task::spawn_blocking(move || {
+        let demos: Vec<&BTreeMap<String, Value>> = match &picked {
+            Some(picked) => picked.iter().filter_map(|&i| file.pool.get(i)).collect(),
+            None => file.demos.iter().collect(),
+        };
+        file.render_demos_with(&inputs, format, output.as_deref(), &demos, &limits)
+    });
+    match tokio::time::timeout(limits.timeout, work).await {
+        Ok(Ok(rendered)) => rendered.map_err(prompt_error),
+        Ok(Err(e)) => Err(ApiError::internal(format!(
+            "rendering `{}` failed: {e}",
+            target.version.reference()
+        ))),
+        // The blocking render goes on until a limit stops it; the caller is answered now.
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_limit",
+            format!(
+                "prompt `{}`: rendering {} took longer than `[templates] timeout_secs` = {} s",
+                target.version.prompt,
+                target.version.reference(),
+                limits.timeout.as_secs_f64()
+            ),
+        )
+        .param(param)),
+    }
 }
 
 /// Run a target: render, call, record. A model failure is recorded too, then answered 502.
@@ -396,7 +447,7 @@ pub async fn run(
     spec: &RunSpec,
 ) -> ApiResult<Ran> {
     let provider = model_for(state, target, spec)?;
-    let prompt = render(target, spec, provider.as_ref()).await?;
+    let prompt = render(state, target, spec, provider.as_ref()).await?;
     let rendered_hash = hex::encode(Sha256::digest(
         serde_json::to_vec(&prompt).unwrap_or_default(),
     ));

@@ -31,11 +31,14 @@
 //! - [`console`] — the web console at `/`: server-rendered pages over the same state, signed in
 //!   with a token kept in an HttpOnly cookie, CSRF-checked forms, a strict CSP.
 //! - [`prompts`], [`library`], [`feedback`], [`ops`] — the routes.
+//! - [`listen`] — the connection loop: HTTP/1.1 keep-alive on hyper, a header-read and an
+//!   idle timeout per connection, at most `max_connections` at once, graceful stop.
 //!
 //! The server is a thin adapter: prompts come from [`metaprompt_registry::Store`], model calls
 //! from the engine's hub (the embedded model included), records go to
 //! [`metaprompt_registry::ServiceStore`].
 
+pub mod access;
 pub mod agent;
 pub mod auth;
 pub mod body;
@@ -44,12 +47,15 @@ pub mod error;
 pub mod feedback;
 pub mod gateway;
 pub mod library;
+pub mod listen;
 pub mod metrics;
 pub mod openai;
 pub mod ops;
+pub mod origin;
 pub mod prompts;
 pub mod recorder;
 pub mod runs;
+pub mod secrets;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -83,6 +89,12 @@ pub struct ServerOptions {
     pub insecure_local: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long a client has to send a request's headers ([`listen`]).
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request ([`listen`]).
+    pub idle_timeout: Duration,
+    /// Connections served at once ([`listen`]).
+    pub max_connections: usize,
     /// Inferences older than this are removed (hourly); `None`: kept.
     pub retention: Option<Duration>,
     /// Output tokens of a run when the request does not say.
@@ -97,6 +109,12 @@ pub struct ServerOptions {
     pub agent_interval: Option<Duration>,
     /// How durable a commit of the inference log is before its requests are answered.
     pub log_sync: LogSync,
+    /// Folders of tasks that runs over HTTP may name ([`access`]).
+    pub task_roots: Vec<std::path::PathBuf>,
+    /// Host names besides IP addresses and `localhost` ([`origin`]).
+    pub hosts: Vec<String>,
+    /// HTTP callers may name embedded models by file.
+    pub allow_model_paths: bool,
 }
 
 impl Default for ServerOptions {
@@ -106,12 +124,18 @@ impl Default for ServerOptions {
             insecure_local: false,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 512,
             retention: None,
             max_tokens: 256,
             runs_dir: None,
             webhooks: Vec::new(),
             agent_interval: None,
             log_sync: LogSync::Full,
+            task_roots: Vec::new(),
+            hosts: Vec::new(),
+            allow_model_paths: false,
         }
     }
 }
@@ -140,21 +164,74 @@ impl ServerOptions {
         Ok(Self {
             listen,
             insecure_local: false,
-            max_body_bytes: c
-                .max_body_bytes
-                .map_or(d.max_body_bytes, |n| n.clamp(1024, 1 << 30) as usize),
-            request_timeout: c
-                .request_timeout_secs
-                .map_or(d.request_timeout, |s| Duration::from_secs(s.max(1))),
-            retention: c
-                .retention_days
-                .map(|days| Duration::from_secs(u64::from(days.max(1)) * 86_400)),
-            max_tokens: c.max_tokens.unwrap_or(d.max_tokens).max(1),
+            max_body_bytes: match c.max_body_bytes {
+                None => d.max_body_bytes,
+                Some(n @ 1024..=1_073_741_824) => n as usize,
+                Some(n) => {
+                    return Err(ServerError::Config(format!(
+                        "[server] max_body_bytes = {n}: expected 1024 to 1073741824 bytes"
+                    )));
+                }
+            },
+            request_timeout: c.request_timeout_secs.map_or(Ok(d.request_timeout), |s| {
+                secs_in("request_timeout_secs", s, 86_400)
+            })?,
+            header_read_timeout: c
+                .header_read_timeout_secs
+                .map_or(Ok(d.header_read_timeout), |s| {
+                    secs_in("header_read_timeout_secs", s, 3600)
+                })?,
+            idle_timeout: c.idle_timeout_secs.map_or(Ok(d.idle_timeout), |s| {
+                secs_in("idle_timeout_secs", s, 86_400)
+            })?,
+            max_connections: match c.max_connections {
+                None => d.max_connections,
+                Some(n @ 1..=1_000_000) => n as usize,
+                Some(n) => {
+                    return Err(ServerError::Config(format!(
+                        "[server] max_connections = {n}: expected 1 to 1000000 connections"
+                    )));
+                }
+            },
+            retention: match c.retention_days {
+                None => None,
+                Some(0) => {
+                    return Err(ServerError::Config(
+                        "[server] retention_days = 0: expected 1 or more days (leave it out to \
+                         keep every inference)"
+                            .into(),
+                    ));
+                }
+                Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
+            },
+            max_tokens: match c.max_tokens {
+                None => d.max_tokens,
+                Some(0) => {
+                    return Err(ServerError::Config(
+                        "[server] max_tokens = 0: expected 1 or more tokens".into(),
+                    ));
+                }
+                Some(n) => n,
+            },
             runs_dir: c.runs_dir.clone(),
             webhooks: c.webhooks.clone(),
             agent_interval: None,
             log_sync,
+            task_roots: c.task_roots.clone(),
+            hosts: c.hosts.clone(),
+            allow_model_paths: c.allow_model_paths.unwrap_or(false),
         })
+    }
+}
+
+/// `[server] FIELD = secs`, from 1 to `max` seconds.
+fn secs_in(field: &str, secs: u64, max: u64) -> Result<Duration, ServerError> {
+    if (1..=max).contains(&secs) {
+        Ok(Duration::from_secs(secs))
+    } else {
+        Err(ServerError::Config(format!(
+            "[server] {field} = {secs}: expected 1 to {max} seconds"
+        )))
     }
 }
 
@@ -210,6 +287,12 @@ pub struct Shared {
     pub agent_settings: Result<metaprompt_agent::Settings, String>,
     /// Held by the agent's pass: one at a time.
     pub agent_turn: tokio::sync::Mutex<()>,
+    /// The tasks and models a client may name.
+    pub access: access::Access,
+    /// The names a request may address the server by.
+    pub hosts: origin::Hosts,
+    /// What is masked in every error a client sees or a run record keeps.
+    pub secrets: secrets::Secrets,
 }
 
 impl std::ops::Deref for AppState {
@@ -277,10 +360,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/tokens/{name}",
             axum::routing::delete(ops::revoke_token),
         )
+        .route("/v1/tasks", get(runs::tasks))
         .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            secrets::scrub,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), origin::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -410,12 +499,15 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         .runs_dir
         .clone()
         .unwrap_or_else(|| runs::default_dir(&path));
+    let access = access::Access::new(&options.task_roots, options.allow_model_paths)
+        .map_err(|e| ServerError::Config(format!("[server] task_roots: {e}")))?;
+    let secrets = secrets::Secrets::from_env(engine.config(), std::env::vars());
     let webhooks =
         webhooks::Webhooks::start(&options.webhooks, library.clone(), service.clone(), |var| {
             std::env::var(var).ok()
         })
         .map_err(ServerError::Config)?;
-    let runs = runs::Runs::open(runs_dir.clone(), &engine, webhooks.clone())
+    let runs = runs::Runs::open(runs_dir.clone(), &engine, webhooks.clone(), secrets.clone())
         .await
         .map_err(|e| ServerError::Config(format!("runs directory {}: {e}", runs_dir.display())))?;
     let metrics = Metrics::new();
@@ -443,6 +535,9 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             metrics,
             runs,
             webhooks,
+            access,
+            hosts: origin::Hosts::new(&options.hosts),
+            secrets,
             options: options.clone(),
         }),
     };
@@ -459,18 +554,14 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
     });
     let app = router(state);
     let stop = shutdown.clone();
+    let limits = listen::Limits {
+        header_read_timeout: options.header_read_timeout,
+        idle_timeout: options.idle_timeout,
+        max_connections: options.max_connections,
+    };
     let task = tokio::spawn(async move {
-        // Without TCP_NODELAY, a response written in two segments waits for the client's
-        // delayed ACK (40-200 ms) before its second goes out: 1-2% of gateway requests paid a
-        // whole extra provider round for it under load.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::trace!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        // TCP_NODELAY, timeouts, the connection cap and the graceful stop: see `listen`.
+        listen::serve(listener, app, limits, async move { stop.cancelled().await }).await;
         // Every handler (and its recorder clone) is gone once serve returns: the writer drains
         // what is queued and stops.
         let _ = writer.await;
@@ -481,7 +572,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
             a.abort();
         }
         service.close().await;
-        served.map_err(ServerError::Io)
+        Ok(())
     });
     tracing::info!(%addr, "serving");
     Ok(Running {
@@ -534,5 +625,43 @@ mod tests {
         assert!(e.contains("\"full\"") && e.contains("\"normal\""), "{e}");
         let e = options("listen = \"nowhere\"").unwrap_err();
         assert!(e.contains("[server] listen = \"nowhere\""), "{e}");
+        for (toml, field) in [
+            ("max_tokens = 0", "max_tokens"),
+            ("max_body_bytes = 10", "max_body_bytes"),
+            ("max_body_bytes = 99999999999", "max_body_bytes"),
+            ("request_timeout_secs = 0", "request_timeout_secs"),
+            ("retention_days = 0", "retention_days"),
+        ] {
+            let e = options(toml).unwrap_err();
+            assert!(e.contains(&format!("[server] {field} = ")), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_ranges_that_name_the_field() {
+        let d = options("").unwrap();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(d.idle_timeout, Duration::from_secs(75));
+        assert_eq!(d.max_connections, 512);
+        let o = options("header_read_timeout_secs = 2\nidle_timeout_secs = 3\nmax_connections = 4")
+            .unwrap();
+        assert_eq!(o.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(o.idle_timeout, Duration::from_secs(3));
+        assert_eq!(o.max_connections, 4);
+        for line in [
+            "header_read_timeout_secs = 0",
+            "header_read_timeout_secs = 3601",
+            "idle_timeout_secs = 0",
+            "idle_timeout_secs = 86401",
+            "max_connections = 0",
+            "max_connections = 1000001",
+        ] {
+            let e = options(line).unwrap_err();
+            assert!(
+                e.contains(&format!("[server] {line}: expected 1 to ")),
+                "{e}"
+            );
+        }
+        assert!(options("max_connections = -1").is_err());
     }
 }

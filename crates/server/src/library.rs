@@ -4,6 +4,9 @@
 //! CLI's: a machine-made version reaches `production` only after approval when the prompt says
 //! so, whoever asks.
 //!
+//! A version whose templates go over the `[templates]` render limits with its own
+//! demonstrations is refused (400) before anything is stored.
+//!
 //! Roles: reads need `viewer`; adding versions and moving labels other than `production` need
 //! `editor`; moving `production` and review decisions need `reviewer`.
 
@@ -137,6 +140,8 @@ pub async fn add(
                 .hash,
         );
     }
+    // The library refuses a version that goes over the render limits (`[templates]`, set
+    // when the engine opened) with its own demonstrations.
     let mut new = NewVersion::new(&name, file, Origin::Human, &caller.name);
     new.parents = parents;
     new.message = body.message;

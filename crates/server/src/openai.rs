@@ -210,7 +210,7 @@ fn check_common(n: Option<u32>, temperature: Option<f32>) -> ApiResult<()> {
 }
 
 /// `prompt:NAME[@REF]` → (name, label, version).
-fn served(model: &str) -> Option<(String, Option<String>, Option<String>)> {
+pub(crate) fn served(model: &str) -> Option<(String, Option<String>, Option<String>)> {
     let rest = model.strip_prefix("prompt:")?;
     let (name, sel) = match rest.split_once('@') {
         Some((n, s)) => (n, Some(s)),

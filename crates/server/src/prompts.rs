@@ -186,7 +186,7 @@ pub async fn render(
         ..RunSpec::default()
     };
     let provider = gateway::model_for(&state, &t, &spec)?;
-    let prompt = gateway::render(&t, &spec, provider.as_ref()).await?;
+    let prompt = gateway::render(&state, &t, &spec, provider.as_ref()).await?;
     Ok(Json(json!({
         "name": t.version.prompt,
         "version": format!("v{}", t.version.seq),

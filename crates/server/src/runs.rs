@@ -1,8 +1,12 @@
 //! Evaluations and optimizations over HTTP, through the engine's own requests:
 //!
 //! - `POST /v1/runs` `{"kind": "eval" | "optimize", "request": {…}}` (editor) starts one
-//!   ([`metaprompt_engine::EvalRequest`], [`metaprompt_engine::OptimizeRequest`]; paths are on
-//!   the server). An optimization's run directory defaults to `<runs dir>/<id>`.
+//!   ([`metaprompt_engine::EvalRequest`], [`metaprompt_engine::OptimizeRequest`]), with no path
+//!   from the client ([`crate::access`]): the task is a name in the server's task roots, the
+//!   prompt a library version (`prompt:NAME@LABEL`) or a file inside the task's folder, models
+//!   are checked, and `out`, `run_dir`, `meta.templates` are refused. Everything a run writes
+//!   goes to `<runs dir>/<id>/` (an evaluation's `results.jsonl`, an optimization's run
+//!   directory). `GET /v1/tasks` lists the tasks a request may name.
 //! - `GET /v1/runs`, `GET /v1/runs/{id}`: state, and the result once finished.
 //! - `GET /v1/runs/{id}/events`: progress as server-sent events (`progress`, then one `end`),
 //!   every event since the start first, then live ones.
@@ -10,7 +14,8 @@
 //!   `POST /v1/runs/{id}/resume` resumes a stopped optimization from its checkpoint.
 //!
 //! Each run's record is a JSON file in the runs directory, written when it starts and when it
-//! ends. When the server starts it reads them: an optimization that was running resumes from its
+//! ends; its error is what a client may see ([`crate::secrets`]: no secrets, no quoted file
+//! lines). When the server starts it reads them: an optimization that was running resumes from its
 //! checkpoint (a `kill -9` costs at most the round in flight); an evaluation that was running is
 //! marked `interrupted` (start it again).
 
@@ -33,6 +38,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::access::LIBRARY_PREFIX;
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
@@ -119,6 +125,7 @@ pub struct Runs {
     dir: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     webhooks: crate::webhooks::Webhooks,
+    secrets: crate::secrets::Secrets,
 }
 
 impl Runs {
@@ -128,12 +135,15 @@ impl Runs {
         dir: PathBuf,
         engine: &Engine,
         webhooks: crate::webhooks::Webhooks,
+        secrets: crate::secrets::Secrets,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
+        let dir = std::fs::canonicalize(&dir)?;
         let runs = Arc::new(Self {
             dir,
             jobs: Mutex::new(HashMap::new()),
             webhooks,
+            secrets,
         });
         let mut pending = Vec::new();
         for entry in std::fs::read_dir(&runs.dir)? {
@@ -300,12 +310,14 @@ impl Runs {
 
     async fn start(
         self: &Arc<Self>,
-        engine: &Engine,
+        state: &AppState,
         body: RunBody,
         by: &str,
     ) -> ApiResult<Record> {
+        let engine = &state.engine;
         let id = new_id("run");
         let now = Utc::now();
+        let body = self.confine(state, &id, body).await?;
         match body {
             RunBody::Eval(request) => {
                 let record = Record {
@@ -327,11 +339,11 @@ impl Runs {
                 self.insert(job.clone());
                 Ok(job.record())
             }
-            RunBody::Optimize(mut request) => {
-                if request.run_dir.is_none() {
-                    request.run_dir = Some(self.dir.join(&id));
-                }
-                let prepared = engine.optimize(*request).await.map_err(engine_error)?;
+            RunBody::Optimize(request) => {
+                let prepared = engine
+                    .optimize(*request)
+                    .await
+                    .map_err(|e| self.engine_error(e))?;
                 let record = Record {
                     id: id.clone(),
                     kind: "optimize".into(),
@@ -357,6 +369,110 @@ impl Runs {
         }
     }
 
+    /// The engine's request for a client's: every path the server's own ([`crate::access`]).
+    async fn confine(&self, state: &AppState, id: &str, body: RunBody) -> ApiResult<RunBody> {
+        let folder = self.dir.join(id);
+        let refuse = |field: &str| {
+            ApiError::invalid(
+                format!("request.{field}"),
+                format!(
+                    "request.{field}: the server chooses where a run reads and writes \
+                     (<runs dir>/<run id>/); leave it out"
+                ),
+            )
+        };
+        let model = |spec: &Option<String>, field: &str| -> ApiResult<()> {
+            match spec {
+                Some(s) => crate::access::check_model(state, s, &format!("request.{field}")),
+                None => Ok(()),
+            }
+        };
+        match body {
+            RunBody::Eval(mut r) => {
+                if r.out.is_some() {
+                    return Err(refuse("out"));
+                }
+                let task = state
+                    .access
+                    .task(&r.scope.task.to_string_lossy(), "request.scope.task")?;
+                // An evaluation starts at once: a task that does not load is refused here.
+                metaprompt_eval::Task::load(&task).map_err(|e| {
+                    ApiError::invalid("request.scope.task", self.secrets.public(&e.to_string()))
+                })?;
+                model(&r.scope.model, "scope.model")?;
+                r.prompt = match r.prompt.take() {
+                    Some(p) => Some(self.prompt(state, &task, &folder, &p).await?),
+                    None => None,
+                };
+                r.scope.task = task;
+                create(&folder)?;
+                r.out = Some(folder.join("results.jsonl"));
+                Ok(RunBody::Eval(r))
+            }
+            RunBody::Optimize(mut r) => {
+                if r.run_dir.is_some() {
+                    return Err(refuse("run_dir"));
+                }
+                if r.meta.templates.is_some() {
+                    return Err(refuse("meta.templates"));
+                }
+                let task = state
+                    .access
+                    .task(&r.task.to_string_lossy(), "request.task")?;
+                model(&r.model, "model")?;
+                model(&r.meta.meta, "meta.meta")?;
+                model(&r.meta.judge, "meta.judge")?;
+                r.prompt = match r.prompt.take() {
+                    Some(p) => Some(self.prompt(state, &task, &folder, &p).await?),
+                    None => None,
+                };
+                r.task = task;
+                r.run_dir = Some(folder);
+                Ok(RunBody::Optimize(r))
+            }
+        }
+    }
+
+    /// A request's `prompt`: `prompt:NAME[@LABEL|@vN]` (the library's version, written into the
+    /// run's folder) or a file inside the task's folder.
+    async fn prompt(
+        &self,
+        state: &AppState,
+        task: &Path,
+        folder: &Path,
+        p: &Path,
+    ) -> ApiResult<PathBuf> {
+        let param = "request.prompt";
+        let text = p.to_string_lossy();
+        let Some((name, label, version)) = crate::openai::served(&text) else {
+            return state.access.file_in_task(task, p, param);
+        };
+        if !metaprompt_eval::name::is_valid(&name) {
+            return Err(ApiError::invalid(
+                param,
+                format!("{param}: `{LIBRARY_PREFIX}NAME@LABEL` needs a prompt name"),
+            ));
+        }
+        let target = state
+            .resolver
+            .resolve(&name, label.as_deref(), version.as_deref(), param, None)
+            .await?;
+        create(folder)?;
+        let path = folder.join("prompt.toml");
+        let toml = metaprompt_registry::content::to_stored(&name, &target.file);
+        std::fs::write(&path, toml)
+            .map_err(|e| ApiError::internal(format!("cannot write the run's prompt: {e}")))?;
+        Ok(path)
+    }
+
+    /// How an engine refusal reads over HTTP: the request's fault is a 400; its text is what a
+    /// client may see.
+    fn engine_error(&self, e: EngineError) -> ApiError {
+        let mut a = engine_error(e);
+        a.message = self.secrets.public(&a.message);
+        a
+    }
+
     /// Resume a stopped optimization from its checkpoint.
     async fn resume(self: &Arc<Self>, engine: &Engine, id: &str) -> ApiResult<Record> {
         let job = self.get(id)?;
@@ -375,7 +491,10 @@ impl Runs {
                 format!("run `{id}` is {:?}", record.status).to_lowercase(),
             ));
         }
-        let prepared = engine.resume(&dir).await.map_err(engine_error)?;
+        let prepared = engine
+            .resume(&dir)
+            .await
+            .map_err(|e| self.engine_error(e))?;
         {
             let mut r = job.record.lock().unwrap_or_else(|p| p.into_inner());
             r.status = Status::Running;
@@ -422,7 +541,7 @@ impl Runs {
                     }
                     Err(e) => {
                         r.status = Status::Failed;
-                        r.error = Some(metaprompt_llm::redact::redact_tokens(&e.to_string()));
+                        r.error = Some(runs.secrets.public(&e.to_string()));
                     }
                 }
             }
@@ -458,6 +577,11 @@ fn engine_error(e: EngineError) -> ApiError {
     }
 }
 
+fn create(folder: &Path) -> ApiResult<()> {
+    std::fs::create_dir_all(folder)
+        .map_err(|e| ApiError::internal(format!("cannot create the run's folder: {e}")))
+}
+
 /// The runs directory when none is configured: `runs/` beside the library file.
 pub fn default_dir(library: &Path) -> PathBuf {
     library
@@ -474,8 +598,14 @@ pub async fn start(
     Body(body): Body<RunBody>,
 ) -> ApiResult<(StatusCode, Json<Record>)> {
     caller.require(Role::Editor)?;
-    let record = state.runs.start(&state.engine, body, &caller.name).await?;
+    let record = state.runs.start(&state, body, &caller.name).await?;
     Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// `GET /v1/tasks`: the tasks a run may name (the server's task roots).
+pub async fn tasks(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(json!({ "tasks": state.access.tasks() })))
 }
 
 /// `GET /v1/runs`: every run, newest first, without results.

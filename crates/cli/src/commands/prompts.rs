@@ -1,4 +1,7 @@
 //! `metaprompt prompts add|list|show|diff|label|rollback|export|import|log|policy`.
+//!
+//! A version whose templates go over the `[templates]` render limits with its own
+//! demonstrations is refused by the library when it is added or imported.
 
 use std::collections::HashMap;
 
@@ -14,6 +17,11 @@ use crate::commands::library::{self, describe};
 use crate::format::{self, outln};
 
 pub async fn run(global: &Global, cmd: PromptsCommand) -> anyhow::Result<()> {
+    // Versions added here are checked against the config's `[templates]` limits.
+    let config = crate::context::load_config(global)?;
+    metaprompt_eval::prompt::set_limits(metaprompt_eval::prompt::TemplateLimits::from_config(
+        &config.templates,
+    ));
     let store = library::open(global).await?;
     let result = dispatch(global, store.as_ref(), cmd).await;
     store.close().await;

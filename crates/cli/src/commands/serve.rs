@@ -19,6 +19,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
     options.insecure_local = args.insecure_local;
+    options.task_roots.extend(args.tasks.iter().cloned());
+    options.hosts.extend(args.hosts.iter().cloned());
     options.agent_interval = args.agent.then_some(args.agent_interval);
     if global.no_library {
         anyhow::bail!("the server serves the library; drop --no-library");

@@ -247,3 +247,13 @@ pub fn route_task(dir: &Path) -> String {
     .unwrap();
     dir.join("route.toml").to_string_lossy().into_owned()
 }
+
+/// The routing task as a task folder in the task root `dir/tasks` (runs over HTTP name tasks
+/// there: start the server with `--tasks tasks`); returns the name a request uses.
+pub fn route_task_in_root(dir: &Path) -> &'static str {
+    let folder = dir.join("tasks/route");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = route_task(&folder);
+    std::fs::rename(&file, folder.join("task.toml")).unwrap();
+    "route"
+}
