@@ -110,7 +110,21 @@ impl Settings {
                 format!("{weight}: expected a percent between 1 and 99"),
             ));
         }
+        if let Some(usd) = c.max_usd_per_day
+            && !(usd.is_finite() && usd >= 0.0)
+        {
+            return Err(bad(
+                "max_usd_per_day",
+                format!("{usd}: expected a finite number of dollars, 0 or more"),
+            ));
+        }
         for (name, p) in &c.prompts {
+            if p.max_tokens == Some(0) {
+                return Err(bad(
+                    &format!("prompts.{name}.max_tokens"),
+                    "0: expected 1 or more tokens".into(),
+                ));
+            }
             if let Some(policy) = &p.policy
                 && policy != "review"
                 && policy != "auto-deploy"
@@ -1767,5 +1781,18 @@ mod tests {
             e.contains("prompts.news.policy") && e.contains("auto-deploy"),
             "{e}"
         );
+        c.prompts.insert(
+            "news".into(),
+            AgentPromptConfig {
+                max_tokens: Some(0),
+                ..AgentPromptConfig::default()
+            },
+        );
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("prompts.news.max_tokens"), "{e}");
+        c.prompts.clear();
+        c.max_usd_per_day = Some(-1.0);
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("max_usd_per_day"), "{e}");
     }
 }

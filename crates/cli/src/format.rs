@@ -12,6 +12,19 @@ pub fn cost(cost: Option<f64>) -> String {
     }
 }
 
+/// A summary's mean and 95% interval (`0.850 [0.795, 0.900]`), or `none scored` when no
+/// example was (a mean of nothing is not 0).
+pub fn score(s: &metaprompt_eval::Summary) -> String {
+    if s.scored() == 0 {
+        format!("none scored ({} unscored)", s.examples)
+    } else {
+        format!(
+            "{:.3} [{:.3}, {:.3}]",
+            s.score.mean, s.score.low, s.score.high
+        )
+    }
+}
+
 pub fn duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())

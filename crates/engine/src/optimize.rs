@@ -3,6 +3,10 @@
 //! The run checkpoints through a [`RunStore`] (a directory today), and the checkpoint keeps the
 //! request itself, so [`Engine::resume`] needs only the run directory.
 //!
+//! A request's numbers are checked first ([`check_request`]: counts of at least 1, finite
+//! temperatures and dollar caps, shares between 0 and 1), then an algorithm that draws from the
+//! train split ([`NEEDS_TRAIN`]) is refused on an empty one, all before anything is written.
+//!
 //! The end of a run: the run's own verdict, then the artifacts (`best.toml`, `report.json`,
 //! `report.html`), then the library entry, and only then the checkpoint that says the run is
 //! finished (a run stopped before that resumes and writes them).
@@ -285,6 +289,7 @@ impl Engine {
     /// Check an optimization request and project its cost; nothing is spent until
     /// [`PreparedRun::start`].
     pub async fn optimize(&self, request: OptimizeRequest) -> Result<PreparedRun, EngineError> {
+        check_request(&request)?;
         let mut request = request;
         request.task = absolute(&request.task);
         request.prompt = request.prompt.as_deref().map(absolute);
@@ -296,14 +301,6 @@ impl Engine {
         };
         request.run_dir = Some(absolute(&dir));
         let budget = budget(&request, &task);
-        if let Some(m) = request.max_unscored
-            && !(0.0..=1.0).contains(&m)
-        {
-            return Err(EngineError::Invalid {
-                field: "max_unscored",
-                message: format!("{m} is not a share between 0 and 1"),
-            });
-        }
         let settings = Settings {
             max_unscored: request
                 .max_unscored
@@ -372,7 +369,28 @@ impl Engine {
                 algo::NAMES.join(", ")
             ),
         })?;
+        // An algorithm that draws from the train split needs examples there, known before
+        // anything is written (the split is loaded once, here).
+        let train = crate::optional_split(&task, "train")?;
+        if train.is_empty() && NEEDS_TRAIN.contains(&request.algorithm.as_str()) {
+            return Err(EngineError::Invalid {
+                field: "algorithm",
+                message: format!(
+                    "`{}` draws demonstrations or examples from the train split, and split `train` of {} {}; give the task a train split (or choose another algorithm, such as `opro`, `protegi` or `gepa`)",
+                    request.algorithm,
+                    task.path.display(),
+                    if crate::has_split(&task, "train") {
+                        "has no examples"
+                    } else {
+                        "is not defined"
+                    }
+                ),
+            });
+        }
         // Every place a result goes is checked before anything is spent.
+        if let Some(name) = &request.name {
+            crate::check_name("name", name)?;
+        }
         self.library().await?;
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, "cannot create", e))?;
         let store = DoneLast::new(FsRunStore::new(dir.clone()));
@@ -413,7 +431,7 @@ impl Engine {
                 &request.meta.constraints,
             ),
             seed_prompt,
-            train: crate::optional_split(&task, "train")?,
+            train,
             dev: crate::examples(&task, "dev", request.dev_limit, None)?,
             test,
             scorer: crate::scorer(&task, hub, |p| layers.also_meta(p))?,
@@ -449,6 +467,74 @@ impl Engine {
     }
 }
 
+/// The algorithms that draw from the train split: demonstrations (`fewshot`, `mipro`) or the
+/// examples instructions are induced from (`ape`, `mipro`). On an empty one they could only
+/// stop at once or induce from nothing.
+pub(crate) const NEEDS_TRAIN: &[&str] = &["fewshot", "ape", "mipro"];
+
+/// The numbers of a request that cannot be meant, whoever sent it (flags, an HTTP body, a
+/// checkpoint): counts of 0 where a run needs at least one, temperatures that are not finite
+/// numbers >= 0, dollar caps that are negative or not finite, a share outside [0, 1].
+pub(crate) fn check_request(r: &OptimizeRequest) -> Result<(), EngineError> {
+    let invalid =
+        |field: &'static str, message: String| Err(EngineError::Invalid { field, message });
+    for (field, n, what) in [
+        ("rounds", r.rounds, "rounds to run"),
+        (
+            "patience",
+            r.patience,
+            "rounds without improvement before stopping",
+        ),
+        (
+            "per_round",
+            r.per_round as usize,
+            "candidates proposed per round",
+        ),
+        (
+            "minibatch",
+            r.minibatch,
+            "dev examples of the first racing rung",
+        ),
+    ] {
+        if n == 0 {
+            return invalid(field, format!("must be at least 1 ({what}), got 0"));
+        }
+    }
+    if r.demos == 0 && r.algorithm == "fewshot" {
+        return invalid(
+            "demos",
+            "must be at least 1 for `fewshot`, which searches demonstrations, got 0".into(),
+        );
+    }
+    for (field, t) in [("explore", r.explore), ("exploit", r.exploit)] {
+        if let Some(p) = metaprompt_llm::types::temperature_problem(t) {
+            return invalid(field, format!("a meta temperature {p}"));
+        }
+    }
+    for (field, usd) in [
+        ("max_cost_usd", r.budget.max_cost_usd),
+        ("max_meta_cost_usd", r.budget.max_meta_cost_usd),
+    ] {
+        if let Some(usd) = usd
+            && !(usd.is_finite() && usd >= 0.0)
+        {
+            return invalid(
+                field,
+                format!("a dollar cap must be a finite number, 0 or more, got {usd}"),
+            );
+        }
+    }
+    if let Some(m) = r.max_unscored
+        && !(0.0..=1.0).contains(&m)
+    {
+        return invalid(
+            "max_unscored",
+            format!("{m} is not a share between 0 and 1"),
+        );
+    }
+    Ok(())
+}
+
 /// Caps: the request's, else the task's `[budget]`, else the defaults.
 fn budget(r: &OptimizeRequest, task: &Task) -> Budget {
     let t = &task.config.budget;
@@ -481,7 +567,10 @@ fn default_run_dir(task: &Task, algo: &str) -> PathBuf {
         .map_or(0, |d| d.as_secs());
     task.dir()
         .join("runs")
-        .join(format!("{}-{algo}-{secs}", task.config.name))
+        .join(metaprompt_eval::name::slug(&format!(
+            "{}-{algo}-{secs}",
+            task.config.name
+        )))
 }
 
 /// The projected calls and cost: tokens per execution from the seed prompt rendered on a few
@@ -708,5 +797,68 @@ fn library_batch(i: &LibraryInput<'_>) -> Batch {
     Batch {
         versions,
         run: Some(run),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: &OptimizeRequest) -> Option<(&'static str, String)> {
+        match check_request(r) {
+            Err(EngineError::Invalid { field, message }) => Some((field, message)),
+            Err(e) => panic!("not an Invalid error: {e}"),
+            Ok(()) => None,
+        }
+    }
+
+    #[test]
+    fn numbers_that_cannot_be_meant_are_refused_by_field() {
+        assert_eq!(field_of(&OptimizeRequest::new("t.toml")), None);
+        type Set = fn(&mut OptimizeRequest);
+        let cases: Vec<(&str, Set)> = vec![
+            ("rounds", |r| r.rounds = 0),
+            ("patience", |r| r.patience = 0),
+            ("per_round", |r| r.per_round = 0),
+            ("minibatch", |r| r.minibatch = 0),
+            ("explore", |r| r.explore = f32::NAN),
+            ("exploit", |r| r.exploit = -0.5),
+            ("exploit", |r| r.exploit = f32::INFINITY),
+            ("max_cost_usd", |r| r.budget.max_cost_usd = Some(-1.0)),
+            ("max_meta_cost_usd", |r| {
+                r.budget.max_meta_cost_usd = Some(f64::NAN)
+            }),
+            ("max_unscored", |r| r.max_unscored = Some(1.5)),
+            ("max_unscored", |r| r.max_unscored = Some(f64::NAN)),
+            ("demos", |r| {
+                r.algorithm = "fewshot".into();
+                r.demos = 0;
+            }),
+        ];
+        for (field, set) in cases {
+            let mut r = OptimizeRequest::new("t.toml");
+            set(&mut r);
+            let (f, message) = field_of(&r).unwrap_or_else(|| panic!("{field} accepted"));
+            assert_eq!(f, field, "{message}");
+            assert!(!message.is_empty());
+        }
+        let mut r = OptimizeRequest::new("t.toml");
+        r.rounds = 0;
+        assert_eq!(
+            EngineError::Invalid {
+                field: "rounds",
+                message: field_of(&r).map(|(_, m)| m).unwrap_or_default()
+            }
+            .to_string(),
+            "rounds: must be at least 1 (rounds to run), got 0"
+        );
+        // Zero demonstrations is a choice for algorithms that write instructions.
+        let mut r = OptimizeRequest::new("t.toml");
+        r.demos = 0;
+        assert_eq!(field_of(&r), None);
+        // And an HTTP body with `"minibatch": 0` is the same request.
+        let r: OptimizeRequest = serde_json::from_str(r#"{"task": "t.toml", "minibatch": 0}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(field_of(&r).map(|(f, _)| f), Some("minibatch"));
     }
 }

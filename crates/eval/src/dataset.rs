@@ -1,6 +1,7 @@
 //! Datasets: JSONL, CSV (with a header) and JSON arrays (or `{"examples": [...]}`, the BBH shape),
 //! turned into [`Example`]s. A row that cannot be used is an error naming the file and line —
-//! never silently dropped.
+//! never silently dropped; so is a CSV header naming a column twice. A UTF-8 byte-order mark at
+//! the start of a file is skipped, whatever the format.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError
             ));
         }
     };
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the data.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let rows: Vec<(usize, String, serde_json::Map<String, Value>)> = match Format::of(path)? {
         Format::Jsonl => text
             .lines()
@@ -104,7 +107,7 @@ pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError
             })
             .collect::<Result<_, _>>()?,
         Format::Json => {
-            let value: Value = parse_strict(&text)
+            let value: Value = parse_strict(text)
                 .map_err(|e| row_err(path, e.line(), format!("not valid JSON: {e}")))?;
             let items = match value {
                 Value::Array(items) => items,
@@ -139,6 +142,16 @@ pub fn load(path: &Path, mapping: &Mapping) -> Result<Vec<Example>, DatasetError
                 .headers()
                 .map_err(|e| file_err(format!("cannot read the header: {e}")))?
                 .clone();
+            // A column named twice would silently keep one of its values.
+            for (i, h) in headers.iter().enumerate() {
+                if headers.iter().take(i).any(|earlier| earlier == h) {
+                    return Err(row_err(
+                        path,
+                        1,
+                        format!("the header names the column `{h}` twice"),
+                    ));
+                }
+            }
             reader
                 .records()
                 .map(|r| {
@@ -301,8 +314,13 @@ fn to_example(
     Ok(Example { id, vars, expected })
 }
 
-/// Split examples by ratios after a seeded shuffle (ratios are normalized; every example lands
-/// in exactly one split).
+/// How far above 1 split ratios may sum (float rounding: 0.2 + 0.4 + 0.4 is not exactly 1).
+pub const RATIO_EPSILON: f64 = 1e-9;
+
+/// Split examples by ratios after a seeded shuffle. A ratio is the share of the examples its
+/// split takes (the task checks each is in [0, 1] and that they sum to at most 1, never
+/// rescaling them): when they sum to 1 every example lands in exactly one split, otherwise the
+/// rest are in none.
 pub fn split(
     mut examples: Vec<Example>,
     ratios: &[(String, f64)],
@@ -310,16 +328,17 @@ pub fn split(
 ) -> BTreeMap<String, Vec<Example>> {
     examples.shuffle(&mut StdRng::seed_from_u64(seed));
     let total: f64 = ratios.iter().map(|(_, r)| r).sum();
+    let whole = (total - 1.0).abs() <= RATIO_EPSILON;
     let n = examples.len();
     let mut out = BTreeMap::new();
     let mut start = 0;
     let mut acc = 0.0;
     for (i, (name, r)) in ratios.iter().enumerate() {
-        acc += r;
-        let end = if i + 1 == ratios.len() {
+        acc += r.clamp(0.0, 1.0);
+        let end = if whole && i + 1 == ratios.len() {
             n
         } else {
-            ((acc / total) * n as f64).round() as usize
+            ((acc * n as f64).round() as usize).min(n)
         };
         out.insert(name.clone(), examples[start..end.max(start)].to_vec());
         start = end.max(start);
@@ -523,6 +542,84 @@ mod tests {
                 .to_string()
                 .contains("no column `body`")
         );
+    }
+
+    #[test]
+    fn a_csv_header_naming_a_column_twice_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = write(
+            dir.path(),
+            "dup.csv",
+            "text,label,text\ngood,positive,bad\n",
+        );
+        let e = load(&c, &mapping()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:1: the header names the column `text` twice",
+                c.display()
+            )
+        );
+        // Case differs: two columns.
+        let c = write(dir.path(), "case.csv", "text,label,Text\ngood,positive,x\n");
+        assert_eq!(load(&c, &mapping()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            (
+                "bom.jsonl",
+                "\u{feff}{\"text\": \"good\", \"label\": \"positive\"}\n{\"text\": \"bad\", \"label\": \"negative\"}\n",
+            ),
+            (
+                "bom.json",
+                "\u{feff}[{\"text\": \"good\", \"label\": \"positive\"}, {\"text\": \"bad\", \"label\": \"negative\"}]",
+            ),
+            (
+                "bom.csv",
+                "\u{feff}text,label\ngood,positive\nbad,negative\n",
+            ),
+        ] {
+            let p = write(dir.path(), name, text);
+            let ex = load(&p, &mapping()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(ex.len(), 2, "{name}");
+            assert_eq!(as_text(&ex[0].vars["text"]), "good", "{name}");
+        }
+        // Only at the start: inside a line it is data (and JSON rejects it there).
+        let p = write(
+            dir.path(),
+            "mid.jsonl",
+            "{\"text\": \"ok\", \"label\": \"x\"}\n\u{feff}{\"text\": \"ok\", \"label\": \"x\"}\n",
+        );
+        let e = load(&p, &mapping()).unwrap_err().to_string();
+        assert!(e.contains("mid.jsonl:2: not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn ratios_are_shares_never_rescaled() {
+        let ex: Vec<Example> = (0..10)
+            .map(|i| Example {
+                id: i.to_string(),
+                vars: BTreeMap::new(),
+                expected: None,
+            })
+            .collect();
+        // Summing to less than 1: the rest is in no split (not spread over the others).
+        let s = split(
+            ex.clone(),
+            &[("dev".to_string(), 0.2), ("test".to_string(), 0.3)],
+            1,
+        );
+        assert_eq!((s["dev"].len(), s["test"].len()), (2, 3));
+        // A zero ratio: an empty split.
+        let s = split(
+            ex,
+            &[("dev".to_string(), 1.0), ("train".to_string(), 0.0)],
+            1,
+        );
+        assert_eq!((s["dev"].len(), s["train"].len()), (10, 0));
     }
 
     #[test]

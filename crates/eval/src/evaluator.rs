@@ -9,7 +9,12 @@
 //! *unscored*: its result has `score: None` and says why in `error`. Every aggregate (the
 //! summary's estimate and pass rate, [`Report::scores`], [`compare`]) leaves unscored examples
 //! out and counts them (`Summary::errors`, `Comparison::unpaired`), so a flaky endpoint makes
-//! an estimate less certain instead of making a prompt look worse.
+//! an estimate less certain instead of making a prompt look worse. With no example scored there
+//! is no estimate at all (`Summary::scored` is 0, `Summary::first_error` says why): callers
+//! report that, not a score of 0.
+//!
+//! Why an example is unscored is the error's message with its root cause ([`error_text`]);
+//! [`shorten`] cuts such a message for a summary line between words, keeping the cause.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -78,7 +83,7 @@ impl Scorer {
             let s = metric
                 .score(example, output)
                 .await
-                .map_err(|e| format!("the metric failed: {e}"))?;
+                .map_err(|e| format!("the metric failed: {}", error_text(&e)))?;
             total += config.weight() * s.value;
             weights += config.weight();
             passed &= s.value >= config.threshold();
@@ -186,6 +191,9 @@ pub struct Summary {
     /// Unscored examples: the model call or a metric failed (left out of `score` and
     /// `pass_rate`).
     pub errors: usize,
+    /// Why the first unscored example is unscored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     pub cached: usize,
     pub usage: Usage,
     /// `None` when some call's cost is unknown.
@@ -193,6 +201,88 @@ pub struct Summary {
     #[serde(with = "secs")]
     pub wall: Duration,
     pub mode: &'static str,
+}
+
+impl Summary {
+    /// Examples scored: 0 means there is no score at all (never read `score` then).
+    pub fn scored(&self) -> usize {
+        self.score.n
+    }
+}
+
+/// `e`'s message, followed by its root cause (the innermost `source()`) unless the message
+/// already says it.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (message, cause) = (e.to_string(), root.to_string());
+    if message.contains(&cause) {
+        message
+    } else {
+        format!("{message}: {cause}")
+    }
+}
+
+/// `text` in at most about `max` characters, for a summary line: whole when it fits, else its
+/// start and its end joined by ` … `, each cut between words, never inside one. Messages here
+/// name their causes last (`outer: inner: root cause`), so the end kept is the root cause: the
+/// whole last `: ` part when it fits in two thirds of `max`.
+pub fn shorten(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let len = text.chars().count();
+    if len <= max {
+        return text.to_string();
+    }
+    let cause = text
+        .rfind(": ")
+        .map(|i| text[i + 2..].chars().count())
+        .filter(|&n| n <= max * 2 / 3)
+        .unwrap_or(0);
+    let tail = last_words(text, cause.max(max / 3));
+    let room = max.saturating_sub(tail.chars().count() + 3);
+    let head = first_words(text, room);
+    match (head.is_empty(), tail.is_empty()) {
+        (false, false) => format!("{head} … {tail}"),
+        (false, true) => format!("{head} …"),
+        (true, false) => format!("… {tail}"),
+        // One word longer than `max`: cut it rather than show nothing.
+        (true, true) => format!("{}…", text.chars().take(max).collect::<String>()),
+    }
+}
+
+/// The longest start of `text` of at most `n` characters that ends between words.
+fn first_words(text: &str, n: usize) -> &str {
+    let Some((end, next)) = text.char_indices().nth(n) else {
+        return text;
+    };
+    let cut = if next.is_whitespace() {
+        end
+    } else {
+        text[..end].rfind(char::is_whitespace).unwrap_or(0)
+    };
+    text[..cut].trim_end()
+}
+
+/// The longest end of `text` of at most `n` characters that starts between words.
+fn last_words(text: &str, n: usize) -> &str {
+    let len = text.chars().count();
+    if n >= len {
+        return text;
+    }
+    let Some((start, _)) = text.char_indices().nth(len - n) else {
+        return "";
+    };
+    let before = text[..start].chars().next_back();
+    let cut = if before.is_some_and(char::is_whitespace) {
+        start
+    } else {
+        text[start..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |i| start + i)
+    };
+    text[cut..].trim_start()
 }
 
 mod secs {
@@ -413,7 +503,7 @@ pub async fn evaluate(
                                 Some(probs),
                             )
                         })
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| error_text(&e))
                     })
                     .collect()
             }
@@ -434,7 +524,7 @@ pub async fn evaluate(
                     .into_iter()
                     .map(|r| {
                         r.map(|r| (r.text, r.usage, r.cost_usd, r.latency, r.cached, None))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| error_text(&e))
                     })
                     .collect()
             }
@@ -506,6 +596,7 @@ pub async fn evaluate(
                 .collect::<Vec<_>>(),
         ),
         errors: results.iter().filter(|r| !r.is_scored()).count(),
+        first_error: results.iter().find_map(|r| r.error.clone()),
         cached: results.iter().filter(|r| r.cached).count(),
         usage,
         cost_usd: cost,
@@ -703,6 +794,98 @@ mod tests {
         assert_eq!(report.passes().len(), 2);
         let line = serde_json::to_value(&report.results[1]).unwrap();
         assert!(line["score"].is_null(), "{line}");
+    }
+
+    #[tokio::test]
+    async fn with_no_example_scored_there_is_no_score_but_the_first_error() {
+        let model: Arc<dyn Provider> = Arc::new(
+            ScriptedProvider::new("m")
+                .respond_with(|_| Err(metaprompt_llm::LlmError::Config("nothing listens".into()))),
+        );
+        let scorer = Scorer::new(&[MetricConfig::equals()], None).unwrap();
+        let prompt = PromptFile::from_template("p", "{{ text }}");
+        let report = evaluate(
+            &prompt,
+            &model,
+            &scorer,
+            &examples(),
+            &options(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+        let s = &report.summary;
+        assert_eq!((s.examples, s.errors, s.scored()), (3, 3, 0));
+        assert_eq!(
+            s.first_error.as_deref(),
+            Some("the model call failed: nothing listens")
+        );
+        // A run with every example scored has no first error.
+        let model: Arc<dyn Provider> =
+            Arc::new(ScriptedProvider::new("m").respond_with(|_| Ok("positive".into())));
+        let report = evaluate(
+            &prompt,
+            &model,
+            &scorer,
+            &examples(),
+            &options(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.summary.first_error, None);
+        assert_eq!(report.summary.scored(), 3);
+        assert!(
+            !serde_json::to_string(&report.summary)
+                .unwrap()
+                .contains("first_error")
+        );
+    }
+
+    #[test]
+    fn error_text_keeps_the_root_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("request failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            error_text(&e),
+            "request failed: Connection refused (os error 111)"
+        );
+        let plain = std::io::Error::other("said once");
+        assert_eq!(error_text(&plain), "said once");
+    }
+
+    #[test]
+    fn shorten_cuts_between_words_and_keeps_the_cause() {
+        let e = "the model call failed: openai:gpt-4o-mini: gave up after 3 attempts; last error: openai:gpt-4o-mini: request failed: error sending request for url (http://127.0.0.1:9/v1/chat/completions): Connection refused (os error 111)";
+        let short = shorten(e, 160);
+        assert!(short.chars().count() <= 160, "{short}");
+        assert!(
+            short.ends_with(": Connection refused (os error 111)")
+                || short.ends_with(" Connection refused (os error 111)"),
+            "{short}"
+        );
+        assert!(short.starts_with("the model call failed: "), "{short}");
+        // Every word shown is a whole word of the message.
+        let words: Vec<&str> = e.split_whitespace().collect();
+        for w in short.split_whitespace().filter(|w| *w != "…") {
+            assert!(words.contains(&w), "`{w}` is cut: {short}");
+        }
+        assert_eq!(shorten("short: enough", 160), "short: enough");
+        // A cause longer than the room: the end of it, from a word's start.
+        let long = format!("outer: {}", "word ".repeat(100));
+        let short = shorten(&long, 60);
+        assert!(
+            short.starts_with("outer:") && short.ends_with("word"),
+            "{short}"
+        );
+        assert!(short.chars().count() <= 60, "{short}");
+        // One giant word is cut, not dropped.
+        assert_eq!(shorten(&"x".repeat(50), 10), format!("{}…", "x".repeat(10)));
     }
 
     fn options() -> EvalOptions {

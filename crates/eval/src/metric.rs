@@ -6,8 +6,9 @@
 //! One `[[metrics]]` table per metric in a task file: a [`MetricConfig`], that is a `type`, the
 //! options of that type ([`MetricSpec`]: one variant per type, holding exactly that type's
 //! fields) and the `weight` and `threshold` every metric has. A field the type does not take is
-//! an error at load time that names the type's fields. [`build`] checks the values and returns
-//! the [`Metric`].
+//! an error at load time that names the type's fields; so is a number out of its range
+//! ([`MetricConfig::check_values`]: a `threshold` outside [0, 1] or NaN, a negative `weight`…).
+//! [`build`] checks the values again and returns the [`Metric`].
 //!
 //! Adding a metric type: one line in the `metric_types!` list below (its name, variant and
 //! options struct), the options struct, one arm in [`build`] and the [`Metric`] implementation.
@@ -428,6 +429,39 @@ impl MetricConfig {
         self.threshold.unwrap_or(1.0)
     }
 
+    /// The numbers of the table in their ranges: `weight` finite and not negative, `threshold`
+    /// in [0, 1] (scores are: above 1 no example could pass, below 0 every one would),
+    /// `tolerance` finite and not negative, `timeout_secs` positive.
+    pub fn check_values(&self) -> Result<(), BuildError> {
+        let kind = self.kind();
+        if let Some(weight) = self.weight {
+            check_range(kind, "weight", weight, false)?;
+        }
+        if let Some(t) = self.threshold
+            && !(t.is_finite() && (0.0..=1.0).contains(&t))
+        {
+            return Err(BuildError::OutOfRange {
+                kind,
+                field: "threshold",
+                expected: "a score between 0 and 1",
+                value: t,
+            });
+        }
+        match &self.spec {
+            MetricSpec::Numeric(NumericOptions { tolerance: Some(t) }) => {
+                check_range(kind, "tolerance", *t, false)?;
+            }
+            MetricSpec::Command(CommandOptions {
+                timeout_secs: Some(t),
+                ..
+            }) => {
+                check_range(kind, "timeout_secs", *t, true)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The labels of a `choice` metric.
     pub fn labels(&self) -> Option<&[String]> {
         match &self.spec {
@@ -484,11 +518,11 @@ impl<'de> Visitor<'de> for ConfigVisitor {
                 "type" if kind.is_some() => return Err(de::Error::duplicate_field("type")),
                 "type" => kind = Some(map.next_value_seed(TypeName { given: &options })?),
                 "weight" if weight.is_some() => return Err(de::Error::duplicate_field("weight")),
-                "weight" => weight = Some(map.next_value()?),
+                "weight" => weight = Some(map.next_value::<Checked<false>>()?.0),
                 "threshold" if threshold.is_some() => {
                     return Err(de::Error::duplicate_field("threshold"));
                 }
-                "threshold" => threshold = Some(map.next_value()?),
+                "threshold" => threshold = Some(map.next_value::<Checked<true>>()?.0),
                 _ if options.iter().any(|(k, _)| *k == key) => {
                     return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
                 }
@@ -512,11 +546,39 @@ impl<'de> Visitor<'de> for ConfigVisitor {
             }),
         )
         .map_err(|e| de::Error::custom(format_args!("metric `{kind}`: {}", e.message())))?;
-        Ok(MetricConfig {
+        let config = MetricConfig {
             spec,
             weight,
             threshold,
-        })
+        };
+        config.check_values().map_err(de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+/// A `threshold` (`true`) or `weight` (`false`) checked as it is read, so that its error points
+/// at its own line; the same ranges as [`MetricConfig::check_values`].
+struct Checked<const THRESHOLD: bool>(f64);
+
+impl<'de, const THRESHOLD: bool> Deserialize<'de> for Checked<THRESHOLD> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        let (ok, field, expected) = if THRESHOLD {
+            (
+                v.is_finite() && (0.0..=1.0).contains(&v),
+                "threshold",
+                "a score between 0 and 1",
+            )
+        } else {
+            (v.is_finite() && v >= 0.0, "weight", "a non-negative number")
+        };
+        if ok {
+            Ok(Checked(v))
+        } else {
+            Err(de::Error::custom(format_args!(
+                "`{field}` must be {expected}, got {v}"
+            )))
+        }
     }
 }
 
@@ -711,11 +773,7 @@ pub fn build(
     judge: Option<Arc<dyn Provider>>,
 ) -> Result<Arc<dyn Metric>, BuildError> {
     let kind = config.kind();
-    for (field, value) in [("weight", config.weight), ("threshold", config.threshold)] {
-        if let Some(value) = value {
-            check_range(kind, field, value, false)?;
-        }
-    }
+    config.check_values()?;
     Ok(match &config.spec {
         MetricSpec::Equals(o) => Arc::new(Equals {
             normalize: o.normalize,
@@ -1800,6 +1858,16 @@ mod tests {
             "metric `f1`: `weight` must be a non-negative number, got -1"
         );
         assert!(build(&MetricConfig::f1().with_threshold(f64::NAN), None).is_err());
+        for t in [1.5, -0.1, f64::INFINITY] {
+            let e = build(&MetricConfig::f1().with_threshold(t), None).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("metric `f1`: `threshold` must be a score between 0 and 1, got {t}")
+            );
+        }
+        for t in [0.0, 0.5, 1.0] {
+            build(&MetricConfig::f1().with_threshold(t), None).unwrap();
+        }
         let e = build(
             &MetricSpec::Numeric(NumericOptions {
                 tolerance: Some(-0.1),
@@ -1833,6 +1901,47 @@ mod tests {
 
     fn parse(table: &str) -> Result<MetricConfig, String> {
         toml::from_str(table).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_errors_when_read() {
+        for (table, shown) in [
+            (
+                "type = \"f1\"\nthreshold = 1.5",
+                "`threshold` must be a score between 0 and 1, got 1.5",
+            ),
+            (
+                "type = \"f1\"\nthreshold = -0.5",
+                "`threshold` must be a score between 0 and 1, got -0.5",
+            ),
+            (
+                "type = \"f1\"\nthreshold = nan",
+                "`threshold` must be a score between 0 and 1, got NaN",
+            ),
+            (
+                "type = \"f1\"\nweight = -1",
+                "`weight` must be a non-negative number, got -1",
+            ),
+            (
+                "type = \"f1\"\nweight = inf",
+                "`weight` must be a non-negative number, got inf",
+            ),
+            (
+                "type = \"numeric\"\ntolerance = -0.1",
+                "`tolerance` must be a non-negative number",
+            ),
+            (
+                "type = \"command\"\ncommand = [\"x\"]\ntimeout_secs = 0",
+                "`timeout_secs` must be a positive number",
+            ),
+        ] {
+            let e = parse(table).unwrap_err();
+            assert!(e.contains(shown), "{table}: {e}");
+        }
+        assert_eq!(
+            parse("type = \"f1\"\nthreshold = 0.5").unwrap().threshold(),
+            0.5
+        );
     }
 
     /// Every type: a valid table, the same table with a field of another type, and one with a

@@ -26,6 +26,10 @@
 //! [budget]
 //! max_metric_calls = 2000
 //! ```
+//!
+//! Values are checked as they are read, with the file and line: split ratios are shares in
+//! [0, 1] summing to at most 1 (never rescaled), temperatures finite and not negative,
+//! `max_tokens` at least 1, dollar caps finite and not negative.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +105,8 @@ pub struct DataConfig {
     pub test: Option<PathBuf>,
     /// One file split by `split` ratios after a seeded shuffle.
     pub file: Option<PathBuf>,
+    /// The share of `file` each split takes: each in [0, 1], summing to at most 1.
+    #[serde(default, deserialize_with = "split_ratios")]
     pub split: Option<BTreeMap<String, f64>>,
     /// Seed of the split (and of sampling).
     #[serde(default)]
@@ -119,15 +125,15 @@ pub struct ModelsConfig {
     /// The model that writes prompts (and judges, by default).
     #[serde(default = "default_model")]
     pub meta: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "temperature")]
     pub execution_temperature: f32,
-    #[serde(default = "default_meta_temperature")]
+    #[serde(default = "default_meta_temperature", deserialize_with = "temperature")]
     pub meta_temperature: f32,
     /// Replaces the system message of the chat-form meta-prompts (the meta model's persona).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_system: Option<String>,
     /// Most tokens the execution model generates per example.
-    #[serde(default = "default_max_tokens")]
+    #[serde(default = "default_max_tokens", deserialize_with = "max_tokens")]
     pub max_tokens: u32,
     /// Stop sequences for generation (for example the start of the next demonstration).
     #[serde(default)]
@@ -165,9 +171,74 @@ pub struct BudgetConfig {
     pub max_metric_calls: Option<u64>,
     pub max_meta_calls: Option<u64>,
     pub max_meta_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "dollars")]
     pub max_meta_cost_usd: Option<f64>,
+    #[serde(default, deserialize_with = "dollars")]
     pub max_cost_usd: Option<f64>,
     pub max_wall_secs: Option<u64>,
+}
+
+// Range checks as the values are read, so the error has the line (the toml error names it).
+
+fn temperature<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let t = f32::deserialize(d)?;
+    match metaprompt_llm::types::temperature_problem(t) {
+        Some(p) => Err(serde::de::Error::custom(format!("a temperature {p}"))),
+        None => Ok(t),
+    }
+}
+
+fn max_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    match metaprompt_llm::types::max_tokens_problem(n) {
+        Some(p) => Err(serde::de::Error::custom(format!("`max_tokens` {p}"))),
+        None => Ok(n),
+    }
+}
+
+fn dollars<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let usd = f64::deserialize(d)?;
+    match dollars_problem(usd) {
+        Some(p) => Err(serde::de::Error::custom(p)),
+        None => Ok(Some(usd)),
+    }
+}
+
+fn split_ratios<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, f64>>, D::Error> {
+    let ratios = BTreeMap::<String, f64>::deserialize(d)?;
+    match ratios_problem(&ratios) {
+        Some(p) => Err(serde::de::Error::custom(p)),
+        None => Ok(Some(ratios)),
+    }
+}
+
+/// Why `usd` cannot be a dollar cap, if it cannot.
+fn dollars_problem(usd: f64) -> Option<String> {
+    (!(usd.is_finite() && usd >= 0.0))
+        .then(|| format!("a dollar cap must be a finite number, 0 or more, got {usd}"))
+}
+
+/// Why split ratios cannot be meant, if they cannot: each is the share of `file` its split
+/// takes, so each is in [0, 1] and together they are at most the whole file.
+fn ratios_problem(ratios: &BTreeMap<String, f64>) -> Option<String> {
+    if let Some((name, r)) = ratios
+        .iter()
+        .find(|(_, r)| !(r.is_finite() && (0.0..=1.0).contains(*r)))
+    {
+        return Some(format!(
+            "split ratio `{name}` = {r}: a ratio is the share of `file` a split takes, between 0 and 1"
+        ));
+    }
+    let total: f64 = ratios.values().sum();
+    (total > 1.0 + dataset::RATIO_EPSILON).then(|| {
+        let parts: Vec<String> = ratios.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        format!(
+            "split ratios sum to {total} ({}), more than the whole file: they must sum to at most 1",
+            parts.join(", ")
+        )
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +276,13 @@ impl Task {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let config: TaskConfig =
             toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        if !crate::name::is_valid(&config.name) {
+            return Err(err(format!(
+                "name = {:?}: a task name is a library name and a folder name: {}",
+                config.name,
+                crate::name::EXPECTED
+            )));
+        }
         check(&config).map_err(err)?;
         let task = Task {
             seed_prompt: PromptFile::default(),
@@ -347,14 +425,40 @@ fn check(c: &TaskConfig) -> Result<(), String> {
             if explicit {
                 return Err("[data]: use either explicit train/dev/test files or `file` + `split`, not both".into());
             }
-            if ratios.values().any(|r| !(r.is_finite() && *r > 0.0)) {
-                return Err("[data] split ratios must be positive numbers".into());
+            if let Some(p) = ratios_problem(ratios) {
+                return Err(format!("[data] {p}"));
             }
         }
         (None, None) if !explicit => {
             return Err("[data] needs train/dev/test files, or `file` + `split`".into());
         }
         _ => {}
+    }
+    // What the deserializers check, for a config built in code.
+    let m = &c.models;
+    for (key, t) in [
+        ("execution_temperature", m.execution_temperature),
+        ("meta_temperature", m.meta_temperature),
+    ] {
+        if let Some(p) = metaprompt_llm::types::temperature_problem(t) {
+            return Err(format!("[models] {key} {p}"));
+        }
+    }
+    if let Some(p) = metaprompt_llm::types::max_tokens_problem(m.max_tokens) {
+        return Err(format!("[models] max_tokens {p}"));
+    }
+    for (key, usd) in [
+        ("max_meta_cost_usd", c.budget.max_meta_cost_usd),
+        ("max_cost_usd", c.budget.max_cost_usd),
+    ] {
+        if let Some(p) = usd.and_then(dollars_problem) {
+            return Err(format!("[budget] {key}: {p}"));
+        }
+    }
+    for (i, metric) in c.metrics.iter().enumerate() {
+        if let Err(e) = metric.check_values() {
+            return Err(format!("[[metrics]] #{}: {e}", i + 1));
+        }
     }
     let choices = c
         .metrics
@@ -559,6 +663,88 @@ labels = ["negative", "positive"]
             e.contains("line 11") && e.contains("missing field `type`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn settings_that_cannot_be_meant_are_errors_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |task: &str| {
+            Task::load(&write_task(dir.path(), task))
+                .unwrap_err()
+                .to_string()
+        };
+        let split = "split = { dev = 0.5, test = 0.5 }";
+        for (bad, line, says) in [
+            (
+                "split = { dev = 0.7, test = 0.6 }",
+                9,
+                "split ratios sum to 1.2999999999999998 (dev = 0.7, test = 0.6), more than the whole file",
+            ),
+            ("split = { dev = 1.5 }", 9, "split ratio `dev` = 1.5"),
+            (
+                "split = { dev = -0.5, test = 0.5 }",
+                9,
+                "split ratio `dev` = -0.5",
+            ),
+            (
+                "split = { dev = nan, test = 0.5 }",
+                9,
+                "split ratio `dev` = NaN",
+            ),
+        ] {
+            let e = load(&TASK.replace(split, bad));
+            assert!(
+                e.contains("task.toml") && e.contains(&format!("line {line}")) && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+        let models = |table: &str| format!("{TASK}[models]\n{table}\n");
+        for (bad, says) in [
+            (
+                "execution_temperature = nan",
+                "a temperature must be a finite number >= 0, got NaN",
+            ),
+            (
+                "meta_temperature = inf",
+                "a temperature must be a finite number >= 0, got inf",
+            ),
+            (
+                "execution_temperature = -1",
+                "a temperature must be a finite number >= 0, got -1",
+            ),
+            ("max_tokens = 0", "`max_tokens` must be at least 1, got 0"),
+        ] {
+            let e = load(&models(bad));
+            assert!(e.contains("line 15") && e.contains(says), "{bad}: {e}");
+        }
+        for bad in ["max_cost_usd = -1", "max_meta_cost_usd = nan"] {
+            let e = load(&format!("{TASK}[budget]\n{bad}\n"));
+            assert!(
+                e.contains("line 15")
+                    && e.contains("a dollar cap must be a finite number, 0 or more"),
+                "{bad}: {e}"
+            );
+        }
+        let e = load(&TASK.replace("labels = [", "threshold = 1.5\nlabels = ["));
+        assert!(
+            e.contains("line 13")
+                && e.contains("`threshold` must be a score between 0 and 1, got 1.5"),
+            "{e}"
+        );
+        // What can be meant still loads: shares summing to less than 1 (the rest unused), a
+        // zero share, float rounding at 1.
+        for ok in [
+            "split = { dev = 0.3, test = 0.2 }",
+            "split = { dev = 0.5, test = 0.5, train = 0 }",
+            "split = { train = 0.2, dev = 0.4, test = 0.4 }",
+        ] {
+            let task = Task::load(&write_task(dir.path(), &TASK.replace(split, ok)))
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            if ok.contains("0.3") {
+                assert_eq!(task.examples("dev").unwrap().len(), 3);
+                assert_eq!(task.examples("test").unwrap().len(), 2);
+            }
+        }
     }
 
     #[test]

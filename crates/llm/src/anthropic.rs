@@ -138,6 +138,7 @@ impl Provider for Anthropic {
     }
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        http::check_request(&self.info, request)?;
         let mut headers = HeaderMap::new();
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
         if let Some(key) = &self.api_key {

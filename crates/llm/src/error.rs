@@ -20,8 +20,10 @@ pub enum LlmError {
     /// No answer within the per-request timeout.
     #[error("{model}: no response within {after:?} (per-request timeout)")]
     Timeout { model: String, after: Duration },
-    /// The connection failed or broke before a full response arrived.
-    #[error("{model}: request failed: {source}")]
+    /// The connection failed or broke before a full response arrived. The message ends with
+    /// the root cause (`Connection refused (os error 111)`, a DNS or TLS failure), which
+    /// reqwest's own message leaves to its source chain.
+    #[error("{model}: request failed: {}", with_root_cause(source))]
     Transport {
         model: String,
         #[source]
@@ -93,6 +95,20 @@ pub enum LlmError {
     /// The provider does not support this kind of request.
     #[error("{model}: {what} is not supported")]
     Unsupported { model: String, what: String },
+}
+
+/// `e`'s message followed by its innermost source's, unless the message already says it.
+fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (message, cause) = (e.to_string(), root.to_string());
+    if message.contains(&cause) {
+        message
+    } else {
+        format!("{message}: {cause}")
+    }
 }
 
 impl LlmError {

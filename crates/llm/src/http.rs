@@ -1,6 +1,8 @@
-//! What the HTTP providers share: one POST of a JSON body, with the answer turned into either the
-//! provider's typed response or a typed error (status with the server's message and requested
-//! wait, timeout, transport failure, or an undecodable body naming what was expected).
+//! What the HTTP providers share: a request's settings checked before it is sent (a NaN
+//! temperature, `max_tokens` of 0), then one POST of a JSON body, with the answer turned into
+//! either the provider's typed response or a typed error (status with the server's message and
+//! requested wait, timeout, transport failure with its root cause, or an undecodable body naming
+//! what was expected, quoted from its start).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,18 @@ pub(crate) fn client(info: &ModelInfo) -> Result<reqwest::Client, LlmError> {
         .user_agent(concat!("metaprompt/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| LlmError::Config(format!("{}: cannot build an HTTP client: {e}", info.name)))
+}
+
+/// Before a request is sent: a setting no server could mean (a NaN temperature would be sent
+/// as JSON `null`) is an error naming the model, not retried.
+pub(crate) fn check_request(
+    info: &ModelInfo,
+    request: &crate::types::Request,
+) -> Result<(), LlmError> {
+    match request.problem() {
+        Some(problem) => Err(LlmError::Config(format!("{}: {problem}", info.name))),
+        None => Ok(()),
+    }
 }
 
 /// One endpoint's way of calling: its client, its model and the redactor that knows its keys.
@@ -214,9 +228,20 @@ pub(crate) fn error_message(body: &str) -> String {
     }
 }
 
-/// The first 200 characters of a body, for error messages.
+/// The start of a body, for error messages: about 200 characters, cut between words (with `…`
+/// where cut), so no word is left half-shown.
 pub(crate) fn body_start(body: &str) -> String {
-    body.chars().take(200).collect()
+    const MAX: usize = 200;
+    let Some((end, _)) = body.char_indices().nth(MAX) else {
+        return body.to_string();
+    };
+    // Back to the last whitespace, unless that loses more than a quarter of the text (one long
+    // token, such as minified JSON, is cut where it must be).
+    let cut = body[..end]
+        .rfind(char::is_whitespace)
+        .filter(|&i| i >= end * 3 / 4)
+        .unwrap_or(end);
+    format!("{}…", body[..cut].trim_end())
 }
 
 #[cfg(test)]
@@ -391,6 +416,49 @@ mod tests {
             }
             assert!(!shown.contains(key), "{shown}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = post(
+            &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            1024,
+        )
+        .await
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("/v1/chat/completions") && text.to_lowercase().contains("refused"),
+            "{text}"
+        );
+        // Retried and given up on, it still says why.
+        let last = LlmError::RetriesExhausted {
+            model: "m".into(),
+            attempts: 3,
+            last: Box::new(e),
+        };
+        assert!(
+            last.to_string().to_lowercase().contains("refused"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn a_long_body_is_quoted_from_its_start_cut_between_words() {
+        let body = "word ".repeat(100);
+        let start = body_start(&body);
+        assert!(
+            start.ends_with("word…") && start.chars().count() <= 201,
+            "{start}"
+        );
+        let token = "x".repeat(300);
+        assert_eq!(body_start(&token).chars().count(), 201);
+        assert_eq!(body_start("short body"), "short body");
     }
 
     #[test]

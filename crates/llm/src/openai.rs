@@ -195,6 +195,7 @@ impl Provider for OpenAi {
     }
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        http::check_request(&self.info, request)?;
         let headers = self.headers()?;
         let base = &self.info.base_url;
         match &request.prompt {

@@ -141,6 +141,15 @@ impl Request {
         self
     }
 
+    /// Why this request cannot be sent as it is, if it cannot: a temperature that is not a
+    /// finite number >= 0 ([`temperature_problem`]) or `max_tokens` of 0. HTTP providers check
+    /// it before sending (a NaN temperature would reach the server as JSON `null`).
+    pub fn problem(&self) -> Option<String> {
+        temperature_problem(self.temperature)
+            .map(|p| format!("temperature {p}"))
+            .or_else(|| max_tokens_problem(self.max_tokens).map(|p| format!("max_tokens {p}")))
+    }
+
     /// The seed sent to the provider: the request's seed mixed with the sample index, so sample
     /// `i` of a seeded request is reproducible and differs from sample `j`. `None` when the
     /// request has no seed.
@@ -153,6 +162,18 @@ impl Request {
             (z ^ (z >> 31)) & 0x7FFF_FFFF_FFFF_FFFF
         })
     }
+}
+
+/// Why `t` cannot be a sampling temperature, if it cannot: NaN and infinities (TOML can write
+/// `nan` and `inf`; JSON has neither, so a provider would get `null`) and negative numbers.
+/// For messages after the setting's name: "must be a finite number >= 0, got NaN".
+pub fn temperature_problem(t: f32) -> Option<String> {
+    (!(t.is_finite() && t >= 0.0)).then(|| format!("must be a finite number >= 0, got {t}"))
+}
+
+/// Why `n` cannot be a limit on generated tokens, if it cannot (0: nothing could be generated).
+pub fn max_tokens_problem(n: u32) -> Option<String> {
+    (n == 0).then(|| "must be at least 1, got 0".to_string())
 }
 
 /// Why generation stopped.
@@ -307,6 +328,29 @@ mod duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temperatures_and_token_limits_that_cannot_be_meant() {
+        for t in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.1] {
+            assert!(temperature_problem(t).is_some(), "{t}");
+            assert!(Request::text("x").temperature(t).problem().is_some(), "{t}");
+        }
+        for t in [0.0, 0.7, 2.0] {
+            assert_eq!(temperature_problem(t), None, "{t}");
+        }
+        assert_eq!(
+            Request::text("x")
+                .temperature(f32::NAN)
+                .problem()
+                .as_deref(),
+            Some("temperature must be a finite number >= 0, got NaN")
+        );
+        assert_eq!(
+            Request::text("x").max_tokens(0).problem().as_deref(),
+            Some("max_tokens must be at least 1, got 0")
+        );
+        assert_eq!(Request::text("x").problem(), None);
+    }
 
     #[test]
     fn effective_seed_differs_per_sample_and_is_stable() {

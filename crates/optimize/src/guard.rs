@@ -294,11 +294,8 @@ fn parse_verdicts(answer: &str) -> Result<Vec<JudgeVerdict>, String> {
 }
 
 fn clip(s: &str) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
+    // Cut between words, keeping the end too (where a judge's reason usually is).
+    metaprompt_eval::evaluator::shorten(s, 200)
 }
 
 /// The text of a prompt that must carry its constraints: the instruction and every template

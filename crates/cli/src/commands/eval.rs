@@ -1,11 +1,15 @@
 //! `metaprompt eval` and `metaprompt compare`.
+//!
+//! A prompt with no example scored has no score: the summary says so and why (the first
+//! error) instead of printing a score of 0, and the command fails unless `--max-unscored`
+//! allows every example to go unscored.
 
 use crate::format::outln;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metaprompt_engine::{CompareRequest, EvalRequest, Progress, Scope};
 use metaprompt_eval::Summary;
-use metaprompt_eval::evaluator::Comparison;
+use metaprompt_eval::evaluator::{Comparison, shorten};
 
 use crate::args::{CompareArgs, EvalArgs, EvalScope, Global};
 use crate::{context, format};
@@ -94,8 +98,7 @@ pub async fn run(global: &Global, args: EvalArgs) -> anyhow::Result<()> {
 fn reasons<'a>(errors: impl Iterator<Item = &'a str>) -> Vec<(usize, String)> {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for e in errors {
-        let short: String = e.chars().take(160).collect();
-        *counts.entry(short).or_default() += 1;
+        *counts.entry(shorten(e, 160)).or_default() += 1;
     }
     let mut v: Vec<(usize, String)> = counts.into_iter().map(|(r, n)| (n, r)).collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -113,6 +116,19 @@ fn unscored_check(
 ) -> anyhow::Result<()> {
     if s.errors <= allowed {
         return Ok(());
+    }
+    if s.scored() == 0 {
+        anyhow::bail!(
+            "no example of `{}` was scored ({} of {} unscored): {}; see `error` in {} (or allow some with --max-unscored N)",
+            s.prompt,
+            s.errors,
+            s.examples,
+            shorten(
+                s.first_error.as_deref().unwrap_or("no reason was recorded"),
+                240
+            ),
+            out.display()
+        );
     }
     let why: Vec<String> = reasons.iter().map(|(n, r)| format!("{n} × {r}")).collect();
     anyhow::bail!(
@@ -149,10 +165,26 @@ pub async fn compare(global: &Global, args: CompareArgs) -> anyhow::Result<()> {
         print_summary(&result.task, &result.split, &c.a);
         outln!("B: {}", args.b.display());
         print_summary(&result.task, &result.split, &c.b);
-        print_comparison(c);
+        if c.pairs > 0 {
+            print_comparison(c);
+        } else {
+            outln!("B - A     no example was scored for both A and B: nothing to compare");
+        }
     }
     let unscored = c.a.errors + c.b.errors;
     if unscored > args.scope.max_unscored {
+        for (side, s) in [("A", &c.a), ("B", &c.b)] {
+            if s.scored() == 0 && s.examples > 0 {
+                anyhow::bail!(
+                    "no example of {side} (`{}`) was scored, so there is nothing to compare: {} (allow unscored examples with --max-unscored N)",
+                    s.prompt,
+                    shorten(
+                        s.first_error.as_deref().unwrap_or("no reason was recorded"),
+                        240
+                    )
+                );
+            }
+        }
         anyhow::bail!(
             "{unscored} examples are unscored ({} for A, {} for B) and left out of the comparison (allow some with --max-unscored N)",
             c.a.errors,
@@ -171,13 +203,24 @@ pub fn print_summary(task: &str, split: &str, s: &Summary) {
         s.examples,
         s.mode
     );
-    outln!(
-        "score     {:.3}  95% CI [{:.3}, {:.3}]   pass rate {:.1}%",
-        s.score.mean,
-        s.score.low,
-        s.score.high,
-        100.0 * s.pass_rate
-    );
+    if s.scored() == 0 {
+        outln!(
+            "score     none: no example was scored ({} unscored){}",
+            s.errors,
+            s.first_error
+                .as_deref()
+                .map(|e| format!("; the first: {}", shorten(e, 200)))
+                .unwrap_or_default()
+        );
+    } else {
+        outln!(
+            "score     {:.3}  95% CI [{:.3}, {:.3}]   pass rate {:.1}%",
+            s.score.mean,
+            s.score.low,
+            s.score.high,
+            100.0 * s.pass_rate
+        );
+    }
     outln!(
         "tokens    {} in / {} out · {} of {} from cache",
         s.usage.input_tokens,

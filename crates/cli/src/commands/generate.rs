@@ -84,10 +84,8 @@ fn print_candidates(g: &Generated) {
     outln!("candidates (score on {split}, 95% CI)");
     if let Some(s) = &g.seed_score {
         outln!(
-            "  seed   {:.3} [{:.3}, {:.3}]  the task's seed prompt ({})",
-            s.score.mean,
-            s.score.low,
-            s.score.high,
+            "  seed   {}  the task's seed prompt ({})",
+            crate::format::score(s),
             s.prompt
         );
     }
@@ -95,11 +93,9 @@ fn print_candidates(g: &Generated) {
         let mark = if Some(i) == g.chosen { "*" } else { " " };
         match &c.score {
             Some(s) => outln!(
-                "{mark} {:<6} {:.3} [{:.3}, {:.3}]  {}",
+                "{mark} {:<6} {}  {}",
                 c.id,
-                s.score.mean,
-                s.score.low,
-                s.score.high,
+                crate::format::score(s),
                 meta::preview(c)
             ),
             None => outln!("{mark} {}", meta::candidate_line(c)),

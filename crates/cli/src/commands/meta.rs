@@ -80,10 +80,8 @@ impl Console {
                 }
                 if !self.quiet {
                     eprintln!(
-                        "  {label:<6} {:.3} [{:.3}, {:.3}] on {} examples ({})",
-                        summary.score.mean,
-                        summary.score.low,
-                        summary.score.high,
+                        "  {label:<6} {} on {} examples ({})",
+                        format::score(&summary),
                         summary.examples,
                         format::duration(summary.wall)
                     );

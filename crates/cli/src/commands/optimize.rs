@@ -199,6 +199,8 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
     );
     outln!("           dev ({})                  test ({})", dev, test);
     let show = |e: &Option<metaprompt_eval::stats::Estimate>| match e {
+        // No example scored: no score (the unscored line below says why).
+        Some(e) if e.n == 0 => "none scored".to_string(),
         Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high),
         None => "–".to_string(),
     };

@@ -66,21 +66,17 @@ fn print_table(t: &Translated) {
     outln!("scores on {} (95% CI)", t.split);
     let s = &t.source_score;
     outln!(
-        "  source {:.3} [{:.3}, {:.3}]  on {}",
-        s.score.mean,
-        s.score.low,
-        s.score.high,
+        "  source {}  on {}",
+        crate::format::score(s),
         t.source_model
     );
     for (i, c) in t.candidates.iter().enumerate() {
         let mark = if Some(i) == t.chosen { "*" } else { " " };
         match &c.score {
             Some(s) => outln!(
-                "{mark} {:<6} {:.3} [{:.3}, {:.3}]  on {}: {}",
+                "{mark} {:<6} {}  on {}: {}",
                 c.id,
-                s.score.mean,
-                s.score.low,
-                s.score.high,
+                crate::format::score(s),
                 t.target_model,
                 meta::preview(c)
             ),
