@@ -111,9 +111,10 @@ pub(crate) fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> Path
             }
         })
         .collect();
-    task.dir()
-        .join("results")
-        .join(format!("{name}.{split}.jsonl"))
+    task.dir().join("results").join(format!(
+        "{name}.{}.jsonl",
+        metaprompt_eval::name::slug(split)
+    ))
 }
 
 impl Engine {

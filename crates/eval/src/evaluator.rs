@@ -213,16 +213,7 @@ impl Summary {
 /// `e`'s message, followed by its root cause (the innermost `source()`) unless the message
 /// already says it.
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    let (message, cause) = (e.to_string(), root.to_string());
-    if message.contains(&cause) {
-        message
-    } else {
-        format!("{message}: {cause}")
-    }
+    metaprompt_llm::error::with_root_cause(e)
 }
 
 /// `text` in at most about `max` characters, for a summary line: whole when it fits, else its

@@ -97,8 +97,9 @@ pub enum LlmError {
     Unsupported { model: String, what: String },
 }
 
-/// `e`'s message followed by its innermost source's, unless the message already says it.
-fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// `e`'s message followed by its innermost source's (the root cause: "Connection refused"),
+/// unless the message already says it. What every error summary of the workspace shows.
+pub fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut root = e;
     while let Some(next) = root.source() {
         root = next;

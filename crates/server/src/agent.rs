@@ -52,7 +52,11 @@ pub async fn show(
     )
     .await
     .map_err(agent_error)?;
-    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+    Ok(Json(
+        state
+            .secrets
+            .public_json(serde_json::to_value(s).unwrap_or_default()),
+    ))
 }
 
 pub async fn pass(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {

@@ -116,5 +116,6 @@ pub async fn deliveries(State(state): State<AppState>, caller: Caller) -> ApiRes
         .deliveries(200)
         .await
         .map_err(|e| crate::error::library(e, "deliveries"))?;
-    Ok(Json(json!({"deliveries": d})))
+    // A receiver's answer is stored as it came; what a client sees is redacted.
+    Ok(Json(state.secrets.public_json(json!({"deliveries": d}))))
 }

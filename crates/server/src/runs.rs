@@ -528,7 +528,10 @@ impl Runs {
                 match result {
                     Ok(v) => {
                         r.status = Status::Finished;
-                        r.result = Some(serde_json::to_value(&v).unwrap_or_default());
+                        r.result = Some(
+                            runs.secrets
+                                .public_json(serde_json::to_value(&v).unwrap_or_default()),
+                        );
                     }
                     Err(EngineError::Cancelled { .. }) => {
                         r.status = Status::Cancelled;

@@ -66,6 +66,25 @@ impl Secrets {
     pub fn public(&self, text: &str) -> String {
         self.redactor.redact(&strip_quoted(text))
     }
+
+    /// Every string in `value` (keys too) as a client may see it ([`Secrets::public`]): for
+    /// records that carry error text from deep inside (a run's result, webhook deliveries,
+    /// the agent's cases).
+    pub fn public_json(&self, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(self.public(&s)),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.public_json(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.public(&k), self.public_json(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
 }
 
 /// Pass every JSON error answer through [`Secrets::public`], whichever handler wrote it.
@@ -151,6 +170,13 @@ mod tests {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(out.contains("HOME=/root"), "{out}");
+        let nested = serde_json::json!({"error": {"message": "key zz9-plural-z-alpha"},
+                                         "items": ["hunter22", 3]});
+        let out = s.public_json(nested).to_string();
+        assert!(
+            !out.contains("zz9-plural") && !out.contains("hunter22"),
+            "{out}"
+        );
         let toml = "TOML parse error at line 1, column 6\n  |\n1 | OPENAI=sk-live\n  |      ^\n\
                     invalid key\n";
         let out = strip_quoted(toml);
