@@ -791,6 +791,8 @@ impl Agent {
         let before = incumbent.file()?;
         winner.name = before.name;
         winner.target_model = before.target_model.or(winner.target_model);
+        // It was checked with the incumbent's settings, and is served with them.
+        winner.run = before.run.clone();
         winner.rationale = Some(format!(
             "Agent case {} on {}: {}{}",
             case.id,
@@ -1109,14 +1111,25 @@ impl Work {
             write(&dir.join(format!("{name}.jsonl")), text.as_bytes())?;
         }
         write(&dir.join("incumbent.toml"), file.to_toml().as_bytes())?;
-        let metrics = match (&own_task, &labels) {
-            (Some(t), _) => t.config.metrics.clone(),
-            // Generated and read, as the served prompt runs, not scored by log-probability.
-            (None, Some(l)) => vec![MetricConfig::new(MetricSpec::Choice(ChoiceOptions {
+        // Proposals are checked the way the incumbent is served: with its `[run]` settings
+        // when it has them (a choice scored over its labels), else as the server's defaults
+        // run it (generated and read).
+        let run = file.run.clone();
+        let metrics = match (
+            &own_task,
+            run.as_ref().and_then(|r| r.labels.clone()),
+            &labels,
+        ) {
+            (Some(t), _, _) => t.config.metrics.clone(),
+            (None, Some(l), _) => vec![MetricConfig::new(MetricSpec::Choice(ChoiceOptions {
+                labels: l,
+                generate: false,
+            }))],
+            (None, None, Some(l)) => vec![MetricConfig::new(MetricSpec::Choice(ChoiceOptions {
                 labels: l.clone(),
                 generate: true,
             }))],
-            (None, None) => vec![MetricConfig::equals()],
+            (None, None, None) => vec![MetricConfig::equals()],
         };
         let config = TaskConfig {
             name: slug(&case.prompt),
@@ -1140,8 +1153,15 @@ impl Work {
             models: ModelsConfig {
                 execution: model.to_string(),
                 meta: meta.to_string(),
-                max_tokens: cfg.max_tokens.unwrap_or(16),
-                stop: cfg.stop.clone(),
+                max_tokens: run
+                    .as_ref()
+                    .map(|r| r.max_tokens)
+                    .or(cfg.max_tokens)
+                    .unwrap_or(16),
+                stop: run
+                    .as_ref()
+                    .map_or_else(|| cfg.stop.clone(), |r| r.stop.clone()),
+                execution_temperature: run.as_ref().map_or(0.0, |r| r.temperature),
                 ..ModelsConfig::default()
             },
             budget: Default::default(),

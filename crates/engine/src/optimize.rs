@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use metaprompt_eval::settings::RunSettings;
 use metaprompt_eval::{PromptFile, Task};
 use metaprompt_llm::{Hub, ModelInfo, ResponseCache, Usage};
 use metaprompt_optimize::algo::{self, Optimizer};
@@ -246,6 +247,8 @@ impl PreparedRun {
         prompt.name.clone_from(&name);
         prompt.rationale = Some(rationale(&outcome, &self.task));
         prompt.target_model = Some(self.layers.execution.info().name.clone());
+        // What was evaluated is what is served: the settings the run scored it with.
+        prompt.run = Some(RunSettings::of_task(&self.task));
         let dir = self.store.dir().to_path_buf();
         self.store.write("best.toml", prompt.to_toml().as_bytes())?;
         let json = serde_json::to_vec_pretty(&outcome).unwrap_or_default();
@@ -670,9 +673,12 @@ fn library_batch(i: &LibraryInput<'_>) -> Batch {
     let now = chrono::Utc::now();
     let run_id = library::run_id(i.name, &o.algorithm, now);
     let run_ref = Some(run_id.as_str());
-    let seed_file = &i.problem.seed_prompt;
-    let seed_hash = metaprompt_registry::content::hash(seed_file);
-    let mut seed = NewVersion::new(i.name, seed_file.clone(), Origin::Human, i.author);
+    // The seed as it was scored: on the execution model, with the task's run settings.
+    let mut seed_file = i.problem.seed_prompt.clone();
+    seed_file.target_model = Some(i.model.to_string());
+    seed_file.run = Some(RunSettings::of_task(i.task));
+    let seed_hash = metaprompt_registry::content::hash(&seed_file);
+    let mut seed = NewVersion::new(i.name, seed_file, Origin::Human, i.author);
     seed.message = Some(format!("the seed prompt of {}", i.task.path.display()));
     let mut seed_evidence = vec![library::evidence(
         i.task,

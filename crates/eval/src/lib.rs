@@ -22,6 +22,7 @@ pub mod metric;
 pub mod name;
 pub mod prompt;
 pub mod select;
+pub mod settings;
 pub mod stats;
 pub mod task;
 

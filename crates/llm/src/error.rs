@@ -112,7 +112,65 @@ pub fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// What a request did wrong, when a provider refused it for something the caller can change
+/// (and sending it again unchanged cannot fix): see [`LlmError::client_fault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The input (with the tokens asked for) does not fit the model's context window.
+    ContextLength,
+    /// The provider has no such model.
+    UnknownModel,
+    /// The provider refused the request as invalid (its HTTP status: 400 or 422).
+    Invalid(u16),
+    /// The model cannot do what was asked of it (a chat of a text-only model, …).
+    Unsupported,
+}
+
+/// How providers say an input is longer than the context: OpenAI ("maximum context length",
+/// `context_length_exceeded`), Anthropic ("prompt is too long"), vLLM and llama.cpp's server
+/// ("exceeds the available context size"), the embedded model ("tokens of context").
+const CONTEXT_PHRASES: &[&str] = &[
+    "context length",
+    "context_length",
+    "maximum context",
+    "context window",
+    "context size",
+    "tokens of context",
+    "prompt is too long",
+    "too many tokens",
+];
+
+fn says_context(message: &str) -> bool {
+    let m = message.to_lowercase();
+    CONTEXT_PHRASES.iter().any(|p| m.contains(p))
+}
+
 impl LlmError {
+    /// The caller's part in this failure: `Some` when the request itself is at fault (an input
+    /// too long for the model's context, a model the provider does not have, a request it
+    /// refuses as invalid), which a service answers with a 4xx; `None` when the provider, the
+    /// network or the server's own configuration failed (a 5xx, a timeout, a 401 for the
+    /// server's key), which a service answers 502/503/504.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        match self {
+            LlmError::Status {
+                status, message, ..
+            } => match *status {
+                413 => Some(ClientFault::ContextLength),
+                400 | 422 if says_context(message) => Some(ClientFault::ContextLength),
+                400 | 422 => Some(ClientFault::Invalid(*status)),
+                // A 404 that is not about a model is a wrong base URL: the server's own doing.
+                404 if message.to_lowercase().contains("model") => Some(ClientFault::UnknownModel),
+                _ => None,
+            },
+            LlmError::Backend { message, .. } if says_context(message) => {
+                Some(ClientFault::ContextLength)
+            }
+            LlmError::Unsupported { .. } => Some(ClientFault::Unsupported),
+            _ => None,
+        }
+    }
+
     /// Whether the same request could succeed if sent again (after a pause).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -177,5 +235,57 @@ mod tests {
             decode.is_retryable(),
             "a malformed success body is retried like a 5xx"
         );
+    }
+
+    #[test]
+    fn client_faults_are_told_from_provider_failures() {
+        let said = |code: u16, message: &str| LlmError::Status {
+            model: "m".into(),
+            status: code,
+            message: message.into(),
+            retry_after: None,
+        };
+        let openai_context = "This model's maximum context length is 4097 tokens. However, your \
+                              messages resulted in 5000 tokens. (invalid_request_error)";
+        assert_eq!(
+            said(400, openai_context).client_fault(),
+            Some(ClientFault::ContextLength)
+        );
+        assert_eq!(
+            said(400, "prompt is too long: 200001 tokens > 200000 maximum").client_fault(),
+            Some(ClientFault::ContextLength)
+        );
+        assert_eq!(
+            said(413, "").client_fault(),
+            Some(ClientFault::ContextLength)
+        );
+        let embedded = LlmError::Backend {
+            model: "local:gemma-3-270m".into(),
+            message: "the request needs 5000 tokens of context but the local context holds 4096"
+                .into(),
+        };
+        assert_eq!(embedded.client_fault(), Some(ClientFault::ContextLength));
+        assert_eq!(
+            said(404, "The model `gpt-9` does not exist (model_not_found)").client_fault(),
+            Some(ClientFault::UnknownModel)
+        );
+        assert_eq!(
+            said(422, "temperature: must be at most 2").client_fault(),
+            Some(ClientFault::Invalid(422))
+        );
+        // The provider's, the network's or the server's own failures are not the caller's.
+        for code in [401, 403, 429, 500, 502, 503, 529] {
+            assert_eq!(said(code, "context length").client_fault(), None, "{code}");
+        }
+        assert_eq!(
+            said(404, "Not Found").client_fault(),
+            None,
+            "a wrong base URL"
+        );
+        let broken = LlmError::Backend {
+            model: "m".into(),
+            message: "the model thread has stopped".into(),
+        };
+        assert_eq!(broken.client_fault(), None);
     }
 }

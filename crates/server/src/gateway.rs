@@ -286,6 +286,47 @@ pub async fn call_live(
     }
 }
 
+/// Answer a choice as an evaluation does: score each label's continuation by log-probability
+/// and answer the most likely (its text also goes to the spec's sink, for a stream).
+async fn choose(
+    provider: &dyn Provider,
+    prompt: metaprompt_llm::Prompt,
+    labels: &[String],
+    spec: &RunSpec,
+) -> Result<Response, LlmError> {
+    let request = metaprompt_llm::ScoreRequest {
+        labels: labels
+            .iter()
+            .map(|l| metaprompt_eval::evaluator::continuation(&prompt, l))
+            .collect(),
+        prompt,
+    };
+    let scores = provider
+        .score(std::slice::from_ref(&request))
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            Err(LlmError::Unsupported {
+                model: provider.info().name.clone(),
+                what: "label scoring".into(),
+            })
+        })?;
+    let text = labels.get(scores.best()).cloned().unwrap_or_default();
+    if let Some(sink) = &spec.text {
+        let _ = sink.send(text.clone());
+    }
+    Ok(Response {
+        text,
+        finish_reason: metaprompt_llm::FinishReason::Stop,
+        usage: scores.usage,
+        model: provider.info().name.clone(),
+        latency: scores.latency,
+        cost_usd: scores.cost_usd,
+        cached: scores.cached,
+    })
+}
+
 /// How long a request waited on its model. A handler that called one puts it in its response's
 /// extensions; the middleware records the rest of the request's time as the gateway's own
 /// overhead (`metaprompt_gateway_overhead_seconds`).
@@ -303,9 +344,72 @@ impl ModelTime {
 pub struct Ran {
     pub inference: Inference,
     pub response: Response,
+    /// The settings it ran with, and where they came from.
+    pub settings: Applied,
     /// The online score, when the spec asked for one: the metric's score, or why it could
     /// not score the output.
     pub score: Option<Result<Score, String>>,
+}
+
+/// The settings a run uses: the version's `[run]` (what its evaluation used), else the
+/// server's defaults (an older version without them), with what the request sets explicitly
+/// on top. A choice among labels is answered by label scoring, as the evaluation answered it,
+/// when the model can score and the request set neither `max_tokens` nor `stop`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Applied {
+    pub temperature: f32,
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// The labels scored (the answer is the most likely one); absent: generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// `version`: the version's own settings; `server`: the server's defaults (the version
+    /// has none); `+request` when the request set some.
+    pub source: String,
+}
+
+impl Applied {
+    pub fn resolve(
+        settings: Option<&metaprompt_eval::settings::RunSettings>,
+        defaults_max_tokens: u32,
+        spec: &RunSpec,
+        can_score: bool,
+    ) -> Self {
+        let mut a = match settings {
+            Some(r) => Applied {
+                temperature: r.temperature,
+                max_tokens: r.max_tokens,
+                stop: r.stop.clone(),
+                labels: r.labels.clone(),
+                source: "version".into(),
+            },
+            None => Applied {
+                temperature: 0.0,
+                max_tokens: defaults_max_tokens,
+                stop: Vec::new(),
+                labels: None,
+                source: "server".into(),
+            },
+        };
+        let generation = spec.max_tokens.is_some() || !spec.stop.is_empty();
+        if let Some(t) = spec.temperature {
+            a.temperature = t;
+        }
+        if let Some(n) = spec.max_tokens {
+            a.max_tokens = n;
+        }
+        if !spec.stop.is_empty() {
+            a.stop.clone_from(&spec.stop);
+        }
+        if generation || !can_score {
+            a.labels = None;
+        }
+        if generation || spec.temperature.is_some() {
+            a.source.push_str("+request");
+        }
+        a
+    }
 }
 
 /// The model a run uses: the request's, else the version's target model.
@@ -342,6 +446,41 @@ pub fn open_model(state: &AppState, spec: &str) -> ApiResult<Arc<dyn Provider>> 
         .param("model"),
         e => ApiError::invalid("model", e.to_string()),
     })
+}
+
+/// How a failed model call reads to the caller. What the request got wrong is a 4xx naming the
+/// part to change: an input too long for the model's context is a 400
+/// `context_length_exceeded` on `input_param` (the inputs, `messages` or `prompt`), a model the
+/// provider does not have a 404 `model_not_found` on `model`, another request the provider
+/// refuses its own 400/422 on `model`. What failed elsewhere (the provider's 5xx, a provider
+/// unreachable or rate limiting past the retries, the server's key refused) is a 502, a
+/// timeout a 504. `message` is the whole text to answer with.
+pub fn model_error(e: &LlmError, input_param: &str, message: String) -> ApiError {
+    use metaprompt_llm::error::ClientFault;
+    match e.client_fault() {
+        Some(ClientFault::ContextLength) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "context_length_exceeded", message)
+                .param(input_param)
+        }
+        Some(ClientFault::UnknownModel) => {
+            ApiError::new(StatusCode::NOT_FOUND, "model_not_found", message).param("model")
+        }
+        Some(ClientFault::Invalid(status)) => ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            "invalid_request",
+            message,
+        )
+        .param("model"),
+        Some(ClientFault::Unsupported) => ApiError::invalid("model", message),
+        None => {
+            let status = if matches!(e, LlmError::Timeout { .. }) {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            ApiError::new(status, "model_error", message).param("model")
+        }
+    }
 }
 
 /// Check the inputs against the prompt's variables and render it for `provider`.
@@ -439,7 +578,8 @@ pub async fn render(
     }
 }
 
-/// Run a target: render, call, record. A model failure is recorded too, then answered 502.
+/// Run a target: render, call, record. A model failure is recorded too, then answered as
+/// [`model_error`] says (a 4xx when the request is at fault, else 502/504).
 pub async fn run(
     state: &AppState,
     caller: &Caller,
@@ -451,15 +591,24 @@ pub async fn run(
     let rendered_hash = hex::encode(Sha256::digest(
         serde_json::to_vec(&prompt).unwrap_or_default(),
     ));
-    let mut request = Request::new(prompt)
-        .temperature(spec.temperature.unwrap_or(0.0))
-        .max_tokens(spec.max_tokens.unwrap_or(state.options.max_tokens));
-    for s in &spec.stop {
-        request = request.stop(s.clone());
-    }
+    let settings = Applied::resolve(
+        target.file.run.as_ref(),
+        state.options.max_tokens,
+        spec,
+        provider.can_score(),
+    );
     let started = Instant::now();
     state.metrics.in_flight.inc();
-    let result = call_live(provider.as_ref(), &request, spec).await;
+    let result = match &settings.labels {
+        Some(labels) => choose(provider.as_ref(), prompt, labels, spec).await,
+        None => {
+            let mut request = Request::new(prompt)
+                .temperature(settings.temperature)
+                .max_tokens(settings.max_tokens);
+            request.stop.clone_from(&settings.stop);
+            call_live(provider.as_ref(), &request, spec).await
+        }
+    };
     state.metrics.in_flight.dec();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let v = &target.version;
@@ -524,6 +673,7 @@ pub async fn run(
             Ok(Ran {
                 inference,
                 response,
+                settings,
                 score,
             })
         }
@@ -531,20 +681,11 @@ pub async fn run(
             let message = metaprompt_llm::redact::redact_tokens(&e.to_string());
             inference.error = Some(message.clone());
             record(state, &inference, Vec::new()).await?;
-            let status = if matches!(e, LlmError::Timeout { .. }) {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            Err(ApiError::new(
-                status,
-                "model_error",
-                format!(
-                    "the model {} failed (inference {} recorded): {message}",
-                    inference.model, inference.id
-                ),
-            )
-            .param("model"))
+            let said = format!(
+                "the model {} failed (inference {} recorded): {message}",
+                inference.model, inference.id
+            );
+            Err(model_error(&e, spec.inputs_param, said))
         }
     }
 }

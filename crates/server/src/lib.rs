@@ -140,16 +140,47 @@ impl Default for ServerOptions {
     }
 }
 
+/// The address a `listen` setting names: `IP:PORT` (`127.0.0.1:8080`, `[::1]:8080`) or
+/// `HOST:PORT` (`localhost:8080`), a host name resolved now. `localhost` always means a loopback
+/// address (IPv4 first, as the default listen address is); another name takes the resolver's
+/// first IPv4 answer, else its first. The error says what was expected (the caller names the
+/// setting).
+pub fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
+    const EXPECTED: &str = "expected an address and port such as 127.0.0.1:8080, or a host name and port such as localhost:8080";
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(EXPECTED.to_string());
+    };
+    let (Ok(port), false) = (port.parse::<u16>(), host.is_empty()) else {
+        return Err(EXPECTED.to_string());
+    };
+    let local = host.eq_ignore_ascii_case("localhost");
+    let found: Vec<SocketAddr> = match std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
+        Ok(found) => found.collect(),
+        // `localhost` is loopback whatever the resolver says (RFC 6761).
+        Err(_) if local => Vec::new(),
+        Err(e) => return Err(format!("cannot resolve `{host}`: {e} ({EXPECTED})")),
+    };
+    let first = |keep: &dyn Fn(&SocketAddr) -> bool| found.iter().copied().find(|a| keep(a));
+    let picked = if local {
+        first(&|a| a.is_ipv4() && a.ip().is_loopback())
+            .or_else(|| first(&|a| a.ip().is_loopback()))
+            .or(Some(SocketAddr::from(([127, 0, 0, 1], port))))
+    } else {
+        first(&SocketAddr::is_ipv4).or_else(|| first(&|_| true))
+    };
+    picked.ok_or_else(|| format!("`{host}` resolves to no address ({EXPECTED})"))
+}
+
 impl ServerOptions {
     /// The options a `[server]` table asks for; errors name the field.
     pub fn from_config(c: &ServerConfig) -> Result<Self, ServerError> {
         let d = Self::default();
         let listen = match &c.listen {
-            Some(s) => s.parse().map_err(|_| {
-                ServerError::Config(format!(
-                    "[server] listen = \"{s}\": expected an address and port such as 127.0.0.1:8080"
-                ))
-            })?,
+            Some(s) => resolve_listen(s)
+                .map_err(|why| ServerError::Config(format!("[server] listen = \"{s}\": {why}")))?,
             None => d.listen,
         };
         let log_sync = match c.log_sync.as_deref() {
@@ -625,6 +656,24 @@ mod tests {
         assert!(e.contains("\"full\"") && e.contains("\"normal\""), "{e}");
         let e = options("listen = \"nowhere\"").unwrap_err();
         assert!(e.contains("[server] listen = \"nowhere\""), "{e}");
+        for (listen, port) in [("localhost:8181", 8181), ("LOCALHOST:0", 0)] {
+            let addr = options(&format!("listen = \"{listen}\"")).unwrap().listen;
+            assert!(
+                addr.ip().is_loopback() && addr.port() == port,
+                "{listen}: {addr}"
+            );
+        }
+        assert_eq!(
+            options("listen = \"[::1]:9\"").unwrap().listen,
+            "[::1]:9".parse::<SocketAddr>().unwrap()
+        );
+        for garbage in ["localhost", "localhost:http", ":8080", "localhost:99999"] {
+            let e = options(&format!("listen = \"{garbage}\"")).unwrap_err();
+            assert!(
+                e.contains(&format!("[server] listen = \"{garbage}\"")),
+                "{e}"
+            );
+        }
         for (toml, field) in [
             ("max_tokens = 0", "max_tokens"),
             ("max_body_bytes = 10", "max_body_bytes"),

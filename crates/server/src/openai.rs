@@ -21,7 +21,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -141,6 +141,8 @@ struct Answer {
     output_tokens: u64,
     model: String,
     inference: Option<(String, String, u32)>,
+    /// The settings a served prompt ran with (none for a plain model call).
+    settings: Option<gateway::Applied>,
     /// Time spent waiting on the model.
     model_ms: f64,
 }
@@ -289,6 +291,7 @@ async fn run_served(
         output_tokens: i.output_tokens,
         model: model.to_string(),
         inference: Some((i.id, i.prompt, i.seq)),
+        settings: Some(ran.settings),
         model_ms: i.latency_ms,
     })
 }
@@ -302,6 +305,10 @@ async fn run_model(
 ) -> ApiResult<Answer> {
     caller.require(Role::Runner)?;
     let provider = gateway::open_model(state, spec)?;
+    let input_param = match &prompt {
+        Prompt::Chat(_) => "messages",
+        Prompt::Text(_) => "prompt",
+    };
     let mut request = Request::new(prompt)
         .temperature(run.temperature.unwrap_or(1.0))
         .max_tokens(run.max_tokens.unwrap_or(state.options.max_tokens));
@@ -314,16 +321,12 @@ async fn run_model(
     let model_ms = started.elapsed().as_secs_f64() * 1000.0;
     state.metrics.in_flight.dec();
     let response = result.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "model_error",
-            format!(
-                "the model {} failed: {}",
-                provider.info().name,
-                metaprompt_llm::redact::redact_tokens(&e.to_string())
-            ),
-        )
-        .param("model")
+        let said = format!(
+            "the model {} failed: {}",
+            provider.info().name,
+            metaprompt_llm::redact::redact_tokens(&e.to_string())
+        );
+        gateway::model_error(&e, input_param, said)
     })?;
     Ok(Answer {
         text: response.text,
@@ -332,6 +335,7 @@ async fn run_model(
         output_tokens: response.usage.output_tokens,
         model: spec.to_string(),
         inference: None,
+        settings: None,
         model_ms,
     })
 }
@@ -355,7 +359,8 @@ fn usage(a: &Answer) -> Value {
 fn extension(a: &Answer) -> Value {
     match &a.inference {
         Some((id, prompt, seq)) => {
-            json!({"inference_id": id, "prompt": prompt, "version": format!("v{seq}")})
+            json!({"inference_id": id, "prompt": prompt, "version": format!("v{seq}"),
+                   "settings": a.settings})
         }
         None => Value::Null,
     }

@@ -308,6 +308,7 @@ pub async fn run(
         "usage": {"input_tokens": i.input_tokens, "output_tokens": i.output_tokens},
         "cost_usd": i.cost_usd,
         "latency_ms": i.latency_ms,
+        "settings": ran.settings,
         "score": match &ran.score {
             Some(Ok(s)) => json!({"value": s.value, "feedback": s.feedback}),
             Some(Err(e)) => json!({"value": null, "error": e}),

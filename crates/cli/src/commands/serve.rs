@@ -1,6 +1,5 @@
 //! `metaprompt serve` and `metaprompt tokens create|list|revoke`.
 
-use anyhow::Context as _;
 use chrono::Utc;
 use metaprompt_registry::service::{Role, Token, mint_token, token_hash};
 use metaprompt_server::ServerOptions;
@@ -14,9 +13,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let config = context::load_config(global)?;
     let mut options = ServerOptions::from_config(&config.server)?;
     if let Some(listen) = &args.listen {
-        options.listen = listen.parse().with_context(|| {
-            format!("--listen {listen}: expected an address and port such as 127.0.0.1:8080")
-        })?;
+        options.listen = metaprompt_server::resolve_listen(listen)
+            .map_err(|why| anyhow::anyhow!("--listen {listen}: {why}"))?;
     }
     options.insecure_local = args.insecure_local;
     options.task_roots.extend(args.tasks.iter().cloned());

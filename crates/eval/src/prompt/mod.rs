@@ -94,6 +94,10 @@ pub struct PromptFile {
     /// Why the prompt looks the way it does (the meta layer's reasoning; never rendered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationale: Option<String>,
+    /// How it runs: the settings it was evaluated with (`[run]`, [`crate::settings`]); a
+    /// server uses them when a request does not say. `None`: the runner's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::settings::RunSettings>,
     /// The file this prompt was loaded from (for errors; never serialized, ignored by `==`).
     #[serde(skip)]
     pub source: SourcePath,
@@ -215,6 +219,9 @@ impl PromptFile {
                 );
             }
             None => {}
+        }
+        if let Some(p) = self.run.as_ref().and_then(|r| r.problem()) {
+            return Err(p);
         }
         let env = environment();
         for (field, t) in self.fields() {

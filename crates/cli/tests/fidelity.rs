@@ -1,0 +1,250 @@
+//! What was evaluated is what is served: a version an optimization keeps carries the settings
+//! its evaluation used (`[run]`: temperature, max_tokens, stop, the choice's labels), and the
+//! server runs it with them when a request says nothing, answering what ran. The served outputs
+//! of the test split equal the offline evaluation's, example by example.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, cli, mock_model, route_task, setup, token};
+use serde_json::{Value, json};
+
+/// The routing task with a stop sequence, so that every setting is visible in what the model
+/// receives.
+fn task(d: &Path) -> String {
+    let file = route_task(d);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "max_tokens = 4\n",
+        "max_tokens = 4\nstop = [\"\\n\"]\nexecution_temperature = 0.0\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+async fn post(url: &str, token: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {v:#}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let task = task(d);
+    cli(
+        d,
+        &[
+            "optimize",
+            &task,
+            "--algo",
+            "fewshot",
+            "--rounds",
+            "1",
+            "--minibatch",
+            "6",
+            "--demos",
+            "2",
+            "--name",
+            "route",
+        ],
+    )
+    .await;
+    // The seed (a person's version) and the kept one both carry the task's settings.
+    let shown = cli(d, &["prompts", "show", "route@v1", "--json"]).await;
+    assert!(shown.contains("max_tokens = 4"), "{shown}");
+    cli(d, &["prompts", "label", "route@v1", "production"]).await;
+    // The offline evaluation of that version, on the test split.
+    cli(d, &["prompts", "export", "route@v1", "--out", "v1.toml"]).await;
+    cli(
+        d,
+        &[
+            "eval",
+            &task,
+            "--prompt",
+            "v1.toml",
+            "--split",
+            "test",
+            "--out",
+            "offline.jsonl",
+        ],
+    )
+    .await;
+    let offline: Vec<Value> = std::fs::read_to_string(d.join("offline.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(offline.len(), 12);
+
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let before = mock.received_requests().await.unwrap().len();
+    for row in &offline {
+        let question = row["input"]["question"].as_str().unwrap();
+        let served = post(
+            &s.url("/v1/prompts/route/run"),
+            &runner,
+            json!({"inputs": {"question": question}}),
+        )
+        .await;
+        assert_eq!(served["output"], row["output"], "{question}");
+        assert_eq!(served["settings"]["source"], "version", "{served:#}");
+        assert_eq!(served["settings"]["max_tokens"], 4);
+    }
+    // What reached the model: the version's settings, not the server's 256 tokens.
+    let sent = mock.received_requests().await.unwrap();
+    let sent: Vec<Value> = sent[before..]
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent.len(), offline.len());
+    for body in &sent {
+        assert_eq!(body["max_tokens"], 4, "{body}");
+        assert_eq!(body["stop"], json!(["\n"]), "{body}");
+        assert_eq!(body["temperature"], 0.0, "{body}");
+    }
+    // A request may override a setting explicitly, and the answer says so.
+    let served = post(
+        &s.url("/v1/prompts/route/run"),
+        &runner,
+        json!({"inputs": {"question": "x"}, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(served["settings"]["source"], "version+request");
+    assert_eq!(served["settings"]["max_tokens"], 2);
+    // The OpenAI-compatible endpoint runs the version the same way.
+    let chat = post(
+        &s.url("/v1/chat/completions"),
+        &runner,
+        json!({"model": "prompt:route@production",
+               "messages": [{"role": "user", "content": "invoice 3 is wrong"}]}),
+    )
+    .await;
+    assert_eq!(chat["metaprompt"]["settings"]["source"], "version");
+    assert_eq!(chat["metaprompt"]["settings"]["max_tokens"], 4);
+    // A version without settings (added by hand) runs with the server's defaults, and says so.
+    let served = post(
+        &s.url("/v1/prompts/support/run"),
+        &runner,
+        json!({"inputs": {"question": "x"}}),
+    )
+    .await;
+    assert_eq!(served["settings"]["source"], "server", "{served:#}");
+    assert_eq!(served["settings"]["max_tokens"], 256);
+}
+
+/// The same on the embedded model, where the evaluation answers a choice by label scoring:
+/// the served version scores the same labels and answers what the evaluation answered, for
+/// every example of the test slice, through `/run` and the OpenAI-compatible endpoint, with
+/// no per-request settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_kept_classifier_is_served_as_it_was_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let task = common::sst2().join("task.toml");
+    let task = task.to_str().unwrap();
+    let run = d.join("run");
+    let out = cli(
+        d,
+        &[
+            "optimize",
+            task,
+            "--algo",
+            "fewshot",
+            "--dev-limit",
+            "20",
+            "--test-limit",
+            "20",
+            "--rounds",
+            "1",
+            "--minibatch",
+            "10",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    let o: Value = serde_json::from_str(&out).unwrap();
+    let kept = if o["kept_seed"] == true {
+        "sst2@v1"
+    } else {
+        "sst2@v2"
+    };
+    cli(d, &["prompts", "label", kept, "production"]).await;
+    cli(d, &["prompts", "export", kept, "--out", "kept.toml"]).await;
+    let exported = std::fs::read_to_string(d.join("kept.toml")).unwrap();
+    assert!(
+        exported.contains("[run]") && exported.contains("labels = ["),
+        "{exported}"
+    );
+    cli(
+        d,
+        &[
+            "eval",
+            task,
+            "--prompt",
+            "kept.toml",
+            "--split",
+            "test",
+            "--limit",
+            "20",
+            "--out",
+            "offline.jsonl",
+        ],
+    )
+    .await;
+    let offline: Vec<Value> = std::fs::read_to_string(d.join("offline.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(offline.len(), 20);
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let mut agree = 0;
+    for (k, row) in offline.iter().enumerate() {
+        let sentence = row["input"]["sentence"].as_str().unwrap();
+        let served = post(
+            &s.url("/v1/prompts/sst2/run"),
+            &runner,
+            json!({"inputs": {"sentence": sentence}}),
+        )
+        .await;
+        assert_eq!(served["settings"]["source"], "version", "{served:#}");
+        assert!(served["settings"]["labels"].is_array(), "{served:#}");
+        assert_eq!(served["output"], row["output"], "example {k}: {sentence}");
+        agree += 1;
+        if k < 3 {
+            let chat = post(
+                &s.url("/v1/chat/completions"),
+                &runner,
+                json!({"model": "prompt:sst2@production",
+                       "messages": [{"role": "user", "content": sentence}],
+                       "metaprompt_inputs": {"sentence": sentence}}),
+            )
+            .await;
+            assert_eq!(
+                chat["choices"][0]["message"]["content"], row["output"],
+                "chat, example {k}"
+            );
+        }
+    }
+    assert_eq!(agree, 20);
+}
