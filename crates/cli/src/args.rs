@@ -223,6 +223,10 @@ pub enum PromptsCommand {
         /// the split
         #[arg(long, value_name = "PERCENT")]
         weight: Option<f64>,
+        /// Point the label at a version rejected in review anyway (never `production`); the
+        /// label is flagged as rejected wherever it shows
+        #[arg(long, conflicts_with = "weight")]
+        force: bool,
     },
     /// Move a label back to the version it pointed at before
     Rollback {

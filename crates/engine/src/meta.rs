@@ -259,13 +259,17 @@ impl Engine {
             &|e| report.event(e),
         )
         .await?;
-        let Some(prompt) = generated.prompt() else {
+        let Some(mut prompt) = generated.prompt() else {
             return Ok(GenerateResult {
                 generated,
                 written: None,
                 stored: Stored::Off,
             });
         };
+        // Scored on a task: it runs as the task evaluated it.
+        if let (Some(t), Some(_)) = (&task, &evaluation) {
+            prompt.run = Some(metaprompt_eval::settings::RunSettings::of_task(t));
+        }
         let path = out_path(r.once.out.as_deref(), task.as_ref(), &name);
         let report_path = write_outputs(&path, &prompt, &generated)?;
         let library_name = r.name.clone().unwrap_or_else(|| match &task {
@@ -277,7 +281,7 @@ impl Engine {
             .as_ref()
             .map(|p| format!("the seed prompt of {}", p.display()))
             .unwrap_or_default();
-        let batch = library::one_shot_batch(&OneShot {
+        let mut batch = library::one_shot_batch(&OneShot {
             kind: Origin::Generate,
             author: self.author(),
             name: &library_name,
@@ -301,6 +305,15 @@ impl Engine {
             }),
             started_at,
         });
+        if !generated.scored {
+            // Nothing was measured: the proposal says so where a reviewer reads it.
+            if let Some((v, _)) = batch.versions.last_mut() {
+                let made = v.message.take().unwrap_or_else(|| "generate".into());
+                v.message = Some(format!(
+                    "{made} · no evidence: nothing was scored (no data); kept as written"
+                ));
+            }
+        }
         let stored = self.store(batch).await?;
         Ok(GenerateResult {
             generated,
@@ -393,13 +406,14 @@ impl Engine {
             &|e| report.event(e),
         )
         .await?;
-        let Some(prompt) = translated.prompt() else {
+        let Some(mut prompt) = translated.prompt() else {
             return Ok(TranslateResult {
                 translated,
                 written: None,
                 stored: Stored::Off,
             });
         };
+        prompt.run = Some(metaprompt_eval::settings::RunSettings::of_task(&task));
         let path = out_path(r.once.out.as_deref(), Some(&task), &name);
         let report_path = write_outputs(&path, &prompt, &translated)?;
         let source_why = format!(

@@ -7,7 +7,8 @@
 //!    frame (example layout, demonstrations from the train split), rendered once, and checked by
 //!    the protected-constraint guardrail.
 //! 3. **Evaluate** the accepted candidates (and the task's seed prompt, for reference) on the
-//!    dev split when there is data, and keep the best.
+//!    dev split when there is data, and keep the best. Without data the first accepted candidate
+//!    is kept as written, unscored (`Generated::scored` is false): it has no evidence.
 //!
 //! N + 1 meta calls in all (plus judge calls when the meta model is instruction-tuned and the
 //! task has constraints).
@@ -48,8 +49,12 @@ pub struct Generated {
     pub execution_model: String,
     pub analysis: String,
     pub candidates: Vec<Candidate>,
-    /// The index of the chosen candidate in `candidates`.
+    /// The index of the chosen candidate in `candidates`: the best scored one, or without data
+    /// (`scored` false) the first that passed the checks, unscored.
     pub chosen: Option<usize>,
+    /// Whether the candidates were scored on data. Without data (no task, or `--no-eval`) the
+    /// kept candidate is not the best of anything: it is kept as written and has no evidence.
+    pub scored: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed_score: Option<Summary>,
     /// The chosen candidate against the seed prompt (paired, same examples).
@@ -75,11 +80,16 @@ impl Generated {
         if let Some(notes) = &c.notes {
             why.push_str(&format!("\nThe meta model's notes:\n{}\n", notes.trim()));
         }
-        if let (Some(s), Some(split)) = (&c.score, &self.split) {
-            why.push_str(&format!(
+        match (&c.score, &self.split) {
+            (Some(s), Some(split)) => why.push_str(&format!(
                 "\nChosen for the best {split} score among the candidates: {:.3} [{:.3}, {:.3}] on {} examples with {}.\n",
                 s.score.mean, s.score.low, s.score.high, s.examples, self.execution_model
-            ));
+            )),
+            _ if !self.scored => why.push_str(&format!(
+                "\nNot scored: there was no data, so no candidate was measured; {} was kept as written (the first that passed the checks). Evaluate it on a task before relying on it.\n",
+                c.id
+            )),
+            _ => {}
         }
         p.rationale = Some(why);
         p.description = Some(format!("Generated for: {}", self.task.description));
@@ -175,6 +185,7 @@ pub async fn generate(
         seed_score: seed_report.map(|r| r.summary),
         versus_seed,
         split: evaluation.map(|e| e.split.clone()),
+        scored: evaluation.is_some(),
         candidates,
     })
 }
@@ -328,6 +339,40 @@ mod tests {
         let p = g.prompt().unwrap();
         assert!(p.rationale.unwrap().contains("Reviews can be sarcastic."));
         assert_eq!(p.constraints, [rule]);
+    }
+
+    #[tokio::test]
+    async fn without_data_the_first_accepted_candidate_is_kept_unscored_and_says_so() {
+        let meta = Arc::new(
+            base_model("meta")
+                .reply("notes")
+                .reply("")
+                .reply(" label the review as positive or negative.")
+                .reply(" say positive or negative."),
+        );
+        let exec = Arc::new(base_model("exec"));
+        let layers = Layers::new(meta, exec.clone());
+        let g = generate(
+            &MetaPrompts::builtin(),
+            &layers,
+            &Guard::new(None),
+            &spec(vec![]),
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        assert!(!g.scored);
+        assert_eq!(g.split, None);
+        assert_eq!(g.chosen, Some(1), "the first that passed the checks");
+        assert!(g.candidates.iter().all(|c| c.score.is_none()));
+        assert!(exec.calls().is_empty(), "nothing was executed");
+        let why = g.prompt().unwrap().rationale.unwrap();
+        assert!(
+            why.contains("Not scored: there was no data") && why.contains("c2 was kept as written"),
+            "{why}"
+        );
+        assert!(!why.contains("Chosen for the best"), "{why}");
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@
 //! - Machine-made versions (generate, optimize, translate) start [`ReviewState::Proposed`];
 //!   others start with no review.
 //! - Label moves are checked against [`policy`] on the state read in the same write
-//!   transaction; a rollback goes back through the label's history ([`policy::rollback_target`]).
+//!   transaction (no label points at a version rejected in review unless forced, `production`
+//!   never); a rollback goes back through the label's history ([`policy::rollback_target`]).
 //! - Every change is an event in the audit trail, written in the same transaction as the change.
 //! - A version whose templates go over the render limits with its own demonstrations
 //!   ([`metaprompt_eval::PromptFile::check_limits`]) is refused before anything is written.
@@ -331,7 +332,7 @@ impl<B: Backend> Store for Library<B> {
         self.backend.read().await?.labels(prompt).await
     }
 
-    async fn move_label(&self, change: &LabelMove) -> Result<Moved> {
+    async fn move_label_with(&self, change: &LabelMove, force: bool) -> Result<Moved> {
         policy::check_label(&change.label)?;
         let mut tx = self.backend.write().await?;
         let at = crate::now();
@@ -372,11 +373,13 @@ impl<B: Backend> Store for Library<B> {
                     version: short(&target).into(),
                     known: vec![],
                 })?;
-        policy::may_label(label, &to, review_required).map_err(|why| RegistryError::Refused {
-            prompt: prompt.into(),
-            label: label.into(),
-            version: to.reference(),
-            why,
+        policy::may_label(label, &to, review_required, force).map_err(|why| {
+            RegistryError::Refused {
+                prompt: prompt.into(),
+                label: label.into(),
+                version: to.reference(),
+                why,
+            }
         })?;
         let from = match &current {
             Some(h) => tx.version(prompt, h).await?,
@@ -471,7 +474,14 @@ impl<B: Backend> Store for Library<B> {
                 format!("`{label}` already serves it; a canary must be another version"),
             ));
         }
-        policy::may_label(label, &to, review_required).map_err(|why| {
+        // A canary of a version rejected in review is refused outright (no `force` here).
+        if to.review == ReviewState::Rejected {
+            return Err(refused(
+                to.reference(),
+                "it was rejected in review, and a canary never serves a rejected version".into(),
+            ));
+        }
+        policy::may_label(label, &to, review_required, false).map_err(|why| {
             refused(
                 to.reference(),
                 format!("its canary serves `{label}` traffic, and {why}"),

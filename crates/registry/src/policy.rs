@@ -46,15 +46,37 @@ pub fn check_label(label: &str) -> Result<(), RegistryError> {
     }
 }
 
-/// May `label` point at `version`? `production` never points at a rejected version, and points
-/// at a machine-made one only once it is approved when the prompt has protected constraints or
-/// is marked review-required.
-pub fn may_label(label: &str, version: &Version, review_required: bool) -> Result<(), String> {
-    if label != PRODUCTION {
+/// What flags a label that points at `version`, wherever the label shows: `rejected` when the
+/// version was rejected in review (the label was moved there with `--force`, or the version was
+/// rejected after the label moved). `None` when nothing is wrong.
+pub fn label_flag(version: &Version) -> Option<&'static str> {
+    (version.review == ReviewState::Rejected).then_some("rejected")
+}
+
+/// May `label` point at `version`? No label points at a version rejected in review unless the
+/// person moving it says so (`force`: `--force`, `"force": true` over HTTP), and `production`
+/// never does; `production` points at a machine-made one only once it is approved when the
+/// prompt has protected constraints or is marked review-required.
+pub fn may_label(
+    label: &str,
+    version: &Version,
+    review_required: bool,
+    force: bool,
+) -> Result<(), String> {
+    if version.review == ReviewState::Rejected {
+        if label == PRODUCTION {
+            return Err("it was rejected in review; a new review must approve it first".into());
+        }
+        if !force {
+            return Err(format!(
+                "it was rejected in review; to point `{label}` at it anyway, say so: metaprompt prompts label {} {label} --force (over HTTP: \"force\": true); the label is then flagged as rejected wherever it shows",
+                version.reference()
+            ));
+        }
         return Ok(());
     }
-    if version.review == ReviewState::Rejected {
-        return Err("it was rejected in review; a new review must approve it first".into());
+    if label != PRODUCTION {
+        return Ok(());
     }
     let guarded = !version.constraints.is_empty() || review_required;
     if version.origin.is_machine() && guarded && version.review != ReviewState::Approved {
@@ -124,21 +146,22 @@ mod tests {
     #[test]
     fn production_needs_approval_for_guarded_machine_versions() {
         let proposed = version(Origin::Optimize, ReviewState::Proposed, 1);
-        let e = may_label(PRODUCTION, &proposed, false).unwrap_err();
+        let e = may_label(PRODUCTION, &proposed, false, false).unwrap_err();
         assert!(
             e.contains("review approve p@v2") && e.contains("1 protected"),
             "{e}"
         );
-        assert!(may_label("staging", &proposed, false).is_ok());
+        assert!(may_label("staging", &proposed, false, false).is_ok());
         let unguarded = version(Origin::Optimize, ReviewState::Proposed, 0);
-        assert!(may_label(PRODUCTION, &unguarded, false).is_ok());
-        let e = may_label(PRODUCTION, &unguarded, true).unwrap_err();
+        assert!(may_label(PRODUCTION, &unguarded, false, false).is_ok());
+        let e = may_label(PRODUCTION, &unguarded, true, false).unwrap_err();
         assert!(e.contains("review-required"), "{e}");
         assert!(
             may_label(
                 PRODUCTION,
                 &version(Origin::Optimize, ReviewState::Approved, 1),
-                true
+                true,
+                false
             )
             .is_ok()
         );
@@ -146,7 +169,8 @@ mod tests {
             may_label(
                 PRODUCTION,
                 &version(Origin::Human, ReviewState::None, 1),
-                true
+                true,
+                false
             )
             .is_ok()
         );
@@ -154,9 +178,38 @@ mod tests {
             PRODUCTION,
             &version(Origin::Human, ReviewState::Rejected, 0),
             false,
+            false,
         )
         .unwrap_err();
         assert!(e.contains("rejected"), "{e}");
+    }
+
+    #[test]
+    fn no_label_points_at_a_rejected_version_unless_forced_and_production_never() {
+        let rejected = version(Origin::Generate, ReviewState::Rejected, 0);
+        let e = may_label("staging", &rejected, false, false).unwrap_err();
+        assert!(
+            e.contains("rejected in review") && e.contains("prompts label p@v2 staging --force"),
+            "{e}"
+        );
+        assert!(may_label("staging", &rejected, false, true).is_ok());
+        let e = may_label(PRODUCTION, &rejected, false, true).unwrap_err();
+        assert!(
+            e.contains("rejected in review") && !e.contains("--force"),
+            "{e}"
+        );
+        // Human versions rejected in review count too; others are unaffected by `force`.
+        let human = version(Origin::Human, ReviewState::Rejected, 0);
+        assert!(may_label("staging", &human, false, false).is_err());
+        let ok = version(Origin::Generate, ReviewState::Proposed, 0);
+        assert!(may_label("staging", &ok, true, false).is_ok());
+        assert!(may_label("staging", &ok, true, true).is_ok());
+        assert_eq!(label_flag(&rejected), Some("rejected"));
+        assert_eq!(label_flag(&ok), None);
+        assert_eq!(
+            label_flag(&version(Origin::Optimize, ReviewState::Approved, 1)),
+            None
+        );
     }
 
     fn ev(kind: EventKind, hash: &str) -> Event {

@@ -37,8 +37,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn labels(&self, prompt: &str) -> Result<Vec<Label>>;
 
     /// Move (or roll back) a label atomically, checking [`crate::policy::may_label`] on the
-    /// state read in the same transaction, and record who, when and why.
-    async fn move_label(&self, change: &LabelMove) -> Result<Moved>;
+    /// state read in the same transaction, and record who, when and why. A version rejected in
+    /// review is refused ([`Store::move_label_with`] with `force` moves a label other than
+    /// `production` onto one).
+    async fn move_label(&self, change: &LabelMove) -> Result<Moved> {
+        self.move_label_with(change, false).await
+    }
+
+    /// [`Store::move_label`]; with `force` (a person's `--force`, `"force": true` over HTTP), a
+    /// label other than `production` may also point at a version rejected in review.
+    async fn move_label_with(&self, change: &LabelMove, force: bool) -> Result<Moved>;
 
     /// A prompt's traffic splits (label canaries), by label.
     async fn splits(&self, prompt: &str) -> Result<Vec<Split>>;

@@ -161,7 +161,9 @@ pub async fn add(
     ))
 }
 
-/// `GET /v1/prompts/{name}/labels`
+/// `GET /v1/prompts/{name}/labels`: each label and canary with its `flag`: `"rejected"` when it
+/// points at a version rejected in review ([`metaprompt_registry::policy::label_flag`]), else
+/// null.
 pub async fn labels(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,6 +180,26 @@ pub async fn labels(
         .splits(&name)
         .await
         .map_err(|e| error::library(e, "name"))?;
+    let versions = if labels.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .library
+            .versions(&name)
+            .await
+            .map_err(|e| error::library(e, "name"))?
+    };
+    let flagged = |hash: &str, item: Value| {
+        let flag = versions
+            .iter()
+            .find(|v| v.hash == hash)
+            .and_then(metaprompt_registry::policy::label_flag);
+        let mut item = item;
+        item["flag"] = json!(flag);
+        item
+    };
+    let labels: Vec<Value> = labels.iter().map(|l| flagged(&l.hash, json!(l))).collect();
+    let splits: Vec<Value> = splits.iter().map(|s| flagged(&s.hash, json!(s))).collect();
     Ok(Json(json!({ "labels": labels, "splits": splits })))
 }
 
@@ -187,6 +209,10 @@ pub struct LabelBody {
     /// `v4`, a hash prefix, or another label.
     pub version: String,
     pub comment: Option<String>,
+    /// Point the label at a version rejected in review anyway (never `production`); the label
+    /// is then flagged `rejected` wherever it shows.
+    #[serde(default)]
+    pub force: bool,
 }
 
 fn label_role(label: &str) -> Role {
@@ -208,17 +234,21 @@ pub async fn move_label(
     let to = version(state.library.as_ref(), &name, &body.version, "version").await?;
     let moved = state
         .library
-        .move_label(&LabelMove {
-            prompt: name.clone(),
-            label,
-            to: Some(to.hash),
-            actor: caller.name.clone(),
-            comment: body.comment,
-        })
+        .move_label_with(
+            &LabelMove {
+                prompt: name.clone(),
+                label,
+                to: Some(to.hash),
+                actor: caller.name.clone(),
+                comment: body.comment,
+            },
+            body.force,
+        )
         .await
         .map_err(|e| error::library(e, "label"))?;
     state.resolver.forget(&name);
-    Ok(Json(json!({ "moved": moved })))
+    let flag = metaprompt_registry::policy::label_flag(&moved.to);
+    Ok(Json(json!({ "moved": moved, "flag": flag })))
 }
 
 #[derive(Debug, Default, Deserialize)]

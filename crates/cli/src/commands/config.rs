@@ -1,7 +1,10 @@
 //! `metaprompt config show|model`.
 
+use std::path::Path;
+
 use crate::format::outln;
 use metaprompt_llm::ProviderKind;
+use metaprompt_local::LocalOptions;
 
 use crate::args::{ConfigCommand, Global};
 use crate::{context, format};
@@ -23,6 +26,35 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
                         .display()
                 ),
             }
+            let library = crate::commands::library::path(global)?;
+            let from = if global.library.is_some() {
+                "--library or METAPROMPT_LIBRARY"
+            } else if config.library.path.is_some() {
+                "[library] path"
+            } else {
+                "default"
+            };
+            if global.no_library {
+                outln!(
+                    "library   off (--no-library); otherwise {}",
+                    library.display()
+                );
+            } else {
+                outln!(
+                    "library   {} ({from}{})",
+                    library.display(),
+                    absent(&library)
+                );
+            }
+            let models = LocalOptions::from_config(&config).models_dir;
+            let from = if std::env::var_os("METAPROMPT_MODELS_DIR").is_some_and(|d| !d.is_empty()) {
+                "METAPROMPT_MODELS_DIR"
+            } else if config.local.models_dir.is_some() {
+                "[local] models_dir"
+            } else {
+                "default"
+            };
+            outln!("model dir {} ({from}{})", models.display(), absent(&models));
             outln!("providers openai, anthropic, local (built in)");
             let env = |name: &str| std::env::var(name).ok();
             let mut names: Vec<&str> = vec!["openai", "anthropic"];
@@ -104,4 +136,13 @@ pub async fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `, not created yet` for a path that does not exist (the first use creates it).
+fn absent(path: &Path) -> &'static str {
+    if path.exists() {
+        ""
+    } else {
+        ", not created yet"
+    }
 }

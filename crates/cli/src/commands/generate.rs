@@ -50,12 +50,29 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
             generated.candidates.len()
         );
     };
+    // Without data nothing was measured: say so, and that the kept candidate is not the best
+    // of anything.
+    let unscored = (!generated.scored).then(|| {
+        let kept = generated
+            .chosen
+            .map_or("none", |i| generated.candidates[i].id.as_str());
+        format!(
+            "{}: candidates are unscored; {kept} kept as written (the first that passed the checks), stored without evidence",
+            no_data_reason(&args)
+        )
+    });
     if args.meta.json {
         outln!("{}", serde_json::to_string_pretty(generated)?);
-        library::print_stored(&result.stored, true);
+        if let Some(u) = &unscored {
+            eprintln!("unscored   {u}");
+        }
+        library::print_stored_with(&result.stored, true, unscored.is_some());
         return Ok(());
     }
     print_candidates(generated);
+    if let Some(u) = &unscored {
+        outln!("unscored   {u}");
+    }
     if let Some(v) = &generated.versus_seed {
         outln!(
             "vs seed    {:+.3} [{:+.3}, {:+.3}], paired bootstrap p = {:.4}",
@@ -68,7 +85,7 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     meta::print_costs(&generated.costs, &generated.execution_model);
     outln!("prompt     {}", written.prompt.display());
     outln!("report     {}", written.report.display());
-    library::print_stored(&result.stored, false);
+    library::print_stored_with(&result.stored, false, unscored.is_some());
     if let Some(t) = &args.task {
         outln!(
             "next       metaprompt eval {} --prompt {} --split test",
@@ -79,7 +96,25 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why there was nothing to score on.
+fn no_data_reason(args: &GenerateArgs) -> &'static str {
+    if args.no_eval {
+        "no data (--no-eval)"
+    } else {
+        "no data (no --task)"
+    }
+}
+
+/// The candidates: under a score header with the best marked when they were scored on data;
+/// otherwise listed as written, with nothing marked.
 fn print_candidates(g: &Generated) {
+    if !g.scored {
+        outln!("candidates (unscored: no data)");
+        for c in &g.candidates {
+            outln!("  {}", meta::candidate_line(c));
+        }
+        return;
+    }
     let split = g.split.as_deref().unwrap_or("dev");
     outln!("candidates (score on {split}, 95% CI)");
     if let Some(s) = &g.seed_score {

@@ -53,6 +53,12 @@ pub fn describe(v: &Version) -> String {
 /// Print what the library kept of a result and how to review it. With `json` (stdout holds a
 /// JSON document) the lines go to standard error.
 pub fn print_stored(stored: &Stored, json: bool) {
+    print_stored_with(stored, json, false);
+}
+
+/// [`print_stored`]; `unscored`: the result was measured on nothing, so its proposal is marked
+/// as having no evidence.
+pub fn print_stored_with(stored: &Stored, json: bool, unscored: bool) {
     let say = |line: String| {
         if json {
             eprintln!("{line}");
@@ -66,8 +72,14 @@ pub fn print_stored(stored: &Stored, json: bool) {
             for a in added {
                 let v = &a.version;
                 let what = if a.created { "stored" } else { "already had" };
+                // Only the proposal is the unmeasured one (a baseline is a person's version).
+                let note = if unscored && v.origin.is_machine() {
+                    " · no evidence (nothing was scored)"
+                } else {
+                    ""
+                };
                 say(format!(
-                    "library    {what} {} · {} · {}",
+                    "library    {what} {} · {} · {}{note}",
                     describe(v),
                     v.origin,
                     v.review

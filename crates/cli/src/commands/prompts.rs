@@ -9,7 +9,7 @@ use anyhow::Context;
 use metaprompt_registry::content::{self, Export};
 use metaprompt_registry::model::short;
 use metaprompt_registry::{
-    EventKind, Evidence, LabelMove, NewVersion, Origin, SplitChange, Store, Version,
+    EventKind, Evidence, Label, LabelMove, NewVersion, Origin, SplitChange, Store, Version, policy,
 };
 
 use crate::args::{Global, PromptsCommand};
@@ -113,6 +113,7 @@ async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> an
             label,
             comment,
             weight,
+            force,
         } => {
             let v = library::resolve(store, &reference).await?;
             if let Some(w) = weight.filter(|w| *w < 100.0) {
@@ -141,15 +142,25 @@ async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> an
                 return Ok(());
             }
             let moved = store
-                .move_label(&LabelMove {
-                    prompt: v.prompt.clone(),
-                    label,
-                    to: Some(v.hash.clone()),
-                    actor: author,
-                    comment,
-                })
+                .move_label_with(
+                    &LabelMove {
+                        prompt: v.prompt.clone(),
+                        label,
+                        to: Some(v.hash.clone()),
+                        actor: author,
+                        comment,
+                    },
+                    force,
+                )
                 .await?;
             print_move(&moved);
+            if let Some(flag) = policy::label_flag(&moved.to) {
+                eprintln!(
+                    "warning: `{}` now points at {}, which was {flag} in review (--force); it is flagged as {flag} wherever it shows",
+                    moved.label,
+                    moved.to.reference()
+                );
+            }
             let unreviewed = moved.to.origin.is_machine()
                 && moved.to.review == metaprompt_registry::ReviewState::Proposed;
             if moved.label == metaprompt_registry::policy::PRODUCTION && unreviewed {
@@ -279,13 +290,71 @@ fn print_move(m: &metaprompt_registry::Moved) {
         return;
     }
     let verb = if m.rollback { "rolled back" } else { "moved" };
-    outln!("{}: {verb} {from} → {}", m.label, describe(&m.to));
+    outln!(
+        "{}: {verb} {from} → {}{}",
+        m.label,
+        describe(&m.to),
+        flag_note(&m.to)
+    );
+}
+
+/// ` (REJECTED: it points at a version rejected in review)` after a label that points at a
+/// flagged version ([`policy::label_flag`]), else nothing.
+pub fn flag_note(v: &Version) -> String {
+    match policy::label_flag(v) {
+        Some(flag) => format!(
+            " ({}: it points at a version {flag} in review)",
+            flag.to_uppercase()
+        ),
+        None => String::new(),
+    }
+}
+
+/// The flags of a prompt's labels (label → flag), for labels that point at a flagged version.
+pub async fn label_flags(
+    store: &dyn Store,
+    prompt: &str,
+) -> anyhow::Result<HashMap<String, &'static str>> {
+    let labels = store.labels(prompt).await?;
+    if labels.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let versions = store.versions(prompt).await?;
+    Ok(labels
+        .into_iter()
+        .filter_map(|l| {
+            let v = versions.iter().find(|v| v.hash == l.hash)?;
+            Some((l.label, policy::label_flag(v)?))
+        })
+        .collect())
+}
+
+/// A label as JSON, with its `flag` (`"rejected"`, or null).
+pub fn label_json(l: &Label, flag: Option<&str>) -> serde_json::Value {
+    let mut j = serde_json::to_value(l).unwrap_or_default();
+    j["flag"] = serde_json::json!(flag);
+    j
 }
 
 async fn list(store: &dyn Store, json: bool) -> anyhow::Result<()> {
     let prompts = store.prompts().await?;
+    let mut flags = HashMap::new();
+    for p in prompts.iter().filter(|p| !p.labels.is_empty()) {
+        flags.insert(p.name.clone(), label_flags(store, &p.name).await?);
+    }
+    let flag = |p: &str, l: &str| flags.get(p).and_then(|f| f.get(l)).copied();
     if json {
-        outln!("{}", serde_json::to_string_pretty(&prompts)?);
+        // Each prompt with `label_flags`: label → flag, for labels at a flagged version.
+        let items: Vec<serde_json::Value> = prompts
+            .iter()
+            .map(|p| {
+                let mut j = serde_json::to_value(p).unwrap_or_default();
+                j["label_flags"] =
+                    serde_json::json!(flags.get(&p.name).cloned().unwrap_or_default());
+                j
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
     if prompts.is_empty() {
@@ -303,7 +372,14 @@ async fn list(store: &dyn Store, json: bool) -> anyhow::Result<()> {
         "proposed"
     );
     for p in prompts {
-        let labels: Vec<String> = p.labels.iter().map(|(l, s)| format!("{l}=v{s}")).collect();
+        let labels: Vec<String> = p
+            .labels
+            .iter()
+            .map(|(l, s)| match flag(&p.name, l) {
+                Some(f) => format!("{l}=v{s}({})", f.to_uppercase()),
+                None => format!("{l}=v{s}"),
+            })
+            .collect();
         outln!(
             "{:<24} {:>8}  {:<32} {:>8}  {}",
             p.name,
@@ -393,7 +469,7 @@ pub async fn print_header(store: &dyn Store, v: &Version) -> anyhow::Result<()> 
         outln!("parents    {}", parents.join(", "));
     }
     if !labels.is_empty() {
-        outln!("labels     {}", labels.join(", "));
+        outln!("labels     {}{}", labels.join(", "), flag_note(v));
     }
     for split in store.splits(&v.prompt).await? {
         if split.hash == v.hash {
@@ -415,7 +491,11 @@ pub async fn print_header(store: &dyn Store, v: &Version) -> anyhow::Result<()> 
     for c in &v.constraints {
         outln!("constraint {c}");
     }
-    for e in store.evidence(v).await? {
+    let evidence = store.evidence(v).await?;
+    if evidence.is_empty() && v.origin.is_machine() {
+        outln!("evidence   none: nothing was scored (an unmeasured prompt)");
+    }
+    for e in evidence {
         outln!("evidence   {}", evidence_line(&e, &seqs));
     }
     Ok(())
@@ -425,9 +505,19 @@ async fn show(store: &dyn Store, reference: &str, json: bool) -> anyhow::Result<
     let v = library::resolve(store, reference).await?;
     if json {
         let evidence = store.evidence(&v).await?;
+        // The labels that point at it, each with its flag.
+        let labels: Vec<serde_json::Value> = store
+            .labels(&v.prompt)
+            .await?
+            .iter()
+            .filter(|l| l.hash == v.hash)
+            .map(|l| label_json(l, policy::label_flag(&v)))
+            .collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"version": v, "evidence": evidence}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"version": v, "evidence": evidence, "labels": labels})
+            )?
         );
         return Ok(());
     }

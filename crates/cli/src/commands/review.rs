@@ -162,6 +162,12 @@ async fn decide(
 ) -> anyhow::Result<()> {
     let v = library::resolve(store, reference).await?;
     let author = library::author(global);
+    if decision == Decision::Approve && store.evidence(&v).await?.is_empty() {
+        eprintln!(
+            "warning: {} has no evidence: nothing was scored. Approving it ships an unmeasured prompt (score it first: metaprompt eval TASK --prompt FILE)",
+            v.reference()
+        );
+    }
     let done = store
         .review(&v, decision, &author, comment.as_deref())
         .await?;

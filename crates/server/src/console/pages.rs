@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use metaprompt_eval::prompt::PromptFile;
 use metaprompt_registry::model::{Decision, Event, Evidence, ReviewState, Version};
-use metaprompt_registry::policy::PRODUCTION;
+use metaprompt_registry::policy::{PRODUCTION, label_flag};
 use metaprompt_registry::service::Role;
 use serde::Deserialize;
 
@@ -75,6 +75,39 @@ async fn resolve(
         .resolve(&r)
         .await
         .map_err(|e| error::library(e, param))?)
+}
+
+/// A prompt's labels that point at a flagged version ([`label_flag`]), with the flag.
+async fn label_flags(
+    state: &AppState,
+    name: &str,
+) -> Result<Vec<(String, &'static str)>, PageError> {
+    let labels = state
+        .library
+        .labels(name)
+        .await
+        .map_err(|e| error::library(e, "name"))?;
+    let versions = state
+        .library
+        .versions(name)
+        .await
+        .map_err(|e| error::library(e, "name"))?;
+    Ok(labels
+        .into_iter()
+        .filter_map(|l| {
+            let v = versions.iter().find(|v| v.hash == l.hash)?;
+            Some((l.label, label_flag(v)?))
+        })
+        .collect())
+}
+
+/// The mark of a flagged label: it points at a version rejected in review.
+fn flag_badge(flag: &str) -> Markup {
+    html! {
+        span.badge.{ "r-" (flag) } .label-flag title={ "this label points at a version " (flag) " in review" } {
+            (flag.to_uppercase())
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +254,17 @@ pub async fn library(
             splits.insert(p.name.clone(), s);
         }
     }
+    // Labels that point at a version rejected in review, per prompt shown.
+    let mut flags: HashMap<String, Vec<(String, &'static str)>> = HashMap::new();
+    for p in rows.iter().filter(|p| !p.labels.is_empty()) {
+        flags.insert(p.name.clone(), label_flags(&state, &p.name).await?);
+    }
+    let flag_of = |p: &str, l: &str| {
+        flags
+            .get(p)
+            .and_then(|f| f.iter().find(|(x, _)| x == l))
+            .map(|(_, f)| *f)
+    };
     let names: Vec<String> = rows.iter().map(|p| p.name.clone()).collect();
     let outcomes = outcome_days(&state, &names, Utc::now()).await?;
     let none: Outcomes = (vec![None; SPARK_DAYS as usize], None);
@@ -258,6 +302,7 @@ pub async fn library(
                                         @for s in splits.get(&p.name).into_iter().flatten().filter(|s| &s.label == l) {
                                             " (" (format!("{:.0}", 100.0 - s.weight)) "%) · v" (s.seq) " " (format!("{:.0}", s.weight)) "%"
                                         }
+                                        @if let Some(f) = flag_of(&p.name, l) { " " (flag_badge(f)) }
                                     }
                                     " "
                                 }
@@ -495,7 +540,11 @@ pub async fn prompt(
             h2 #labels-h { "Labels" }
             @if labels.is_empty() { p.note { "No labels." } }
             ul.labels { @for l in &labels { li {
-                code { (l.label) } " → " a href={ "#v" (l.seq) } { "v" (l.seq) } " · moved by " (l.moved_by) " " (when(&l.moved_at))
+                code { (l.label) } " → " a href={ "#v" (l.seq) } { "v" (l.seq) }
+                @if let Some(f) = versions.iter().find(|v| v.hash == l.hash).and_then(label_flag) {
+                    " " (flag_badge(f)) " " span.error { "it points at a version " (f) " in review" }
+                }
+                " · moved by " (l.moved_by) " " (when(&l.moved_at))
                 @for s in splits.iter().filter(|s| s.label == l.label) {
                     " · canary " a href={ "#v" (s.seq) } { "v" (s.seq) } " serves " (format!("{:.0}", s.weight)) "%"
                 }
@@ -949,7 +998,17 @@ pub async fn proposal(
             h2 #decide-h { "Decision" }
             @if v.review != ReviewState::Proposed {
                 p { "This version is " strong { (v.review.as_str()) } "." }
+                @if let Some(f) = label_flag(&v) {
+                    @let at: Vec<&str> = labels.iter().filter(|l| l.hash == v.hash).map(|l| l.label.as_str()).collect();
+                    @if !at.is_empty() { p.error { "Labels pointing at it, flagged " (f) ": " (at.join(", ")) } }
+                }
             } @else if can_review {
+                @if ev.is_empty() {
+                    p.error.no-evidence role="note" {
+                        strong { "This version has no evidence: nothing was scored." }
+                        " Approving it ships an unmeasured prompt; evaluate it on a task first."
+                    }
+                }
                 form.decide method="post" action={ "/review/" (encode(&name)) "/v" (v.seq) } {
                     input type="hidden" name="csrf" value=(session.csrf);
                     label for="comment" { "Comment (a rejection needs one)" }
