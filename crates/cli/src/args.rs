@@ -84,6 +84,30 @@ pub enum Command {
     Tokens(TokensCommand),
     /// The prompt-engineer agent: watch served prompts' live outcomes per slice, find the slice that got worse, diagnose it, propose a fix for review, canary and ship it
     Agent(AgentArgs),
+    /// Run a split's examples through a running server as an application would, and compare every answer, the settings and the score with the offline evaluation of the same version
+    CheckServe(CheckServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckServeArgs {
+    /// The task file (its examples, metrics and settings)
+    pub task: PathBuf,
+    /// The served prompt: NAME (production), NAME@LABEL or NAME@vN
+    pub reference: String,
+    /// The server's base URL
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A runner token (or METAPROMPT_TOKEN); none with --insecure-local
+    #[arg(long, env = "METAPROMPT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The first N examples of the split only
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the comparison as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

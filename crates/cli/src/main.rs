@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(&cli.global, args).await,
         Command::Tokens(cmd) => commands::serve::tokens(&cli.global, cmd).await,
         Command::Agent(args) => commands::agent::run(&cli.global, args).await,
+        Command::CheckServe(args) => commands::check_serve::run(&cli.global, args).await,
     }
 }
 

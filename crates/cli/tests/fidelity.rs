@@ -248,3 +248,90 @@ async fn embedded_a_kept_classifier_is_served_as_it_was_evaluated() {
     }
     assert_eq!(agree, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_serve_passes_a_version_served_as_evaluated_and_fails_one_that_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let task = task(d);
+    cli(
+        d,
+        &[
+            "optimize",
+            &task,
+            "--algo",
+            "fewshot",
+            "--rounds",
+            "1",
+            "--minibatch",
+            "6",
+            "--demos",
+            "2",
+            "--name",
+            "route",
+        ],
+    )
+    .await;
+    cli(d, &["prompts", "label", "route@v1", "production"]).await;
+    // The same template added by hand, without [run]: served with the server's defaults.
+    std::fs::write(
+        d.join("plain.toml"),
+        "template = \"Question: {{ question }}\\nTeam:\"\ntarget_model = \"mock:exec\"\n",
+    )
+    .unwrap();
+    cli(d, &["prompts", "add", "route", "plain.toml"]).await;
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let server = format!("http://{}", s.addr);
+    let ok = common::metaprompt(
+        d,
+        &[
+            "check-serve",
+            &task,
+            "route@production",
+            "--server",
+            &server,
+            "--json",
+        ],
+        &[
+            ("METAPROMPT_TOKEN", runner.as_str()),
+            ("METAPROMPT_LIBRARY", d.join("lib.db").to_str().unwrap()),
+            ("METAPROMPT_NO_CACHE", "1"),
+        ],
+    )
+    .await;
+    assert!(ok.status.success(), "{}", common::stderr(&ok));
+    let v: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["identical"], 12, "{v:#}");
+    assert_eq!(v["examples"], 12);
+    assert_eq!(v["settings_differ"], json!([]), "{v:#}");
+    assert_eq!(v["offline_score"], v["served_score"], "{v:#}");
+    // The newest version (added by hand) has no settings: the check fails and says why.
+    let newest =
+        serde_json::from_str::<Value>(&cli(d, &["prompts", "show", "route", "--json"]).await)
+            .unwrap();
+    let seq = newest["version"]["seq"]
+        .as_u64()
+        .or_else(|| newest["seq"].as_u64())
+        .unwrap();
+    let reference = format!("route@v{seq}");
+    let bad = common::metaprompt(
+        d,
+        &["check-serve", &task, &reference, "--server", &server],
+        &[
+            ("METAPROMPT_TOKEN", runner.as_str()),
+            ("METAPROMPT_LIBRARY", d.join("lib.db").to_str().unwrap()),
+            ("METAPROMPT_NO_CACHE", "1"),
+        ],
+    )
+    .await;
+    assert!(!bad.status.success());
+    let out = common::stdout(&bad) + &common::stderr(&bad);
+    assert!(
+        out.contains("no [run]") && out.contains("max_tokens 256 served, 4 evaluated"),
+        "{out}"
+    );
+    assert!(out.contains("NOT served as it was evaluated"), "{out}");
+}

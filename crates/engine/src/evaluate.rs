@@ -118,6 +118,23 @@ pub(crate) fn default_out(task: &Task, prompt: &PromptFile, split: &str) -> Path
 }
 
 impl Engine {
+    /// Score outputs produced elsewhere (a served prompt's answers to a task's examples) with
+    /// the task's metrics, as an evaluation scores them; one result per output, `Err` (why)
+    /// for an output a metric could not score.
+    pub async fn score_outputs(
+        &self,
+        task: &Path,
+        outputs: &[(Example, String)],
+    ) -> Result<Vec<Result<f64, String>>, EngineError> {
+        let task = Task::load(task)?;
+        let scorer = crate::scorer(&task, self.hub(), |p| p)?;
+        let mut scores = Vec::with_capacity(outputs.len());
+        for (example, output) in outputs {
+            scores.push(scorer.value(example, output).await);
+        }
+        Ok(scores)
+    }
+
     /// Score a prompt on a task's examples and write the per-example JSONL.
     pub fn eval(&self, request: EvalRequest) -> Handle<EvalResult> {
         let engine = self.clone();

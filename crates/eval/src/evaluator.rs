@@ -71,6 +71,12 @@ impl Scorer {
         self.labels().filter(|_| !generate)
     }
 
+    /// The weighted score of one output produced elsewhere (a served prompt's answer), as an
+    /// evaluation would score it; `Err` (why) when a metric failed.
+    pub async fn value(&self, example: &Example, output: &str) -> Result<f64, String> {
+        self.score(example, output).await.map(|s| s.value)
+    }
+
     /// Weighted score, whether every metric passed its threshold, and the feedback; `Err`
     /// (why) when a metric failed: the example is then unscored, not scored 0.
     async fn score(&self, example: &Example, output: &str) -> Result<Scored, String> {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cache;
+pub mod check_serve;
 pub mod complete;
 pub mod config;
 pub mod eval;
