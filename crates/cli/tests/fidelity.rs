@@ -247,6 +247,65 @@ async fn embedded_a_kept_classifier_is_served_as_it_was_evaluated() {
         }
     }
     assert_eq!(agree, 20);
+
+    // The real `openai` client, as an application calls it: no max_tokens, no stop.
+    let python = tokio::task::spawn_blocking(common::openai_python)
+        .await
+        .unwrap();
+    let sentences: Vec<String> = offline
+        .iter()
+        .map(|r| r["input"]["sentence"].as_str().unwrap().to_string())
+        .collect();
+    let script = r#"
+import json, sys
+from openai import OpenAI
+base, key, sentences = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
+out = []
+for s in sentences:
+    r = c.chat.completions.create(model="prompt:sst2@production",
+                                  messages=[{"role": "user", "content": s}])
+    out.append({"text": r.choices[0].message.content,
+                "settings": r.model_extra["metaprompt"]["settings"]})
+print(json.dumps(out))
+"#;
+    let (base, key, list) = (s.url(""), runner.clone(), json!(sentences).to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", script, &base, &key, &list])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for (k, (a, row)) in answers.iter().zip(&offline).enumerate() {
+        assert_eq!(a["text"], row["output"], "openai client, example {k}");
+        assert_eq!(a["settings"]["source"], "version");
+    }
+
+    // Exported and imported again (the prompt file, [run] included): served the same.
+    cli(
+        d,
+        &["prompts", "import", "kept.toml", "--name", "sst2-copy"],
+    )
+    .await;
+    cli(d, &["prompts", "label", "sst2-copy@v1", "production"]).await;
+    for (k, row) in offline.iter().take(5).enumerate() {
+        let sentence = row["input"]["sentence"].as_str().unwrap();
+        let served = post(
+            &s.url("/v1/prompts/sst2-copy/run"),
+            &runner,
+            json!({"inputs": {"sentence": sentence}}),
+        )
+        .await;
+        assert_eq!(served["output"], row["output"], "imported, example {k}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -936,38 +936,6 @@ async fn serve_stops_gracefully_on_sigterm_and_refuses_insecure_local_off_loopba
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
 
-/// The `openai` package in a venv under the target dir (made once, reused).
-fn openai_python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-    let python = venv.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let st = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "python3 -m venv failed (scripts/deps.sh installs python3-venv)"
-        );
-        let st = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "openai",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "pip install openai failed");
-    }
-    python
-}
-
 const CLIENT: &str = r#"
 import json, sys, time
 from openai import OpenAI
@@ -1023,7 +991,9 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_client_against_the_embedded_model_and_a_served_prompt() {
-    let python = tokio::task::spawn_blocking(openai_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(common::openai_python)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(

@@ -257,3 +257,35 @@ pub fn route_task_in_root(dir: &Path) -> &'static str {
     std::fs::rename(&file, folder.join("task.toml")).unwrap();
     "route"
 }
+
+/// The `openai` package in a venv under the target dir (made once, reused).
+pub fn openai_python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let st = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "python3 -m venv failed (scripts/deps.sh installs python3-venv)"
+        );
+        let st = Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pip install openai failed");
+    }
+    python
+}
