@@ -157,8 +157,8 @@ pub enum AgentCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: [server].listen in config, else 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Address to listen on: an IP or a host name with a port (localhost:8080) [default: [server].listen in config, else 127.0.0.1:8080]
+    #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// Serve without tokens: every caller may do everything. Only on a loopback address
     #[arg(long)]

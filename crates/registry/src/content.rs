@@ -14,7 +14,7 @@ use crate::RegistryError;
 
 /// The version identity: sha256 (hex) of the parts that change what a model is sent or what a
 /// rewrite must keep — instruction, templates, messages, demos, protected constraints, target
-/// model. Name, description and rationale are metadata: two files that differ only there are
+/// model, run settings. Name, description and rationale are metadata: two files that differ only there are
 /// the same version.
 pub fn hash(file: &PromptFile) -> String {
     let mut v = serde_json::to_value(file).unwrap_or(Value::Null);
@@ -105,7 +105,29 @@ pub fn export(prompt: &str, file: &PromptFile, form: Export) -> Result<String, R
                 .iter()
                 .map(|m| serde_json::json!({"role": role_name(m.role), "content": m.content}))
                 .collect();
-            serde_json::to_string_pretty(&json).map_err(|e| RegistryError::Data(e.to_string()))
+            // With how it runs, the body of an OpenAI chat request (model, messages and the
+            // evaluated parameters; a choice's labels under `metaprompt`); without, the array.
+            let body = if file.run.is_some() || file.target_model.is_some() {
+                let mut body = serde_json::Map::new();
+                if let Some(m) = &file.target_model {
+                    body.insert("model".into(), Value::from(m.as_str()));
+                }
+                body.insert("messages".into(), Value::Array(json));
+                if let Some(r) = &file.run {
+                    body.insert("temperature".into(), Value::from(r.temperature));
+                    body.insert("max_tokens".into(), Value::from(r.max_tokens));
+                    if !r.stop.is_empty() {
+                        body.insert("stop".into(), Value::from(r.stop.clone()));
+                    }
+                    if let Some(labels) = &r.labels {
+                        body.insert("metaprompt".into(), serde_json::json!({ "labels": labels }));
+                    }
+                }
+                Value::Object(body)
+            } else {
+                Value::Array(json)
+            };
+            serde_json::to_string_pretty(&body).map_err(|e| RegistryError::Data(e.to_string()))
         }
     }
 }
@@ -176,10 +198,57 @@ pub fn import(path: &Path, name: &str) -> Result<PromptFile, RegistryError> {
 }
 
 fn from_messages(text: &str) -> Result<PromptFile, String> {
-    let messages: Vec<Value> = serde_json::from_str(text).map_err(|e| {
+    let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| {
         format!("not a chat-messages JSON array: {e} (expected [{{\"role\": \"user\", \"content\": \"…\"}}, …])")
     })?;
     let mut file = PromptFile::default();
+    // The request-body form: messages with the parameters the version ran with.
+    let messages = match value {
+        Value::Array(m) => m,
+        Value::Object(mut body) => {
+            let messages = match body.remove("messages") {
+                Some(Value::Array(m)) => m,
+                _ => {
+                    return Err(
+                        "not a chat-messages JSON array, nor a request body with a `messages` \
+                         array"
+                            .into(),
+                    );
+                }
+            };
+            file.target_model = body.get("model").and_then(Value::as_str).map(String::from);
+            if let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) {
+                let labels = body
+                    .get("metaprompt")
+                    .and_then(|m| m.get("labels"))
+                    .map(|l| serde_json::from_value::<Vec<String>>(l.clone()))
+                    .transpose()
+                    .map_err(|e| format!("metaprompt.labels: {e}"))?;
+                file.run = Some(metaprompt_eval::settings::RunSettings {
+                    temperature: body
+                        .get("temperature")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0) as f32,
+                    max_tokens: u32::try_from(max_tokens)
+                        .map_err(|_| format!("max_tokens {max_tokens} is too large"))?,
+                    stop: match body.get("stop") {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(Value::String(s)) => vec![s.clone()],
+                        Some(v) => {
+                            serde_json::from_value(v.clone()).map_err(|e| format!("stop: {e}"))?
+                        }
+                    },
+                    labels,
+                });
+            }
+            messages
+        }
+        _ => {
+            return Err(
+                "expected a chat-messages JSON array or a request body with `messages`".into(),
+            );
+        }
+    };
     for (i, m) in messages.iter().enumerate() {
         let field = |k: &str| {
             m.get(k)
@@ -293,6 +362,34 @@ constraints = ["Answer with one word."]
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_json_export_carries_how_the_version_runs_and_imports_back_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = demo_prompt();
+        p.target_model = Some("openai:gpt-4o-mini".into());
+        p.run = Some(metaprompt_eval::settings::RunSettings {
+            temperature: 0.0,
+            max_tokens: 4,
+            stop: vec!["\n".into()],
+            labels: Some(vec!["negative".into(), "positive".into()]),
+        });
+        let json = export("sst2", &p, Export::Json).unwrap();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["model"], "openai:gpt-4o-mini");
+        assert_eq!(v["max_tokens"], 4);
+        assert_eq!(v["stop"], serde_json::json!(["\n"]));
+        assert_eq!(v["metaprompt"]["labels"][1], "positive");
+        assert!(v["messages"].is_array());
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, &json).unwrap();
+        let back = import(&path, "sst2").unwrap();
+        assert_eq!(back.run, p.run);
+        assert_eq!(back.target_model, p.target_model);
+        // Without settings or a model, the plain messages array, as before.
+        let plain = export("sst2", &demo_prompt(), Export::Json).unwrap();
+        assert!(serde_json::from_str::<Value>(&plain).unwrap().is_array());
     }
 
     #[test]
