@@ -22,18 +22,25 @@ use metaprompt_registry::service::{Feedback, Inference, InferenceQuery, ServiceS
 use metaprompt_registry::{RegistryError, Store};
 use serde::Serialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::case::{
-    Attempt, Canary, Case, Diagnosis, Proposal, SliceCheck, Spend, State, VersionId, slice_key,
+    Attempt, Canary, Case, Diagnosis, Proposal, Search, SliceCheck, Spend, State, VersionId,
+    slice_key,
 };
 use crate::collect::{Item, Part, Sets, collect, part};
-use crate::monitor::{Finding, Outcome, Policy, Slice, SliceReport, detect, report};
+use crate::monitor::{
+    Finding, Outcome, Policy, Shortfall, Slice, SliceReport, detect, report, shortfalls,
+};
 use crate::stats::{Rate, sequential};
 
 /// Corrected failures a search needs: enough to split into demonstrations, a dev set to race
 /// on, and a held-out check with the power to show a real gain (on the embedded model, 12
 /// held-out failures were too few to show 0.17 → 0.33).
 pub const MIN_FAILING: usize = 40;
+
+/// Model calls a search needs at the least (the day's allowance below this: the case waits).
+pub const MIN_SEARCH_CALLS: u64 = 100;
 
 /// Who the agent is in the audit log.
 pub const ACTOR: &str = "agent";
@@ -176,6 +183,8 @@ pub struct PassReport {
     pub scored: usize,
     pub slices: Vec<SliceReport>,
     pub findings: Vec<Finding>,
+    /// The slices no test could look at, with their counts and what they need.
+    pub untested: Vec<Shortfall>,
     pub actions: Vec<Action>,
     /// Every case, after the pass.
     pub cases: Vec<Case>,
@@ -193,6 +202,11 @@ pub struct Agent {
     settings: Settings,
     /// Where proposals' tasks, data and runs are written.
     dir: PathBuf,
+    /// Stops the pass at its next safe point: a search in flight leaves its checkpoint, and
+    /// its case records the spend and the run to resume.
+    cancel: CancellationToken,
+    /// Where the pass says what it is doing.
+    progress: crate::progress::Progress,
 }
 
 impl Agent {
@@ -210,11 +224,33 @@ impl Agent {
             service,
             settings,
             dir,
+            cancel: CancellationToken::new(),
+            progress: crate::progress::Progress::default(),
         })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The token that stops this agent's passes midway (Ctrl-C, a server shutting down). A
+    /// stopped search is recorded on its case and the next pass resumes it.
+    pub fn canceller(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The same agent, saying what each pass is doing to `progress`.
+    #[must_use]
+    pub fn with_progress(mut self, progress: crate::progress::Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The same agent, stopped by `token`.
+    #[must_use]
+    pub fn with_cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
     }
 
     /// The stored cases, oldest first.
@@ -236,10 +272,21 @@ impl Agent {
             until: Some(now),
             limit: None,
         };
+        self.progress.start();
+        self.progress.say("reading the inference and feedback log");
         let (inferences, feedback) = self.read(&query).await?;
         let outcomes = outcomes(&inferences, &feedback);
         let slices = report(&outcomes, now, &policy);
         let findings = detect(&slices, &policy);
+        let untested = shortfalls(&slices, &policy);
+        self.progress.say(&format!(
+            "{} inferences, {} scored · {} slices · {} found worse · {} too small to test",
+            inferences.len(),
+            outcomes.len(),
+            slices.len(),
+            findings.len(),
+            untested.len()
+        ));
 
         let mut cases = self.cases(None).await?;
         let mut actions = Vec::new();
@@ -315,6 +362,8 @@ impl Agent {
                 review_comment: None,
                 canary: None,
                 spent: Vec::new(),
+                search: None,
+                waiting: None,
                 log: Vec::new(),
             };
             case.note(
@@ -335,6 +384,10 @@ impl Agent {
             .collect();
         order.sort_by(|&a, &b| gain(&cases[b]).total_cmp(&gain(&cases[a])));
         for i in order {
+            // Stopped: what was done is saved below; the rest waits for the next pass.
+            if self.cancel.is_cancelled() {
+                break;
+            }
             let snapshot = cases[i].clone();
             let before = (cases[i].state, cases[i].log.len());
             // One proposal per prompt in review or canary at a time (they share its labels).
@@ -351,12 +404,23 @@ impl Agent {
                     other.id,
                     other.state.as_str()
                 );
-                note_once(&mut cases[i], now, &what);
+                wait(&mut cases[i], now, what);
                 if cases[i] != snapshot {
                     changed.insert(cases[i].id.clone());
                 }
                 continue;
             }
+            self.progress.say(&format!(
+                "case {} ({} {}): {}",
+                cases[i].id,
+                cases[i].prompt,
+                cases[i].slice,
+                match cases[i].state {
+                    State::Open => "collecting its failing and regression sets",
+                    State::Proposed => "following its review",
+                    _ => "watching its canary",
+                }
+            ));
             let result = match cases[i].state {
                 State::Open => {
                     let (calls_all, calls_prompt) = spent_today(&cases, &cases[i].prompt, now);
@@ -393,6 +457,7 @@ impl Agent {
             scored: outcomes.len(),
             slices,
             findings,
+            untested,
             actions,
             cases,
             calls_today,
@@ -421,34 +486,37 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let cfg = self.settings.prompt(&case.prompt);
         if cfg.act == Some(false) {
-            note_once(case, now, "reporting only: [agent.prompts] act = false");
+            wait(
+                case,
+                now,
+                "reporting only: [agent.prompts] act = false".into(),
+            );
             return Ok(());
         }
+        let cap_prompt = cfg.max_calls_per_day.unwrap_or(1000);
         let allowance = self
             .settings
             .max_calls_per_day
             .saturating_sub(calls_all)
-            .min(
-                cfg.max_calls_per_day
-                    .unwrap_or(1000)
-                    .saturating_sub(calls_prompt),
-            );
-        if allowance < 100 {
-            note_once(
-                case,
-                now,
-                &format!("waiting for budget: {allowance} calls left today"),
-            );
-            return Ok(());
-        }
+            .min(cap_prompt.saturating_sub(calls_prompt));
         let usd_left = self.settings.max_usd_per_day.map(|cap| {
             let day = day_start(now);
             cap - all_cases.iter().map(|c| c.usd_since(day)).sum::<f64>()
         });
-        if usd_left.is_some_and(|u| u <= 0.0) {
-            note_once(case, now, "waiting for budget: today's dollars are spent");
-            return Ok(());
-        }
+        // What the day's budget lacks for a search, in words (`None`: enough).
+        let budget_short = if allowance < MIN_SEARCH_CALLS {
+            Some(format!(
+                "a search needs at least {MIN_SEARCH_CALLS} model calls and {allowance} are left \
+                 today ({} of {} spent by all prompts, {calls_prompt} of {cap_prompt} by {})",
+                calls_all, self.settings.max_calls_per_day, case.prompt
+            ))
+        } else if let (Some(left), Some(cap)) = (usd_left, self.settings.max_usd_per_day)
+            && left <= 0.0
+        {
+            Some(format!("today's ${cap:.2} are spent"))
+        } else {
+            None
+        };
         let incumbent = self
             .library
             .resolve(&VersionRef::parse(&case.incumbent.hash)?)
@@ -461,21 +529,42 @@ impl Agent {
                 limit: Some(5000),
             })
             .await?;
-        let sets = collect(&inferences, &feedback, case.incumbent.seq, &case.slice, 240);
+        let work_dir = self.dir.join(slug(&case.id));
+        // A search stopped midway resumes on the sets it started with.
+        let stopped = case
+            .search
+            .clone()
+            .filter(|s| Path::new(&s.run_dir).is_dir());
+        let kept_sets = stopped
+            .as_ref()
+            .and_then(|_| crate::search::load_sets(&work_dir));
+        let resuming = kept_sets.is_some();
+        let sets = kept_sets.unwrap_or_else(|| {
+            collect(&inferences, &feedback, case.incumbent.seq, &case.slice, 240)
+        });
         let scored = sets.failing_scored().count();
-        if scored < MIN_FAILING {
-            note_once(
+        if !resuming && scored < MIN_FAILING {
+            // Both when both: the budget does not hide what the data lacks.
+            let also = budget_short
+                .as_deref()
+                .map_or(String::new(), |b| format!("; and the budget: {b}"));
+            wait(
                 case,
                 now,
-                &format!(
+                format!(
                     "waiting for corrections: {scored} of {} failing inferences on {} have a \
-                     corrected output ({MIN_FAILING} needed to search on)",
+                     corrected output ({MIN_FAILING} needed to search on){also}",
                     sets.failing.len(),
                     case.slice
                 ),
             );
             return Ok(());
         }
+        if let Some(b) = budget_short {
+            wait(case, now, format!("waiting for budget: {b}"));
+            return Ok(());
+        }
+        case.waiting = None;
         let model = inferences
             .iter()
             .find(|i| i.seq == case.incumbent.seq)
@@ -484,31 +573,33 @@ impl Agent {
         let meta = self.settings.meta.clone().unwrap_or_else(|| model.clone());
         let file = incumbent.file()?;
 
-        let rejections: Vec<String> = all_cases
-            .iter()
-            .filter(|c| c.prompt == case.prompt && c.state == State::Rejected)
-            .filter_map(|c| c.review_comment.clone())
-            .collect();
-        let diagnosis = self.diagnose(case, &file, &sets, &meta, &rejections).await;
-        case.note(
-            now,
-            format!(
-                "diagnosed: {} · {}",
-                diagnosis.summary, diagnosis.hypothesis
-            ),
-        );
-        case.diagnosis = Some(diagnosis);
+        if !(resuming && case.diagnosis.is_some()) {
+            self.progress.say(&format!(
+                "case {}: {} failing ({scored} corrected), {} passing · diagnosing with {meta}",
+                case.id,
+                sets.failing.len(),
+                sets.passing.len()
+            ));
+            let rejections: Vec<String> = all_cases
+                .iter()
+                .filter(|c| c.prompt == case.prompt && c.state == State::Rejected)
+                .filter_map(|c| c.review_comment.clone())
+                .collect();
+            let diagnosis = self.diagnose(case, &file, &sets, &meta, &rejections).await;
+            case.note(
+                now,
+                format!(
+                    "diagnosed: {} · {}",
+                    diagnosis.summary, diagnosis.hypothesis
+                ),
+            );
+            case.diagnosis = Some(diagnosis);
+        }
 
         let work = Work::write(
-            &self.dir.join(slug(&case.id)),
-            case,
-            &incumbent,
-            &file,
-            &sets,
-            &cfg,
-            &model,
-            &meta,
+            &work_dir, case, &incumbent, &file, &sets, &cfg, &model, &meta,
         )?;
+        crate::search::save_sets(&work_dir, &sets)?;
         let algorithm = cfg.algorithm.clone().unwrap_or_else(|| {
             if work.labels.is_some() {
                 "fewshot".into()
@@ -516,29 +607,114 @@ impl Agent {
                 "protegi".into()
             }
         });
-        let mut request = OptimizeRequest::new(&work.task);
-        request.algorithm = algorithm.clone();
-        request.name = Some(case.prompt.clone());
-        request.meta.seed = 7;
-        request.meta.meta = Some(meta.clone());
-        request.budget.max_metric_calls = Some(allowance.min(600));
-        request.budget.max_meta_calls = Some(20);
-        request.budget.max_cost_usd = usd_left;
-        request.test_limit = Some(0);
-        request.rounds = 3;
-        request.patience = 2;
-        request.minibatch = work.dev.max(1);
-        request.demos = file.demos.len().max(4);
-        request.run_dir = Some(work.dir.join("run"));
-        request.store = false;
-        let run = self.engine.optimize(request).await?;
-        case.note(now, format!("search: {}", run.run_dir().display()));
-        let result = run.start().wait().await?;
+        let resumed = match (&stopped, resuming) {
+            (Some(s), true) => match self.engine.resume(Path::new(&s.run_dir)).await {
+                Ok(run) => Some((run, s.clone())),
+                Err(e) => {
+                    case.note(
+                        now,
+                        format!(
+                            "the search in {} does not resume ({e}); a new one starts",
+                            s.run_dir
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (run, mut search) = match resumed {
+            Some((run, s)) => {
+                case.note(now, format!("resumed search: {}", s.run_dir));
+                (run, s)
+            }
+            None => {
+                let mut request = OptimizeRequest::new(&work.task);
+                request.algorithm = algorithm.clone();
+                request.name = Some(case.prompt.clone());
+                request.meta.seed = 7;
+                request.meta.meta = Some(meta.clone());
+                request.budget.max_metric_calls = Some(allowance.min(600));
+                request.budget.max_meta_calls = Some(20);
+                request.budget.max_cost_usd = usd_left;
+                request.test_limit = Some(0);
+                request.rounds = 3;
+                request.patience = 2;
+                request.minibatch = work.dev.max(1);
+                request.demos = file.demos.len().max(4);
+                request.run_dir = Some(crate::search::fresh_run_dir(&work.dir));
+                request.store = false;
+                let run = self.engine.optimize(request).await?;
+                case.note(now, format!("search: {}", run.run_dir().display()));
+                let s = Search {
+                    run_dir: run.run_dir().display().to_string(),
+                    algorithm: algorithm.clone(),
+                    started_at: now,
+                    stopped_at: None,
+                    calls_recorded: 0,
+                    usd_recorded: 0.0,
+                };
+                (run, s)
+            }
+        };
+        let algorithm = search.algorithm.clone();
+        // Recorded before anything is spent: a process killed during the search leaves its
+        // run on the case, and the next pass resumes it.
+        search.stopped_at = None;
+        case.search = Some(search.clone());
+        self.service.save_case(&case.to_row()).await?;
+        self.progress.say(&format!(
+            "case {}: searching ({algorithm}, at most {} metric calls) in {}",
+            case.id,
+            allowance.min(600),
+            search.run_dir
+        ));
+        let handle = run.start();
+        let stop = handle.canceller();
+        let token = self.cancel.clone();
+        let watch = tokio::spawn(async move {
+            token.cancelled().await;
+            stop.cancel();
+        });
+        let id = case.id.clone();
+        let result = handle.drive(|p| self.progress.event(&id, &p)).await;
+        watch.abort();
+        let result = match result {
+            Ok(r) => r,
+            Err(EngineError::Cancelled { .. }) => {
+                // Stopped midway: keep what it spent and the run to resume.
+                let (calls, usd) = crate::search::logged(Path::new(&search.run_dir));
+                let spend = Spend {
+                    at: now,
+                    calls: calls.saturating_sub(search.calls_recorded),
+                    usd: (usd - search.usd_recorded).max(0.0),
+                };
+                search.calls_recorded += spend.calls;
+                search.usd_recorded += spend.usd;
+                search.stopped_at = Some(Utc::now());
+                case.spent.push(spend.clone());
+                case.search = Some(search.clone());
+                case.note(
+                    now,
+                    format!(
+                        "stopped midway after {} model calls: the search in {} resumes next pass",
+                        spend.calls, search.run_dir
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        case.search = None;
         let o = &result.outcome;
+        // A resumed search's totals include what its stopped part already recorded.
         let mut spend = Spend {
             at: now,
-            calls: o.metric_calls + o.test_calls + o.meta_calls + o.proxy_calls + 1,
-            usd: o.execution_usage.cost_usd.unwrap_or(0.0) + o.meta_usage.cost_usd.unwrap_or(0.0),
+            calls: (o.metric_calls + o.test_calls + o.meta_calls + o.proxy_calls + 1)
+                .saturating_sub(search.calls_recorded),
+            usd: (o.execution_usage.cost_usd.unwrap_or(0.0) + o.meta_usage.cost_usd.unwrap_or(0.0)
+                - search.usd_recorded)
+                .max(0.0),
         };
         // The candidates above the incumbent on dev, best first, even when the run's own
         // verdict kept the seed: its dev set is a slice's worth of live examples, too small for
@@ -588,6 +764,12 @@ impl Agent {
             if before.is_some() && spend.calls + check_calls > allowance {
                 break;
             }
+            self.progress.say(&format!(
+                "case {}: checking candidate {id} on {} held-out examples ({} calls spent)",
+                case.id,
+                work.check.len(),
+                spend.calls
+            ));
             if before.is_none() {
                 spend.calls += check_calls;
                 before = Some(self.score(&work, "incumbent", &file).await?);
@@ -738,6 +920,9 @@ impl Agent {
                 .await
             {
                 Ok(mut answers) => match answers.pop() {
+                    Some(Ok(a)) if crate::diagnose::copies_example(&a) => {
+                        crate::diagnose::COPIED.into()
+                    }
                     Some(Ok(a)) if !a.trim().is_empty() => a.trim().to_string(),
                     Some(Err(e)) => format!("(no hypothesis: {e})"),
                     _ => "(the meta model wrote nothing)".into(),
@@ -1245,6 +1430,12 @@ fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(now, |d| d.and_utc())
 }
 
+/// The case waits, and says exactly why (in its `waiting` field and, once, in its log).
+fn wait(case: &mut Case, now: DateTime<Utc>, why: String) {
+    note_once(case, now, &why);
+    case.waiting = Some(why);
+}
+
 /// Note `what` unless it is already the case's last note (a waiting case says so once).
 fn note_once(case: &mut Case, now: DateTime<Utc>, what: &str) {
     if case.log.last().map(|e| e.what.as_str()) != Some(what) {
@@ -1572,6 +1763,8 @@ pub struct Status {
     #[serde(skip)]
     pub reports: Vec<SliceReport>,
     pub findings: Vec<Finding>,
+    /// The slices no test could look at, with their counts and what they need.
+    pub untested: Vec<Shortfall>,
     pub cases: Vec<Case>,
 }
 
@@ -1617,6 +1810,10 @@ pub async fn status_of(
         .collect();
     let outcomes = outcomes(&inferences, feedback);
     let reports: Vec<SliceReport> = report(&outcomes, now, &policy);
+    let untested = shortfalls(&reports, &policy)
+        .into_iter()
+        .filter(|s| prompt.is_none_or(|p| p == s.prompt))
+        .collect();
     let findings = detect(&reports, &policy)
         .into_iter()
         .filter(|f| prompt.is_none_or(|p| p == f.prompt))
@@ -1668,6 +1865,7 @@ pub async fn status_of(
         slices,
         reports,
         findings,
+        untested,
         cases,
     })
 }

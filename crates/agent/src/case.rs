@@ -136,6 +136,25 @@ pub struct Spend {
     pub usd: f64,
 }
 
+/// The case's search while it has not ended: recorded before it starts, so that a pass stopped
+/// midway (cancelled, or the process killed) leaves its run directory on the case and the
+/// next pass resumes it instead of starting over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    /// The engine's run directory (`Engine::resume` continues it from its checkpoint).
+    pub run_dir: String,
+    pub algorithm: String,
+    pub started_at: DateTime<Utc>,
+    /// When a pass was stopped during it (`None`: running, or the process was killed).
+    #[serde(default)]
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Calls of this search already in `spent` (a resumed search records only the rest).
+    #[serde(default)]
+    pub calls_recorded: u64,
+    #[serde(default)]
+    pub usd_recorded: f64,
+}
+
 /// One line of the case's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -171,6 +190,13 @@ pub struct Case {
     pub canary: Option<Canary>,
     #[serde(default)]
     pub spent: Vec<Spend>,
+    /// The search in progress or stopped midway (cleared when it ends).
+    #[serde(default)]
+    pub search: Option<Search>,
+    /// Why the case is not being worked on now, exactly (`waiting for corrections: 12 of 30
+    /// failing inferences …`, `waiting for budget: …`); `None` once it is.
+    #[serde(default)]
+    pub waiting: Option<String>,
     #[serde(default)]
     pub log: Vec<Entry>,
 }

@@ -11,13 +11,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use metaprompt_registry::service::{Feedback, Inference};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::monitor::Slice;
 
 /// One live example.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     pub inference: String,
     pub inputs: BTreeMap<String, Value>,
@@ -49,7 +50,7 @@ pub enum Part {
     Check,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sets {
     /// Failing items of the slice (with or without a correction).
     pub failing: Vec<Item>,

@@ -21,6 +21,10 @@
 //! - [`collect`] — the failing and regression sets from the log, deduplicated, split
 //!   stably into train, dev and the held-out check.
 //! - [`case`] — the case's states and what it records.
+//! - [`diagnose`] — the meta model's hypothesis checked against the meta-prompt's own worked
+//!   example (a copy is dropped).
+//! - `search` — a case's search recorded before it spends, so a stopped pass resumes it.
+//! - [`progress`] — what a pass is doing, as it does it (stages, calls, time).
 //! - [`agent`] — [`Agent::pass`]: one pass, idempotent over the library's state.
 //!
 //! Not here yet: discovered slices (clustering untagged failures).
@@ -28,8 +32,12 @@
 pub mod agent;
 pub mod case;
 pub mod collect;
+pub mod diagnose;
 pub mod monitor;
+pub mod progress;
+mod search;
 pub mod stats;
 
 pub use agent::{Agent, AgentError, PassReport, Settings, Status, status, status_of, status_since};
 pub use case::{Case, State};
+pub use progress::Progress;

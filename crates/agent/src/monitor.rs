@@ -212,6 +212,63 @@ pub fn detect(reports: &[SliceReport], policy: &Policy) -> Vec<Finding> {
         .collect()
 }
 
+/// A slice the monitor could not test this pass, and exactly what it lacks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shortfall {
+    pub prompt: String,
+    pub slice: Slice,
+    /// Scored outcomes in the current window, the window before, and the rest of the traffic.
+    pub n: u64,
+    pub baseline_n: u64,
+    pub rest_n: u64,
+    /// `min_n`: what each side of a test needs.
+    pub needs: u64,
+    /// In words: `topic=billing: 12 scored outcomes, needs 30`.
+    pub why: String,
+}
+
+/// The slices of `reports` that no test could look at (too few scored outcomes now, or on
+/// both references), with their counts.
+pub fn shortfalls(reports: &[SliceReport], policy: &Policy) -> Vec<Shortfall> {
+    let min = policy.min_n;
+    reports
+        .iter()
+        .filter_map(|r| {
+            let all = r.slice == Slice::All;
+            let why = if r.current.n < min {
+                format!(
+                    "{}: {} scored outcomes in the current window, needs {min}",
+                    r.slice, r.current.n
+                )
+            } else if r.baseline.n < min && (all || r.rest.n < min) {
+                if all {
+                    format!(
+                        "{}: {} scored outcomes now, but {} in the window before, needs {min}",
+                        r.slice, r.current.n, r.baseline.n
+                    )
+                } else {
+                    format!(
+                        "{}: {} scored outcomes now, but {} in the window before and {} in the \
+                         rest of the traffic, needs {min} on one of them",
+                        r.slice, r.current.n, r.baseline.n, r.rest.n
+                    )
+                }
+            } else {
+                return None;
+            };
+            Some(Shortfall {
+                prompt: r.prompt.clone(),
+                slice: r.slice.clone(),
+                n: r.current.n,
+                baseline_n: r.baseline.n,
+                rest_n: r.rest.n,
+                needs: min,
+                why,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
@@ -337,5 +394,18 @@ mod tests {
             findings.iter().all(|f| f.slice == Slice::All),
             "slices of 5 are below min_n: {findings:#?}"
         );
+        // Each is named with its count and what it needs.
+        let short = shortfalls(&reports, &policy);
+        let t3 = short
+            .iter()
+            .find(|s| s.slice.to_string() == "topic=t3")
+            .unwrap();
+        assert_eq!(
+            t3.why,
+            "topic=t3: 5 scored outcomes in the current window, needs 30"
+        );
+        assert_eq!((t3.n, t3.baseline_n, t3.needs), (5, 5, 30));
+        // The whole prompt has 100 now and 100 before: tested, not short.
+        assert!(short.iter().all(|s| s.slice != Slice::All), "{short:#?}");
     }
 }

@@ -16,6 +16,7 @@ use metaprompt_registry::model::{Decision, NewVersion, Origin, VersionRef};
 use metaprompt_registry::service::{Feedback, FeedbackSource, Inference, ServiceStore};
 use metaprompt_registry::{LabelMove, Store};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -60,6 +61,23 @@ impl Respond for Model {
     }
 }
 
+/// [`Model`], and the first execution call (the search scoring its seed) stops the pass, as
+/// Ctrl-C would.
+struct Stopping(CancellationToken);
+
+impl Respond for Stopping {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body = String::from_utf8_lossy(&request.body);
+        if !["Cause:", "Reason:", "Instruction:", "instruction"]
+            .iter()
+            .any(|m| body.contains(m))
+        {
+            self.0.cancel();
+        }
+        Model.respond(request)
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     _server: MockServer,
@@ -69,11 +87,29 @@ struct World {
 }
 
 async fn world(constraint: Option<&str>, agent_toml: &str) -> World {
+    world_with(constraint, agent_toml, None).await
+}
+
+async fn world_with(
+    constraint: Option<&str>,
+    agent_toml: &str,
+    stop: Option<CancellationToken>,
+) -> World {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Model)
-        .mount(&server)
-        .await;
+    match stop {
+        Some(token) => {
+            Mock::given(method("POST"))
+                .respond_with(Stopping(token))
+                .mount(&server)
+                .await
+        }
+        None => {
+            Mock::given(method("POST"))
+                .respond_with(Model)
+                .mount(&server)
+                .await
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = metaprompt_llm::Config::parse(&format!(
         "[providers.mock]\nkind = \"openai\"\nbase_url = \"{}\"\n\
@@ -460,4 +496,148 @@ async fn a_proposal_that_drops_a_protected_constraint_is_never_filed_or_served()
         .await
         .unwrap();
     assert_eq!(production.seq, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_stopped_midway_keeps_its_case_spend_and_run_and_the_next_pass_resumes_it() {
+    let stop = CancellationToken::new();
+    let w = world_with(None, "", Some(stop.clone())).await;
+    traffic(&w, 1, 60, 10, "a").await;
+    // The pass is stopped while its search scores the seed.
+    let stopped = w.agent.clone().with_cancel(stop.clone());
+    stopped.pass(Utc::now()).await.unwrap();
+    assert!(stop.is_cancelled());
+    let c = case(&w).await;
+    assert_eq!(c.state, State::Open, "{:#?}", c.log);
+    let search = c.search.clone().unwrap_or_else(|| panic!("{:#?}", c.log));
+    assert!(search.stopped_at.is_some());
+    let run = std::path::PathBuf::from(&search.run_dir);
+    assert!(run.join("checkpoint.json").is_file(), "{}", run.display());
+    assert!(
+        !run.join("report.json").exists(),
+        "the search did not finish"
+    );
+    let spent: u64 = c.spent.iter().map(|s| s.calls).sum();
+    assert!(
+        spent >= 1 && spent == search.calls_recorded,
+        "{:#?}",
+        c.spent
+    );
+    let last = &c.log.last().unwrap().what;
+    assert!(
+        last.starts_with("stopped midway") && last.contains(&search.run_dir),
+        "{last}"
+    );
+    assert!(c.diagnosis.is_some());
+    assert!(w.library.proposed().await.unwrap().is_empty());
+
+    // The next pass resumes that run (no second diagnosis, no second run) and files it,
+    // saying what it does as it does it.
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let agent = w
+        .agent
+        .clone()
+        .with_progress(metaprompt_agent::Progress::to(move |s| {
+            seen.lock().unwrap().push(s.to_string());
+        }));
+    agent.pass(Utc::now()).await.unwrap();
+    let lines = lines.lock().unwrap().join("\n");
+    for stage in [
+        "reading the inference and feedback log",
+        "collecting its failing and regression sets",
+        "searching (fewshot",
+        "resuming after round 0",
+        "checking candidate",
+    ] {
+        assert!(lines.contains(stage), "{stage}: {lines}");
+    }
+    let c = case(&w).await;
+    assert_eq!(c.state, State::Proposed, "{:#?}", c.log);
+    assert!(c.search.is_none());
+    assert!(
+        c.log
+            .iter()
+            .any(|e| e.what == format!("resumed search: {}", search.run_dir)),
+        "{:#?}",
+        c.log
+    );
+    assert_eq!(c.proposal.as_ref().unwrap().run_dir, search.run_dir);
+    assert!(run.join("report.json").is_file());
+    assert!(!run.parent().unwrap().join("run-2").exists());
+    let diagnosed = c
+        .log
+        .iter()
+        .filter(|e| e.what.starts_with("diagnosed"))
+        .count();
+    assert_eq!(diagnosed, 1, "{:#?}", c.log);
+    assert_eq!(
+        c.spent.len(),
+        2,
+        "the stopped part and the rest: {:#?}",
+        c.spent
+    );
+    assert_eq!(w.library.proposed().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_enough_data_says_exactly_what_is_missing() {
+    // Ten calls a day: below what a search needs.
+    let w = world(None, "max_calls_per_day = 10").await;
+    traffic(&w, 1, 30, 10, "a").await;
+    // A slice too small to test.
+    let (mut inferences, mut feedback) = (Vec::new(), Vec::new());
+    for k in 0..5 {
+        let id = format!("email-{k}");
+        inferences.push(Inference {
+            tags: [("channel".to_string(), "email".to_string())].into(),
+            ..logged(&id, 1, Utc::now() - Duration::minutes(3))
+        });
+        feedback.push(judged(&id, true, None));
+    }
+    w.service.record(&inferences, &feedback).await.unwrap();
+    let pass = w.agent.pass(Utc::now()).await.unwrap();
+    let email = pass
+        .untested
+        .iter()
+        .find(|s| s.slice.to_string() == "channel=email")
+        .unwrap_or_else(|| panic!("{:#?}", pass.untested));
+    assert_eq!(
+        email.why,
+        "channel=email: 5 scored outcomes in the current window, needs 20"
+    );
+    // Too few corrections, and too little budget: both are said, the data first.
+    let c = case(&w).await;
+    let why = c.waiting.clone().unwrap_or_else(|| panic!("{:#?}", c.log));
+    assert_eq!(
+        why,
+        "waiting for corrections: 30 of 30 failing inferences on topic=billing have a corrected \
+         output (40 needed to search on); and the budget: a search needs at least 100 model \
+         calls and 10 are left today (0 of 10 spent by all prompts, 0 of 1000 by support)"
+    );
+    assert_eq!(c.log.last().unwrap().what, why);
+    // Enough corrections now (30 new inputs): only the budget is missing.
+    traffic(&w, 1, 60, 5, "b").await;
+    w.agent.pass(Utc::now()).await.unwrap();
+    let why = case(&w).await.waiting.unwrap();
+    assert!(
+        why.starts_with("waiting for budget: a search needs at least 100 model calls and 10"),
+        "{why}"
+    );
+    // `agent status` carries both.
+    let status = metaprompt_agent::status(
+        w.service.as_ref(),
+        w.agent.settings(),
+        Some("support"),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(status.untested.iter().any(|s| s.why == email.why));
+    assert!(
+        status
+            .cases
+            .iter()
+            .any(|c| c.waiting.as_deref() == Some(why.as_str()))
+    );
 }

@@ -458,6 +458,8 @@ async fn embedded_agent_rolls_back_a_canary_that_does_worse_on_live_traffic() {
         review_comment: None,
         canary: None,
         spent: Vec::new(),
+        search: None,
+        waiting: None,
         log: Vec::new(),
     };
     let service = metaprompt_registry::open_service(&lib).await.unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, mock_model, route_task_in_root, setup, token};
+use common::{Server, cli, mock_model, route_task_in_root, setup, token};
 use fantoccini::{Client, ClientBuilder, Locator};
 use metaprompt_registry::model::{Batch, Evidence, NewVersion, Origin, ReviewState};
 use reqwest::StatusCode;
@@ -322,6 +322,185 @@ async fn traffic(http: &reqwest::Client, s: &Server, runner: &str, n: usize) {
             .status();
         assert!(st.is_success(), "{st}");
     }
+}
+
+/// Candidates evaluated and rejected in a line that counts them (`3 candidates, 1 rejected`,
+/// `1 candidate, 0 rejected`), as the CLI's `optimize` summary and the console both write them.
+fn counts(line: &str) -> (u64, u64) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.starts_with("candidate"))
+        .unwrap_or_else(|| panic!("no candidate count in {line:?}"));
+    let n = words[at - 1].parse().unwrap();
+    let r = words[at + 1..]
+        .windows(2)
+        .find(|w| w[1].starts_with("rejected"))
+        .map(|w| w[0].parse().unwrap())
+        .unwrap_or_else(|| panic!("no rejected count in {line:?}"));
+    (n, r)
+}
+
+/// The console's numbers are the CLI's: a CLI optimization's candidates on its prompt's page
+/// equal its summary; the HTTP run `id` (the same task) on the runs page, its own page and its
+/// prompt's page equal what its result holds (the summary's pool and rejected); runs are named
+/// by their task's name and linked; a free model's cost is not `$0` beside `unpriced`; the
+/// stop reason is a sentence; evidence rows are not repeated; the diff page fits 1280 px.
+async fn console_agrees_with_the_cli(
+    c: &Client,
+    s: &Server,
+    http: &reqwest::Client,
+    editor: &str,
+    d: &Path,
+    id: &str,
+) {
+    let out = cli(
+        d,
+        &[
+            "optimize",
+            "tasks/route/task.toml",
+            "--algo",
+            "fewshot",
+            "--rounds",
+            "2",
+            "--minibatch",
+            "6",
+            "--demos",
+            "2",
+            "--name",
+            "route",
+        ],
+    )
+    .await;
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("calls ") && l.contains("candidate"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cli_counts = counts(summary);
+    // The HTTP run's own counts, as the CLI's summary takes them from the outcome.
+    let run: Value = http
+        .get(s.url(&format!("/v1/runs/{id}")))
+        .bearer_auth(editor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let o = &run["result"]["outcome"];
+    let http_counts = (
+        o["pool"].as_array().unwrap().len() as u64,
+        o["rejected"].as_array().unwrap().len() as u64,
+    );
+
+    // The runs page: the task's name (not `task`), the counts, the id a link to its page.
+    c.goto(&s.url("/runs")).await.unwrap();
+    let row = js(c, &format!(
+        "const a = document.querySelector('table.runs a[href=\"/runs/{id}\"]'); return a ? a.closest('tr').innerText : null"
+    )).await;
+    let row = row
+        .as_str()
+        .unwrap_or_else(|| panic!("no link to /runs/{id}"));
+    assert!(
+        row.contains("route · fewshot") && !row.contains("task ·"),
+        "{row}"
+    );
+    let cell = js(c, &format!(
+        "return document.querySelector('table.runs a[href=\"/runs/{id}\"]').closest('tr').querySelector('td.candidates').innerText"
+    )).await;
+    assert_eq!(counts(cell.as_str().unwrap()), http_counts, "{row}");
+
+    // The run's page: the same counts, a readable stop reason, one cost wording.
+    c.goto(&s.url(&format!("/runs/{id}"))).await.unwrap();
+    assert_eq!(
+        counts(&text(c, "section.result p.counts").await),
+        http_counts
+    );
+    let stop = text(c, "section.result td.stop").await;
+    assert!(
+        stop.contains(' ') && !stop.contains('"'),
+        "not a sentence: {stop}"
+    );
+    let usage = text(c, "table.usage").await;
+    assert!(
+        !(usage.contains("$0\t") && usage.contains("unpriced")),
+        "{usage}"
+    );
+    assert!(!text(c, "#live").await.contains("1 rounds"));
+
+    // The prompt's page: each run's counts, the CLI's run by its summary's numbers, the HTTP
+    // run linked to its page; run ids of versions are links; no evidence row twice.
+    c.goto(&s.url("/prompts/route")).await.unwrap();
+    shot(c, "prompt-runs").await;
+    let rows = js(
+        c,
+        "return [...document.querySelectorAll('#runs-h ~ div table tbody tr')].map(r => \
+         [r.id, (r.querySelector('td a') || {}).getAttribute ? r.querySelector('td a').getAttribute('href') : null, \
+          r.querySelector('td.candidates').innerText])",
+    )
+    .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let linked: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r[1] == json!(format!("/runs/{id}")))
+        .collect();
+    assert_eq!(linked.len(), 1, "the HTTP run links to its page: {rows:?}");
+    assert_eq!(counts(linked[0][2].as_str().unwrap()), http_counts);
+    let own: Vec<&Value> = rows.iter().filter(|r| r[1].is_null()).collect();
+    assert_eq!(own.len(), 1, "{rows:?}");
+    assert_eq!(counts(own[0][2].as_str().unwrap()), cli_counts, "{summary}");
+    assert!(own[0][0].as_str().unwrap().starts_with("run-"), "{rows:?}");
+    let hrefs = js(
+        c,
+        "return [...document.querySelectorAll('p.meta a.run')].map(a => a.getAttribute('href'))",
+    )
+    .await;
+    let hrefs = hrefs.as_array().unwrap();
+    // (Only a kept candidate's version names its run: none may have won here.)
+    for h in hrefs {
+        let h = h.as_str().unwrap();
+        if let Some(anchor) = h.strip_prefix('#') {
+            assert_eq!(
+                js(c, &format!("return !!document.getElementById({anchor:?})")).await,
+                json!(true),
+                "{h}"
+            );
+        } else {
+            assert_eq!(h, format!("/runs/{id}"));
+        }
+    }
+    let dup = js(
+        c,
+        "return [...document.querySelectorAll('table.evidence')].some(t => { \
+           const rows = [...t.querySelectorAll('tbody tr')].map(r => r.innerText); \
+           return new Set(rows).size !== rows.length; })",
+    )
+    .await;
+    assert_eq!(dup, json!(false), "an evidence row is repeated");
+    let page = text(c, "main").await;
+    assert!(!page.contains("$0 per execution"), "{page}");
+
+    // The diff page at 1280 px: nothing wider than the window.
+    c.set_window_size(1280, 1000).await.unwrap();
+    for path in [
+        "/prompts/route/diff",
+        "/prompts/support/diff?from=v1&to=v3&view=split",
+        "/prompts/route",
+        "/runs",
+    ] {
+        c.goto(&s.url(path)).await.unwrap();
+        assert_eq!(
+            js(
+                c,
+                "return document.documentElement.scrollWidth <= window.innerWidth"
+            )
+            .await,
+            json!(true),
+            "{path} overflows at 1280 px"
+        );
+    }
+    shot(c, "diff-1280").await;
 }
 
 /// A form post the way another page (or a viewer) would forge it; no redirects followed.
@@ -686,6 +865,7 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     c.goto(&s.url("/runs")).await.unwrap();
     assert!(text(&c, "table.runs").await.contains(&id));
     shot(&c, "runs").await;
+    console_agrees_with_the_cli(&c, &s, &http, &editor, d, &id).await;
     // Cancel another from its page.
     let id2 = start_run().await;
     c.goto(&s.url(&format!("/runs/{id2}"))).await.unwrap();

@@ -796,6 +796,10 @@ fn library_batch(i: &LibraryInput<'_>) -> Batch {
             "saved_calls": o.saved_calls,
             "rounds": o.rounds.len(),
             "candidates": candidates.len(),
+            // As `optimize` and the console count them: evaluated (the seed included), and
+            // rejected before evaluation.
+            "evaluated": o.pool.len(),
+            "rejected": o.rejected.len(),
             "wall_secs": o.wall_secs,
         }),
         candidates,

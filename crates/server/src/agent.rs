@@ -61,7 +61,7 @@ pub async fn show(
 
 pub async fn pass(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Role::Editor)?;
-    let report = run_pass(&state).await?;
+    let report = run_pass(&state, None).await?;
     Ok(Json(json!({
         "at": report.at, "actions": report.actions, "findings": report.findings,
         "calls_today": report.calls_today,
@@ -69,9 +69,17 @@ pub async fn pass(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// One pass, never two at once (the loop and a `POST` take turns).
-async fn run_pass(state: &AppState) -> ApiResult<metaprompt_agent::PassReport> {
+async fn run_pass(
+    state: &AppState,
+    stop: Option<&CancellationToken>,
+) -> ApiResult<metaprompt_agent::PassReport> {
     let _turn = state.agent_turn.lock().await;
-    let agent = agent(state)?;
+    let mut agent = agent(state)?;
+    // A server stopping stops the pass at its next safe point (its search keeps its
+    // checkpoint and the next pass resumes it).
+    if let Some(stop) = stop {
+        agent = agent.with_cancel(stop.child_token());
+    }
     agent.pass(chrono::Utc::now()).await.map_err(agent_error)
 }
 
@@ -93,7 +101,7 @@ fn agent(state: &AppState) -> ApiResult<Agent> {
 /// `serve --agent`: a pass every `interval` until the server stops.
 pub async fn run_loop(state: AppState, interval: Duration, stop: CancellationToken) {
     loop {
-        match run_pass(&state).await {
+        match run_pass(&state, Some(&stop)).await {
             Ok(r) => {
                 for a in &r.actions {
                     tracing::info!(case = %a.case, prompt = %a.prompt, slice = %a.slice, what = %a.what, "agent");

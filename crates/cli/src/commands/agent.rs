@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use metaprompt_agent::monitor::{Against, Finding, Policy, Slice, SliceReport};
+use metaprompt_agent::monitor::{Against, Finding, Policy, Shortfall, Slice, SliceReport};
 use metaprompt_agent::{Agent, Case, Settings};
 use metaprompt_registry::service::ServiceStore;
 use serde_json::json;
@@ -50,7 +50,9 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
             let dir = path
                 .parent()
                 .map_or_else(|| "agent".into(), |p| p.join("agent"));
-            let agent = Agent::new(engine.clone(), store.clone(), service.clone(), dir)?;
+            // What each pass is doing, as it does it, on stderr (stdout keeps the report).
+            let agent = Agent::new(engine.clone(), store.clone(), service.clone(), dir)?
+                .with_progress(metaprompt_agent::Progress::to(|s| eprintln!("agent {s}")));
             let r = watch(&agent, &args).await;
             store.close().await;
             engine.close().await;
@@ -66,6 +68,25 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn watch(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
+    // Ctrl-C stops the pass at its next safe point: a search in flight keeps its checkpoint,
+    // and its case records the spend and the run, which the next pass resumes.
+    let stop = agent.canceller();
+    let on_ctrl_c = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping: the pass ends at its next safe point");
+                stop.cancel();
+            }
+        })
+    };
+    let r = passes(agent, args).await;
+    on_ctrl_c.abort();
+    r
+}
+
+async fn passes(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
+    let stop = agent.canceller();
     loop {
         let pass = agent.pass(Utc::now()).await?;
         if args.json {
@@ -80,6 +101,7 @@ async fn watch(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
                 pass.max_calls_per_day
             );
             print_slices(&pass.slices, &pass.findings, args.prompt.as_deref());
+            print_untested(&pass.untested, args.prompt.as_deref());
             for a in pass
                 .actions
                 .iter()
@@ -88,12 +110,12 @@ async fn watch(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
                 outln!("CASE {} ({} {}): {}", a.case, a.prompt, a.slice, a.what);
             }
         }
-        if args.once {
+        if args.once || stop.is_cancelled() {
             return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
         }
     }
 }
@@ -111,7 +133,7 @@ async fn monitor_only(
             serde_json::to_string_pretty(&json!({
                 "policy": policy_json(&settings.policy),
                 "inferences": s.inferences, "scored": s.scored,
-                "slices": s.slices, "findings": s.findings,
+                "slices": s.slices, "findings": s.findings, "untested": s.untested,
             }))?
         );
         return Ok(());
@@ -125,6 +147,7 @@ async fn monitor_only(
         s.fdr
     );
     print_slices(&s.reports, &s.findings, prompt);
+    print_untested(&s.untested, prompt);
     Ok(())
 }
 
@@ -142,6 +165,7 @@ async fn status(
         return Ok(());
     }
     print_slices(&s.reports, &s.findings, prompt);
+    print_untested(&s.untested, prompt);
     if !s.slices.is_empty() {
         outln!(
             "\n  {:<20} {:<32} {:>6} {:>7} {:>11} {:>11}",
@@ -182,6 +206,25 @@ async fn status(
             c.state.as_str(),
             c.opened_at.format("%Y-%m-%d %H:%M")
         );
+        if let Some(w) = &c.waiting {
+            outln!("  {w}");
+        }
+        if let Some(r) = &c.search {
+            match r.stopped_at {
+                Some(at) => outln!(
+                    "  search: {} ({}), stopped {}; the next pass resumes it",
+                    r.run_dir,
+                    r.algorithm,
+                    at.format("%Y-%m-%d %H:%M")
+                ),
+                None => outln!(
+                    "  search: {} ({}), since {}",
+                    r.run_dir,
+                    r.algorithm,
+                    r.started_at.format("%Y-%m-%d %H:%M")
+                ),
+            }
+        }
         if let Some(d) = &c.diagnosis {
             outln!("  diagnosis: {}", d.summary);
             outln!("  hypothesis ({}): {}", d.model, d.hypothesis);
@@ -231,6 +274,21 @@ async fn status(
 fn policy_json(p: &Policy) -> serde_json::Value {
     json!({"window_secs": p.window.num_seconds(), "min_n": p.min_n, "fdr": p.fdr,
            "min_drop": p.min_drop})
+}
+
+/// The slices no test could look at, each with its counts and what it needs.
+fn print_untested(untested: &[Shortfall], only: Option<&str>) {
+    let short: Vec<&Shortfall> = untested
+        .iter()
+        .filter(|s| only.is_none_or(|p| p == s.prompt))
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    outln!("not tested, too few scored outcomes:");
+    for s in short {
+        outln!("  {} {}", s.prompt, s.why);
+    }
 }
 
 fn print_slices(reports: &[SliceReport], findings: &[Finding], only: Option<&str>) {

@@ -231,12 +231,17 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         );
     }
     outln!(
-        "calls      metric {} for the search (racing saved {}) + {} for the test, meta {} · {} candidates, {} rejected · wall {}",
+        "calls      metric {} for the search (racing saved {}) + {} for the test, meta {} · {} {}, {} rejected · wall {}",
         o.metric_calls,
         o.saved_calls,
         o.test_calls,
         o.meta_calls,
         o.pool.len(),
+        if o.pool.len() == 1 {
+            "candidate"
+        } else {
+            "candidates"
+        },
         o.rejected.len(),
         format::duration(run_duration(o.wall_secs))
     );

@@ -596,19 +596,30 @@ async fn log(store: &dyn Store, name: &str, json: bool) -> anyhow::Result<()> {
     }
     for r in &runs {
         outln!(
-            "{}  run {} {}{} ({} candidates considered){}",
+            "{}  run {} {}{} ({}){}",
             r.started_at.format("%Y-%m-%d %H:%M:%S"),
             r.kind,
             r.id,
             r.algorithm
                 .as_ref()
                 .map_or(String::new(), |a| format!(" · {a}")),
-            r.summary
-                .get("candidates")
-                .and_then(|c| c.as_u64())
-                .unwrap_or(0),
+            candidate_counts(&r.summary),
             r.dir.as_ref().map_or(String::new(), |d| format!(" · {d}"))
         );
     }
     Ok(())
+}
+
+/// A run's candidates as `optimize` and the console count them: evaluated, and rejected before
+/// evaluation (older runs recorded only the total).
+fn candidate_counts(summary: &serde_json::Value) -> String {
+    let n = |k: &str| summary.get(k).and_then(serde_json::Value::as_u64);
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    match (n("evaluated"), n("rejected")) {
+        (Some(e), Some(r)) => format!("{}, {r} rejected", plural(e, "candidate", "candidates")),
+        _ => format!(
+            "{} considered",
+            plural(n("candidates").unwrap_or(0), "candidate", "candidates")
+        ),
+    }
 }

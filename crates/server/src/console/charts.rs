@@ -103,6 +103,36 @@ impl Axis {
     }
 }
 
+/// `1 candidate`, `2 candidates`: a count with its noun in the right number.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// A cost as every page words it: `unpriced` where a call ran on a model without a price
+/// (never `$0`: unknown is not free), `no calls` where nothing ran (a layer that did no work
+/// costs nothing whatever its model), else dollars. `calls` is `None` where not known.
+pub fn cost(cost: Option<f64>, calls: Option<u64>) -> String {
+    match (cost, calls) {
+        (_, Some(0)) => "no calls".into(),
+        (None, _) => "unpriced".into(),
+        (Some(c), _) => usd(c),
+    }
+}
+
+/// A run's candidates as the CLI's `optimize` summary counts them: those evaluated (the
+/// pool, the seed included) and those rejected before evaluation, apart.
+pub fn candidates(evaluated: usize, rejected: usize) -> String {
+    format!(
+        "{}, {} rejected",
+        plural(evaluated, "candidate", "candidates"),
+        rejected
+    )
+}
+
 /// Dollars with as many decimals as the amount needs: `$0`, `$0.0042`, `$1.25`.
 pub fn usd(v: f64) -> String {
     if v == 0.0 {
@@ -306,6 +336,23 @@ pub fn origin_name(v: &Version) -> &'static str {
 }
 
 /// Versions top to bottom in order, each linked to its parents by an arc on the left.
+/// Characters of a lineage label that fit the drawing (560 wide, labels from x = 86, about
+/// 7 px a character at 13 px); the whole label is the node's tooltip.
+const LINEAGE_CHARS: usize = 64;
+
+fn lineage_label(v: &Version) -> String {
+    let mut s = format!("v{} · {} · {}", v.seq, origin_name(v), v.author);
+    if v.review != metaprompt_registry::model::ReviewState::None {
+        s.push_str(" · ");
+        s.push_str(v.review.as_str());
+    }
+    if let Some(m) = &v.message {
+        s.push_str(" — ");
+        s.push_str(m.lines().next().unwrap_or_default());
+    }
+    s
+}
+
 pub fn lineage(versions: &[Version]) -> Markup {
     let row = 28.0;
     let x0 = 70.0;
@@ -326,10 +373,10 @@ pub fn lineage(versions: &[Version]) -> Markup {
                     circle cx=(x0) cy=(y(k)) r="7" fill=(origin_colour(v)) {
                         title { "v" (v.seq) " · " (origin_name(v)) " · " (v.review.as_str()) }
                     }
+                    @let full = lineage_label(v);
                     text x=(x0 + 16.0) y=(y(k) + 4.0) font-size="13" {
-                        "v" (v.seq) " · " (origin_name(v)) " · " (v.author)
-                        @if v.review != metaprompt_registry::model::ReviewState::None { " · " (v.review.as_str()) }
-                        @if let Some(m) = &v.message { " — " (truncate(m, 40)) }
+                        title { (full) }
+                        (truncate(&full, LINEAGE_CHARS))
                     }
                 }
             }
@@ -367,6 +414,19 @@ mod tests {
         assert_eq!(usd(0.00042), "$0.00042");
         assert_eq!(usd(1.5), "$1.50");
         assert_eq!(Axis::Score.label(0.5, 1.0), "0.50");
+    }
+
+    #[test]
+    fn counts_and_costs_read_one_way() {
+        assert_eq!(plural(1, "candidate", "candidates"), "1 candidate");
+        assert_eq!(plural(0, "candidate", "candidates"), "0 candidates");
+        assert_eq!(candidates(2, 1), "2 candidates, 1 rejected");
+        assert_eq!(candidates(1, 0), "1 candidate, 0 rejected");
+        assert_eq!(cost(None, Some(3)), "unpriced");
+        assert_eq!(cost(Some(0.0), Some(0)), "no calls");
+        assert_eq!(cost(None, Some(0)), "no calls");
+        assert_eq!(cost(Some(0.0), Some(4)), "$0");
+        assert_eq!(cost(Some(0.00042), None), "$0.00042");
     }
 
     #[test]

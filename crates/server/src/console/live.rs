@@ -15,7 +15,7 @@ use metaprompt_registry::service::{InferenceQuery, Role, ScoreBucket};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::charts::{self, Axis, Series, usd};
+use super::charts::{self, Axis, Series};
 use super::pages::{as_seen, diff_texts, form, prompt_file, query, when};
 use super::{Nav, PageError, PageResult, Session, check_form, encode, layout};
 use crate::AppState;
@@ -32,13 +32,66 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// The name of a run's task: the one its result names, else the `name` its task file gives,
+/// else the file's folder or stem (never the literal `task` of `…/task.toml`).
+fn task_name(r: &Record) -> String {
+    if let Some(t) = r.result.as_ref().and_then(|v| v["task"].as_str()) {
+        return t.to_string();
+    }
+    let q = r.request.get("request").unwrap_or(&r.request);
+    let Some(task) = q["task"].as_str() else {
+        return "?".into();
+    };
+    let path = std::path::Path::new(task);
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("name")?.as_str().map(String::from));
+    if let Some(n) = named {
+        return n;
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    match stem.as_deref() {
+        Some("task") | None => path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| task.to_string(), |p| p.to_string_lossy().into_owned()),
+        Some(s) => s.to_string(),
+    }
+}
+
+/// A finished optimization's candidates, counted as the CLI's summary counts them.
+fn candidate_counts(r: &Record) -> Option<(usize, usize)> {
+    let o = &r.result.as_ref()?["outcome"];
+    Some((
+        o["pool"].as_array()?.len(),
+        o["rejected"].as_array().map_or(0, Vec::len),
+    ))
+}
+
+/// The optimizer's reason for stopping as a sentence: its code (`converged`, `wall`, …) read
+/// by the optimizer's own `StopReason::describe`, the words the CLI's summary prints.
+fn stop_reason(stop: &Value) -> String {
+    /// Decodes `v` as the type that `shape` returns from an engine result: the optimizer's
+    /// own `StopReason`, without naming a crate the server does not depend on.
+    fn decode_as<T: serde::de::DeserializeOwned>(
+        v: &Value,
+        _shape: impl FnOnce(metaprompt_engine::OptimizeResult) -> T,
+    ) -> Option<T> {
+        serde_json::from_value(v.clone()).ok()
+    }
+    match decode_as(stop, |r| r.outcome.stop) {
+        Some(s) => s.describe().to_string(),
+        None => stop
+            .as_str()
+            .map_or_else(|| stop.to_string(), str::to_string),
+    }
+}
+
 /// What a run is about, from its request.
 fn subject(r: &Record) -> String {
     let q = r.request.get("request").unwrap_or(&r.request);
-    let task = q["task"].as_str().unwrap_or("?");
-    let task = std::path::Path::new(task)
-        .file_stem()
-        .map_or_else(|| task.to_string(), |s| s.to_string_lossy().into_owned());
+    let task = task_name(r);
     match q["algorithm"].as_str() {
         Some(a) => format!("{task} · {a}"),
         None => task,
@@ -53,10 +106,11 @@ pub async fn runs(State(state): State<AppState>, session: Session) -> PageResult
         p.note { "Evaluations and optimizations started over HTTP (" code { "POST /v1/runs" } "). Runs made from the command line are listed on their prompt's page." }
         @if records.is_empty() { p { "No runs yet." } } @else {
             div.scroll { table.runs {
-                thead { tr { th scope="col" { "Run" } th scope="col" { "Kind" } th scope="col" { "Task" } th scope="col" { "Status" } th scope="col" { "By" } th scope="col" { "Started" } th scope="col" { "Finished" } } }
+                thead { tr { th scope="col" { "Run" } th scope="col" { "Kind" } th scope="col" { "Task" } th scope="col" { "Candidates" } th scope="col" { "Status" } th scope="col" { "By" } th scope="col" { "Started" } th scope="col" { "Finished" } } }
                 tbody { @for r in &records { tr {
                     td { a href={ "/runs/" (encode(&r.id)) } { code { (r.id) } } }
                     td { (r.kind) } td { (subject(r)) }
+                    td.candidates { @match candidate_counts(r) { Some((n, k)) => { (charts::candidates(n, k)) } None => { span.note { "—" } } } }
                     td { span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } }
                     td { (r.by) } td { (when(&r.started_at)) }
                     td { @if let Some(f) = &r.finished_at { (when(f)) } }
@@ -117,7 +171,8 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
     html! {
         p.state data-status=(status_name(r.status)) {
             span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } " · "
-            span #events { (events.len()) } " events · " span #rounds { (rounds.len()) } " rounds"
+            span #events { (events.len()) } (if events.len() == 1 { " event · " } else { " events · " })
+            span #rounds { (rounds.len()) } (if rounds.len() == 1 { " round" } else { " rounds" })
             @if r.status == Status::Running { @if let Some(e) = last_step {
                 " · now: " @match e["event"].as_str() {
                     Some("evaluating") => { "evaluating " (e["label"].as_str().unwrap_or("")) " " (e["done"]) "/" (e["total"]) }
@@ -134,8 +189,8 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
                     td.num { (s["round"]) } td.num { (format!("{:.3}", num(&s["best"]))) " " span.note { (s["best_id"].as_str().unwrap_or("")) } }
                     td.num { @if let Some(m) = s["mean"].as_f64() { (format!("{m:.3}")) } }
                     td.num { (s["proposed"]) } td.num { (s["rejected"]) } td.num { (s["metric_calls"]) } td.num { (s["meta_calls"]) }
-                    td.num { @match s["meta_cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
-                    td.num { @match s["execution_cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+                    td.num { (charts::cost(s["meta_cost_usd"].as_f64(), s["meta_calls"].as_u64())) }
+                    td.num { (charts::cost(s["execution_cost_usd"].as_f64(), s["metric_calls"].as_u64())) }
                     td.num { (format!("{:.1} s", num(&s["wall_secs"]))) }
                 } } }
             } }
@@ -150,7 +205,7 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
             @let s = &e["summary"];
             p { "Evaluated " strong { (e["label"].as_str().unwrap_or("")) } ": " (format!("{:.3}", num(&s["score"]["mean"])))
                 " [" (format!("{:.3}", num(&s["score"]["low"]))) ", " (format!("{:.3}", num(&s["score"]["high"]))) "] on " (s["score"]["n"]) " examples"
-                " · " (s["errors"]) " errors · " @match s["cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+                " · " (charts::plural(s["errors"].as_u64().unwrap_or(0) as usize, "error", "errors")) " · " (charts::cost(s["cost_usd"].as_f64(), None)) }
         }
         @if let Some(result) = &r.result { @if r.kind == "optimize" { (finished(result)) } }
     }
@@ -189,7 +244,7 @@ fn finished(result: &Value) -> Markup {
         html! { tr {
             th scope="row" { (name) } td.num { (u["calls"]) } td.num { (u["cached"]) } td.num { (u["failed"]) }
             td.num { (u["input_tokens"]) } td.num { (u["output_tokens"]) }
-            td.num { @match u["cost_usd"].as_f64() { Some(c) => (usd(c)), None => "unpriced" } }
+            td.num { (charts::cost(u["cost_usd"].as_f64(), u["calls"].as_u64())) }
         } }
     };
     html! {
@@ -208,7 +263,7 @@ fn finished(result: &Value) -> Markup {
                     tr { th scope="row" { "seed on test" } td { (estimate(&o["seed_test"])) } }
                     tr { th scope="row" { "kept on test" } td { (estimate(&o["winner_test"])) } }
                     @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(&o["test_paired"])) } } }
-                    tr { th scope="row" { "stopped" } td { (o["stop"].as_str().map_or_else(|| o["stop"].to_string(), str::to_string)) } }
+                    tr { th scope="row" { "stopped" } td.stop { (stop_reason(&o["stop"])) } }
                 }
             } }
             h3 { "Calls and cost per layer" }
@@ -217,6 +272,7 @@ fn finished(result: &Value) -> Markup {
                 tbody { (layer("meta", &o["meta_usage"])) (layer("execution", &o["execution_usage"])) }
             } }
             h3 { "Candidates" }
+            p.counts { (charts::candidates(o["pool"].as_array().map_or(0, Vec::len), o["rejected"].as_array().map_or(0, Vec::len))) }
             div.scroll { table.candidates {
                 thead { tr { th scope="col" { "candidate" } th scope="col" { "made by" } th scope="col" { "round" } th scope="col" { "parents" } th scope="col" { "dev examples scored" } th scope="col" { "mean" } } }
                 tbody { @for e in o["pool"].as_array().into_iter().flatten() {
@@ -232,7 +288,7 @@ fn finished(result: &Value) -> Markup {
             } }
             @let rejected = o["rejected"].as_array().map_or(0, Vec::len);
             @if rejected > 0 {
-                details { summary { (rejected) " candidates rejected before evaluation" }
+                details { summary { (charts::plural(rejected, "candidate", "candidates")) " rejected before evaluation" }
                     ul { @for r in o["rejected"].as_array().into_iter().flatten() {
                         li { code { (r["id"].as_str().unwrap_or("")) } " (" (r["op"].as_str().unwrap_or("")) ", round " (r["round"]) "): "
                             (r["why"].as_array().map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }

@@ -417,11 +417,34 @@ pub fn prompt_file(file: &PromptFile) -> Markup {
     }
 }
 
+/// Evidence rows once each: the same measurement recorded again (a run stored twice, a version
+/// found already there) is one row, the first recorded.
+fn distinct(ev: &[Evidence]) -> Vec<&Evidence> {
+    let mut seen = std::collections::HashSet::new();
+    ev.iter()
+        .filter(|e| {
+            seen.insert((
+                e.task.clone(),
+                e.split.clone(),
+                e.model.clone(),
+                e.metric.clone(),
+                e.n,
+                e.mean.to_bits(),
+                e.low.to_bits(),
+                e.high.to_bits(),
+                e.baseline.clone(),
+                e.diff.map(f64::to_bits),
+            ))
+        })
+        .collect()
+}
+
 /// Evidence rows with their intervals (`seqs`: hash → version number, for baselines).
 pub fn evidence_table(ev: &[Evidence], seqs: &HashMap<String, u32>) -> Markup {
     if ev.is_empty() {
         return html! { p.note { "No evidence recorded." } };
     }
+    let ev = distinct(ev);
     html! {
         div.scroll { table.evidence {
             thead { tr {
@@ -429,7 +452,7 @@ pub fn evidence_table(ev: &[Evidence], seqs: &HashMap<String, u32>) -> Markup {
                 th scope="col" { "score [95% CI]" } th scope="col" { "" }
                 th scope="col" { "vs baseline" } th scope="col" { "cost / execution" }
             } }
-            tbody { @for e in ev { tr {
+            tbody { @for e in &ev { tr {
                 td { (e.split) } td { (e.task) " · " code { (e.model) } " · " (e.metric) } td.num { (e.n) }
                 td.num { (format!("{:.3}", e.mean)) " [" (format!("{:.3}", e.low)) ", " (format!("{:.3}", e.high)) "]" }
                 td { (charts::interval(e.mean, e.low, e.high, (0.0, 1.0))) }
@@ -441,7 +464,7 @@ pub fn evidence_table(ev: &[Evidence], seqs: &HashMap<String, u32>) -> Markup {
                         (charts::interval(d, lo, hi, (-1.0, 1.0)))
                     } @else { span.note { "—" } }
                 }
-                td.num { @match e.cost_per_execution_usd { Some(c) => (usd(c)), None => span.note { "unpriced" } } }
+                td.num { (charts::cost(e.cost_per_execution_usd, None)) }
             } } }
         } }
     }
@@ -507,11 +530,41 @@ pub async fn prompt(
         .events(&name)
         .await
         .map_err(|e| error::library(e, "name"))?;
-    let runs = lib
+    let mut runs = lib
         .runs(&name)
         .await
         .map_err(|e| error::library(e, "name"))?;
+    // The list comes without candidates: each run's are read to count them.
+    for r in &mut runs {
+        if r.candidates.is_empty() {
+            r.candidates = lib
+                .run(&r.id)
+                .await
+                .map_err(|e| error::library(e, "name"))?
+                .candidates;
+        }
+    }
     let seqs: HashMap<String, u32> = versions.iter().map(|v| (v.hash.clone(), v.seq)).collect();
+    // Where each library run's id leads: its page when it ran over HTTP (the same run folder),
+    // else its row below.
+    let http = state.runs.records();
+    let run_href = |id: &str| -> String {
+        let dir = runs
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.dir.as_deref());
+        let page = dir.and_then(|d| {
+            http.iter().find(|h| {
+                h.run_dir
+                    .as_ref()
+                    .is_some_and(|rd| std::path::Path::new(d).starts_with(rd))
+            })
+        });
+        match page {
+            Some(h) => format!("/runs/{}", encode(&h.id)),
+            None => format!("#run-{id}"),
+        }
+    };
     let shown: Vec<&Version> = versions
         .iter()
         .rev()
@@ -565,7 +618,7 @@ pub async fn prompt(
                     p.meta {
                         "by " (v.author) " " (when(&v.created_at)) " · " code title=(v.hash) { (v.short()) }
                         @for p in &v.parents { " · parent " a href={ "#v" (seqs.get(p).copied().unwrap_or(0)) } { "v" (seqs.get(p).copied().unwrap_or(0)) } }
-                        @if let Some(r) = &v.run { " · run " code { (r) } }
+                        @if let Some(r) = &v.run { " · run " a.run href=(run_href(r)) { code { (r) } } }
                         @if let Some(p) = v.parents.first() {
                             " · " a href={ "/prompts/" (encode(&name)) "/diff?from=v" (seqs.get(p).copied().unwrap_or(0)) "&to=v" (v.seq) } { "diff against parent" }
                         }
@@ -590,10 +643,16 @@ pub async fn prompt(
             @if runs.is_empty() { p.note { "None." } } @else {
                 div.scroll { table {
                     thead { tr { th scope="col" { "run" } th scope="col" { "kind" } th scope="col" { "algorithm" } th scope="col" { "started" } th scope="col" { "candidates" } } }
-                    tbody { @for r in &runs { tr {
-                        td { code { (r.id) } } td { (r.kind.as_str()) } td { (r.algorithm.clone().unwrap_or_default()) }
-                        td { (when(&r.started_at)) } td.num { (r.candidates.len()) }
-                    } } }
+                    tbody { @for r in &runs {
+                        @let rejected = r.candidates.iter().filter(|c| c.status == "rejected").count();
+                        @let href = run_href(&r.id);
+                        tr #{ "run-" (r.id) } {
+                            td { @if href.starts_with('#') { code { (r.id) } } @else { a href=(href) { code { (r.id) } } } }
+                            td { (r.kind.as_str()) } td { (r.algorithm.clone().unwrap_or_default()) }
+                            td { (when(&r.started_at)) }
+                            td.candidates { (charts::candidates(r.candidates.len() - rejected, rejected)) }
+                        }
+                    } }
                 } }
             }
         }
@@ -990,7 +1049,7 @@ pub async fn proposal(
                         }
                     }
                     (Some(n), None) => { "Per execution " (usd(n)) "; the version it replaces has no cost on record." }
-                    _ => { "No cost on record (an unpriced model: $0 per execution)." }
+                    _ => { "No cost on record: the model is unpriced." }
                 }
             }
         }
