@@ -217,6 +217,10 @@ pub enum PromptsCommand {
         /// Moving `production` to a machine-made version of this prompt needs an approval
         #[arg(long)]
         review_required: bool,
+        /// Record how it runs from this task (its execution model and [models] settings, its
+        /// choice labels), where the file does not say, so it is served as the task evaluates it
+        #[arg(long, value_name = "TASK")]
+        task: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

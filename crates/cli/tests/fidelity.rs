@@ -104,6 +104,8 @@ async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
         )
         .await;
         assert_eq!(served["output"], row["output"], "{question}");
+        // The mock cannot score: the answer is generated and read as the choice metric reads it.
+        assert_eq!(served["answer"], row["output"], "{served:#}");
         assert_eq!(served["settings"]["source"], "version", "{served:#}");
         assert_eq!(served["settings"]["max_tokens"], 4);
     }
@@ -393,4 +395,49 @@ async fn check_serve_passes_a_version_served_as_evaluated_and_fails_one_that_is_
         "{out}"
     );
     assert!(out.contains("NOT served as it was evaluated"), "{out}");
+    // The same file added with --task records how the task runs it (here that makes it the
+    // seed version again, content and settings alike): served as evaluated.
+    let added = serde_json::from_str::<Value>(
+        &cli(
+            d,
+            &[
+                "prompts",
+                "add",
+                "route",
+                "plain.toml",
+                "--task",
+                &task,
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(
+        added["version"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("[run]"),
+        "{added:#}"
+    );
+    let seq2 = added["version"]["seq"].as_u64().unwrap();
+    assert_ne!(seq2, seq, "{added:#}");
+    let reference = format!("route@v{seq2}");
+    let ok = common::metaprompt(
+        d,
+        &["check-serve", &task, &reference, "--server", &server],
+        &[
+            ("METAPROMPT_TOKEN", runner.as_str()),
+            ("METAPROMPT_LIBRARY", d.join("lib.db").to_str().unwrap()),
+            ("METAPROMPT_NO_CACHE", "1"),
+        ],
+    )
+    .await;
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        common::stdout(&ok),
+        common::stderr(&ok)
+    );
+    assert!(common::stdout(&ok).contains("served as it was evaluated"));
 }

@@ -958,17 +958,24 @@ struct Choice {
 
 impl Choice {
     fn parse<'a>(&'a self, output: &str) -> Option<&'a str> {
-        let lower = output.to_lowercase();
-        self.labels
-            .iter()
-            .filter_map(|l| {
-                let needle = l.trim().to_lowercase();
-                let re = Regex::new(&format!(r"(^|\W){}($|\W)", regex::escape(&needle))).ok()?;
-                re.find(&lower).map(|m| (m.start(), l.as_str()))
-            })
-            .min_by_key(|(pos, _)| *pos)
-            .map(|(_, l)| l)
+        parse_choice(&self.labels, output)
     }
+}
+
+/// The label a generated answer gives, as the `choice` metric reads it: the label (a whole word,
+/// any case) that appears first in the text; `None` when none does. The server reads a served
+/// choice's answer the same way.
+pub fn parse_choice<'a>(labels: &'a [String], output: &str) -> Option<&'a str> {
+    let lower = output.to_lowercase();
+    labels
+        .iter()
+        .filter_map(|l| {
+            let needle = l.trim().to_lowercase();
+            let re = Regex::new(&format!(r"(^|\W){}($|\W)", regex::escape(&needle))).ok()?;
+            re.find(&lower).map(|m| (m.start(), l.as_str()))
+        })
+        .min_by_key(|(pos, _)| *pos)
+        .map(|(_, l)| l)
 }
 
 #[async_trait]

@@ -8,7 +8,9 @@
 //! max_tokens = 4
 //! stop = ["\n"]
 //! labels = ["positive", "negative"]   # a choice: answered by label scoring where the model
-//!                                     # can score (as the evaluation did), else generated
+//!                                     # can score (as the evaluation did), else generated and
+//!                                     # read as the choice metric reads it (`answer`)
+//! # generate = true                   # always generate and read (the metric's `generate`)
 //! ```
 //!
 //! The model is the prompt's `target_model`. `optimize`, `generate`, `translate` and the agent
@@ -30,9 +32,14 @@ pub struct RunSettings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
     /// The answer is one of these labels, chosen by log-probability where the model can score
-    /// labels (as the evaluation chose it); elsewhere it is generated.
+    /// labels (as the evaluation chose it); elsewhere generated, and the label read from the
+    /// text as the `choice` metric reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// Generate and read the label even where the model could score (the task's `choice`
+    /// metric says `generate = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
 }
 
 impl RunSettings {
@@ -40,15 +47,16 @@ impl RunSettings {
     /// and the labels of its `choice` metric unless that metric generates.
     pub fn of_task(task: &Task) -> Self {
         let m = &task.config.models;
-        let labels = task.config.metrics.iter().find_map(|c| match &c.spec {
-            MetricSpec::Choice(o) if !o.generate => Some(o.labels.clone()),
+        let choice = task.config.metrics.iter().find_map(|c| match &c.spec {
+            MetricSpec::Choice(o) => Some(o),
             _ => None,
         });
         Self {
             temperature: m.execution_temperature,
             max_tokens: m.max_tokens,
             stop: m.stop.clone(),
-            labels,
+            labels: choice.map(|o| o.labels.clone()),
+            generate: choice.is_some_and(|o| o.generate),
         }
     }
 

@@ -120,7 +120,11 @@ pub fn export(prompt: &str, file: &PromptFile, form: Export) -> Result<String, R
                         body.insert("stop".into(), Value::from(r.stop.clone()));
                     }
                     if let Some(labels) = &r.labels {
-                        body.insert("metaprompt".into(), serde_json::json!({ "labels": labels }));
+                        let mut m = serde_json::json!({ "labels": labels });
+                        if r.generate {
+                            m["generate"] = Value::Bool(true);
+                        }
+                        body.insert("metaprompt".into(), m);
                     }
                 }
                 Value::Object(body)
@@ -218,6 +222,11 @@ fn from_messages(text: &str) -> Result<PromptFile, String> {
             };
             file.target_model = body.get("model").and_then(Value::as_str).map(String::from);
             if let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) {
+                let generate = body
+                    .get("metaprompt")
+                    .and_then(|m| m.get("generate"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let labels = body
                     .get("metaprompt")
                     .and_then(|m| m.get("labels"))
@@ -239,6 +248,7 @@ fn from_messages(text: &str) -> Result<PromptFile, String> {
                         }
                     },
                     labels,
+                    generate,
                 });
             }
             messages
@@ -374,6 +384,7 @@ constraints = ["Answer with one word."]
             max_tokens: 4,
             stop: vec!["\n".into()],
             labels: Some(vec!["negative".into(), "positive".into()]),
+            generate: false,
         });
         let json = export("sst2", &p, Export::Json).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();

@@ -346,6 +346,9 @@ pub struct Ran {
     pub response: Response,
     /// The settings it ran with, and where they came from.
     pub settings: Applied,
+    /// For a version whose answer is one of its labels: the label, scored or read from the
+    /// generated text as its evaluation's `choice` metric reads it (`None`: none appears).
+    pub answer: Option<String>,
     /// The online score, when the spec asked for one: the metric's score, or why it could
     /// not score the output.
     pub score: Option<Result<Score, String>>,
@@ -402,7 +405,7 @@ impl Applied {
         if !spec.stop.is_empty() {
             a.stop.clone_from(&spec.stop);
         }
-        if generation || !can_score {
+        if generation || !can_score || settings.is_some_and(|r| r.generate) {
             a.labels = None;
         }
         if generation || spec.temperature.is_some() {
@@ -670,10 +673,18 @@ pub async fn run(
                 _ => Vec::new(),
             };
             record(state, &inference, feedback).await?;
+            let answer = target
+                .file
+                .run
+                .as_ref()
+                .and_then(|r| r.labels.as_ref())
+                .and_then(|labels| metaprompt_eval::metric::parse_choice(labels, &response.text))
+                .map(String::from);
             Ok(Ran {
                 inference,
                 response,
                 settings,
+                answer,
                 score,
             })
         }

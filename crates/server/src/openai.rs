@@ -143,6 +143,8 @@ struct Answer {
     inference: Option<(String, String, u32)>,
     /// The settings a served prompt ran with (none for a plain model call).
     settings: Option<gateway::Applied>,
+    /// A served choice's label, read as its evaluation read it.
+    answer: Option<String>,
     /// Time spent waiting on the model.
     model_ms: f64,
 }
@@ -292,6 +294,7 @@ async fn run_served(
         model: model.to_string(),
         inference: Some((i.id, i.prompt, i.seq)),
         settings: Some(ran.settings),
+        answer: ran.answer,
         model_ms: i.latency_ms,
     })
 }
@@ -336,6 +339,7 @@ async fn run_model(
         model: spec.to_string(),
         inference: None,
         settings: None,
+        answer: None,
         model_ms,
     })
 }
@@ -360,7 +364,7 @@ fn extension(a: &Answer) -> Value {
     match &a.inference {
         Some((id, prompt, seq)) => {
             json!({"inference_id": id, "prompt": prompt, "version": format!("v{seq}"),
-                   "settings": a.settings})
+                   "settings": a.settings, "answer": a.answer})
         }
         None => Value::Null,
     }

@@ -309,6 +309,7 @@ pub async fn run(
         "cost_usd": i.cost_usd,
         "latency_ms": i.latency_ms,
         "settings": ran.settings,
+        "answer": ran.answer,
         "score": match &ran.score {
             Some(Ok(s)) => json!({"value": s.value, "feedback": s.feedback}),
             Some(Err(e)) => json!({"value": null, "error": e}),

@@ -37,9 +37,19 @@ async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> an
             message,
             parent,
             review_required,
+            task,
             json,
         } => {
-            let prompt = content::import(&file, &name)?;
+            let mut prompt = content::import(&file, &name)?;
+            if let Some(task) = task {
+                let task = metaprompt_eval::Task::load(&task)?;
+                if prompt.run.is_none() {
+                    prompt.run = Some(metaprompt_eval::settings::RunSettings::of_task(&task));
+                }
+                if prompt.target_model.is_none() {
+                    prompt.target_model = Some(task.config.models.execution.clone());
+                }
+            }
             add(
                 store,
                 &name,
