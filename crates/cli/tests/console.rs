@@ -432,6 +432,12 @@ async fn console_agrees_with_the_cli(
     // run linked to its page; run ids of versions are links; no evidence row twice.
     c.goto(&s.url("/prompts/route")).await.unwrap();
     shot(c, "prompt-runs").await;
+    // A version an optimization stored says how it runs: its task's settings.
+    let settings = text(c, "dd.run-settings").await;
+    assert!(
+        settings.contains("max_tokens 4") && settings.contains("a choice among billing, other"),
+        "{settings}"
+    );
     let rows = js(
         c,
         "return [...document.querySelectorAll('#runs-h ~ div table tbody tr')].map(r => \

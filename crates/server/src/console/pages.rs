@@ -383,6 +383,21 @@ pub fn prompt_file(file: &PromptFile) -> Markup {
         dl.file {
             @if let Some(d) = &file.description { dt { "description" } dd { (d) } }
             @if let Some(t) = &file.target_model { dt { "target model" } dd { code { (t) } } }
+            dt { "runs with" }
+            dd.run-settings {
+                @match &file.run {
+                    Some(r) => {
+                        "temperature " (r.temperature) " · max_tokens " (r.max_tokens)
+                        @if !r.stop.is_empty() { " · stop " code { (format!("{:?}", r.stop)) } }
+                        @if let Some(l) = &r.labels {
+                            " · a choice among " (l.join(", "))
+                            (if r.generate { ", generated and read" } else { ", scored where the model can" })
+                        }
+                        " (what its evaluation used)"
+                    }
+                    None => { "the server's defaults (no [run]: its evaluation's settings were not recorded with it)" }
+                }
+            }
             @if let Some(i) = &file.instruction { dt { "instruction" } dd { pre.prompt { (i) } } }
             @if let Some(t) = &file.template { dt { "template" } dd { pre.prompt { (t) } } }
             @if let Some(t) = &file.demo_template { dt { "demo template" } dd { pre.prompt { (t) } } }
