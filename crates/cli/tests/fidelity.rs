@@ -40,10 +40,9 @@ async fn post(url: &str, token: &str, body: Value) -> Value {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The mock library and the routing task, optimized once (`fewshot`, one round) into the
+/// library as `route`: its seed is v1.
+async fn optimized(d: &Path) -> (wiremock::MockServer, String) {
     let mock = mock_model(Duration::ZERO).await;
     setup(d, &mock).await;
     let task = task(d);
@@ -65,6 +64,14 @@ async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
         ],
     )
     .await;
+    (mock, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mock, task) = optimized(d).await;
     // The seed (a person's version) and the kept one both carry the task's settings.
     let shown = cli(d, &["prompts", "show", "route@v1", "--json"]).await;
     assert!(shown.contains("max_tokens = 4"), "{shown}");
@@ -314,27 +321,8 @@ print(json.dumps(out))
 async fn check_serve_passes_a_version_served_as_evaluated_and_fails_one_that_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mock = mock_model(Duration::ZERO).await;
-    setup(d, &mock).await;
-    let task = task(d);
-    cli(
-        d,
-        &[
-            "optimize",
-            &task,
-            "--algo",
-            "fewshot",
-            "--rounds",
-            "1",
-            "--minibatch",
-            "6",
-            "--demos",
-            "2",
-            "--name",
-            "route",
-        ],
-    )
-    .await;
+    // The mock model lives as long as the test.
+    let (_mock, task) = optimized(d).await;
     cli(d, &["prompts", "label", "route@v1", "production"]).await;
     // The same template added by hand, without [run]: served with the server's defaults.
     std::fs::write(
