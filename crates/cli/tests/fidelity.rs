@@ -429,3 +429,245 @@ async fn check_serve_passes_a_version_served_as_evaluated_and_fails_one_that_is_
     );
     assert!(common::stdout(&ok).contains("served as it was evaluated"));
 }
+
+/// A generation task on the embedded model (a base model: text form), scored by `equals` with
+/// normalization: capitals of countries, with `stop` and a short `max_tokens` the evaluation
+/// relied on.
+fn capitals(d: &Path, max_tokens: u32, stop: &str) -> String {
+    let rows = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(c, k)| json!({"country": c, "capital": k}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(
+        d.join("capitals-test.jsonl"),
+        rows(&[
+            ("Italy", "Rome"),
+            ("Germany", "Berlin"),
+            ("Spain", "Madrid"),
+            ("Egypt", "Cairo"),
+            ("Canada", "Ottawa"),
+            ("Kenya", "Nairobi"),
+            ("Peru", "Lima"),
+            ("Norway", "Oslo"),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("capitals-train.jsonl"),
+        rows(&[
+            ("France", "Paris"),
+            ("Japan", "Tokyo"),
+            ("Chile", "Santiago"),
+        ]),
+    )
+    .unwrap();
+    let file = d.join(format!("capitals-{max_tokens}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"capitals\"\ndescription = \"Name the capital city of the country.\"\n\
+             inputs = [\"country\"]\noutput = \"capital\"\n\
+             [prompt]\nname = \"seed\"\ntemplate = \"Country: {{{{ country }}}}\\nCapital:\"\n\
+             demo_template = \"Country: {{{{ country }}}}\\nCapital: {{{{ capital }}}}\\n\\n\"\n\
+             demos = [{{ country = \"France\", capital = \"Paris\" }}, \
+                      {{ country = \"Japan\", capital = \"Tokyo\" }}]\n\
+             [data]\ntrain = \"capitals-train.jsonl\"\ndev = \"capitals-train.jsonl\"\n\
+             test = \"capitals-test.jsonl\"\n\
+             [[metrics]]\ntype = \"equals\"\nnormalize = true\n\
+             [models]\nexecution = \"local:gemma-3-270m\"\nmeta = \"local:gemma-3-270m\"\n\
+             max_tokens = {max_tokens}\n{stop}\n"
+        ),
+    )
+    .unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A person's generation prompt added with its task's settings (`prompts add --task`), on the
+/// embedded base model: `/run`, the real `openai` client (chat and completions) and the
+/// version's text and JSON exports imported again all give the offline evaluation's outputs
+/// and score; `eval` runs an imported version with its own `[run]`, not a task's other
+/// settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_generation_prompt_is_served_and_exported_as_it_was_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let task = capitals(d, 6, "stop = [\"\\n\"]");
+    // The seed, added as a person adds a version, with the task's settings.
+    std::fs::write(
+        d.join("seed.toml"),
+        "template = \"Country: {{ country }}\\nCapital:\"\n\
+         demo_template = \"Country: {{ country }}\\nCapital: {{ capital }}\\n\\n\"\n\
+         demos = [{ country = \"France\", capital = \"Paris\" }, \
+                  { country = \"Japan\", capital = \"Tokyo\" }]\n\
+         target_model = \"local:gemma-3-270m\"\n",
+    )
+    .unwrap();
+    cli(
+        d,
+        &["prompts", "add", "capitals", "seed.toml", "--task", &task],
+    )
+    .await;
+    cli(d, &["prompts", "label", "capitals@v1", "production"]).await;
+    cli(d, &["prompts", "export", "capitals@v1", "--out", "v1.toml"]).await;
+    let exported = std::fs::read_to_string(d.join("v1.toml")).unwrap();
+    assert!(
+        exported.contains("max_tokens = 6") && exported.contains("read = \"normalized\""),
+        "{exported}"
+    );
+    let eval = |prompt: &'static str, task: String, out: &'static str| {
+        let d = d.to_path_buf();
+        async move {
+            cli(
+                &d,
+                &[
+                    "eval", &task, "--prompt", prompt, "--split", "test", "--out", out,
+                ],
+            )
+            .await;
+            jsonl(&d.join(out))
+        }
+    };
+    let offline = eval("v1.toml", task.clone(), "offline.jsonl").await;
+    assert_eq!(offline.len(), 8);
+    assert!(
+        offline
+            .iter()
+            .all(|r| !r["output"].as_str().unwrap().contains('\n')),
+        "the stop sequence applies: {offline:?}"
+    );
+
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    for row in &offline {
+        let country = row["input"]["country"].as_str().unwrap();
+        let served = post(
+            &s.url("/v1/prompts/capitals/run"),
+            &runner,
+            json!({"inputs": {"country": country}}),
+        )
+        .await;
+        assert_eq!(served["output"], row["output"], "{country}: {served:#}");
+        assert_eq!(served["settings"]["source"], "version");
+        assert_eq!(served["settings"]["max_tokens"], 6);
+        // The answer as the metric read it: normalized text.
+        let normalized = metaprompt_eval::metric::normalize(row["output"].as_str().unwrap());
+        assert_eq!(served["answer"], normalized, "{served:#}");
+    }
+
+    // The real `openai` client, chat and completions, with no settings of its own.
+    let python = tokio::task::spawn_blocking(common::openai_python)
+        .await
+        .unwrap();
+    let countries: Vec<String> = offline
+        .iter()
+        .map(|r| r["input"]["country"].as_str().unwrap().to_string())
+        .collect();
+    let script = r#"
+import json, sys
+from openai import OpenAI
+base, key, countries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+c = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
+out = []
+for x in countries:
+    chat = c.chat.completions.create(model="prompt:capitals@production",
+                                     messages=[{"role": "user", "content": x}])
+    done = c.completions.create(model="prompt:capitals@production", prompt=x)
+    out.append({"chat": chat.choices[0].message.content, "completion": done.choices[0].text,
+                "settings": chat.model_extra["metaprompt"]["settings"]})
+print(json.dumps(out))
+"#;
+    let (base, key, list) = (s.url(""), runner.clone(), json!(countries).to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", script, &base, &key, &list])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers.len(), offline.len());
+    for (a, row) in answers.iter().zip(&offline) {
+        assert_eq!(a["chat"], row["output"], "openai chat: {a}");
+        assert_eq!(a["completion"], row["output"], "openai completions: {a}");
+        assert_eq!(a["settings"]["source"], "version");
+    }
+    drop(s);
+
+    // Exported as text and as JSON (a completions request: the model continues text), imported
+    // again and evaluated: the same outputs. The JSON one is evaluated on the task with other
+    // settings: it runs with its own `[run]`.
+    cli(d, &["prompts", "export", "capitals@v1", "--out", "v1.json"]).await;
+    let body: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("v1.json")).unwrap()).unwrap();
+    assert!(
+        body["prompt"].is_string() && body.get("messages").is_none(),
+        "{body:#}"
+    );
+    assert_eq!(body["max_tokens"], 6);
+    assert_eq!(body["stop"], json!(["\n"]));
+    cli(d, &["prompts", "export", "capitals@v1", "--out", "v1.txt"]).await;
+    cli(
+        d,
+        &["prompts", "import", "v1.json", "--name", "capitals-json"],
+    )
+    .await;
+    cli(
+        d,
+        &["prompts", "import", "v1.txt", "--name", "capitals-text"],
+    )
+    .await;
+    cli(
+        d,
+        &[
+            "prompts",
+            "export",
+            "capitals-json@v1",
+            "--out",
+            "back-json.toml",
+        ],
+    )
+    .await;
+    cli(
+        d,
+        &[
+            "prompts",
+            "export",
+            "capitals-text@v1",
+            "--out",
+            "back-text.toml",
+        ],
+    )
+    .await;
+    let loose = capitals(d, 40, "");
+    let from_json = eval("back-json.toml", loose, "json.jsonl").await;
+    let from_text = eval("back-text.toml", task.clone(), "text.jsonl").await;
+    for (k, row) in offline.iter().enumerate() {
+        assert_eq!(
+            from_json[k]["output"], row["output"],
+            "json export, example {k}"
+        );
+        assert_eq!(from_json[k]["score"], row["score"]);
+        assert_eq!(
+            from_text[k]["output"], row["output"],
+            "text export, example {k}"
+        );
+        assert_eq!(from_text[k]["score"], row["score"]);
+    }
+}

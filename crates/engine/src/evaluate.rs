@@ -42,15 +42,44 @@ struct Bench {
 }
 
 impl Bench {
-    fn open(engine: &Engine, scope: &Scope) -> Result<Self, EngineError> {
-        let task = Task::load(&scope.task)?;
+    /// The task's examples of `scope`, ready to score `prompt` as it runs: on the scope's
+    /// model, else the prompt's `target_model`, else the task's execution model; with the
+    /// prompt's own `[run]` settings where it has them (what differs from the task is said on
+    /// `report`).
+    fn open(
+        engine: &Engine,
+        scope: &Scope,
+        task: &Task,
+        prompt: &PromptFile,
+        report: &Reporter,
+    ) -> Result<Self, EngineError> {
+        let task = match &prompt.run {
+            Some(run) => {
+                let (task, notes) = run.apply(task);
+                if !notes.is_empty() {
+                    report.step(format!(
+                        "{} runs with its own [run]: {}",
+                        prompt.name,
+                        notes.join("; ")
+                    ));
+                }
+                task
+            }
+            None => task.clone(),
+        };
         let hub = engine.hub();
-        let model = hub.model(
-            scope
-                .model
-                .as_deref()
-                .unwrap_or(&task.config.models.execution),
-        )?;
+        let spec = scope
+            .model
+            .as_deref()
+            .or(prompt.target_model.as_deref())
+            .unwrap_or(&task.config.models.execution);
+        if scope.model.is_none() && spec != task.config.models.execution {
+            report.step(format!(
+                "{} runs on its target model {spec} (the task's: {}; --model chooses another)",
+                prompt.name, task.config.models.execution
+            ));
+        }
+        let model = hub.model(spec)?;
         let scorer = crate::scorer(&task, hub, |p| p)?;
         let examples = crate::examples(&task, &scope.split, scope.limit, scope.sample_seed)?;
         let options = crate::options(&task);
@@ -148,11 +177,12 @@ impl Engine {
         request: EvalRequest,
         report: &Reporter,
     ) -> Result<EvalResult, EngineError> {
-        let bench = Bench::open(self, &request.scope)?;
+        let task = Task::load(&request.scope.task)?;
         let prompt = match &request.prompt {
             Some(p) => load_prompt(p)?,
-            None => bench.task.seed_prompt.clone(),
+            None => task.seed_prompt.clone(),
         };
+        let bench = Bench::open(self, &request.scope, &task, &prompt, report)?;
         let out = request
             .out
             .clone()
@@ -174,15 +204,18 @@ impl Engine {
         let engine = self.clone();
         Handle::spawn(move |report, cancel: CancellationToken| async move {
             cancellable(&cancel, async {
-                let bench = Bench::open(&engine, &request.scope)?;
+                let task = Task::load(&request.scope.task)?;
                 let a = load_prompt(&request.a)?;
                 let b = load_prompt(&request.b)?;
-                bench.fits(&a)?;
-                bench.fits(&b)?;
-                let ra = bench.score(&a, &report).await?;
-                let rb = bench.score(&b, &report).await?;
+                // Each prompt runs as it says (its model and `[run]`), on the same examples.
+                let bench_a = Bench::open(&engine, &request.scope, &task, &a, &report)?;
+                let bench_b = Bench::open(&engine, &request.scope, &task, &b, &report)?;
+                bench_a.fits(&a)?;
+                bench_b.fits(&b)?;
+                let ra = bench_a.score(&a, &report).await?;
+                let rb = bench_b.score(&b, &report).await?;
                 Ok(CompareResult {
-                    task: bench.task.config.name.clone(),
+                    task: task.config.name.clone(),
                     split: request.scope.split.clone(),
                     comparison: evaluator::compare(&ra, &rb, BOOTSTRAP_SEED),
                 })

@@ -11,16 +11,25 @@
 //!                                     # can score (as the evaluation did), else generated and
 //!                                     # read as the choice metric reads it (`answer`)
 //! # generate = true                   # always generate and read (the metric's `generate`)
+//!
+//! # Or, for a generated answer that the metric read in a form (the server answers with what
+//! # it reads, as `answer`):
+//! # answer = { read = "number" }                         # `numeric`: the final number
+//! # answer = { read = "normalized" }                     # `equals` with `normalize`, `f1`
+//! # answer = { read = "json", schema = { … }, field = "label" }  # `is-json`, `json-schema`,
+//! #                                                      # `json-field`
 //! ```
 //!
 //! The model is the prompt's `target_model`. `optimize`, `generate`, `translate` and the agent
-//! record the task's settings in what they keep; a version without `[run]` (older ones) runs
-//! with the server's defaults, and the server says so.
+//! record the task's settings in what they keep; `eval` and `compare` run a prompt with its own
+//! `[run]` (and model) where it has one; a version without `[run]` (older ones) runs with the
+//! server's defaults, and the server says so.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::Task;
-use crate::metric::MetricSpec;
+use crate::metric::{self, MetricSpec};
 
 /// The execution settings a prompt was evaluated with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +49,42 @@ pub struct RunSettings {
     /// metric says `generate = true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub generate: bool,
+    /// How the answer is read from generated text, as the task's metric read it (none: the
+    /// answer is the text itself, or one of `labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Reading>,
+}
+
+/// How a metric read its answer out of the generated text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "read", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Reading {
+    /// The final number in the text (`numeric`).
+    Number {},
+    /// Lowercased, punctuation, articles and extra spaces dropped (`equals` with `normalize`,
+    /// `f1`).
+    Normalized {},
+    /// The JSON in the text (`is-json`); checked against `schema` where the metric had one
+    /// (`json-schema`), and `field` taken out of it where the metric compared one
+    /// (`json-field`).
+    Json {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+    },
+}
+
+/// An answer read from an output as its version's [`RunSettings`] say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A number (`read = "number"`).
+    Number(f64),
+    /// A label, or normalized text.
+    Text(String),
+    /// JSON (`read = "json"`), or a field of it.
+    Json(Value),
 }
 
 impl RunSettings {
@@ -57,7 +102,86 @@ impl RunSettings {
             stop: m.stop.clone(),
             labels: choice.map(|o| o.labels.clone()),
             generate: choice.is_some_and(|o| o.generate),
+            answer: if choice.is_some() {
+                None
+            } else {
+                Reading::of_metrics(task.config.metrics.iter().map(|m| &m.spec))
+            },
         }
+    }
+
+    /// The answer in `output`, read as this version's evaluation read it: the label for a
+    /// choice, else what `answer` reads. `Ok(None)`: the version's answer is its whole text;
+    /// `Err`: the output holds no answer of that form (why, in words).
+    pub fn read(&self, output: &str) -> Result<Option<Answer>, String> {
+        if let Some(labels) = &self.labels {
+            return metric::parse_choice(labels, output)
+                .map(|l| Some(Answer::Text(l.to_string())))
+                .ok_or_else(|| format!("no answer among {labels:?} in the output"));
+        }
+        match &self.answer {
+            None => Ok(None),
+            Some(reading) => reading.read(output).map(Some),
+        }
+    }
+
+    /// The task as this prompt runs on it: the task's `[models]` temperature, `max_tokens`
+    /// and `stop`, and its `choice` metric's `generate`, replaced by these settings; with what
+    /// differs from the task, in words (the task's metrics still score: a `[run]` whose labels
+    /// or reading differ from them is named, not obeyed).
+    pub fn apply(&self, task: &Task) -> (Task, Vec<String>) {
+        let ours = Self::of_task(task);
+        let mut notes = Vec::new();
+        let mut t = task.clone();
+        let m = &mut t.config.models;
+        if self.temperature != ours.temperature {
+            notes.push(format!(
+                "temperature {} (the task's: {})",
+                self.temperature, ours.temperature
+            ));
+            m.execution_temperature = self.temperature;
+        }
+        if self.max_tokens != ours.max_tokens {
+            notes.push(format!(
+                "max_tokens {} (the task's: {})",
+                self.max_tokens, ours.max_tokens
+            ));
+            m.max_tokens = self.max_tokens;
+        }
+        if self.stop != ours.stop {
+            notes.push(format!(
+                "stop {:?} (the task's: {:?})",
+                self.stop, ours.stop
+            ));
+            m.stop.clone_from(&self.stop);
+        }
+        if self.generate != ours.generate && ours.labels.is_some() {
+            notes.push(if self.generate {
+                "the answer is generated and read (the task scores the labels)".into()
+            } else {
+                "the labels are scored (the task generates and reads them)".into()
+            });
+            for c in &mut t.config.metrics {
+                if let MetricSpec::Choice(o) = &mut c.spec {
+                    o.generate = self.generate;
+                }
+            }
+        }
+        if self.labels != ours.labels {
+            notes.push(format!(
+                "its [run] labels {:?} are not the task's {:?}; the task's metric scores",
+                self.labels, ours.labels
+            ));
+        }
+        if self.answer != ours.answer {
+            notes.push(format!(
+                "its [run] reads the answer as {}, the task's metrics as {}; the task's metrics \
+                 score",
+                Reading::describe(self.answer.as_ref()),
+                Reading::describe(ours.answer.as_ref())
+            ));
+        }
+        (t, notes)
     }
 
     /// Why these settings cannot be used, if they cannot (checked when a prompt file is read).
@@ -71,6 +195,191 @@ impl RunSettings {
         if self.labels.as_ref().is_some_and(|l| l.len() < 2) {
             return Some("[run] labels: a choice needs at least two labels".into());
         }
+        if self.labels.is_some() && self.answer.is_some() {
+            return Some(
+                "[run] has both `labels` and `answer`: a choice's answer is its label".into(),
+            );
+        }
+        if let Some(Reading::Json {
+            schema: Some(schema),
+            ..
+        }) = &self.answer
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            return Some(format!("[run] answer.schema is not a JSON Schema: {e}"));
+        }
         None
+    }
+}
+
+impl Reading {
+    /// The form the task's metrics read answers in: the first metric that reads one (a
+    /// `json-schema` and a `json-field` metric together make one JSON reading).
+    pub fn of_metrics<'a>(specs: impl IntoIterator<Item = &'a MetricSpec>) -> Option<Self> {
+        let mut found: Option<Reading> = None;
+        for spec in specs {
+            let this = match spec {
+                MetricSpec::Numeric(_) => Reading::Number {},
+                MetricSpec::Equals(o) if o.normalize => Reading::Normalized {},
+                MetricSpec::F1(_) => Reading::Normalized {},
+                MetricSpec::IsJson(_) => Reading::Json {
+                    schema: None,
+                    field: None,
+                },
+                MetricSpec::JsonSchema(o) => Reading::Json {
+                    schema: Some(o.schema.clone()),
+                    field: None,
+                },
+                MetricSpec::JsonField(o) => Reading::Json {
+                    schema: None,
+                    field: Some(o.field.clone()),
+                },
+                _ => continue,
+            };
+            found = match (found, this) {
+                (None, this) => Some(this),
+                (
+                    Some(Reading::Json { schema, field }),
+                    Reading::Json {
+                        schema: s2,
+                        field: f2,
+                    },
+                ) => Some(Reading::Json {
+                    schema: schema.or(s2),
+                    field: field.or(f2),
+                }),
+                (Some(first), _) => Some(first),
+            };
+        }
+        found
+    }
+
+    /// The answer in `output`, or why there is none.
+    pub fn read(&self, output: &str) -> Result<Answer, String> {
+        match self {
+            Reading::Number {} => metric::final_number(output)
+                .map(Answer::Number)
+                .ok_or_else(|| "no number in the output".into()),
+            Reading::Normalized {} => Ok(Answer::Text(metric::normalize(output))),
+            Reading::Json { schema, field } => {
+                let json = metric::extract_json(output)
+                    .ok_or_else(|| "the output holds no valid JSON".to_string())?;
+                if let Some(schema) = schema {
+                    let validator = jsonschema::validator_for(schema)
+                        .map_err(|e| format!("the schema does not compile: {e}"))?;
+                    let errors: Vec<String> = validator
+                        .iter_errors(&json)
+                        .take(3)
+                        .map(|e| format!("{e} at `{}`", e.instance_path()))
+                        .collect();
+                    if !errors.is_empty() {
+                        return Err(format!(
+                            "the JSON does not match the schema: {}",
+                            errors.join("; ")
+                        ));
+                    }
+                }
+                match field {
+                    Some(f) => json
+                        .get(f)
+                        .cloned()
+                        .map(Answer::Json)
+                        .ok_or_else(|| format!("the output's JSON has no field `{f}`")),
+                    None => Ok(Answer::Json(json)),
+                }
+            }
+        }
+    }
+
+    fn describe(r: Option<&Reading>) -> &'static str {
+        match r {
+            None => "its whole text",
+            Some(Reading::Number {}) => "a number",
+            Some(Reading::Normalized {}) => "normalized text",
+            Some(Reading::Json { .. }) => "JSON",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<RunSettings, String> {
+        toml::from_str(toml_text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_reading_round_trips_through_toml_and_reads_as_its_metric_did() {
+        let r = parse(
+            "max_tokens = 32\n[answer]\nread = \"json\"\nfield = \"label\"\n\
+             schema = { type = \"object\", required = [\"label\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(r.problem(), None);
+        let back: RunSettings = toml::from_str(&toml::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(
+            r.read("Sure: {\"label\": \"spam\"}").unwrap(),
+            Some(Answer::Json(Value::from("spam")))
+        );
+        assert!(r.read("{\"other\": 1}").unwrap_err().contains("schema"));
+        assert!(
+            r.read("no json here")
+                .unwrap_err()
+                .contains("no valid JSON")
+        );
+
+        let n = parse("max_tokens = 8\nanswer = { read = \"number\" }").unwrap();
+        assert_eq!(n.read("so 3 + 4 = 7.").unwrap(), Some(Answer::Number(7.0)));
+        assert!(n.read("seven").is_err());
+        let t = parse("max_tokens = 8\nanswer = { read = \"normalized\" }").unwrap();
+        assert_eq!(
+            t.read("The Eiffel Tower!").unwrap(),
+            Some(Answer::Text("eiffel tower".into()))
+        );
+        let plain = parse("max_tokens = 8").unwrap();
+        assert_eq!(plain.read("anything").unwrap(), None);
+    }
+
+    #[test]
+    fn a_reading_that_cannot_be_used_is_refused_when_read() {
+        assert!(parse("max_tokens = 8\nanswer = { read = \"yaml\" }").is_err());
+        assert!(parse("max_tokens = 8\nanswer = { read = \"number\", field = \"x\" }").is_err());
+        let both = parse("max_tokens = 8\nlabels = [\"a\", \"b\"]\nanswer = { read = \"number\" }")
+            .unwrap();
+        assert!(both.problem().unwrap().contains("both"));
+        let bad =
+            parse("max_tokens = 8\nanswer = { read = \"json\", schema = { type = 3 } }").unwrap();
+        assert!(bad.problem().unwrap().contains("not a JSON Schema"));
+    }
+
+    #[test]
+    fn the_reading_follows_the_tasks_metrics() {
+        use crate::metric::{EqualsOptions, JsonFieldOptions, JsonSchemaOptions, NumericOptions};
+        let schema = serde_json::json!({"type": "object"});
+        let specs = [
+            MetricSpec::JsonSchema(JsonSchemaOptions {
+                schema: schema.clone(),
+            }),
+            MetricSpec::JsonField(JsonFieldOptions {
+                field: "label".into(),
+            }),
+        ];
+        assert_eq!(
+            Reading::of_metrics(&specs),
+            Some(Reading::Json {
+                schema: Some(schema),
+                field: Some("label".into())
+            })
+        );
+        assert_eq!(
+            Reading::of_metrics(&[MetricSpec::Numeric(NumericOptions::default())]),
+            Some(Reading::Number {})
+        );
+        assert_eq!(
+            Reading::of_metrics(&[MetricSpec::Equals(EqualsOptions { normalize: false })]),
+            None
+        );
     }
 }

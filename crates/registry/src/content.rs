@@ -6,7 +6,9 @@ use std::path::Path;
 
 use metaprompt_eval::PromptFile;
 use metaprompt_eval::prompt::MessageTemplate;
+use metaprompt_eval::settings::{Reading, RunSettings};
 use metaprompt_llm::{Message, Prompt, PromptFormat, Role};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -66,10 +68,12 @@ pub enum Export {
     /// The prompt file (metaprompt's own format; `eval --prompt` reads it).
     Toml,
     /// One text with `{{ field }}` placeholders where the example goes (any template engine
-    /// that knows `{{ }}` fills it; `prompts import` reads it back as a text template).
+    /// that knows `{{ }}` fills it; `prompts import` reads it back as a text template). A
+    /// version for a chat model loses its roles here: its messages are joined.
     Text,
-    /// A chat-messages JSON array (`[{"role": "system", "content": …}, …]`) with
-    /// `{{ field }}` placeholders.
+    /// With how the version runs: the body of an OpenAI request ([`RequestBody`]); without, a
+    /// chat-messages JSON array (`[{"role": "system", "content": …}, …]`). Placeholders as in
+    /// `Text`.
     Json,
 }
 
@@ -84,8 +88,137 @@ impl Export {
     }
 }
 
-/// Write a version's file in a plain form.
-pub fn export(prompt: &str, file: &PromptFile, form: Export) -> Result<String, RegistryError> {
+/// The JSON export of a version that says how it runs: the body of an OpenAI chat request
+/// (`messages`), or for a model that continues text, of a completions request (`prompt`),
+/// with the parameters its evaluation used. What OpenAI's API has no field for (a choice's
+/// labels, how the answer is read) goes under `metaprompt`. Import reads it back whole; a
+/// field it does not know is an error, never dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub stop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metaprompt: Option<Extension>,
+}
+
+/// The `metaprompt` part of a [`RequestBody`]: what the version's `[run]` says beyond OpenAI's
+/// parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Reading>,
+}
+
+/// OpenAI's `stop`: a string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stop {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Stop>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    })
+}
+
+impl RequestBody {
+    /// The body for `file` in the form its model takes (`format`).
+    fn of(file: &PromptFile, format: PromptFormat) -> Result<Self, RegistryError> {
+        let (messages, prompt) = match (format, placeholder_render(file, format)?) {
+            (PromptFormat::Text, Prompt::Text(t)) => (None, Some(t)),
+            (_, Prompt::Text(t)) => (Some(vec![Message::user(t)]), None),
+            (_, Prompt::Chat(m)) => (Some(m), None),
+        };
+        let run = file.run.as_ref();
+        Ok(Self {
+            model: file.target_model.clone(),
+            messages,
+            prompt,
+            temperature: run.map(|r| r.temperature),
+            max_tokens: run.map(|r| r.max_tokens),
+            stop: run.map(|r| r.stop.clone()).unwrap_or_default(),
+            metaprompt: run
+                .filter(|r| r.labels.is_some() || r.answer.is_some())
+                .map(|r| Extension {
+                    labels: r.labels.clone(),
+                    generate: r.generate,
+                    answer: r.answer.clone(),
+                }),
+        })
+    }
+
+    /// Back into a prompt file: the messages (a first system message is the instruction) or
+    /// the text template, the model, and `[run]` when the body gives `max_tokens`.
+    fn into_file(self, name: &str) -> Result<PromptFile, String> {
+        let mut file = match (self.messages, self.prompt) {
+            (Some(messages), None) => from_messages(messages),
+            (None, Some(text)) => PromptFile::from_template(name, &text),
+            (Some(_), Some(_)) => {
+                return Err("a request body has `messages` or `prompt`, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "a request body needs `messages` (a chat request) or `prompt` (a completions \
+                     request)"
+                        .into(),
+                );
+            }
+        };
+        file.target_model = self.model;
+        let ext = self.metaprompt;
+        file.run = match self.max_tokens {
+            Some(max_tokens) => Some(RunSettings {
+                temperature: self.temperature.unwrap_or(0.0),
+                max_tokens,
+                stop: self.stop,
+                labels: ext.as_ref().and_then(|e| e.labels.clone()),
+                generate: ext.as_ref().is_some_and(|e| e.generate),
+                answer: ext.and_then(|e| e.answer),
+            }),
+            None if self.temperature.is_some() || !self.stop.is_empty() || ext.is_some() => {
+                return Err(
+                    "the request body sets how the prompt runs but not `max_tokens`, which a \
+                     version's [run] needs"
+                        .into(),
+                );
+            }
+            None => None,
+        };
+        Ok(file)
+    }
+}
+
+/// Write a version's file in a plain form; `format` is the form its model takes prompts in
+/// (a JSON export for a model that continues text is a completions request).
+pub fn export(
+    prompt: &str,
+    file: &PromptFile,
+    form: Export,
+    format: PromptFormat,
+) -> Result<String, RegistryError> {
     match form {
         Export::Toml => Ok(to_stored(prompt, file)),
         Export::Text => match placeholder_render(file, PromptFormat::Text)? {
@@ -97,50 +230,17 @@ pub fn export(prompt: &str, file: &PromptFile, form: Export) -> Result<String, R
                 .join("\n")),
         },
         Export::Json => {
-            let messages = match placeholder_render(file, PromptFormat::Chat)? {
-                Prompt::Chat(m) => m,
-                Prompt::Text(t) => vec![Message::user(t)],
-            };
-            let json: Vec<Value> = messages
-                .iter()
-                .map(|m| serde_json::json!({"role": role_name(m.role), "content": m.content}))
-                .collect();
-            // With how it runs, the body of an OpenAI chat request (model, messages and the
-            // evaluated parameters; a choice's labels under `metaprompt`); without, the array.
-            let body = if file.run.is_some() || file.target_model.is_some() {
-                let mut body = serde_json::Map::new();
-                if let Some(m) = &file.target_model {
-                    body.insert("model".into(), Value::from(m.as_str()));
-                }
-                body.insert("messages".into(), Value::Array(json));
-                if let Some(r) = &file.run {
-                    body.insert("temperature".into(), Value::from(r.temperature));
-                    body.insert("max_tokens".into(), Value::from(r.max_tokens));
-                    if !r.stop.is_empty() {
-                        body.insert("stop".into(), Value::from(r.stop.clone()));
-                    }
-                    if let Some(labels) = &r.labels {
-                        let mut m = serde_json::json!({ "labels": labels });
-                        if r.generate {
-                            m["generate"] = Value::Bool(true);
-                        }
-                        body.insert("metaprompt".into(), m);
-                    }
-                }
-                Value::Object(body)
+            let json = if file.run.is_some() || file.target_model.is_some() {
+                serde_json::to_string_pretty(&RequestBody::of(file, format)?)
             } else {
-                Value::Array(json)
+                let messages = match placeholder_render(file, PromptFormat::Chat)? {
+                    Prompt::Chat(m) => m,
+                    Prompt::Text(t) => vec![Message::user(t)],
+                };
+                serde_json::to_string_pretty(&messages)
             };
-            serde_json::to_string_pretty(&body).map_err(|e| RegistryError::Data(e.to_string()))
+            json.map_err(|e| RegistryError::Data(e.to_string()))
         }
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
     }
 }
 
@@ -176,9 +276,9 @@ fn placeholder_render(file: &PromptFile, format: PromptFormat) -> Result<Prompt,
         .map_err(|e| RegistryError::Data(e.to_string()))
 }
 
-/// Read a plain file back into a prompt file: `.toml` is a prompt file, `.json` a chat-messages
-/// array, anything else one text template. Errors name the file (and line, where the parser
-/// gives one).
+/// Read a plain file back into a prompt file: `.toml` is a prompt file, `.json` a
+/// [`RequestBody`] or a chat-messages array, anything else one text template. Errors name the
+/// file (and line, where the parser gives one).
 pub fn import(path: &Path, name: &str) -> Result<PromptFile, RegistryError> {
     let err = |message: String| RegistryError::File {
         path: path.to_path_buf(),
@@ -191,7 +291,7 @@ pub fn import(path: &Path, name: &str) -> Result<PromptFile, RegistryError> {
     let mut file = match Export::for_path(path) {
         Export::Toml => toml::from_str::<PromptFile>(&text)
             .map_err(|e| err(format!("not a prompt file: {}", e.to_string().trim_end())))?,
-        Export::Json => from_messages(&text).map_err(err)?,
+        Export::Json => from_json(&text, name).map_err(err)?,
         Export::Text => PromptFile::from_template(name, &text),
     };
     if file.name.is_empty() || Export::for_path(path) != Export::Toml {
@@ -201,89 +301,41 @@ pub fn import(path: &Path, name: &str) -> Result<PromptFile, RegistryError> {
     Ok(file)
 }
 
-fn from_messages(text: &str) -> Result<PromptFile, String> {
-    let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| {
-        format!("not a chat-messages JSON array: {e} (expected [{{\"role\": \"user\", \"content\": \"…\"}}, …])")
-    })?;
+/// A JSON export: an object is a [`RequestBody`], an array chat messages.
+fn from_json(text: &str, name: &str) -> Result<PromptFile, String> {
+    let text = text.trim_start_matches('\u{feff}');
+    if text.trim_start().starts_with('{') {
+        let body: RequestBody = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not a request body ({{\"model\", \"messages\" or \"prompt\", \"max_tokens\", …}}) \
+                 nor a chat-messages JSON array: {e}"
+            )
+        })?;
+        body.into_file(name)
+    } else {
+        let messages: Vec<Message> = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not a chat-messages JSON array: {e} (expected [{{\"role\": \"user\", \"content\": \"…\"}}, …])"
+            )
+        })?;
+        Ok(from_messages(messages))
+    }
+}
+
+/// Chat messages as a prompt file: a first system message is the instruction.
+fn from_messages(messages: Vec<Message>) -> PromptFile {
     let mut file = PromptFile::default();
-    // The request-body form: messages with the parameters the version ran with.
-    let messages = match value {
-        Value::Array(m) => m,
-        Value::Object(mut body) => {
-            let messages = match body.remove("messages") {
-                Some(Value::Array(m)) => m,
-                _ => {
-                    return Err(
-                        "not a chat-messages JSON array, nor a request body with a `messages` \
-                         array"
-                            .into(),
-                    );
-                }
-            };
-            file.target_model = body.get("model").and_then(Value::as_str).map(String::from);
-            if let Some(max_tokens) = body.get("max_tokens").and_then(Value::as_u64) {
-                let generate = body
-                    .get("metaprompt")
-                    .and_then(|m| m.get("generate"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                let labels = body
-                    .get("metaprompt")
-                    .and_then(|m| m.get("labels"))
-                    .map(|l| serde_json::from_value::<Vec<String>>(l.clone()))
-                    .transpose()
-                    .map_err(|e| format!("metaprompt.labels: {e}"))?;
-                file.run = Some(metaprompt_eval::settings::RunSettings {
-                    temperature: body
-                        .get("temperature")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0) as f32,
-                    max_tokens: u32::try_from(max_tokens)
-                        .map_err(|_| format!("max_tokens {max_tokens} is too large"))?,
-                    stop: match body.get("stop") {
-                        None | Some(Value::Null) => Vec::new(),
-                        Some(Value::String(s)) => vec![s.clone()],
-                        Some(v) => {
-                            serde_json::from_value(v.clone()).map_err(|e| format!("stop: {e}"))?
-                        }
-                    },
-                    labels,
-                    generate,
-                });
-            }
-            messages
-        }
-        _ => {
-            return Err(
-                "expected a chat-messages JSON array or a request body with `messages`".into(),
-            );
-        }
-    };
-    for (i, m) in messages.iter().enumerate() {
-        let field = |k: &str| {
-            m.get(k)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("message {}: needs a string `{k}`", i + 1))
-        };
-        let content = field("content")?.to_string();
-        let role = match field("role")? {
-            "system" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                return Err(format!(
-                    "message {}: unknown role `{other}` (expected system, user or assistant)",
-                    i + 1
-                ));
-            }
-        };
-        if role == Role::System && i == 0 {
-            file.instruction = Some(content);
+    for (i, m) in messages.into_iter().enumerate() {
+        if m.role == Role::System && i == 0 {
+            file.instruction = Some(m.content);
         } else {
-            file.messages.push(MessageTemplate { role, content });
+            file.messages.push(MessageTemplate {
+                role: m.role,
+                content: m.content,
+            });
         }
     }
-    Ok(file)
+    file
 }
 
 /// A unified line diff of two versions' files (empty when they are the same).
@@ -338,12 +390,12 @@ constraints = ["Answer with one word."]
     fn exports_work_outside_and_import_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = demo_prompt();
-        let text = export("sst2", &p, Export::Text).unwrap();
+        let text = export("sst2", &p, Export::Text, PromptFormat::Chat).unwrap();
         assert_eq!(
             text,
             "Classify the sentiment.\n\nReview: great\nSentiment: positive\n\nReview: {{ text }}\nSentiment:"
         );
-        let json = export("sst2", &p, Export::Json).unwrap();
+        let json = export("sst2", &p, Export::Json, PromptFormat::Chat).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v[0]["role"], "user");
         for (form, ext) in [
@@ -352,7 +404,7 @@ constraints = ["Answer with one word."]
             (Export::Json, "json"),
         ] {
             let path = dir.path().join(format!("p.{ext}"));
-            std::fs::write(&path, export("sst2", &p, form).unwrap()).unwrap();
+            std::fs::write(&path, export("sst2", &p, form, PromptFormat::Chat).unwrap()).unwrap();
             let back = import(&path, "sst2").unwrap();
             let vars = BTreeMap::from([("text".to_string(), Value::from("fine"))]);
             // A chat-messages export is for chat models: compare the chat form there.
@@ -385,8 +437,9 @@ constraints = ["Answer with one word."]
             stop: vec!["\n".into()],
             labels: Some(vec!["negative".into(), "positive".into()]),
             generate: false,
+            answer: None,
         });
-        let json = export("sst2", &p, Export::Json).unwrap();
+        let json = export("sst2", &p, Export::Json, PromptFormat::Chat).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["model"], "openai:gpt-4o-mini");
         assert_eq!(v["max_tokens"], 4);
@@ -399,8 +452,66 @@ constraints = ["Answer with one word."]
         assert_eq!(back.run, p.run);
         assert_eq!(back.target_model, p.target_model);
         // Without settings or a model, the plain messages array, as before.
-        let plain = export("sst2", &demo_prompt(), Export::Json).unwrap();
+        let plain = export("sst2", &demo_prompt(), Export::Json, PromptFormat::Chat).unwrap();
         assert!(serde_json::from_str::<Value>(&plain).unwrap().is_array());
+    }
+
+    #[test]
+    fn a_version_for_a_text_model_exports_a_completions_request_that_renders_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = demo_prompt();
+        p.target_model = Some("local:gemma-3-270m".into());
+        p.run = Some(RunSettings {
+            temperature: 0.0,
+            max_tokens: 8,
+            stop: vec!["\n".into()],
+            labels: None,
+            generate: false,
+            answer: Some(Reading::Normalized {}),
+        });
+        let json = export("sst2", &p, Export::Json, PromptFormat::Text).unwrap();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert!(v.get("messages").is_none(), "{json}");
+        assert!(
+            v["prompt"]
+                .as_str()
+                .unwrap()
+                .ends_with("Review: {{ text }}\nSentiment:")
+        );
+        assert_eq!(v["metaprompt"]["answer"]["read"], "normalized");
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, &json).unwrap();
+        let back = import(&path, "sst2").unwrap();
+        assert_eq!(back.run, p.run);
+        let vars = BTreeMap::from([("text".to_string(), Value::from("fine"))]);
+        assert_eq!(
+            back.render(&vars, PromptFormat::Text, Some("label"))
+                .unwrap(),
+            p.render(&vars, PromptFormat::Text, Some("label")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_request_body_import_refuses_what_it_would_lose() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        for (body, says) in [
+            (
+                r#"{"prompt": "x", "max_tokens": 4, "top_p": 0.5}"#,
+                "unknown field `top_p`",
+            ),
+            (r#"{"prompt": "x", "messages": []}"#, "not both"),
+            (r#"{"model": "m"}"#, "needs `messages`"),
+            (r#"{"prompt": "x", "temperature": 0.5}"#, "not `max_tokens`"),
+            (
+                r#"{"messages": [{"role": "robot", "content": "x"}], "max_tokens": 4}"#,
+                "robot",
+            ),
+        ] {
+            std::fs::write(&path, body).unwrap();
+            let e = import(&path, "p").unwrap_err().to_string();
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 
     #[test]
@@ -413,7 +524,9 @@ demos = [{ text = "great", label = "positive" }]
 "#,
         )
         .unwrap();
-        let v: Value = serde_json::from_str(&export("c", &p, Export::Json).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&export("c", &p, Export::Json, PromptFormat::Chat).unwrap())
+                .unwrap();
         let roles: Vec<&str> = v
             .as_array()
             .unwrap()
@@ -435,7 +548,7 @@ demos = [{ text = "great", label = "positive" }]
             (
                 "d.json",
                 "[{\"role\": \"robot\", \"content\": \"x\"}]",
-                "unknown role `robot`",
+                "unknown variant `robot`, expected one of `system`, `user`, `assistant`",
             ),
             ("e.txt", "   \n", "empty"),
             ("f.txt", "Review: {{ text \n", "template error"),

@@ -346,9 +346,11 @@ pub struct Ran {
     pub response: Response,
     /// The settings it ran with, and where they came from.
     pub settings: Applied,
-    /// For a version whose answer is one of its labels: the label, scored or read from the
-    /// generated text as its evaluation's `choice` metric reads it (`None`: none appears).
-    pub answer: Option<String>,
+    /// For a version whose `[run]` reads an answer (one of its labels, a number, normalized
+    /// text, JSON): the answer, read from the output as its evaluation's metric read it.
+    pub answer: Option<metaprompt_eval::settings::Answer>,
+    /// Why the output holds no such answer (no label, no number, JSON off its schema).
+    pub answer_error: Option<String>,
     /// The online score, when the spec asked for one: the metric's score, or why it could
     /// not score the output.
     pub score: Option<Result<Score, String>>,
@@ -358,14 +360,14 @@ pub struct Ran {
 /// server's defaults (an older version without them), with what the request sets explicitly
 /// on top. A choice among labels is answered by label scoring, as the evaluation answered it,
 /// when the model can score and the request set neither `max_tokens` nor `stop`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
     pub temperature: f32,
     pub max_tokens: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
     /// The labels scored (the answer is the most likely one); absent: generated.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
     /// `version`: the version's own settings; `server`: the server's defaults (the version
     /// has none); `+request` when the request set some.
@@ -673,18 +675,18 @@ pub async fn run(
                 _ => Vec::new(),
             };
             record(state, &inference, feedback).await?;
-            let answer = target
-                .file
-                .run
-                .as_ref()
-                .and_then(|r| r.labels.as_ref())
-                .and_then(|labels| metaprompt_eval::metric::parse_choice(labels, &response.text))
-                .map(String::from);
+            let (answer, answer_error) =
+                match target.file.run.as_ref().map(|r| r.read(&response.text)) {
+                    None | Some(Ok(None)) => (None, None),
+                    Some(Ok(Some(a))) => (Some(a), None),
+                    Some(Err(why)) => (None, Some(why)),
+                };
             Ok(Ran {
                 inference,
                 response,
                 settings,
                 answer,
+                answer_error,
                 score,
             })
         }

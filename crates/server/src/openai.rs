@@ -143,8 +143,10 @@ struct Answer {
     inference: Option<(String, String, u32)>,
     /// The settings a served prompt ran with (none for a plain model call).
     settings: Option<gateway::Applied>,
-    /// A served choice's label, read as its evaluation read it.
-    answer: Option<String>,
+    /// A served version's answer (a label, number, normalized text, JSON), read as its
+    /// evaluation read it; or why the output holds none.
+    answer: Option<metaprompt_eval::settings::Answer>,
+    answer_error: Option<String>,
     /// Time spent waiting on the model.
     model_ms: f64,
 }
@@ -295,6 +297,7 @@ async fn run_served(
         inference: Some((i.id, i.prompt, i.seq)),
         settings: Some(ran.settings),
         answer: ran.answer,
+        answer_error: ran.answer_error,
         model_ms: i.latency_ms,
     })
 }
@@ -340,6 +343,7 @@ async fn run_model(
         inference: None,
         settings: None,
         answer: None,
+        answer_error: None,
         model_ms,
     })
 }
@@ -364,7 +368,8 @@ fn extension(a: &Answer) -> Value {
     match &a.inference {
         Some((id, prompt, seq)) => {
             json!({"inference_id": id, "prompt": prompt, "version": format!("v{seq}"),
-                   "settings": a.settings, "answer": a.answer})
+                   "settings": a.settings, "answer": a.answer,
+                   "answer_error": a.answer_error})
         }
         None => Value::Null,
     }

@@ -310,6 +310,7 @@ pub async fn run(
         "latency_ms": i.latency_ms,
         "settings": ran.settings,
         "answer": ran.answer,
+        "answer_error": ran.answer_error,
         "score": match &ran.score {
             Some(Ok(s)) => json!({"value": s.value, "feedback": s.feedback}),
             Some(Err(e)) => json!({"value": null, "error": e}),

@@ -6,8 +6,9 @@
 
 use anyhow::{Context as _, bail};
 use metaprompt_engine::{EvalRequest, Scope};
-use metaprompt_eval::Example;
 use metaprompt_eval::settings::RunSettings;
+use metaprompt_eval::{Example, PromptFile};
+use metaprompt_server::gateway::Applied;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -26,8 +27,9 @@ struct Checked {
     /// The examples whose served answer differs: (id, offline, served).
     differing: Vec<(String, String, String)>,
     /// The settings the server ran with (`settings` of its answer).
-    served_settings: Value,
-    /// What in them differs from the task's evaluation settings.
+    served_settings: Option<Applied>,
+    /// What in them differs from the offline evaluation's settings (the version's `[run]`,
+    /// else the task's).
     settings_differ: Vec<String>,
     offline_score: Option<f64>,
     served_score: Option<f64>,
@@ -73,17 +75,22 @@ pub async fn run(global: &Global, args: CheckServeArgs) -> anyhow::Result<()> {
     let offline = engine
         .eval(EvalRequest {
             scope,
-            prompt: Some(file),
+            prompt: Some(file.clone()),
             out: Some(dir.path().join("offline.jsonl")),
         })
         .wait()
         .await?;
     let task = metaprompt_eval::Task::load(&args.task)?;
-    let evaluated = RunSettings::of_task(&task);
+    let stored = PromptFile::load(&file)?;
+    // What the offline evaluation ran with: the version's own `[run]`, else the task's.
+    let evaluated = stored
+        .run
+        .clone()
+        .unwrap_or_else(|| RunSettings::of_task(&task));
 
     // Served: each example as an application sends it.
     let mut served = Vec::new();
-    let mut served_settings = Value::Null;
+    let mut served_settings: Option<Applied> = None;
     for r in &offline.report.results {
         let answer = http
             .post(
@@ -92,8 +99,11 @@ pub async fn run(global: &Global, args: CheckServeArgs) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("example {}", r.id))?;
-        if served_settings.is_null() {
-            served_settings = answer["settings"].clone();
+        if served_settings.is_none() {
+            served_settings = Some(
+                serde_json::from_value(answer["settings"].clone())
+                    .context("the server's answer has no `settings` it can read")?,
+            );
         }
         let text = answer["output"].as_str().unwrap_or_default().to_string();
         let example = Example {
@@ -113,7 +123,10 @@ pub async fn run(global: &Global, args: CheckServeArgs) -> anyhow::Result<()> {
         examples: served.len(),
         identical: 0,
         differing: Vec::new(),
-        settings_differ: settings_differ(&served_settings, &evaluated),
+        settings_differ: served_settings
+            .as_ref()
+            .map(|s| settings_differ(s, &evaluated))
+            .unwrap_or_default(),
         served_settings,
         offline_score: mean(offline.report.results.iter().map(|r| r.score)),
         served_score: mean(scores.iter().map(|s| s.as_ref().ok().copied())),
@@ -145,48 +158,42 @@ pub async fn run(global: &Global, args: CheckServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How the served settings differ from those the task evaluates with.
-fn settings_differ(served: &Value, evaluated: &RunSettings) -> Vec<String> {
+/// How the served settings differ from those the offline evaluation used.
+fn settings_differ(served: &Applied, evaluated: &RunSettings) -> Vec<String> {
     let mut out = Vec::new();
-    if served["source"] == "server" {
+    if served.source == "server" {
         out.push(
             "the version has no [run]: it is served with the server's defaults (store it with \
              optimize, or add a [run] table)"
                 .into(),
         );
     }
-    if served["max_tokens"].as_u64() != Some(u64::from(evaluated.max_tokens)) {
+    if served.max_tokens != evaluated.max_tokens {
         out.push(format!(
             "max_tokens {} served, {} evaluated",
-            served["max_tokens"], evaluated.max_tokens
+            served.max_tokens, evaluated.max_tokens
         ));
     }
-    let temperature = served["temperature"].as_f64().unwrap_or(f64::NAN);
-    if (temperature - f64::from(evaluated.temperature)).abs() > 1e-6 {
+    if (served.temperature - evaluated.temperature).abs() > 1e-6 {
         out.push(format!(
             "temperature {} served, {} evaluated",
-            served["temperature"], evaluated.temperature
+            served.temperature, evaluated.temperature
         ));
     }
-    let stop: Vec<String> = serde_json::from_value(served["stop"].clone()).unwrap_or_default();
-    if stop != evaluated.stop {
+    if served.stop != evaluated.stop {
         out.push(format!(
-            "stop {stop:?} served, {:?} evaluated",
-            evaluated.stop
+            "stop {:?} served, {:?} evaluated",
+            served.stop, evaluated.stop
         ));
     }
     // A model that cannot score generates in both places; labels that are scored must match.
-    if let Some(labels) = served["labels"].as_array() {
-        let labels: Vec<String> = labels
-            .iter()
-            .filter_map(|l| l.as_str().map(String::from))
-            .collect();
-        if Some(&labels) != evaluated.labels.as_ref() {
-            out.push(format!(
-                "labels {labels:?} served, {:?} evaluated",
-                evaluated.labels
-            ));
-        }
+    if let Some(labels) = &served.labels
+        && Some(labels) != evaluated.labels.as_ref()
+    {
+        out.push(format!(
+            "labels {labels:?} served, {:?} evaluated",
+            evaluated.labels
+        ));
     }
     out
 }
@@ -212,7 +219,10 @@ fn report(c: &Checked, base: &str, args: &CheckServeArgs) {
         c.split,
         c.examples
     );
-    outln!("settings   served {} ", c.served_settings);
+    outln!(
+        "settings   served {}",
+        serde_json::to_string(&c.served_settings).unwrap_or_default()
+    );
     for d in &c.settings_differ {
         outln!("  differs  {d}");
     }

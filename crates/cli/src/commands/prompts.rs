@@ -211,7 +211,28 @@ async fn dispatch(global: &Global, store: &dyn Store, cmd: PromptsCommand) -> an
                 (Some(_), _) | (None, None) => Export::Toml,
                 (None, Some(p)) => Export::for_path(p),
             };
-            let text = content::export(&v.prompt, &v.file()?, form)?;
+            let file = v.file()?;
+            // The form the version's model takes prompts in: a JSON export for a model that
+            // continues text is a completions request (an unknown model: a chat request).
+            let format = file
+                .target_model
+                .as_deref()
+                .and_then(|m| {
+                    metaprompt_llm::Hub::new(crate::context::load_config(global).ok()?)
+                        .resolve(m)
+                        .ok()
+                })
+                .map_or(metaprompt_llm::PromptFormat::Chat, |i| i.format);
+            if form == Export::Text
+                && format == metaprompt_llm::PromptFormat::Chat
+                && !file.messages.is_empty()
+            {
+                eprintln!(
+                    "note: a text export joins this chat version's messages into one text; \
+                     imported back it runs as one user message. Export JSON to keep the roles."
+                );
+            }
+            let text = content::export(&v.prompt, &file, form, format)?;
             match out {
                 Some(path) => {
                     std::fs::write(&path, &text)
