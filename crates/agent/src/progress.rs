@@ -42,7 +42,8 @@ impl Progress {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
-    pub(crate) fn say(&self, what: &str) {
+    /// Report `what` (a pass's stage, or its caller's own line about the pass).
+    pub fn say(&self, what: &str) {
         if let Some(sink) = &self.sink {
             let started = *self
                 .started

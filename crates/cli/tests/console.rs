@@ -273,6 +273,22 @@ async fn seed_library(d: &Path) {
         .await
         .unwrap();
     service.save_case(&case.to_row()).await.unwrap();
+    // A second case on all of `support`'s traffic waits for the first, and says so.
+    let waiting: metaprompt_agent::Case = serde_json::from_value(json!({
+        "id": "case_all", "prompt": "support", "slice": {"kind": "all"},
+        "state": "open", "opened_at": now, "updated_at": now, "label": "production",
+        "incumbent": {"hash": v1, "seq": 1},
+        "finding": {"prompt": "support", "slice": {"kind": "all"}, "against": "baseline",
+                    "n": 100, "mean": 0.6, "reference_n": 100, "reference_mean": 0.8,
+                    "p": 1e-4, "q": 2e-4},
+        "seen": 2,
+        "spent": [{"at": now, "calls": 12, "usd": 0.0042}],
+        "search": {"run_dir": "agent/support.all.20260101T000000000/runs/run-20260101-000000-0a1b2c3d4e5f",
+                   "algorithm": "gepa", "started_at": now, "stopped_at": now},
+        "waiting": "waiting: case case_billing of this prompt is proposed",
+    }))
+    .unwrap();
+    service.save_case(&waiting.to_row()).await.unwrap();
     service.close().await;
     let mut xss = metaprompt_eval::prompt::PromptFile::from_template("xss", "Q: {{ q }}\nA:");
     xss.instruction = Some("<script>alert(1)</script>".into());
@@ -554,6 +570,175 @@ async fn post_form(
     (st, location.unwrap_or(resp.text().await.unwrap()))
 }
 
+/// The agent's page: reached from a proposal's diagnosis, it lists the seeded cases with their
+/// state and exact waiting reason, the slices too small to test as `GET /v1/agent` has them,
+/// links to the diagnosis and the proposal that reach them, fits 1280 px; a pass asked for
+/// over the API shows as the last pass there and as `pass` in `GET /v1/agent`.
+async fn agent_page(c: &Client, s: &Server, http: &reqwest::Client, editor: &str) {
+    c.set_window_size(1280, 1000).await.unwrap();
+    c.goto(&s.url("/review/support/v3")).await.unwrap();
+    click(c, Locator::Css("section.diagnosis a.case")).await;
+    until(
+        c,
+        "return location.pathname === '/agent' && location.hash === '#case-case_billing'",
+        10,
+    )
+    .await;
+    assert_eq!(
+        text(c, "header.top nav a[aria-current=page]").await,
+        "Agent"
+    );
+    assert_eq!(text(c, "#cases-h + p").await, "2 cases, 2 live");
+    let billing = text(c, "#case-case_billing").await;
+    for want in [
+        "proposed",
+        "in the review queue",
+        "topic=billing",
+        "a reviewer's decision",
+        "support@v3",
+        "agent/case_billing/run",
+        "no calls",
+    ] {
+        assert!(billing.contains(want), "{want}: {billing}");
+    }
+    let all = text(c, "#case-case_all").await;
+    for want in [
+        "open",
+        "no proposal yet",
+        "all traffic",
+        "waiting: case case_billing of this prompt is proposed",
+        "12 calls · $0.0042",
+        "gepa search since",
+        "the next pass resumes it",
+        "run-20260101-000000-0a1b2c3d4e5f",
+    ] {
+        assert!(all.contains(want), "{want}: {all}");
+    }
+    // The untested slices are the API's.
+    let api: Value = http
+        .get(s.url("/v1/agent"))
+        .bearer_auth(editor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let untested = api["untested"].as_array().unwrap();
+    let rows = js(
+        c,
+        "return [...document.querySelectorAll('table.untested tbody tr')].map(r => r.innerText)",
+    )
+    .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), untested.len(), "{rows:?} {untested:?}");
+    for (row, u) in rows.iter().zip(untested) {
+        assert!(
+            row.as_str().unwrap().contains(u["why"].as_str().unwrap()),
+            "{row} {u}"
+        );
+    }
+    assert_eq!(
+        js(
+            c,
+            "return document.documentElement.scrollWidth <= window.innerWidth && \
+             [...document.querySelectorAll('main .scroll')].every(d => d.scrollWidth <= d.clientWidth)"
+        )
+        .await,
+        json!(true),
+        "/agent overflows at 1280 px"
+    );
+    assert_eq!(
+        js(
+            c,
+            "return document.getElementById('agent-pass').dataset.running"
+        )
+        .await,
+        json!("false")
+    );
+    shot(c, "agent").await;
+    // The hypothesis opens in place; the diagnosis and proposal links reach their page.
+    click(c, Locator::Css("#case-case_billing td.diagnosis summary")).await;
+    assert!(
+        text(c, "#case-case_billing td.diagnosis blockquote")
+            .await
+            .contains("invoices are billing")
+    );
+    click(c, Locator::Css("#case-case_billing a.diagnosis")).await;
+    until(
+        c,
+        "return location.pathname === '/review/support/v3' && location.hash === '#diag-h' \
+         && !!document.getElementById('diag-h')",
+        10,
+    )
+    .await;
+    c.goto(&s.url("/agent")).await.unwrap();
+    click(c, Locator::Css("#case-case_billing a.proposal")).await;
+    until(c, "return location.pathname === '/review/support/v3'", 10).await;
+    assert!(text(c, "h1").await.contains("support@v3"));
+
+    // A pass over the API: `GET /v1/agent` says it ran; the open page (console.js polls the
+    // pass's part) shows what it did without a reload.
+    c.goto(&s.url("/agent")).await.unwrap();
+    js(c, "window.__same_page = 7; return true").await;
+    let before = chrono::Utc::now();
+    let r = http
+        .post(s.url("/v1/agent/pass"))
+        .bearer_auth(editor)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let api: Value = http
+        .get(s.url("/v1/agent"))
+        .bearer_auth(editor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pass = &api["pass"];
+    assert_eq!(pass["running"], json!(false), "{pass}");
+    let started: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(pass["started_at"].clone()).unwrap();
+    assert!(
+        started >= before && pass["finished_at"].is_string(),
+        "{pass}"
+    );
+    let lines: Vec<&str> = pass["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines[0].ends_with("reading the inference and feedback log")
+            && lines.last().unwrap().contains("pass done"),
+        "{lines:?}"
+    );
+    until(
+        c,
+        "return document.querySelector('#agent-pass p.state').innerText.includes('the last pass began')",
+        20,
+    )
+    .await;
+    assert_eq!(js(c, "return window.__same_page").await, json!(7));
+    assert!(text(c, "#agent-pass p.state").await.contains("idle"));
+    click(c, Locator::Css("#agent-pass summary")).await;
+    assert!(
+        text(c, "#agent-pass pre.pass-lines")
+            .await
+            .contains("reading the inference and feedback log")
+    );
+    assert!(
+        text(c, "#case-case_all")
+            .await
+            .contains("waiting: case case_billing")
+    );
+    shot(c, "agent-after-pass").await;
+}
+
 async fn review_state(d: &Path, seq: u32) -> ReviewState {
     let store = metaprompt_registry::open(d.join("lib.db")).await.unwrap();
     let v = store.versions("support").await.unwrap();
@@ -627,6 +812,8 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
         ("/production?prompt=nosuch", StatusCode::NOT_FOUND, "nosuch"),
         ("/runs/nosuch", StatusCode::NOT_FOUND, "nosuch"),
         ("/review/support/v99", StatusCode::NOT_FOUND, "v99"),
+        ("/agent?prompt=nosuch", StatusCode::NOT_FOUND, "nosuch"),
+        ("/agent?promt=support", StatusCode::BAD_REQUEST, "promt"),
     ] {
         let (st, body) = page(path).await;
         assert_eq!(st, want, "{path}: {body}");
@@ -709,6 +896,7 @@ async fn console_in_a_real_browser_review_roles_escaping_live_runs_and_productio
     until(&c, "return document.title.startsWith('Bad Request')", 10).await;
     assert!(text(&c, "p.error").await.contains("comment"));
     assert_eq!(review_state(d, 3).await, ReviewState::Proposed);
+    agent_page(&c, &s, &http, &editor).await;
 
     // Canary the approved version on production; its traffic shows per version and per slice.
     let st = http

@@ -709,6 +709,8 @@ async fn fuzzing_every_route_with_every_role_gets_no_5xx_and_no_hang() {
         ("GET", "/runs/{id}"),
         ("GET", "/runs/{id}/live"),
         ("GET", "/production"),
+        ("GET", "/agent?prompt={name}"),
+        ("GET", "/agent/live?prompt={name}"),
         ("PATCH", "/v1/prompts"),
         ("GET", "/nothing/{name}"),
     ];

@@ -1,7 +1,40 @@
 // metaprompt web console: the one script. It makes a running run's page follow the run:
 // on every progress event of the run's server-sent events it fetches the server-rendered
-// fragment /runs/ID/live (at most twice a second) and puts it in place. No dependencies,
-// nothing from another host; every page works without it.
+// fragment /runs/ID/live (at most twice a second) and puts it in place. On the agent's page
+// it fetches the pass's fragment /agent/live (every 2 s while a pass runs, every 15 s
+// otherwise) and reloads the page once a pass ends, for the cases it changed. No
+// dependencies, nothing from another host; every page works without it.
+(function () {
+  "use strict";
+  var pass = document.getElementById("agent-pass");
+  if (!pass || !window.fetch) {
+    return;
+  }
+  function running() {
+    return pass.getAttribute("data-running") === "true";
+  }
+  function poll() {
+    fetch("/agent/live", { credentials: "same-origin" })
+      .then(function (r) {
+        // Signed out meanwhile: the sign-in page is not the fragment.
+        return r.ok && !r.redirected ? r.text() : Promise.reject(r.status);
+      })
+      .then(function (html) {
+        var was = running();
+        pass.innerHTML = html;
+        var state = pass.querySelector("[data-running]");
+        var now = !!state && state.getAttribute("data-running") === "true";
+        pass.setAttribute("data-running", now ? "true" : "false");
+        if (was && !now) {
+          location.reload();
+          return;
+        }
+        setTimeout(poll, now ? 2000 : 15000);
+      })
+      .catch(function () {});
+  }
+  setTimeout(poll, running() ? 2000 : 15000);
+})();
 (function () {
   "use strict";
   var live = document.getElementById("live");

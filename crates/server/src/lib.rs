@@ -8,7 +8,7 @@
 //!                                       recorder: one writer, group commit ─────────┴─> library db
 //! reviewer ──/v1/review, PUT …/labels/L[/split], POST …/versions/V/review──> library rules
 //! editor ──POST /v1/runs──> engine (eval, optimize) ──progress──> GET /v1/runs/ID/events (SSE)
-//! browser ──GET /, /prompts/NAME, /review, /runs, /production (cookie)──> console: same reads, HTML
+//! browser ──GET /, /prompts/NAME, /review, /runs, /production, /agent (cookie)──> console: same reads, HTML
 //! ```
 //!
 //! - [`gateway`] — the one serving path (resolve, render, call, score online, record), used
@@ -318,6 +318,8 @@ pub struct Shared {
     pub agent_settings: Result<metaprompt_agent::Settings, String>,
     /// Held by the agent's pass: one at a time.
     pub agent_turn: tokio::sync::Mutex<()>,
+    /// The running (or last) agent pass's progress, for `GET /v1/agent` and the console.
+    pub agent_progress: agent::AgentProgress,
     /// The tasks and models a client may name.
     pub access: access::Access,
     /// The names a request may address the server by.
@@ -557,6 +559,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         inner: Arc::new(Shared {
             agent_settings,
             agent_turn: tokio::sync::Mutex::new(()),
+            agent_progress: agent::AgentProgress::default(),
             engine,
             resolver: Resolver::new(library.clone()),
             library,

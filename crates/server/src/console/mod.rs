@@ -1,6 +1,7 @@
 //! The web console at `/`: the library, a prompt's versions and lineage, diffs, the review
-//! queue, runs (live), and production health, as server-rendered HTML (maud) over the same
-//! library, runs and agent state the JSON API reads, with the same tokens and roles.
+//! queue, runs (live), production health and the agent at work (`/agent`: its pass live, its
+//! cases), as server-rendered HTML (maud) over the same library, runs and agent state the JSON
+//! API reads, with the same tokens and roles.
 //!
 //! ```text
 //! browser ──GET /login, POST /login (token)──> Set-Cookie: metaprompt_token (HttpOnly, SameSite=Strict)
@@ -23,8 +24,10 @@
 //!   allows scripts and styles only from `/assets/` (no inline script, no inline style), so a
 //!   prompt holding `<script>` is text.
 //! - Charts are SVG drawn here ([`charts`]); `console.js` (ours, no dependencies) only makes
-//!   a running run's page update live. Nothing is fetched from another host: it works offline.
+//!   a running run's page and the agent's pass update live. Nothing is fetched from another
+//!   host: it works offline.
 
+mod agent;
 pub mod charts;
 mod live;
 mod pages;
@@ -79,6 +82,8 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/events", get(live::run_events))
         .route("/runs/{id}/cancel", post(live::cancel))
         .route("/production", get(live::production))
+        .route("/agent", get(agent::page))
+        .route("/agent/live", get(agent::live))
         .route("/assets/console.css", get(|| asset(CSS, "text/css")))
         .route("/assets/console.js", get(|| asset(JS, "text/javascript")))
         .merge(signin::routes())
@@ -283,6 +288,7 @@ pub enum Nav {
     Review,
     Runs,
     Production,
+    Agent,
     None,
 }
 
@@ -311,6 +317,7 @@ pub fn layout(title: &str, session: Option<&Session>, nav: Nav, body: Markup) ->
                             (link("/review", "Review", nav == Nav::Review))
                             (link("/runs", "Runs", nav == Nav::Runs))
                             (link("/production", "Production", nav == Nav::Production))
+                            (link("/agent", "Agent", nav == Nav::Agent))
                         }
                         @if let Some(s) = session {
                             div.who {

@@ -1012,6 +1012,7 @@ pub async fn proposal(
         @if let Some(c) = &case {
             section.diagnosis aria-labelledby="diag-h" {
                 h2 #diag-h { "The agent's diagnosis" }
+                p.note { "Case " a.case href={ "/agent#case-" (c.id) } { code { (c.id) } } " on the agent's page: its state, spend and run." }
                 p { "Slice " code { (c.slice.to_string()) } ": " (format!("{:.3}", c.finding.mean)) " (n " (c.finding.n) ") against "
                     (format!("{:.3}", c.finding.reference_mean)) " (n " (c.finding.reference_n) "), q = " (format!("{:.2e}", c.finding.q)) }
                 @if let Some(d) = &c.diagnosis {
