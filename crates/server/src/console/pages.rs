@@ -393,6 +393,16 @@ pub fn prompt_file(file: &PromptFile) -> Markup {
                             " · a choice among " (l.join(", "))
                             (if r.generate { ", generated and read" } else { ", scored where the model can" })
                         }
+                        @if let Some(a) = &r.answer {
+                            " · the answer read as "
+                            (match a {
+                                metaprompt_eval::settings::Reading::Number {} => "its final number",
+                                metaprompt_eval::settings::Reading::Normalized {} => "normalized text",
+                                metaprompt_eval::settings::Reading::Json { schema: Some(_), .. } => "JSON checked against a schema",
+                                metaprompt_eval::settings::Reading::Json { .. } => "JSON",
+                            })
+                            @if let metaprompt_eval::settings::Reading::Json { field: Some(f), .. } = a { " (field " code { (f) } ")" }
+                        }
                         " (what its evaluation used)"
                     }
                     None => { "the server's defaults (no [run]: its evaluation's settings were not recorded with it)" }
