@@ -866,7 +866,7 @@ mod tests {
             c.resolve("local:mine", &no_env).unwrap().format,
             PromptFormat::Chat
         );
-        assert_eq!(c.catalog().len(), 3);
+        assert_eq!(c.catalog().len(), crate::catalog::builtin().len() + 1);
         let upper = Config::parse(&format!(
             "[local.models.mine]\nfile = \"mine.gguf\"\nsha256 = \"{}\"\nurl = \"https://models.example/mine.gguf\"\n",
             "AB".repeat(32)

