@@ -234,6 +234,10 @@ pub struct LocalConfig {
     /// Live requests (the prompt service) decoded together in one step, each with
     /// `context_size` tokens of its own; more wait for a free slot. Default: 8.
     pub parallel: Option<u32>,
+    /// Take turns on the cores with every other computation on the embedded models on this
+    /// machine (other processes, other models), one decode step at a time, instead of
+    /// competing for them. Default: true.
+    pub share_cores: Option<bool>,
     /// Catalog entries (`[local.models.NAME]`): models usable as `local:NAME`, added to the
     /// built-in ones or replacing one of the same name (see [`crate::catalog`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -27,6 +27,7 @@ pub(crate) struct Embedder<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     memo: HashMap<String, Vec<f32>>,
+    turn: crate::cores::Turn,
 }
 
 impl<'m> Embedder<'m> {
@@ -50,6 +51,7 @@ impl<'m> Embedder<'m> {
             ctx,
             batch: LlamaBatch::new(MAX_TOKENS, 1),
             memo: HashMap::new(),
+            turn: crate::cores::Turn::open(&options.models_dir, options.share_cores),
         })
     }
 
@@ -71,8 +73,9 @@ impl<'m> Embedder<'m> {
                 .add(t, pos as i32, &[0], true)
                 .map_err(|e| format!("cannot fill the embedding batch: {e}"))?;
         }
-        self.ctx
-            .decode(&mut self.batch)
+        let (ctx, batch) = (&mut self.ctx, &mut self.batch);
+        self.turn
+            .hold(|| ctx.decode(batch))
             .map_err(|e| format!("llama.cpp decode (embeddings) failed: {e}"))?;
         let pooled = self
             .ctx

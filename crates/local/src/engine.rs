@@ -71,6 +71,8 @@ pub struct EngineOptions {
     pub parallel: u32,
     pub models_dir: PathBuf,
     pub python: String,
+    /// Take the machine's compute turn for each decode ([`crate::cores`]).
+    pub share_cores: bool,
 }
 
 /// Facts about a loaded model.
@@ -325,6 +327,7 @@ pub(crate) struct Engine<'m> {
     /// Tokens whose KV cells in sequence 0 may be reused (a `ROW_GROUP`-aligned prompt prefix).
     reusable: Vec<LlamaToken>,
     context_size: usize,
+    turn: crate::cores::Turn,
 }
 
 /// The model's chat template from its metadata, compiled, with its BOS and EOS tokens as text.
@@ -389,6 +392,7 @@ impl<'m> Engine<'m> {
             own: own_template(model),
             reusable: Vec::new(),
             context_size: options.context_size as usize,
+            turn: crate::cores::Turn::open(&options.models_dir, options.share_cores),
         })
     }
 
@@ -497,8 +501,9 @@ impl<'m> Engine<'m> {
     }
 
     fn decode(&mut self) -> Result<(), String> {
-        self.ctx
-            .decode(&mut self.batch)
+        let (ctx, batch) = (&mut self.ctx, &mut self.batch);
+        self.turn
+            .hold(|| ctx.decode(batch))
             .map_err(|e| format!("llama.cpp decode failed: {e}"))
     }
 

@@ -20,6 +20,8 @@
 //!   that makes every score reproducible whatever else is in the batch (see its docs).
 //! - [`LocalProvider`] — the [`Provider`] implementation: `complete_batch` and `score`
 //!   evaluate a whole batch in one job, sharing the prompt prefix across requests.
+//! - `cores` — the machine's compute turn: every decode takes it, so computations on this
+//!   machine (other processes, other models) interleave instead of spinning against each other.
 //! - `live` — continuous batching for `complete_live` (the prompt service): concurrent live
 //!   requests share decode steps and stream their tokens, on a context of their own, so the
 //!   canonical evaluations are untouched.
@@ -27,6 +29,7 @@
 pub mod fetch;
 
 mod chat;
+mod cores;
 mod embed;
 mod engine;
 mod live;
@@ -58,6 +61,9 @@ pub struct LocalOptions {
     pub parallel: u32,
     /// The models usable as `local:NAME` (built in, and `[local.models]`).
     pub catalog: fetch::Catalog,
+    /// Take the machine's compute turn for every decode (`[local] share_cores`, default
+    /// true; see `cores`).
+    pub share_cores: bool,
 }
 
 impl LocalOptions {
@@ -88,6 +94,7 @@ impl LocalOptions {
                 .unwrap_or(8)
                 .max(1),
             catalog: config.catalog(),
+            share_cores: local.share_cores.unwrap_or(true),
         }
     }
 }
@@ -146,6 +153,7 @@ impl LocalModels {
                     models_dir: self.options.models_dir.clone(),
                     python: self.options.python.clone(),
                     parallel: self.options.parallel,
+                    share_cores: self.options.share_cores,
                 };
                 let tx =
                     engine::spawn(model_ref, options).map_err(|message| LlmError::Backend {

@@ -90,6 +90,7 @@ pub(crate) struct LiveBatch<'m> {
     slots: Vec<Slot>,
     queue: VecDeque<Live>,
     stats: LiveStats,
+    turn: crate::cores::Turn,
 }
 
 impl<'m> LiveBatch<'m> {
@@ -119,6 +120,7 @@ impl<'m> LiveBatch<'m> {
             slots: (0..slots).map(|_| Slot::default()).collect(),
             queue: VecDeque::new(),
             stats: LiveStats::default(),
+            turn: crate::cores::Turn::open(&options.models_dir, options.share_cores),
         })
     }
 
@@ -189,10 +191,12 @@ impl<'m> LiveBatch<'m> {
         }
         let decoded = match failed {
             Some(e) => Err(e),
-            None => self
-                .ctx
-                .decode(&mut self.batch)
-                .map_err(|e| format!("llama.cpp decode failed: {e}")),
+            None => {
+                let (ctx, batch) = (&mut self.ctx, &mut self.batch);
+                self.turn
+                    .hold(|| ctx.decode(batch))
+                    .map_err(|e| format!("llama.cpp decode failed: {e}"))
+            }
         };
         if let Err(e) = decoded {
             // The batch's KV is in an unknown state: every request in it fails, cleanly.
