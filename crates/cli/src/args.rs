@@ -333,7 +333,7 @@ pub enum ReviewCommand {
 /// The meta layer's settings, shared by the commands that use it.
 #[derive(Debug, Args)]
 pub struct MetaArgs {
-    /// The meta model, which writes prompts [default: the task's models.meta, else local:gemma-3-270m]
+    /// The meta model, which writes prompts [default: the task's models.meta, else local:qwen2.5-coder-1.5b-instruct]
     #[arg(long, value_name = "MODEL")]
     pub meta: Option<String>,
     /// System message for the chat-form meta-prompts (`@FILE` reads a file) [default: the task's models.meta_system, else the template's]

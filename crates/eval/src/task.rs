@@ -122,8 +122,10 @@ pub struct ModelsConfig {
     /// The model that runs the prompt.
     #[serde(default = "default_model")]
     pub execution: String,
-    /// The model that writes prompts (and judges, by default).
-    #[serde(default = "default_model")]
+    /// The model that writes prompts (and judges, by default). Default: Qwen2.5-Coder 1.5B
+    /// Instruct, the embedded model that writes instructions a person would accept (the base
+    /// Gemma writes "Take a group photo."; BENCHMARKS.md, "Which embedded model writes").
+    #[serde(default = "default_meta_model")]
     pub meta: String,
     #[serde(default, deserialize_with = "temperature")]
     pub execution_temperature: f32,
@@ -143,6 +145,9 @@ pub struct ModelsConfig {
 fn default_model() -> String {
     "local:gemma-3-270m".into()
 }
+fn default_meta_model() -> String {
+    "local:qwen2.5-coder-1.5b-instruct".into()
+}
 fn default_meta_temperature() -> f32 {
     0.8
 }
@@ -154,7 +159,7 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             execution: default_model(),
-            meta: default_model(),
+            meta: default_meta_model(),
             execution_temperature: 0.0,
             meta_temperature: default_meta_temperature(),
             meta_system: None,
