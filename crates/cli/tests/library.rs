@@ -390,7 +390,10 @@ async fn bad_input_is_a_clear_error() {
         ),
         (
             &["prompts", "import", "bad.json"],
-            &["bad.json", "unknown role `robot`"],
+            &[
+                "bad.json",
+                "unknown variant `robot`, expected one of `system`, `user`, `assistant`",
+            ],
         ),
         (
             &["prompts", "add", "sst2", "missing.toml"],
