@@ -40,6 +40,34 @@ async fn post(url: &str, token: &str, body: Value) -> Value {
     v
 }
 
+/// Run a Python `script` with the real `openai` package against the server (argv: base URL,
+/// token, `inputs` as JSON); what it prints, as JSON.
+async fn openai_client(
+    script: &'static str,
+    s: &Server,
+    token: &str,
+    inputs: &[String],
+) -> Vec<Value> {
+    let python = tokio::task::spawn_blocking(common::openai_python)
+        .await
+        .unwrap();
+    let (base, key, list) = (s.url(""), token.to_string(), json!(inputs).to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", script, &base, &key, &list])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The mock library and the routing task, optimized once (`fewshot`, one round) into the
 /// library as `route`: its seed is v1.
 async fn optimized(d: &Path) -> (wiremock::MockServer, String) {
@@ -258,9 +286,6 @@ async fn embedded_a_kept_classifier_is_served_as_it_was_evaluated() {
     assert_eq!(agree, 20);
 
     // The real `openai` client, as an application calls it: no max_tokens, no stop.
-    let python = tokio::task::spawn_blocking(common::openai_python)
-        .await
-        .unwrap();
     let sentences: Vec<String> = offline
         .iter()
         .map(|r| r["input"]["sentence"].as_str().unwrap().to_string())
@@ -278,21 +303,7 @@ for s in sentences:
                 "settings": r.model_extra["metaprompt"]["settings"]})
 print(json.dumps(out))
 "#;
-    let (base, key, list) = (s.url(""), runner.clone(), json!(sentences).to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .args(["-c", script, &base, &key, &list])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = openai_client(script, &s, &runner, &sentences).await;
     for (k, (a, row)) in answers.iter().zip(&offline).enumerate() {
         assert_eq!(a["text"], row["output"], "openai client, example {k}");
         assert_eq!(a["settings"]["source"], "version");
@@ -566,9 +577,6 @@ async fn embedded_a_generation_prompt_is_served_and_exported_as_it_was_evaluated
     }
 
     // The real `openai` client, chat and completions, with no settings of its own.
-    let python = tokio::task::spawn_blocking(common::openai_python)
-        .await
-        .unwrap();
     let countries: Vec<String> = offline
         .iter()
         .map(|r| r["input"]["country"].as_str().unwrap().to_string())
@@ -587,21 +595,7 @@ for x in countries:
                 "settings": chat.model_extra["metaprompt"]["settings"]})
 print(json.dumps(out))
 "#;
-    let (base, key, list) = (s.url(""), runner.clone(), json!(countries).to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .args(["-c", script, &base, &key, &list])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = openai_client(script, &s, &runner, &countries).await;
     assert_eq!(answers.len(), offline.len());
     for (a, row) in answers.iter().zip(&offline) {
         assert_eq!(a["chat"], row["output"], "openai chat: {a}");
