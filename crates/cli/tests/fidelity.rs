@@ -120,11 +120,7 @@ async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
         ],
     )
     .await;
-    let offline: Vec<Value> = std::fs::read_to_string(d.join("offline.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let offline = jsonl(&d.join("offline.jsonl"));
     assert_eq!(offline.len(), 12);
 
     let runner = token(d, "runner").await;
@@ -247,11 +243,7 @@ async fn embedded_a_kept_classifier_is_served_as_it_was_evaluated() {
         ],
     )
     .await;
-    let offline: Vec<Value> = std::fs::read_to_string(d.join("offline.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let offline = jsonl(&d.join("offline.jsonl"));
     assert_eq!(offline.len(), 20);
     let runner = token(d, "runner").await;
     let s = Server::start(d, &[]);
