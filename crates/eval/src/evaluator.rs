@@ -1,7 +1,8 @@
 //! Runs a prompt over examples and scores it.
 //!
 //! Examples go to the model in batches (`Provider::complete_batch`: concurrent for HTTP
-//! providers under their limiter, shared-prefix for the embedded model; the cache sits in
+//! providers under their limiter, shared-prefix for the embedded model, generated several at
+//! once with `[local] lanes`; the cache sits in
 //! front either way). A task with a `choice` metric on a model that scores labels skips
 //! generation: the labels are scored by log-probability and the most likely one is the output.
 //!

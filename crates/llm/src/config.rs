@@ -238,6 +238,10 @@ pub struct LocalConfig {
     /// machine (other processes, other models), one decode step at a time, instead of
     /// competing for them. Default: true.
     pub share_cores: Option<bool>,
+    /// Completions of an evaluation batch generated at once (`METAPROMPT_LANES`). Above 1,
+    /// faster on generation tasks, but a text then depends, in rare near ties, on which
+    /// requests shared its batch (the same batch always gives the same texts). Default: 1.
+    pub lanes: Option<u32>,
     /// Catalog entries (`[local.models.NAME]`): models usable as `local:NAME`, added to the
     /// built-in ones or replacing one of the same name (see [`crate::catalog`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -16,6 +16,9 @@
 //! - decode calls are at most `n_batch` tokens (a multiple of 8) from an aligned start;
 //! - generated tokens and label continuations are never reused.
 //!
+//! The one exception is opt-in: `[local] lanes` above 1 generates a batch's completions several
+//! at once on a context of their own (`lanes`), a fixed layout per batch instead of per request.
+//!
 //! Sorting a batch by tokens puts requests that share a prefix (the instruction and the demos of
 //! one prompt template) next to each other, so the shared part is decoded once. The test suite
 //! checks that a request scores bit-for-bit the same alone, in a batch, and in any order.
@@ -43,6 +46,7 @@ use tokio::sync::oneshot;
 use crate::chat::ChatTemplate;
 use crate::embed::Embedder;
 use crate::fetch::{self, ModelRef};
+use crate::lanes::{Lanes, LanesStats};
 use crate::live::{Live, LiveBatch, LiveStats};
 
 /// Rows are computed in groups; reuse boundaries are multiples of this many, so that a token
@@ -66,6 +70,10 @@ pub enum Strategy {
     SharedPrefix,
     /// Every request decoded from scratch (the baseline benchmarks compare against).
     OneByOne,
+    /// Prompts as `SharedPrefix`; completions generate several at once, one token per
+    /// request per decode call (see `lanes`): a fixed layout per batch, not per request.
+    /// Scores are evaluated as `SharedPrefix`.
+    Lanes,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +86,8 @@ pub struct EngineOptions {
     pub python: String,
     /// Take the machine's compute turn for each decode ([`crate::cores`]).
     pub share_cores: bool,
+    /// Requests a [`Strategy::Lanes`] batch generates at once (see `lanes`).
+    pub lanes: u32,
 }
 
 /// Facts about a loaded model.
@@ -116,6 +126,9 @@ pub(crate) enum Job {
     LiveStats {
         reply: oneshot::Sender<LiveStats>,
     },
+    LanesStats {
+        reply: oneshot::Sender<LanesStats>,
+    },
     /// The text a prompt is decoded as (a chat prompt through the model's template).
     Render {
         prompt: Prompt,
@@ -153,6 +166,9 @@ impl Job {
             }
             Job::LiveStats { reply } => {
                 let _ = reply.send(LiveStats::default());
+            }
+            Job::LanesStats { reply } => {
+                let _ = reply.send(LanesStats::default());
             }
             Job::Render { reply, .. } => {
                 let _ = reply.send(Err(error.to_string()));
@@ -239,6 +255,8 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
     let mut live: Option<LiveBatch<'_>> = None;
     // So is the embedding context, on the first embedding request.
     let mut embedder: Option<Embedder<'_>> = None;
+    // And the generation lanes, on the first completion batch that uses them.
+    let mut lanes: Option<Lanes<'_>> = None;
     loop {
         let busy = live.as_ref().is_some_and(LiveBatch::busy);
         // While live requests are in flight, take what has arrived and then decode a step;
@@ -258,6 +276,24 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
             continue;
         };
         match job {
+            Job::Complete {
+                requests,
+                strategy: Strategy::Lanes,
+                reply,
+            } => {
+                if lanes.is_none() {
+                    match Lanes::new(&model, &options, options.lanes as usize) {
+                        Ok(l) => lanes = Some(l),
+                        Err(e) => {
+                            let _ = reply.send(requests.iter().map(|_| Err(e.clone())).collect());
+                            continue;
+                        }
+                    }
+                }
+                if let Some(l) = lanes.as_mut() {
+                    let _ = reply.send(l.complete(&engine, &requests));
+                }
+            }
             Job::Complete {
                 requests,
                 strategy,
@@ -294,6 +330,9 @@ fn worker(model_ref: ModelRef, options: EngineOptions, rx: Receiver<Job>) {
             }
             Job::LiveStats { reply } => {
                 let _ = reply.send(live.as_ref().map(LiveBatch::stats).unwrap_or_default());
+            }
+            Job::LanesStats { reply } => {
+                let _ = reply.send(lanes.as_ref().map(Lanes::stats).unwrap_or_default());
             }
             Job::Render { prompt, reply } => {
                 let _ = reply.send(match &prompt {
@@ -353,7 +392,7 @@ fn own_template(model: &LlamaModel) -> Option<ChatTemplate> {
 }
 
 /// Which prompt sorts first: requests sharing a prefix become neighbours.
-fn sort_key(tokens: &[LlamaToken]) -> Vec<i32> {
+pub(crate) fn sort_key(tokens: &[LlamaToken]) -> Vec<i32> {
     tokens.iter().map(|t| t.0).collect()
 }
 
@@ -404,6 +443,10 @@ impl<'m> Engine<'m> {
         })
     }
 
+    pub(crate) fn model(&self) -> &'m LlamaModel {
+        self.model
+    }
+
     /// Evaluate a batch in the strategy's order; answers come back in the caller's order.
     fn run_batch<Q, R>(
         &mut self,
@@ -417,7 +460,7 @@ impl<'m> Engine<'m> {
         let prepared: Vec<Result<Prepared, String>> =
             requests.iter().map(|r| self.prepare(r.prompt())).collect();
         let mut order: Vec<usize> = (0..requests.len()).collect();
-        if strategy == Strategy::SharedPrefix {
+        if strategy != Strategy::OneByOne {
             order.sort_by_cached_key(|&i| {
                 prepared[i]
                     .as_ref()
@@ -536,7 +579,7 @@ impl<'m> Engine<'m> {
     ) -> Result<(usize, i32), String> {
         let n = tokens.len();
         let keep = match strategy {
-            Strategy::SharedPrefix => {
+            Strategy::SharedPrefix | Strategy::Lanes => {
                 let common = self
                     .reusable
                     .iter()

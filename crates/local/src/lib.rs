@@ -23,6 +23,8 @@
 //!   evaluate a whole batch in one job, sharing the prompt prefix across requests.
 //! - `cores` — the machine's compute turn: every decode takes it, so computations on this
 //!   machine (other processes, other models) interleave instead of spinning against each other.
+//! - `lanes` — an evaluation's completions generated several at once (`[local] lanes`), a
+//!   fixed layout per batch.
 //! - `live` — continuous batching for `complete_live` (the prompt service): concurrent live
 //!   requests share decode steps and stream their tokens, on a context of their own, so the
 //!   canonical evaluations are untouched.
@@ -34,6 +36,7 @@ mod chat;
 mod cores;
 mod embed;
 mod engine;
+mod lanes;
 mod live;
 
 use std::collections::HashMap;
@@ -44,6 +47,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use engine::{EngineOptions, Job};
 pub use engine::{ModelFacts, Strategy};
+pub use lanes::LanesStats;
 use live::Live;
 pub use live::LiveStats;
 use metaprompt_llm::hub::Factory;
@@ -66,6 +70,9 @@ pub struct LocalOptions {
     /// Take the machine's compute turn for every decode (`[local] share_cores`, default
     /// true; see `cores`).
     pub share_cores: bool,
+    /// Completions of a batch generated at once (`[local] lanes`, `METAPROMPT_LANES`; see
+    /// `lanes`). Default 1: one at a time, each text independent of its neighbours.
+    pub lanes: u32,
 }
 
 impl LocalOptions {
@@ -97,6 +104,12 @@ impl LocalOptions {
                 .max(1),
             catalog: config.catalog(),
             share_cores: local.share_cores.unwrap_or(true),
+            lanes: std::env::var("METAPROMPT_LANES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .or(local.lanes)
+                .unwrap_or(1)
+                .max(1),
         }
     }
 }
@@ -156,6 +169,7 @@ impl LocalModels {
                     python: self.options.python.clone(),
                     parallel: self.options.parallel,
                     share_cores: self.options.share_cores,
+                    lanes: self.options.lanes,
                 };
                 let tx =
                     engine::spawn(model_ref, options).map_err(|message| LlmError::Backend {
@@ -169,7 +183,11 @@ impl LocalModels {
         // The window prompts are checked against before a run: this engine's context.
         let mut info = info.clone();
         info.context_tokens = Some(self.options.context_size);
-        Ok(LocalProvider { info, jobs: tx })
+        Ok(LocalProvider {
+            info,
+            jobs: tx,
+            lanes: self.options.lanes,
+        })
     }
 }
 
@@ -178,6 +196,7 @@ impl LocalModels {
 pub struct LocalProvider {
     info: ModelInfo,
     jobs: Sender<Job>,
+    lanes: u32,
 }
 
 impl LocalProvider {
@@ -274,6 +293,20 @@ impl LocalProvider {
         self.ask(|reply| Job::LiveStats { reply }).await
     }
 
+    /// How a batch's completions are generated: in lanes when `[local] lanes` is above 1.
+    fn generation(&self) -> Strategy {
+        if self.lanes > 1 {
+            Strategy::Lanes
+        } else {
+            Strategy::SharedPrefix
+        }
+    }
+
+    /// What generation in lanes has done so far.
+    pub async fn lanes_stats(&self) -> Result<LanesStats, LlmError> {
+        self.ask(|reply| Job::LanesStats { reply }).await
+    }
+
     /// The engine's prefill rate (tokens per second) on one prompt of `tokens` tokens.
     pub async fn prefill_rate(&self, tokens: usize) -> Result<f64, LlmError> {
         self.ask(|reply| Job::PrefillRate { tokens, reply })
@@ -297,8 +330,10 @@ impl Provider for LocalProvider {
             .unwrap_or_else(|| Err(self.error("no answer")))
     }
 
+    /// One at a time, or in lanes (several requests per decode call) when `[local] lanes`
+    /// says so (see `lanes`).
     async fn complete_batch(&self, requests: &[Request]) -> Vec<Result<Response, LlmError>> {
-        self.complete_with(requests, Strategy::SharedPrefix).await
+        self.complete_with(requests, self.generation()).await
     }
 
     /// Decoded with the other live requests in flight, token by token (see `live`).
