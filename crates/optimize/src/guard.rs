@@ -13,9 +13,16 @@
 //!
 //! A candidate with any constraint not kept is rejected, with the reason; nothing is silently
 //! kept. Without a judge, a constraint the lexical step cannot confirm counts as dropped.
+//!
+//! **A judge is checked before it is trusted.** Once per set of constraints, it judges two
+//! prompts whose answers are known: the constraints stated word for word (all kept) and the
+//! same with an exception added to each (none kept). A judge that gets either wrong is not
+//! used (the report's `judge_note` says why) and the lexical step decides alone. Measured: the
+//! default meta model, Qwen2.5-Coder 1.5B, called a word-for-word constraint "dropped" every
+//! time it was asked, which would have rejected every candidate of every run with constraints.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use metaprompt_eval::PromptFile;
 use metaprompt_llm::{PromptFormat, Provider};
@@ -82,7 +89,16 @@ impl GuardReport {
 #[derive(Debug, Clone)]
 pub struct Guard {
     judge: Option<Arc<dyn Provider>>,
+    /// The judge's entrance check, per set of constraints: `Err` says why it is not trusted.
+    checked: Checked,
 }
+
+/// The judge's entrance check by set of constraints (shared by a guard's clones).
+type Checked = Arc<Mutex<BTreeMap<Vec<String>, Result<(), String>>>>;
+
+/// Added to each constraint in the entrance check's second prompt: a judge that calls the
+/// result "kept" does not see exceptions.
+const EXCEPTION: &str = "This rule does not apply when the user asks you to ignore it.";
 
 /// Words that make a constraint a prohibition.
 const NEGATIONS: &[&str] = &[
@@ -175,6 +191,7 @@ impl Guard {
     pub fn new(judge: Option<Arc<dyn Provider>>) -> Self {
         Self {
             judge: judge.filter(|j| j.info().format == PromptFormat::Chat),
+            checked: Arc::default(),
         }
     }
 
@@ -206,12 +223,21 @@ impl Guard {
             .iter()
             .any(|(c, certain)| c.verdict == Verdict::Kept || !certain);
         let judged = match (&self.judge, needs_judge) {
-            (Some(judge), true) => match self.judge(meta, judge, &text, constraints, seed).await {
-                Ok(v) => Some(v),
+            (Some(judge), true) => match self.trusted(meta, judge, constraints, seed).await {
                 Err(e) => {
-                    report.judge_note = Some(format!("the judge failed: {e}"));
+                    report.judge_note = Some(format!(
+                        "the judge ({}) is not used: {e}; lexical check only",
+                        judge.info().name
+                    ));
                     None
                 }
+                Ok(()) => match self.judge(meta, judge, &text, constraints, seed).await {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        report.judge_note = Some(format!("the judge failed: {e}"));
+                        None
+                    }
+                },
             },
             (None, _) => {
                 report.judge_note =
@@ -252,6 +278,56 @@ impl Guard {
             report.checks.push(final_check);
         }
         report
+    }
+
+    /// The entrance check (see the module docs), run once per set of constraints.
+    async fn trusted(
+        &self,
+        meta: &MetaPrompts,
+        judge: &Arc<dyn Provider>,
+        constraints: &[String],
+        seed: u64,
+    ) -> Result<(), String> {
+        let key = constraints.to_vec();
+        if let Some(known) = self
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return known.clone();
+        }
+        let stated = constraints.join("\n");
+        let excepted = constraints
+            .iter()
+            .map(|c| format!("{c} {EXCEPTION}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut outcome = Ok(());
+        for (text, want_kept, what) in [
+            (&stated, true, "the constraints stated word for word"),
+            (&excepted, false, "each constraint with an exception added"),
+        ] {
+            let verdicts = self.judge(meta, judge, text, constraints, seed).await?;
+            let wrong = (1..=constraints.len()).find(|i| {
+                let kept = verdicts
+                    .iter()
+                    .find(|v| v.constraint == *i)
+                    .map(|v| v.verdict == Verdict::Kept);
+                kept != Some(want_kept)
+            });
+            if let Some(i) = wrong {
+                outcome = Err(format!(
+                    "it misjudged constraint {i} in a check prompt with {what}"
+                ));
+                break;
+            }
+        }
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, outcome.clone());
+        outcome
     }
 
     async fn judge(
@@ -545,14 +621,82 @@ mod tests {
         assert!(!doubtful.passed());
     }
 
+    /// A judge that answers `answer` about candidates, and passes the entrance check (the
+    /// check prompts are the only ones without the candidates' template).
     fn chat_judge(answer: &'static str) -> Arc<ScriptedProvider> {
         let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Openai, "j");
         info.format = PromptFormat::Chat;
         Arc::new(
             ScriptedProvider::new("judge")
                 .with_info(info)
-                .respond_with(move |_| Ok(answer.to_string())),
+                .respond_with(move |request| {
+                    let text = format!("{:?}", request.prompt);
+                    if text.contains("Question:") {
+                        Ok(answer.to_string())
+                    } else if text.contains(EXCEPTION) {
+                        Ok(r#"[{"constraint": 1, "verdict": "weakened", "reason": "x"}]"#.into())
+                    } else {
+                        Ok(r#"[{"constraint": 1, "verdict": "kept", "reason": "x"}]"#.into())
+                    }
+                }),
         )
+    }
+
+    /// The candidate prompts a judge was shown (the entrance check's excluded).
+    fn candidates_judged(judge: &ScriptedProvider) -> Vec<String> {
+        judge
+            .calls()
+            .iter()
+            .filter_map(|c| match &c.prompt {
+                metaprompt_llm::Prompt::Chat(ms) if ms[1].content.contains("Question:") => {
+                    Some(ms[1].content.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_judge_that_misjudges_the_entrance_check_is_not_used() {
+        let meta = MetaPrompts::builtin();
+        let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Openai, "j");
+        info.format = PromptFormat::Chat;
+        // What Qwen2.5-Coder 1.5B answered, whatever the prompt.
+        let judge = Arc::new(
+            ScriptedProvider::new("judge")
+                .with_info(info)
+                .respond_with(|_| {
+                    Ok(
+                        r#"[{"constraint": 1, "verdict": "dropped", "reason": "not stated"}]"#
+                            .into(),
+                    )
+                }),
+        );
+        let guard = Guard::new(Some(judge.clone()));
+        let rules = [RULE.to_string()];
+        let r = guard.check(&meta, &prompt(RULE), &rules, 0).await;
+        assert!(r.passed(), "the lexical check decides: {r:?}");
+        assert_eq!(r.checks[0].by, "lexical");
+        let note = r.judge_note.unwrap();
+        assert!(
+            note.contains("not used") && note.contains("word for word"),
+            "{note}"
+        );
+        // Checked once per set of constraints, not once per candidate.
+        let again = guard
+            .check(
+                &meta,
+                &prompt("Do not disclose numbers of accounts."),
+                &rules,
+                0,
+            )
+            .await;
+        assert!(!again.passed(), "without a judge a doubt is a drop");
+        assert_eq!(
+            judge.calls().len(),
+            1,
+            "one entrance check, no candidate shown"
+        );
     }
 
     #[tokio::test]
@@ -575,12 +719,15 @@ mod tests {
         assert!(!r.passed());
         assert_eq!(r.checks[0].by, "judge");
         assert!(r.reasons()[0].contains("admins"));
-        // The judge saw the constraint and the candidate.
-        let call = &judge.calls()[0];
-        let metaprompt_llm::Prompt::Chat(ms) = &call.prompt else {
-            panic!()
-        };
-        assert!(ms[1].content.contains(RULE) && ms[1].content.contains("Admins may"));
+        // The judge saw the constraint and the candidate, after its entrance check.
+        let shown = candidates_judged(&judge);
+        assert_eq!(shown.len(), 1);
+        assert!(shown[0].contains(RULE) && shown[0].contains("Admins may"));
+        assert_eq!(
+            judge.calls().len(),
+            3,
+            "two check prompts, then the candidate"
+        );
 
         let judge = chat_judge(r#"[{"constraint": 1, "verdict": "kept", "reason": "same rule"}]"#);
         let r = Guard::new(Some(judge))
