@@ -27,7 +27,9 @@ fn brain(written: &AtomicUsize, body: &Value) -> String {
         .as_str()
         .unwrap_or_default();
     if system.contains("You audit prompts") {
-        let verdict = if last.contains("Admins may") {
+        // A competent judge: it sees the loophole, and the exception the guard's entrance
+        // check adds to each constraint.
+        let verdict = if last.contains("Admins may") || last.contains("does not apply when") {
             r#"[{"constraint": 1, "verdict": "weakened", "reason": "admins get an exception"}]"#
         } else {
             r#"[{"constraint": 1, "verdict": "kept", "reason": "stated as is"}]"#
@@ -219,13 +221,14 @@ async fn generate_with_a_chat_meta_model_checks_constraints_scores_and_counts_ea
     let chosen = g["chosen"].as_u64().unwrap() as usize;
     assert_eq!(candidates[chosen]["status"], "accepted");
     assert_eq!(g["seed_score"]["examples"], 6);
-    // Per layer: 1 analysis + 3 writes + 2 judge calls (the dropped constraint fails lexically,
-    // no judge needed); execution: 6 dev examples for the accepted candidate and 6 for the seed.
-    assert_eq!(g["costs"]["meta"]["calls"], 6, "{:#}", g["costs"]);
+    // Per layer: 1 analysis + 3 writes + the judge's entrance check (2 calls, once for the
+    // run) + 2 judge calls (the dropped constraint fails lexically, no judge needed);
+    // execution: 6 dev examples for the accepted candidate and 6 for the seed.
+    assert_eq!(g["costs"]["meta"]["calls"], 8, "{:#}", g["costs"]);
     assert_eq!(g["costs"]["execution"]["calls"], 12);
-    // 6 calls * (100 in * $10/M + 10 out * $30/M) = $0.0078
+    // 8 calls * (100 in * $10/M + 10 out * $30/M) = $0.0104
     let meta_cost = g["costs"]["meta"]["cost_usd"].as_f64().unwrap();
-    assert!((meta_cost - 0.0078).abs() < 1e-9, "{meta_cost}");
+    assert!((meta_cost - 0.0104).abs() < 1e-9, "{meta_cost}");
     let per = g["costs"]["per_execution"]["cost_usd"].as_f64().unwrap();
     assert!(
         (per - (100.0 * 0.1 + 10.0 * 0.4) / 1e6).abs() < 1e-12,
@@ -239,7 +242,7 @@ async fn generate_with_a_chat_meta_model_checks_constraints_scores_and_counts_ea
         .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
         .filter(|b| b["model"] == "writer")
         .collect();
-    assert_eq!(analysis.len(), 6);
+    assert_eq!(analysis.len(), 8);
     for b in &analysis {
         let roles: Vec<&str> = b["messages"]
             .as_array()
