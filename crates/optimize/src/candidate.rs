@@ -1,6 +1,12 @@
 //! Candidates: prompts the meta layer proposed, what became of them (accepted, rejected by the
 //! guardrail, failed, duplicate) and their scores; the per-layer accounting every run reports.
+//!
+//! The instruction is read out of a meta answer by [`instruction_from`] (the `<prompt>` content,
+//! cleaned of its wrapping by [`crate::clean`]). Two candidates are duplicates when the
+//! execution model would see them alike, their instructions compared up to case, spacing and
+//! punctuation ([`instruction_key`]); a duplicate is not evaluated again.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use metaprompt_eval::evaluator::{self, Comparison};
@@ -71,14 +77,15 @@ impl Candidate {
 }
 
 /// The instruction in a meta answer: between `<prompt>` tags (chat form) or the whole
-/// continuation (text form), without wrapping quotes, starting with a capital.
+/// continuation (text form), cleaned of its wrapping (a lead-in clause, emphasis, a tag pair,
+/// quotes: [`crate::clean`]), starting with a capital.
 pub fn instruction_from(answer: &str) -> (String, Option<String>) {
     let prompt = crate::meta::prompt_from_answer(answer);
     let notes = answer
         .find("<prompt>")
         .map(|i| answer[..i].trim().to_string())
         .filter(|n| !n.is_empty());
-    let t = prompt.trim().trim_matches('"').trim();
+    let t = crate::clean::clean(&prompt);
     let mut chars = t.chars();
     let text: String = match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
@@ -132,8 +139,20 @@ pub struct Checks<'a> {
 
 impl Checks<'_> {
     /// Whether the execution model sees `a` and `b` alike: rendered for the probe in its form
-    /// when both render, else the same instruction (up to whitespace), templates and demos.
+    /// when both render, else the same instruction, templates and demos. Instructions that
+    /// differ only in case, spacing or punctuation ([`instruction_key`]) are taken as one: a
+    /// meta model proposes `Classify the review.` and `classify the review` in one round, and
+    /// evaluating both would buy nothing.
     fn same(&self, a: &PromptFile, b: &PromptFile) -> bool {
+        let b = match (&a.instruction, &b.instruction) {
+            (Some(x), Some(y)) if x != y && instruction_key(x) == instruction_key(y) => {
+                Cow::Owned(PromptFile {
+                    instruction: a.instruction.clone(),
+                    ..b.clone()
+                })
+            }
+            _ => Cow::Borrowed(b),
+        };
         if let (Some(format), Some(probe)) = (self.format, self.probe) {
             let mut vars = probe.vars.clone();
             vars.remove(self.output);
@@ -145,11 +164,11 @@ impl Checks<'_> {
                     .ok()
                     .map(|r| (r, picks))
             };
-            if let (Some(x), Some(y)) = (seen(a), seen(b)) {
+            if let (Some(x), Some(y)) = (seen(a), seen(&b)) {
                 return x == y;
             }
         }
-        same_prompt(a, b)
+        same_prompt(a, &b)
     }
 
     /// A candidate from a meta answer: read, assembled with `frame`, rendered, guarded, and
@@ -235,17 +254,27 @@ impl Checks<'_> {
 }
 
 fn same_prompt(a: &PromptFile, b: &PromptFile) -> bool {
-    let norm = |s: &Option<String>| {
-        s.as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    norm(&a.instruction) == norm(&b.instruction)
+    let key = |s: &Option<String>| instruction_key(s.as_deref().unwrap_or_default());
+    key(&a.instruction) == key(&b.instruction)
         && a.template == b.template
         && a.messages == b.messages
         && a.demos == b.demos
+}
+
+/// What [`instruction_key`] reads as a space.
+const PROSE_PUNCTUATION: &[char] = &[
+    '.', ',', ';', ':', '!', '?', '\'', '"', '(', ')', '-', '‘', '’', '“', '”', '–', '—', '…',
+];
+
+/// An instruction as duplicates are found: lower case, the punctuation of prose (`.,;:!?'"()`,
+/// dashes, curly quotes, the final period among them) read as spaces, whitespace collapsed.
+/// Symbols that mean something to the execution model (`####`, `<`, `{{ }}`, `*`) are kept.
+pub fn instruction_key(text: &str) -> String {
+    text.to_lowercase()
+        .split(|c: char| c.is_whitespace() || PROSE_PUNCTUATION.contains(&c))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Examples, metrics and options a run scores prompts with.
@@ -467,6 +496,98 @@ mod tests {
             instruction_from("label it. Never lie.\nNever lie. Be brief.").0,
             "Label it. Never lie. Be brief."
         );
+    }
+
+    #[test]
+    fn a_wrapped_instruction_is_read_without_its_wrapping() {
+        for (answer, instruction) in [
+            (
+                "<prompt>Here's the new instruction: **Classify the sentiment of the movie review as positive or negative.**</prompt>",
+                "Classify the sentiment of the movie review as positive or negative.",
+            ),
+            (
+                "Here's the new instruction: <instruction>Given a list of words, write the opposite of each.</instruction>",
+                "Given a list of words, write the opposite of each.",
+            ),
+            (
+                "<prompt><choose>Yes if you return to the starting point, No otherwise</choose></prompt>",
+                "Yes if you return to the starting point, No otherwise",
+            ),
+            (
+                "<output>language classification</output>",
+                "Language classification",
+            ),
+            ("<reverse>", "<reverse>"),
+        ] {
+            assert_eq!(instruction_from(answer).0, instruction, "{answer}");
+        }
+    }
+
+    #[test]
+    fn instructions_that_differ_in_case_or_punctuation_only_are_one() {
+        assert_eq!(
+            instruction_key("Classify the  review -- positive, or negative."),
+            instruction_key("classify the review: positive or negative")
+        );
+        assert_ne!(
+            instruction_key("Give the final number after ####."),
+            instruction_key("Give the final number after.")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_instruction_in_other_case_or_punctuation_is_a_duplicate() {
+        let frame = crate::brief::Frame::fresh(&crate::brief::Brief::from_description("x"));
+        let probe = Example {
+            id: "dev:1".into(),
+            vars: std::collections::BTreeMap::from([
+                ("input".to_string(), serde_json::json!("dull")),
+                ("output".to_string(), serde_json::json!("negative")),
+            ]),
+            expected: Some(serde_json::json!("negative")),
+        };
+        let (meta, guard) = (MetaPrompts::builtin(), Guard::new(None));
+        let first = Candidate {
+            prompt: Some(frame.prompt("p", "Label the review as positive or negative.", &[])),
+            status: Status::Accepted,
+            ..Candidate::failed("p0".into(), String::new())
+        };
+        // Compared as files and as a text model sees them.
+        for (format, probe) in [(None, None), (Some(PromptFormat::Text), Some(&probe))] {
+            let checks = Checks {
+                meta: &meta,
+                guard: &guard,
+                constraints: &[],
+                probe,
+                output: "output",
+                seed: 1,
+                format,
+            };
+            for (instruction, twin) in [
+                ("label the review as positive or negative", true),
+                ("Label the review as -- positive, or negative!", true),
+                (
+                    "Label the review as positive or negative, then stop.",
+                    false,
+                ),
+            ] {
+                let c = checks
+                    .check(
+                        "p1".into(),
+                        String::new(),
+                        None,
+                        frame.prompt("p", instruction, &[]),
+                        std::slice::from_ref(&first),
+                    )
+                    .await;
+                let expected = if twin {
+                    Status::Duplicate("p0".into())
+                } else {
+                    Status::Accepted
+                };
+                assert_eq!(c.status, expected, "{instruction} ({format:?})");
+            }
+        }
     }
 
     #[tokio::test]

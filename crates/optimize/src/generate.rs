@@ -3,9 +3,11 @@
 //! 1. **Analyse** (one meta call, temperature 0): requirements, likely failure modes, output
 //!    format, edge cases. Kept as the prompt's rationale.
 //! 2. **Write** N candidates (N samples of one meta-prompt at the meta temperature; on the
-//!    embedded model they share its prefix in the KV cache). Each is assembled with the task's
-//!    frame (example layout, demonstrations from the train split), rendered once, and checked by
-//!    the protected-constraint guardrail.
+//!    embedded model they share its prefix in the KV cache). Each instruction is screened for
+//!    junk ([`crate::junk`], against the task, its seed prompt, the examples the meta model was
+//!    shown and those it will be scored on), assembled with the task's frame (example layout,
+//!    demonstrations from the train split), rendered once, and checked by the
+//!    protected-constraint guardrail. Junk is rejected with its reason, unevaluated.
 //! 3. **Evaluate** the accepted candidates (and the task's seed prompt, for reference) on the
 //!    dev split when there is data, and keep the best. Without data the first accepted candidate
 //!    is kept as written, unscored (`Generated::scored` is false): it has no evidence.
@@ -13,13 +15,16 @@
 //! N + 1 meta calls in all (plus judge calls when the meta model is instruction-tuned and the
 //! task has constraints).
 
-use metaprompt_eval::{PromptFile, Summary};
+use std::collections::{BTreeMap, HashSet};
+
+use metaprompt_eval::{Example, PromptFile, Summary};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::brief::{Brief, Frame, model_context};
-use crate::candidate::{self, Candidate, Checks, Costs, Evaluation, Layers, run_on};
+use crate::candidate::{self, Candidate, Checks, Costs, Evaluation, Layers, Status, run_on};
 use crate::guard::Guard;
+use crate::junk::{Junk, Screen};
 use crate::meta::{MetaError, MetaPrompts};
 use crate::{Event, Observer};
 
@@ -144,15 +149,19 @@ pub async fn generate(
         seed: spec.seed,
         format: None,
     };
+    let screen = screen(spec, evaluation);
     let mut candidates: Vec<Candidate> = Vec::new();
     for (i, answer) in answers.into_iter().enumerate() {
         let id = format!("c{}", i + 1);
         let c = match answer {
-            Ok(a) => {
-                checks
-                    .candidate(id, &a, &spec.frame, &spec.name, &candidates)
-                    .await
-            }
+            Ok(a) => match rejected_as_junk(&screen, spec, id.clone(), &a) {
+                Some(rejected) => rejected,
+                None => {
+                    checks
+                        .candidate(id, &a, &spec.frame, &spec.name, &candidates)
+                        .await
+                }
+            },
             Err(e) => Candidate::failed(id, e.to_string()),
         };
         observe(Event::Candidate(&c));
@@ -190,17 +199,80 @@ pub async fn generate(
     })
 }
 
+/// The junk screen of a `generate` run: the task and its seed prompt, and for copies the
+/// examples the meta model was shown (first: those it copies), the demonstrations, and the
+/// examples the candidates are scored on.
+fn screen(spec: &GenerateSpec, evaluation: Option<&Evaluation>) -> Screen {
+    let brief = &spec.brief;
+    let from_vars = |vars: &BTreeMap<String, Value>| Example {
+        id: String::new(),
+        vars: vars.clone(),
+        expected: None,
+    };
+    let framed: Vec<Example> = spec
+        .frame
+        .demos
+        .iter()
+        .chain(&spec.frame.pool)
+        .map(from_vars)
+        .collect();
+    // A shown example is a line (`brief.show`): read back as one input and its output, unless
+    // it is one of the demonstrations already.
+    let input = |shown: &Value| shown["input"].as_str().unwrap_or_default().to_string();
+    let in_frame: HashSet<String> = framed.iter().map(|e| input(&brief.show(e))).collect();
+    let field = match brief.inputs.as_slice() {
+        [one] => one.clone(),
+        _ => "input".to_string(),
+    };
+    let shown: Vec<Example> = spec
+        .shown
+        .iter()
+        .filter(|s| !in_frame.contains(&input(s)))
+        .map(|s| Example {
+            id: String::new(),
+            vars: BTreeMap::from([(field.clone(), s["input"].clone())]),
+            expected: Some(s["output"].clone()),
+        })
+        .collect();
+    let scored = evaluation.map_or(&[][..], |e| &e.examples);
+    let examples: Vec<&Example> = shown.iter().chain(&framed).chain(scored).collect();
+    let seed = spec.seed_prompt.clone().unwrap_or_default();
+    Screen::new(brief, &seed, &examples)
+}
+
+/// A candidate rejected for the junk its answer holds, or `None` when the answer passes the
+/// screen. An answer with no instruction at all is left to [`Checks::candidate`], which fails
+/// it (the meta call gave nothing, rather than something to reject).
+fn rejected_as_junk(
+    screen: &Screen,
+    spec: &GenerateSpec,
+    id: String,
+    answer: &str,
+) -> Option<Candidate> {
+    let (instruction, notes) = candidate::instruction_from(answer);
+    let junk = screen.check(&instruction).filter(|&j| j != Junk::Empty)?;
+    Some(Candidate {
+        answer: answer.to_string(),
+        notes,
+        prompt: Some(
+            spec.frame
+                .prompt(&spec.name, &instruction, &spec.constraints),
+        ),
+        status: Status::Rejected(vec![junk.describe().to_string()]),
+        ..Candidate::failed(id, String::new())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use metaprompt_eval::metric::MetricConfig;
-    use metaprompt_eval::{EvalOptions, Example, Scorer};
+    use metaprompt_eval::{EvalOptions, Scorer};
     use metaprompt_llm::testing::ScriptedProvider;
     use metaprompt_llm::{ModelInfo, Prompt, PromptFormat, ProviderKind};
 
     use super::*;
-    use crate::candidate::Status;
 
     fn base_model(name: &str) -> ScriptedProvider {
         let mut info = ModelInfo::new(ProviderKind::Local, name);
@@ -373,6 +445,59 @@ mod tests {
             "{why}"
         );
         assert!(!why.contains("Chosen for the best"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn junk_candidates_are_rejected_with_the_reason_and_a_good_one_is_kept() {
+        let meta = Arc::new(
+            base_model("meta")
+                .reply("notes")
+                .reply("<reverse>")
+                // A shown example, its period dropped: a near copy.
+                .reply("the plot is a dull mess of clichés and tired jokes")
+                .reply("Here's the new instruction: **Say positive or negative.**")
+                .reply(" label the review as positive or negative."),
+        );
+        let exec = Arc::new(base_model("exec").respond_with(|_| Ok("positive".into())));
+        let layers = Layers::new(meta, exec);
+        let mut spec = spec(vec![]);
+        spec.candidates = 4;
+        let demos = [
+            example(
+                "the plot is a dull mess of clichés and tired jokes.",
+                "negative",
+            ),
+            example("a gorgeous, witty, seductive movie.", "positive"),
+        ];
+        spec.shown = demos.iter().map(|d| spec.brief.show(d)).collect();
+        spec.frame = Frame::fresh(&spec.brief).with_demos(&spec.brief, &demos[1..]);
+        let g = generate(
+            &MetaPrompts::builtin(),
+            &layers,
+            &Guard::new(None),
+            &spec,
+            Some(&evaluation()),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        let statuses: Vec<&Status> = g.candidates.iter().map(|c| &c.status).collect();
+        assert_eq!(
+            statuses[..2],
+            [
+                &Status::Rejected(vec![Junk::Markup.describe().into()]),
+                &Status::Rejected(vec![Junk::CopiesExample.describe().into()]),
+            ]
+        );
+        assert_eq!(statuses[2..], [&Status::Accepted, &Status::Accepted]);
+        let instruction = |i: usize| g.candidates[i].prompt.as_ref().unwrap().instruction.clone();
+        assert_eq!(instruction(0).as_deref(), Some("<reverse>"));
+        assert_eq!(instruction(2).as_deref(), Some("Say positive or negative."));
+        assert!(
+            g.candidates[..2].iter().all(|c| c.score.is_none()),
+            "junk is not evaluated"
+        );
+        assert!(g.chosen.is_some_and(|i| i >= 2));
     }
 
     #[tokio::test]

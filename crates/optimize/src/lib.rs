@@ -9,8 +9,11 @@
 //! - [`proxy`] — the likelihood proxy: the execution model's log-probability of the expected
 //!   outputs after a candidate, to rank many candidates cheaply before a few are raced.
 //! - [`guard`] — the protected-constraint guardrail: lexical check, then an LLM judge.
+//! - [`clean`] — the wrapping a meta model puts around an instruction (`Here's the new
+//!   instruction:`, `**…**`, `<instruction>…</instruction>`, quotes), stripped when it is read.
 //! - [`junk`] — the screen that rejects meta answers which are not instructions (empty, number
-//!   lists, copies of an example, repetition, unrelated text) before they cost evaluation.
+//!   lists, markup, code, copies of an example, repetition, the meta-prompt's framing alone,
+//!   talk about an instruction, a bare phrase, unrelated text) before they cost evaluation.
 //! - [`candidate`] — candidates and their fate, evaluation, per-layer cost accounting.
 //! - [`generate`](mod@generate) — a prompt from a task description (analyse, write N, check, evaluate, pick).
 //! - [`translate`](mod@translate) — a prompt moved to another model, with parity measured on data.
@@ -28,6 +31,7 @@
 pub mod algo;
 pub mod brief;
 pub mod candidate;
+pub mod clean;
 pub mod generate;
 pub mod guard;
 pub mod junk;
