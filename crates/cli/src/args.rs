@@ -447,6 +447,9 @@ pub struct OptimizeArgs {
     /// Share of a round's (candidate, example) pairs that may stay unscored (failed calls or metrics, left out of comparisons) before the run stops [default: 0.05]
     #[arg(long, value_name = "SHARE")]
     pub unscored_rate: Option<f64>,
+    /// The most tokens a candidate prompt may spend on itself (instruction, demonstrations, the template's words; estimated at 4 bytes a token): longer candidates are rejected before they are scored
+    #[arg(long, value_name = "N")]
+    pub max_prompt_tokens: Option<u64>,
     /// Test-split scores (seed and kept prompt together) that may stay unscored (a failed model call or metric, left out of the test score) before the command fails
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_unscored: u64,

@@ -320,6 +320,7 @@ impl Engine {
             minibatch: request.minibatch.max(1),
             demos: request.demos,
             proxy: request.proxy,
+            max_prompt_tokens: request.max_prompt_tokens,
         };
         self.prepare(request, task, dir, settings, budget, None)
             .await
@@ -533,6 +534,12 @@ pub(crate) fn check_request(r: &OptimizeRequest) -> Result<(), EngineError> {
         return invalid(
             "max_unscored",
             format!("{m} is not a share between 0 and 1"),
+        );
+    }
+    if r.max_prompt_tokens == Some(0) {
+        return invalid(
+            "max_prompt_tokens",
+            "a cap of 0 tokens admits no prompt".into(),
         );
     }
     Ok(())
@@ -840,6 +847,7 @@ mod tests {
             }),
             ("max_unscored", |r| r.max_unscored = Some(1.5)),
             ("max_unscored", |r| r.max_unscored = Some(f64::NAN)),
+            ("max_prompt_tokens", |r| r.max_prompt_tokens = Some(0)),
             ("demos", |r| {
                 r.algorithm = "fewshot".into();
                 r.demos = 0;

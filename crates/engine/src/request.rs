@@ -249,6 +249,10 @@ pub struct OptimizeRequest {
     /// stops [default: 0.05].
     #[serde(default)]
     pub max_unscored: Option<f64>,
+    /// The most tokens a candidate prompt may spend on itself (instruction, demonstrations,
+    /// the template's words); a longer one is rejected before it is scored. None: no cap.
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
     #[serde(default = "six")]
     pub rounds: usize,
     #[serde(default = "two")]
@@ -313,6 +317,7 @@ impl OptimizeRequest {
             dev_limit: None,
             test_limit: None,
             max_unscored: None,
+            max_prompt_tokens: None,
             rounds: six(),
             patience: two(),
             per_round: four(),

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metaprompt_llm::{Prompt, Provider, Request, ScoreRequest, Usage};
+use metaprompt_llm::{Prompt, PromptFormat, Provider, Request, ScoreRequest, Usage};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -366,6 +366,22 @@ pub struct TooLong {
     pub hint: String,
 }
 
+/// The tokens a prompt spends on itself, estimated as [`check_context`] estimates them: the
+/// prompt (its longest form) rendered in `format` with every input empty, so the instruction,
+/// the demonstrations and the template's own words count, and no example does. `None` when it
+/// does not render that way.
+pub fn own_tokens(prompt: &PromptFile, format: PromptFormat, output: &str) -> Option<u64> {
+    let prompt = prompt.longest();
+    let vars: BTreeMap<String, Value> = prompt
+        .variables()
+        .into_iter()
+        .filter(|v| v != output)
+        .map(|v| (v, Value::String(String::new())))
+        .collect();
+    let rendered = prompt.render(&vars, format, Some(output)).ok()?;
+    Some(estimate_tokens(&rendered).1)
+}
+
 /// The estimated tokens of a rendered prompt: its bytes at [`BYTES_PER_TOKEN`], plus a few per
 /// chat message for the roles and separators.
 pub fn estimate_tokens(prompt: &Prompt) -> (usize, u64) {
@@ -666,6 +682,26 @@ mod tests {
                 expected: Some(json!(l)),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_prompts_own_tokens_count_its_words_and_demos_not_the_example() {
+        let mut p = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
+        let bare = own_tokens(&p, PromptFormat::Text, "label").unwrap();
+        // "Review: \nSentiment:" is 20 bytes: 5 tokens at 4 bytes a token.
+        assert_eq!(bare, 5);
+        p.instruction = Some("x".repeat(400));
+        // The instruction and its blank line before the template: 422 bytes, 106 tokens.
+        assert_eq!(own_tokens(&p, PromptFormat::Text, "label").unwrap(), 106);
+        p.demo_template = Some("Review: {{ text }}\nSentiment: {{ label }}\n\n".into());
+        p.demos = vec![BTreeMap::from([
+            ("text".into(), json!("y".repeat(400))),
+            ("label".into(), json!("positive")),
+        ])];
+        let with_demo = own_tokens(&p, PromptFormat::Text, "label").unwrap();
+        assert!(with_demo > 106 + 100, "{with_demo}");
+        // In chat form too, and a long example changes nothing: it is not the prompt's own.
+        assert!(own_tokens(&p, PromptFormat::Chat, "label").unwrap() > bare + 200);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use metaprompt_eval::evaluator::{self, Comparison};
+use metaprompt_eval::evaluator::{self, Comparison, own_tokens};
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Summary};
 use metaprompt_llm::{CallLog, LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
 use serde::Serialize;
@@ -135,6 +135,9 @@ pub struct Checks<'a> {
     /// The execution model's prompt form: two prompts it would see identically (rendered for
     /// the probe) are duplicates, whatever else their files hold. `None`: compare the files.
     pub format: Option<PromptFormat>,
+    /// The most tokens a prompt may spend on itself ([`own_tokens`], `--max-prompt-tokens`):
+    /// a longer candidate is rejected before it costs a call.
+    pub max_prompt_tokens: Option<u64>,
 }
 
 impl Checks<'_> {
@@ -216,6 +219,17 @@ impl Checks<'_> {
             c.status = Status::Rejected(vec![format!("the prompt does not render: {e}")]);
             c.prompt = Some(prompt);
             return c;
+        }
+        if let Some(cap) = self.max_prompt_tokens {
+            let format = self.format.unwrap_or(PromptFormat::Text);
+            if let Some(n) = own_tokens(&prompt, format, self.output).filter(|&n| n > cap) {
+                c.status = Status::Rejected(vec![format!(
+                    "the prompt spends about {n} tokens on itself, over the cap of {cap} \
+                     (--max-prompt-tokens)"
+                )]);
+                c.prompt = Some(prompt);
+                return c;
+            }
         }
         let same = |o: &Candidate| {
             o.accepted() && o.prompt.as_ref().is_some_and(|p| self.same(p, &prompt))
@@ -498,6 +512,49 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_candidate_over_the_prompt_token_cap_is_rejected_before_it_is_scored() {
+        let frame = Frame::of(
+            &PromptFile::from_template("seed", "Review: {{ text }}\nSentiment:"),
+            &crate::brief::Brief {
+                name: "sst2".into(),
+                description: "Classify the sentiment of a review.".into(),
+                inputs: vec!["text".into()],
+                output: "label".into(),
+                labels: vec![],
+            },
+        );
+        let (meta, guard) = (MetaPrompts::builtin(), Guard::new(None));
+        let checks = Checks {
+            meta: &meta,
+            guard: &guard,
+            constraints: &[],
+            probe: None,
+            output: "label",
+            seed: 1,
+            format: Some(PromptFormat::Text),
+            max_prompt_tokens: Some(40),
+        };
+        let short = checks
+            .check(
+                "p1".into(),
+                String::new(),
+                None,
+                frame.prompt("p", "Label it.", &[]),
+                &[],
+            )
+            .await;
+        assert_eq!(short.status, Status::Accepted);
+        let long = frame.prompt("p", &"Read the review with care. ".repeat(10), &[]);
+        let c = checks
+            .check("p2".into(), String::new(), None, long, &[])
+            .await;
+        let Status::Rejected(why) = &c.status else {
+            panic!("{:?}", c.status)
+        };
+        assert!(why[0].contains("over the cap of 40"), "{why:?}");
+    }
+
     #[test]
     fn a_wrapped_instruction_is_read_without_its_wrapping() {
         for (answer, instruction) in [
@@ -562,6 +619,7 @@ mod tests {
                 output: "output",
                 seed: 1,
                 format,
+                max_prompt_tokens: None,
             };
             for (instruction, twin) in [
                 ("label the review as positive or negative", true),
@@ -620,6 +678,7 @@ mod tests {
             output: "label",
             seed: 1,
             format,
+            max_prompt_tokens: None,
         };
         let earlier = |p: &PromptFile| Candidate {
             id: "p0".into(),

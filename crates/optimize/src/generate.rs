@@ -148,6 +148,7 @@ pub async fn generate(
         output: &spec.brief.output,
         seed: spec.seed,
         format: None,
+        max_prompt_tokens: None,
     };
     let screen = screen(spec, evaluation);
     let mut candidates: Vec<Candidate> = Vec::new();

@@ -113,6 +113,7 @@ pub async fn translate(
         output: &spec.brief.output,
         seed: spec.seed,
         format: None,
+        max_prompt_tokens: None,
     };
     let mut candidates = Vec::new();
     let mechanical = converted(

@@ -140,6 +140,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         dev_limit: args.dev_limit,
         test_limit: args.test_limit,
         max_unscored: args.unscored_rate,
+        max_prompt_tokens: args.max_prompt_tokens,
         rounds: args.rounds,
         patience: args.patience,
         per_round: args.per_round,
@@ -221,6 +222,12 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         show(&o.winner_test)
     );
     outln!("verdict    {}", o.verdict());
+    let tokens = |t: Option<u64>| t.map_or("?".to_string(), |t| format!("~{t}"));
+    outln!(
+        "length     the prompt's own tokens: seed {}, kept {} (estimated; each execution pays them beside its example)",
+        tokens(o.seed_tokens),
+        tokens(o.winner_tokens)
+    );
     if let Some(t) = &o.test_paired {
         outln!(
             "test       {:+.3} [{:+.3}, {:+.3}], p = {:.4} (scored once, at the end)",

@@ -335,6 +335,7 @@ impl<'a> Ctx<'a> {
             output: &self.problem.brief.output,
             seed: mix(self.settings.seed, self.pool.len() as u64),
             format: Some(self.layers.execution.info().format),
+            max_prompt_tokens: self.settings.max_prompt_tokens,
         };
         let earlier: Vec<Candidate> = self
             .pool

@@ -73,6 +73,11 @@ pub struct Settings {
     /// models its rank correlation with the metric was near zero (BENCHMARKS.md).
     #[serde(default)]
     pub proxy: bool,
+    /// The most tokens a candidate may spend on itself (instruction, demonstrations, the
+    /// template's words; estimated as the context check does): a longer one is rejected before
+    /// it is scored. `None`: no cap.
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
     /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
     /// constraints…); opaque to the run, kept in the checkpoint.
     #[serde(default)]
@@ -91,6 +96,7 @@ impl Default for Settings {
             demos: 4,
             max_unscored: default_max_unscored(),
             proxy: false,
+            max_prompt_tokens: None,
             invocation: Value::Null,
         }
     }

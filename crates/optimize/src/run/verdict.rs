@@ -58,6 +58,13 @@ pub struct Outcome {
     /// Scoring calls of the likelihood proxy (outside the metric-call cap).
     #[serde(default)]
     pub proxy_calls: u64,
+    /// Tokens the seed and the kept prompt spend on themselves, estimated
+    /// ([`metaprompt_eval::evaluator::own_tokens`]): what every execution pays beside its
+    /// example.
+    #[serde(default)]
+    pub seed_tokens: Option<u64>,
+    #[serde(default)]
+    pub winner_tokens: Option<u64>,
 }
 
 impl Outcome {
@@ -140,6 +147,14 @@ pub(super) async fn finish(
         }
     }
     let (meta, exec) = ctx.costs();
+    let own_tokens = |i: usize| {
+        metaprompt_eval::evaluator::own_tokens(
+            &ctx.pool[i].prompt,
+            ctx.layers.execution.info().format,
+            &ctx.problem.brief.output,
+        )
+    };
+    let (seed_tokens, winner_tokens) = (own_tokens(0), own_tokens(winner));
     Ok(Outcome {
         algorithm: algorithm.into(),
         stop,
@@ -163,6 +178,8 @@ pub(super) async fn finish(
         test_unscored: Unscored::from_counts(&test_failed),
         screened: ctx.screened.clone(),
         proxy_calls: ctx.proxy_calls,
+        seed_tokens,
+        winner_tokens,
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
