@@ -160,7 +160,11 @@ impl Respond for Exec {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let text = body.to_string();
-        let answer = if text.contains("invoice") || text.contains("charged") {
+        let answer = if text.ends_with("Instruction:\"}") || text.contains("Instruction:\",") {
+            // Asked for an instruction (`generate`'s completion meta-prompt): one, since a
+            // label alone is screened out as junk.
+            "Route the question to billing or other."
+        } else if text.contains("invoice") || text.contains("charged") {
             "billing"
         } else {
             "other"
