@@ -2,7 +2,8 @@
 //! task's metrics accept, and every prompt of the task renders its first dev example in both
 //! forms. A human-written prompt (`prompts/human.toml`, the baseline of BENCHMARKS' small-model
 //! table) has an instruction and exactly the demonstrations of the prompt it says it shares them
-//! with, so the table compares instructions and nothing else.
+//! with, so the table compares instructions and nothing else; its chat form
+//! (`prompts/human_chat.toml`) adds a sentence on the answer format and nothing else.
 
 #![allow(clippy::unwrap_used)]
 
@@ -104,6 +105,24 @@ fn every_example_task_loads_and_every_prompt_renders() {
                 human.display()
             );
             assert_eq!(h.demo_template, seed.demo_template, "{}", human.display());
+            // The careful person's chat prompt: the same instruction (and a sentence on the
+            // answer format), the same demonstrations, the example as the user turn.
+            let chat = PromptFile::load(&prompts.join("human_chat.toml"))
+                .unwrap_or_else(|e| panic!("{}: human_chat.toml: {e}", prompts.display()));
+            let said = h.instruction.as_deref().unwrap_or_default();
+            assert!(
+                chat.instruction
+                    .as_deref()
+                    .is_some_and(|i| i.starts_with(said) && i.len() > said.len()),
+                "{}: human_chat.toml does not extend human.toml's instruction",
+                prompts.display()
+            );
+            assert_eq!(chat.demos, h.demos, "{}", prompts.display());
+            assert!(
+                chat.template.is_none() && chat.messages.len() == 1,
+                "{}: one user message",
+                prompts.display()
+            );
         }
     }
 }
