@@ -65,6 +65,24 @@ pub struct Outcome {
     pub seed_tokens: Option<u64>,
     #[serde(default)]
     pub winner_tokens: Option<u64>,
+    /// The higher-scoring candidate the best was preferred to, as shorter and not
+    /// significantly worse ([`Shorter`]); `None` when the top scorer is the best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shorter: Option<Shorter>,
+}
+
+/// A shorter prompt preferred to the top scorer on dev: it is not significantly worse than
+/// the top (paired, on every dev example), it beats the seed as the top does, and it spends at
+/// most nine tenths of the top's own tokens. Small executors do worse on long prompts, and
+/// every execution pays a prompt's tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shorter {
+    /// The top scorer on dev.
+    pub over: String,
+    pub over_tokens: u64,
+    pub tokens: u64,
+    /// The preferred prompt minus the top scorer, on dev (paired).
+    pub diff: Paired,
 }
 
 impl Outcome {
@@ -77,8 +95,20 @@ impl Outcome {
     pub fn verdict(&self) -> String {
         let d = &self.dev_test;
         if !self.kept_seed {
+            let shorter = self.shorter.as_ref().map_or(String::new(), |s| {
+                format!(
+                    "; preferred to {}, which is not significantly better ({:+.3} [{:+.3}, {:+.3}], p = {:.4}) and spends ~{} tokens on itself against ~{}",
+                    s.over,
+                    -s.diff.diff,
+                    -s.diff.high,
+                    -s.diff.low,
+                    s.diff.p_value,
+                    s.over_tokens,
+                    s.tokens
+                )
+            });
             format!(
-                "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4})",
+                "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}){shorter}",
                 self.winner, d.diff, d.low, d.high, d.p_value
             )
         } else if self.pool.first().is_some_and(|seed| seed.id == self.best) {
@@ -90,6 +120,47 @@ impl Outcome {
             )
         }
     }
+}
+
+/// `b` minus `a` on the dev examples scored for both (paired bootstrap).
+fn paired(a: &Entry, b: &Entry, n_dev: usize) -> Paired {
+    let (x, y): (Vec<f64>, Vec<f64>) = (0..n_dev)
+        .filter_map(|i| Some((*a.scores.get(&i)?, *b.scores.get(&i)?)))
+        .unzip();
+    stats::paired_bootstrap(&x, &y, BOOTSTRAP_SEED)
+}
+
+/// The shortest candidate to prefer to the top scorer `top` ([`Shorter`]), if any: evaluated
+/// on every dev example, at most nine tenths of the top's own tokens, not significantly worse
+/// than the top, and significantly better than the seed (only when the top is).
+fn shorter(ctx: &Ctx<'_>, top: usize, n_dev: usize) -> Option<(usize, Shorter)> {
+    let pool = &ctx.pool;
+    if top == 0 || !beats_seed(&paired(&pool[0], &pool[top], n_dev)) {
+        return None;
+    }
+    let format = ctx.layers.execution.info().format;
+    let output = &ctx.problem.brief.output;
+    let tokens = |i: usize| metaprompt_eval::evaluator::own_tokens(&pool[i].prompt, format, output);
+    let top_tokens = tokens(top)?;
+    (1..pool.len())
+        .filter(|&i| i != top && pool[i].complete(n_dev) && !pool[i].scores.is_empty())
+        .filter_map(|i| Some((i, tokens(i)?)))
+        .filter(|&(_, t)| t * 10 <= top_tokens * 9)
+        .map(|(i, t)| (i, t, paired(&pool[top], &pool[i], n_dev)))
+        .filter(|(i, _, diff)| {
+            let worse = diff.p_value < 0.05 && diff.high < 0.0;
+            !worse && beats_seed(&paired(&pool[0], &pool[*i], n_dev))
+        })
+        .min_by_key(|&(i, t, _)| (t, i))
+        .map(|(i, t, diff)| {
+            let s = Shorter {
+                over: pool[top].id.clone(),
+                over_tokens: top_tokens,
+                tokens: t,
+                diff,
+            };
+            (i, s)
+        })
 }
 
 /// Whether `best` (paired against the seed) is significantly better: p < 0.05 and the
@@ -109,13 +180,15 @@ pub(super) async fn finish(
     stop: StopReason,
 ) -> Result<Outcome, RunError> {
     let n_dev = ctx.problem.dev.len();
-    let best = ctx.best();
+    let top = ctx.best();
+    let vs_seed = |i: usize| paired(&ctx.pool[0], &ctx.pool[i], n_dev);
+    let (best, shorter) = match shorter(ctx, top, n_dev) {
+        Some((i, s)) => (i, Some(s)),
+        None => (top, None),
+    };
     let (seed_e, best_e) = (&ctx.pool[0], &ctx.pool[best]);
     let own = |e: &Entry| e.scores.values().copied().collect::<Vec<f64>>();
-    let (seed_common, best_common): (Vec<f64>, Vec<f64>) = (0..n_dev)
-        .filter_map(|i| Some((*seed_e.scores.get(&i)?, *best_e.scores.get(&i)?)))
-        .unzip();
-    let dev_test = stats::paired_bootstrap(&seed_common, &best_common, BOOTSTRAP_SEED);
+    let dev_test = vs_seed(best);
     let seed_dev = stats::bootstrap(&own(seed_e), BOOTSTRAP_SEED);
     let best_dev = stats::bootstrap(&own(best_e), BOOTSTRAP_SEED);
     let kept_seed = best == 0 || !beats_seed(&dev_test);
@@ -180,6 +253,7 @@ pub(super) async fn finish(
         proxy_calls: ctx.proxy_calls,
         seed_tokens,
         winner_tokens,
+        shorter,
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
@@ -283,6 +357,57 @@ mod tests {
                 o.verdict()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn of_two_prompts_that_score_alike_the_shorter_is_kept() {
+        let kit = Kit::new(20, 4);
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let long = kit.add(
+            &mut ctx,
+            &format!(
+                "with magic. {}",
+                "Read every word of the review with care. ".repeat(6)
+            ),
+        );
+        let short = kit.add(&mut ctx, "with magic");
+        let all = ctx.rung(20);
+        for i in [seed, long, short] {
+            ctx.score(i, &all).await.unwrap();
+        }
+        assert_eq!(ctx.best(), long, "the first of two equal scores tops dev");
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert_eq!((o.best.as_str(), o.winner.as_str()), ("p2", "p2"));
+        let s = o.shorter.as_ref().unwrap();
+        assert_eq!(s.over, "p1");
+        assert!(s.tokens * 2 < s.over_tokens, "{s:?}");
+        assert_eq!(o.winner_tokens, Some(s.tokens));
+        assert!(
+            o.verdict()
+                .contains("preferred to p1, which is not significantly better"),
+            "{}",
+            o.verdict()
+        );
+
+        // A shorter prompt that is significantly worse is not preferred.
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let long = kit.add(
+            &mut ctx,
+            &format!("with magic. {}", "Be careful. ".repeat(20)),
+        );
+        let short = kit.add(&mut ctx, "plainly, briefly");
+        for i in [seed, long, short] {
+            ctx.score(i, &all).await.unwrap();
+        }
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert_eq!(o.winner, "p1");
+        assert!(o.shorter.is_none());
     }
 
     #[tokio::test]
