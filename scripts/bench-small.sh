@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Issue 18's table in BENCHMARKS.md: prompt search on the embedded models under a small budget.
-# For each task: the seed (the task's few-shot prompt: demonstrations, no instruction), the
-# human-written instruction with the same demonstrations (prompts/human.toml, written from the
-# task description before any optimizer ran), and what each algorithm keeps from the seed with
-# 300 search metric calls and 30 meta calls on 50 dev examples — all scored on the same 100
-# test examples (fewer where the split has fewer), the kept prompt compared with the human one
-# by the paired bootstrap.
+# The small-budget tables in BENCHMARKS.md (issue 18 on the embedded base models, issue 35 on the
+# instruction-tuned ones): prompt search under a small budget against a careful person's prompt.
+# For each task: the baseline (HUMAN: prompts/human.toml, the instruction a person wrote from the
+# task description before any optimizer ran; on a chat model prompts/human_chat.toml, the same
+# instruction with the answer format, in chat form), the other human prompt and the seed (the
+# task's few-shot prompt: demonstrations, no instruction) against it, and what each algorithm
+# keeps from the seed with CALLS search metric calls and 30 meta calls on DEV_LIMIT dev examples,
+# all scored on the same TEST_LIMIT test examples, each compared with the baseline by the paired
+# bootstrap. Tokens are the execution model's input tokens per test example (prompt + example).
 #
-#   [ALGOS="auto mipro ape"] [META=local:smollm2-135m-instruct] [DEV_LIMIT=50] [TEST_LIMIT=100] \
-#     [CALLS=300] [EXTRA="--minibatch 10"] scripts/bench-small.sh [TASK...]
-#   (default tasks: every examples/* with a prompts/human.toml; META: the task's meta model;
-#   CALLS: the search's metric-call cap; EXTRA: more `optimize` flags, for a reduced run)
+#   [ALGOS="auto mipro ape"] [EXEC=local:qwen2.5-coder-0.5b-instruct] [HUMAN=human_chat] \
+#     [META=local:qwen2.5-coder-1.5b-instruct] [DEV_LIMIT=50] [TEST_LIMIT=100] [CALLS=300] \
+#     [WALL=780] [EXTRA="--minibatch 10"] [BIN=path/to/metaprompt] [OUT=dir] \
+#     scripts/bench-small.sh [TASK...]
+#   (default tasks: every examples/* with a prompts/human.toml; EXEC and META: the task's models;
+#   WALL: the search's wall-time cap in seconds; ALGOS="": the human and seed rows only;
+#   BASE_ROWS=0: the algorithms' rows only; BIN: a binary to use instead of building one, so a
+#   long run is not changed by a rebuild)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p metaprompt-cli >&2
-bin=target/release/metaprompt
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release -p metaprompt-cli >&2
+  bin=target/release/metaprompt
+fi
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 if [ $# -gt 0 ]; then
@@ -25,49 +35,67 @@ else
 fi
 dev=${DEV_LIMIT:-50}
 test=${TEST_LIMIT:-100}
+base=${HUMAN:-human}
+exec_model=()
+if [ -n "${EXEC:-}" ]; then exec_model=(-m "$EXEC"); fi
 meta=()
 if [ -n "${META:-}" ]; then meta=(--meta "$META"); fi
+wall=()
+if [ -n "${WALL:-}" ]; then wall=(--max-wall "$WALL"); fi
 common=(--no-cache --no-library)
-echo "| task | prompt | test (n) | vs human on test [95% CI], p | search calls | test calls | meta calls | junk rejected | wall |"
+echo "| task | prompt | test (n) | vs $base on test [95% CI], p | tokens/example | search calls | meta calls | junk rejected | wall |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for task in "${tasks[@]}"; do
-  human="examples/$task/prompts/human.toml"
-  # The seed: the few-shot prompt whose demonstrations the human one has, without instruction.
-  seed="prompts/$(sed -n 's/.*same demonstrations as \([a-z_]*\.toml\).*/\1/p' "$human")"
-  "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "examples/$task/$seed" \
-    --split test --limit "$test" --json >"$out/$task-seed.json"
-  python3 - "$task" "seed ($(basename "$seed"))" "$out/$task-seed.json" <<'PY'
+row() { # TASK NAME COMPARE_JSON [OPTIMIZE_JSON]: one table row; the baseline's row first when asked
+  python3 - "$@" <<'PY'
 import json, sys
-task, name, path = sys.argv[1:]
-c = json.load(open(path))
-def est(s): return f"{s['mean']:.3f}"
-a, b, t = c["a"]["score"], c["b"]["score"], c["paired"]
-n = c["a"].get("examples", "?")
-print(f"| {task} | human (prompts/human.toml) | {est(a)} ({n}) | | | | | | |")
-print(f"| {task} | {name} | {est(b)} | {t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p = {t['p_value']:.4f} | | | | | |")
-PY
-  for algo in ${ALGOS:-auto mipro ape}; do
-    run="$out/$task-$algo"
-    "$bin" "${common[@]}" optimize "examples/$task/task.toml" --algo "$algo" --yes \
-      --prompt "examples/$task/$seed" "${meta[@]}" \
-      --dev-limit "$dev" --test-limit "$test" --max-metric-calls "${CALLS:-300}" --max-meta-calls 30 ${EXTRA:-} \
-      --run-dir "$run" --json >"$run.json" 2>"$run.log"
-    "$bin" "${common[@]}" compare "examples/$task/task.toml" "$human" "$run/best.toml" \
-      --split test --limit "$test" --json >"$run.compare.json"
-    python3 - "$task" "$algo" "$run.json" "$run.compare.json" <<'PY'
-import json, sys
-task, algo, path, cpath = sys.argv[1:]
-o, c = json.load(open(path)), json.load(open(cpath))
-t = c["paired"]
+task, name, cpath, *rest = sys.argv[1:]
+c = json.load(open(cpath))
+a, b, t = c["a"], c["b"], c["paired"]
+tok = lambda r: f"{r['usage']['input_tokens'] / max(r['examples'], 1):.0f}"
+if name == "baseline":
+    print(f"| {task} | {a['prompt']} | {a['score']['mean']:.3f} ({a['examples']}) | | {tok(a)} | | | | |")
+    sys.exit()
+diff = f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p = {t['p_value']:.4f}"
+if not rest:
+    print(f"| {task} | {name} | {b['score']['mean']:.3f} | {diff} | {tok(b)} | | | | |")
+    sys.exit()
+o = json.load(open(rest[0]))
 s = o.get("screened", {})
 junk = sum(s.get("rejected", {}).values())
 kept = "seed kept" if o["kept_seed"] else o["winner"]
 rounds = len(o["rounds"]) - 1
-print(f"| {task} | {algo} → {kept} ({rounds} rounds, {o['stop']}) | {c['b']['score']['mean']:.3f} | "
-      f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p = {t['p_value']:.4f} | "
-      f"{o['metric_calls']} | {o.get('test_calls', 0)} | {o['meta_calls']} | "
-      f"{junk} of {s.get('instructions', 0)} | {o['wall_secs']:.0f} s |")
+print(f"| {task} | {name} → {kept} ({rounds} rounds, {o['stop']}) | {b['score']['mean']:.3f} | {diff} | "
+      f"{tok(b)} | {o['metric_calls']} | {o['meta_calls']} | {junk} of {s.get('instructions', 0)} | "
+      f"{o['wall_secs']:.0f} s |")
 PY
+}
+for task in "${tasks[@]}"; do
+  dir="examples/$task"
+  human="$dir/prompts/$base.toml"
+  # The seed: the few-shot prompt whose demonstrations the human one has, without instruction.
+  seed="prompts/$(sed -n 's/.*same demonstrations as \([a-z_]*\.toml\).*/\1/p' "$dir/prompts/human.toml")"
+  others=("$dir/$seed")
+  if [ "$base" != human ]; then others=("$dir/prompts/human.toml" "${others[@]}"); fi
+  first=1
+  if [ "${BASE_ROWS:-1}" = 0 ]; then others=(); fi
+  for other in "${others[@]}"; do
+    name=$(basename "$other" .toml)
+    "$bin" "${common[@]}" compare "$dir/task.toml" "$human" "$other" "${exec_model[@]}" \
+      --split test --limit "$test" --json >"$out/$task-$name.json"
+    if [ $first = 1 ]; then row "$task" baseline "$out/$task-$name.json"; first=0; fi
+    label=$name
+    if [ "$dir/$seed" = "$other" ]; then label="seed ($name)"; fi
+    row "$task" "$label" "$out/$task-$name.json"
+  done
+  for algo in ${ALGOS-auto mipro ape}; do
+    run="$out/$task-$algo"
+    "$bin" "${common[@]}" optimize "$dir/task.toml" --algo "$algo" --yes \
+      --prompt "$dir/$seed" "${exec_model[@]}" "${meta[@]}" "${wall[@]}" \
+      --dev-limit "$dev" --test-limit "$test" --max-metric-calls "${CALLS:-300}" --max-meta-calls 30 ${EXTRA:-} \
+      --run-dir "$run" --json >"$run.json" 2>"$run.log"
+    "$bin" "${common[@]}" compare "$dir/task.toml" "$human" "$run/best.toml" "${exec_model[@]}" \
+      --split test --limit "$test" --json >"$run.compare.json"
+    row "$task" "$algo" "$run.compare.json" "$run.json"
   done
 done
 echo "runs: $out" >&2

@@ -150,7 +150,7 @@ pub async fn generate(
         format: None,
         max_prompt_tokens: None,
     };
-    let screen = screen(spec, evaluation);
+    let screen = screen(spec, evaluation).with_shown(&meta.shown_instructions());
     let mut candidates: Vec<Candidate> = Vec::new();
     for (i, answer) in answers.into_iter().enumerate() {
         let id = format!("c{}", i + 1);

@@ -36,6 +36,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("evolve", include_str!("../templates/evolve.toml")),
     ("hyper", include_str!("../templates/hyper.toml")),
     ("diagnose", include_str!("../templates/diagnose.toml")),
+    ("form", include_str!("../templates/form.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,10 @@ struct MetaFile {
     description: String,
     chat: Option<ChatForm>,
     text: Option<TextForm>,
+    /// Named snippets the other meta-prompts include as `{name}.{part}` (`form.rules`); a file
+    /// of parts only is never run itself.
+    #[serde(default)]
+    parts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +210,9 @@ impl MetaPrompts {
                 parts.push(("text", t.prompt.clone()));
                 parts.push(("suffix", t.suffix.clone()));
             }
+            for (part, source) in &file.parts {
+                parts.push((part.as_str(), source.clone()));
+            }
             for (part, source) in parts {
                 env.add_template_owned(format!("{name}.{part}"), source)
                     .map_err(|e| MetaError::File {
@@ -283,6 +291,32 @@ impl MetaPrompts {
                 })
             }
         }
+    }
+
+    /// The instructions the meta-prompts show as examples of form (each `<prompt>…</prompt>`
+    /// of the `form` parts, rendered without a task): a small meta model copies one now and
+    /// then instead of writing its own, and the junk screen rejects those copies.
+    pub fn shown_instructions(&self) -> Vec<String> {
+        let Some((file, _)) = self.files.get("form") else {
+            return Vec::new();
+        };
+        let empty = serde_json::json!({});
+        file.parts
+            .keys()
+            .filter_map(|part| {
+                self.env
+                    .get_template(&format!("form.{part}"))
+                    .and_then(|t| t.render(&empty))
+                    .ok()
+            })
+            .flat_map(|text| {
+                text.split("<prompt>")
+                    .skip(1)
+                    .filter_map(|s| s.split_once("</prompt>").map(|(i, _)| i.trim().to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|i| !i.is_empty())
+            .collect()
     }
 
     /// Whether meta-prompt `name` can be rendered for a model of `format`.

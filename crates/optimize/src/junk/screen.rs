@@ -94,6 +94,15 @@ impl Screen {
         }
     }
 
+    /// Also reject copies of these instructions: the examples of form the meta-prompts show
+    /// ([`crate::meta::MetaPrompts::shown_instructions`]), screened as example inputs are.
+    pub fn with_shown(mut self, instructions: &[String]) -> Self {
+        for i in instructions {
+            self.copies.add_input(i);
+        }
+        self
+    }
+
     /// The first reason `instruction` is junk, or `None`.
     pub fn check(&self, instruction: &str) -> Option<Junk> {
         let text = instruction.trim();

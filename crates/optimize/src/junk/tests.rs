@@ -335,3 +335,23 @@ fn reasons_read_and_write_in_kebab_case_and_old_counts_still_read() {
         json!({"markup": 1, "code": 1, "vacuous": 1, "wrapper": 1, "fragment": 1})
     );
 }
+
+#[test]
+fn a_copy_of_the_meta_prompts_example_of_form_is_screened_out() {
+    let shown = crate::meta::MetaPrompts::builtin().shown_instructions();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let s = trec().with_shown(&shown);
+    // What Qwen 1.5B answered for TREC, given the refund example of form.
+    let copied = "<prompt>Read the customer's email and decide whether it asks for a refund. \
+                  Answer with yes or no only.</prompt>";
+    assert_eq!(answer(&s, copied), Some(Junk::CopiesExample));
+    // The same form, about the task: what it wrote the other three times.
+    for own in [
+        "Read the question and decide whether it asks for an abbreviation, a description, an \
+         entity, a human, a location or a number. Answer with that word only.",
+        "Read the given question and determine what kind of answer it asks for. Answer with \
+         abbreviation, description, entity, human, location or number only.",
+    ] {
+        assert_eq!(answer(&s, own), None, "{own}");
+    }
+}

@@ -151,7 +151,8 @@ impl<'a> Ctx<'a> {
                     .iter()
                     .chain(&r.problem.dev)
                     .collect::<Vec<_>>(),
-            ),
+            )
+            .with_shown(&r.meta_prompts.shown_instructions()),
             screened: Screened::default(),
             proxy_calls: 0,
         }
