@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use metaprompt_eval::evaluator::{self, Comparison, own_tokens};
+use metaprompt_eval::stats::Paired;
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Summary};
 use metaprompt_llm::{CallLog, LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
 use serde::Serialize;
@@ -481,6 +482,87 @@ pub fn best(candidates: &[Candidate]) -> Option<usize> {
         }
     }
     best.map(|(i, _)| i)
+}
+
+/// A shorter prompt preferred to the top scorer on dev ([`shortest_tie`]): it is not
+/// significantly worse than the top (paired, on the same examples) and spends at most nine
+/// tenths of the top's own tokens; in an optimization it also beats the seed as the top does. Small executors do worse on long prompts, and
+/// every execution pays a prompt's tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shorter {
+    /// The top scorer.
+    pub over: String,
+    pub over_tokens: u64,
+    pub tokens: u64,
+    /// The preferred prompt minus the top scorer (paired).
+    pub diff: Paired,
+}
+
+impl Shorter {
+    /// `preferred to c2, which is not significantly better (…) and spends ~80 tokens on itself
+    /// against ~52`.
+    pub fn describe(&self) -> String {
+        format!(
+            "preferred to {}, which is not significantly better ({:+.3} [{:+.3}, {:+.3}], p = {:.4}) and spends ~{} tokens on itself against ~{}",
+            self.over,
+            -self.diff.diff,
+            -self.diff.high,
+            -self.diff.low,
+            self.diff.p_value,
+            self.over_tokens,
+            self.tokens
+        )
+    }
+}
+
+/// "Shorter wins a tie": of `rivals` (index, own tokens, paired score minus the top's), the one
+/// with the fewest tokens that spends at most nine tenths of the top's `top_tokens` and is not
+/// significantly worse than the top (p < 0.05 with the interval below zero); the earlier on
+/// equal tokens.
+pub fn shortest_tie(
+    top: &str,
+    top_tokens: u64,
+    rivals: impl Iterator<Item = (usize, u64, Paired)>,
+) -> Option<(usize, Shorter)> {
+    rivals
+        .filter(|&(_, t, _)| t * 10 <= top_tokens * 9)
+        .filter(|(_, _, diff)| !(diff.p_value < 0.05 && diff.high < 0.0))
+        .min_by_key(|&(i, t, _)| (t, i))
+        .map(|(i, tokens, diff)| {
+            let s = Shorter {
+                over: top.to_string(),
+                over_tokens: top_tokens,
+                tokens,
+                diff,
+            };
+            (i, s)
+        })
+}
+
+/// The best evaluated candidate, preferring a shorter one that scores alike
+/// ([`shortest_tie`], candidates' own tokens in `format`), and why when it does.
+pub fn best_or_shorter(
+    candidates: &[Candidate],
+    format: PromptFormat,
+    output: &str,
+) -> (Option<usize>, Option<Shorter>) {
+    let Some(top) = best(candidates) else {
+        return (None, None);
+    };
+    let tokens = |c: &Candidate| own_tokens(c.prompt.as_ref()?, format, output);
+    let (Some(top_tokens), Some(top_report)) = (tokens(&candidates[top]), &candidates[top].report)
+    else {
+        return (Some(top), None);
+    };
+    let rivals = candidates.iter().enumerate().filter_map(|(i, c)| {
+        let report = c.report.as_ref().filter(|_| i != top && c.accepted())?;
+        let vs = versus(top_report, report);
+        (vs.unpaired == 0).then_some((i, tokens(c)?, vs.paired))
+    });
+    match shortest_tie(&candidates[top].id, top_tokens, rivals) {
+        Some((i, s)) => (Some(i), Some(s)),
+        None => (Some(top), None),
+    }
 }
 
 /// B against A on the same examples (the paired bootstrap and McNemar of `compare`).

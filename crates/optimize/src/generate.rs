@@ -22,7 +22,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::brief::{Brief, Frame, model_context};
-use crate::candidate::{self, Candidate, Checks, Costs, Evaluation, Layers, Status, run_on};
+use crate::candidate::{
+    self, Candidate, Checks, Costs, Evaluation, Layers, Shorter, Status, run_on,
+};
 use crate::guard::Guard;
 use crate::junk::{Junk, Screen};
 use crate::meta::{MetaError, MetaPrompts};
@@ -60,6 +62,10 @@ pub struct Generated {
     /// Whether the candidates were scored on data. Without data (no task, or `--no-eval`) the
     /// kept candidate is not the best of anything: it is kept as written and has no evidence.
     pub scored: bool,
+    /// The top scorer the chosen candidate was preferred to, as shorter and not significantly
+    /// worse; `None` when the chosen one is the top scorer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shorter: Option<Shorter>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed_score: Option<Summary>,
     /// The chosen candidate against the seed prompt (paired, same examples).
@@ -175,10 +181,11 @@ pub async fn generate(
             seed_report = Some(run_on(ev, &layers.execution, seed, "seed", observe).await?);
         }
     }
-    let chosen = if evaluation.is_some() {
-        candidate::best(&candidates)
+    let (chosen, shorter) = if evaluation.is_some() {
+        let format = layers.execution.info().format;
+        candidate::best_or_shorter(&candidates, format, &spec.brief.output)
     } else {
-        candidates.iter().position(Candidate::accepted)
+        (candidates.iter().position(Candidate::accepted), None)
     };
     let chosen_report = chosen.and_then(|i| candidates[i].report.as_ref());
     let versus_seed = match (&seed_report, chosen_report) {
@@ -196,6 +203,7 @@ pub async fn generate(
         versus_seed,
         split: evaluation.map(|e| e.split.clone()),
         scored: evaluation.is_some(),
+        shorter,
         candidates,
     })
 }
@@ -331,6 +339,53 @@ mod tests {
             },
             split: "dev".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn of_two_candidates_that_score_alike_the_shorter_is_chosen() {
+        let meta = Arc::new(
+            base_model("meta")
+                .reply("Reviews can be sarcastic.")
+                .reply(
+                    " read the whole review slowly and carefully, weigh the tone of every \
+                     sentence the reviewer wrote about the film, and then label the review as \
+                     positive or negative.",
+                )
+                .reply(" label the review as positive or negative.")
+                .reply(""),
+        );
+        let exec = Arc::new(base_model("exec").respond_with(|r| {
+            let Prompt::Text(t) = &r.prompt else { panic!() };
+            Ok(if t.trim_end().ends_with("nice\nLabel:") {
+                "positive"
+            } else {
+                "negative"
+            }
+            .into())
+        }));
+        let layers = Layers::new(meta, exec);
+        let g = generate(
+            &MetaPrompts::builtin(),
+            &layers,
+            &Guard::new(None),
+            &spec(vec![]),
+            Some(&evaluation()),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        // Both score 1.0; the first is the top scorer, the second is kept for its length.
+        assert_eq!(g.candidates[0].score.as_ref().unwrap().score.mean, 1.0);
+        assert_eq!(g.candidates[1].score.as_ref().unwrap().score.mean, 1.0);
+        assert_eq!(g.chosen, Some(1));
+        let s = g.shorter.as_ref().unwrap();
+        assert_eq!(s.over, "c1");
+        assert!(s.tokens * 10 <= s.over_tokens * 9, "{s:?}");
+        assert!(
+            s.describe().starts_with("preferred to c1"),
+            "{}",
+            s.describe()
+        );
     }
 
     #[tokio::test]

@@ -73,6 +73,9 @@ pub async fn run(global: &Global, args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(u) = &unscored {
         outln!("unscored   {u}");
     }
+    if let Some(s) = &generated.shorter {
+        outln!("shorter    kept: {}", s.describe());
+    }
     if let Some(v) = &generated.versus_seed {
         outln!(
             "vs seed    {:+.3} [{:+.3}, {:+.3}], paired bootstrap p = {:.4}",

@@ -25,8 +25,8 @@
 //!   example inputs (24 characters or more), or holds 80% of the distinct words (letters and
 //!   digits, two or more) of an input with six or more: `What is the largest island in the
 //!   West Indies?` copies `What 's the largest island in the West Indies ?`, or copies the
-//!   example of form a meta-prompt showed (`form.toml`'s refund instruction, which Qwen 1.5B
-//!   returned as its own for TREC);
+//!   example of form a meta-prompt showed (`form.toml`'s, which Qwen 1.5B returned as its own
+//!   for TREC);
 //! - **about an instruction** (`wrapper`) — it opens with "The instruction is/was", "This
 //!   instruction" (or the same of a prompt): a description of an instruction, not one;
 //! - **framing only** (`vacuous`) — every word (fillers aside) is the meta-prompts' framing of

@@ -341,10 +341,13 @@ fn a_copy_of_the_meta_prompts_example_of_form_is_screened_out() {
     let shown = crate::meta::MetaPrompts::builtin().shown_instructions();
     assert_eq!(shown.len(), 1, "{shown:?}");
     let s = trec().with_shown(&shown);
-    // What Qwen 1.5B answered for TREC, given the refund example of form.
-    let copied = "<prompt>Read the customer's email and decide whether it asks for a refund. \
-                  Answer with yes or no only.</prompt>";
-    assert_eq!(answer(&s, copied), Some(Junk::CopiesExample));
+    // What Qwen 1.5B answered for TREC, given an example of form: the example itself.
+    let copied = format!("<prompt>{}</prompt>", shown[0]);
+    assert_eq!(answer(&s, &copied), Some(Junk::CopiesExample));
+    let reworded = shown[0]
+        .replace("Read the", "Read this")
+        .replace(" only", "");
+    assert_eq!(answer(&s, &reworded), Some(Junk::CopiesExample));
     // The same form, about the task: what it wrote the other three times.
     for own in [
         "Read the question and decide whether it asks for an abbreviation, a description, an \

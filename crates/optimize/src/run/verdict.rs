@@ -11,7 +11,7 @@ use super::RunError;
 use super::budget::{Ahead, Halt, StopReason};
 use super::ctx::Ctx;
 use super::pool::{Entry, Rejected, RoundStats, Unscored};
-use crate::candidate::BOOTSTRAP_SEED;
+use crate::candidate::{BOOTSTRAP_SEED, Shorter, shortest_tie};
 use crate::junk::Screened;
 
 /// The outcome of a run.
@@ -71,20 +71,6 @@ pub struct Outcome {
     pub shorter: Option<Shorter>,
 }
 
-/// A shorter prompt preferred to the top scorer on dev: it is not significantly worse than
-/// the top (paired, on every dev example), it beats the seed as the top does, and it spends at
-/// most nine tenths of the top's own tokens. Small executors do worse on long prompts, and
-/// every execution pays a prompt's tokens.
-#[derive(Debug, Clone, Serialize)]
-pub struct Shorter {
-    /// The top scorer on dev.
-    pub over: String,
-    pub over_tokens: u64,
-    pub tokens: u64,
-    /// The preferred prompt minus the top scorer, on dev (paired).
-    pub diff: Paired,
-}
-
 impl Outcome {
     pub fn entry(&self, id: &str) -> Option<&Entry> {
         self.pool.iter().find(|e| e.id == id)
@@ -95,18 +81,10 @@ impl Outcome {
     pub fn verdict(&self) -> String {
         let d = &self.dev_test;
         if !self.kept_seed {
-            let shorter = self.shorter.as_ref().map_or(String::new(), |s| {
-                format!(
-                    "; preferred to {}, which is not significantly better ({:+.3} [{:+.3}, {:+.3}], p = {:.4}) and spends ~{} tokens on itself against ~{}",
-                    s.over,
-                    -s.diff.diff,
-                    -s.diff.high,
-                    -s.diff.low,
-                    s.diff.p_value,
-                    s.over_tokens,
-                    s.tokens
-                )
-            });
+            let shorter = self
+                .shorter
+                .as_ref()
+                .map_or(String::new(), |s| format!("; {}", s.describe()));
             format!(
                 "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}){shorter}",
                 self.winner, d.diff, d.low, d.high, d.p_value
@@ -142,25 +120,11 @@ fn shorter(ctx: &Ctx<'_>, top: usize, n_dev: usize) -> Option<(usize, Shorter)> 
     let output = &ctx.problem.brief.output;
     let tokens = |i: usize| metaprompt_eval::evaluator::own_tokens(&pool[i].prompt, format, output);
     let top_tokens = tokens(top)?;
-    (1..pool.len())
+    let rivals = (1..pool.len())
         .filter(|&i| i != top && pool[i].complete(n_dev) && !pool[i].scores.is_empty())
-        .filter_map(|i| Some((i, tokens(i)?)))
-        .filter(|&(_, t)| t * 10 <= top_tokens * 9)
-        .map(|(i, t)| (i, t, paired(&pool[top], &pool[i], n_dev)))
-        .filter(|(i, _, diff)| {
-            let worse = diff.p_value < 0.05 && diff.high < 0.0;
-            !worse && beats_seed(&paired(&pool[0], &pool[*i], n_dev))
-        })
-        .min_by_key(|&(i, t, _)| (t, i))
-        .map(|(i, t, diff)| {
-            let s = Shorter {
-                over: pool[top].id.clone(),
-                over_tokens: top_tokens,
-                tokens: t,
-                diff,
-            };
-            (i, s)
-        })
+        .filter(|&i| beats_seed(&paired(&pool[0], &pool[i], n_dev)))
+        .filter_map(|i| Some((i, tokens(i)?, paired(&pool[top], &pool[i], n_dev))));
+    shortest_tie(&pool[top].id, top_tokens, rivals)
 }
 
 /// Whether `best` (paired against the seed) is significantly better: p < 0.05 and the
