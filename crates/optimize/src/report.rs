@@ -198,6 +198,17 @@ pub fn html(o: &Outcome, task: &str) -> String {
         o.meta_calls,
         o.wall_secs
     );
+    for line in [
+        o.convergence().map(|c| format!("Convergence: {c}.")),
+        o.break_even
+            .as_ref()
+            .map(|b| format!("Break-even: {}.", b.describe())),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = write!(h, "<p>{}</p>", esc(&line));
+    }
     for (what, u) in [("dev", &o.unscored), ("test", &o.test_unscored)] {
         if u.count > 0 {
             let reasons: Vec<String> = u

@@ -228,6 +228,12 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         tokens(o.seed_tokens),
         tokens(o.winner_tokens)
     );
+    if let Some(c) = o.convergence() {
+        outln!("curve      {c}");
+    }
+    if let Some(b) = &o.break_even {
+        outln!("break-even {}", b.describe());
+    }
     if let Some(t) = &o.test_paired {
         outln!(
             "test       {:+.3} [{:+.3}, {:+.3}], p = {:.4} (scored once, at the end)",

@@ -51,6 +51,7 @@ mod budget;
 mod checkpoint;
 mod ctx;
 mod driver;
+mod payback;
 mod pool;
 mod select;
 mod settings;
@@ -62,6 +63,7 @@ pub use budget::{Budget, CostCap, Halt, Rates, StopReason};
 pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
 pub use ctx::{Ctx, Optimizer};
 pub use driver::{Runner, run};
+pub use payback::{BreakEven, CostUnit, PerExecution};
 pub use pool::{Entry, Reason, Rejected, RoundStats, Unscored, beats, paired_means};
 pub use settings::{Problem, Schedule, Settings};
 /// Cancels a run at its next safe point (re-exported so callers need not depend on

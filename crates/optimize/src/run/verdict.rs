@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use super::RunError;
 use super::budget::{Ahead, Halt, StopReason};
 use super::ctx::Ctx;
+use super::payback::{BreakEven, PerExecution};
 use super::pool::{Entry, Rejected, RoundStats, Unscored};
 use crate::candidate::{BOOTSTRAP_SEED, Shorter, shortest_tie};
 use crate::junk::Screened;
@@ -69,11 +70,35 @@ pub struct Outcome {
     /// significantly worse ([`Shorter`]); `None` when the top scorer is the best.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shorter: Option<Shorter>,
+    /// When the run pays for itself: its cost against the kept prompt's saving per correct
+    /// answer on test ([`BreakEven`]); `None` without a test split or when the seed is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_even: Option<BreakEven>,
 }
 
 impl Outcome {
     pub fn entry(&self, id: &str) -> Option<&Entry> {
         self.pool.iter().find(|e| e.id == id)
+    }
+
+    /// The convergence curve in one sentence: the share of the best dev score's gain over the
+    /// seed reached by each round (`None` when there was no gain), e.g. `dev gain by round:
+    /// 1 → 80%, 2 → 80%, 3 → 100%`.
+    pub fn convergence(&self) -> Option<String> {
+        let start = self.rounds.first()?.best;
+        let end = self.rounds.last()?.best;
+        let gain = end - start;
+        if gain <= 0.0 || self.rounds.len() < 2 {
+            return None;
+        }
+        let steps: Vec<String> = self.rounds[1..]
+            .iter()
+            .map(|r| format!("{} → {:.0}%", r.round, 100.0 * (r.best - start) / gain))
+            .collect();
+        Some(format!(
+            "best dev score {start:.3} → {end:.3}; share of the gain by round: {}",
+            steps.join(", ")
+        ))
     }
 
     /// Why the kept prompt is kept, in one sentence. When the seed itself scored best there is
@@ -162,16 +187,19 @@ pub(super) async fn finish(
     ctx.reserve = 0;
     ctx.testing = true;
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
+    let (mut seed_runs, mut winner_runs) = (None, None);
     let mut test_failed = BTreeMap::new();
     if !ctx.problem.test.is_empty() {
         // Only cancellation or an unknown cost under a dollar cap stops the test split (the
         // caps' look-ahead kept room for it); the checkpoint of the last round says the rounds ended, so a
         // resume comes straight back here.
         stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
-        let s = test_scores(ctx, 0, &mut test_failed).await?;
+        let (s, runs) = test_scores(ctx, 0, &mut test_failed).await?;
+        seed_runs = runs;
         seed_test = Some(stats::bootstrap(&flat(&s), BOOTSTRAP_SEED));
         if winner != 0 {
-            let w = test_scores(ctx, winner, &mut test_failed).await?;
+            let (w, runs) = test_scores(ctx, winner, &mut test_failed).await?;
+            winner_runs = runs;
             winner_test = Some(stats::bootstrap(&flat(&w), BOOTSTRAP_SEED));
             let (a, b): (Vec<f64>, Vec<f64>) = s
                 .iter()
@@ -192,6 +220,7 @@ pub(super) async fn finish(
         )
     };
     let (seed_tokens, winner_tokens) = (own_tokens(0), own_tokens(winner));
+    let break_even = BreakEven::of(&meta, &exec, seed_runs, winner_runs);
     Ok(Outcome {
         algorithm: algorithm.into(),
         stop,
@@ -218,6 +247,7 @@ pub(super) async fn finish(
         seed_tokens,
         winner_tokens,
         shorter,
+        break_even,
         rounds,
         rejected: ctx.rejected.clone(),
         pool: ctx.pool.clone(),
@@ -244,13 +274,14 @@ async fn test_scores(
     ctx: &mut Ctx<'_>,
     idx: usize,
     failed: &mut BTreeMap<String, u64>,
-) -> Result<Vec<Option<f64>>, RunError> {
+) -> Result<(Vec<Option<f64>>, Option<PerExecution>), RunError> {
     let label = format!("{} on test", ctx.pool[idx].id);
     let prompt = ctx.pool[idx].prompt.clone();
     let test = ctx.problem.test.clone();
     let done = ctx.attempt(&prompt, &test, &label).await;
     stops_the_test(done.halt.map_or(Ok(()), Err), ctx.round)?;
-    Ok(done
+    let runs = PerExecution::of(&done.results);
+    let scores = done
         .results
         .into_iter()
         .map(|r| {
@@ -260,7 +291,8 @@ async fn test_scores(
             }
             r.score
         })
-        .collect())
+        .collect();
+    Ok((scores, runs))
 }
 
 #[cfg(test)]
@@ -293,6 +325,12 @@ mod tests {
         assert!((o.dev_test.diff - 0.5).abs() < 1e-12, "{:?}", o.dev_test);
         assert_eq!(o.winner_test.unwrap().mean, 1.0);
         assert_eq!(o.seed_test.unwrap().mean, 0.5);
+        // The break-even, from the test executions: twice the accuracy, so a correct answer
+        // costs half as much (the mock's calls take no model time, so nothing is paid back).
+        let b = o.break_even.as_ref().unwrap();
+        assert_eq!((b.seed.accuracy, b.kept.accuracy), (0.5, 1.0));
+        assert_eq!((b.seed.live, b.kept.live), (4, 4));
+        assert!(b.kept_per_correct <= b.seed_per_correct, "{b:?}");
         // 40 dev calls for the search; the test split for both, counted apart.
         assert_eq!((o.metric_calls, o.test_calls), (40, 8));
 
