@@ -209,12 +209,15 @@ impl App {
     }
 }
 
-/// A library with `news` v1 on `production`, the agent's policy, and the server.
+/// A library with `news` v1 on `production`, the agent's policy, and the server. The agent's
+/// meta model is the capable embedded one (the served model, a 270M base model, would be the
+/// default): it writes the diagnosis's hypothesis.
 async fn start(dir: &Path, with_business: bool) -> App {
     std::fs::write(
         dir.join("metaprompt.toml"),
         "[server]\nrequest_timeout_secs = 3000\n\
-         [agent]\nmin_n = 20\ncanary_weight = 50\ncanary_min_n = 40\ncanary_margin = 0.1\n\
+         [agent]\nmeta = \"local:qwen2.5-coder-1.5b-instruct\"\n\
+         min_n = 20\ncanary_weight = 50\ncanary_min_n = 40\ncanary_margin = 0.1\n\
          max_calls_per_day = 3000\n\
          [agent.prompts.news]\nmax_tokens = 3\nstop = [\"\\n\"]\n",
     )
