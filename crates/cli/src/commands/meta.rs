@@ -200,11 +200,17 @@ pub fn run(cmd: MetaPromptsCommand) -> anyhow::Result<()> {
                 .filter(|(f, _)| m.has_form(name, *f))
                 .map(|(_, n)| n)
                 .collect();
+                // A file of parts only (`form`) is included by the others, never run.
+                let forms = if forms.is_empty() {
+                    "parts".to_string()
+                } else {
+                    forms.join("+")
+                };
                 let from = match origin {
                     Origin::Builtin => "built-in".to_string(),
                     Origin::File(p) => p.display().to_string(),
                 };
-                outln!("{name:<10} {:<10} {from}", forms.join("+"));
+                outln!("{name:<10} {forms:<10} {from}");
             }
             Ok(())
         }
