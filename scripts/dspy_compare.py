@@ -14,6 +14,7 @@ checked against the Rust crate), then the first DEV_LIMIT dev and TEST_LIMIT tes
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import tomllib
+import traceback
 import urllib.request
 from pathlib import Path
 
@@ -343,13 +345,16 @@ def main():
         servers.append(meta_srv)
         exec_srv.wait()
         meta_srv.wait()
-        run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv, meta_srv)
+        # DSPy prints progress on stdout: keep stdout for the table rows.
+        rows = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv, meta_srv, rows)
     finally:
         for s in servers:
             s.stop()
 
 
-def run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv, meta_srv):
+def run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv, meta_srv, rows):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network look-up
     import dspy
     from dspy.utils.callback import BaseCallback
@@ -414,18 +419,30 @@ def run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv
         scores = [float(r[2]) if r[2] is not None else 0.0 for r in res.results]
         with lock:
             metric_calls[0] = before
-        return sum(scores) / max(len(scores), 1)
+        # what the program answered: a label (choice metrics) or "other"; "none" on a failure
+        given = {}
+        for r in res.results:
+            got = getattr(r[1], output, None)
+            if got is None:
+                key = "none"
+            elif metric_cfg["type"] == "choice":
+                key = parse_choice(metric_cfg["labels"], got) or "other"
+            else:
+                key = "answered"
+            given[key] = given.get(key, 0) + 1
+        return sum(scores) / max(len(scores), 1), given
 
     program = dspy.Predict(signature)
     t = time.time()
     c0 = dict(calls)
-    base_test = evaluate(program, testset)
+    base_test, base_given = evaluate(program, testset)
     base_wall = time.time() - t
     print(f"# {args.task}: train {len(trainset)}, dev {len(valset)}, test {len(testset)}; "
-          f"unoptimized test {base_test:.3f} ({calls['exec'] - c0['exec']} calls, {base_wall:.0f} s)",
+          f"unoptimized test {base_test:.3f} ({calls['exec'] - c0['exec']} calls, {base_wall:.0f} s; "
+          f"answers {base_given})",
           file=sys.stderr, flush=True)
 
-    for opt in args.optimizers.split():
+    def run_one(opt):
         metric_calls[0] = 0
         c0, m0, x0 = dict(calls), meta_srv.metrics(), exec_srv.metrics()
         t = time.time()
@@ -476,27 +493,50 @@ def run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv
         compile_metric_calls = metric_calls[0]
         c1, m1, x1 = dict(calls), meta_srv.metrics(), exec_srv.metrics()
         if dev is None:
-            dev = evaluate(optimized, valset)
-        test = evaluate(optimized, testset)
+            dev = evaluate(optimized, valset)[0]
+        t1 = time.time()
+        test, test_given = evaluate(optimized, testset)
+        test_wall = time.time() - t1
         pred = optimized.predictors()[0]
         row = {
             "optimizer": opt, "task": args.task, "dspy": dspy.__version__,
             "settings": extra, "train": len(trainset), "dev_n": len(valset), "test_n": len(testset),
             "metric_calls": compile_metric_calls,
+            # examples a candidate was scored on (one program run each): GEPA's own count, which
+            # leaves out its second metric call on each reflection-minibatch example (for the
+            # feedback); MIPROv2 calls the metric once per run, so there the two are equal
+            "examples_scored": extra.get("gepa_total_metric_calls", compile_metric_calls),
             "task_lm_calls": c1["exec"] - c0["exec"], "prompt_lm_calls": c1["meta"] - c0["meta"],
             "task_lm_tokens": {k: x1[k] - x0[k] for k in x1},
             "prompt_lm_tokens": {k: m1[k] - m0[k] for k in m1},
             "wall_secs": round(wall, 1),
             "dev_score": dev, "test_unoptimized": base_test, "test_optimized": test,
+            "test_answers_unoptimized": base_given, "test_answers_optimized": test_given,
+            "test_wall_secs": {"unoptimized": round(base_wall, 1), "optimized": round(test_wall, 1)},
             "instruction": pred.signature.instructions, "demos": len(pred.demos),
         }
         path = out / f"dspy-{args.task}-{opt}.json"
         path.write_text(json.dumps(row) + "\n")
         instr = " ".join(row["instruction"].split())
         instr = (instr[:80] + "…") if len(instr) > 80 else instr
-        print(f"| {args.task} | {opt} | {row['metric_calls']} | {row['task_lm_calls']} | "
+        print(f"| {args.task} | {opt} | {row['metric_calls']} | {row['examples_scored']} | {row['task_lm_calls']} | "
               f"{row['prompt_lm_calls']} | {wall:.0f} s | {dev:.3f} | {base_test:.3f} | {test:.3f} | "
-              f"{row['demos']} | {instr.replace('|', '/')} |", flush=True)
+              f"{row['demos']} | {instr.replace('|', '/')} |", file=rows, flush=True)
+
+    failed = []
+    for opt in args.optimizers.split():
+        try:
+            run_one(opt)
+        except Exception as e:  # one optimizer's failure: recorded, the next one still runs
+            traceback.print_exc()
+            failed.append(opt)
+            err = f"{type(e).__name__}: {e}"
+            (out / f"dspy-{args.task}-{opt}.json").write_text(
+                json.dumps({"optimizer": opt, "task": args.task, "error": err}) + "\n")
+            print(f"| {args.task} | {opt} | failed: {err.splitlines()[0][:100].replace('|', '/')} |"
+                  + " |" * 9, file=rows, flush=True)
+    if failed:
+        raise SystemExit(f"failed: {' '.join(failed)}")
 
 
 if __name__ == "__main__":

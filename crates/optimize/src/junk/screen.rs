@@ -30,6 +30,9 @@ pub struct Screen {
     /// Whether the task is about code, so that code in an instruction is its point.
     code: bool,
     copies: Copies,
+    /// The topic words of each example of form the meta-prompts show (`recipe`, `vegetarian`):
+    /// its content words that are neither the task's nor instructions' in general.
+    shown: Vec<HashSet<String>>,
 }
 
 impl Screen {
@@ -91,16 +94,35 @@ impl Screen {
             tags,
             code,
             copies,
+            shown: Vec::new(),
         }
     }
 
     /// Also reject copies of these instructions: the examples of form the meta-prompts show
-    /// ([`crate::meta::MetaPrompts::shown_instructions`]), screened as example inputs are.
+    /// ([`crate::meta::MetaPrompts::shown_instructions`]). A copy is told by the example's
+    /// topic, not its form: half of its topic words or more (at least one). The form is what
+    /// the example is for, and on a yes-or-no task "Read the sentence and decide whether it is
+    /// plausible. Answer with yes or no only." shares 13 of its 15 words with "Read the recipe
+    /// and decide whether it is vegetarian. Answer with yes or no only."
     pub fn with_shown(mut self, instructions: &[String]) -> Self {
         for i in instructions {
-            self.copies.add_input(i);
+            let topic: HashSet<String> = content_words(i)
+                .filter(|w| !self.vocabulary.contains(w))
+                .collect();
+            if !topic.is_empty() {
+                self.shown.push(topic);
+            }
         }
         self
+    }
+
+    /// Whether `text` is about the topic of an example of form.
+    fn copies_shown(&self, text: &str) -> bool {
+        let own: HashSet<String> = content_words(text).collect();
+        self.shown.iter().any(|topic| {
+            let shared = topic.iter().filter(|w| own.contains(*w)).count();
+            shared > 0 && shared * 2 >= topic.len()
+        })
     }
 
     /// The first reason `instruction` is junk, or `None`.
@@ -126,7 +148,7 @@ impl Screen {
         if words.len() >= 8 && distinct.len() * 3 < words.len() {
             return Some(Junk::Repeats);
         }
-        if self.copies.copied(text) {
+        if self.copies.copied(text) || self.copies_shown(text) {
             return Some(Junk::CopiesExample);
         }
         if about_an_instruction(text) {

@@ -348,6 +348,10 @@ fn a_copy_of_the_meta_prompts_example_of_form_is_screened_out() {
         .replace("Read the", "Read this")
         .replace(" only", "");
     assert_eq!(answer(&s, &reworded), Some(Junk::CopiesExample));
+    // Its topic leaking into an instruction for the task (Qwen 1.5B, TREC).
+    let leaked = "Read the instructions and decide whether the recipe calls for chocolate. \
+                  Answer with yes or no only.";
+    assert_eq!(answer(&s, leaked), Some(Junk::CopiesExample));
     // The same form, about the task: what it wrote the other three times.
     for own in [
         "Read the question and decide whether it asks for an abbreviation, a description, an \
@@ -356,5 +360,30 @@ fn a_copy_of_the_meta_prompts_example_of_form_is_screened_out() {
          abbreviation, description, entity, human, location or number only.",
     ] {
         assert_eq!(answer(&s, own), None, "{own}");
+    }
+    // The example's form on a yes-or-no task is what the example is for (Qwen 1.5B, BIG-Bench
+    // Hard sports and navigate): not a copy.
+    let sports = screen_of(
+        &task(
+            "bbh_sports_understanding",
+            "Say whether a sentence about sports is plausible (yes or no).",
+            "input",
+            &["yes", "no"],
+        ),
+        "Q: {{ input }}\nA:",
+        &[(
+            "Joao Moutinho caught the screen pass in the NFC championship.",
+            "no",
+        )],
+    )
+    .with_shown(&shown);
+    for own in [
+        "Read the sentence and decide whether it is plausible about sports. Answer with yes or \
+         no only.",
+        "Read the sentence and decide whether it is about sports. Answer with yes or no only.",
+        "Read the instruction and decide whether it brings you back to the starting point. \
+         Answer with yes or no only.",
+    ] {
+        assert_eq!(answer(&sports, own), None, "{own}");
     }
 }
