@@ -560,3 +560,67 @@ async fn generate_runs_on_the_embedded_base_model_end_to_end() {
             .contains("Analysis of the task")
     );
 }
+
+/// The default meta model, Qwen2.5-Coder 1.5B Instruct, with the chat meta-prompts and their
+/// `form.rules`: what it writes is short, says the answer format with the task's labels, and
+/// is neither code, a template with a placeholder, nor the example of form (issue 35; before
+/// the form rules it wrote paragraphs that ended with its own analysis's failure modes).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_instruct_meta_model_writes_short_instructions_with_the_answer_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = metaprompt_local::fetch::default_models_dir();
+    let env = [("METAPROMPT_MODELS_DIR", models.to_str().unwrap())];
+    let task = sst2().join("task.toml");
+    let out_path = dir.path().join("p.toml");
+    let out = metaprompt(
+        dir.path(),
+        &[
+            "generate",
+            "--task",
+            task.to_str().unwrap(),
+            "--meta",
+            "local:qwen2.5-coder-1.5b-instruct",
+            "-m",
+            "local:qwen2.5-coder-0.5b-instruct",
+            "-n",
+            "3",
+            "--no-eval",
+            "--no-library",
+            "--out",
+            out_path.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["meta_model"], "local:qwen2.5-coder-1.5b-instruct");
+    let written: Vec<String> = g["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "accepted")
+        .filter_map(|c| c["prompt"]["instruction"].as_str().map(str::to_string))
+        .collect();
+    assert!(!written.is_empty(), "{g:#}");
+    for w in &written {
+        let lower = w.to_lowercase();
+        assert!(w.split_whitespace().count() <= 60, "short: {w}");
+        assert!(
+            lower.contains("positive") && lower.contains("negative"),
+            "the answer format, with the labels: {w}"
+        );
+        for junk in [
+            "[",
+            "```",
+            "def ",
+            "recipe",
+            "vegetarian",
+            "overfitting",
+            "training",
+        ] {
+            assert!(!lower.contains(junk), "{junk:?} in {w}");
+        }
+    }
+}
