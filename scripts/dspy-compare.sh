@@ -26,9 +26,12 @@
 # test examples the final score (metaprompt's --test-limit, and `compare --split test --limit`).
 # Single-file tasks are split exactly as metaprompt splits them (the same seeded shuffle). The
 # metric is the `choice` metric's reading: the first label in the answer, case-insensitive.
-# Comparable: the test score (same examples, same scoring rule) and "metric calls" (one per
-# example a candidate program is scored on: bench-small's "search calls" column; the final test
-# scoring is counted by neither). Not the same: metaprompt scores a `choice` task on the
+# Comparable: the test score (same examples, same scoring rule) and "examples scored" (one per
+# example a candidate program is run and scored on: bench-small's "search calls" column; the
+# final test scoring is counted by neither). "metric calls" counts every call of the metric
+# function: the same for MIPROv2, more for GEPA, which calls it a second time on each example of
+# a reflection minibatch to collect feedback ("examples scored" is GEPA's own count, the budget
+# its max_metric_calls caps). Not the same: metaprompt scores a `choice` task on the
 # embedded model by label log-probabilities (no generation) and starts from the task's few-shot
 # seed prompt; DSPy generates the answer in its ChatAdapter format (temperature 0, up to 64
 # tokens) and starts from the bare signature (no demos). Meta calls are not comparable one to
@@ -88,8 +91,8 @@ model_file() { # NAME: the GGUF file of an embedded model, pulled when missing
 exec_gguf=${EXEC_GGUF:-$(model_file qwen2.5-coder-0.5b-instruct)}
 meta_gguf=${META_GGUF:-$(model_file qwen2.5-coder-1.5b-instruct)}
 
-echo "| task | optimizer | metric calls | task-LM calls | prompt-LM calls | wall | dev (optimizer's) | test unoptimized | test optimized | demos | instruction |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| task | optimizer | metric calls | examples scored | task-LM calls | prompt-LM calls | wall | dev (optimizer's) | test unoptimized | test optimized | demos | instruction |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for task in "$@"; do
   nice -n 19 "$venv/bin/python" scripts/dspy_compare.py "$task" \
     --examples "$root/examples" --optimizers "${OPTIMIZERS:-mipro gepa}" \

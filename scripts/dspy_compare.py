@@ -466,8 +466,6 @@ def run_all(args, out, cfg, splits, inputs, output, metric_cfg, scorer, exec_srv
             optimized = optimizer.compile(program.deepcopy(), trainset=trainset, valset=valset, **ckw)
             dev = getattr(optimized, "score", None)  # Evaluate's percentage
             dev = None if dev is None else dev / 100.0
-            extra["mipro_total_calls"] = getattr(optimized, "total_calls", None)
-            extra["mipro_prompt_model_total_calls"] = getattr(optimized, "prompt_model_total_calls", None)
         elif opt == "gepa":
             budget = {}
             if os.environ.get("GEPA_MAX_METRIC_CALLS"):
