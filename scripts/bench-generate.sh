@@ -11,20 +11,7 @@
 #   (default tasks: every examples/* with a prompts/human.toml; EXEC and META: the task's models)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -n "${BIN:-}" ]; then
-  bin=$BIN
-else
-  cargo build --release -p metaprompt-cli >&2
-  bin=target/release/metaprompt
-fi
-out=${OUT:-$(mktemp -d)}
-mkdir -p "$out"
-if [ $# -gt 0 ]; then
-  tasks=("$@")
-else
-  tasks=()
-  for h in examples/*/prompts/human.toml; do tasks+=("$(basename "$(dirname "$(dirname "$h")")")"); done
-fi
+source scripts/bench-common.sh "$@"
 base=${HUMAN:-human}
 exec_model=()
 if [ -n "${EXEC:-}" ]; then exec_model=(-m "$EXEC"); fi

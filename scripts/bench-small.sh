@@ -19,20 +19,7 @@
 #   long run is not changed by a rebuild)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -n "${BIN:-}" ]; then
-  bin=$BIN
-else
-  cargo build --release -p metaprompt-cli >&2
-  bin=target/release/metaprompt
-fi
-out=${OUT:-$(mktemp -d)}
-mkdir -p "$out"
-if [ $# -gt 0 ]; then
-  tasks=("$@")
-else
-  tasks=()
-  for h in examples/*/prompts/human.toml; do tasks+=("$(basename "$(dirname "$(dirname "$h")")")"); done
-fi
+source scripts/bench-common.sh "$@"
 dev=${DEV_LIMIT:-50}
 test=${TEST_LIMIT:-100}
 base=${HUMAN:-human}

@@ -341,6 +341,20 @@ mod tests {
         }
     }
 
+    /// An execution model that answers "positive" when the last review is "nice", else
+    /// "negative": right on every example of [`evaluation`].
+    fn labeller() -> ScriptedProvider {
+        base_model("exec").respond_with(|r| {
+            let Prompt::Text(t) = &r.prompt else { panic!() };
+            Ok(if t.trim_end().ends_with("nice\nLabel:") {
+                "positive"
+            } else {
+                "negative"
+            }
+            .into())
+        })
+    }
+
     #[tokio::test]
     async fn of_two_candidates_that_score_alike_the_shorter_is_chosen() {
         let meta = Arc::new(
@@ -354,15 +368,7 @@ mod tests {
                 .reply(" label the review as positive or negative.")
                 .reply(""),
         );
-        let exec = Arc::new(base_model("exec").respond_with(|r| {
-            let Prompt::Text(t) = &r.prompt else { panic!() };
-            Ok(if t.trim_end().ends_with("nice\nLabel:") {
-                "positive"
-            } else {
-                "negative"
-            }
-            .into())
-        }));
+        let exec = Arc::new(labeller());
         let layers = Layers::new(meta, exec);
         let g = generate(
             &MetaPrompts::builtin(),
@@ -397,16 +403,7 @@ mod tests {
                 .reply(" label the review as positive or negative.")
                 .reply(""),
         );
-        // Answers "positive" when the last review is "nice", else "negative".
-        let exec = Arc::new(base_model("exec").respond_with(|r| {
-            let Prompt::Text(t) = &r.prompt else { panic!() };
-            Ok(if t.trim_end().ends_with("nice\nLabel:") {
-                "positive"
-            } else {
-                "negative"
-            }
-            .into())
-        }));
+        let exec = Arc::new(labeller());
         let layers = Layers::new(meta.clone(), exec.clone());
         let rule = "Never quote the review.".to_string();
         let g = generate(
