@@ -1,27 +1,28 @@
-//! An optimizer's handle on the run ([`Ctx`]) and the trait optimizers implement
-//! ([`Optimizer`]). Through the `Ctx` an optimizer runs meta-prompts, proposes prompts and
-//! scores them; the `Ctx` counts every call against the budget and keeps the pool.
+//! What a run borrows ([`Runner`]), an optimizer's handle on the run ([`Ctx`]) and the trait
+//! optimizers implement ([`Optimizer`]). Through the `Ctx` an optimizer runs meta-prompts,
+//! proposes prompts and scores them; the `Ctx` keeps the pool, and its [`Ledger`] counts every
+//! call against the budget.
 
+use std::path::Path;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use metaprompt_eval::evaluator::{self, ExampleResult};
 use metaprompt_eval::{Example, PromptFile};
 use metaprompt_llm::{LayerUsage, Prompt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Ahead, Budget, Halt, Over, Rates, Spend, StopReason};
-use super::driver::Runner;
-use super::pool::{Entry, Rejected, Tally};
+use super::budget::{Ahead, Budget, Halt, Over, Spend, StopReason};
+use super::checkpoint::RunStore;
+use super::ledger::Ledger;
+use super::pool::{Entry, Rejected};
 use super::settings::{Problem, Settings};
 use crate::brief::Frame;
 use crate::candidate::{Candidate, Checks, Layers, Status};
 use crate::guard::Guard;
-use crate::junk::{Screen, Screened};
+use crate::junk::Screen;
 use crate::meta::MetaPrompts;
 use crate::proxy::PROXY_EXAMPLES;
 use crate::{Event, Observer};
@@ -29,6 +30,35 @@ use crate::{Event, Observer};
 /// Tokens a meta sample is expected to generate when the meta-prompt does not render (it fails
 /// below, and says why).
 const META_TOKENS_GUESS: u64 = 300;
+
+/// What a run borrows from its caller.
+#[derive(Clone)]
+pub struct Runner<'a> {
+    pub meta_prompts: &'a MetaPrompts,
+    pub layers: &'a Layers,
+    pub guard: &'a Guard,
+    pub problem: &'a Problem,
+    pub settings: &'a Settings,
+    pub budget: &'a Budget,
+    /// The task file, recorded in the checkpoint (a resume rebuilds the problem from it).
+    pub task: &'a Path,
+    /// Where the checkpoint goes.
+    pub store: &'a dyn RunStore,
+    pub observe: Observer<'a>,
+    /// Cancels the run at its next safe point.
+    pub cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Runner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("task", &self.task)
+            .field("store", &self.store.location())
+            .field("settings", self.settings)
+            .field("budget", self.budget)
+            .finish_non_exhaustive()
+    }
+}
 
 /// An optimization algorithm: each round it proposes candidates through the [`Ctx`] and
 /// selects among them; the run owns the budget, evaluation, checkpoints, convergence and the
@@ -56,36 +86,12 @@ pub struct Ctx<'a> {
     pub rng: StdRng,
     /// Dev indices in a seeded random order; racing rungs take prefixes of it.
     pub(super) order: Vec<usize>,
-    /// Metric calls of the search (what `max_metric_calls` bounds).
-    pub(super) metric_calls: u64,
-    /// Metric calls of the final test evaluation, counted apart from the search.
-    pub(super) test_calls: u64,
-    /// Set while the final test evaluation runs: calls count as `test_calls`, and failed
-    /// pairs are always retried once (the metric-call cap is the search's).
-    pub(super) testing: bool,
-    pub(super) meta_calls: u64,
-    /// Metric calls the final test evaluation will make (2 × |test|): the dollar and wall
-    /// caps' look-ahead prices them in before every search step.
-    pub(super) reserve: u64,
-    pub(super) saved_calls: u64,
-    pub(super) base_meta: LayerUsage,
-    pub(super) base_execution: LayerUsage,
-    pub(super) wall_before: f64,
-    pub(super) started: Instant,
+    /// What the run has spent and counted.
+    pub(super) ledger: Ledger,
     pub(super) observe: Observer<'a>,
     pub(super) cancel: CancellationToken,
-    /// Attempted and unscored pairs of the round in flight.
-    pub(super) round_tally: Tally,
-    /// Unscored pairs over the whole run, by reason.
-    pub(super) unscored: BTreeMap<String, u64>,
-    /// What calls have cost so far, for the caps' look-ahead.
-    pub(super) rates: Rates,
     /// What meta-written instructions are screened against (built from the problem).
     pub(super) screen: Screen,
-    /// Instructions screened so far, and those rejected as junk.
-    pub(super) screened: Screened,
-    /// Scoring calls of the likelihood proxy (one prompt, one example, no decoding).
-    pub(super) proxy_calls: u64,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -93,8 +99,8 @@ impl std::fmt::Debug for Ctx<'_> {
         f.debug_struct("Ctx")
             .field("round", &self.round)
             .field("pool", &self.pool.len())
-            .field("metric_calls", &self.metric_calls)
-            .field("meta_calls", &self.meta_calls)
+            .field("metric_calls", &self.ledger.metric_calls())
+            .field("meta_calls", &self.ledger.meta_calls())
             .finish_non_exhaustive()
     }
 }
@@ -128,21 +134,9 @@ impl<'a> Ctx<'a> {
             round: 0,
             rng: StdRng::seed_from_u64(mix(r.settings.seed, 0)),
             order,
-            metric_calls: 0,
-            test_calls: 0,
-            testing: false,
-            meta_calls: 0,
-            reserve: 2 * r.problem.test.len() as u64,
-            saved_calls: 0,
-            base_meta: LayerUsage::default(),
-            base_execution: LayerUsage::default(),
-            wall_before: 0.0,
-            started: Instant::now(),
+            ledger: Ledger::new(2 * r.problem.test.len() as u64),
             observe: r.observe,
             cancel: r.cancel.clone(),
-            round_tally: Tally::default(),
-            unscored: BTreeMap::new(),
-            rates: Rates::default(),
             screen: Screen::new(
                 &r.problem.brief,
                 &r.problem.seed_prompt,
@@ -153,8 +147,6 @@ impl<'a> Ctx<'a> {
                     .collect::<Vec<_>>(),
             )
             .with_shown(&r.meta_prompts.shown_instructions()),
-            screened: Screened::default(),
-            proxy_calls: 0,
         }
     }
 
@@ -165,40 +157,21 @@ impl<'a> Ctx<'a> {
 
     /// Metric calls of the search so far.
     pub fn metric_calls(&self) -> u64 {
-        self.metric_calls
+        self.ledger.metric_calls()
     }
 
-    /// Metric calls the next step may make: what the search cap leaves, or (during the final
-    /// test evaluation) no limit, since its calls are counted apart and bounded by the split.
-    fn calls_left(&self) -> u64 {
-        if self.testing {
-            u64::MAX
-        } else {
-            self.budget.metric_calls_left(self.metric_calls)
-        }
-    }
-
-    /// Count `n` metric calls as spent, against the search or the test evaluation.
-    fn count(&mut self, n: usize) {
-        if self.testing {
-            self.test_calls += n as u64;
-        } else {
-            self.metric_calls += n as u64;
-        }
+    /// Metric calls the next step may make (see [`Ledger::calls_left`]).
+    pub(super) fn calls_left(&self) -> u64 {
+        self.ledger.calls_left(self.budget)
     }
 
     /// Usage per layer over the whole run (before a resume included): (meta, execution).
     pub(super) fn costs(&self) -> (LayerUsage, LayerUsage) {
-        let c = self.layers.costs(None, self.layers.execution.as_ref());
-        let mut meta = self.base_meta.clone();
-        meta.merge(&c.meta);
-        let mut exec = self.base_execution.clone();
-        exec.merge(&c.execution);
-        (meta, exec)
+        self.ledger.costs(self.layers)
     }
 
     pub(super) fn wall(&self) -> f64 {
-        self.wall_before + self.started.elapsed().as_secs_f64()
+        self.ledger.wall()
     }
 
     /// The safe point before a step spends: cancellation, then the caps other than call
@@ -214,10 +187,10 @@ impl<'a> Ctx<'a> {
             wall_secs: self.wall(),
         };
         let ahead = Ahead {
-            reserve: self.reserve,
+            reserve: self.ledger.reserve(),
             ..ahead
         };
-        match self.budget.check_spend(&spend, &self.rates, &ahead) {
+        match self.budget.check_spend(&spend, self.ledger.rates(), &ahead) {
             Ok(()) => Ok(()),
             Err(Over::Cap(s)) => Err(Halt::Stop(s)),
             Err(Over::Unpriced(cap, meta_layer)) => {
@@ -266,7 +239,7 @@ impl<'a> Ctx<'a> {
                 .as_ref()
                 .map_or(META_TOKENS_GUESS, |m| u64::from(m.request.max_tokens))
         };
-        let by_calls = self.budget.meta_calls_left(self.meta_calls);
+        let by_calls = self.budget.meta_calls_left(self.ledger.meta_calls());
         let by_tokens = self
             .budget
             .meta_calls_by_tokens(spent.output_tokens, per_call);
@@ -284,8 +257,11 @@ impl<'a> Ctx<'a> {
             }
             .into());
         }
-        let seed = mix(mix(self.settings.seed, self.round as u64), self.meta_calls);
-        self.meta_calls += u64::from(n);
+        let seed = mix(
+            mix(self.settings.seed, self.round as u64),
+            self.ledger.meta_calls(),
+        );
+        self.ledger.meta_spent(u64::from(n));
         let temperature = self.temperature();
         let before = self.meta_cost();
         let started = Instant::now();
@@ -294,7 +270,7 @@ impl<'a> Ctx<'a> {
             .sample(&self.layers.meta, name, vars, temperature, seed, n)
             .await;
         let usd = self.meta_cost().zip(before).map(|(a, b)| a - b);
-        self.rates.meta(
+        self.ledger.meta_rate(
             u64::from(n),
             meta_chars,
             usd,
@@ -390,11 +366,11 @@ impl<'a> Ctx<'a> {
     /// Screen a meta-written instruction for junk ([`crate::junk`]): `false` when it is junk,
     /// which is then counted and recorded as a rejection (by `op`) with its reason.
     pub fn screen_instruction(&mut self, instruction: &str, op: &str) -> bool {
-        self.screened.instructions += 1;
-        let Some(junk) = self.screen.check(instruction) else {
+        let junk = self.screen.check(instruction);
+        self.ledger.screened_one(junk);
+        let Some(junk) = junk else {
             return true;
         };
-        *self.screened.rejected.entry(junk).or_default() += 1;
         let id = format!("p{}", self.pool.len() + self.rejected.len());
         (self.observe)(Event::Step(&format!(
             "{id} rejected before evaluation ({}): {:?}",
@@ -473,7 +449,7 @@ impl<'a> Ctx<'a> {
             let prompt = self.pool[i].prompt.clone();
             let l =
                 crate::proxy::likelihood(&self.layers.execution, &prompt, &examples, &output).await;
-            self.proxy_calls += examples.len() as u64;
+            self.ledger.proxy_spent(examples.len() as u64);
             match l {
                 Ok(v) => {
                     self.pool[i].proxy = Some(v);
@@ -503,255 +479,12 @@ impl<'a> Ctx<'a> {
         Ok(kept)
     }
 
-    /// Score entry `idx` on dev examples `examples`: only those not evaluated yet are run and
-    /// counted; a failed pair is retried once right away, and recorded in the entry's `failed`
-    /// if it fails again. Returns the entry's mean over the scored ones among `examples`
-    /// (`None`: none is scored). `Err` when the budget cannot cover them, or on cancellation.
-    ///
-    /// To compare entries, use [`Ctx::paired_means`] on the same examples, not these means:
-    /// two entries may have failed on different examples.
-    pub async fn score(&mut self, idx: usize, examples: &[usize]) -> Result<Option<f64>, Halt> {
-        let missing: Vec<usize> = examples
-            .iter()
-            .copied()
-            .filter(|&i| !self.pool[idx].evaluated(i))
-            .collect();
-        self.check(Ahead {
-            metric_calls: missing.len() as u64,
-            metric_chars: self.prompt_chars(&self.pool[idx].prompt),
-            ..Ahead::default()
-        })?;
-        if !missing.is_empty() {
-            let left = self.calls_left();
-            if (missing.len() as u64) > left {
-                return Err(StopReason::MetricCalls.into());
-            }
-            let subset: Vec<Example> = missing
-                .iter()
-                .map(|&i| self.problem.dev[i].clone())
-                .collect();
-            let label = self.pool[idx].id.clone();
-            let prompt = self.pool[idx].prompt.clone();
-            let done = self.attempt(&prompt, &subset, &label).await;
-            self.round_tally.attempted += missing.len() as u64;
-            for ((&i, r), settled) in missing.iter().zip(done.results).zip(done.settled) {
-                let entry = &mut self.pool[idx];
-                match (r.score, r.error) {
-                    (Some(score), _) => {
-                        entry.scores.insert(i, score);
-                        entry.outputs.insert(i, r.output);
-                        if let Some(f) = r.feedback {
-                            entry.feedback.insert(i, f);
-                        }
-                    }
-                    (None, Some(why)) if settled => {
-                        self.round_tally.fail(&why);
-                        *self.unscored.entry(why.clone()).or_default() += 1;
-                        entry.failed.insert(i, why);
-                    }
-                    // Not retried (the budget ran out first): left to be evaluated again.
-                    (None, _) => self.round_tally.attempted -= 1,
-                }
-            }
-            if let Some(halt) = done.halt {
-                return Err(halt);
-            }
-        }
-        let e = &self.pool[idx];
-        let scored: Vec<f64> = examples
-            .iter()
-            .filter_map(|i| e.scores.get(i))
-            .copied()
-            .collect();
-        Ok((!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64))
-    }
-
-    /// Means of entries `idxs` on the examples of `on` scored for all of them: the paired
-    /// comparison ([`super::paired_means`]); `None` for an entry scored on none of `on`.
-    pub fn paired_means(&self, idxs: &[usize], on: &[usize]) -> Vec<Option<f64>> {
-        let entries: Vec<&Entry> = idxs.iter().map(|&i| &self.pool[i]).collect();
-        super::pool::paired_means(&entries, on)
-    }
-
-    /// Entries `idxs`, best first by [`Ctx::paired_means`] on `on` (ties: the earlier entry);
-    /// those scored on none of `on` last.
-    pub fn rank_on(&self, idxs: &[usize], on: &[usize]) -> Vec<usize> {
-        let means = self.paired_means(idxs, on);
-        let mut v: Vec<(usize, Option<f64>)> = idxs.iter().copied().zip(means).collect();
-        v.sort_by(|a, b| {
-            let (x, y) = (
-                a.1.unwrap_or(f64::NEG_INFINITY),
-                b.1.unwrap_or(f64::NEG_INFINITY),
-            );
-            y.total_cmp(&x).then(a.0.cmp(&b.0))
-        });
-        v.into_iter().map(|(i, _)| i).collect()
-    }
-
-    /// Evaluate `prompt` on examples outside the dev split (a teacher run on training data, for
-    /// bootstrapped demonstrations); counted against the metric-call budget like any other, and
-    /// retried like any other. Unscored results (`score: None`) say why in `error`.
-    pub async fn evaluate_extra(
-        &mut self,
-        prompt: &PromptFile,
-        examples: &[Example],
-    ) -> Result<Vec<ExampleResult>, Halt> {
-        self.check(Ahead {
-            metric_calls: examples.len() as u64,
-            metric_chars: self.prompt_chars(prompt),
-            ..Ahead::default()
-        })?;
-        let left = self.calls_left();
-        if examples.len() as u64 > left {
-            return Err(StopReason::MetricCalls.into());
-        }
-        let done = self.attempt(prompt, examples, "teacher on train").await;
-        self.round_tally.attempted += examples.len() as u64;
-        for (r, &settled) in done.results.iter().zip(&done.settled) {
-            match (&r.error, settled) {
-                (Some(why), true) if r.score.is_none() => {
-                    self.round_tally.fail(why);
-                    *self.unscored.entry(why.clone()).or_default() += 1;
-                }
-                (_, false) => self.round_tally.attempted -= 1,
-                _ => {}
-            }
-        }
-        match done.halt {
-            Some(halt) => Err(halt),
-            None => Ok(done.results),
-        }
-    }
-
-    /// Evaluate `prompt` on `examples` (the caller has checked the budget for them), then
-    /// retry the failed ones once, as far as the budget allows. Every attempt is counted as a
-    /// metric call: it was spent.
-    pub(super) async fn attempt(
-        &mut self,
-        prompt: &PromptFile,
-        examples: &[Example],
-        label: &str,
-    ) -> Attempted {
-        let prompt_chars = self.prompt_chars(prompt);
-        let mut results = match self.timed(prompt, prompt_chars, examples, label).await {
-            Ok(r) => r,
-            // A prompt that does not render fails the same way every time: no retry.
-            Err(why) => {
-                self.count(examples.len());
-                return Attempted {
-                    settled: vec![true; examples.len()],
-                    results: examples
-                        .iter()
-                        .map(|e| ExampleResult::unscored(e, e.vars.clone(), why.clone()))
-                        .collect(),
-                    halt: None,
-                };
-            }
-        };
-        self.count(examples.len());
-        let mut settled = vec![true; examples.len()];
-        let failed: Vec<usize> = (0..results.len())
-            .filter(|&k| !results[k].is_scored())
-            .collect();
-        if failed.is_empty() {
-            return Attempted {
-                results,
-                settled,
-                halt: None,
-            };
-        }
-        let mut halt = self
-            .check(Ahead {
-                metric_calls: failed.len() as u64,
-                metric_chars: prompt_chars,
-                ..Ahead::default()
-            })
-            .err();
-        let fit = if halt.is_some() {
-            0
-        } else {
-            let left = self.calls_left();
-            failed.len().min(left as usize)
-        };
-        if fit < failed.len() && halt.is_none() {
-            halt = Some(StopReason::MetricCalls.into());
-        }
-        let (now, later) = failed.split_at(fit);
-        for &k in later {
-            settled[k] = false;
-        }
-        if !now.is_empty() {
-            let again: Vec<Example> = now.iter().map(|&k| examples[k].clone()).collect();
-            let retried = self
-                .timed(prompt, prompt_chars, &again, &format!("{label} (retry)"))
-                .await;
-            self.count(now.len());
-            if let Ok(retried) = retried {
-                for (&k, r) in now.iter().zip(retried) {
-                    results[k] = r;
-                }
-            }
-        }
-        Attempted {
-            results,
-            settled,
-            halt,
-        }
-    }
-
-    /// [`Ctx::evaluate`], its cost and time recorded in the rates of the look-ahead.
-    async fn timed(
-        &mut self,
-        prompt: &PromptFile,
-        prompt_chars: usize,
-        examples: &[Example],
-        label: &str,
-    ) -> Result<Vec<ExampleResult>, String> {
-        let started = Instant::now();
-        let results = self.evaluate(prompt, examples, label).await;
-        if let Ok(r) = &results {
-            let usd = r.iter().map(|r| r.cost_usd).sum::<Option<f64>>();
-            self.rates.execution(
-                r.len() as u64,
-                prompt_chars,
-                usd,
-                started.elapsed().as_secs_f64(),
-            );
-        }
-        results
-    }
-
     /// What the meta layer has cost in this process.
     fn meta_cost(&self) -> Option<f64> {
         self.layers
             .costs(None, self.layers.execution.as_ref())
             .meta
             .cost_usd
-    }
-
-    /// Evaluate `prompt` on `examples` with the execution model, reporting progress under
-    /// `label`; `Err` (why) when the prompt does not render for some example (it passed the
-    /// render check on a probe, so this is rare).
-    pub(super) async fn evaluate(
-        &self,
-        prompt: &PromptFile,
-        examples: &[Example],
-        label: &str,
-    ) -> Result<Vec<ExampleResult>, String> {
-        let observe = self.observe;
-        let progress = |done, total| observe(Event::Evaluating { label, done, total });
-        let p = &self.problem;
-        evaluator::evaluate(
-            prompt,
-            &self.layers.execution,
-            &p.scorer,
-            examples,
-            &p.options,
-            &progress,
-        )
-        .await
-        .map(|r| r.results)
-        .map_err(|e| format!("the prompt does not render: {e}"))
     }
 }
 
@@ -760,119 +493,5 @@ fn chars(p: &Prompt) -> usize {
     match p {
         Prompt::Text(t) => t.len(),
         Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
-    }
-}
-
-/// What [`Ctx::attempt`] made of some examples.
-#[derive(Debug)]
-pub(super) struct Attempted {
-    /// Per example: its result, from the retry if it was retried (`score: None` and `error`
-    /// set when it failed).
-    pub results: Vec<ExampleResult>,
-    /// Per example: whether the result is final (scored, or failed after its retry); `false`
-    /// for a failure whose retry the budget did not allow.
-    pub settled: Vec<bool>,
-    /// Why retries were cut short.
-    pub halt: Option<Halt>,
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-
-    use metaprompt_llm::testing::ScriptedProvider;
-    use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
-
-    use super::super::testkit::{self, Kit};
-
-    /// Right with "magic"; the first call for every third review fails, later ones answer.
-    fn flaky() -> ScriptedProvider {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let seen = Mutex::new(BTreeSet::new());
-        ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(move |r| {
-                let i = testkit::review(r);
-                if i.is_multiple_of(3) && seen.lock().unwrap().insert(i) {
-                    return Err(LlmError::Config("a hiccup".into()));
-                }
-                Ok(if i % 2 == 1 { "negative" } else { "positive" }.into())
-            })
-    }
-
-    #[tokio::test]
-    async fn a_failed_pair_is_retried_once_right_away_and_both_attempts_are_counted() {
-        let kit = Kit::with(testkit::meta_model(), flaky(), testkit::problem(9, 0));
-        let mut ctx = kit.ctx();
-        let p = kit.add(&mut ctx, "magic");
-        let all = ctx.rung(9);
-        assert_eq!(ctx.score(p, &all).await.unwrap(), Some(1.0));
-        let e = &ctx.pool[p];
-        assert_eq!(
-            (e.scores.len(), e.failed.len()),
-            (9, 0),
-            "the retries answered"
-        );
-        // Reviews 0, 3 and 6 were tried twice.
-        assert_eq!(ctx.metric_calls(), 9 + 3);
-        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (9, 0));
-    }
-
-    #[tokio::test]
-    async fn a_pair_that_fails_twice_is_recorded_as_failed_and_not_tried_again() {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|r| {
-                if testkit::review(r) == 4 {
-                    return Err(LlmError::Config("always down".into()));
-                }
-                Ok("positive".into())
-            });
-        let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(6, 0));
-        let mut ctx = kit.ctx();
-        let p = kit.add(&mut ctx, "plainly");
-        let all = ctx.rung(6);
-        ctx.score(p, &all).await.unwrap();
-        let e = &ctx.pool[p];
-        assert_eq!(e.scores.len(), 5);
-        assert!(e.failed[&4].contains("always down"), "{:?}", e.failed);
-        assert!(!e.scores.contains_key(&4), "not a zero");
-        assert!(e.complete(6));
-        assert_eq!(ctx.metric_calls(), 6 + 1);
-        assert_eq!((ctx.round_tally.attempted, ctx.round_tally.failed), (6, 1));
-        assert_eq!(ctx.unscored.values().sum::<u64>(), 1);
-        // Evaluated for good: scoring again spends nothing.
-        ctx.score(p, &all).await.unwrap();
-        assert_eq!(ctx.metric_calls(), 7);
-        assert_eq!(ctx.pending(&[p]), 0);
-    }
-
-    #[tokio::test]
-    async fn a_retry_the_metric_budget_cannot_cover_is_left_for_later() {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|_| Err(LlmError::Config("down".into())));
-        let mut kit = Kit::with(testkit::meta_model(), exec, testkit::problem(4, 0));
-        kit.budget.max_metric_calls = 6;
-        let mut ctx = kit.ctx();
-        let p = kit.add(&mut ctx, "plainly");
-        let all = ctx.rung(4);
-        let e = ctx.score(p, &all).await.unwrap_err();
-        assert_eq!(e, super::Halt::Stop(super::StopReason::MetricCalls));
-        assert_eq!(ctx.metric_calls(), 6, "never past the cap");
-        let entry = &ctx.pool[p];
-        assert_eq!((entry.scores.len(), entry.failed.len()), (0, 2));
-        assert_eq!(
-            ctx.round_tally.attempted, 2,
-            "the two not retried are not settled"
-        );
     }
 }

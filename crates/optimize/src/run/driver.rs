@@ -1,52 +1,18 @@
-//! The driver: what a run borrows ([`Runner`]), and [`run`], the loop of rounds with
-//! checkpoints and convergence.
+//! The driver: [`run`], the loop of rounds with checkpoints and convergence, over what a run
+//! borrows ([`Runner`]).
 
 use std::path::Path;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio_util::sync::CancellationToken;
 
 use super::RunError;
-use super::budget::{Budget, CostCap, Halt, StopReason};
-use super::checkpoint::{Checkpoint, RunStore};
-use super::ctx::{Ctx, Optimizer, mix};
-use super::pool::{Entry, RoundStats, Tally, Unscored};
-use super::settings::{Problem, Settings};
+use super::budget::{CostCap, Halt, StopReason};
+use super::checkpoint::Checkpoint;
+use super::ctx::{Ctx, Optimizer, Runner, mix};
+use super::pool::{Entry, RoundStats, Unscored};
 use super::verdict::{Outcome, finish};
-use crate::candidate::Layers;
-use crate::guard::Guard;
-use crate::meta::MetaPrompts;
-use crate::{Event, Observer};
-
-/// What a run borrows from its caller.
-#[derive(Clone)]
-pub struct Runner<'a> {
-    pub meta_prompts: &'a MetaPrompts,
-    pub layers: &'a Layers,
-    pub guard: &'a Guard,
-    pub problem: &'a Problem,
-    pub settings: &'a Settings,
-    pub budget: &'a Budget,
-    /// The task file, recorded in the checkpoint (a resume rebuilds the problem from it).
-    pub task: &'a Path,
-    /// Where the checkpoint goes.
-    pub store: &'a dyn RunStore,
-    pub observe: Observer<'a>,
-    /// Cancels the run at its next safe point.
-    pub cancel: CancellationToken,
-}
-
-impl std::fmt::Debug for Runner<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner")
-            .field("task", &self.task)
-            .field("store", &self.store.location())
-            .field("settings", self.settings)
-            .field("budget", self.budget)
-            .finish_non_exhaustive()
-    }
-}
+use crate::Event;
 
 /// Run `optimizer` on the runner's problem (from `resume` when given), checkpointing into the
 /// runner's store.
@@ -83,19 +49,10 @@ pub async fn run(
     let mut rounds: Vec<RoundStats> = Vec::new();
     let mut ended = None;
     if let Some(cp) = resume {
+        ctx.ledger.resume(&cp);
         ctx.pool = cp.pool;
         ctx.rejected = cp.rejected;
         ctx.round = cp.round;
-        ctx.metric_calls = cp.metric_calls;
-        ctx.meta_calls = cp.meta_calls;
-        ctx.saved_calls = cp.saved_calls;
-        ctx.base_meta = cp.meta_usage;
-        ctx.base_execution = cp.execution_usage;
-        ctx.wall_before = cp.wall_secs;
-        ctx.unscored = cp.unscored;
-        ctx.rates = cp.rates;
-        ctx.screened = cp.screened;
-        ctx.proxy_calls = cp.proxy_calls;
         rounds = cp.rounds;
         // The round limit is decided again from the settings (a resume may allow more).
         ended = cp.ended.or(cp.stop).filter(|s| *s != StopReason::Rounds);
@@ -103,7 +60,7 @@ pub async fn run(
             "resuming after round {} ({} candidates, {} metric calls so far)",
             ctx.round,
             ctx.pool.len(),
-            ctx.metric_calls
+            ctx.ledger.metric_calls()
         )));
     } else {
         // Round 0: the seed prompt, checkpointed before anything is spent, so that a run
@@ -119,7 +76,7 @@ pub async fn run(
     if rounds.is_empty() {
         // The seed round: the seed on all of dev.
         let all = ctx.rung(n_dev);
-        ctx.round_tally = Tally::default();
+        ctx.ledger.start_round();
         match ctx.score(0, &all).await {
             Ok(_) => {}
             Err(Halt::Stop(s)) => return Err(RunError::Seed(s)),
@@ -142,7 +99,7 @@ pub async fn run(
         }
         ctx.round += 1;
         ctx.rng = StdRng::seed_from_u64(mix(settings.seed, ctx.round as u64));
-        ctx.round_tally = Tally::default();
+        ctx.ledger.start_round();
         let before_pool = ctx.pool.len();
         let before_rejected = ctx.rejected.len();
         let best_before_round = ctx.pool[ctx.best()].mean().unwrap_or(0.0);
@@ -226,7 +183,7 @@ fn priced(r: &Runner<'_>) -> Result<(), RunError> {
 /// `Err(RunError::Unscored)` when more of the round's pairs went unscored than the settings
 /// allow.
 fn unscored_check(ctx: &Ctx<'_>) -> Result<(), RunError> {
-    let t = &ctx.round_tally;
+    let t = ctx.ledger.round_tally();
     if !t.too_many(ctx.settings.max_unscored) {
         return Ok(());
     }
@@ -271,12 +228,12 @@ fn stats(
         best: ctx.pool[best].mean().unwrap_or(0.0),
         best_id: ctx.pool[best].id.clone(),
         mean,
-        metric_calls: ctx.metric_calls,
-        meta_calls: ctx.meta_calls,
+        metric_calls: ctx.ledger.metric_calls(),
+        meta_calls: ctx.ledger.meta_calls(),
         meta_cost_usd: meta.cost_usd,
         execution_cost_usd: exec.cost_usd,
         wall_secs: ctx.wall(),
-        unscored: ctx.round_tally.failed,
+        unscored: ctx.ledger.round_tally().failed,
     }
 }
 
@@ -298,16 +255,16 @@ fn checkpoint(
         pool: ctx.pool.clone(),
         rejected: ctx.rejected.clone(),
         rounds: rounds.to_vec(),
-        metric_calls: ctx.metric_calls,
-        meta_calls: ctx.meta_calls,
-        saved_calls: ctx.saved_calls,
+        metric_calls: ctx.ledger.metric_calls(),
+        meta_calls: ctx.ledger.meta_calls(),
+        saved_calls: ctx.ledger.saved_calls(),
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
-        unscored: ctx.unscored.clone(),
-        rates: ctx.rates,
-        screened: ctx.screened.clone(),
-        proxy_calls: ctx.proxy_calls,
+        unscored: ctx.ledger.unscored().clone(),
+        rates: *ctx.ledger.rates(),
+        screened: ctx.ledger.screened().clone(),
+        proxy_calls: ctx.ledger.proxy_calls(),
         ended,
         stop,
     }
@@ -317,6 +274,7 @@ fn checkpoint(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::super::checkpoint::RunStore;
     use super::super::testkit::{Kit, OneAtATime};
     use super::*;
 
@@ -350,7 +308,7 @@ mod tests {
         assert_eq!(cp.pool.len(), 1);
         assert!(cp.pool[0].scores.is_empty() && cp.rounds.is_empty());
 
-        kit.cancel = CancellationToken::new();
+        kit.cancel = tokio_util::sync::CancellationToken::new();
         let resumed = run(&mut optimizer, kit.runner(), Some(cp)).await.unwrap();
         assert_eq!(
             resumed.pool[0].scores.len(),

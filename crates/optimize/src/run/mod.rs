@@ -43,16 +43,20 @@
 //!
 //! The parts, one concern each: `budget` (caps and their arithmetic), `checkpoint` (the
 //! checkpoint and the store), `settings` (problem, settings, schedule), `pool` (entries,
-//! paired comparison, the unscored tally), `ctx` (the optimizer's handle), `select` (racing,
-//! best, ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the
-//! outcome).
+//! paired comparison, the unscored tally), `ledger` (every count of what the run spent, with
+//! one owner), `ctx` (what a run borrows and the optimizer's handle: meta calls, proposals,
+//! the likelihood proxy), `score` (evaluating candidates, retries), `select` (racing, best,
+//! ranking), `driver` (the loop) and `verdict` (best vs seed, the test split, the outcome).
+//! The modules import in one direction: `driver` → `verdict` → `ctx` → `ledger`.
 
 mod budget;
 mod checkpoint;
 mod ctx;
 mod driver;
+mod ledger;
 mod payback;
 mod pool;
+mod score;
 mod select;
 mod settings;
 #[cfg(test)]
@@ -61,8 +65,9 @@ mod verdict;
 
 pub use budget::{Budget, CostCap, Halt, Rates, StopReason};
 pub use checkpoint::{Checkpoint, FsRunStore, MemoryRunStore, RunStore};
-pub use ctx::{Ctx, Optimizer};
-pub use driver::{Runner, run};
+pub use ctx::{Ctx, Optimizer, Runner};
+pub use driver::run;
+pub use ledger::Ledger;
 pub use payback::{BreakEven, CostUnit, PerExecution};
 pub use pool::{Entry, Reason, Rejected, RoundStats, Unscored, beats, paired_means};
 pub use settings::{Problem, Schedule, Settings};

@@ -7,7 +7,7 @@
 
 use super::budget::Halt;
 use super::ctx::Ctx;
-use super::pool::beats;
+use super::pool::{Entry, beats};
 
 impl Ctx<'_> {
     /// The first `n` dev examples of the run's seeded order.
@@ -27,8 +27,8 @@ impl Ctx<'_> {
     /// Record calls a selection strategy did not spend compared with scoring every candidate
     /// on the whole dev split.
     pub fn saved(&mut self, full_cost: u64, calls_before: u64) {
-        let spent = self.metric_calls - calls_before;
-        self.saved_calls += full_cost.saturating_sub(spent);
+        let spent = self.ledger.metric_calls() - calls_before;
+        self.ledger.saved(full_cost.saturating_sub(spent));
     }
 
     /// Successive halving over dev: all of `idxs` on the first rung (`minibatch` examples, fewer
@@ -42,11 +42,11 @@ impl Ctx<'_> {
         // Under a small budget the first rung shrinks, so that the budget lasts several
         // rounds: the racers' first rung takes at most a quarter of what is left (not under 4
         // examples each).
-        let left = self.budget.metric_calls_left(self.metric_calls) as usize;
+        let left = self.budget.metric_calls_left(self.ledger.metric_calls()) as usize;
         let affordable = (left / (4 * alive.len().max(1))).max(4);
         let mut size = self.settings.minibatch.min(affordable).min(n_dev).max(1);
         let full_cost = self.pending(&alive);
-        let before = self.metric_calls;
+        let before = self.ledger.metric_calls();
         loop {
             let rung = self.rung(size);
             for &i in &alive {
@@ -100,6 +100,28 @@ impl Ctx<'_> {
         });
         v
     }
+
+    /// Means of entries `idxs` on the examples of `on` scored for all of them: the paired
+    /// comparison ([`super::paired_means`]); `None` for an entry scored on none of `on`.
+    pub fn paired_means(&self, idxs: &[usize], on: &[usize]) -> Vec<Option<f64>> {
+        let entries: Vec<&Entry> = idxs.iter().map(|&i| &self.pool[i]).collect();
+        super::pool::paired_means(&entries, on)
+    }
+
+    /// Entries `idxs`, best first by [`Ctx::paired_means`] on `on` (ties: the earlier entry);
+    /// those scored on none of `on` last.
+    pub fn rank_on(&self, idxs: &[usize], on: &[usize]) -> Vec<usize> {
+        let means = self.paired_means(idxs, on);
+        let mut v: Vec<(usize, Option<f64>)> = idxs.iter().copied().zip(means).collect();
+        v.sort_by(|a, b| {
+            let (x, y) = (
+                a.1.unwrap_or(f64::NEG_INFINITY),
+                b.1.unwrap_or(f64::NEG_INFINITY),
+            );
+            y.total_cmp(&x).then(a.0.cmp(&b.0))
+        });
+        v.into_iter().map(|(i, _)| i).collect()
+    }
 }
 
 #[cfg(test)]
@@ -128,7 +150,7 @@ mod tests {
         assert_eq!(ctx.pool[ids[2]].mean(), Some(1.0));
         // Rungs 4, 8, 16: four on the first, two on the second, one on the last.
         assert_eq!(ctx.metric_calls(), 4 * 4 + 2 * 4 + 8);
-        assert_eq!(ctx.saved_calls, 4 * 16 - ctx.metric_calls());
+        assert_eq!(ctx.ledger.saved_calls(), 4 * 16 - ctx.metric_calls());
         let losers_full = ids
             .iter()
             .filter(|&&i| i != ids[2] && ctx.pool[i].scores.len() == 16)

@@ -184,8 +184,7 @@ pub(super) async fn finish(
     let winner = if kept_seed { 0 } else { best };
     // The test split, once, outside the search's metric-call cap (the dollar and wall caps'
     // look-ahead has priced it in all along).
-    ctx.reserve = 0;
-    ctx.testing = true;
+    ctx.ledger.start_test();
     let (mut seed_test, mut winner_test, mut test_paired) = (None, None, None);
     let (mut seed_runs, mut winner_runs) = (None, None);
     let mut test_failed = BTreeMap::new();
@@ -233,17 +232,17 @@ pub(super) async fn finish(
         seed_test,
         winner_test,
         test_paired,
-        metric_calls: ctx.metric_calls,
-        test_calls: ctx.test_calls,
-        meta_calls: ctx.meta_calls,
-        saved_calls: ctx.saved_calls,
+        metric_calls: ctx.ledger.metric_calls(),
+        test_calls: ctx.ledger.test_calls(),
+        meta_calls: ctx.ledger.meta_calls(),
+        saved_calls: ctx.ledger.saved_calls(),
         meta_usage: meta,
         execution_usage: exec,
         wall_secs: ctx.wall(),
-        unscored: Unscored::from_counts(&ctx.unscored),
+        unscored: Unscored::from_counts(ctx.ledger.unscored()),
         test_unscored: Unscored::from_counts(&test_failed),
-        screened: ctx.screened.clone(),
-        proxy_calls: ctx.proxy_calls,
+        screened: ctx.ledger.screened().clone(),
+        proxy_calls: ctx.ledger.proxy_calls(),
         seed_tokens,
         winner_tokens,
         shorter,
