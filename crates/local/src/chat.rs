@@ -14,6 +14,8 @@
 use metaprompt_llm::Message;
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 
+use crate::error::LocalError;
+
 /// A model's chat template, compiled once.
 pub(crate) struct ChatTemplate {
     env: Environment<'static>,
@@ -25,7 +27,7 @@ const NAME: &str = "chat_template";
 
 impl ChatTemplate {
     /// Compile `source`; `bos` and `eos` are the model's special tokens as text.
-    pub(crate) fn new(source: &str, bos: String, eos: String) -> Result<Self, String> {
+    pub(crate) fn new(source: &str, bos: String, eos: String) -> Result<Self, LocalError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -37,12 +39,12 @@ impl ChatTemplate {
             },
         );
         env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| format!("the model's chat template does not compile: {e}"))?;
+            .map_err(|e| LocalError::TemplateCompile(e.to_string()))?;
         Ok(Self { env, bos, eos })
     }
 
     /// The conversation as the model sees it, ending where its answer starts.
-    pub(crate) fn render(&self, messages: &[Message]) -> Result<String, String> {
+    pub(crate) fn render(&self, messages: &[Message]) -> Result<String, LocalError> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
@@ -57,7 +59,7 @@ impl ChatTemplate {
                     eos_token => self.eos.as_str(),
                 })
             })
-            .map_err(|e| format!("the model's chat template failed: {e}"))
+            .map_err(|e| LocalError::TemplateRender(e.to_string()))
     }
 }
 
@@ -92,11 +94,15 @@ mod tests {
             t.render(&[Message::user("  Hi  ")]).unwrap(),
             "<s>[USER] Hi\n"
         );
-        let e = t.render(&[Message::assistant("Hi")]).unwrap_err();
+        let e = t
+            .render(&[Message::assistant("Hi")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Conversations start with the user"), "{e}");
         let e = ChatTemplate::new("{% for %}", String::new(), String::new())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("does not compile"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! text's tokens, unit length. Prompts that pick demonstrations per input compare inputs with
 //! them (`metaprompt_eval::select`).
 //!
-//! The same canonical procedure as the rest of the engine: one text per decode call, from an
+//! The same canonical procedure as `batch`: one text per decode call, from an
 //! empty cache, so a text's vector never depends on which texts came with it. Vectors are
 //! memoised by text (a demonstration pool is embedded once per process, not once per
 //! evaluation).
@@ -15,7 +15,9 @@ use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 
-use crate::engine::{EngineOptions, FLASH_ATTENTION_DISABLED, N_BATCH, backend};
+use crate::batch::{FLASH_ATTENTION_DISABLED, N_BATCH};
+use crate::error::LocalError;
+use crate::worker::{WorkerOptions, backend};
 
 /// Texts longer than this many tokens are embedded by their first `MAX_TOKENS`.
 const MAX_TOKENS: usize = N_BATCH;
@@ -31,7 +33,7 @@ pub(crate) struct Embedder<'m> {
 }
 
 impl<'m> Embedder<'m> {
-    pub(crate) fn new(model: &'m LlamaModel, options: &EngineOptions) -> Result<Self, String> {
+    pub(crate) fn new(model: &'m LlamaModel, options: &WorkerOptions) -> Result<Self, LocalError> {
         let threads = options.threads.max(1) as i32;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(MAX_TOKENS as u32))
@@ -45,7 +47,7 @@ impl<'m> Embedder<'m> {
             .with_flash_attention_policy(FLASH_ATTENTION_DISABLED);
         let ctx = model
             .new_context(backend()?, params)
-            .map_err(|e| format!("cannot create the embedding context: {e}"))?;
+            .map_err(|e| LocalError::EmbeddingContext(e.to_string()))?;
         Ok(Self {
             model,
             ctx,
@@ -56,11 +58,11 @@ impl<'m> Embedder<'m> {
     }
 
     /// One unit vector per text, in order.
-    pub(crate) fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+    pub(crate) fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, LocalError> {
         texts.iter().map(|t| self.one(t)).collect()
     }
 
-    fn one(&mut self, text: &str) -> Result<Vec<f32>, String> {
+    fn one(&mut self, text: &str) -> Result<Vec<f32>, LocalError> {
         if let Some(v) = self.memo.get(text) {
             return Ok(v.clone());
         }
@@ -71,16 +73,16 @@ impl<'m> Embedder<'m> {
         for (pos, &t) in tokens.iter().enumerate() {
             self.batch
                 .add(t, pos as i32, &[0], true)
-                .map_err(|e| format!("cannot fill the embedding batch: {e}"))?;
+                .map_err(|e| LocalError::EmbeddingBatch(e.to_string()))?;
         }
         let (ctx, batch) = (&mut self.ctx, &mut self.batch);
         self.turn
             .hold(|| ctx.decode(batch))
-            .map_err(|e| format!("llama.cpp decode (embeddings) failed: {e}"))?;
+            .map_err(|e| LocalError::EmbeddingDecode(e.to_string()))?;
         let pooled = self
             .ctx
             .embeddings_seq_ith(0)
-            .map_err(|e| format!("llama.cpp gave no pooled embedding: {e}"))?;
+            .map_err(|e| LocalError::NoEmbedding(e.to_string()))?;
         let norm = pooled
             .iter()
             .map(|x| f64::from(*x) * f64::from(*x))

@@ -6,7 +6,7 @@
 //! token reads every weight for one row); decoding a token for each of several requests in one
 //! call reads the weights once for all of them.
 //!
-//! - **Prompts** are decoded as the canonical procedure in `engine` decodes them: one request
+//! - **Prompts** are decoded as the canonical procedure in `batch` decodes them: one request
 //!   per decode call, in sorted order, reusing KV cells only up to a common prefix rounded down
 //!   to [`ROW_GROUP`], so a reused cell holds what decoding the prompt alone would have put
 //!   there. The first generated token comes from the prompt's own decode. A lane keeps its
@@ -42,10 +42,10 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use metaprompt_llm::{FinishReason, Request, Response, Usage};
 
-use crate::engine::{
-    Engine, EngineOptions, FLASH_ATTENTION_DISABLED, N_BATCH, Output, Prepared, ROW_GROUP, Sampler,
-    backend, sort_key,
-};
+use crate::batch::{Canonical, FLASH_ATTENTION_DISABLED, N_BATCH, Prepared, ROW_GROUP, sort_key};
+use crate::error::LocalError;
+use crate::generation::{Output, Sampler};
+use crate::worker::{WorkerOptions, backend};
 
 /// What the lanes have done since the model was loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +102,7 @@ fn context(
     threads: i32,
     width: usize,
     per_lane: usize,
-) -> Result<LlamaContext<'_>, String> {
+) -> Result<LlamaContext<'_>, LocalError> {
     let per_lane = per_lane.max(LANE_STEP);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new((per_lane * width) as u32))
@@ -115,7 +115,11 @@ fn context(
         .with_flash_attention_policy(FLASH_ATTENTION_DISABLED);
     model
         .new_context(backend()?, params)
-        .map_err(|e| format!("cannot create {width} generation lanes of {per_lane} tokens: {e}"))
+        .map_err(|e| LocalError::LanesContext {
+            width,
+            per_lane,
+            detail: e.to_string(),
+        })
 }
 
 /// A prefix is copied from another lane's stream (a copy of the whole stream) only when it
@@ -125,9 +129,9 @@ const COPY_WORTH: usize = 64;
 impl<'m> Lanes<'m> {
     pub(crate) fn new(
         model: &'m LlamaModel,
-        options: &EngineOptions,
+        options: &WorkerOptions,
         width: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LocalError> {
         let threads = options.threads.max(1) as i32;
         let width = width.max(1);
         Ok(Self {
@@ -145,7 +149,7 @@ impl<'m> Lanes<'m> {
 
     /// Make every lane hold at least `tokens` (streams are sized to the batches seen, in steps
     /// of [`LANE_STEP`], not to the whole context: a stream copy copies all of it).
-    fn fit(&mut self, tokens: usize) -> Result<(), String> {
+    fn fit(&mut self, tokens: usize) -> Result<(), LocalError> {
         if tokens <= self.per_lane {
             return Ok(());
         }
@@ -157,28 +161,28 @@ impl<'m> Lanes<'m> {
     }
 
     /// Keep only the lane's held prefix (drop a finished request's prompt tail and text).
-    fn release(&mut self, lane: usize) -> Result<(), String> {
+    fn release(&mut self, lane: usize) -> Result<(), LocalError> {
         self.ctx
             .kv_cache_seq_rm(lane as i32, Some(self.held[lane].len() as u32), None)
             .map(|_| ())
-            .map_err(|e| format!("cannot trim the KV cache: {e}"))
+            .map_err(|e| LocalError::Trim(e.to_string()))
     }
 
     pub(crate) fn stats(&self) -> LanesStats {
         self.stats.clone()
     }
 
-    fn decode(&mut self) -> Result<(), String> {
+    fn decode(&mut self) -> Result<(), LocalError> {
         let (ctx, batch) = (&mut self.ctx, &mut self.batch);
         self.turn
             .hold(|| ctx.decode(batch))
-            .map_err(|e| format!("llama.cpp decode failed: {e}"))
+            .map_err(|e| LocalError::Decode(e.to_string()))
     }
 
     /// Decode `tokens` into `lane` as the canonical procedure would, reusing the longest
     /// aligned prefix some lane holds (its own unless another holds [`COPY_WORTH`] more).
     /// Returns the reused count; the last token's logits are the last row of the last decode.
-    fn prefill(&mut self, lane: usize, tokens: &[LlamaToken]) -> Result<usize, String> {
+    fn prefill(&mut self, lane: usize, tokens: &[LlamaToken]) -> Result<usize, LocalError> {
         let n = tokens.len();
         let reusable = |held: &[LlamaToken]| {
             let common = held.iter().zip(tokens).take_while(|(a, b)| a == b).count();
@@ -194,7 +198,7 @@ impl<'m> Lanes<'m> {
             // dropped from it right away.
             self.ctx
                 .kv_cache_seq_cp(from as i32, lane as i32, None, None)
-                .map_err(|e| format!("cannot copy a KV stream: {e}"))?;
+                .map_err(|e| LocalError::CopyStream(e.to_string()))?;
             self.stats.copies += 1;
             best
         } else {
@@ -202,7 +206,7 @@ impl<'m> Lanes<'m> {
         };
         self.ctx
             .kv_cache_seq_rm(lane as i32, Some(keep as u32), None)
-            .map_err(|e| format!("cannot trim the KV cache: {e}"))?;
+            .map_err(|e| LocalError::Trim(e.to_string()))?;
         let mut start = keep;
         while start < n {
             let end = (start + N_BATCH).min(n);
@@ -210,7 +214,7 @@ impl<'m> Lanes<'m> {
             for (i, &token) in tokens.iter().enumerate().take(end).skip(start) {
                 self.batch
                     .add(token, i as i32, &[lane as i32], i == n - 1)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| LocalError::BatchAdd(e.to_string()))?;
             }
             self.decode()?;
             start = end;
@@ -224,18 +228,18 @@ impl<'m> Lanes<'m> {
     /// Complete a batch; answers come back in the caller's order.
     pub(crate) fn complete(
         &mut self,
-        engine: &Engine<'_>,
+        canonical: &Canonical<'_>,
         requests: &[Request],
-    ) -> Vec<Result<Response, String>> {
-        let mut results: Vec<Option<Result<Response, String>>> =
+    ) -> Vec<Result<Response, LocalError>> {
+        let mut results: Vec<Option<Result<Response, LocalError>>> =
             (0..requests.len()).map(|_| None).collect();
         let mut queue: Vec<(usize, Prepared)> = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
             let fits = |p: Prepared| {
-                engine.check_fits(p.tokens.len() + request.max_tokens as usize)?;
+                canonical.check_fits(p.tokens.len() + request.max_tokens as usize)?;
                 Ok(p)
             };
-            match engine.prepare(&request.prompt).and_then(fits) {
+            match canonical.prepare(&request.prompt).and_then(fits) {
                 Ok(p) => queue.push((i, p)),
                 Err(e) => results[i] = Some(Err(e)),
             }
@@ -255,7 +259,7 @@ impl<'m> Lanes<'m> {
         self.stats.batches += 1;
         let failed = self
             .fit(longest)
-            .and_then(|()| self.run(engine, requests, queue, &mut results))
+            .and_then(|()| self.run(canonical, requests, queue, &mut results))
             .err();
         if let Some(e) = &failed {
             for r in results.iter_mut().filter(|r| r.is_none()) {
@@ -267,18 +271,18 @@ impl<'m> Lanes<'m> {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err("internal: request skipped".into())))
+            .map(|r| r.unwrap_or(Err(LocalError::Internal("request skipped"))))
             .collect()
     }
 
     fn run(
         &mut self,
-        engine: &Engine<'_>,
+        canonical: &Canonical<'_>,
         requests: &[Request],
         mut queue: Vec<(usize, Prepared)>,
-        results: &mut [Option<Result<Response, String>>],
-    ) -> Result<(), String> {
-        let vocab = engine.model().vocab();
+        results: &mut [Option<Result<Response, LocalError>>],
+    ) -> Result<(), LocalError> {
+        let vocab = canonical.model().vocab();
         let mut lanes: Vec<Option<Lane>> = (0..self.width).map(|_| None).collect();
         loop {
             // Fill free lanes, in lane order, with the next requests in sorted order; each
@@ -333,7 +337,7 @@ impl<'m> Lanes<'m> {
                 };
                 self.batch
                     .add(token, pos as i32, &[slot as i32], true)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| LocalError::BatchAdd(e.to_string()))?;
             }
             self.decode()?;
             self.stats.steps += 1;

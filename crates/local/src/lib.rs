@@ -17,8 +17,13 @@
 //! - [`fetch`] — the model catalog, `model pull` (pip wheels, HTTPS URL, local path), checksums.
 //! - `chat` — chat prompts through the model's own chat template (GGUF metadata, minijinja),
 //!   llama.cpp's rendering as the fallback.
-//! - `engine` — the worker thread that owns the model, and the canonical evaluation procedure
-//!   that makes every score reproducible whatever else is in the batch (see its docs).
+//! - `worker` — the thread that owns the model and its contexts and answers jobs.
+//! - `batch` — the canonical evaluation procedure that makes every score reproducible
+//!   whatever else is in the batch (see its docs): one request at a time, sharing the aligned
+//!   prompt prefix of consecutive requests.
+//! - `generation` — what every generation path shares: sampling a token, building the text.
+//! - `error` — what can go wrong in the embedded model (`LocalError`), shown to users as the
+//!   model's backend error.
 //! - [`LocalProvider`] — the [`Provider`] implementation: `complete_batch` and `score`
 //!   evaluate a whole batch in one job, sharing the prompt prefix across requests.
 //! - `cores` — the machine's compute turn: every decode takes it, so computations on this
@@ -32,12 +37,15 @@
 pub mod cpu;
 pub mod fetch;
 
+mod batch;
 mod chat;
 mod cores;
 mod embed;
-mod engine;
+mod error;
+mod generation;
 mod lanes;
 mod live;
+mod worker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,8 +53,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use engine::{EngineOptions, Job};
-pub use engine::{ModelFacts, Strategy};
+pub use batch::Strategy;
+use error::LocalError;
 pub use lanes::LanesStats;
 use live::Live;
 pub use live::LiveStats;
@@ -55,6 +63,8 @@ use metaprompt_llm::{
     Config, LabelScores, LlmError, ModelInfo, Provider, Request, Response, ScoreRequest, TextSink,
 };
 use tokio::sync::oneshot;
+pub use worker::ModelFacts;
+use worker::{Job, WorkerOptions};
 
 /// Settings of the embedded model, from `[local]` in config and the environment.
 #[derive(Debug, Clone)]
@@ -162,7 +172,7 @@ impl LocalModels {
         let tx = match engines.get(&key) {
             Some(tx) => tx.clone(),
             None => {
-                let options = EngineOptions {
+                let options = WorkerOptions {
                     threads: self.options.threads,
                     context_size: self.options.context_size,
                     models_dir: self.options.models_dir.clone(),
@@ -171,11 +181,10 @@ impl LocalModels {
                     share_cores: self.options.share_cores,
                     lanes: self.options.lanes,
                 };
-                let tx =
-                    engine::spawn(model_ref, options).map_err(|message| LlmError::Backend {
-                        model: info.name.clone(),
-                        message,
-                    })?;
+                let tx = worker::spawn(model_ref, options).map_err(|e| LlmError::Backend {
+                    model: info.name.clone(),
+                    message: e.to_string(),
+                })?;
                 engines.insert(key, tx.clone());
                 tx
             }
@@ -200,10 +209,11 @@ pub struct LocalProvider {
 }
 
 impl LocalProvider {
-    fn error(&self, message: impl Into<String>) -> LlmError {
+    /// The provider layer's error for this model; `message` is what the user sees.
+    fn error(&self, message: impl std::fmt::Display) -> LlmError {
         LlmError::Backend {
             model: self.info.name.clone(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 
@@ -221,14 +231,14 @@ impl LocalProvider {
     async fn ask_batch<T>(
         &self,
         n: usize,
-        make: impl FnOnce(oneshot::Sender<Vec<Result<T, String>>>) -> Job,
+        make: impl FnOnce(oneshot::Sender<Vec<Result<T, LocalError>>>) -> Job,
     ) -> Vec<Result<T, LlmError>> {
         match self.ask(make).await {
             Ok(results) => results
                 .into_iter()
                 .map(|r| r.map_err(|m| self.error(m)))
                 .collect(),
-            Err(e) => (0..n).map(|_| Err(self.error(e.to_string()))).collect(),
+            Err(e) => (0..n).map(|_| Err(self.error(&e))).collect(),
         }
     }
 

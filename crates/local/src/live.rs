@@ -10,7 +10,7 @@
 //! sharing the longest prefix with it, so a served prompt's instruction and demonstrations are
 //! decoded once per slot, not once per request.
 //!
-//! This is the opposite trade from the canonical procedure in `engine`: a token's logits
+//! This is the opposite trade from the canonical procedure in `batch`: a token's logits
 //! depend (in the last bits) on the rows batched with it and on flash attention (on here, as in
 //! `llama-server`, for speed), so live answers are not promised bit for bit; prefix reuse is
 //! aligned as in the canonical procedure, and a request alone answered the same twice in the
@@ -30,7 +30,10 @@ use llama_cpp_2::token::LlamaToken;
 use metaprompt_llm::{FinishReason, Request, Response, TextSink, Usage};
 use tokio::sync::oneshot;
 
-use crate::engine::{Engine, EngineOptions, N_BATCH, Output, ROW_GROUP, Sampler, backend};
+use crate::batch::{Canonical, N_BATCH, ROW_GROUP};
+use crate::error::LocalError;
+use crate::generation::{Output, Sampler};
+use crate::worker::{WorkerOptions, backend};
 
 /// `LLAMA_FLASH_ATTN_TYPE_AUTO`: llama.cpp's default, on for the CPU, as in `llama-server`.
 /// Measured in `benches/chat_tokens.rs` (8 clients × 64 tokens): 0.89× llama-server's tokens/s
@@ -41,7 +44,7 @@ const FLASH_ATTENTION_AUTO: i32 = -1;
 pub(crate) struct Live {
     pub request: Request,
     pub text: TextSink,
-    pub reply: oneshot::Sender<Result<Response, String>>,
+    pub reply: oneshot::Sender<Result<Response, LocalError>>,
 }
 
 /// What the live path has done since the model was loaded.
@@ -94,7 +97,7 @@ pub(crate) struct LiveBatch<'m> {
 }
 
 impl<'m> LiveBatch<'m> {
-    pub(crate) fn new(model: &'m LlamaModel, options: &EngineOptions) -> Result<Self, String> {
+    pub(crate) fn new(model: &'m LlamaModel, options: &WorkerOptions) -> Result<Self, LocalError> {
         let slots = options.parallel.clamp(1, 64);
         let threads = options.threads.max(1) as i32;
         // Not unified: each sequence has its own `context_size` cells and attends over them only.
@@ -107,12 +110,13 @@ impl<'m> LiveBatch<'m> {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_flash_attention_policy(FLASH_ATTENTION_AUTO);
-        let ctx = model.new_context(backend()?, params).map_err(|e| {
-            format!(
-                "cannot create the live context ({slots} sequences of {} tokens; lower [local] parallel or context_size): {e}",
-                options.context_size
-            )
-        })?;
+        let ctx = model
+            .new_context(backend()?, params)
+            .map_err(|e| LocalError::LiveContext {
+                slots,
+                tokens: options.context_size,
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             model,
             ctx,
@@ -137,9 +141,9 @@ impl<'m> LiveBatch<'m> {
     }
 
     /// Admit what waits, decode one step for every active slot, sample, send text.
-    pub(crate) fn step(&mut self, engine: &Engine<'_>) {
+    pub(crate) fn step(&mut self, canonical: &Canonical<'_>) {
         self.drop_abandoned();
-        self.admit(engine);
+        self.admit(canonical);
         self.batch.clear();
         let mut budget = N_BATCH;
         let mut sequences = 0;
@@ -181,7 +185,7 @@ impl<'m> LiveBatch<'m> {
                         }
                         sequences += 1;
                     }
-                    Some(Err(e)) => failed = Some(e.to_string()),
+                    Some(Err(e)) => failed = Some(LocalError::BatchAdd(e.to_string())),
                     None => {}
                 }
             }
@@ -195,7 +199,7 @@ impl<'m> LiveBatch<'m> {
                 let (ctx, batch) = (&mut self.ctx, &mut self.batch);
                 self.turn
                     .hold(|| ctx.decode(batch))
-                    .map_err(|e| format!("llama.cpp decode failed: {e}"))
+                    .map_err(|e| LocalError::Decode(e.to_string()))
             }
         };
         if let Err(e) = decoded {
@@ -254,7 +258,7 @@ impl<'m> LiveBatch<'m> {
             if let Some(a) = &self.slots[seq].active
                 && (a.live.reply.is_closed() || a.live.text.is_closed())
             {
-                self.fail(seq, "the caller went away");
+                self.fail(seq, &LocalError::CallerGone);
             }
         }
         let before = self.queue.len();
@@ -264,7 +268,7 @@ impl<'m> LiveBatch<'m> {
     }
 
     /// Put waiting requests into free slots, each where its prompt's longest prefix is cached.
-    fn admit(&mut self, engine: &Engine<'_>) {
+    fn admit(&mut self, canonical: &Canonical<'_>) {
         while !self.queue.is_empty() {
             let free: Vec<usize> = (0..self.slots.len())
                 .filter(|&i| self.slots[i].active.is_none())
@@ -275,8 +279,8 @@ impl<'m> LiveBatch<'m> {
             let Some(live) = self.queue.pop_front() else {
                 return;
             };
-            let prepared = engine.prepare(&live.request.prompt).and_then(|p| {
-                engine.check_fits(p.tokens.len() + live.request.max_tokens as usize)?;
+            let prepared = canonical.prepare(&live.request.prompt).and_then(|p| {
+                canonical.check_fits(p.tokens.len() + live.request.max_tokens as usize)?;
                 Ok(p)
             });
             let tokens = match prepared {
@@ -362,13 +366,13 @@ impl<'m> LiveBatch<'m> {
     }
 
     /// Answer the slot's request with an error and empty its sequence.
-    fn fail(&mut self, seq: usize, error: &str) {
+    fn fail(&mut self, seq: usize, error: &LocalError) {
         let Some(a) = self.slots[seq].active.take() else {
             return;
         };
         self.stats.requests += 1;
         let _ = self.ctx.kv_cache_seq_rm(seq as i32, None, None);
         self.slots[seq].cached.clear();
-        let _ = a.live.reply.send(Err(error.to_string()));
+        let _ = a.live.reply.send(Err(error.clone()));
     }
 }
