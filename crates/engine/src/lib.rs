@@ -76,8 +76,7 @@ pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), EngineEr
     }
 }
 
-/// Seed of the bootstrap resampling: fixed, so a report reproduces.
-pub const BOOTSTRAP_SEED: u64 = 0x5EED;
+pub use metaprompt_eval::stats::BOOTSTRAP_SEED;
 
 /// Everything that can go wrong in a job, each naming the file, model or field involved.
 #[derive(Debug, thiserror::Error)]

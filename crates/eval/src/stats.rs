@@ -47,6 +47,11 @@ fn resampled_means(xs: &[f64], seed: u64) -> Vec<f64> {
     means
 }
 
+/// Seed of the bootstrap resampling in every report (evaluations, comparisons, optimization
+/// verdicts): fixed, so a report reproduces. The one definition; the engine and the optimizer
+/// re-export it.
+pub const BOOTSTRAP_SEED: u64 = 0x5EED;
+
 /// Mean and 95% bootstrap interval of `xs`.
 pub fn bootstrap(xs: &[f64], seed: u64) -> Estimate {
     let n = xs.len();

@@ -21,8 +21,7 @@ use crate::meta::MetaPrompts;
 use crate::{Event, Observer};
 use metaprompt_eval::prompt::PromptError;
 
-/// Seed of bootstrap resampling in reports: fixed, so a report reproduces.
-pub const BOOTSTRAP_SEED: u64 = 0x5EED;
+pub use metaprompt_eval::stats::BOOTSTRAP_SEED;
 
 /// What became of a candidate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
