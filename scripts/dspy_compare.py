@@ -167,7 +167,7 @@ def answers(expected):
 
 
 def parse_choice(labels, output):
-    """The label that appears first in the text as a whole word, any case (metric.rs)."""
+    """The label that appears first in the text as a whole word, any case (metric/text.rs)."""
     lower, best = str(output).lower(), None
     for label in labels:
         m = re.search(r"(^|\W)" + re.escape(label.strip().lower()) + r"($|\W)", lower)

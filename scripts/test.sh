@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole metaprompt test suite: installs missing system packages, then every test of
-# every crate, and prints the wall time. This is the README's test command and what CI runs.
+# Runs the whole metaprompt test suite: installs missing system packages, checks formatting
+# (`cargo fmt --check`) and lints (`cargo clippy --all-targets -- -D warnings`), then runs every
+# test of every crate, and prints the wall time. This is the README's test command and what CI
+# runs.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    everything but the tests that run the embedded model (their names
@@ -30,6 +32,19 @@ bash scripts/deps.sh --tests
 
 # llama.cpp and friends build with CMake: keep it to the cores we have.
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+
+# Style and lints first: a warning fails the suite as a failing test would. (Both tools come
+# with rustup's default profile; a toolchain without them says so and goes on to the tests.)
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all --check
+else
+  echo "cargo fmt is not installed: formatting not checked" >&2
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "cargo clippy is not installed: lints not checked" >&2
+fi
 
 if [ "$quick" -eq 1 ]; then
   cargo test --workspace --locked "${args[@]}" -- --skip embedded
