@@ -14,6 +14,11 @@
 //! - markdown emphasis around the whole text (`**…**`, `__…__`, `*…*`, `` `…` ``);
 //! - one XML-like tag pair around the whole text (`<instruction>…</instruction>`, any name,
 //!   attributes allowed), unless it holds nothing (then the tags stay, markup);
+//! - a tag pair naming an instruction or a prompt (`<instruction>`, `<new_prompt>`) at the
+//!   start, followed by the model's notes about it (`<instruction>Classify it.</instruction>
+//!   The instruction should beat all the previous ones by…`, Qwen 1.5B in OPRO's rounds on
+//!   TREC, navigate, sports, boolean expressions; also `<_prompt>…</prompt>`): what the pair
+//!   holds is the instruction, the notes after it are dropped;
 //! - quotes around the whole text (`"…"`, `“…”`, `'…'`), or a lone `"` at one end.
 
 /// Words a lead-in clause is made of.
@@ -58,6 +63,7 @@ pub fn clean(text: &str) -> String {
     while let Some(inner) = without_lead_in(t)
         .or_else(|| without_emphasis(t))
         .or_else(|| without_tag_pair(t))
+        .or_else(|| without_notes_after(t))
         .or_else(|| without_quotes(t))
     {
         t = inner.trim();
@@ -132,6 +138,26 @@ fn without_tag_pair(t: &str) -> Option<&str> {
     (single && !inner.trim().is_empty()).then_some(inner)
 }
 
+/// What an opening tag pair naming an instruction or a prompt holds, when notes follow it, or
+/// `None` (any other tag, as in `<turn right> Take 5 steps`, is the task's own text).
+fn without_notes_after(t: &str) -> Option<&str> {
+    let rest = t.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let name = rest[..end].split_whitespace().next()?;
+    let lower = name.to_lowercase();
+    if !(lower.contains("instruction") || lower.contains("prompt")) {
+        return None;
+    }
+    let body = &rest[end + 1..];
+    // Qwen 1.5B also closes `<_prompt>` with `</prompt>`.
+    let close = [name, name.trim_matches('_')]
+        .iter()
+        .find_map(|n| body.find(&format!("</{n}>")))?;
+    let inner = &body[..close];
+    let single = !inner.contains(&format!("<{name}"));
+    (single && !inner.trim().is_empty()).then_some(inner)
+}
+
 /// The text inside quotes around all of it, or `None`. A lone straight double quote at either
 /// end is dropped too (a base model's continuation often closes one it never opened), but
 /// quotes that open and close inside (`"Positive" or "negative": pick one.`) stay.
@@ -197,6 +223,19 @@ mod tests {
             ("Say yes.\"", "Say yes."),
             ("\"\"Say yes.\"\"", "Say yes."),
             ("\"\"", ""),
+            (
+                "<instruction>Read the question and decide what kind of answer it asks for. Answer with one word.</instruction>\n\nThe instruction should beat all the previous instructions by being more general.",
+                "Read the question and decide what kind of answer it asks for. Answer with one word.",
+            ),
+            (
+                "Here's the new instruction: <new_prompt>Label it.</new_prompt> It is shorter than the others.",
+                "Label it.",
+            ),
+            (
+                "<_prompt>Read a description of an athlete's performance and decide whether it is plausible. Answer with yes or no only.</prompt>\n\nExplanation:\nThis instruction is more general.",
+                "Read a description of an athlete's performance and decide whether it is plausible. Answer with yes or no only.",
+            ),
+            ("<_prompt>Label it.</prompt>", "Label it."),
         ] {
             assert_eq!(clean(answer), instruction, "{answer}");
         }
@@ -211,6 +250,8 @@ mod tests {
             "<reverse>",
             "<classify-sentiment text>",
             "<turn right> Take 5 steps <turn around> Take 1 step",
+            "<answer>yes</answer> if the sentence is plausible, else no.",
+            "<instruction></instruction> then the notes.",
             "<a>x</a> <a>y</a>",
             "<instruction></instruction>",
             "*Label* the review, *then* stop.",
