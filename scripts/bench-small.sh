@@ -11,11 +11,13 @@
 #
 #   [ALGOS="auto mipro ape"] [EXEC=local:qwen2.5-coder-0.5b-instruct] [HUMAN=human_chat] \
 #     [META=local:qwen2.5-coder-1.5b-instruct] [DEV_LIMIT=50] [TEST_LIMIT=100] [CALLS=300] \
-#     [WALL=780] [EXTRA="--minibatch 10"] [BIN=path/to/metaprompt] [OUT=dir] \
+#     [WALL=780] [EXTRA="--minibatch 10"] [START=human_chat] [BIN=path/to/metaprompt] [OUT=dir] \
 #     scripts/bench-small.sh [TASK...]
 #   (default tasks: every examples/* with a prompts/human.toml; EXEC and META: the task's models;
 #   WALL: the search's wall-time cap in seconds; ALGOS="": the human and seed rows only;
-#   BASE_ROWS=0: the algorithms' rows only; BIN: a binary to use instead of building one, so a
+#   BASE_ROWS=0: the algorithms' rows only; START: the prompt the search starts from, a file in
+#   the task's prompts/ (default: the seed), e.g. human_chat to ask whether search improves the
+#   careful person's own prompt; BIN: a binary to use instead of building one, so a
 #   long run is not changed by a rebuild)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,15 +76,19 @@ for task in "${tasks[@]}"; do
     if [ "$dir/$seed" = "$other" ]; then label="seed ($name)"; fi
     row "$task" "$label" "$out/$task-$name.json"
   done
+  start="$dir/$seed"
+  if [ -n "${START:-}" ]; then start="$dir/prompts/$START.toml"; fi
   for algo in ${ALGOS-auto mipro ape}; do
     run="$out/$task-$algo"
     "$bin" "${common[@]}" optimize "$dir/task.toml" --algo "$algo" --yes \
-      --prompt "$dir/$seed" "${exec_model[@]}" "${meta[@]}" "${wall[@]}" \
+      --prompt "$start" "${exec_model[@]}" "${meta[@]}" "${wall[@]}" \
       --dev-limit "$dev" --test-limit "$test" --max-metric-calls "${CALLS:-300}" --max-meta-calls 30 ${EXTRA:-} \
       --run-dir "$run" --json >"$run.json" 2>"$run.log"
     "$bin" "${common[@]}" compare "$dir/task.toml" "$human" "$run/best.toml" "${exec_model[@]}" \
       --split test --limit "$test" --json >"$run.compare.json"
-    row "$task" "$algo" "$run.compare.json" "$run.json"
+    label=$algo
+    if [ -n "${START:-}" ]; then label="$algo from $START"; fi
+    row "$task" "$label" "$run.compare.json" "$run.json"
   done
 done
 echo "runs: $out" >&2
