@@ -19,7 +19,10 @@ use crate::RegistryError;
 /// model, run settings. Name, description and rationale are metadata: two files that differ only there are
 /// the same version.
 pub fn hash(file: &PromptFile) -> String {
-    let mut v = serde_json::to_value(file).unwrap_or(Value::Null);
+    // A prompt file is plain data (strings, numbers, maps keyed by strings), which always
+    // serializes; were that ever to change, failing loudly beats every version sharing one hash.
+    #[allow(clippy::expect_used)]
+    let mut v = serde_json::to_value(file).expect("a prompt file serializes to JSON");
     if let Value::Object(m) = &mut v {
         for meta in ["name", "description", "rationale"] {
             m.remove(meta);
@@ -367,6 +370,23 @@ constraints = ["Answer with one word."]
 "#,
         )
         .unwrap()
+    }
+
+    /// A version's hash is its identity in every library already written: a change to what
+    /// `hash` reads (a new `PromptFile` field that serializes when unset, a renamed one, another
+    /// canonical form) would re-key every stored version. This pins it.
+    #[test]
+    fn the_hash_of_a_known_prompt_is_pinned() {
+        assert_eq!(
+            hash(&demo_prompt()),
+            "3beeb1f4d1ef1407eb24a5813700d06d226b8f2371b94013a8cf270980ca904e"
+        );
+        let mut run = demo_prompt();
+        run.target_model = Some("local:gemma-3-270m".into());
+        assert_eq!(
+            hash(&run),
+            "175a15de747722e1136bab2788a372b98c2ddbf32bda7b6d9791849fca02b1dd"
+        );
     }
 
     #[test]

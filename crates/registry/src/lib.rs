@@ -57,7 +57,6 @@ pub mod model;
 pub mod policy;
 pub mod service;
 pub mod sqlite;
-mod sqlite_service;
 pub mod store;
 
 pub use backend::Backend;
@@ -67,8 +66,7 @@ pub use model::{
     Origin, PromptSummary, ReviewState, Run, RunCandidate, Split, SplitChange, Version, VersionRef,
 };
 pub use service::ServiceStore;
-pub use sqlite::{SqliteBackend, SqliteStore};
-pub use sqlite_service::SqliteService;
+pub use sqlite::{SqliteBackend, SqliteService, SqliteStore};
 pub use store::Store;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! trait, because its shape is different: append-mostly, written in batches
 //! by the server's recorder, read by the agent in time windows.
 //!
-//! [`ServiceStore::record`] stores inferences and feedback **in one transaction**; the server
+//! [`InferenceLog::record`] stores inferences and feedback **in one transaction**; the server
 //! answers "ok" only after it returns, which is what makes an acknowledged inference survive a
 //! `kill -9`.
 
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{RegistryError, Result};
 
-/// How far the service's writes go before [`ServiceStore::record`] returns (`[server]
+/// How far the service's writes go before [`InferenceLog::record`] returns (`[server]
 /// log_sync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogSync {
@@ -287,10 +287,22 @@ pub struct Counts {
     pub feedback: u64,
 }
 
+/// Everything the service keeps beside the library, one trait per concern: the inference and
+/// feedback log ([`InferenceLog`]), API tokens ([`TokenStore`]), webhook deliveries
+/// ([`WebhookLog`]) and the agent's cases ([`CaseStore`]). A backend implements all four; a
+/// caller names the concern it uses (`use metaprompt_registry::service::InferenceLog;`).
 #[async_trait]
-pub trait ServiceStore: Send + Sync + fmt::Debug {
+pub trait ServiceStore: InferenceLog + TokenStore + WebhookLog + CaseStore + fmt::Debug {
     fn location(&self) -> String;
 
+    /// Release the connections.
+    async fn close(&self) {}
+}
+
+/// Every inference the service ran and every outcome reported for one: append-mostly, written
+/// in batches, read in time windows.
+#[async_trait]
+pub trait InferenceLog: Send + Sync {
     /// Store inferences and feedback together, in one transaction: all or nothing.
     async fn record(&self, inferences: &[Inference], feedback: &[Feedback]) -> Result<()>;
 
@@ -306,7 +318,7 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
     async fn feedback(&self, inference_id: &str) -> Result<Vec<Feedback>>;
 
     /// The feedback on every inference `query` selects (its `limit` counts inferences), in
-    /// one read: what the agent's monitor joins with [`ServiceStore::inferences`].
+    /// one read: what the agent's monitor joins with [`InferenceLog::inferences`].
     async fn feedback_for(&self, query: &InferenceQuery) -> Result<Vec<Feedback>>;
 
     async fn counts(&self) -> Result<Counts>;
@@ -338,7 +350,11 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
 
     /// Remove inferences (and their feedback) older than `before`.
     async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned>;
+}
 
+/// The API tokens (their hashes only; a token is shown once, when it is made).
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Store a token's hash under a new name (a taken name is an error).
     async fn add_token(&self, token: &Token, hash: &str) -> Result<()>;
 
@@ -350,7 +366,11 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
 
     /// Revoke a token by name; `false` when there is no live token of that name.
     async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
+}
 
+/// Webhook deliveries and the cursor up to which the library's events are delivered.
+#[async_trait]
+pub trait WebhookLog: Send + Sync {
     /// Log a webhook delivery attempt.
     async fn record_delivery(&self, delivery: &Delivery) -> Result<()>;
 
@@ -362,15 +382,16 @@ pub trait ServiceStore: Send + Sync + fmt::Debug {
     async fn webhook_cursor(&self) -> Result<Option<i64>>;
 
     async fn set_webhook_cursor(&self, event_id: i64) -> Result<()>;
+}
 
+/// The prompt-engineer agent's cases.
+#[async_trait]
+pub trait CaseStore: Send + Sync {
     /// Store an agent case (a new id adds it, a known id replaces it).
     async fn save_case(&self, case: &AgentCase) -> Result<()>;
 
     /// The agent's cases, of one prompt or all, oldest first.
     async fn cases(&self, prompt: Option<&str>) -> Result<Vec<AgentCase>>;
-
-    /// Release the connections.
-    async fn close(&self) {}
 }
 
 #[cfg(test)]

@@ -149,6 +149,7 @@ async fn write(store: Arc<dyn ServiceStore>, mut rx: mpsc::Receiver<Job>, metric
 mod tests {
     use super::*;
     use metaprompt_registry::SqliteService;
+    use metaprompt_registry::service::InferenceLog;
 
     fn inference(id: &str) -> Inference {
         Inference {

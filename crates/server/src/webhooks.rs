@@ -14,7 +14,7 @@
 //! The library's events come from its audit trail, not from the request handlers: a follower
 //! reads every event after the last one it handled ([`Store::events_after`], every [`POLL`]),
 //! so what the CLI, the agent or another server wrote is delivered like what this server did.
-//! How far it got is kept in the service database ([`ServiceStore::webhook_cursor`]): it moves
+//! How far it got is kept in the service database ([`WebhookLog::webhook_cursor`](metaprompt_registry::service::WebhookLog::webhook_cursor)): it moves
 //! past an event only once every delivery of it is done, so a restart (even after kill -9)
 //! resends what was in flight, with the same delivery id, and delivers what was written while
 //! no server ran. A server started with hooks for the first time begins at the newest event
