@@ -100,7 +100,9 @@ pub fn collect(
         let inputs: BTreeMap<String, Value> =
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         // Newest first: the first time an input is seen is its latest outcome.
-        if !seen.insert(serde_json::to_string(&inputs).unwrap_or_default()) {
+        // A JSON object's text is its identity here (`Value`'s `Display` cannot fail; the
+        // keys come sorted from the map).
+        if !seen.insert(Value::Object(inputs.clone().into_iter().collect()).to_string()) {
             continue;
         }
         let correction = fb.iter().rev().find_map(|f| f.correction.clone());
