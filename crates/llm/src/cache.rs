@@ -256,8 +256,11 @@ impl ResponseCache {
             model: &info.model,
             request,
         };
-        // Serializing plain structs, strings and numbers cannot fail.
-        let bytes = serde_json::to_vec(&material).unwrap_or_default();
+        // A request is plain data (strings, numbers, JSON values; maps keyed by strings), which
+        // always serializes; were that ever to change, failing loudly beats every request
+        // sharing the key of an empty string.
+        #[allow(clippy::expect_used)]
+        let bytes = serde_json::to_vec(&material).expect("a model request serializes to JSON");
         hex::encode(Sha256::digest(bytes))
     }
 
@@ -293,8 +296,15 @@ impl ResponseCache {
         request: &Q,
         response: &R,
     ) -> Result<(), LlmError> {
-        let request = serde_json::to_string(request).unwrap_or_default();
-        let response = serde_json::to_string(response).unwrap_or_default();
+        let json = |what: &str, v: Result<String, serde_json::Error>| {
+            v.map_err(|e| LlmError::Cache {
+                path: self.path.to_path_buf(),
+                what: format!("cannot store the {what}: {e}"),
+                source: None,
+            })
+        };
+        let request = json("request", serde_json::to_string(request))?;
+        let response = json("response", serde_json::to_string(response))?;
         sqlx::query(
             "INSERT OR REPLACE INTO responses (key, model, request, response, created_at, hits) VALUES (?, ?, ?, ?, ?, 0)",
         )
