@@ -16,21 +16,30 @@
 //!
 //! Why an example is unscored is the error's message with its root cause ([`error_text`]);
 //! [`shorten`] cuts such a message for a summary line between words, keeping the cause.
+//!
+//! What an evaluation produces (results, the summary, the report) is in `report.rs`; the length
+//! checks against a model's context in `context.rs`; the paired comparison of two reports in
+//! `compare.rs`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metaprompt_llm::{Prompt, PromptFormat, Provider, Request, ScoreRequest, Usage};
-use serde::Serialize;
+use metaprompt_llm::{Prompt, Provider, Request, ScoreRequest, Usage};
 use serde_json::Value;
 
 use crate::dataset::Example;
 use crate::metric::{Metric, MetricConfig, Score};
 use crate::prompt::PromptFile;
-use crate::stats::{self, Estimate};
+use crate::stats::{self};
+
+mod compare;
+mod context;
+mod report;
+
+pub use compare::{Comparison, compare};
+pub use context::{BYTES_PER_TOKEN, TooLong, check_context, estimate_tokens, own_tokens};
+pub use report::{ExampleResult, Report, Summary, error_text, shorten};
 
 /// How many examples go to the model per batch call (progress is reported between batches).
 pub const BATCH: usize = 64;
@@ -129,200 +138,6 @@ pub struct EvalOptions {
     pub seed: u64,
 }
 
-/// One example's result: a JSONL line of the per-example file.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExampleResult {
-    pub id: String,
-    pub input: BTreeMap<String, Value>,
-    pub output: String,
-    pub expected: Option<Value>,
-    /// `None`: unscored (the model call or a metric failed; `error` says why). Never read an
-    /// unscored example as 0.
-    pub score: Option<f64>,
-    /// Whether every metric passed its threshold; `None` when unscored.
-    pub passed: Option<bool>,
-    pub scores: BTreeMap<String, Score>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feedback: Option<String>,
-    /// Label distribution, when labels were scored instead of generated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label_probs: Option<BTreeMap<String, f64>>,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: Option<f64>,
-    pub latency_ms: u64,
-    pub cached: bool,
-    /// Why the example is unscored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ExampleResult {
-    /// The result of an example that could not be scored, and why.
-    pub fn unscored(example: &Example, inputs: BTreeMap<String, Value>, why: String) -> Self {
-        Self {
-            id: example.id.clone(),
-            input: inputs,
-            output: String::new(),
-            expected: example.expected.clone(),
-            score: None,
-            passed: None,
-            scores: BTreeMap::new(),
-            feedback: None,
-            label_probs: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: Some(0.0),
-            latency_ms: 0,
-            cached: false,
-            error: Some(why),
-        }
-    }
-
-    pub fn is_scored(&self) -> bool {
-        self.score.is_some()
-    }
-}
-
-/// What `eval` prints.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub prompt: String,
-    pub model: String,
-    /// Examples evaluated, scored or not.
-    pub examples: usize,
-    /// Over the scored examples only (`score.n` of them).
-    pub score: Estimate,
-    /// Over the scored examples only.
-    pub pass_rate: f64,
-    /// Unscored examples: the model call or a metric failed (left out of `score` and
-    /// `pass_rate`).
-    pub errors: usize,
-    /// Why the first unscored example is unscored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_error: Option<String>,
-    pub cached: usize,
-    pub usage: Usage,
-    /// `None` when some call's cost is unknown.
-    pub cost_usd: Option<f64>,
-    #[serde(with = "secs")]
-    pub wall: Duration,
-    pub mode: &'static str,
-}
-
-impl Summary {
-    /// Examples scored: 0 means there is no score at all (never read `score` then).
-    pub fn scored(&self) -> usize {
-        self.score.n
-    }
-}
-
-/// `e`'s message, followed by its root cause (the innermost `source()`) unless the message
-/// already says it.
-pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    metaprompt_llm::error::with_root_cause(e)
-}
-
-/// `text` in at most about `max` characters, for a summary line: whole when it fits, else its
-/// start and its end joined by ` … `, each cut between words, never inside one. Messages here
-/// name their causes last (`outer: inner: root cause`), so the end kept is the root cause: the
-/// whole last `: ` part when it fits in two thirds of `max`.
-pub fn shorten(text: &str, max: usize) -> String {
-    let text = text.trim();
-    let len = text.chars().count();
-    if len <= max {
-        return text.to_string();
-    }
-    let cause = text
-        .rfind(": ")
-        .map(|i| text[i + 2..].chars().count())
-        .filter(|&n| n <= max * 2 / 3)
-        .unwrap_or(0);
-    let tail = last_words(text, cause.max(max / 3));
-    let room = max.saturating_sub(tail.chars().count() + 3);
-    let head = first_words(text, room);
-    match (head.is_empty(), tail.is_empty()) {
-        (false, false) => format!("{head} … {tail}"),
-        (false, true) => format!("{head} …"),
-        (true, false) => format!("… {tail}"),
-        // One word longer than `max`: cut it rather than show nothing.
-        (true, true) => format!("{}…", text.chars().take(max).collect::<String>()),
-    }
-}
-
-/// The longest start of `text` of at most `n` characters that ends between words.
-fn first_words(text: &str, n: usize) -> &str {
-    let Some((end, next)) = text.char_indices().nth(n) else {
-        return text;
-    };
-    let cut = if next.is_whitespace() {
-        end
-    } else {
-        text[..end].rfind(char::is_whitespace).unwrap_or(0)
-    };
-    text[..cut].trim_end()
-}
-
-/// The longest end of `text` of at most `n` characters that starts between words.
-fn last_words(text: &str, n: usize) -> &str {
-    let len = text.chars().count();
-    if n >= len {
-        return text;
-    }
-    let Some((start, _)) = text.char_indices().nth(len - n) else {
-        return "";
-    };
-    let before = text[..start].chars().next_back();
-    let cut = if before.is_some_and(char::is_whitespace) {
-        start
-    } else {
-        text[start..]
-            .find(char::is_whitespace)
-            .map_or(text.len(), |i| start + i)
-    };
-    text[cut..].trim_start()
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub summary: Summary,
-    pub results: Vec<ExampleResult>,
-}
-
-impl Report {
-    /// The scores of the scored examples (unscored ones left out).
-    pub fn scores(&self) -> Vec<f64> {
-        self.results.iter().filter_map(|r| r.score).collect()
-    }
-
-    /// Pass/fail of the scored examples (unscored ones left out).
-    pub fn passes(&self) -> Vec<bool> {
-        self.results.iter().filter_map(|r| r.passed).collect()
-    }
-
-    /// Write one JSON line per example.
-    pub fn write_jsonl(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        for r in &self.results {
-            serde_json::to_writer(&mut out, r)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()
-    }
-}
-
 /// The continuation to score for a label: with a leading space after a word or a colon
 /// (`Sentiment:` + ` positive`), as written after whitespace or an opening bracket (`(` + `A)`).
 pub fn continuation(prompt: &Prompt, label: &str) -> String {
@@ -338,117 +153,6 @@ pub fn continuation(prompt: &Prompt, label: &str) -> String {
     } else {
         label.to_string()
     }
-}
-
-/// Bytes per token of the length estimate: the usual rule of thumb for English text and code
-/// (tokenizers average 3.5 to 4.5); the embedded model still checks exactly.
-pub const BYTES_PER_TOKEN: usize = 4;
-
-/// A prompt, rendered for an example, that does not fit the model's context window.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "{example}: prompt `{prompt}` rendered for this example is about {estimated} tokens ({bytes} bytes at {BYTES_PER_TOKEN} a token), more than the {allowed} that fit {model} ({window} tokens of context, {output} kept for the output){more}; shorten the example, or raise the model's context ({hint})",
-    more = if *others > 0 { format!("; {others} more examples are too long") } else { String::new() },
-)]
-pub struct TooLong {
-    /// `file:line` of the example.
-    pub example: String,
-    pub prompt: String,
-    pub model: String,
-    pub bytes: usize,
-    pub estimated: u64,
-    pub allowed: u64,
-    pub window: u32,
-    pub output: u32,
-    /// Further examples that are too long as well.
-    pub others: usize,
-    /// Where the window comes from.
-    pub hint: String,
-}
-
-/// The tokens a prompt spends on itself, estimated as [`check_context`] estimates them: the
-/// prompt (its longest form) rendered in `format` with every input empty, so the instruction,
-/// the demonstrations and the template's own words count, and no example does. `None` when it
-/// does not render that way.
-pub fn own_tokens(prompt: &PromptFile, format: PromptFormat, output: &str) -> Option<u64> {
-    let prompt = prompt.longest();
-    let vars: BTreeMap<String, Value> = prompt
-        .variables()
-        .into_iter()
-        .filter(|v| v != output)
-        .map(|v| (v, Value::String(String::new())))
-        .collect();
-    let rendered = prompt.render(&vars, format, Some(output)).ok()?;
-    Some(estimate_tokens(&rendered).1)
-}
-
-/// The estimated tokens of a rendered prompt: its bytes at [`BYTES_PER_TOKEN`], plus a few per
-/// chat message for the roles and separators.
-pub fn estimate_tokens(prompt: &Prompt) -> (usize, u64) {
-    match prompt {
-        Prompt::Text(t) => (t.len(), t.len().div_ceil(BYTES_PER_TOKEN) as u64),
-        Prompt::Chat(messages) => {
-            let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-            (
-                bytes,
-                bytes.div_ceil(BYTES_PER_TOKEN) as u64 + 4 * messages.len() as u64,
-            )
-        }
-    }
-}
-
-/// Check, before any call, that `prompt` rendered for each of `examples` fits `model`'s context
-/// window with room for `options.max_tokens` of output. Nothing is checked when the window is
-/// unknown; an example that does not render is left to the evaluation to report.
-pub fn check_context(
-    prompt: &PromptFile,
-    model: &metaprompt_llm::ModelInfo,
-    examples: &[Example],
-    options: &EvalOptions,
-) -> Result<(), Box<TooLong>> {
-    let Some(window) = model.context_tokens else {
-        return Ok(());
-    };
-    let allowed = u64::from(window.saturating_sub(options.max_tokens));
-    let mut first: Option<Box<TooLong>> = None;
-    // A selector's prompt is checked with its longest demonstrations.
-    let prompt = prompt.longest();
-    for e in examples {
-        let mut vars = e.vars.clone();
-        vars.remove(&options.output);
-        let Ok(rendered) = prompt.render(&vars, model.format, Some(&options.output)) else {
-            continue;
-        };
-        let (bytes, estimated) = estimate_tokens(&rendered);
-        if estimated <= allowed {
-            continue;
-        }
-        match &mut first {
-            Some(f) => f.others += 1,
-            None => {
-                first = Some(Box::new(TooLong {
-                    example: e.id.clone(),
-                    prompt: prompt.name.clone(),
-                    model: model.name.clone(),
-                    bytes,
-                    estimated,
-                    allowed,
-                    window,
-                    output: options.max_tokens,
-                    others: 0,
-                    hint: if model.kind == metaprompt_llm::ProviderKind::Local {
-                        "[local] context_size in metaprompt.toml".into()
-                    } else {
-                        format!(
-                            "context_tokens of [models.\"{}\"] in metaprompt.toml",
-                            model.name
-                        )
-                    },
-                }));
-            }
-        }
-    }
-    first.map_or(Ok(()), Err)
 }
 
 /// Evaluate `prompt` on `examples` with `model`. `progress` is called with (done, total).
@@ -624,48 +328,9 @@ pub async fn evaluate(
     Ok(Report { summary, results })
 }
 
-/// B against A on the same examples: the paired tests run on the examples scored for both.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub a: Summary,
-    pub b: Summary,
-    pub paired: stats::Paired,
-    pub mcnemar: stats::McNemar,
-    /// Examples scored for both prompts: what the paired tests ran on.
-    pub pairs: usize,
-    /// Examples left out because they were unscored for either prompt (or are not the same
-    /// example in both reports).
-    pub unpaired: usize,
-}
-
-/// B against A, example by example (the reports are of the same examples, in order); an
-/// example unscored for either prompt is left out of both sides.
-pub fn compare(a: &Report, b: &Report, seed: u64) -> Comparison {
-    let (mut sa, mut sb, mut pa, mut pb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (x, y) in a.results.iter().zip(&b.results) {
-        if x.id != y.id {
-            continue;
-        }
-        if let (Some(s), Some(t), Some(p), Some(q)) = (x.score, y.score, x.passed, y.passed) {
-            sa.push(s);
-            sb.push(t);
-            pa.push(p);
-            pb.push(q);
-        }
-    }
-    let pairs = sa.len();
-    Comparison {
-        a: a.summary.clone(),
-        b: b.summary.clone(),
-        paired: stats::paired_bootstrap(&sa, &sb, seed),
-        mcnemar: stats::mcnemar(&pa, &pb),
-        pairs,
-        unpaired: a.results.len().max(b.results.len()) - pairs,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use metaprompt_llm::PromptFormat;
     use metaprompt_llm::testing::ScriptedProvider;
     use serde_json::json;
 
