@@ -1,5 +1,5 @@
-//! The README's CLI synopsis matches the binary: every subcommand (at any depth) and every long
-//! flag the real `metaprompt` shows in its `--help` appears in the README's "## CLI" section, so
+//! The user guide's CLI synopsis (`docs/cli.md`) matches the binary: every subcommand (at any depth) and every long
+//! flag the real `metaprompt` shows in its `--help` appears in its "## CLI" section, so
 //! the two cannot drift apart again. And `config show` says where the library and the models are.
 
 #![allow(clippy::unwrap_used)]
@@ -100,13 +100,13 @@ fn commands() -> Vec<(Vec<String>, String)> {
     out
 }
 
-/// The README's "## CLI" section.
+/// The user guide's "## CLI" section (`docs/cli.md`).
 fn readme_cli() -> String {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
     let text = std::fs::read_to_string(&readme).unwrap();
     let start = text
         .find("\n## CLI\n")
-        .expect("README.md has a `## CLI` section");
+        .expect("docs/cli.md has a `## CLI` section");
     let rest = &text[start + 1..];
     let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
     rest[..end].to_string()
@@ -162,7 +162,7 @@ fn the_readme_cli_synopsis_names_every_subcommand_and_long_flag_of_the_binary() 
     let missing_flags: Vec<&String> = flags.iter().filter(|f| !has_word(&cli, f)).collect();
     assert!(
         missing_commands.is_empty() && missing_flags.is_empty(),
-        "README.md's `## CLI` synopsis lacks what `metaprompt --help` shows:\n\
+        "docs/cli.md's `## CLI` synopsis lacks what `metaprompt --help` shows:\n\
          commands: {missing_commands:?}\nlong flags: {missing_flags:?}"
     );
 }
