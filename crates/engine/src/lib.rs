@@ -58,6 +58,8 @@ pub use evaluate::{CompareResult, EvalResult};
 pub use handle::{Handle, Progress, Reporter};
 pub use library::Stored;
 pub use meta::{GenerateResult, TranslateResult};
+/// What a [`Progress::Round`] carries.
+pub use metaprompt_optimize::run::RoundStats;
 pub use optimize::{OptimizeResult, PreparedRun, Projection};
 pub use request::{
     BudgetRequest, CompareRequest, EvalRequest, GenerateRequest, MetaOptions, OnceOptions,

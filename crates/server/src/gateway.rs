@@ -593,9 +593,9 @@ pub async fn run(
 ) -> ApiResult<Ran> {
     let provider = model_for(state, target, spec)?;
     let prompt = render(state, target, spec, provider.as_ref()).await?;
-    let rendered_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&prompt).unwrap_or_default(),
-    ));
+    let rendered = serde_json::to_vec(&prompt)
+        .map_err(|e| ApiError::internal(format!("cannot hash the rendered prompt: {e}")))?;
+    let rendered_hash = hex::encode(Sha256::digest(rendered));
     let settings = Applied::resolve(
         target.file.run.as_ref(),
         state.options.max_tokens,

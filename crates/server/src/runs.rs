@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use metaprompt_engine::{Engine, EngineError, EvalRequest, Handle, OptimizeRequest};
+use metaprompt_engine::{Engine, EngineError, EvalRequest, Handle, OptimizeRequest, Progress};
 use metaprompt_registry::service::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -54,6 +54,54 @@ pub enum RunBody {
     Optimize(Box<OptimizeRequest>),
 }
 
+/// What a run does: the two kinds `POST /v1/runs` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Eval,
+    /// Checkpointed: a stopped one resumes.
+    Optimize,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Eval => "eval",
+            Kind::Optimize => "optimize",
+        }
+    }
+}
+
+/// What a run reports, in order, as `GET /v1/runs/{id}/events` sends it (each a JSON object
+/// whose `event` names it): the engine's progress, a resume, and its end.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum RunEvent {
+    /// The run was resumed from its checkpoint.
+    Resumed,
+    /// The run ended (a later resume may continue it).
+    End {
+        status: Status,
+        error: Option<String>,
+    },
+    /// The engine's progress, as it reports it.
+    #[serde(untagged)]
+    Progress(Progress),
+}
+
+impl RunEvent {
+    fn end(r: &Record) -> Self {
+        RunEvent::End {
+            status: r.status,
+            error: r.error.clone(),
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self, RunEvent::End { .. })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -69,7 +117,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub status: Status,
     pub by: String,
     pub started_at: DateTime<Utc>,
@@ -87,8 +135,8 @@ pub struct Record {
 #[derive(Debug)]
 struct Job {
     record: Mutex<Record>,
-    events: Mutex<Vec<Value>>,
-    live: broadcast::Sender<Value>,
+    events: Mutex<Vec<RunEvent>>,
+    live: broadcast::Sender<RunEvent>,
     cancel: Mutex<Option<CancellationToken>>,
 }
 
@@ -109,7 +157,7 @@ impl Job {
             .clone()
     }
 
-    fn push(&self, event: Value) {
+    fn push(&self, event: RunEvent) {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() < KEPT_EVENTS {
             events.push(event.clone());
@@ -160,7 +208,7 @@ impl Runs {
             };
             if record.status == Status::Running {
                 record.status = Status::Interrupted;
-                if record.kind == "optimize" {
+                if record.kind == Kind::Optimize {
                     pending.push(record.id.clone());
                 } else {
                     record.error = Some("the server stopped while it ran; start it again".into());
@@ -215,7 +263,7 @@ impl Runs {
     }
 
     /// The events a run has reported so far (the first [`KEPT_EVENTS`]).
-    pub fn backlog(&self, id: &str) -> ApiResult<Vec<Value>> {
+    pub fn backlog(&self, id: &str) -> ApiResult<Vec<RunEvent>> {
         Ok(self
             .get(id)?
             .events
@@ -264,17 +312,15 @@ impl Runs {
                 }
             }
             if !running {
-                if backlog.last().is_none_or(|v| v["event"] != "end") {
-                    let r = job.record();
-                    let end = json!({"event": "end", "status": r.status, "error": r.error});
-                    let _ = tx.send(sse_event(&end)).await;
+                if backlog.last().is_none_or(|v| !v.is_end()) {
+                    let _ = tx.send(sse_event(&RunEvent::end(&job.record()))).await;
                 }
                 return;
             }
             loop {
                 match live.recv().await {
                     Ok(v) => {
-                        let end = v["event"] == "end";
+                        let end = v.is_end();
                         if tx.send(sse_event(&v)).await.is_err() || end {
                             return;
                         }
@@ -322,7 +368,7 @@ impl Runs {
             RunBody::Eval(request) => {
                 let record = Record {
                     id: id.clone(),
-                    kind: "eval".into(),
+                    kind: Kind::Eval,
                     status: Status::Running,
                     by: by.into(),
                     started_at: now,
@@ -346,7 +392,7 @@ impl Runs {
                     .map_err(|e| self.engine_error(e))?;
                 let record = Record {
                     id: id.clone(),
-                    kind: "optimize".into(),
+                    kind: Kind::Optimize,
                     status: Status::Running,
                     by: by.into(),
                     started_at: now,
@@ -477,7 +523,11 @@ impl Runs {
     async fn resume(self: &Arc<Self>, engine: &Engine, id: &str) -> ApiResult<Record> {
         let job = self.get(id)?;
         let record = job.record();
-        let Some(dir) = record.run_dir.clone().filter(|_| record.kind == "optimize") else {
+        let Some(dir) = record
+            .run_dir
+            .clone()
+            .filter(|_| record.kind == Kind::Optimize)
+        else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_resumable",
@@ -502,7 +552,7 @@ impl Runs {
             r.finished_at = None;
             r.resumed += 1;
         }
-        job.push(json!({"event": "resumed"}));
+        job.push(RunEvent::Resumed);
         let handle = prepared.start();
         self.attach(job.clone(), handle);
         self.save(&job);
@@ -519,7 +569,7 @@ impl Runs {
         let runs = self.clone();
         tokio::spawn(async move {
             while let Some(p) = handle.next().await {
-                job.push(serde_json::to_value(&p).unwrap_or_default());
+                job.push(RunEvent::Progress(p));
             }
             let result = handle.wait().await;
             {
@@ -535,7 +585,7 @@ impl Runs {
                     }
                     Err(EngineError::Cancelled { .. }) => {
                         r.status = Status::Cancelled;
-                        r.error = Some(if r.kind == "optimize" {
+                        r.error = Some(if r.kind == Kind::Optimize {
                             "cancelled; POST /v1/runs/{id}/resume continues from the checkpoint"
                                 .replace("{id}", &r.id)
                         } else {
@@ -550,7 +600,7 @@ impl Runs {
             }
             runs.save(&job);
             let r = job.record();
-            job.push(json!({"event": "end", "status": r.status, "error": r.error}));
+            job.push(RunEvent::end(&r));
             runs.webhooks.emit(
                 "run.finished",
                 json!({"id": r.id, "kind": r.kind, "status": r.status, "error": r.error,
@@ -668,11 +718,50 @@ pub async fn events(
     state.runs.stream(&id)
 }
 
-fn sse_event(v: &Value) -> Result<Event, Infallible> {
-    let name = if v["event"] == "end" {
-        "end"
-    } else {
-        "progress"
-    };
-    Ok(Event::default().event(name).data(v.to_string()))
+fn sse_event(v: &RunEvent) -> Result<Event, Infallible> {
+    let name = if v.is_end() { "end" } else { "progress" };
+    // A run's events are plain data; one that would not serialize is sent as an error event
+    // rather than as an empty line.
+    Ok(match serde_json::to_string(v) {
+        Ok(data) => Event::default().event(name).data(data),
+        Err(e) => Event::default()
+            .event("error")
+            .data(format!("an event could not be written: {e}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire form of a run's events is the engine's progress as it is, with `resumed` and
+    /// `end` beside it under the same `event` key: what SSE clients and the CLI tests read.
+    #[test]
+    fn run_events_are_written_as_one_tagged_family() {
+        let json = |e: &RunEvent| serde_json::to_value(e).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json(&RunEvent::Resumed), json!({"event": "resumed"}));
+        let end = RunEvent::End {
+            status: Status::Cancelled,
+            error: Some("cancelled".into()),
+        };
+        assert!(end.is_end());
+        assert_eq!(
+            json(&end),
+            json!({"event": "end", "status": "cancelled", "error": "cancelled"})
+        );
+        let step = RunEvent::Progress(Progress::Step {
+            text: "round 1".into(),
+        });
+        assert!(!step.is_end());
+        assert_eq!(json(&step), json!({"event": "step", "text": "round 1"}));
+        let evaluating = RunEvent::Progress(Progress::Evaluating {
+            label: "p1".into(),
+            done: 3,
+            total: 8,
+        });
+        assert_eq!(
+            json(&evaluating),
+            json!({"event": "evaluating", "label": "p1", "done": 3, "total": 8})
+        );
+    }
 }

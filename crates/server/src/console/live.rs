@@ -20,7 +20,8 @@ use super::pages::{as_seen, diff_texts, form, prompt_file, query, when};
 use super::{Nav, PageError, PageResult, Session, check_form, encode, layout};
 use crate::AppState;
 use crate::error::{self, ApiError};
-use crate::runs::{Record, Status};
+use crate::runs::{Kind, Record, RunEvent, Status};
+use metaprompt_engine::{Progress, RoundStats};
 
 fn status_name(s: Status) -> &'static str {
     match s {
@@ -109,7 +110,7 @@ pub async fn runs(State(state): State<AppState>, session: Session) -> PageResult
                 thead { tr { th scope="col" { "Run" } th scope="col" { "Kind" } th scope="col" { "Task" } th scope="col" { "Candidates" } th scope="col" { "Status" } th scope="col" { "By" } th scope="col" { "Started" } th scope="col" { "Finished" } } }
                 tbody { @for r in &records { tr {
                     td { a href={ "/runs/" (encode(&r.id)) } { code { (r.id) } } }
-                    td { (r.kind) } td { (subject(r)) }
+                    td { (r.kind.as_str()) } td { (subject(r)) }
                     td.candidates { @match candidate_counts(r) { Some((n, k)) => { (charts::candidates(n, k)) } None => { span.note { "—" } } } }
                     td { span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } }
                     td { (r.by) } td { (when(&r.started_at)) }
@@ -122,11 +123,13 @@ pub async fn runs(State(state): State<AppState>, session: Session) -> PageResult
 }
 
 /// The rounds reported so far.
-fn rounds(events: &[Value]) -> Vec<&Value> {
+fn rounds(events: &[RunEvent]) -> Vec<&RoundStats> {
     events
         .iter()
-        .filter(|e| e["event"] == "round")
-        .map(|e| &e["stats"])
+        .filter_map(|e| match e {
+            RunEvent::Progress(Progress::Round { stats }) => Some(stats.as_ref()),
+            _ => None,
+        })
         .collect()
 }
 
@@ -134,50 +137,54 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// What the run is doing now: its latest step, as a line.
+fn now_doing(events: &[RunEvent]) -> Option<String> {
+    events.iter().rev().find_map(|e| match e {
+        RunEvent::Progress(Progress::Evaluating { label, done, total }) => {
+            Some(format!("evaluating {label} {done}/{total}"))
+        }
+        RunEvent::Progress(Progress::Step { text } | Progress::Begin { text }) => {
+            Some(text.clone())
+        }
+        _ => None,
+    })
+}
+
 /// The part of a run's page that changes while it runs (also `GET /runs/{id}/live`).
-fn live_part(r: &Record, events: &[Value]) -> Markup {
+fn live_part(r: &Record, events: &[RunEvent]) -> Markup {
     let rounds = rounds(events);
-    let last_step = events
-        .iter()
-        .rev()
-        .find(|e| matches!(e["event"].as_str(), Some("step" | "evaluating" | "begin")));
-    let series = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<(f64, f64)> {
+    let series = |f: &dyn Fn(&RoundStats) -> Option<f64>| -> Vec<(f64, f64)> {
         rounds
             .iter()
-            .filter_map(|s| f(s).map(|y| (num(&s["round"]), y)))
+            .filter_map(|s| f(s).map(|y| (s.round as f64, y)))
             .collect()
     };
     let score = [
-        Series::new("best (dev)", series(&|s| s["best"].as_f64())),
-        Series::new(
-            "candidates' mean (racing examples)",
-            series(&|s| s["mean"].as_f64()),
-        ),
+        Series::new("best (dev)", series(&|s| Some(s.best))),
+        Series::new("candidates' mean (racing examples)", series(&|s| s.mean)),
     ];
     let calls = [
-        Series::new("metric calls", series(&|s| s["metric_calls"].as_f64())),
-        Series::new("meta calls", series(&|s| s["meta_calls"].as_f64())),
+        Series::new("metric calls", series(&|s| Some(s.metric_calls as f64))),
+        Series::new("meta calls", series(&|s| Some(s.meta_calls as f64))),
     ];
     let cost = [
-        Series::new("meta layer", series(&|s| s["meta_cost_usd"].as_f64())),
-        Series::new(
-            "execution layer",
-            series(&|s| s["execution_cost_usd"].as_f64()),
-        ),
+        Series::new("meta layer", series(&|s| s.meta_cost_usd)),
+        Series::new("execution layer", series(&|s| s.execution_cost_usd)),
     ];
     let unpriced = rounds
         .iter()
-        .any(|s| s["meta_cost_usd"].is_null() || s["execution_cost_usd"].is_null());
+        .any(|s| s.meta_cost_usd.is_none() || s.execution_cost_usd.is_none());
+    let evaluated = events.iter().filter_map(|e| match e {
+        RunEvent::Progress(Progress::Evaluated { label, summary }) => Some((label, summary)),
+        _ => None,
+    });
     html! {
         p.state data-status=(status_name(r.status)) {
             span.badge.{ "s-" (status_name(r.status)) } { (status_name(r.status)) } " · "
             span #events { (events.len()) } (if events.len() == 1 { " event · " } else { " events · " })
             span #rounds { (rounds.len()) } (if rounds.len() == 1 { " round" } else { " rounds" })
-            @if r.status == Status::Running { @if let Some(e) = last_step {
-                " · now: " @match e["event"].as_str() {
-                    Some("evaluating") => { "evaluating " (e["label"].as_str().unwrap_or("")) " " (e["done"]) "/" (e["total"]) }
-                    _ => { (e["text"].as_str().unwrap_or("")) }
-                }
+            @if r.status == Status::Running { @if let Some(now) = now_doing(events) {
+                " · now: " (now)
             } }
         }
         @if let Some(e) = &r.error { p.error role="alert" { (e) } }
@@ -186,12 +193,12 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
                 thead { tr { th scope="col" { "round" } th scope="col" { "best" } th scope="col" { "mean" } th scope="col" { "proposed" } th scope="col" { "rejected" }
                     th scope="col" { "metric calls" } th scope="col" { "meta calls" } th scope="col" { "meta $" } th scope="col" { "execution $" } th scope="col" { "wall" } } }
                 tbody { @for s in &rounds { tr {
-                    td.num { (s["round"]) } td.num { (format!("{:.3}", num(&s["best"]))) " " span.note { (s["best_id"].as_str().unwrap_or("")) } }
-                    td.num { @if let Some(m) = s["mean"].as_f64() { (format!("{m:.3}")) } }
-                    td.num { (s["proposed"]) } td.num { (s["rejected"]) } td.num { (s["metric_calls"]) } td.num { (s["meta_calls"]) }
-                    td.num { (charts::cost(s["meta_cost_usd"].as_f64(), s["meta_calls"].as_u64())) }
-                    td.num { (charts::cost(s["execution_cost_usd"].as_f64(), s["metric_calls"].as_u64())) }
-                    td.num { (format!("{:.1} s", num(&s["wall_secs"]))) }
+                    td.num { (s.round) } td.num { (format!("{:.3}", s.best)) " " span.note { (s.best_id) } }
+                    td.num { @if let Some(m) = s.mean { (format!("{m:.3}")) } }
+                    td.num { (s.proposed) } td.num { (s.rejected) } td.num { (s.metric_calls) } td.num { (s.meta_calls) }
+                    td.num { (charts::cost(s.meta_cost_usd, Some(s.meta_calls))) }
+                    td.num { (charts::cost(s.execution_cost_usd, Some(s.metric_calls))) }
+                    td.num { (format!("{:.1} s", s.wall_secs)) }
                 } } }
             } }
             div.charts {
@@ -201,13 +208,12 @@ fn live_part(r: &Record, events: &[Value]) -> Markup {
                 @else { (charts::line("Cost per layer (cumulative)", (Axis::Count, "round"), (Axis::Usd, "dollars"), &cost)) }
             }
         }
-        @for e in events.iter().filter(|e| e["event"] == "evaluated") {
-            @let s = &e["summary"];
-            p { "Evaluated " strong { (e["label"].as_str().unwrap_or("")) } ": " (format!("{:.3}", num(&s["score"]["mean"])))
-                " [" (format!("{:.3}", num(&s["score"]["low"]))) ", " (format!("{:.3}", num(&s["score"]["high"]))) "] on " (s["score"]["n"]) " examples"
-                " · " (charts::plural(s["errors"].as_u64().unwrap_or(0) as usize, "error", "errors")) " · " (charts::cost(s["cost_usd"].as_f64(), None)) }
+        @for (label, s) in evaluated {
+            p { "Evaluated " strong { (label) } ": " (format!("{:.3}", s.score.mean))
+                " [" (format!("{:.3}", s.score.low)) ", " (format!("{:.3}", s.score.high)) "] on " (s.score.n) " examples"
+                " · " (charts::plural(s.errors, "error", "errors")) " · " (charts::cost(s.cost_usd, None)) }
         }
-        @if let Some(result) = &r.result { @if r.kind == "optimize" { (finished(result)) } }
+        @if let Some(result) = &r.result { @if r.kind == Kind::Optimize { (finished(result)) } }
     }
 }
 
@@ -240,6 +246,13 @@ fn finished(result: &Value) -> Markup {
     let winner = entry(winner_id);
     let seed = entry("p0");
     let kept_seed = o["kept_seed"].as_bool().unwrap_or(false);
+    // Where the verdict was taken: on dev examples held out of the search, when there were.
+    let confirm = &o["confirm"];
+    let on = if confirm.is_object() {
+        "on the dev examples held out of the search"
+    } else {
+        "on dev"
+    };
     let layer = |name: &str, u: &Value| {
         html! { tr {
             th scope="row" { (name) } td.num { (u["calls"]) } td.num { (u["cached"]) } td.num { (u["failed"]) }
@@ -252,14 +265,19 @@ fn finished(result: &Value) -> Markup {
             h2 #result-h { "Result" }
             p.verdict {
                 @if kept_seed && o["best"] == "p0" { "No candidate scored above the seed on dev: the seed is kept." }
-                @else if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed on dev: the seed is kept." }
-                @else { "Kept " strong { (winner_id) } ", significantly better than the seed on dev." }
+                @else if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed " (on) ": the seed is kept." }
+                @else { "Kept " strong { (winner_id) } ", significantly better than the seed " (on) "." }
             }
             div.scroll { table {
                 tbody {
                     tr { th scope="row" { "seed on dev" } td { (estimate(&o["seed_dev"])) } }
                     tr { th scope="row" { "best on dev" } td { (estimate(&o["best_dev"])) } }
                     @if o["best"] != "p0" { tr { th scope="row" { "best − seed on dev" } td { (paired(&o["dev_test"])) } } }
+                    @if confirm.is_object() {
+                        tr { th scope="row" { "seed on held-out dev" } td { (estimate(&confirm["seed"])) } }
+                        tr { th scope="row" { "best on held-out dev" } td { (estimate(&confirm["best"])) } }
+                        tr { th scope="row" { "best − seed on held-out dev" } td { (paired(&confirm["paired"])) } }
+                    }
                     tr { th scope="row" { "seed on test" } td { (estimate(&o["seed_test"])) } }
                     tr { th scope="row" { "kept on test" } td { (estimate(&o["winner_test"])) } }
                     @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(&o["test_paired"])) } } }
@@ -319,7 +337,7 @@ pub async fn run(
     let events = state.runs.backlog(&id)?;
     let body = html! {
         h1 { "Run " code { (r.id) } }
-        p.meta { (r.kind) " · " (subject(&r)) " · by " (r.by) " · started " (when(&r.started_at))
+        p.meta { (r.kind.as_str()) " · " (subject(&r)) " · by " (r.by) " · started " (when(&r.started_at))
             @if let Some(f) = &r.finished_at { " · finished " (when(f)) }
             @if r.resumed > 0 { " · resumed " (r.resumed) "×" } }
         @if r.status == Status::Running && session.can(Role::Editor) {
