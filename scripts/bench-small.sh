@@ -52,6 +52,10 @@ o = json.load(open(rest[0]))
 s = o.get("screened", {})
 junk = sum(s.get("rejected", {}).values())
 kept = "seed kept" if o["kept_seed"] else o["winner"]
+h = o.get("confirm")
+if h:  # decided on dev examples held out of the search (EXTRA="--hold-out SHARE")
+    p = h["paired"]
+    kept += f"; {o['best']} on {p['n']} held out {p['diff']:+.3f}, p = {p['p_value']:.3f}"
 rounds = len(o["rounds"]) - 1
 print(f"| {task} | {name} → {kept} ({rounds} rounds, {o['stop']}) | {b['score']['mean']:.3f} | {diff} | "
       f"{tok(b)} | {o['metric_calls']} | {o['meta_calls']} | {junk} of {s.get('instructions', 0)} | "

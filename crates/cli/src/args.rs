@@ -67,7 +67,7 @@ pub enum Command {
     /// Rewrite a prompt for another model and measure parity on the task's data
     Translate(TranslateArgs),
     /// Improve a task's prompt in a budgeted loop (generate, test, evaluate, refine) with a published algorithm
-    Optimize(OptimizeArgs),
+    Optimize(Box<OptimizeArgs>),
     /// List or export the meta-prompts (the templates the meta model runs)
     #[command(subcommand)]
     MetaPrompts(MetaPromptsCommand),
@@ -444,6 +444,9 @@ pub struct OptimizeArgs {
     /// Use only the first N test examples (0: no test evaluation)
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Share of the dev examples (the last ones) held out of the search: the best candidate must beat the seed on these alone to be kept, so choosing it does not flatter the verdict (the winner's curse)
+    #[arg(long, value_name = "SHARE")]
+    pub hold_out: Option<f64>,
     /// Share of a round's (candidate, example) pairs that may stay unscored (failed calls or metrics, left out of comparisons) before the run stops [default: 0.05]
     #[arg(long, value_name = "SHARE")]
     pub unscored_rate: Option<f64>,

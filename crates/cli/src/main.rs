@@ -49,7 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => commands::eval::compare(&cli.global, args).await,
         Command::Generate(args) => commands::generate::run(&cli.global, args).await,
         Command::Translate(args) => commands::translate::run(&cli.global, args).await,
-        Command::Optimize(args) => commands::optimize::run(&cli.global, args).await,
+        Command::Optimize(args) => commands::optimize::run(&cli.global, *args).await,
         Command::MetaPrompts(cmd) => commands::meta::run(cmd),
         Command::Prompts(cmd) => commands::prompts::run(&cli.global, cmd).await,
         Command::Review(cmd) => commands::review::run(&cli.global, cmd).await,

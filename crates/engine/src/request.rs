@@ -245,6 +245,11 @@ pub struct OptimizeRequest {
     /// Use only the first N test examples (0: no test evaluation).
     #[serde(default)]
     pub test_limit: Option<usize>,
+    /// The share of the dev examples (the last ones) held out of the search: the best candidate
+    /// is chosen on the rest and must beat the seed on these alone to be kept, so the verdict
+    /// is not flattered by the choice (the winner's curse) [default: none held out].
+    #[serde(default)]
+    pub hold_out: Option<f64>,
     /// The share of a round's (candidate, example) pairs that may stay unscored before the run
     /// stops [default: 0.05].
     #[serde(default)]
@@ -316,6 +321,7 @@ impl OptimizeRequest {
             budget: BudgetRequest::default(),
             dev_limit: None,
             test_limit: None,
+            hold_out: None,
             max_unscored: None,
             max_prompt_tokens: None,
             rounds: six(),

@@ -189,11 +189,16 @@ pub fn html(o: &Outcome, task: &str) -> String {
     };
     let _ = write!(
         h,
-        "<p>{}</p><p>Stopped: {}. Metric calls {} for the search (racing saved {}) and {} for the test split, meta calls {}, wall {:.1} s.</p>",
+        "<p>{}</p><p>Stopped: {}. Metric calls {} for the search (racing saved {}){} and {} for the test split, meta calls {}, wall {:.1} s.</p>",
         esc(&verdict),
         esc(o.stop.describe()),
         o.metric_calls,
         o.saved_calls,
+        if o.confirm_calls > 0 {
+            format!(", {} for the held-out confirmation", o.confirm_calls)
+        } else {
+            String::new()
+        },
         o.test_calls,
         o.meta_calls,
         o.wall_secs
@@ -209,7 +214,15 @@ pub fn html(o: &Outcome, task: &str) -> String {
     {
         let _ = write!(h, "<p>{}</p>", esc(&line));
     }
-    for (what, u) in [("dev", &o.unscored), ("test", &o.test_unscored)] {
+    let held_out = o.confirm.as_ref().map(|c| &c.unscored);
+    for (what, u) in [
+        ("dev", Some(&o.unscored)),
+        ("held-out dev", held_out),
+        ("test", Some(&o.test_unscored)),
+    ]
+    .into_iter()
+    .filter_map(|(w, u)| Some((w, u?)))
+    {
         if u.count > 0 {
             let reasons: Vec<String> = u
                 .reasons

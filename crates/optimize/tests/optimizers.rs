@@ -60,6 +60,7 @@ fn problem(dev: usize, test: usize) -> Problem {
         constraints: Vec::new(),
         train: (1000..1012).map(example).collect(),
         dev: (0..dev).map(example).collect(),
+        confirm: Vec::new(),
         test: (500..500 + test).map(example).collect(),
         scorer: Scorer::new(&[metric], None).unwrap(),
         options: EvalOptions {

@@ -139,6 +139,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         },
         dev_limit: args.dev_limit,
         test_limit: args.test_limit,
+        hold_out: args.hold_out,
         max_unscored: args.unscored_rate,
         max_prompt_tokens: args.max_prompt_tokens,
         rounds: args.rounds,
@@ -161,8 +162,13 @@ fn confirm(args: &OptimizeArgs, p: &Projection) -> anyhow::Result<()> {
         None => format!("≤ {} meta calls", p.meta_calls),
     };
     eprintln!(
-        "projected  ≤ {} metric calls for the search + {} for the final test, {meta} · ≤ {} (execution {}, meta {})",
+        "projected  ≤ {} metric calls for the search{} + {} for the final test, {meta} · ≤ {} (execution {}, meta {})",
         p.metric_calls,
+        if p.confirm_calls > 0 {
+            format!(" + ≤ {} for the held-out confirmation", p.confirm_calls)
+        } else {
+            String::new()
+        },
         p.test_calls,
         format::cost(p.total_usd),
         format::cost(p.execution_usd),
@@ -234,6 +240,15 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
     if let Some(b) = &o.break_even {
         outln!("break-even {}", b.describe());
     }
+    if let Some(c) = &o.confirm {
+        outln!(
+            "held out   seed {} · best {} {} on {} dev examples the search never saw",
+            show(&Some(c.seed)),
+            o.best,
+            show(&Some(c.best)),
+            c.paired.n
+        );
+    }
     if let Some(t) = &o.test_paired {
         outln!(
             "test       {:+.3} [{:+.3}, {:+.3}], p = {:.4} (scored once, at the end)",
@@ -244,9 +259,14 @@ fn print_outcome(o: &Outcome, dev: usize, test: usize) {
         );
     }
     outln!(
-        "calls      metric {} for the search (racing saved {}) + {} for the test, meta {} · {} {}, {} rejected · wall {}",
+        "calls      metric {} for the search (racing saved {}){} + {} for the test, meta {} · {} {}, {} rejected · wall {}",
         o.metric_calls,
         o.saved_calls,
+        if o.confirm_calls > 0 {
+            format!(" + {} for the held-out confirmation", o.confirm_calls)
+        } else {
+            String::new()
+        },
         o.test_calls,
         o.meta_calls,
         o.pool.len(),

@@ -134,7 +134,10 @@ impl<'a> Ctx<'a> {
             round: 0,
             rng: StdRng::seed_from_u64(mix(r.settings.seed, 0)),
             order,
-            ledger: Ledger::new(2 * r.problem.test.len() as u64),
+            ledger: Ledger::new(
+                2 * r.problem.confirm.len() as u64,
+                2 * r.problem.test.len() as u64,
+            ),
             observe: r.observe,
             cancel: r.cancel.clone(),
             screen: Screen::new(

@@ -1,5 +1,5 @@
-//! The run's ledger: every count of what a run has spent and seen. Metric calls of the search
-//! and of the final test split, meta calls, likelihood-proxy calls, calls saved by racing, the
+//! The run's ledger: every count of what a run has spent and seen. Metric calls of the search,
+//! of the held-out confirmation and of the final test split, meta calls, likelihood-proxy calls, calls saved by racing, the
 //! usage and wall time carried over a resume, the round's unscored tally and the run's unscored
 //! pairs by reason, the look-ahead's rates, and the screened instructions.
 //!
@@ -19,20 +19,30 @@ use super::pool::Tally;
 use crate::candidate::Layers;
 use crate::junk::{Junk, Screened};
 
+/// Which calls a run is making: after the search, the held-out confirmation of the best
+/// candidate, then the test split. Calls after the search are counted apart from its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Search,
+    Confirm,
+    Test,
+}
+
 /// What a run has spent and counted (see the module docs).
 #[derive(Debug)]
 pub struct Ledger {
     /// Metric calls of the search (what `max_metric_calls` bounds).
     metric_calls: u64,
+    /// Metric calls of the held-out confirmation, counted apart from the search.
+    confirm_calls: u64,
     /// Metric calls of the final test evaluation, counted apart from the search.
     test_calls: u64,
-    /// Set while the final test evaluation runs: calls count as `test_calls`, and the search's
-    /// metric-call cap no longer applies.
-    testing: bool,
+    /// Which calls are being made: the search's, the confirmation's or the test split's.
+    phase: Phase,
     meta_calls: u64,
-    /// Metric calls the final test evaluation will make (2 × |test|): the dollar and wall caps'
-    /// look-ahead prices them in before every search step.
-    reserve: u64,
+    /// Metric calls the confirmation and the final test evaluation will make (2 × |confirm|
+    /// and 2 × |test|): the dollar and wall caps' look-ahead prices them in before every step.
+    reserve: (u64, u64),
     /// Metric calls racing did not have to make.
     saved_calls: u64,
     /// Scoring calls of the likelihood proxy (one prompt, one example, no decoding).
@@ -54,14 +64,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// A fresh run's ledger: nothing spent, `reserve` metric calls kept for the test split.
-    pub(super) fn new(reserve: u64) -> Self {
+    /// A fresh run's ledger: nothing spent, metric calls kept for the held-out confirmation
+    /// (`confirm`) and the test split (`test`).
+    pub(super) fn new(confirm: u64, test: u64) -> Self {
         Self {
             metric_calls: 0,
+            confirm_calls: 0,
             test_calls: 0,
-            testing: false,
+            phase: Phase::Search,
             meta_calls: 0,
-            reserve,
+            reserve: (confirm, test),
             saved_calls: 0,
             proxy_calls: 0,
             base_meta: LayerUsage::default(),
@@ -94,6 +106,11 @@ impl Ledger {
         self.metric_calls
     }
 
+    /// Metric calls of the held-out confirmation so far.
+    pub fn confirm_calls(&self) -> u64 {
+        self.confirm_calls
+    }
+
     /// Metric calls of the final test evaluation so far.
     pub fn test_calls(&self) -> u64 {
         self.test_calls
@@ -111,9 +128,10 @@ impl Ledger {
         self.proxy_calls
     }
 
-    /// Metric calls kept for the test split, which the caps' look-ahead prices in.
+    /// Metric calls kept for the confirmation and the test split, which the caps' look-ahead
+    /// prices in.
     pub fn reserve(&self) -> u64 {
-        self.reserve
+        self.reserve.0 + self.reserve.1
     }
 
     /// Unscored pairs over the whole run, by reason.
@@ -149,29 +167,36 @@ impl Ledger {
         (meta, exec)
     }
 
-    /// Metric calls the next step may make: what the search cap leaves, or (during the final
-    /// test evaluation) no limit, since its calls are counted apart and bounded by the split.
+    /// Metric calls the next step may make: what the search cap leaves, or (after the search)
+    /// no limit, since those calls are counted apart and bounded by their split.
     pub(super) fn calls_left(&self, budget: &Budget) -> u64 {
-        if self.testing {
-            u64::MAX
-        } else {
-            budget.metric_calls_left(self.metric_calls)
+        match self.phase {
+            Phase::Search => budget.metric_calls_left(self.metric_calls),
+            Phase::Confirm | Phase::Test => u64::MAX,
         }
     }
 
-    /// Count `n` metric calls as spent, against the search or the test evaluation.
+    /// Count `n` metric calls as spent, against the search, the confirmation or the test
+    /// evaluation.
     pub(super) fn count(&mut self, n: usize) {
-        if self.testing {
-            self.test_calls += n as u64;
-        } else {
-            self.metric_calls += n as u64;
+        let n = n as u64;
+        match self.phase {
+            Phase::Search => self.metric_calls += n,
+            Phase::Confirm => self.confirm_calls += n,
+            Phase::Test => self.test_calls += n,
         }
+    }
+
+    /// From here on calls are the held-out confirmation's: counted apart, its reserve spent.
+    pub(super) fn start_confirm(&mut self) {
+        self.reserve.0 = 0;
+        self.phase = Phase::Confirm;
     }
 
     /// From here on calls are the test split's: counted apart, nothing more kept in reserve.
     pub(super) fn start_test(&mut self) {
-        self.reserve = 0;
-        self.testing = true;
+        self.reserve = (0, 0);
+        self.phase = Phase::Test;
     }
 
     /// A new round: its unscored tally starts empty.

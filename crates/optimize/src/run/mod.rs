@@ -24,8 +24,8 @@
 //! **Caps are kept, not crossed.** Before each step (a meta sample, a scoring, a retry) the
 //! caps are checked against what is spent plus what the step is expected to cost and take
 //! (from the dearest call seen per prompt character, and the mean seconds per call). The
-//! metric-call cap bounds the search; the final test evaluation is counted apart
-//! ([`Outcome::test_calls`]), while the dollar and wall caps, which bound the whole run, price
+//! metric-call cap bounds the search; the held-out confirmation and the final test evaluation
+//! are counted apart ([`Outcome::confirm_calls`], [`Outcome::test_calls`]), while the dollar and wall caps, which bound the whole run, price
 //! its calls in before every step. A dollar cap needs prices: a run whose models have none
 //! does not start, and a cost that turns unknown stops it ([`RunError::Unpriced`]).
 //!
@@ -35,6 +35,12 @@
 //! scored for both. A round (or the seed scoring) with more unscored pairs than
 //! [`Settings::max_unscored`] stops the run with [`RunError::Unscored`]; the [`Outcome`] says
 //! how many were unscored, and why.
+//!
+//! **Kept only when significantly better.** The best candidate replaces the seed only when a
+//! paired bootstrap finds it better (p < 0.05, the interval above zero). On the dev examples
+//! the search chose it on, that p-value is the best of many draws and too kind (the winner's
+//! curse); a problem with [`Problem::confirm`] examples holds them out of the search, and the
+//! verdict is taken on them alone ([`Confirmation`]).
 //!
 //! **Cancellable.** The runner's [`CancellationToken`] is looked at in the check before every
 //! meta call and every scoring, and between rounds. A cancelled run returns
@@ -74,7 +80,7 @@ pub use settings::{Problem, Schedule, Settings};
 /// Cancels a run at its next safe point (re-exported so callers need not depend on
 /// `tokio-util` themselves).
 pub use tokio_util::sync::CancellationToken;
-pub use verdict::Outcome;
+pub use verdict::{Confirmation, Outcome};
 
 use crate::meta::MetaError;
 

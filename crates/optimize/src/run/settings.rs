@@ -17,6 +17,10 @@ pub struct Problem {
     pub constraints: Vec<String>,
     pub train: Vec<Example>,
     pub dev: Vec<Example>,
+    /// Dev examples held out of the search: the verdict tests the best candidate against the
+    /// seed on these alone, so the comparison is not biased by having chosen the best on the
+    /// same examples (the winner's curse). Empty: the verdict tests on `dev`.
+    pub confirm: Vec<Example>,
     pub test: Vec<Example>,
     pub scorer: Scorer,
     pub options: EvalOptions,

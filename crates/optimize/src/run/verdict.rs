@@ -1,6 +1,8 @@
-//! The verdict: the best candidate against the seed on dev (paired), the test split scored
-//! once at the end, and the [`Outcome`] of the run.
+//! The verdict: the best candidate against the seed (paired), on dev or, when the problem holds
+//! dev examples out of the search, on those alone ([`Confirmation`]); the test split scored once
+//! at the end; and the [`Outcome`] of the run.
 
+use metaprompt_eval::Example;
 use metaprompt_eval::stats::{self, Estimate, Paired};
 use metaprompt_llm::LayerUsage;
 use serde::Serialize;
@@ -32,6 +34,10 @@ pub struct Outcome {
     pub best_dev: Estimate,
     /// Best vs seed on dev (paired).
     pub dev_test: Paired,
+    /// Best vs seed on the dev examples held out of the search, when there are any and the
+    /// best scored above the seed on dev: what decides the verdict then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirmation>,
     /// Seed and winner on the test split, once, at the end (when there is one).
     pub seed_test: Option<Estimate>,
     pub winner_test: Option<Estimate>,
@@ -42,6 +48,9 @@ pub struct Outcome {
     /// retries included), counted apart from the search.
     #[serde(default)]
     pub test_calls: u64,
+    /// Metric calls of the held-out confirmation (seed and best), counted apart from the search.
+    #[serde(default)]
+    pub confirm_calls: u64,
     pub meta_calls: u64,
     pub saved_calls: u64,
     pub meta_usage: LayerUsage,
@@ -76,6 +85,19 @@ pub struct Outcome {
     pub break_even: Option<BreakEven>,
 }
 
+/// The best candidate against the seed on dev examples the search never saw: chosen on one
+/// part of dev, judged on the other, so its p-value is not that of the best of many.
+#[derive(Debug, Clone, Serialize)]
+pub struct Confirmation {
+    /// The seed and the best on the held-out examples.
+    pub seed: Estimate,
+    pub best: Estimate,
+    /// Best minus seed, paired on the held-out examples scored for both.
+    pub paired: Paired,
+    /// Held-out examples left unscored (seed and best together), and why.
+    pub unscored: Unscored,
+}
+
 impl Outcome {
     pub fn entry(&self, id: &str) -> Option<&Entry> {
         self.pool.iter().find(|e| e.id == id)
@@ -105,11 +127,26 @@ impl Outcome {
     /// no comparison to report (it would compare the seed with itself).
     pub fn verdict(&self) -> String {
         let d = &self.dev_test;
+        let shorter = self
+            .shorter
+            .as_ref()
+            .map_or(String::new(), |s| format!("; {}", s.describe()));
+        if let Some(c) = &self.confirm {
+            let p = &c.paired;
+            let held = format!(
+                "on {} held-out dev examples by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}; {:+.3} on the {} it was chosen on)",
+                p.n, p.diff, p.low, p.high, p.p_value, d.diff, d.n
+            );
+            return if self.kept_seed {
+                format!(
+                    "the best candidate {} is not significantly better than the seed {held}: the seed is kept",
+                    self.best
+                )
+            } else {
+                format!("{} beats the seed {held}{shorter}", self.winner)
+            };
+        }
         if !self.kept_seed {
-            let shorter = self
-                .shorter
-                .as_ref()
-                .map_or(String::new(), |s| format!("; {}", s.describe()));
             format!(
                 "{} beats the seed on dev by {:+.3} [{:+.3}, {:+.3}] (paired bootstrap p = {:.4}){shorter}",
                 self.winner, d.diff, d.low, d.high, d.p_value
@@ -180,7 +217,18 @@ pub(super) async fn finish(
     let dev_test = vs_seed(best);
     let seed_dev = stats::bootstrap(&own(seed_e), BOOTSTRAP_SEED);
     let best_dev = stats::bootstrap(&own(best_e), BOOTSTRAP_SEED);
-    let kept_seed = best == 0 || !beats_seed(&dev_test);
+    // With dev examples held out of the search, they alone decide (when the best is ahead on
+    // the examples it was chosen on); else the dev examples the search chose it on.
+    let confirm = if best != 0 && !ctx.problem.confirm.is_empty() && dev_test.diff > 0.0 {
+        Some(confirmation(ctx, best).await?)
+    } else {
+        None
+    };
+    let kept_seed = best == 0
+        || match &confirm {
+            Some(c) => !beats_seed(&c.paired),
+            None => !ctx.problem.confirm.is_empty() || !beats_seed(&dev_test),
+        };
     let winner = if kept_seed { 0 } else { best };
     // The test split, once, outside the search's metric-call cap (the dollar and wall caps'
     // look-ahead has priced it in all along).
@@ -193,19 +241,15 @@ pub(super) async fn finish(
         // caps' look-ahead kept room for it); the checkpoint of the last round says the rounds ended, so a
         // resume comes straight back here.
         stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
-        let (s, runs) = test_scores(ctx, 0, &mut test_failed).await?;
+        let test = ctx.problem.test.clone();
+        let (s, runs) = scores_on(ctx, 0, &test, "test", &mut test_failed).await?;
         seed_runs = runs;
         seed_test = Some(stats::bootstrap(&flat(&s), BOOTSTRAP_SEED));
         if winner != 0 {
-            let (w, runs) = test_scores(ctx, winner, &mut test_failed).await?;
+            let (w, runs) = scores_on(ctx, winner, &test, "test", &mut test_failed).await?;
             winner_runs = runs;
             winner_test = Some(stats::bootstrap(&flat(&w), BOOTSTRAP_SEED));
-            let (a, b): (Vec<f64>, Vec<f64>) = s
-                .iter()
-                .zip(&w)
-                .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
-                .unzip();
-            test_paired = Some(stats::paired_bootstrap(&a, &b, BOOTSTRAP_SEED));
+            test_paired = Some(paired_on(&s, &w));
         } else {
             winner_test = seed_test;
         }
@@ -229,11 +273,13 @@ pub(super) async fn finish(
         seed_dev,
         best_dev,
         dev_test,
+        confirm,
         seed_test,
         winner_test,
         test_paired,
         metric_calls: ctx.ledger.metric_calls(),
         test_calls: ctx.ledger.test_calls(),
+        confirm_calls: ctx.ledger.confirm_calls(),
         meta_calls: ctx.ledger.meta_calls(),
         saved_calls: ctx.ledger.saved_calls(),
         meta_usage: meta,
@@ -267,17 +313,45 @@ fn flat(xs: &[Option<f64>]) -> Vec<f64> {
     xs.iter().flatten().copied().collect()
 }
 
-/// Entry `idx` on the test split, per example (`None`: unscored, its reason counted in
-/// `failed`). Failures are retried once as far as the metric calls left allow.
-async fn test_scores(
+/// `b` minus `a`, paired on the examples scored for both.
+fn paired_on(a: &[Option<f64>], b: &[Option<f64>]) -> Paired {
+    let (x, y): (Vec<f64>, Vec<f64>) = a
+        .iter()
+        .zip(b)
+        .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+        .unzip();
+    stats::paired_bootstrap(&x, &y, BOOTSTRAP_SEED)
+}
+
+/// The seed and entry `best` on the dev examples held out of the search, paired.
+async fn confirmation(ctx: &mut Ctx<'_>, best: usize) -> Result<Confirmation, RunError> {
+    // Like the test split, only cancellation or an unknown cost under a dollar cap stops it.
+    stops_the_test(ctx.check(Ahead::default()), ctx.round)?;
+    ctx.ledger.start_confirm();
+    let held = ctx.problem.confirm.clone();
+    let mut failed = BTreeMap::new();
+    let (s, _) = scores_on(ctx, 0, &held, "held-out dev", &mut failed).await?;
+    let (b, _) = scores_on(ctx, best, &held, "held-out dev", &mut failed).await?;
+    Ok(Confirmation {
+        seed: stats::bootstrap(&flat(&s), BOOTSTRAP_SEED),
+        best: stats::bootstrap(&flat(&b), BOOTSTRAP_SEED),
+        paired: paired_on(&s, &b),
+        unscored: Unscored::from_counts(&failed),
+    })
+}
+
+/// Entry `idx` on `examples` (the split named `split`), per example (`None`: unscored, its
+/// reason counted in `failed`). Failures are retried once as far as the metric calls left allow.
+async fn scores_on(
     ctx: &mut Ctx<'_>,
     idx: usize,
+    examples: &[Example],
+    split: &str,
     failed: &mut BTreeMap<String, u64>,
 ) -> Result<(Vec<Option<f64>>, Option<PerExecution>), RunError> {
-    let label = format!("{} on test", ctx.pool[idx].id);
+    let label = format!("{} on {split}", ctx.pool[idx].id);
     let prompt = ctx.pool[idx].prompt.clone();
-    let test = ctx.problem.test.clone();
-    let done = ctx.attempt(&prompt, &test, &label).await;
+    let done = ctx.attempt(&prompt, examples, &label).await;
     stops_the_test(done.halt.map_or(Ok(()), Err), ctx.round)?;
     let runs = PerExecution::of(&done.results);
     let scores = done
@@ -358,6 +432,91 @@ mod tests {
                 o.verdict()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn held_out_dev_examples_decide_and_a_lucky_best_keeps_the_seed() {
+        use metaprompt_llm::testing::ScriptedProvider;
+        use metaprompt_llm::{ModelInfo, PromptFormat, ProviderKind};
+
+        use super::super::testkit::{self, example, review, text};
+        // "lucky" is right on the search's dev examples (0..20) only; "magic" everywhere; the
+        // seed ("plainly") on the positive half.
+        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
+        info.format = PromptFormat::Text;
+        let exec = ScriptedProvider::new("exec")
+            .with_info(info)
+            .respond_with(|r| {
+                let (i, t) = (review(r), text(r));
+                let right = t.contains("magic") || (t.contains("lucky") && i < 20);
+                Ok(if right && i % 2 == 1 {
+                    "negative"
+                } else {
+                    "positive"
+                }
+                .into())
+            });
+        let mut problem = testkit::problem(20, 4);
+        problem.confirm = (600..620).map(example).collect();
+        let kit = Kit::with(testkit::meta_model(), exec, problem);
+        let all = kit.ctx().rung(20);
+
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let lucky = kit.add(&mut ctx, "lucky");
+        for i in [seed, lucky] {
+            ctx.score(i, &all).await.unwrap();
+        }
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert!(beats_seed(&o.dev_test), "{:?}", o.dev_test);
+        let c = o.confirm.as_ref().unwrap();
+        assert_eq!((c.paired.n, c.paired.diff), (20, 0.0));
+        assert_eq!((c.seed.mean, c.best.mean), (0.5, 0.5));
+        assert!(o.kept_seed, "the held-out examples decide");
+        assert_eq!((o.best.as_str(), o.winner.as_str()), ("p1", "p0"));
+        assert!(
+            o.verdict().starts_with(
+                "the best candidate p1 is not significantly better than the seed on 20 held-out dev examples by +0.000"
+            ) && o.verdict().contains("+0.500 on the 20 it was chosen on"),
+            "{}",
+            o.verdict()
+        );
+        // Seed and best on the held-out examples, counted apart from the search and the test.
+        assert_eq!((o.metric_calls, o.confirm_calls, o.test_calls), (40, 40, 4));
+
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let magic = kit.add(&mut ctx, "magic");
+        for i in [seed, magic] {
+            ctx.score(i, &all).await.unwrap();
+        }
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert!(!o.kept_seed);
+        assert_eq!(o.winner, "p1");
+        assert!(
+            o.verdict()
+                .starts_with("p1 beats the seed on 20 held-out dev examples by +0.500"),
+            "{}",
+            o.verdict()
+        );
+        assert_eq!((o.confirm_calls, o.test_calls), (40, 8));
+
+        // No candidate ahead of the seed on dev: nothing to confirm, nothing spent on it.
+        let mut ctx = kit.ctx();
+        let seed = kit.add(&mut ctx, "plainly");
+        let other = kit.add(&mut ctx, "carefully");
+        for i in [seed, other] {
+            ctx.score(i, &all).await.unwrap();
+        }
+        let o = finish(&mut ctx, "test", Vec::new(), StopReason::Rounds)
+            .await
+            .unwrap();
+        assert!(o.kept_seed && o.confirm.is_none());
+        assert_eq!(o.confirm_calls, 0);
     }
 
     #[tokio::test]

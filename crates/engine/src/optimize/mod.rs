@@ -10,25 +10,36 @@
 //! The end of a run: the run's own verdict, then the artifacts (`best.toml`, `report.json`,
 //! `report.html`), then the library entry, and only then the checkpoint that says the run is
 //! finished (a run stopped before that resumes and writes them).
+//!
+//! `check.rs` holds the request's checks and the budget it resolves to, `plan.rs` the projected
+//! calls and cost, `keep.rs` what the library keeps of a run.
 
 use std::path::{Path, PathBuf};
 
 use metaprompt_eval::settings::RunSettings;
 use metaprompt_eval::{PromptFile, Task};
-use metaprompt_llm::{Hub, ModelInfo, ResponseCache, Usage};
+use metaprompt_llm::{Hub, ResponseCache};
 use metaprompt_optimize::algo::{self, Optimizer};
 use metaprompt_optimize::run::{
     self, Budget, Checkpoint, FsRunStore, Outcome, Problem, RunError, RunStore, Runner, Schedule,
     Settings,
 };
 use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
-use metaprompt_registry::{Batch, NewVersion, Origin, Run, RunCandidate};
 use serde::Serialize;
 
 use crate::handle::{Handle, Reporter};
-use crate::library::{self, Stored};
+use crate::library::Stored;
 use crate::request::OptimizeRequest;
 use crate::{Engine, EngineError, absolute};
+
+mod check;
+mod keep;
+mod plan;
+
+pub(crate) use check::{NEEDS_TRAIN, check_request};
+use check::{budget, held_out};
+use keep::{LibraryInput, library_batch, rationale};
+use plan::project;
 
 /// The run's store, holding back the run's last word: the checkpoint that marks the run
 /// finished is written only after the artifacts and the library entry, so a run killed in
@@ -99,6 +110,9 @@ pub struct Projection {
     /// The final test evaluation's metric calls (seed and kept prompt, 2 × |test|; retries of
     /// failed calls come on top), outside the cap.
     pub test_calls: u64,
+    /// The held-out confirmation's metric calls at most (seed and best, 2 × |confirm|), outside
+    /// the cap.
+    pub confirm_calls: u64,
     pub meta_calls: u64,
     /// The meta-token cap, when the budget has one (calls then depend on the answers' length).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +156,10 @@ pub struct OptimizeResult {
     pub prompt_path: PathBuf,
     pub report_html: PathBuf,
     pub report_json: PathBuf,
+    /// Dev examples of the search.
     pub dev_examples: usize,
+    /// Dev examples held out of the search for the verdict (0: none).
+    pub confirm_examples: usize,
     pub test_examples: usize,
     pub stored: Stored,
 }
@@ -281,6 +298,7 @@ impl PreparedRun {
             run_dir: dir,
             prompt,
             dev_examples: self.problem.dev.len(),
+            confirm_examples: self.problem.confirm.len(),
             test_examples: self.problem.test.len(),
             outcome,
             stored,
@@ -427,6 +445,10 @@ impl Engine {
                 metaprompt_eval::dataset::take(crate::optional_split(&task, "test")?, limit, None)
             }
         };
+        let (dev, confirm) = held_out(
+            crate::examples(&task, "dev", request.dev_limit, None)?,
+            request.hold_out,
+        )?;
         let problem = Problem {
             frame: Frame::of(&seed_prompt, &brief),
             constraints: crate::meta::constraints(
@@ -436,14 +458,20 @@ impl Engine {
             ),
             seed_prompt,
             train,
-            dev: crate::examples(&task, "dev", request.dev_limit, None)?,
+            dev,
+            confirm,
             test,
             scorer: crate::scorer(&task, hub, |p| layers.also_meta(p))?,
             options: crate::options(&task),
             brief,
         };
         // Every example the run may send, checked against the execution model's context.
-        for examples in [&problem.train, &problem.dev, &problem.test] {
+        for examples in [
+            &problem.train,
+            &problem.dev,
+            &problem.confirm,
+            &problem.test,
+        ] {
             crate::fits(
                 &problem.seed_prompt,
                 layers.execution.as_ref(),
@@ -471,106 +499,6 @@ impl Engine {
     }
 }
 
-/// The algorithms that draw from the train split: demonstrations (`fewshot`, `mipro`) or the
-/// examples instructions are induced from (`ape`, `mipro`). On an empty one they could only
-/// stop at once or induce from nothing.
-pub(crate) const NEEDS_TRAIN: &[&str] = &["fewshot", "ape", "mipro"];
-
-/// The numbers of a request that cannot be meant, whoever sent it (flags, an HTTP body, a
-/// checkpoint): counts of 0 where a run needs at least one, temperatures that are not finite
-/// numbers >= 0, dollar caps that are negative or not finite, a share outside [0, 1].
-pub(crate) fn check_request(r: &OptimizeRequest) -> Result<(), EngineError> {
-    let invalid =
-        |field: &'static str, message: String| Err(EngineError::Invalid { field, message });
-    for (field, n, what) in [
-        ("rounds", r.rounds, "rounds to run"),
-        (
-            "patience",
-            r.patience,
-            "rounds without improvement before stopping",
-        ),
-        (
-            "per_round",
-            r.per_round as usize,
-            "candidates proposed per round",
-        ),
-        (
-            "minibatch",
-            r.minibatch,
-            "dev examples of the first racing rung",
-        ),
-    ] {
-        if n == 0 {
-            return invalid(field, format!("must be at least 1 ({what}), got 0"));
-        }
-    }
-    if r.demos == 0 && r.algorithm == "fewshot" {
-        return invalid(
-            "demos",
-            "must be at least 1 for `fewshot`, which searches demonstrations, got 0".into(),
-        );
-    }
-    for (field, t) in [("explore", r.explore), ("exploit", r.exploit)] {
-        if let Some(p) = metaprompt_llm::types::temperature_problem(t) {
-            return invalid(field, format!("a meta temperature {p}"));
-        }
-    }
-    for (field, usd) in [
-        ("max_cost_usd", r.budget.max_cost_usd),
-        ("max_meta_cost_usd", r.budget.max_meta_cost_usd),
-    ] {
-        if let Some(usd) = usd
-            && !(usd.is_finite() && usd >= 0.0)
-        {
-            return invalid(
-                field,
-                format!("a dollar cap must be a finite number, 0 or more, got {usd}"),
-            );
-        }
-    }
-    if let Some(m) = r.max_unscored
-        && !(0.0..=1.0).contains(&m)
-    {
-        return invalid(
-            "max_unscored",
-            format!("{m} is not a share between 0 and 1"),
-        );
-    }
-    if r.max_prompt_tokens == Some(0) {
-        return invalid(
-            "max_prompt_tokens",
-            "a cap of 0 tokens admits no prompt".into(),
-        );
-    }
-    Ok(())
-}
-
-/// Caps: the request's, else the task's `[budget]`, else the defaults.
-fn budget(r: &OptimizeRequest, task: &Task) -> Budget {
-    let t = &task.config.budget;
-    let b = &r.budget;
-    let d = Budget::default();
-    let max_meta_tokens = b.max_meta_tokens.or(t.max_meta_tokens);
-    Budget {
-        max_metric_calls: b
-            .max_metric_calls
-            .or(t.max_metric_calls)
-            .unwrap_or(d.max_metric_calls),
-        // A token cap alone replaces the default call cap: it is the budget then.
-        max_meta_calls: b.max_meta_calls.or(t.max_meta_calls).unwrap_or(
-            if max_meta_tokens.is_some() {
-                u64::MAX
-            } else {
-                d.max_meta_calls
-            },
-        ),
-        max_meta_tokens,
-        max_meta_cost_usd: b.max_meta_cost_usd.or(t.max_meta_cost_usd),
-        max_cost_usd: b.max_cost_usd.or(t.max_cost_usd),
-        max_wall_secs: b.max_wall_secs.or(t.max_wall_secs),
-    }
-}
-
 fn default_run_dir(task: &Task, algo: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -581,302 +509,4 @@ fn default_run_dir(task: &Task, algo: &str) -> PathBuf {
             "{}-{algo}-{secs}",
             task.config.name
         )))
-}
-
-/// The projected calls and cost: tokens per execution from the seed prompt rendered on a few
-/// dev examples (4 characters a token, 1.5x for safety), the caps as call counts.
-fn project(problem: &Problem, budget: &Budget, settings: &Settings, layers: &Layers) -> Projection {
-    let format = layers.execution.info().format;
-    let sample: Vec<usize> = problem
-        .dev
-        .iter()
-        .take(8)
-        .filter_map(|e| {
-            let mut vars = e.vars.clone();
-            vars.remove(&problem.options.output);
-            problem
-                .seed_prompt
-                .longest()
-                .render(&vars, format, Some(&problem.options.output))
-                .ok()
-                .map(|p| match p {
-                    metaprompt_llm::Prompt::Text(t) => t.len(),
-                    metaprompt_llm::Prompt::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
-                })
-        })
-        .collect();
-    let per_call_in = sample.iter().sum::<usize>() as f64 / sample.len().max(1) as f64 / 4.0 * 1.5;
-    let metric_calls = budget.max_metric_calls;
-    let test_calls = 2 * problem.test.len() as u64;
-    let executions = (metric_calls + test_calls) as f64;
-    let meta_calls = budget
-        .max_meta_calls
-        .min(settings.rounds as u64 * u64::from(settings.per_round) * 2);
-    let price = |p: &ModelInfo, input: f64, output: f64| {
-        p.pricing.map(|pr| {
-            pr.cost(&Usage {
-                input_tokens: input as u64,
-                output_tokens: output as u64,
-                cached_input_tokens: None,
-            })
-        })
-    };
-    let execution_usd = price(
-        layers.execution.info(),
-        per_call_in * executions,
-        f64::from(problem.options.max_tokens) * executions,
-    );
-    let meta_usd = price(
-        layers.meta.info(),
-        2000.0 * meta_calls as f64,
-        300.0 * meta_calls as f64,
-    );
-    Projection {
-        metric_calls,
-        test_calls,
-        meta_calls,
-        meta_tokens: budget.max_meta_tokens,
-        execution_usd,
-        meta_usd,
-        total_usd: execution_usd.zip(meta_usd).map(|(a, b)| a + b),
-    }
-}
-
-/// Why the kept prompt is kept, in a sentence or two (the prompt file's rationale).
-fn rationale(o: &Outcome, task: &Task) -> String {
-    let mut s = format!(
-        "`metaprompt optimize --algo {}` on task {}: ",
-        o.algorithm, task.config.name
-    );
-    s.push_str(&o.verdict());
-    s.push('.');
-    if let Some(t) = &o.winner_test {
-        s.push_str(&format!(
-            " Test: {:.3} [{:.3}, {:.3}] (n = {}).",
-            t.mean, t.low, t.high, t.n
-        ));
-    }
-    s
-}
-
-struct LibraryInput<'a> {
-    author: &'a str,
-    name: &'a str,
-    task: &'a Task,
-    outcome: &'a Outcome,
-    problem: &'a Problem,
-    winner: &'a PromptFile,
-    model: &'a str,
-    dir: &'a Path,
-    settings: &'a Settings,
-    budget: &'a Budget,
-}
-
-/// What the library keeps of a run: the seed as a person's version with its scores, the winner
-/// (unless the seed was kept) as a proposed version with its evidence against the seed, and the
-/// run with every candidate it considered.
-fn library_batch(i: &LibraryInput<'_>) -> Batch {
-    let o = i.outcome;
-    let now = chrono::Utc::now();
-    let run_id = library::run_id(i.name, &o.algorithm, now);
-    let run_ref = Some(run_id.as_str());
-    // The seed as it was scored: on the execution model, with the task's run settings.
-    let mut seed_file = i.problem.seed_prompt.clone();
-    seed_file.target_model = Some(i.model.to_string());
-    seed_file.run = Some(RunSettings::of_task(i.task));
-    let seed_hash = metaprompt_registry::content::hash(&seed_file);
-    let mut seed = NewVersion::new(i.name, seed_file, Origin::Human, i.author);
-    seed.message = Some(format!("the seed prompt of {}", i.task.path.display()));
-    let mut seed_evidence = vec![library::evidence(
-        i.task,
-        "dev",
-        i.model,
-        &o.seed_dev,
-        None,
-        None,
-        run_ref,
-    )];
-    if let Some(t) = &o.seed_test {
-        seed_evidence.push(library::evidence(
-            i.task, "test", i.model, t, None, None, run_ref,
-        ));
-    }
-    let mut versions = vec![(seed, seed_evidence)];
-    if !o.kept_seed {
-        let entry = o.entry(&o.winner);
-        let mut won = NewVersion::new(i.name, i.winner.clone(), Origin::Optimize, i.author);
-        won.parents = vec![seed_hash.clone()];
-        won.run = Some(run_id.clone());
-        won.message = Some(format!(
-            "optimize · {} · {} (round {})",
-            o.algorithm,
-            entry.map_or("?", |e| e.op.as_str()),
-            entry.map_or(0, |e| e.round)
-        ));
-        let constraint_rejections = o
-            .rejected
-            .iter()
-            .filter(|r| r.why.iter().any(|w| w.contains("constraint")))
-            .count();
-        won.checks = Some(serde_json::json!({
-            "constraints": i.problem.constraints,
-            "passed": true,
-            "how": "every candidate entered the pool only after the render check and the protected-constraint guardrail",
-            "rejected_in_run": o.rejected.len(),
-            "rejected_for_constraints": constraint_rejections,
-        }));
-        let mut evidence = vec![library::evidence(
-            i.task,
-            "dev",
-            i.model,
-            &o.best_dev,
-            Some((&seed_hash, &o.dev_test)),
-            None,
-            run_ref,
-        )];
-        if let (Some(t), Some(p)) = (&o.winner_test, &o.test_paired) {
-            evidence.push(library::evidence(
-                i.task,
-                "test",
-                i.model,
-                t,
-                Some((&seed_hash, p)),
-                None,
-                run_ref,
-            ));
-        }
-        versions.push((won, evidence));
-    }
-    let wall = chrono::Duration::milliseconds((o.wall_secs * 1000.0) as i64);
-    let mut candidates: Vec<RunCandidate> = o
-        .pool
-        .iter()
-        .map(|e| RunCandidate {
-            id: e.id.clone(),
-            hash: metaprompt_registry::content::hash(&e.prompt),
-            content: e.prompt.to_toml(),
-            parents: e.parents.clone(),
-            op: e.op.clone(),
-            round: e.round as u32,
-            status: if e.id == o.winner {
-                "winner".into()
-            } else {
-                "evaluated".into()
-            },
-            mean: e.mean(),
-            n: e.scores.len() as u64,
-            detail: serde_json::json!({}),
-        })
-        .collect();
-    candidates.extend(o.rejected.iter().map(|r| RunCandidate {
-        id: r.id.clone(),
-        hash: String::new(),
-        content: r.instruction.clone().unwrap_or_default(),
-        parents: Vec::new(),
-        op: r.op.clone(),
-        round: r.round as u32,
-        status: "rejected".into(),
-        mean: None,
-        n: 0,
-        detail: serde_json::json!({ "why": r.why }),
-    }));
-    let run = Run {
-        id: run_id.clone(),
-        kind: Origin::Optimize,
-        prompt: i.name.into(),
-        task: Some(i.task.path.display().to_string()),
-        algorithm: Some(o.algorithm.clone()),
-        started_at: now - wall,
-        finished_at: now,
-        dir: Some(i.dir.display().to_string()),
-        author: i.author.to_string(),
-        config: serde_json::json!({ "settings": i.settings, "budget": i.budget }),
-        usage: serde_json::json!({ "meta": o.meta_usage, "execution": o.execution_usage }),
-        summary: serde_json::json!({
-            "stop": o.stop,
-            "kept_seed": o.kept_seed,
-            "winner": o.winner,
-            "best": o.best,
-            "metric_calls": o.metric_calls,
-            "test_calls": o.test_calls,
-            "meta_calls": o.meta_calls,
-            "saved_calls": o.saved_calls,
-            "rounds": o.rounds.len(),
-            "candidates": candidates.len(),
-            // As `optimize` and the console count them: evaluated (the seed included), and
-            // rejected before evaluation.
-            "evaluated": o.pool.len(),
-            "rejected": o.rejected.len(),
-            "wall_secs": o.wall_secs,
-        }),
-        candidates,
-    };
-    Batch {
-        versions,
-        run: Some(run),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field_of(r: &OptimizeRequest) -> Option<(&'static str, String)> {
-        match check_request(r) {
-            Err(EngineError::Invalid { field, message }) => Some((field, message)),
-            Err(e) => panic!("not an Invalid error: {e}"),
-            Ok(()) => None,
-        }
-    }
-
-    #[test]
-    fn numbers_that_cannot_be_meant_are_refused_by_field() {
-        assert_eq!(field_of(&OptimizeRequest::new("t.toml")), None);
-        type Set = fn(&mut OptimizeRequest);
-        let cases: Vec<(&str, Set)> = vec![
-            ("rounds", |r| r.rounds = 0),
-            ("patience", |r| r.patience = 0),
-            ("per_round", |r| r.per_round = 0),
-            ("minibatch", |r| r.minibatch = 0),
-            ("explore", |r| r.explore = f32::NAN),
-            ("exploit", |r| r.exploit = -0.5),
-            ("exploit", |r| r.exploit = f32::INFINITY),
-            ("max_cost_usd", |r| r.budget.max_cost_usd = Some(-1.0)),
-            ("max_meta_cost_usd", |r| {
-                r.budget.max_meta_cost_usd = Some(f64::NAN)
-            }),
-            ("max_unscored", |r| r.max_unscored = Some(1.5)),
-            ("max_unscored", |r| r.max_unscored = Some(f64::NAN)),
-            ("max_prompt_tokens", |r| r.max_prompt_tokens = Some(0)),
-            ("demos", |r| {
-                r.algorithm = "fewshot".into();
-                r.demos = 0;
-            }),
-        ];
-        for (field, set) in cases {
-            let mut r = OptimizeRequest::new("t.toml");
-            set(&mut r);
-            let (f, message) = field_of(&r).unwrap_or_else(|| panic!("{field} accepted"));
-            assert_eq!(f, field, "{message}");
-            assert!(!message.is_empty());
-        }
-        let mut r = OptimizeRequest::new("t.toml");
-        r.rounds = 0;
-        assert_eq!(
-            EngineError::Invalid {
-                field: "rounds",
-                message: field_of(&r).map(|(_, m)| m).unwrap_or_default()
-            }
-            .to_string(),
-            "rounds: must be at least 1 (rounds to run), got 0"
-        );
-        // Zero demonstrations is a choice for algorithms that write instructions.
-        let mut r = OptimizeRequest::new("t.toml");
-        r.demos = 0;
-        assert_eq!(field_of(&r), None);
-        // And an HTTP body with `"minibatch": 0` is the same request.
-        let r: OptimizeRequest = serde_json::from_str(r#"{"task": "t.toml", "minibatch": 0}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(field_of(&r).map(|(f, _)| f), Some("minibatch"));
-    }
 }
