@@ -1,12 +1,11 @@
-//! From global flags to a ready [`Hub`]: config discovery, the cache decision, and the
-//! registration of every provider this binary carries.
+//! From global flags to a ready engine (and its [`Hub`]): config discovery, the cache
+//! decision, the library and the author.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use metaprompt_llm::{Config, Hub, ProviderKind, ResponseCache};
-use metaprompt_local::LocalModels;
+use metaprompt_llm::{Config, Hub, ResponseCache};
 
 use crate::args::Global;
 
@@ -41,20 +40,10 @@ pub fn cache_disabled_by(global: &Global, config: &Config) -> Option<&'static st
     }
 }
 
-/// The provider hub every model-calling command uses, with the cache unless it is off.
-pub async fn hub(global: &Global) -> anyhow::Result<Hub> {
-    let config = load_config(global)?;
-    let cache = match (
-        cache_path(global, &config),
-        cache_disabled_by(global, &config),
-    ) {
-        (Some(path), None) => Some(ResponseCache::open(&path).await?),
-        _ => None,
-    };
-    let local = Arc::new(LocalModels::from_config(&config));
-    Ok(Hub::new(config)
-        .with_cache(cache)
-        .with_factory(ProviderKind::Local, local.factory()))
+/// The provider hub a command that calls a model directly uses: the engine's, so it is opened
+/// one way only (config, cache unless it is off, every provider this binary carries).
+pub async fn hub(global: &Global) -> anyhow::Result<Arc<Hub>> {
+    Ok(engine(global).await?.hub().clone())
 }
 
 /// The engine every job-running command drives: config, cache, library and author from the

@@ -6,12 +6,12 @@ use metaprompt_eval::stats::{Estimate, Paired};
 use metaprompt_eval::{PromptFile, Summary, Task};
 use metaprompt_optimize::{Candidate, Costs};
 use metaprompt_registry::{Added, Batch, Evidence, NewVersion, Origin, Run, RunCandidate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Engine, EngineError};
 
 /// What the library kept of a result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "stored", rename_all = "kebab-case")]
 pub enum Stored {
     /// The engine has no library (results are not stored).

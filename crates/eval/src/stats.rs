@@ -4,13 +4,13 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Resamples used by the bootstrap.
 pub const RESAMPLES: usize = 2000;
 
 /// A mean with its 95% percentile-bootstrap interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     pub mean: f64,
     pub low: f64,
@@ -73,7 +73,7 @@ pub fn bootstrap(xs: &[f64], seed: u64) -> Estimate {
 }
 
 /// B minus A on the same examples.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Paired {
     /// Mean of `b - a`.
     pub diff: f64,

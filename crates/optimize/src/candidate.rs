@@ -13,7 +13,7 @@ use metaprompt_eval::evaluator::{self, Comparison, own_tokens};
 use metaprompt_eval::stats::Paired;
 use metaprompt_eval::{EvalOptions, Example, PromptFile, Report, Scorer, Summary};
 use metaprompt_llm::{CallLog, LayerUsage, Meter, Metered, PromptFormat, Provider, Usage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::brief::Frame;
 use crate::guard::{Guard, GuardReport};
@@ -487,7 +487,7 @@ pub fn best(candidates: &[Candidate]) -> Option<usize> {
 /// significantly worse than the top (paired, on the same examples) and spends at most nine
 /// tenths of the top's own tokens; in an optimization it also beats the seed as the top does. Small executors do worse on long prompts, and
 /// every execution pays a prompt's tokens.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Shorter {
     /// The top scorer.
     pub over: String,

@@ -129,7 +129,7 @@ impl Decision {
 }
 
 /// One immutable version of a prompt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Version {
     pub prompt: String,
     /// The hash of the prompt's behaviour ([`crate::content::hash`]), 64 hex digits.
@@ -316,7 +316,7 @@ pub struct Batch {
 
 /// A version as stored by a write; `created` is false when the same content was already there
 /// (the existing version is returned, and new evidence is attached to it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Added {
     pub version: Version,
     pub created: bool,

@@ -25,7 +25,7 @@ use metaprompt_optimize::run::{
     Settings,
 };
 use metaprompt_optimize::{Brief, Frame, Guard, Layers, MetaPrompts};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::handle::{Handle, Reporter};
 use crate::library::Stored;
@@ -144,8 +144,8 @@ pub struct PreparedRun {
     projection: Projection,
 }
 
-/// What an optimization produced.
-#[derive(Debug, Serialize)]
+/// What an optimization produced (as the server keeps it and the console reads it back).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OptimizeResult {
     pub outcome: Outcome,
     pub task: String,

@@ -5,7 +5,7 @@
 use metaprompt_eval::Example;
 use metaprompt_eval::stats::{self, Estimate, Paired};
 use metaprompt_llm::LayerUsage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ use crate::candidate::{BOOTSTRAP_SEED, Shorter, shortest_tie};
 use crate::junk::Screened;
 
 /// The outcome of a run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Outcome {
     pub algorithm: String,
     pub stop: StopReason,
@@ -87,7 +87,7 @@ pub struct Outcome {
 
 /// The best candidate against the seed on dev examples the search never saw: chosen on one
 /// part of dev, judged on the other, so its p-value is not that of the best of many.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Confirmation {
     /// The seed and the best on the held-out examples.
     pub seed: Estimate,

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use metaprompt_agent::stats::Rate;
-use metaprompt_eval::prompt::PromptFile;
 use metaprompt_registry::service::{InferenceQuery, Role, ScoreBucket};
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +20,9 @@ use super::{Nav, PageError, PageResult, Session, check_form, encode, layout};
 use crate::AppState;
 use crate::error::{self, ApiError};
 use crate::runs::{Kind, Record, RunEvent, Status};
-use metaprompt_engine::{Progress, RoundStats};
+use metaprompt_engine::{OptimizeResult, Progress, RoundStats};
+use metaprompt_eval::stats::{Estimate, Paired};
+use metaprompt_llm::LayerUsage;
 
 fn status_name(s: Status) -> &'static str {
     match s {
@@ -63,30 +64,11 @@ fn task_name(r: &Record) -> String {
 
 /// A finished optimization's candidates, counted as the CLI's summary counts them.
 fn candidate_counts(r: &Record) -> Option<(usize, usize)> {
-    let o = &r.result.as_ref()?["outcome"];
-    Some((
-        o["pool"].as_array()?.len(),
-        o["rejected"].as_array().map_or(0, Vec::len),
-    ))
-}
-
-/// The optimizer's reason for stopping as a sentence: its code (`converged`, `wall`, …) read
-/// by the optimizer's own `StopReason::describe`, the words the CLI's summary prints.
-fn stop_reason(stop: &Value) -> String {
-    /// Decodes `v` as the type that `shape` returns from an engine result: the optimizer's
-    /// own `StopReason`, without naming a crate the server does not depend on.
-    fn decode_as<T: serde::de::DeserializeOwned>(
-        v: &Value,
-        _shape: impl FnOnce(metaprompt_engine::OptimizeResult) -> T,
-    ) -> Option<T> {
-        serde_json::from_value(v.clone()).ok()
+    if r.kind != Kind::Optimize {
+        return None;
     }
-    match decode_as(stop, |r| r.outcome.stop) {
-        Some(s) => s.describe().to_string(),
-        None => stop
-            .as_str()
-            .map_or_else(|| stop.to_string(), str::to_string),
-    }
+    let o = optimize_result(r.result.as_ref()?).ok()?.outcome;
+    Some((o.pool.len(), o.rejected.len()))
 }
 
 /// What a run is about, from its request.
@@ -131,10 +113,6 @@ fn rounds(events: &[RunEvent]) -> Vec<&RoundStats> {
             _ => None,
         })
         .collect()
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
 }
 
 /// What the run is doing now: its latest step, as a line.
@@ -217,99 +195,105 @@ fn live_part(r: &Record, events: &[RunEvent]) -> Markup {
     }
 }
 
-fn estimate(v: &Value) -> Markup {
-    if v.is_null() {
-        return html! { span.note { "—" } };
+fn estimate(e: Option<&Estimate>) -> Markup {
+    match e {
+        None => html! { span.note { "—" } },
+        Some(e) => {
+            html! { (format!("{:.3}", e.mean)) " [" (format!("{:.3}", e.low)) ", " (format!("{:.3}", e.high)) "] n " (e.n) }
+        }
     }
-    html! { (format!("{:.3}", num(&v["mean"]))) " [" (format!("{:.3}", num(&v["low"]))) ", " (format!("{:.3}", num(&v["high"]))) "] n " (v["n"]) }
 }
 
-fn paired(v: &Value) -> Markup {
-    if v.is_null() {
-        return html! { span.note { "—" } };
+fn paired(p: Option<&Paired>) -> Markup {
+    match p {
+        None => html! { span.note { "—" } },
+        Some(p) => {
+            html! { (format!("{:+.3}", p.diff)) " [" (format!("{:+.3}", p.low)) ", " (format!("{:+.3}", p.high)) "], p = " (format!("{:.4}", p.p_value)) }
+        }
     }
-    html! { (format!("{:+.3}", num(&v["diff"]))) " [" (format!("{:+.3}", num(&v["low"]))) ", " (format!("{:+.3}", num(&v["high"]))) "], p = " (format!("{:.4}", num(&v["p_value"]))) }
+}
+
+/// A finished optimization's result as the engine returned it, read back from the run's
+/// record (`None`, with the reason, when the record does not hold one).
+fn optimize_result(result: &Value) -> Result<OptimizeResult, String> {
+    serde_json::from_value(result.clone()).map_err(|e| e.to_string())
 }
 
 /// A finished optimization: the verdict, per-layer usage, the kept prompt as the model sees
 /// it and its diff against the seed.
 fn finished(result: &Value) -> Markup {
-    let o = &result["outcome"];
-    let entry = |id: &str| -> Option<PromptFile> {
-        o["pool"]
-            .as_array()?
-            .iter()
-            .find(|e| e["id"] == id)
-            .and_then(|e| serde_json::from_value(e["prompt"].clone()).ok())
+    let r = match optimize_result(result) {
+        Ok(r) => r,
+        Err(e) => {
+            return html! { section.result { h2 { "Result" } p.error { "This run's result cannot be read: " (e) } } };
+        }
     };
-    let winner_id = o["winner"].as_str().unwrap_or("p0");
+    let o = &r.outcome;
+    let entry = |id: &str| o.entry(id).map(|e| e.prompt.clone());
+    let winner_id = o.winner.as_str();
     let winner = entry(winner_id);
     let seed = entry("p0");
-    let kept_seed = o["kept_seed"].as_bool().unwrap_or(false);
+    let kept_seed = o.kept_seed;
     // Where the verdict was taken: on dev examples held out of the search, when there were.
-    let confirm = &o["confirm"];
-    let on = if confirm.is_object() {
+    let on = if o.confirm.is_some() {
         "on the dev examples held out of the search"
     } else {
         "on dev"
     };
-    let layer = |name: &str, u: &Value| {
+    let layer = |name: &str, u: &LayerUsage| {
         html! { tr {
-            th scope="row" { (name) } td.num { (u["calls"]) } td.num { (u["cached"]) } td.num { (u["failed"]) }
-            td.num { (u["input_tokens"]) } td.num { (u["output_tokens"]) }
-            td.num { (charts::cost(u["cost_usd"].as_f64(), u["calls"].as_u64())) }
+            th scope="row" { (name) } td.num { (u.calls) } td.num { (u.cached) } td.num { (u.failed) }
+            td.num { (u.input_tokens) } td.num { (u.output_tokens) }
+            td.num { (charts::cost(u.cost_usd, Some(u.calls))) }
         } }
     };
     html! {
         section.result aria-labelledby="result-h" {
             h2 #result-h { "Result" }
             p.verdict {
-                @if kept_seed && o["best"] == "p0" { "No candidate scored above the seed on dev: the seed is kept." }
-                @else if kept_seed { "The best candidate (" (o["best"].as_str().unwrap_or("")) ") is not significantly better than the seed " (on) ": the seed is kept." }
+                @if kept_seed && o.best == "p0" { "No candidate scored above the seed on dev: the seed is kept." }
+                @else if kept_seed { "The best candidate (" (o.best) ") is not significantly better than the seed " (on) ": the seed is kept." }
                 @else { "Kept " strong { (winner_id) } ", significantly better than the seed " (on) "." }
             }
             div.scroll { table {
                 tbody {
-                    tr { th scope="row" { "seed on dev" } td { (estimate(&o["seed_dev"])) } }
-                    tr { th scope="row" { "best on dev" } td { (estimate(&o["best_dev"])) } }
-                    @if o["best"] != "p0" { tr { th scope="row" { "best − seed on dev" } td { (paired(&o["dev_test"])) } } }
-                    @if confirm.is_object() {
-                        tr { th scope="row" { "seed on held-out dev" } td { (estimate(&confirm["seed"])) } }
-                        tr { th scope="row" { "best on held-out dev" } td { (estimate(&confirm["best"])) } }
-                        tr { th scope="row" { "best − seed on held-out dev" } td { (paired(&confirm["paired"])) } }
+                    tr { th scope="row" { "seed on dev" } td { (estimate(Some(&o.seed_dev))) } }
+                    tr { th scope="row" { "best on dev" } td { (estimate(Some(&o.best_dev))) } }
+                    @if o.best != "p0" { tr { th scope="row" { "best − seed on dev" } td { (paired(Some(&o.dev_test))) } } }
+                    @if let Some(c) = &o.confirm {
+                        tr { th scope="row" { "seed on held-out dev" } td { (estimate(Some(&c.seed))) } }
+                        tr { th scope="row" { "best on held-out dev" } td { (estimate(Some(&c.best))) } }
+                        tr { th scope="row" { "best − seed on held-out dev" } td { (paired(Some(&c.paired))) } }
                     }
-                    tr { th scope="row" { "seed on test" } td { (estimate(&o["seed_test"])) } }
-                    tr { th scope="row" { "kept on test" } td { (estimate(&o["winner_test"])) } }
-                    @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(&o["test_paired"])) } } }
-                    tr { th scope="row" { "stopped" } td.stop { (stop_reason(&o["stop"])) } }
+                    tr { th scope="row" { "seed on test" } td { (estimate(o.seed_test.as_ref())) } }
+                    tr { th scope="row" { "kept on test" } td { (estimate(o.winner_test.as_ref())) } }
+                    @if !kept_seed { tr { th scope="row" { "kept − seed on test" } td { (paired(o.test_paired.as_ref())) } } }
+                    tr { th scope="row" { "stopped" } td.stop { (o.stop.describe()) } }
                 }
             } }
             h3 { "Calls and cost per layer" }
             div.scroll { table.usage {
                 thead { tr { th scope="col" { "layer" } th scope="col" { "calls" } th scope="col" { "cached" } th scope="col" { "failed" } th scope="col" { "tokens in" } th scope="col" { "tokens out" } th scope="col" { "cost" } } }
-                tbody { (layer("meta", &o["meta_usage"])) (layer("execution", &o["execution_usage"])) }
+                tbody { (layer("meta", &o.meta_usage)) (layer("execution", &o.execution_usage)) }
             } }
             h3 { "Candidates" }
-            p.counts { (charts::candidates(o["pool"].as_array().map_or(0, Vec::len), o["rejected"].as_array().map_or(0, Vec::len))) }
+            p.counts { (charts::candidates(o.pool.len(), o.rejected.len())) }
             div.scroll { table.candidates {
                 thead { tr { th scope="col" { "candidate" } th scope="col" { "made by" } th scope="col" { "round" } th scope="col" { "parents" } th scope="col" { "dev examples scored" } th scope="col" { "mean" } } }
-                tbody { @for e in o["pool"].as_array().into_iter().flatten() {
-                    @let scores: Vec<f64> = e["scores"].as_object().map(|m| m.values().filter_map(Value::as_f64).collect()).unwrap_or_default();
-                    tr.{ @if e["id"] == winner_id { "kept" } } {
-                        td { code { (e["id"].as_str().unwrap_or("")) } @if e["id"] == winner_id { " (kept)" } }
-                        td { (e["op"].as_str().unwrap_or("")) } td.num { (e["round"]) }
-                        td { (e["parents"].as_array().map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
-                        td.num { (scores.len()) }
-                        td.num { @if !scores.is_empty() { (format!("{:.3}", scores.iter().sum::<f64>() / scores.len() as f64)) } }
+                tbody { @for e in &o.pool {
+                    tr.{ @if e.id == winner_id { "kept" } } {
+                        td { code { (e.id) } @if e.id == winner_id { " (kept)" } }
+                        td { (e.op) } td.num { (e.round) }
+                        td { (e.parents.join(", ")) }
+                        td.num { (e.scores.len()) }
+                        td.num { @if let Some(m) = e.mean() { (format!("{m:.3}")) } }
                     }
                 } }
             } }
-            @let rejected = o["rejected"].as_array().map_or(0, Vec::len);
-            @if rejected > 0 {
-                details { summary { (charts::plural(rejected, "candidate", "candidates")) " rejected before evaluation" }
-                    ul { @for r in o["rejected"].as_array().into_iter().flatten() {
-                        li { code { (r["id"].as_str().unwrap_or("")) } " (" (r["op"].as_str().unwrap_or("")) ", round " (r["round"]) "): "
-                            (r["why"].as_array().map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }
+            @if !o.rejected.is_empty() {
+                details { summary { (charts::plural(o.rejected.len(), "candidate", "candidates")) " rejected before evaluation" }
+                    ul { @for r in &o.rejected {
+                        li { code { (r.id) } " (" (r.op) ", round " (r.round) "): " (r.why.join("; ")) }
                     } }
                 }
             }
