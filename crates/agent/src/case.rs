@@ -210,16 +210,18 @@ impl Case {
         });
     }
 
-    pub fn to_row(&self) -> AgentCase {
-        AgentCase {
+    /// The row the service stores; a case that cannot be written as JSON is an error, never a
+    /// null body in its place.
+    pub fn to_row(&self) -> Result<AgentCase, serde_json::Error> {
+        Ok(AgentCase {
             id: self.id.clone(),
             prompt: self.prompt.clone(),
             slice: slice_key(&self.slice),
             state: self.state.as_str().into(),
             opened_at: self.opened_at,
             updated_at: self.updated_at,
-            body: serde_json::to_value(self).unwrap_or_default(),
-        }
+            body: serde_json::to_value(self)?,
+        })
     }
 
     pub fn from_row(row: &AgentCase) -> Result<Self, String> {

@@ -476,7 +476,10 @@ async fn a_proposal_that_drops_a_protected_constraint_is_never_filed_or_served()
         hash: v3.hash.clone(),
         seq: v3.seq,
     };
-    w.service.save_case(&planted.to_row()).await.unwrap();
+    w.service
+        .save_case(&planted.to_row().unwrap())
+        .await
+        .unwrap();
     w.library
         .review(&v3, Decision::Approve, "bob", Some("ship it"))
         .await

@@ -466,7 +466,7 @@ async fn embedded_agent_rolls_back_a_canary_that_does_worse_on_live_traffic() {
         log: Vec::new(),
     };
     let service = metaprompt_registry::open_service(&lib).await.unwrap();
-    service.save_case(&case.to_row()).await.unwrap();
+    service.save_case(&case.to_row().unwrap()).await.unwrap();
     service.close().await;
 
     let mut app = App::new(Server::start(d, &["--insecure-local"]));

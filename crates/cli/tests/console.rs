@@ -272,7 +272,7 @@ async fn seed_library(d: &Path) {
     let service = metaprompt_registry::open_service(d.join("lib.db"))
         .await
         .unwrap();
-    service.save_case(&case.to_row()).await.unwrap();
+    service.save_case(&case.to_row().unwrap()).await.unwrap();
     // A second case on all of `support`'s traffic waits for the first, and says so.
     let waiting: metaprompt_agent::Case = serde_json::from_value(json!({
         "id": "case_all", "prompt": "support", "slice": {"kind": "all"},
@@ -288,7 +288,7 @@ async fn seed_library(d: &Path) {
         "waiting": "waiting: case case_billing of this prompt is proposed",
     }))
     .unwrap();
-    service.save_case(&waiting.to_row()).await.unwrap();
+    service.save_case(&waiting.to_row().unwrap()).await.unwrap();
     service.close().await;
     let mut xss = metaprompt_eval::prompt::PromptFile::from_template("xss", "Q: {{ q }}\nA:");
     xss.instruction = Some("<script>alert(1)</script>".into());

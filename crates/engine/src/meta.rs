@@ -96,7 +96,8 @@ pub(crate) fn write_outputs(
     }
     std::fs::write(path, prompt.to_toml()).map_err(|e| EngineError::io(path, "cannot write", e))?;
     let report_path = path.with_extension("report.json");
-    let json = serde_json::to_string_pretty(report).unwrap_or_default();
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| EngineError::io(&report_path, "cannot write", std::io::Error::other(e)))?;
     std::fs::write(&report_path, json)
         .map_err(|e| EngineError::io(&report_path, "cannot write", e))?;
     Ok(report_path)

@@ -24,14 +24,11 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::Json;
-use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use metaprompt_engine::{Engine, EngineError, EvalRequest, Handle, OptimizeRequest, Progress};
-use metaprompt_registry::service::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -39,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::access::LIBRARY_PREFIX;
-use crate::auth::Caller;
-use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::new_id;
+
+mod routes;
+pub use routes::{cancel, events, list, resume, show, start, tasks};
 
 /// Events kept per run for late subscribers.
 const KEPT_EVENTS: usize = 20_000;
@@ -239,7 +237,14 @@ impl Runs {
         let record = job.record();
         let path = self.path(&record.id);
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        let text = match serde_json::to_vec_pretty(&record) {
+            Ok(text) => text,
+            Err(e) => {
+                // Never an empty file in its place: the record on disk stays as it was.
+                tracing::error!(file = %path.display(), error = %e, "cannot serialize the run record");
+                return;
+            }
+        };
         if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
             tracing::error!(file = %path.display(), error = %e, "cannot write the run record");
         }
@@ -644,80 +649,6 @@ pub fn default_dir(library: &Path) -> PathBuf {
         .join("runs")
 }
 
-/// `POST /v1/runs`
-pub async fn start(
-    State(state): State<AppState>,
-    caller: Caller,
-    Body(body): Body<RunBody>,
-) -> ApiResult<(StatusCode, Json<Record>)> {
-    caller.require(Role::Editor)?;
-    let record = state.runs.start(&state, body, &caller.name).await?;
-    Ok((StatusCode::ACCEPTED, Json(record)))
-}
-
-/// `GET /v1/tasks`: the tasks a run may name (the server's task roots).
-pub async fn tasks(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require(Role::Viewer)?;
-    Ok(Json(json!({ "tasks": state.access.tasks() })))
-}
-
-/// `GET /v1/runs`: every run, newest first, without results.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require(Role::Viewer)?;
-    let runs: Vec<Value> = state
-        .runs
-        .records()
-        .into_iter()
-        .map(|r| {
-            json!({"id": r.id, "kind": r.kind, "status": r.status, "by": r.by,
-                   "started_at": r.started_at, "finished_at": r.finished_at, "run_dir": r.run_dir})
-        })
-        .collect();
-    Ok(Json(json!({ "runs": runs })))
-}
-
-/// `GET /v1/runs/{id}`
-pub async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<Record>> {
-    caller.require(Role::Viewer)?;
-    Ok(Json(state.runs.record(&id)?))
-}
-
-/// `DELETE /v1/runs/{id}`: cancel.
-pub async fn cancel(
-    State(state): State<AppState>,
-    caller: Caller,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(Role::Editor)?;
-    state.runs.cancel(&id)?;
-    Ok(Json(json!({"id": id, "cancelling": true})))
-}
-
-/// `POST /v1/runs/{id}/resume`
-pub async fn resume(
-    State(state): State<AppState>,
-    caller: Caller,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<(StatusCode, Json<Record>)> {
-    caller.require(Role::Editor)?;
-    let record = state.runs.resume(&state.engine, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(record)))
-}
-
-/// `GET /v1/runs/{id}/events`: every event so far, then live ones, ending with `end`.
-pub async fn events(
-    State(state): State<AppState>,
-    caller: Caller,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Response> {
-    caller.require(Role::Viewer)?;
-    state.runs.stream(&id)
-}
-
 fn sse_event(v: &RunEvent) -> Result<Event, Infallible> {
     let name = if v.is_end() { "end" } else { "progress" };
     // A run's events are plain data; one that would not serialize is sent as an error event
@@ -731,37 +662,4 @@ fn sse_event(v: &RunEvent) -> Result<Event, Infallible> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The wire form of a run's events is the engine's progress as it is, with `resumed` and
-    /// `end` beside it under the same `event` key: what SSE clients and the CLI tests read.
-    #[test]
-    fn run_events_are_written_as_one_tagged_family() {
-        let json = |e: &RunEvent| serde_json::to_value(e).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(json(&RunEvent::Resumed), json!({"event": "resumed"}));
-        let end = RunEvent::End {
-            status: Status::Cancelled,
-            error: Some("cancelled".into()),
-        };
-        assert!(end.is_end());
-        assert_eq!(
-            json(&end),
-            json!({"event": "end", "status": "cancelled", "error": "cancelled"})
-        );
-        let step = RunEvent::Progress(Progress::Step {
-            text: "round 1".into(),
-        });
-        assert!(!step.is_end());
-        assert_eq!(json(&step), json!({"event": "step", "text": "round 1"}));
-        let evaluating = RunEvent::Progress(Progress::Evaluating {
-            label: "p1".into(),
-            done: 3,
-            total: 8,
-        });
-        assert_eq!(
-            json(&evaluating),
-            json!({"event": "evaluating", "label": "p1", "done": 3, "total": 8})
-        );
-    }
-}
+mod tests;

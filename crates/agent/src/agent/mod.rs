@@ -362,7 +362,7 @@ impl Agent {
             }
         }
         for c in cases.iter().filter(|c| changed.contains(&c.id)) {
-            self.service.save_case(&c.to_row()).await?;
+            self.service.save_case(&row(c)?).await?;
         }
         let (calls_today, _) = spent_today(&cases, "", now);
         Ok(PassReport {
@@ -482,6 +482,12 @@ fn text(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         v => v.to_string(),
     }
+}
+
+/// A case as the service stores it.
+fn row(case: &Case) -> Result<metaprompt_registry::service::AgentCase, AgentError> {
+    case.to_row()
+        .map_err(|e| AgentError::Data(format!("case {} cannot be stored: {e}", case.id)))
 }
 
 /// A name safe as a file name.

@@ -207,7 +207,7 @@ impl Agent {
         // run on the case, and the next pass resumes it.
         search.stopped_at = None;
         case.search = Some(search.clone());
-        self.service.save_case(&case.to_row()).await?;
+        self.service.save_case(&row(case)?).await?;
         self.progress.say(&format!(
             "case {}: searching ({algorithm}, at most {} metric calls) in {}",
             case.id,

@@ -268,7 +268,13 @@ impl PreparedRun {
         prompt.run = Some(RunSettings::of_task(&self.task));
         let dir = self.store.dir().to_path_buf();
         self.store.write("best.toml", prompt.to_toml().as_bytes())?;
-        let json = serde_json::to_vec_pretty(&outcome).unwrap_or_default();
+        let json = serde_json::to_vec_pretty(&outcome).map_err(|e| {
+            EngineError::io(
+                &dir.join("report.json"),
+                "cannot write",
+                std::io::Error::other(e),
+            )
+        })?;
         self.store.write("report.json", &json)?;
         let html = metaprompt_optimize::report::html(&outcome, &self.task.config.name);
         self.store.write("report.html", html.as_bytes())?;
@@ -326,7 +332,11 @@ impl Engine {
             max_unscored: request
                 .max_unscored
                 .unwrap_or(Settings::default().max_unscored),
-            invocation: serde_json::to_value(&request).unwrap_or_default(),
+            // What a resume rebuilds the run from: never a null in its place.
+            invocation: serde_json::to_value(&request).map_err(|e| EngineError::Invalid {
+                field: "request",
+                message: format!("cannot be recorded for a resume: {e}"),
+            })?,
             seed: request.meta.seed,
             rounds: request.rounds,
             patience: request.patience.max(1),
