@@ -39,9 +39,10 @@ rejected = [x for x in cands if x.get("status") == "rejected"]
 why = "; ".join(sorted({w for x in rejected for w in x.get("why", [])}))
 chosen = cands[g["chosen"]] if g.get("chosen") is not None else None
 instruction = ((chosen or {}).get("prompt") or {}).get("instruction") or ""
+why = f" ({why})" if why else ""  # (python3 before 3.12 takes no nested quotes in f-strings)
 print(f"| {task} | {a['score']['mean']:.3f} | {b['score']['mean']:.3f} | "
       f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}], p = {t['p_value']:.4f} | "
-      f"{tok(a)}, {tok(b)} | {len(cands)}, {len(rejected)}{f" ({why})" if why else ""} | {wall} s | {instruction!r} |")
+      f"{tok(a)}, {tok(b)} | {len(cands)}, {len(rejected)}{why} | {wall} s | {instruction!r} |")
 PY
 done
 echo "runs: $out" >&2
