@@ -252,25 +252,21 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
+    use metaprompt_llm::LlmError;
     use metaprompt_llm::testing::ScriptedProvider;
-    use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
 
     use super::super::testkit::{self, Kit};
 
     /// Right with "magic"; the first call for every third review fails, later ones answer.
     fn flaky() -> ScriptedProvider {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
         let seen = Mutex::new(BTreeSet::new());
-        ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(move |r| {
-                let i = testkit::review(r);
-                if i.is_multiple_of(3) && seen.lock().unwrap().insert(i) {
-                    return Err(LlmError::Config("a hiccup".into()));
-                }
-                Ok(if i % 2 == 1 { "negative" } else { "positive" }.into())
-            })
+        testkit::text_model().respond_with(move |r| {
+            let i = testkit::review(r);
+            if i.is_multiple_of(3) && seen.lock().unwrap().insert(i) {
+                return Err(LlmError::Config("a hiccup".into()));
+            }
+            Ok(if i % 2 == 1 { "negative" } else { "positive" }.into())
+        })
     }
 
     #[tokio::test]
@@ -299,16 +295,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_pair_that_fails_twice_is_recorded_as_failed_and_not_tried_again() {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|r| {
-                if testkit::review(r) == 4 {
-                    return Err(LlmError::Config("always down".into()));
-                }
-                Ok("positive".into())
-            });
+        let exec = testkit::text_model().respond_with(|r| {
+            if testkit::review(r) == 4 {
+                return Err(LlmError::Config("always down".into()));
+            }
+            Ok("positive".into())
+        });
         let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(6, 0));
         let mut ctx = kit.ctx();
         let p = kit.add(&mut ctx, "plainly");
@@ -336,11 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_the_metric_budget_cannot_cover_is_left_for_later() {
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|_| Err(LlmError::Config("down".into())));
+        let exec = testkit::text_model().respond_with(|_| Err(LlmError::Config("down".into())));
         let mut kit = Kit::with(testkit::meta_model(), exec, testkit::problem(4, 0));
         kit.budget.max_metric_calls = 6;
         let mut ctx = kit.ctx();

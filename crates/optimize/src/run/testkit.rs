@@ -60,20 +60,23 @@ pub fn review(r: &Request) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// The execution model: right only with "magic" in the prompt.
-pub fn executor() -> ScriptedProvider {
+/// A text-form execution model named `exec`, answering as the caller's `respond_with` says.
+pub fn text_model() -> ScriptedProvider {
     let mut info = ModelInfo::new(ProviderKind::Local, "exec");
     info.format = PromptFormat::Text;
-    ScriptedProvider::new("exec")
-        .with_info(info)
-        .respond_with(|r| {
-            let negative = review(r) % 2 == 1;
-            Ok(if text(r).contains("magic") && negative {
-                "negative".into()
-            } else {
-                "positive".into()
-            })
+    ScriptedProvider::new("exec").with_info(info)
+}
+
+/// The execution model: right only with "magic" in the prompt.
+pub fn executor() -> ScriptedProvider {
+    text_model().respond_with(|r| {
+        let negative = review(r) % 2 == 1;
+        Ok(if text(r).contains("magic") && negative {
+            "negative".into()
+        } else {
+            "positive".into()
         })
+    })
 }
 
 pub fn meta_model() -> ScriptedProvider {

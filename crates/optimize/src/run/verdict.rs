@@ -436,26 +436,19 @@ mod tests {
 
     #[tokio::test]
     async fn held_out_dev_examples_decide_and_a_lucky_best_keeps_the_seed() {
-        use metaprompt_llm::testing::ScriptedProvider;
-        use metaprompt_llm::{ModelInfo, PromptFormat, ProviderKind};
-
         use super::super::testkit::{self, example, review, text};
         // "lucky" is right on the search's dev examples (0..20) only; "magic" everywhere; the
         // seed ("plainly") on the positive half.
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|r| {
-                let (i, t) = (review(r), text(r));
-                let right = t.contains("magic") || (t.contains("lucky") && i < 20);
-                Ok(if right && i % 2 == 1 {
-                    "negative"
-                } else {
-                    "positive"
-                }
-                .into())
-            });
+        let exec = testkit::text_model().respond_with(|r| {
+            let (i, t) = (review(r), text(r));
+            let right = t.contains("magic") || (t.contains("lucky") && i < 20);
+            Ok(if right && i % 2 == 1 {
+                "negative"
+            } else {
+                "positive"
+            }
+            .into())
+        });
         let mut problem = testkit::problem(20, 4);
         problem.confirm = (600..620).map(example).collect();
         let kit = Kit::with(testkit::meta_model(), exec, problem);
@@ -572,29 +565,24 @@ mod tests {
 
     #[tokio::test]
     async fn the_verdict_pairs_seed_and_best_on_the_examples_scored_for_both() {
-        use metaprompt_llm::testing::ScriptedProvider;
-        use metaprompt_llm::{LlmError, ModelInfo, PromptFormat, ProviderKind};
+        use metaprompt_llm::LlmError;
 
         use super::super::testkit::{self, review, text};
         // The seed ("plainly") cannot be scored on reviews 1, 6, 11, 16; the best ("magic")
         // on 0, 5, 10, 15 (every call fails, retries too).
-        let mut info = ModelInfo::new(ProviderKind::Local, "exec");
-        info.format = PromptFormat::Text;
-        let exec = ScriptedProvider::new("exec")
-            .with_info(info)
-            .respond_with(|r| {
-                let (i, t) = (review(r), text(r));
-                let magic = t.contains("magic");
-                if (magic && i % 5 == 0) || (t.contains("plainly") && i % 5 == 1) {
-                    return Err(LlmError::Config("down".into()));
-                }
-                Ok(if magic && i % 2 == 1 {
-                    "negative"
-                } else {
-                    "positive"
-                }
-                .into())
-            });
+        let exec = testkit::text_model().respond_with(|r| {
+            let (i, t) = (review(r), text(r));
+            let magic = t.contains("magic");
+            if (magic && i % 5 == 0) || (t.contains("plainly") && i % 5 == 1) {
+                return Err(LlmError::Config("down".into()));
+            }
+            Ok(if magic && i % 2 == 1 {
+                "negative"
+            } else {
+                "positive"
+            }
+            .into())
+        });
         let kit = Kit::with(testkit::meta_model(), exec, testkit::problem(20, 0));
         let mut ctx = kit.ctx();
         let seed = kit.add(&mut ctx, "plainly");
