@@ -32,6 +32,7 @@
 pub mod agent;
 pub mod case;
 pub mod collect;
+pub mod config;
 pub mod diagnose;
 pub mod monitor;
 pub mod progress;

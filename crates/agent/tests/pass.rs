@@ -169,13 +169,14 @@ async fn world_with(
         .await
         .unwrap();
     let service = metaprompt_registry::open_service(&lib).await.unwrap();
+    let settings = metaprompt_agent::Settings::load(engine.config()).unwrap();
     let agent = Agent::new(
         engine,
         library.clone(),
         service.clone(),
         dir.path().join("agent"),
-    )
-    .unwrap();
+        settings,
+    );
     World {
         _dir: dir,
         _server: server,

@@ -2,14 +2,10 @@
 
 use std::time::Duration;
 
-/// `$0.000123`, `$1.23`, `$0` or `unknown`.
+/// Dollars as every output writes them ([`metaprompt_llm::pricing::usd`]: `$0.00012`,
+/// `$1.23`, `$0`), or `cost unknown` where a call ran on a model without a price.
 pub fn cost(cost: Option<f64>) -> String {
-    match cost {
-        None => "cost unknown".to_string(),
-        Some(0.0) => "$0".to_string(),
-        Some(c) if c < 0.01 => format!("${c:.6}"),
-        Some(c) => format!("${c:.4}"),
-    }
+    cost.map_or_else(|| "cost unknown".to_string(), metaprompt_llm::pricing::usd)
 }
 
 /// A summary's mean and 95% interval (`0.850 [0.795, 0.900]`), or `none scored` when no
@@ -77,7 +73,7 @@ mod tests {
         assert_eq!(cost(None), "cost unknown");
         assert_eq!(cost(Some(0.0)), "$0");
         assert_eq!(cost(Some(0.0000089)), "$0.000009");
-        assert_eq!(cost(Some(1.5)), "$1.5000");
+        assert_eq!(cost(Some(1.5)), "$1.50");
         assert_eq!(duration(Duration::from_millis(412)), "412 ms");
         assert_eq!(duration(Duration::from_millis(1500)), "1.50 s");
         assert_eq!(bytes(512), "512 B");

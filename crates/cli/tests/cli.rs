@@ -49,7 +49,7 @@ async fn complete_prints_answer_usage_and_cost_then_serves_the_repeat_from_cache
     // 1000 * $0.15/M + 500 * $0.60/M = $0.00045
     assert!(
         err.contains("1000 in + 500 out tokens")
-            && err.contains("$0.000450")
+            && err.contains("$0.00045 ")
             && err.contains("live call"),
         "{err}"
     );

@@ -110,7 +110,7 @@ pub(crate) struct OneShot<'a> {
 
 /// The baseline as a person's version, the chosen prompt as a proposed version with its
 /// evidence and guardrail report, and the run with every candidate.
-pub(crate) fn one_shot_batch(s: &OneShot<'_>) -> Batch {
+pub(crate) fn one_shot_batch(s: &OneShot<'_>) -> Result<Batch, EngineError> {
     let now = chrono::Utc::now();
     let run_id = run_id(s.name, &s.kind.to_string(), now);
     let run_ref = Some(run_id.as_str());
@@ -161,33 +161,35 @@ pub(crate) fn one_shot_batch(s: &OneShot<'_>) -> Batch {
         .candidates
         .iter()
         .enumerate()
-        .map(|(i, c)| RunCandidate {
-            id: c.id.clone(),
-            hash: c
-                .prompt
-                .as_ref()
-                .map(metaprompt_registry::content::hash)
-                .unwrap_or_default(),
-            content: c
-                .prompt
-                .as_ref()
-                .map_or_else(|| c.answer.clone(), |p| p.to_toml()),
-            parents: Vec::new(),
-            op: s.kind.to_string(),
-            round: 0,
-            status: if Some(i) == s.chosen {
-                "chosen".into()
-            } else {
-                serde_json::to_value(&c.status)
-                    .ok()
-                    .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(String::from))
-                    .unwrap_or_else(|| "considered".into())
-            },
-            mean: c.score.as_ref().map(|s| s.score.mean),
-            n: c.score.as_ref().map_or(0, |s| s.score.n as u64),
-            detail: serde_json::to_value(&c.status).unwrap_or_default(),
+        .map(|(i, c)| -> Result<RunCandidate, EngineError> {
+            Ok(RunCandidate {
+                id: c.id.clone(),
+                hash: c
+                    .prompt
+                    .as_ref()
+                    .map(metaprompt_registry::content::hash)
+                    .unwrap_or_default(),
+                content: c
+                    .prompt
+                    .as_ref()
+                    .map_or_else(|| Ok(c.answer.clone()), PromptFile::to_toml)?,
+                parents: Vec::new(),
+                op: s.kind.to_string(),
+                round: 0,
+                status: if Some(i) == s.chosen {
+                    "chosen".into()
+                } else {
+                    serde_json::to_value(&c.status)
+                        .ok()
+                        .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(String::from))
+                        .unwrap_or_else(|| "considered".into())
+                },
+                mean: c.score.as_ref().map(|s| s.score.mean),
+                n: c.score.as_ref().map_or(0, |s| s.score.n as u64),
+                detail: serde_json::to_value(&c.status).unwrap_or_default(),
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let run = Run {
         id: run_id,
         kind: s.kind,
@@ -207,10 +209,10 @@ pub(crate) fn one_shot_batch(s: &OneShot<'_>) -> Batch {
         }),
         candidates,
     };
-    Batch {
+    Ok(Batch {
         versions,
         run: Some(run),
-    }
+    })
 }
 
 fn cost_per_example(s: &Summary) -> Option<f64> {

@@ -94,7 +94,8 @@ pub(crate) fn write_outputs(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, "cannot create", e))?;
     }
-    std::fs::write(path, prompt.to_toml()).map_err(|e| EngineError::io(path, "cannot write", e))?;
+    std::fs::write(path, prompt.to_toml()?)
+        .map_err(|e| EngineError::io(path, "cannot write", e))?;
     let report_path = path.with_extension("report.json");
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| EngineError::io(&report_path, "cannot write", std::io::Error::other(e)))?;
@@ -305,7 +306,7 @@ impl Engine {
                 "seed": r.meta.seed,
             }),
             started_at,
-        });
+        })?;
         if !generated.scored {
             // Nothing was measured: the proposal says so where a reviewer reads it.
             if let Some((v, _)) = batch.versions.last_mut() {
@@ -444,7 +445,7 @@ impl Engine {
                 "seed": r.meta.seed,
             }),
             started_at,
-        });
+        })?;
         let stored = self.store(batch).await?;
         Ok(TranslateResult {
             translated,

@@ -563,8 +563,12 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         let p = knn(3, Embedding::Words);
-        let back: PromptFile = toml::from_str(&p.to_toml()).unwrap();
+        let back: PromptFile = toml::from_str(&p.to_toml().unwrap()).unwrap();
         assert_eq!(back, p);
-        assert!(p.to_toml().contains("[selector]"), "{}", p.to_toml());
+        assert!(
+            p.to_toml().unwrap().contains("[selector]"),
+            "{}",
+            p.to_toml().unwrap()
+        );
     }
 }

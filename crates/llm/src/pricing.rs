@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Usage;
 
+/// Dollars as every output of metaprompt writes them (the CLI, the console, report.html), with
+/// as many decimals as the amount needs: `$0`, `$0.00042`, `$0.042`, `$1.25`; a cost too small
+/// for six decimals is `<$0.000001`, never `$0` (which means nothing was spent).
+pub fn usd(v: f64) -> String {
+    if v == 0.0 {
+        "$0".into()
+    } else if v.abs() < 0.000_000_5 {
+        "<$0.000001".into()
+    } else if v.abs() >= 1.0 {
+        format!("${v:.2}")
+    } else if v.abs() >= 0.01 {
+        format!("${v:.3}")
+    } else {
+        format!("${v:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
 /// US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +98,18 @@ const BUILTIN: &[(&str, &str, f64, f64, Option<f64>)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollars_read_with_the_decimals_the_amount_needs() {
+        assert_eq!(usd(0.0), "$0");
+        assert_eq!(usd(0.00045), "$0.00045");
+        assert_eq!(usd(0.000_000_4), "<$0.000001");
+        assert_eq!(usd(0.000_004), "$0.000004");
+        assert_eq!(usd(0.0104), "$0.010");
+        assert_eq!(usd(0.25), "$0.250");
+        assert_eq!(usd(1.5), "$1.50");
+        assert_eq!(usd(1234.567), "$1234.57");
+    }
 
     #[test]
     fn cost_counts_cached_input_at_its_own_rate() {

@@ -220,6 +220,13 @@ impl Checks<'_> {
             c.prompt = Some(prompt);
             return c;
         }
+        // A prompt that cannot be kept (a null field in a demonstration) is refused now, not
+        // after the run has spent its budget on it.
+        if let Err(e) = prompt.to_toml() {
+            c.status = Status::Rejected(vec![e.to_string()]);
+            c.prompt = Some(prompt);
+            return c;
+        }
         if let Some(cap) = self.max_prompt_tokens {
             let format = self.format.unwrap_or(PromptFormat::Text);
             if let Some(n) = own_tokens(&prompt, format, self.output).filter(|&n| n > cap) {

@@ -31,6 +31,7 @@
 pub mod algo;
 pub mod brief;
 pub mod candidate;
+pub mod chart;
 pub mod clean;
 pub mod generate;
 pub mod guard;

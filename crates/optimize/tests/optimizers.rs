@@ -743,6 +743,42 @@ async fn fewshot_picks_label_balanced_demonstrations_and_races_them() {
     );
 }
 
+/// A training row with a null field makes demonstrations TOML cannot hold: such a candidate is
+/// refused when proposed, saying where the null is, and the run goes on with the others.
+#[tokio::test]
+async fn a_demonstration_with_a_null_field_is_refused_when_proposed_not_lost_when_kept() {
+    let meta = meta_model(|_, _| panic!("fewshot makes no meta calls"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = problem(24, 0);
+    for e in p.train.iter_mut().step_by(2) {
+        e.vars.insert("sentence".into(), serde_json::Value::Null);
+    }
+    p.train.push(example(2000));
+    p.train.push(example(2001));
+    let o = optimize(
+        "fewshot",
+        meta,
+        executor(),
+        &p,
+        &settings(),
+        &Budget::default(),
+        dir.path(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        o.rejected
+            .iter()
+            .any(|r| r.why.iter().any(|w| w.contains(".sentence is null"))),
+        "{:?}",
+        o.rejected
+    );
+    for e in &o.pool {
+        e.prompt.to_toml().unwrap();
+    }
+}
+
 /// A generation task: every output is different ("out 7" for "item 7"), scored by `equals`.
 fn generation(dev: usize) -> Problem {
     let example = |i: usize| Example {
@@ -901,11 +937,12 @@ async fn fewshot_tries_nearest_neighbour_demonstrations_and_keeps_them_when_they
     let knn: Vec<_> = o.pool.iter().filter(|e| e.op == "fewshot-knn").collect();
     assert_eq!(knn.len(), 1, "one nearest-neighbour rival per run");
     let kept = o.entry(&o.winner).unwrap();
-    let selector = kept
-        .prompt
-        .selector
-        .as_ref()
-        .unwrap_or_else(|| panic!("the neighbours win: {}", kept.prompt.to_toml()));
+    let selector = kept.prompt.selector.as_ref().unwrap_or_else(|| {
+        panic!(
+            "the neighbours win: {}",
+            kept.prompt.to_toml().unwrap_or_else(|e| e.to_string())
+        )
+    });
     assert!(kept.prompt.demos.is_empty());
     assert_eq!(kept.prompt.pool.len(), 40, "the training split is the pool");
     // The scripted model embeds (hashed words): compared by the model's embeddings.

@@ -52,11 +52,16 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-/// The stored form of a version: the prompt file as TOML, named after its prompt.
-pub fn to_stored(prompt: &str, file: &PromptFile) -> String {
+/// The stored form of a version: the prompt file as TOML, named after its prompt. A file TOML
+/// cannot hold (a null in a demonstration) is refused, never stored empty.
+pub fn to_stored(prompt: &str, file: &PromptFile) -> Result<String, RegistryError> {
     let mut f = file.clone();
     f.name = prompt.into();
-    f.to_toml()
+    f.to_toml().map_err(|e| RegistryError::Invalid {
+        what: "prompt file",
+        value: prompt.into(),
+        expected: e.to_string(),
+    })
 }
 
 pub(crate) fn parse_stored(text: &str) -> Result<PromptFile, RegistryError> {
@@ -223,7 +228,7 @@ pub fn export(
     format: PromptFormat,
 ) -> Result<String, RegistryError> {
     match form {
-        Export::Toml => Ok(to_stored(prompt, file)),
+        Export::Toml => to_stored(prompt, file),
         Export::Text => match placeholder_render(file, PromptFormat::Text)? {
             Prompt::Text(t) => Ok(t),
             Prompt::Chat(m) => Ok(m

@@ -181,7 +181,7 @@ async fn add_version<T: Tx>(
                 prompt: new.prompt.clone(),
                 hash: hash.clone(),
                 seq: tx.max_seq(&new.prompt).await? + 1,
-                content: content::to_stored(&new.prompt, &new.file),
+                content: content::to_stored(&new.prompt, &new.file)?,
                 parents: new.parents.clone(),
                 origin: new.origin,
                 run: new.run.clone(),

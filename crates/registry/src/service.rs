@@ -21,7 +21,8 @@ use crate::{RegistryError, Result};
 
 /// How far the service's writes go before [`InferenceLog::record`] returns (`[server]
 /// log_sync`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogSync {
     /// Each commit is fsynced: an acknowledged record survives `kill -9`, an operating-system
     /// crash and power loss.
@@ -32,17 +33,6 @@ pub enum LogSync {
     /// operating-system crash or power loss, which may lose the last commits (never corrupt
     /// the file).
     Normal,
-}
-
-impl LogSync {
-    /// `full` or `normal`, as `[server] log_sync` spells them.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "full" => Some(Self::Full),
-            "normal" => Some(Self::Normal),
-            _ => None,
-        }
-    }
 }
 
 /// One served run of a prompt version.

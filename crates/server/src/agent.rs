@@ -126,7 +126,7 @@ struct View {
 fn agent_error(e: AgentError) -> ApiError {
     match e {
         AgentError::Registry(e) => crate::error::library(*e, "agent"),
-        AgentError::Config { .. } => {
+        AgentError::Config { .. } | AgentError::ConfigFile(_) => {
             ApiError::new(StatusCode::CONFLICT, "agent_config", e.to_string())
         }
         e => ApiError::internal(format!("the agent failed: {e}")),
@@ -205,13 +205,17 @@ fn agent(state: &AppState) -> ApiResult<Agent> {
         .library_path()
         .and_then(|p| p.parent())
         .map_or_else(|| "agent".into(), |p| p.join("agent"));
-    Agent::new(
+    let settings = state
+        .agent_settings
+        .clone()
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "agent_config", e).param("agent"))?;
+    Ok(Agent::new(
         state.engine.clone(),
         state.library.clone(),
         state.service.clone(),
         dir,
-    )
-    .map_err(agent_error)
+        settings,
+    ))
 }
 
 /// `serve --agent`: a pass every `interval` until the server stops.

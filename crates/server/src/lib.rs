@@ -42,6 +42,7 @@ pub mod access;
 pub mod agent;
 pub mod auth;
 pub mod body;
+pub mod config;
 pub mod console;
 pub mod error;
 pub mod feedback;
@@ -69,13 +70,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metaprompt_engine::Engine;
-use metaprompt_llm::config::ServerConfig;
 use metaprompt_registry::service::LogSync;
 use metaprompt_registry::{ServiceStore, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, TokenCache};
+pub use crate::config::{ServerConfig, WebhookConfig};
 use crate::error::ApiError;
 use crate::gateway::Resolver;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
@@ -103,7 +104,7 @@ pub struct ServerOptions {
     /// directories); `None`: `runs/` beside the library file.
     pub runs_dir: Option<std::path::PathBuf>,
     /// Where events are sent.
-    pub webhooks: Vec<metaprompt_llm::config::WebhookConfig>,
+    pub webhooks: Vec<WebhookConfig>,
     /// `serve --agent`: a pass of the prompt-engineer agent this often; `None`: only on
     /// `POST /v1/agent/pass`.
     pub agent_interval: Option<Duration>,
@@ -183,15 +184,6 @@ impl ServerOptions {
                 .map_err(|why| ServerError::Config(format!("[server] listen = \"{s}\": {why}")))?,
             None => d.listen,
         };
-        let log_sync = match c.log_sync.as_deref() {
-            None => d.log_sync,
-            Some(s) => LogSync::parse(s).ok_or_else(|| {
-                ServerError::Config(format!(
-                    "[server] log_sync = \"{s}\": expected \"full\" (every commit fsynced) or \
-                     \"normal\" (durable across a crash of the server, not of the machine)"
-                ))
-            })?,
-        };
         Ok(Self {
             listen,
             insecure_local: false,
@@ -247,7 +239,7 @@ impl ServerOptions {
             runs_dir: c.runs_dir.clone(),
             webhooks: c.webhooks.clone(),
             agent_interval: None,
-            log_sync,
+            log_sync: c.log_sync.unwrap_or(d.log_sync),
             task_roots: c.task_roots.clone(),
             hosts: c.hosts.clone(),
             allow_model_paths: c.allow_model_paths.unwrap_or(false),
@@ -534,7 +526,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         .unwrap_or_else(|| runs::default_dir(&path));
     let access = access::Access::new(&options.task_roots, options.allow_model_paths)
         .map_err(|e| ServerError::Config(format!("[server] task_roots: {e}")))?;
-    let secrets = secrets::Secrets::from_env(engine.config(), std::env::vars());
+    let secrets = secrets::Secrets::from_env(engine.config(), &options.webhooks, std::env::vars());
     let webhooks =
         webhooks::Webhooks::start(&options.webhooks, library.clone(), service.clone(), |var| {
             std::env::var(var).ok()
@@ -551,7 +543,7 @@ pub async fn start(engine: Engine, options: ServerOptions) -> Result<Running, Se
         Auth::Tokens(TokenCache::new(service.clone()))
     };
     let agent_settings =
-        metaprompt_agent::Settings::from_config(&engine.config().agent).map_err(|e| e.to_string());
+        metaprompt_agent::Settings::load(engine.config()).map_err(|e| e.to_string());
     if let (Some(_), Err(e)) = (options.agent_interval, &agent_settings) {
         return Err(ServerError::Config(e.clone()));
     }

@@ -510,7 +510,8 @@ impl Runs {
             .await?;
         create(folder)?;
         let path = folder.join("prompt.toml");
-        let toml = metaprompt_registry::content::to_stored(&name, &target.file);
+        let toml = metaprompt_registry::content::to_stored(&name, &target.file)
+            .map_err(|e| crate::error::library(e, "prompt"))?;
         std::fs::write(&path, toml)
             .map_err(|e| ApiError::internal(format!("cannot write the run's prompt: {e}")))?;
         Ok(path)
@@ -607,7 +608,7 @@ impl Runs {
             let r = job.record();
             job.push(RunEvent::end(&r));
             runs.webhooks.emit(
-                "run.finished",
+                crate::webhooks::WebhookEvent::RunFinished,
                 json!({"id": r.id, "kind": r.kind, "status": r.status, "error": r.error,
                        "run_dir": r.run_dir}),
             );

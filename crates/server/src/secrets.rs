@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metaprompt_llm::{Config, Redactor};
 
-use crate::AppState;
+use crate::{AppState, WebhookConfig};
 
 /// Error bodies longer than this are not rewritten (none of the server's own are).
 const MAX_ERROR_BODY: usize = 1 << 20;
@@ -44,14 +44,18 @@ pub struct Secrets {
 
 impl Secrets {
     /// Every secret the config names and every credential-named variable of `env`.
-    pub fn from_env(config: &Config, env: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn from_env(
+        config: &Config,
+        webhooks: &[WebhookConfig],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
         let mut named: Vec<String> = config
             .providers
             .values()
             .filter_map(|p| p.api_key_env.clone())
             .collect();
         named.extend(["OPENAI_API_KEY".into(), "ANTHROPIC_API_KEY".into()]);
-        named.extend(config.server.webhooks.iter().map(|w| w.secret_env.clone()));
+        named.extend(webhooks.iter().map(|w| w.secret_env.clone()));
         let values = env.into_iter().filter_map(|(k, v)| {
             let upper = k.to_ascii_uppercase();
             let secret = named.contains(&k) || SECRET_NAME_WORDS.iter().any(|w| upper.contains(w));
@@ -147,6 +151,7 @@ mod tests {
              [[server.webhooks]]\nurl = \"http://127.0.0.1:2/\"\nsecret_env = \"HOOK\"\n",
         )
         .unwrap();
+        let hooks = crate::ServerConfig::read(&config).unwrap().webhooks;
         let env = [
             ("CORP_LLM", "zz9-plural-z-alpha"),
             ("HOOK", "whsec-42-lunch"),
@@ -156,7 +161,7 @@ mod tests {
             ("SHORT_KEY", "abc"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let s = Secrets::from_env(&config, env);
+        let s = Secrets::from_env(&config, &hooks, env);
         let text = "CORP_LLM=zz9-plural-z-alpha\0HOOK=whsec-42-lunch\0DATABASE_PASSWORD=hunter22\0\
                     AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG\0HOME=/root\0token mp_0123456789abcdef";
         let out = s.public(text);

@@ -15,8 +15,8 @@ fn server_table_values_are_checked_and_errors_name_the_field() {
         LogSync::Normal
     );
     let e = options("log_sync = \"sometimes\"").unwrap_err();
-    assert!(e.contains("[server] log_sync = \"sometimes\""), "{e}");
-    assert!(e.contains("\"full\"") && e.contains("\"normal\""), "{e}");
+    assert!(e.contains("log_sync") && e.contains("sometimes"), "{e}");
+    assert!(e.contains("`full`") && e.contains("`normal`"), "{e}");
     let e = options("listen = \"nowhere\"").unwrap_err();
     assert!(e.contains("[server] listen = \"nowhere\""), "{e}");
     for (listen, port) in [("localhost:8181", 8181), ("LOCALHOST:0", 0)] {

@@ -8,7 +8,7 @@
 //! x-metaprompt-delivery: evt_…            (the same on every retry: deduplicate on it)
 //! x-metaprompt-signature: sha256=<hex HMAC-SHA256 of the body with the hook's secret>
 //!
-//! {"id": "evt_…", "type": "review.decided", "at": "…", "data": {…}}
+//! {"id": "evt_…", "type": WebhookEvent::ReviewDecided, "at": "…", "data": {…}}
 //! ```
 //!
 //! The library's events come from its audit trail, not from the request handlers: a follower
@@ -31,13 +31,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use metaprompt_llm::config::WebhookConfig;
 use metaprompt_registry::service::Delivery;
 use metaprompt_registry::{Event, EventKind, Origin, ServiceStore, Store, Version};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
+use crate::config::WebhookConfig;
 use crate::gateway::new_id;
 
 /// Attempts per delivery, the first included.
@@ -49,27 +50,59 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// Library events read at a time.
 const PAGE: usize = 200;
 
-/// Every event type a hook may ask for.
-pub const EVENTS: [&str; 5] = [
-    "version.proposed",
-    "review.decided",
-    "label.moved",
-    "split.changed",
-    "run.finished",
-];
+/// An event type a hook may ask for (`events = [...]` of a `[[server.webhooks]]` entry), as
+/// the `type` of a delivery and its `x-metaprompt-event` header spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WebhookEvent {
+    /// A machine (an optimizer, the agent) added a version, waiting for review.
+    #[serde(rename = "version.proposed")]
+    VersionProposed,
+    #[serde(rename = "review.decided")]
+    ReviewDecided,
+    /// A label moved (a rollback too).
+    #[serde(rename = "label.moved")]
+    LabelMoved,
+    /// A traffic split was set or cleared.
+    #[serde(rename = "split.changed")]
+    SplitChanged,
+    /// A run started over HTTP ended (this server's own event).
+    #[serde(rename = "run.finished")]
+    RunFinished,
+}
+
+impl WebhookEvent {
+    /// Every event type: what a hook with no `events` gets.
+    pub const ALL: [Self; 5] = [
+        Self::VersionProposed,
+        Self::ReviewDecided,
+        Self::LabelMoved,
+        Self::SplitChanged,
+        Self::RunFinished,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionProposed => "version.proposed",
+            Self::ReviewDecided => "review.decided",
+            Self::LabelMoved => "label.moved",
+            Self::SplitChanged => "split.changed",
+            Self::RunFinished => "run.finished",
+        }
+    }
+}
 
 /// A configured hook with its secret read.
 #[derive(Debug, Clone)]
 struct Hook {
     url: String,
     secret: Vec<u8>,
-    events: Vec<String>,
+    events: Vec<WebhookEvent>,
 }
 
 /// Sends events to the configured hooks (cheap to clone; does nothing without hooks).
 #[derive(Debug, Clone)]
 pub struct Webhooks {
-    queue: Option<mpsc::UnboundedSender<(String, Value)>>,
+    queue: Option<mpsc::UnboundedSender<(WebhookEvent, Value)>>,
 }
 
 impl Webhooks {
@@ -98,16 +131,8 @@ impl Webhooks {
                     )
                 })?;
             let events = if c.events.is_empty() {
-                EVENTS.iter().map(|e| e.to_string()).collect()
+                WebhookEvent::ALL.to_vec()
             } else {
-                for e in &c.events {
-                    if !EVENTS.contains(&e.as_str()) {
-                        return Err(format!(
-                            "{at}: unknown event `{e}` (known: {})",
-                            EVENTS.join(", ")
-                        ));
-                    }
-                }
                 c.events.clone()
             };
             hooks.push(Hook {
@@ -136,9 +161,9 @@ impl Webhooks {
 
     /// Queue one of this server's own events (`run.finished`) for every hook that wants it.
     /// Library changes need no call: the follower sees them in the audit trail.
-    pub fn emit(&self, kind: &str, data: Value) {
+    pub fn emit(&self, kind: WebhookEvent, data: Value) {
         if let Some(q) = &self.queue {
-            let _ = q.send((kind.to_string(), data));
+            let _ = q.send((kind, data));
         }
     }
 }
@@ -168,28 +193,18 @@ impl Sender {
     fn send(
         &self,
         id: &str,
-        kind: &str,
+        kind: WebhookEvent,
         at: chrono::DateTime<Utc>,
         data: Value,
         done: impl Fn() + Clone + Send + 'static,
     ) -> usize {
-        let body = json!({"id": id, "type": kind, "at": at, "data": data}).to_string();
+        let body = json!({"id": id, "type": kind.as_str(), "at": at, "data": data}).to_string();
         let mut started = 0;
-        for hook in self
-            .hooks
-            .iter()
-            .filter(|h| h.events.iter().any(|e| e == kind))
-        {
-            let (me, hook, id, kind, body) = (
-                self.clone(),
-                hook.clone(),
-                id.to_string(),
-                kind.to_string(),
-                body.clone(),
-            );
+        for hook in self.hooks.iter().filter(|h| h.events.contains(&kind)) {
+            let (me, hook, id, body) = (self.clone(), hook.clone(), id.to_string(), body.clone());
             let done = done.clone();
             tokio::spawn(async move {
-                me.deliver(&hook, &id, &kind, &body).await;
+                me.deliver(&hook, &id, kind, &body).await;
                 done();
             });
             started += 1;
@@ -197,7 +212,7 @@ impl Sender {
         started
     }
 
-    async fn deliver(&self, hook: &Hook, id: &str, kind: &str, body: &str) {
+    async fn deliver(&self, hook: &Hook, id: &str, kind: WebhookEvent, body: &str) {
         let sig = signature(&hook.secret, body.as_bytes());
         let mut pause = Duration::from_millis(500);
         for attempt in 1..=ATTEMPTS {
@@ -205,7 +220,7 @@ impl Sender {
                 .client
                 .post(&hook.url)
                 .header("content-type", "application/json")
-                .header("x-metaprompt-event", kind)
+                .header("x-metaprompt-event", kind.as_str())
                 .header("x-metaprompt-delivery", id)
                 .header("x-metaprompt-signature", &sig)
                 .body(body.to_string())
@@ -227,7 +242,7 @@ impl Sender {
                 .service
                 .record_delivery(&Delivery {
                     event_id: id.to_string(),
-                    event: kind.to_string(),
+                    event: kind.as_str().to_string(),
                     url: hook.url.clone(),
                     attempt,
                     status,
@@ -241,7 +256,7 @@ impl Sender {
             if ok {
                 return;
             }
-            tracing::warn!(url = %hook.url, event = %kind, attempt, error = ?error, "webhook delivery failed");
+            tracing::warn!(url = %hook.url, event = kind.as_str(), attempt, error = ?error, "webhook delivery failed");
             if attempt < ATTEMPTS {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(60));
@@ -250,9 +265,9 @@ impl Sender {
     }
 }
 
-async fn send_own(sender: Sender, mut rx: mpsc::UnboundedReceiver<(String, Value)>) {
+async fn send_own(sender: Sender, mut rx: mpsc::UnboundedReceiver<(WebhookEvent, Value)>) {
     while let Some((kind, data)) = rx.recv().await {
-        sender.send(&new_id("evt"), &kind, Utc::now(), data, || {});
+        sender.send(&new_id("evt"), kind, Utc::now(), data, || {});
     }
 }
 
@@ -308,7 +323,7 @@ async fn follow(sender: Sender, library: Arc<dyn Store>) {
                         let wanted = sender
                             .hooks
                             .iter()
-                            .filter(|h| h.events.iter().any(|k| k == kind))
+                            .filter(|h| h.events.contains(&kind))
                             .count();
                         if wanted > 0
                             && let Ok(mut p) = progress.lock()
@@ -382,7 +397,7 @@ async fn describe(
     e: &Event,
     library: &dyn Store,
     versions: &mut VersionCache,
-) -> Option<(&'static str, Value)> {
+) -> Option<(WebhookEvent, Value)> {
     let mut version = async |hash: Option<&str>| versions.get(library, &e.prompt, hash).await;
     let common = |mut data: Value| {
         data["prompt"] = json!(e.prompt);
@@ -398,12 +413,15 @@ async fn describe(
                 return None;
             }
             let v = version(e.hash.as_deref()).await;
-            ("version.proposed", common(json!({ "version": v })))
+            (
+                WebhookEvent::VersionProposed,
+                common(json!({ "version": v })),
+            )
         }
         EventKind::Review => {
             let v = version(e.hash.as_deref()).await;
             (
-                "review.decided",
+                WebhookEvent::ReviewDecided,
                 common(json!({"version": v, "decision": e.decision})),
             )
         }
@@ -412,7 +430,7 @@ async fn describe(
             let to = version(e.hash.as_deref()).await;
             let rollback = e.kind == EventKind::Rollback;
             (
-                "label.moved",
+                WebhookEvent::LabelMoved,
                 common(json!({"label": e.label, "from": from, "to": to, "rollback": rollback})),
             )
         }
@@ -429,7 +447,7 @@ async fn describe(
                 }
             };
             (
-                "split.changed",
+                WebhookEvent::SplitChanged,
                 common(json!({"label": e.label, "split": split})),
             )
         }
@@ -440,6 +458,13 @@ async fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_spelled_alike_in_config_and_on_the_wire() {
+        for e in WebhookEvent::ALL {
+            assert_eq!(serde_json::to_value(e).unwrap(), json!(e.as_str()));
+        }
+    }
 
     #[test]
     fn signature_is_hmac_sha256_hex() {

@@ -55,6 +55,9 @@ pub const ACTOR: &str = "agent";
 pub enum AgentError {
     #[error("[agent] {field}: {message}")]
     Config { field: String, message: String },
+    /// The `[agent]` table cannot be read (its file, line and column).
+    #[error(transparent)]
+    ConfigFile(Box<metaprompt_llm::LlmError>),
     #[error(transparent)]
     Registry(Box<RegistryError>),
     #[error(transparent)]
@@ -124,15 +127,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// `dir`: the agent's working directory (default: `agent/` beside the library file).
+    /// `dir`: the agent's working directory (default: `agent/` beside the library file);
+    /// `settings`: usually [`Settings::load`] of the engine's config.
     pub fn new(
         engine: Engine,
         library: Arc<dyn Store>,
         service: Arc<dyn ServiceStore>,
         dir: PathBuf,
-    ) -> Result<Self, AgentError> {
-        let settings = Settings::from_config(&engine.config().agent)?;
-        Ok(Self {
+        settings: Settings,
+    ) -> Self {
+        Self {
             engine,
             library,
             service,
@@ -140,7 +144,7 @@ impl Agent {
             dir,
             cancel: CancellationToken::new(),
             progress: crate::progress::Progress::default(),
-        })
+        }
     }
 
     pub fn settings(&self) -> &Settings {

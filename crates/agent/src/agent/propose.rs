@@ -58,7 +58,10 @@ impl Agent {
         } else if let (Some(left), Some(cap)) = (usd_left, self.settings.max_usd_per_day)
             && left <= 0.0
         {
-            Some(format!("today's ${cap:.2} are spent"))
+            Some(format!(
+                "today's {} are spent",
+                metaprompt_llm::pricing::usd(cap)
+            ))
         } else {
             None
         };
@@ -385,7 +388,7 @@ impl Agent {
                 target.p
             ),
         );
-        if cfg.policy.as_deref() == Some("auto-deploy") {
+        if cfg.policy == Some(crate::config::ShipPolicy::AutoDeploy) {
             if !incumbent.constraints.is_empty() {
                 case.note(
                     now,
@@ -490,7 +493,13 @@ impl Agent {
         prompt: &PromptFile,
     ) -> Result<metaprompt_eval::Report, AgentError> {
         let path = work.dir.join(format!("{name}.check.toml"));
-        write(&path, prompt.to_toml().as_bytes())?;
+        write(
+            &path,
+            prompt
+                .to_toml()
+                .map_err(|e| AgentError::Data(e.to_string()))?
+                .as_bytes(),
+        )?;
         let mut scope = Scope::new(&work.task);
         scope.split = "test".into();
         let r = self

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
-use metaprompt_llm::config::{AgentConfig, AgentPromptConfig};
+use metaprompt_llm::Config;
+
+use crate::config::{AgentConfig, AgentPromptConfig};
 
 use crate::monitor::Policy;
 
@@ -28,6 +30,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The `[agent]` table of `config`'s file, checked.
+    pub fn load(config: &Config) -> Result<Self, AgentError> {
+        let c = AgentConfig::read(config).map_err(|e| AgentError::ConfigFile(Box::new(e)))?;
+        Self::from_config(&c)
+    }
+
+    /// `c`, checked: each error names the field at fault.
     pub fn from_config(c: &AgentConfig) -> Result<Self, AgentError> {
         let bad = |field: &str, message: String| AgentError::Config {
             field: field.into(),
@@ -65,15 +74,6 @@ impl Settings {
                 return Err(bad(
                     &format!("prompts.{name}.max_tokens"),
                     "0: expected 1 or more tokens".into(),
-                ));
-            }
-            if let Some(policy) = &p.policy
-                && policy != "review"
-                && policy != "auto-deploy"
-            {
-                return Err(bad(
-                    &format!("prompts.{name}.policy"),
-                    format!("`{policy}`: expected `review` or `auto-deploy`"),
                 ));
             }
         }
@@ -117,18 +117,10 @@ mod tests {
         let e = Settings::from_config(&c).unwrap_err().to_string();
         assert!(e.contains("canary_weight"), "{e}");
         c.canary_weight = None;
-        c.prompts.insert(
-            "news".into(),
-            AgentPromptConfig {
-                policy: Some("yolo".into()),
-                ..AgentPromptConfig::default()
-            },
-        );
-        let e = Settings::from_config(&c).unwrap_err().to_string();
-        assert!(
-            e.contains("prompts.news.policy") && e.contains("auto-deploy"),
-            "{e}"
-        );
+        let e = Settings::load(&Config::parse("[agent]\nfdr = \"high\"\n").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("fdr"), "{e}");
         c.prompts.insert(
             "news".into(),
             AgentPromptConfig {

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::config::AgentPromptConfig;
 use metaprompt_eval::metric::{ChoiceOptions, MetricConfig, MetricSpec};
 use metaprompt_eval::task::{DataConfig, ModelsConfig, PromptSource, TaskConfig};
 use metaprompt_eval::{PromptFile, Task};
-use metaprompt_llm::config::AgentPromptConfig;
 use metaprompt_registry::model::Version;
 use serde_json::json;
 
@@ -84,7 +84,12 @@ impl Work {
             let text: String = part.iter().map(|i| line(i) + "\n").collect();
             write(&dir.join(format!("{name}.jsonl")), text.as_bytes())?;
         }
-        write(&dir.join("incumbent.toml"), file.to_toml().as_bytes())?;
+        write(
+            &dir.join("incumbent.toml"),
+            file.to_toml()
+                .map_err(|e| AgentError::Data(e.to_string()))?
+                .as_bytes(),
+        )?;
         // Proposals are checked the way the incumbent is served: with its `[run]` settings
         // when it has them (a choice scored over its labels), else as the server's defaults
         // run it (generated and read).

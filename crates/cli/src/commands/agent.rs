@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use metaprompt_agent::config::AgentConfig;
 use metaprompt_agent::monitor::{Against, Finding, Policy, Shortfall, Slice, SliceReport};
 use metaprompt_agent::{Agent, Case, Settings};
 use metaprompt_registry::service::ServiceStore;
@@ -18,23 +19,24 @@ use crate::context;
 use crate::format::outln;
 
 pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
-    let mut config = context::load_config(global)?;
+    let config = context::load_config(global)?;
+    let mut table = AgentConfig::read(&config)?;
     if let Some(fdr) = args.fdr {
         if !(fdr > 0.0 && fdr < 1.0) {
             anyhow::bail!("--fdr {fdr}: expected a rate between 0 and 1, such as 0.05");
         }
-        config.agent.fdr = Some(fdr);
+        table.fdr = Some(fdr);
     }
     if let Some(w) = args.window {
         if w.as_secs() == 0 {
             anyhow::bail!("--window {w:?}: expected a duration of a second or more, such as 1h");
         }
-        config.agent.window_secs = Some(w.as_secs());
+        table.window_secs = Some(w.as_secs());
     }
     if let Some(n) = args.min_n {
-        config.agent.min_n = Some(n);
+        table.min_n = Some(n);
     }
-    let settings = Settings::from_config(&config.agent)?;
+    let settings = Settings::from_config(&table)?;
     let path = library::path(global)?;
     let service = metaprompt_registry::open_service(&path).await?;
     let result = match &args.command {
@@ -51,8 +53,14 @@ pub async fn run(global: &Global, args: AgentArgs) -> anyhow::Result<()> {
                 .parent()
                 .map_or_else(|| "agent".into(), |p| p.join("agent"));
             // What each pass is doing, as it does it, on stderr (stdout keeps the report).
-            let agent = Agent::new(engine.clone(), store.clone(), service.clone(), dir)?
-                .with_progress(metaprompt_agent::Progress::to(|s| eprintln!("agent {s}")));
+            let agent = Agent::new(
+                engine.clone(),
+                store.clone(),
+                service.clone(),
+                dir,
+                settings,
+            )
+            .with_progress(metaprompt_agent::Progress::to(|s| eprintln!("agent {s}")));
             let r = watch(&agent, &args).await;
             store.close().await;
             engine.close().await;

@@ -11,7 +11,7 @@ use crate::format::outln;
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let config = context::load_config(global)?;
-    let mut options = ServerOptions::from_config(&config.server)?;
+    let mut options = ServerOptions::from_config(&metaprompt_server::ServerConfig::read(&config)?)?;
     if let Some(listen) = &args.listen {
         options.listen = metaprompt_server::resolve_listen(listen)
             .map_err(|why| anyhow::anyhow!("--listen {listen}: {why}"))?;

@@ -43,7 +43,7 @@ pub(super) struct LibraryInput<'a> {
 /// What the library keeps of a run: the seed as a person's version with its scores, the winner
 /// (unless the seed was kept) as a proposed version with its evidence against the seed, and the
 /// run with every candidate it considered.
-pub(super) fn library_batch(i: &LibraryInput<'_>) -> Batch {
+pub(super) fn library_batch(i: &LibraryInput<'_>) -> Result<Batch, crate::EngineError> {
     let o = i.outcome;
     let now = chrono::Utc::now();
     let run_id = library::run_id(i.name, &o.algorithm, now);
@@ -130,23 +130,25 @@ pub(super) fn library_batch(i: &LibraryInput<'_>) -> Batch {
     let mut candidates: Vec<RunCandidate> = o
         .pool
         .iter()
-        .map(|e| RunCandidate {
-            id: e.id.clone(),
-            hash: metaprompt_registry::content::hash(&e.prompt),
-            content: e.prompt.to_toml(),
-            parents: e.parents.clone(),
-            op: e.op.clone(),
-            round: e.round as u32,
-            status: if e.id == o.winner {
-                "winner".into()
-            } else {
-                "evaluated".into()
-            },
-            mean: e.mean(),
-            n: e.scores.len() as u64,
-            detail: serde_json::json!({}),
+        .map(|e| -> Result<RunCandidate, crate::EngineError> {
+            Ok(RunCandidate {
+                id: e.id.clone(),
+                hash: metaprompt_registry::content::hash(&e.prompt),
+                content: e.prompt.to_toml()?,
+                parents: e.parents.clone(),
+                op: e.op.clone(),
+                round: e.round as u32,
+                status: if e.id == o.winner {
+                    "winner".into()
+                } else {
+                    "evaluated".into()
+                },
+                mean: e.mean(),
+                n: e.scores.len() as u64,
+                detail: serde_json::json!({}),
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     candidates.extend(o.rejected.iter().map(|r| RunCandidate {
         id: r.id.clone(),
         hash: String::new(),
@@ -191,8 +193,8 @@ pub(super) fn library_batch(i: &LibraryInput<'_>) -> Batch {
         }),
         candidates,
     };
-    Batch {
+    Ok(Batch {
         versions,
         run: Some(run),
-    }
+    })
 }

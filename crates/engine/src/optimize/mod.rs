@@ -267,7 +267,8 @@ impl PreparedRun {
         // What was evaluated is what is served: the settings the run scored it with.
         prompt.run = Some(RunSettings::of_task(&self.task));
         let dir = self.store.dir().to_path_buf();
-        self.store.write("best.toml", prompt.to_toml().as_bytes())?;
+        self.store
+            .write("best.toml", prompt.to_toml()?.as_bytes())?;
         let json = serde_json::to_vec_pretty(&outcome).map_err(|e| {
             EngineError::io(
                 &dir.join("report.json"),
@@ -289,7 +290,7 @@ impl PreparedRun {
             dir: &dir,
             settings: &self.settings,
             budget: &self.budget,
-        });
+        })?;
         let stored = if self.request.store {
             self.engine.store(batch).await?
         } else {

@@ -56,6 +56,10 @@ pub enum PromptError {
         path: Option<PathBuf>,
         message: String,
     },
+    /// The prompt cannot be written as a prompt file (TOML has no null: a demonstration
+    /// whose field is null, from a dataset row with a null value).
+    #[error("prompt `{name}` cannot be written as a prompt file: {message}")]
+    Unwritable { name: String, message: String },
 }
 
 /// A minijinja error without its `<string>` noise: what went wrong, the line and its text.

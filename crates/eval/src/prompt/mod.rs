@@ -400,9 +400,43 @@ impl PromptFile {
         }
     }
 
-    /// The prompt as plain TOML (what `export` writes and `load` reads back).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    /// The prompt as plain TOML (what `export` writes and `load` reads back). An error, never
+    /// an empty text, when TOML cannot hold it: a demonstration with a null field names the
+    /// demonstration and the field.
+    pub fn to_toml(&self) -> Result<String, PromptError> {
+        let unwritable = |message: String| PromptError::Unwritable {
+            name: self.name.clone(),
+            message,
+        };
+        for (list, entries) in [("demos", &self.demos), ("pool", &self.pool)] {
+            for (k, entry) in entries.iter().enumerate() {
+                if let Some(field) = entry
+                    .iter()
+                    .find_map(|(f, v)| null_in(v).map(|p| f.clone() + &p))
+                {
+                    return Err(unwritable(format!(
+                        "{list}[{k}].{field} is null, and TOML has no null (leave the field out of \
+                         that row, or give it a value)"
+                    )));
+                }
+            }
+        }
+        toml::to_string_pretty(self).map_err(|e| unwritable(e.to_string()))
+    }
+}
+
+/// Where a null sits in `v` (`""` for `v` itself, `[2]` or `.key` inside it), if anywhere.
+fn null_in(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(k, v)| null_in(v).map(|p| format!("[{k}]{p}"))),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, v)| null_in(v).map(|p| format!(".{key}{p}"))),
+        _ => None,
     }
 }
 
@@ -555,7 +589,22 @@ label = "positive"
     #[test]
     fn round_trips_through_toml() {
         let p = four_shot();
-        let back: PromptFile = toml::from_str(&p.to_toml()).unwrap();
+        let back: PromptFile = toml::from_str(&p.to_toml().unwrap()).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// A dataset row with a null field made a demonstration TOML cannot hold: writing it was
+    /// an empty text (an empty best.toml, an empty version in the library). Now an error that
+    /// says where the null is.
+    #[test]
+    fn a_demonstration_with_a_null_field_is_an_error_not_an_empty_file() {
+        let mut p = four_shot();
+        p.demos[1].insert("source".into(), Value::Null);
+        let e = p.to_toml().unwrap_err().to_string();
+        assert!(e.contains("demos[1].source is null"), "{e}");
+        let mut p = four_shot();
+        p.demos[0].insert("meta".into(), serde_json::json!({"tags": ["a", null]}));
+        let e = p.to_toml().unwrap_err().to_string();
+        assert!(e.contains("demos[0].meta.tags[1] is null"), "{e}");
     }
 }

@@ -8,13 +8,16 @@
 //! built-in defaults. Environment variables read here: `OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`
 //! (base URL of the built-in providers) and the API key variables named by `api_key_env`.
 //!
-//! The file's own sections are here; the sections other crates read (`[server]`, `[agent]`) are
-//! in `sections.rs`; providers, models and the resolution of a spec in `models.rs`.
+//! The file's own sections are here; providers, models and the resolution of a spec in
+//! `models.rs`. The sections of other crates (`[server]`, `[agent]`) are typed by their owners
+//! (`metaprompt_server::config`, `metaprompt_agent::config`), which read them from the same text
+//! with [`Config::section`], so their errors name the line and column as well.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, CatalogEntry};
@@ -22,11 +25,9 @@ use crate::error::LlmError;
 use crate::pricing::Pricing;
 
 mod models;
-mod sections;
 
 use models::builtin;
 pub use models::{Limits, ModelConfig, ModelInfo, ProviderConfig, ProviderKind};
-pub use sections::{AgentConfig, AgentPromptConfig, ServerConfig, WebhookConfig};
 
 /// The name of the config file looked for in the working directory and the user config dir.
 pub const CONFIG_FILE_NAME: &str = "metaprompt.toml";
@@ -53,12 +54,15 @@ pub struct Config {
     /// The embedded model (`local:` specs).
     #[serde(default)]
     pub local: LocalConfig,
-    /// `metaprompt serve`: where it listens, its limits, how long it keeps inferences.
-    #[serde(default)]
-    pub server: ServerConfig,
-    /// `metaprompt agent`: what it watches, what it may spend, how it ships.
-    #[serde(default)]
-    pub agent: AgentConfig,
+    /// `metaprompt serve`: where it listens, its limits, how long it keeps inferences. Typed
+    /// and checked by the server ([`Config::section`]); here only so that the file's other
+    /// keys stay strict.
+    #[serde(default, skip_serializing, rename = "server")]
+    _server: toml::Table,
+    /// `metaprompt agent`: what it watches, what it may spend, how it ships. Typed and checked
+    /// by the agent ([`Config::section`]).
+    #[serde(default, skip_serializing, rename = "agent")]
+    _agent: toml::Table,
     /// Bounds on the work one prompt render may do (every render: evaluations, optimizations,
     /// `serve`, and the check when a version is added to the library).
     #[serde(default)]
@@ -74,6 +78,9 @@ pub struct Config {
     /// Where this config came from (not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The text it was parsed from, for [`Config::section`] (empty for a config built in code).
+    #[serde(skip)]
+    text: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -160,10 +167,25 @@ impl Config {
 
     /// Parse config text; the error message carries line and column.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         config.check()?;
+        config.text = text.to_string();
         Ok(config)
+    }
+
+    /// Another crate's view of the file: `T` is a struct holding that crate's section (such as
+    /// `#[serde(default)] server: ServerConfig`), read from the file's text so that an error
+    /// names the file, line and column like one in the file's own sections. A config built in
+    /// code (no text) gives every section its defaults.
+    pub fn section<T: DeserializeOwned>(&self) -> Result<T, LlmError> {
+        toml::from_str(&self.text).map_err(|e| LlmError::ConfigFile {
+            path: self
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(CONFIG_FILE_NAME)),
+            message: e.to_string().trim_end().to_string(),
+        })
     }
 
     /// Find the config file: an explicit path, else `metaprompt.toml` in `cwd`, else in the user

@@ -71,7 +71,10 @@ pub trait Optimizer: Send + std::fmt::Debug {
     async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt>;
 }
 
-/// An optimizer's handle on the run.
+/// An optimizer's handle on the run. The six references at the top are the [`Runner`]'s, copied
+/// on purpose rather than holding the runner: an algorithm sees what it searches with (the
+/// problem, the layers, the meta-prompts, the guard, the settings, the budget) and not what
+/// only the run may touch (the checkpoint store, the task path, the observer, cancellation).
 pub struct Ctx<'a> {
     pub meta_prompts: &'a MetaPrompts,
     pub layers: &'a Layers,

@@ -134,11 +134,11 @@ impl BreakEven {
     /// `the run's 412 model seconds are paid back after ~1,200 executions (…)`.
     pub fn describe(&self) -> String {
         let amount = |x: f64| match self.unit {
-            CostUnit::Dollars => format!("${x:.4}"),
+            CostUnit::Dollars => metaprompt_llm::pricing::usd(x),
             CostUnit::ModelSeconds => format!("{x:.3} model s"),
         };
         let spent = match self.unit {
-            CostUnit::Dollars => format!("${:.2}", self.one_off),
+            CostUnit::Dollars => metaprompt_llm::pricing::usd(self.one_off),
             CostUnit::ModelSeconds => format!("{:.0} model s", self.one_off),
         };
         let per = format!(

@@ -344,7 +344,7 @@ mod tests {
     use super::*;
 
     fn secrets() -> Secrets {
-        Secrets::from_env(&metaprompt_llm::Config::default(), [])
+        Secrets::from_env(&metaprompt_llm::Config::default(), &[], [])
     }
 
     #[test]

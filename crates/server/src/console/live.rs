@@ -131,27 +131,6 @@ fn now_doing(events: &[RunEvent]) -> Option<String> {
 /// The part of a run's page that changes while it runs (also `GET /runs/{id}/live`).
 fn live_part(r: &Record, events: &[RunEvent]) -> Markup {
     let rounds = rounds(events);
-    let series = |f: &dyn Fn(&RoundStats) -> Option<f64>| -> Vec<(f64, f64)> {
-        rounds
-            .iter()
-            .filter_map(|s| f(s).map(|y| (s.round as f64, y)))
-            .collect()
-    };
-    let score = [
-        Series::new("best (dev)", series(&|s| Some(s.best))),
-        Series::new("candidates' mean (racing examples)", series(&|s| s.mean)),
-    ];
-    let calls = [
-        Series::new("metric calls", series(&|s| Some(s.metric_calls as f64))),
-        Series::new("meta calls", series(&|s| Some(s.meta_calls as f64))),
-    ];
-    let cost = [
-        Series::new("meta layer", series(&|s| s.meta_cost_usd)),
-        Series::new("execution layer", series(&|s| s.execution_cost_usd)),
-    ];
-    let unpriced = rounds
-        .iter()
-        .any(|s| s.meta_cost_usd.is_none() || s.execution_cost_usd.is_none());
     let evaluated = events.iter().filter_map(|e| match e {
         RunEvent::Progress(Progress::Evaluated { label, summary }) => Some((label, summary)),
         _ => None,
@@ -179,12 +158,7 @@ fn live_part(r: &Record, events: &[RunEvent]) -> Markup {
                     td.num { (format!("{:.1} s", s.wall_secs)) }
                 } } }
             } }
-            div.charts {
-                (charts::line("Score per round (best: full dev split; mean: the round's minibatch)", (Axis::Count, "round"), (Axis::Score, "score"), &score))
-                (charts::line("Calls per layer (cumulative)", (Axis::Count, "round"), (Axis::Count, "calls"), &calls))
-                @if unpriced { figure.chart { figcaption { "Cost per layer" } p.note { "Some calls ran on a model without a price: no dollar figure." } } }
-                @else { (charts::line("Cost per layer (cumulative)", (Axis::Count, "round"), (Axis::Usd, "dollars"), &cost)) }
-            }
+            (charts::rounds(&rounds))
         }
         @for (label, s) in evaluated {
             p { "Evaluated " strong { (label) } ": " (format!("{:.3}", s.score.mean))
@@ -304,7 +278,7 @@ fn finished(result: &Value) -> Markup {
                 details { summary { "its fields" } (prompt_file(w)) }
                 @if let Some(s) = &seed {
                     h3 { "Against the seed" }
-                    (diff_texts(("seed", &s.to_toml()), (winner_id, &w.to_toml()), true))
+                    (diff_texts(("seed", &s.to_toml().unwrap_or_else(|e| e.to_string())), (winner_id, &w.to_toml().unwrap_or_else(|e| e.to_string())), true))
                 }
             }
         }
