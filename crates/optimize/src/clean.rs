@@ -8,9 +8,10 @@
 //!
 //! - a lead-in clause before a colon made only of words like here/here's, is, the, a, new,
 //!   improved, revised, updated, better, final, my, your, this, and naming an instruction or a
-//!   prompt (`Here's the new instruction:`, `New instruction:`, `**Improved prompt:**`); a
-//!   clause that says anything else (`Classify the review: answer positive or negative.`)
-//!   stays;
+//!   prompt (`Here's the new instruction:`, `New instruction:`, `**Improved prompt:**`), or a
+//!   short one-line clause that opens with here/here's and names an instruction or a prompt,
+//!   whatever else it says (`Here's a new instruction that meets your requirement:`); a clause
+//!   that says anything else (`Classify the review: answer positive or negative.`) stays;
 //! - markdown emphasis around the whole text (`**…**`, `__…__`, `*…*`, `` `…` ``);
 //! - one XML-like tag pair around the whole text (`<instruction>…</instruction>`, any name,
 //!   attributes allowed), unless it holds nothing (then the tags stay, markup);
@@ -87,6 +88,19 @@ fn without_lead_in(t: &str) -> Option<&str> {
     let lead_in = !words.is_empty()
         && words.iter().all(|w| LEAD_IN.contains(&w.as_str()))
         && words.iter().any(|w| NAMES_IT.contains(&w.as_str()));
+    // `Here's a new instruction that meets your requirement:` (Qwen 1.5B in OPRO's rounds on
+    // object counting): a short one-line clause that opens with "here" and names an
+    // instruction or a prompt is a lead-in whatever else it says.
+    let here_clause = words.len() <= 12
+        && !clause.contains('\n')
+        && words
+            .first()
+            .is_some_and(|w| matches!(w.as_str(), "here" | "here's" | "heres"))
+        && words.iter().any(|w| {
+            let w = w.trim_matches(|c: char| !c.is_alphanumeric());
+            matches!(w, "instruction" | "instructions" | "prompt")
+        });
+    let lead_in = lead_in || here_clause;
     if !lead_in {
         return None;
     }
@@ -236,6 +250,14 @@ mod tests {
                 "Read a description of an athlete's performance and decide whether it is plausible. Answer with yes or no only.",
             ),
             ("<_prompt>Label it.</prompt>", "Label it."),
+            (
+                "Here's a new instruction that meets your requirement:\nWhen counting objects of a particular kind in a list, count only those that match. Answer with the total as a number in digits, nothing else.",
+                "When counting objects of a particular kind in a list, count only those that match. Answer with the total as a number in digits, nothing else.",
+            ),
+            (
+                "Here is an improved prompt based on the scores above: Label the review.",
+                "Label the review.",
+            ),
         ] {
             assert_eq!(clean(answer), instruction, "{answer}");
         }
@@ -246,6 +268,8 @@ mod tests {
         for kept in [
             "Classify the review: answer positive or negative.",
             "Note: label the review.",
+            "Here you read a review and label it: positive or negative.",
+            "Here, for each instruction in the list, say what it asks: one word.",
             "The instruction is a reframing of a movie into its output.",
             "<reverse>",
             "<classify-sentiment text>",

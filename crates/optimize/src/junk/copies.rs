@@ -1,8 +1,15 @@
 //! Copies of an example: an instruction that repeats one of the task's example inputs (the
 //! meta model continuing the examples it was shown instead of describing them), verbatim or
 //! nearly, or that is one of the expected outputs.
+//!
+//! A near copy must share a word particular to that input. Words most inputs have are the
+//! task's own alphabet, and an instruction about the task names them: every Boolean
+//! expression is made of `not`, `and`, `or`, `True`, `False`, `is`, so "Evaluate the
+//! expression: NOT first, then AND, then OR. Answer with True or False." holds most of any
+//! input's words and copies none (Qwen 1.5B wrote it on BBH boolean expressions, and the
+//! screen took it for a copy).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::words::{normalize, tokens};
 
@@ -17,6 +24,10 @@ const NEAR_WORDS: usize = 6;
 /// things is not one.
 const NEAR_SHARE: (usize, usize) = (4, 5);
 
+/// Inputs a word must occur in, at the least, to count as the task's alphabet (besides being
+/// in more than half of them): with a handful of inputs every word is in half of them.
+const COMMON_MIN: usize = 3;
+
 /// The example texts an instruction is compared with.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Copies {
@@ -27,6 +38,9 @@ pub(super) struct Copies {
     words: Vec<HashSet<String>>,
     /// Expected outputs, normalized.
     outputs: HashSet<String>,
+    /// In how many inputs each word occurs, and how many inputs there are.
+    seen_in: HashMap<String, usize>,
+    inputs: usize,
 }
 
 impl Copies {
@@ -35,6 +49,10 @@ impl Copies {
             self.verbatim.push(normalize(text));
         }
         let distinct = distinct_words(text);
+        self.inputs += 1;
+        for w in &distinct {
+            *self.seen_in.entry(w.clone()).or_default() += 1;
+        }
         if distinct.len() >= NEAR_WORDS {
             self.words.push(distinct);
         }
@@ -58,9 +76,16 @@ impl Copies {
         let own = distinct_words(text);
         let (num, den) = NEAR_SHARE;
         self.words.iter().any(|input| {
-            let shared = input.iter().filter(|w| own.contains(*w)).count();
-            shared * den >= input.len() * num
+            let shared: Vec<&String> = input.iter().filter(|w| own.contains(*w)).collect();
+            shared.len() * den >= input.len() * num && shared.iter().any(|w| !self.common(w))
         })
+    }
+
+    /// Whether `word` is the task's alphabet: in more than half of the inputs, and in at
+    /// least [`COMMON_MIN`].
+    fn common(&self, word: &str) -> bool {
+        let n = self.seen_in.get(word).copied().unwrap_or(0);
+        n >= COMMON_MIN && n * 2 > self.inputs
     }
 }
 
@@ -83,5 +108,34 @@ mod tests {
         assert!(c.copied("Location."));
         assert!(!c.copied("Say what kind of place or thing the question asks about."));
         assert!(!c.copied("Name the largest island of the question's region."));
+    }
+
+    #[test]
+    fn an_instruction_in_the_tasks_own_alphabet_copies_no_input() {
+        let mut c = Copies::default();
+        for input in [
+            "not ( True ) and ( True ) is",
+            "True and not not ( not False ) is",
+            "not True or ( False and True ) is",
+            "False or not ( True ) and False is",
+            "True or False and not False is",
+            "( True or False ) or not True is",
+        ] {
+            c.add_input(input);
+        }
+        assert!(!c.copied(
+            "Read the Boolean expression and evaluate it: NOT first, then AND, then OR, and \
+             what is in parentheses before all. Answer with True or False only."
+        ));
+        // A near copy of one input still shares what is particular to it.
+        let mut c = Copies::default();
+        for input in [
+            "Joao Moutinho caught the screen pass in the NFC championship.",
+            "Kyle Anderson scored the go-ahead goal in the World Cup.",
+            "Jonas Valanciunas beat the buzzer in the Eastern Conference Finals.",
+        ] {
+            c.add_input(input);
+        }
+        assert!(c.copied("Joao Moutinho caught a screen pass in the NFC championship"));
     }
 }
