@@ -114,6 +114,22 @@ async fn hostile_versions_are_refused_over_http_and_by_the_cli() {
         );
         assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
     }
+    // A demonstration with a null field cannot be kept as a prompt file (TOML has no null):
+    // refused, naming where the null is, rather than stored as an empty version.
+    let (status, v) = call(
+        &http,
+        &url,
+        &editor,
+        Some(json!({"file": {
+            "template": "Q: {{ question }}",
+            "demo_template": "{{ question }}\n",
+            "demos": [{"question": "a", "team": "b"}, {"question": null, "team": "b"}],
+        }})),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("demos[1].question is null"), "{message}");
     // Nothing was stored.
     let (_, v) = call(&http, &s.url("/v1/prompts/support/versions"), &editor, None).await;
     assert_eq!(v["versions"].as_array().unwrap().len(), 1, "{v}");
