@@ -80,6 +80,7 @@ pub enum Junk {
     Vacuous,
     Wrapper,
     Fragment,
+    Names,
 }
 
 impl Junk {
@@ -96,6 +97,7 @@ impl Junk {
             Junk::Vacuous => "junk: only the meta-prompt's framing, nothing of the task",
             Junk::Wrapper => "junk: talks about an instruction instead of giving one",
             Junk::Fragment => "junk: a phrase, not an instruction",
+            Junk::Names => "junk: names someone or something from the examples",
         }
     }
 
@@ -112,6 +114,7 @@ impl Junk {
             Junk::Vacuous => "framing only",
             Junk::Wrapper => "about an instruction",
             Junk::Fragment => "phrases",
+            Junk::Names => "naming the examples' people or places",
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Screen {
     /// The topic words of each example of form the meta-prompts show (`recipe`, `vegetarian`):
     /// its content words that are neither the task's nor instructions' in general.
     shown: Vec<HashSet<String>>,
+    /// Names in the examples' inputs (words written with a capital inside a sentence: people,
+    /// places, teams), lower case, less the words of the task's own texts and answers.
+    names: HashSet<String>,
 }
 
 impl Screen {
@@ -48,6 +51,7 @@ impl Screen {
         texts.extend(seed.template.clone());
         texts.extend(seed.messages.iter().map(|m| m.content.clone()));
         let code = texts.iter().any(|t| about_code(t));
+        let mut names = HashSet::new();
         let tags = texts.iter().flat_map(|t| tags(t)).collect();
         let mut own = texts;
         let mut copies = Copies::default();
@@ -73,12 +77,18 @@ impl Screen {
                     other => other.to_string(),
                 };
                 copies.add_input(&text);
+                names.extend(capitalized(&text).map(str::to_lowercase));
                 for w in content_words(&text).collect::<HashSet<_>>() {
                     *in_inputs.entry(w).or_default() += 1;
                 }
             }
         }
         let recurring = (read / 50).max(3);
+        for t in &own {
+            for w in t.split(|c: char| !c.is_alphanumeric()) {
+                names.remove(&w.to_lowercase());
+            }
+        }
         let mut own: HashSet<String> = own.iter().flat_map(|t| content_words(t)).collect();
         own.extend(
             in_inputs
@@ -95,6 +105,7 @@ impl Screen {
             code,
             copies,
             shown: Vec::new(),
+            names,
         }
     }
 
@@ -154,6 +165,11 @@ impl Screen {
         if about_an_instruction(text) {
             return Some(Junk::Wrapper);
         }
+        // "…the city is located in New York, USA" (TREC), "…whether Crista tells the truth"
+        // (web of lies): an instruction for every input does not name one input's people.
+        if capitalized(text).any(|w| self.names.contains(&w.to_lowercase())) {
+            return Some(Junk::Names);
+        }
         if vacuous(text, &self.own) {
             return Some(Junk::Vacuous);
         }
@@ -177,4 +193,22 @@ fn fragment(words: &[String], text: &str) -> bool {
     words.len() <= 2
         && !text.ends_with(['.', '!', '?'])
         && !words.first().is_some_and(|w| opens_instruction(w))
+}
+
+/// The words of `text` written with a capital letter inside a sentence (not its first word,
+/// nor one after `.`, `!`, `?`, `:` or a line break): names, in most texts.
+fn capitalized(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().flat_map(|line| {
+        let mut initial = true;
+        line.split_whitespace().filter_map(move |raw| {
+            let starts = initial;
+            initial = raw.ends_with(['.', '!', '?', ':']);
+            let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
+            let named = !starts
+                && word.chars().count() >= 2
+                && word.chars().next().is_some_and(char::is_uppercase)
+                && word.chars().all(char::is_alphabetic);
+            named.then_some(word)
+        })
+    })
 }

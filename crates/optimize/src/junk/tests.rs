@@ -387,3 +387,55 @@ fn a_copy_of_the_meta_prompts_example_of_form_is_screened_out() {
         assert_eq!(answer(&sports, own), None, "{own}");
     }
 }
+
+/// An instruction for every input names none of them: "…the city is located in New York"
+/// (Qwen 1.5B on TREC), "…whether Crista tells the truth" (on web of lies). The task's own
+/// capitalised words (its labels, `True`, an acronym it defines) and a sentence's first word
+/// are not names.
+#[test]
+fn an_instruction_that_names_an_examples_people_or_places_is_rejected() {
+    let trec = trec();
+    assert_eq!(
+        trec.check(
+            "Read the description about a city and decide what kind of answer the question \
+             asks for: the city is in the West Indies. Answer with one word."
+        ),
+        Some(Junk::Names)
+    );
+    assert_eq!(
+        trec.check("Decide whether the question asks about NASA or another entity."),
+        Some(Junk::Names)
+    );
+    assert_eq!(
+        trec.check(
+            "Read the question and decide what kind of answer it asks for.\nWho, What or \
+             Where questions: answer human, entity or location."
+        ),
+        None
+    );
+    let brief = task(
+        "bbh_web_of_lies",
+        "Evaluate a random boolean function expressed as a word problem.",
+        "input",
+        &["Yes", "No"],
+    );
+    let lies = screen_of(
+        &brief,
+        "Q: {{ input }}\nA:",
+        &[(
+            "Question: Fidel lies. Crista says Fidel tells the truth. Does Crista tell the truth?",
+            "No",
+        )],
+    );
+    assert_eq!(
+        lies.check("Decide whether Crista tells the truth. Answer Yes or No."),
+        Some(Junk::Names)
+    );
+    assert_eq!(
+        lies.check(
+            "Follow who says whom lies and decide whether the last person tells the truth. \
+             Answer Yes or No."
+        ),
+        None
+    );
+}
