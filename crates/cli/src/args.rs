@@ -420,6 +420,9 @@ pub struct OptimizeArgs {
     /// ape, mipro: sample twice as many instructions and race only those the execution model finds most likely to give the expected outputs (needs a model that scores continuations, such as the embedded one)
     #[arg(long)]
     pub proxy: bool,
+    /// auto: do not try the worked-answer form of the prompt (in round 2 the meta model writes short working lines, each carrying the result so far, for the demonstrations; the prompt then works its answer out and answers after "Answer:")
+    #[arg(long)]
+    pub no_worked: bool,
     /// Cap on the search's metric calls (one example scored by one prompt); the final test evaluation (2 × the test split) is counted apart [default: the task's budget, else 1500]
     #[arg(long)]
     pub max_metric_calls: Option<u64>,

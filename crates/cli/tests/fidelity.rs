@@ -182,6 +182,81 @@ async fn a_kept_version_runs_served_exactly_as_it_was_evaluated() {
     assert_eq!(served["settings"]["max_tokens"], 256);
 }
 
+/// A version that works its answer out first (`[run] answer_after`, as `optimize` keeps the
+/// worked-answer form): its evaluation scores the text after the marker, and the server runs
+/// it with the version's room for working and no stop, and answers the label after the marker,
+/// where reading the whole output would find the other team first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worked_version_is_served_with_its_working_and_answers_after_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mock = mock_model(Duration::ZERO).await;
+    setup(d, &mock).await;
+    let task = task(d);
+    std::fs::write(
+        d.join("worked.toml"),
+        "instruction = \"Route the question. Work it out step by step as in the examples, then \
+         end with a line \\\"Answer: <the answer>\\\".\"\n\
+         template = \"Question: {{ question }}\\nTeam:\"\n\
+         demo_template = \"Question: {{ question }}\\nTeam: {{ team }}\\n\\n\"\n\
+         target_model = \"mock:exec\"\n\
+         [[demos]]\nquestion = \"invoice 7 is wrong\"\n\
+         team = \"not other: so far billing\\nAnswer: billing\"\n\
+         [run]\nmax_tokens = 64\nstop = [\"\\n\\n\"]\nlabels = [\"billing\", \"other\"]\n\
+         generate = true\nanswer_after = \"Answer:\"\n",
+    )
+    .unwrap();
+    cli(
+        d,
+        &["prompts", "add", "worked", "worked.toml", "--task", &task],
+    )
+    .await;
+    cli(d, &["prompts", "label", "worked@v1", "production"]).await;
+    cli(d, &["prompts", "export", "worked@v1", "--out", "w1.toml"]).await;
+    let eval = cli(
+        d,
+        &[
+            "eval",
+            &task,
+            "--prompt",
+            "w1.toml",
+            "--split",
+            "test",
+            "--out",
+            "offline.jsonl",
+            "--json",
+        ],
+    )
+    .await;
+    let summary: Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(summary["score"]["mean"], 1.0, "{summary:#}");
+    let offline = jsonl(&d.join("offline.jsonl"));
+    assert_eq!(offline.len(), 12);
+
+    let runner = token(d, "runner").await;
+    let s = Server::start(d, &[]);
+    let before = mock.received_requests().await.unwrap().len();
+    for row in &offline {
+        let question = row["input"]["question"].as_str().unwrap();
+        let served = post(
+            &s.url("/v1/prompts/worked/run"),
+            &runner,
+            json!({"inputs": {"question": question}}),
+        )
+        .await;
+        assert_eq!(served["output"], row["output"], "{question}");
+        assert!(served["output"].as_str().unwrap().contains("so far"));
+        assert_eq!(served["answer"], row["expected"], "{served:#}");
+        assert_eq!(served["settings"]["max_tokens"], 64);
+    }
+    let sent = mock.received_requests().await.unwrap();
+    for r in &sent[before..] {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["max_tokens"], 64, "{body}");
+        assert_eq!(body["stop"], json!(["\n\n"]), "{body}");
+    }
+}
+
 /// The same on the embedded model, where the evaluation answers a choice by label scoring:
 /// the served version scores the same labels and answers what the evaluation answered, for
 /// every example of the test slice, through `/run` and the OpenAI-compatible endpoint, with

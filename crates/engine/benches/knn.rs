@@ -93,6 +93,7 @@ async fn main() {
             stop: task.config.models.stop.clone(),
             output: task.config.output.clone(),
             seed: 1,
+            answer_after: None,
         };
         let pool = Frame::fresh(&brief).with_demos(&brief, &train).demos;
         let knn = |embed: Embedding| {

@@ -87,6 +87,7 @@ async fn main() {
             stop: task.config.models.stop.clone(),
             output: task.config.output.clone(),
             seed: 1,
+            answer_after: None,
         };
         let screen = Screen::new(
             &brief,

@@ -350,6 +350,7 @@ pub(crate) fn options(task: &Task) -> EvalOptions {
         stop: task.config.models.stop.clone(),
         output: task.config.output.clone(),
         seed: BOOTSTRAP_SEED,
+        answer_after: task.config.models.answer_after.clone(),
     }
 }
 

@@ -276,6 +276,10 @@ pub struct OptimizeRequest {
     /// and race only the most likely (`ape`, `mipro`) [default: false].
     #[serde(default)]
     pub proxy: bool,
+    /// Do not try the worked-answer form (short working lines before the answer, written by
+    /// the meta model; `auto`, round 2) [default: false, it is tried].
+    #[serde(default)]
+    pub no_worked: bool,
     /// Where the run keeps its checkpoint and reports [default: `<task dir>/runs/<task>-<algo>-<time>`].
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
@@ -332,6 +336,7 @@ impl OptimizeRequest {
             explore: explore(),
             exploit: exploit(),
             proxy: false,
+            no_worked: false,
             run_dir: None,
             store: true,
         }

@@ -54,7 +54,7 @@ fn main() {
             .collect();
         let scorer = Scorer::new(&[MetricConfig::equals()], None).unwrap();
         let prompt = PromptFile::from_template("bench", "Review: {{ text }}\nSentiment:");
-        let options = EvalOptions { temperature: 0.0, max_tokens: 4, stop: vec![], output: "label".into(), seed: 1 };
+        let options = EvalOptions { temperature: 0.0, max_tokens: 4, stop: vec![], output: "label".into(), seed: 1, answer_after: None };
         let start = Instant::now();
         let report = evaluate(&prompt, &model, &scorer, &examples, &options, &|_, _| {}).await.unwrap();
         let wall = start.elapsed();

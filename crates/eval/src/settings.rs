@@ -11,6 +11,8 @@
 //!                                     # can score (as the evaluation did), else generated and
 //!                                     # read as the choice metric reads it (`answer`)
 //! # generate = true                   # always generate and read (the metric's `generate`)
+//! # answer_after = "Answer:"          # the model works it out first: the answer is what
+//! #                                   # follows the last "Answer:" (see `answer_part`)
 //!
 //! # Or, for a generated answer that the metric read in a form (the server answers with what
 //! # it reads, as `answer`):
@@ -53,6 +55,37 @@ pub struct RunSettings {
     /// answer is the text itself, or one of `labels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Reading>,
+    /// The model writes its working first and its answer after this marker: the answer is
+    /// [`answer_part`] of the output (a choice is then always generated and read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_after: Option<String>,
+}
+
+/// The answer in an output whose model works it out first and gives it after `marker`: the
+/// rest of the line after the marker's last occurrence (the lines after it when that is
+/// empty), else, without the marker, the last non-empty line. Trimmed.
+///
+/// `"3 + 2 = 5, so far 5\nAnswer: 5"` → `"5"`.
+pub fn answer_part<'a>(output: &'a str, marker: &str) -> &'a str {
+    match output.rfind(marker) {
+        Some(at) => {
+            let rest = &output[at + marker.len()..];
+            let line = rest.lines().next().unwrap_or("").trim();
+            if line.is_empty() { rest.trim() } else { line }
+        }
+        None => output
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or(""),
+    }
+}
+
+/// Why `marker` cannot mark answers, if it cannot: it must hold a letter or a symbol.
+pub fn marker_problem(marker: &str) -> Option<String> {
+    (marker.trim().is_empty())
+        .then(|| "is empty: the answer needs a marker to follow, such as \"Answer:\"".into())
 }
 
 /// How a metric read its answer out of the generated text.
@@ -107,21 +140,64 @@ impl RunSettings {
             } else {
                 Reading::of_metrics(task.config.metrics.iter().map(|m| &m.spec))
             },
+            answer_after: m.answer_after.clone(),
+        }
+    }
+
+    /// The settings a prompt was scored with on `task`: its own `[run]` over the task's (a
+    /// version a search wrote with its own form, such as working the answer out first), else
+    /// the task's.
+    pub fn scored(task: &Task, own: Option<&RunSettings>) -> Self {
+        let of_task = Self::of_task(task);
+        match own {
+            Some(own) => own.over(&of_task),
+            None => of_task,
+        }
+    }
+
+    /// These settings over a task's `own` (what [`RunSettings::of_task`] gave for it), as the
+    /// version a search wrote keeps them: the labels and reading stay the task's (its metrics
+    /// score), the rest is this version's own; a choice after worked-out text is generated.
+    pub fn over(&self, own: &RunSettings) -> RunSettings {
+        RunSettings {
+            labels: own.labels.clone(),
+            answer: own.answer.clone(),
+            generate: own.generate || (own.labels.is_some() && self.answer_after.is_some()),
+            ..self.clone()
+        }
+    }
+
+    /// The evaluation options of a prompt with these settings, from a task's `base`.
+    pub fn options(&self, base: &crate::evaluator::EvalOptions) -> crate::evaluator::EvalOptions {
+        crate::evaluator::EvalOptions {
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            answer_after: self.answer_after.clone(),
+            ..base.clone()
         }
     }
 
     /// The answer in `output`, read as this version's evaluation read it: the label for a
-    /// choice, else what `answer` reads. `Ok(None)`: the version's answer is its whole text;
+    /// choice, else what `answer` reads, from the text after `answer_after` where the version
+    /// works its answer out first (that text itself when there is nothing more to read).
+    /// `Ok(None)`: the version's answer is its whole text;
     /// `Err`: the output holds no answer of that form (why, in words).
     pub fn read(&self, output: &str) -> Result<Option<Answer>, String> {
+        let output = match &self.answer_after {
+            Some(marker) => answer_part(output, marker),
+            None => output,
+        };
         if let Some(labels) = &self.labels {
             return metric::parse_choice(labels, output)
                 .map(|l| Some(Answer::Text(l.to_string())))
                 .ok_or_else(|| format!("no answer among {labels:?} in the output"));
         }
-        match &self.answer {
-            None => Ok(None),
-            Some(reading) => reading.read(output).map(Some),
+        match (&self.answer, &self.answer_after) {
+            (Some(reading), _) => reading.read(output).map(Some),
+            // Worked out first: the answer is what follows the marker, never the working.
+            (None, Some(_)) => Ok(Some(Answer::Text(output.to_string()))),
+            (None, None) => Ok(None),
         }
     }
 
@@ -167,6 +243,13 @@ impl RunSettings {
                 }
             }
         }
+        if self.answer_after != ours.answer_after {
+            notes.push(match &self.answer_after {
+                Some(m) => format!("the answer is read after {m:?}, after the model's working"),
+                None => "the answer is the whole output (the task reads it after a marker)".into(),
+            });
+            m.answer_after.clone_from(&self.answer_after);
+        }
         if self.labels != ours.labels {
             notes.push(format!(
                 "its [run] labels {:?} are not the task's {:?}; the task's metric scores",
@@ -191,6 +274,9 @@ impl RunSettings {
         }
         if let Some(p) = metaprompt_llm::types::max_tokens_problem(self.max_tokens) {
             return Some(format!("[run] max_tokens {p}"));
+        }
+        if let Some(p) = self.answer_after.as_deref().and_then(marker_problem) {
+            return Some(format!("[run] answer_after {p}"));
         }
         if self.labels.as_ref().is_some_and(|l| l.len() < 2) {
             return Some("[run] labels: a choice needs at least two labels".into());
@@ -381,5 +467,62 @@ mod tests {
             Reading::of_metrics(&[MetricSpec::Equals(EqualsOptions { normalize: false })]),
             None
         );
+    }
+
+    #[test]
+    fn a_worked_answer_is_the_text_after_the_last_marker() {
+        let working = "apple: so far 1\nbananas: 1 + 3 = 4, so far 4\nAnswer: 4";
+        assert_eq!(answer_part(working, "Answer:"), "4");
+        // The last marker counts; the rest of its line is the answer.
+        assert_eq!(
+            answer_part("Answer: maybe\nso far 5\nAnswer: 5\nthanks", "Answer:"),
+            "5"
+        );
+        // A marker at a line's end: the answer is on the lines after it.
+        assert_eq!(answer_part("so far 5\nAnswer:\n 5 ", "Answer:"), "5");
+        // Without the marker: the last non-empty line.
+        assert_eq!(answer_part("so far 5\n5\n\n", "Answer:"), "5");
+        assert_eq!(answer_part("", "Answer:"), "");
+
+        let r =
+            parse("max_tokens = 300\nanswer_after = \"Answer:\"\nanswer = { read = \"number\" }")
+                .unwrap();
+        assert_eq!(r.problem(), None);
+        // The final number of the whole text would be 3; the marker's line says 14.
+        assert_eq!(
+            r.read("so far 14\nAnswer: 14\nchecked 3 times").unwrap(),
+            Some(Answer::Number(14.0))
+        );
+        let back: RunSettings = toml::from_str(&toml::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let choice =
+            parse("max_tokens = 300\nanswer_after = \"Answer:\"\nlabels = [\"True\", \"False\"]")
+                .unwrap();
+        assert_eq!(
+            choice
+                .read("not True: so far False\nAnswer: False")
+                .unwrap(),
+            Some(Answer::Text("False".into()))
+        );
+        let text = parse("max_tokens = 300\nanswer_after = \"Answer:\"").unwrap();
+        assert_eq!(
+            text.read("Paris is in France: so far Paris\nAnswer: Paris")
+                .unwrap(),
+            Some(Answer::Text("Paris".into()))
+        );
+        let empty = parse("max_tokens = 300\nanswer_after = \" \"").unwrap();
+        assert!(empty.problem().unwrap().contains("answer_after"));
+    }
+
+    #[test]
+    fn a_versions_own_form_is_kept_over_the_tasks_settings() {
+        let own = parse("max_tokens = 300\nanswer_after = \"Answer:\"").unwrap();
+        let task = parse("max_tokens = 4\nstop = [\"\\n\"]\nlabels = [\"yes\", \"no\"]").unwrap();
+        let kept = own.over(&task);
+        assert_eq!(kept.max_tokens, 300);
+        assert!(kept.stop.is_empty());
+        assert_eq!(kept.labels, task.labels, "the task's metric scores");
+        assert!(kept.generate, "labels after working are generated and read");
+        assert_eq!(kept.answer_after.as_deref(), Some("Answer:"));
     }
 }

@@ -140,6 +140,11 @@ pub struct ModelsConfig {
     /// Stop sequences for generation (for example the start of the next demonstration).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// The model works its answer out first and gives it after this marker (`"Answer:"`): the
+    /// metrics score the text after the marker's last occurrence, never the working (see
+    /// [`crate::settings::answer_part`]); a choice is then generated and read, not scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_after: Option<String>,
 }
 
 fn default_model() -> String {
@@ -165,6 +170,7 @@ impl Default for ModelsConfig {
             meta_system: None,
             max_tokens: default_max_tokens(),
             stop: Vec::new(),
+            answer_after: None,
         }
     }
 }
@@ -451,6 +457,13 @@ fn check(c: &TaskConfig) -> Result<(), String> {
     }
     if let Some(p) = metaprompt_llm::types::max_tokens_problem(m.max_tokens) {
         return Err(format!("[models] max_tokens {p}"));
+    }
+    if let Some(p) = m
+        .answer_after
+        .as_deref()
+        .and_then(crate::settings::marker_problem)
+    {
+        return Err(format!("[models] answer_after {p}"));
     }
     for (key, usd) in [
         ("max_meta_cost_usd", c.budget.max_meta_cost_usd),

@@ -171,6 +171,9 @@ pub struct Frame {
     /// every rewrite. A frame given fixed `demos` makes a prompt with those instead.
     pub selector: Option<metaprompt_eval::select::Selector>,
     pub pool: Vec<BTreeMap<String, Value>>,
+    /// How the prompt runs when it has its own `[run]` (a worked-answer form: room for the
+    /// working, the answer read after its marker): every rewrite keeps it.
+    pub run: Option<metaprompt_eval::settings::RunSettings>,
 }
 
 impl Frame {
@@ -189,6 +192,7 @@ impl Frame {
             demos: Vec::new(),
             selector: None,
             pool: Vec::new(),
+            run: None,
         }
     }
 
@@ -219,6 +223,7 @@ impl Frame {
             demos: prompt.demos.clone(),
             selector: prompt.selector.clone(),
             pool: prompt.pool.clone(),
+            run: prompt.run.clone(),
         }
     }
 
@@ -284,6 +289,7 @@ impl Frame {
                 Vec::new()
             },
             constraints: constraints.to_vec(),
+            run: self.run.clone(),
             ..PromptFile::default()
         }
     }
@@ -384,5 +390,25 @@ mod tests {
         assert_eq!(f.template, "Review: {{ sentence }}\nLabel:");
         assert_eq!(f.user, "Review: {{ sentence }}");
         assert_eq!(Frame::preamble(&chat), "You are a critic.\nBe brief.");
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_prompts_own_run_settings() {
+        let brief = Brief {
+            name: "t".into(),
+            description: "Count.".into(),
+            inputs: vec!["input".into()],
+            output: "target".into(),
+            labels: Vec::new(),
+        };
+        let mut worked = PromptFile::from_template("w", "Q: {{ input }}\nA:");
+        worked.run = Some(toml::from_str("max_tokens = 300\nanswer_after = \"Answer:\"").unwrap());
+        let rewritten = Frame::of(&worked, &brief).prompt("w", "Count them.", &[]);
+        assert_eq!(
+            rewritten.run, worked.run,
+            "the worked form survives an instruction rewrite"
+        );
+        let plain = Frame::fresh(&brief).prompt("p", "Count them.", &[]);
+        assert_eq!(plain.run, None);
     }
 }

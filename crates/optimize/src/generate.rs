@@ -336,6 +336,7 @@ mod tests {
                 stop: vec![],
                 output: "label".into(),
                 seed: 1,
+                answer_after: None,
             },
             split: "dev".into(),
         }

@@ -41,6 +41,7 @@ pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod translate;
+pub mod worked;
 
 pub use brief::{Brief, Frame};
 pub use candidate::{Candidate, Costs, Evaluation, Layers, Status};

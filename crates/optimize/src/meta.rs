@@ -37,6 +37,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("hyper", include_str!("../templates/hyper.toml")),
     ("diagnose", include_str!("../templates/diagnose.toml")),
     ("form", include_str!("../templates/form.toml")),
+    ("worked", include_str!("../templates/worked.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -490,6 +491,9 @@ mod tests {
             "failing": [{"input": "where is my invoice", "output": "other", "expected": "billing"}],
             "passing": [{"input": "my laptop is slow", "output": "tech"}],
             "rejections": ["It routes refunds to billing too."],
+            "input": "I have two lamps, a flute and a drum. How many musical instruments do I have?",
+            "answer": "2",
+            "marker": "Answer:",
         })
     }
 

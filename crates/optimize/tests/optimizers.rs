@@ -69,6 +69,7 @@ fn problem(dev: usize, test: usize) -> Problem {
             stop: vec![],
             output: "label".into(),
             seed: 1,
+            answer_after: None,
         },
         brief,
     }

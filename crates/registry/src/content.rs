@@ -135,6 +135,8 @@ pub struct Extension {
     pub generate: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Reading>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_after: Option<String>,
 }
 
 /// OpenAI's `stop`: a string or a list of strings.
@@ -169,11 +171,12 @@ impl RequestBody {
             max_tokens: run.map(|r| r.max_tokens),
             stop: run.map(|r| r.stop.clone()).unwrap_or_default(),
             metaprompt: run
-                .filter(|r| r.labels.is_some() || r.answer.is_some())
+                .filter(|r| r.labels.is_some() || r.answer.is_some() || r.answer_after.is_some())
                 .map(|r| Extension {
                     labels: r.labels.clone(),
                     generate: r.generate,
                     answer: r.answer.clone(),
+                    answer_after: r.answer_after.clone(),
                 }),
         })
     }
@@ -204,7 +207,8 @@ impl RequestBody {
                 stop: self.stop,
                 labels: ext.as_ref().and_then(|e| e.labels.clone()),
                 generate: ext.as_ref().is_some_and(|e| e.generate),
-                answer: ext.and_then(|e| e.answer),
+                answer: ext.as_ref().and_then(|e| e.answer.clone()),
+                answer_after: ext.and_then(|e| e.answer_after),
             }),
             None if self.temperature.is_some() || !self.stop.is_empty() || ext.is_some() => {
                 return Err(
@@ -463,6 +467,7 @@ constraints = ["Answer with one word."]
             labels: Some(vec!["negative".into(), "positive".into()]),
             generate: false,
             answer: None,
+            answer_after: None,
         });
         let json = export("sst2", &p, Export::Json, PromptFormat::Chat).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();
@@ -493,6 +498,7 @@ constraints = ["Answer with one word."]
             labels: None,
             generate: false,
             answer: Some(Reading::Normalized {}),
+            answer_after: Some("Answer:".into()),
         });
         let json = export("sst2", &p, Export::Json, PromptFormat::Text).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();

@@ -205,7 +205,12 @@ impl Applied {
         if !spec.stop.is_empty() {
             a.stop.clone_from(&spec.stop);
         }
-        if generation || !can_score || settings.is_some_and(|r| r.generate) {
+        // A version that works its answer out first is generated and read (labels cannot be
+        // scored after free text).
+        if generation
+            || !can_score
+            || settings.is_some_and(|r| r.generate || r.answer_after.is_some())
+        {
             a.labels = None;
         }
         if generation || spec.temperature.is_some() {
@@ -449,10 +454,23 @@ pub async fn run(
                         vars: spec.inputs.clone(),
                         expected: Some(online.expected.clone()),
                     };
+                    // Scored as the evaluation scored it: after the marker where the version
+                    // works its answer out first.
+                    let answer = match target
+                        .file
+                        .run
+                        .as_ref()
+                        .and_then(|r| r.answer_after.as_deref())
+                    {
+                        Some(marker) => {
+                            metaprompt_eval::settings::answer_part(&response.text, marker)
+                        }
+                        None => &response.text,
+                    };
                     Some(
                         online
                             .metric
-                            .score(&example, &response.text)
+                            .score(&example, answer)
                             .await
                             .map_err(|e| e.to_string()),
                     )

@@ -149,6 +149,7 @@ fn request(args: &OptimizeArgs, task: &std::path::Path) -> anyhow::Result<Optimi
         demos: args.demos,
         explore: args.explore,
         proxy: args.proxy,
+        no_worked: args.no_worked,
         exploit: args.exploit,
         run_dir: args.run_dir.clone(),
         store: true,

@@ -160,10 +160,20 @@ impl Respond for Exec {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let text = body.to_string();
+        // The example's own question: the last one in the prompt (demonstrations come first).
+        let last = text.rsplit("Question:").next().unwrap_or_default();
         let answer = if text.ends_with("Instruction:\"}") || text.contains("Instruction:\",") {
             // Asked for an instruction (`generate`'s completion meta-prompt): one, since a
             // label alone is screened out as junk.
             "Route the question to billing or other."
+        } else if text.contains("Work it out") {
+            // A prompt with worked answers: working that names the other team first, then
+            // the answer after the marker.
+            if last.contains("invoice") {
+                "not other: so far billing\nAnswer: billing"
+            } else {
+                "not billing: so far other\nAnswer: other"
+            }
         } else if text.contains("invoice") || text.contains("charged") {
             "billing"
         } else {

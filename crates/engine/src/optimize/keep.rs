@@ -51,7 +51,7 @@ pub(super) fn library_batch(i: &LibraryInput<'_>) -> Result<Batch, crate::Engine
     // The seed as it was scored: on the execution model, with the task's run settings.
     let mut seed_file = i.problem.seed_prompt.clone();
     seed_file.target_model = Some(i.model.to_string());
-    seed_file.run = Some(RunSettings::of_task(i.task));
+    seed_file.run = Some(RunSettings::scored(i.task, seed_file.run.as_ref()));
     let seed_hash = metaprompt_registry::content::hash(&seed_file);
     let mut seed = NewVersion::new(i.name, seed_file, Origin::Human, i.author);
     seed.message = Some(format!("the seed prompt of {}", i.task.path.display()));

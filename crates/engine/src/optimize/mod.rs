@@ -265,7 +265,7 @@ impl PreparedRun {
         prompt.rationale = Some(rationale(&outcome, &self.task));
         prompt.target_model = Some(self.layers.execution.info().name.clone());
         // What was evaluated is what is served: the settings the run scored it with.
-        prompt.run = Some(RunSettings::of_task(&self.task));
+        prompt.run = Some(RunSettings::scored(&self.task, prompt.run.as_ref()));
         let dir = self.store.dir().to_path_buf();
         self.store
             .write("best.toml", prompt.to_toml()?.as_bytes())?;
@@ -350,6 +350,7 @@ impl Engine {
             demos: request.demos,
             proxy: request.proxy,
             max_prompt_tokens: request.max_prompt_tokens,
+            worked: !request.no_worked,
         };
         self.prepare(request, task, dir, settings, budget, None)
             .await

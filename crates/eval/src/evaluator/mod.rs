@@ -136,6 +136,10 @@ pub struct EvalOptions {
     pub output: String,
     /// Seed of the bootstrap.
     pub seed: u64,
+    /// The model works the answer out first and gives it after this marker: the metrics score
+    /// [`crate::settings::answer_part`] of each output (the results keep the whole output),
+    /// and labels are generated and read, never scored.
+    pub answer_after: Option<String>,
 }
 
 /// The continuation to score for a label: with a leading space after a word or a colon
@@ -156,6 +160,9 @@ pub fn continuation(prompt: &Prompt, label: &str) -> String {
 }
 
 /// Evaluate `prompt` on `examples` with `model`. `progress` is called with (done, total).
+///
+/// A prompt with its own `[run]` runs with it: its temperature, `max_tokens`, `stop` and
+/// `answer_after` replace those of `options` (what was evaluated is what is served).
 pub async fn evaluate(
     prompt: &PromptFile,
     model: &Arc<dyn Provider>,
@@ -164,6 +171,14 @@ pub async fn evaluate(
     options: &EvalOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, crate::prompt::PromptError> {
+    let own;
+    let options = match &prompt.run {
+        Some(run) => {
+            own = run.options(options);
+            &own
+        }
+        None => options,
+    };
     let start = Instant::now();
     let format = model.info().format;
     // The example's own template never sees its expected output (demonstrations do).
@@ -176,7 +191,9 @@ pub async fn evaluate(
     let prompts: Vec<Prompt> =
         crate::select::render_all(prompt, model.as_ref(), &all, format, Some(&options.output))
             .await?;
-    let labels = scorer.scored_labels().filter(|_| model.can_score());
+    let labels = scorer
+        .scored_labels()
+        .filter(|_| model.can_score() && options.answer_after.is_none());
     let mut results = Vec::with_capacity(examples.len());
     for (chunk_index, chunk) in prompts.chunks(BATCH).enumerate() {
         let offset = chunk_index * BATCH;
@@ -251,7 +268,11 @@ pub async fn evaluate(
             let example = &examples[offset + k];
             let result = match answer {
                 Ok((output, usage, cost, latency, cached, label_probs)) => {
-                    let scored = scorer.score(example, &output).await;
+                    let answer = match &options.answer_after {
+                        Some(marker) => crate::settings::answer_part(&output, marker),
+                        None => &output,
+                    };
+                    let scored = scorer.score(example, answer).await;
                     let mut r = ExampleResult {
                         id: example.id.clone(),
                         input: inputs(example),

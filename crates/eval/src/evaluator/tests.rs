@@ -55,6 +55,7 @@ fn a_prompt_longer_than_the_context_is_refused_naming_the_example() {
         stop: vec![],
         output: "label".into(),
         seed: 1,
+        answer_after: None,
     };
     let mut info = metaprompt_llm::ModelInfo::new(metaprompt_llm::ProviderKind::Local, "m");
     // Unknown window: nothing to check.
@@ -96,6 +97,7 @@ async fn generation_path_scores_and_summarizes() {
         stop: vec![],
         output: "label".into(),
         seed: 1,
+        answer_after: None,
     };
     let report = evaluate(&prompt, &model, &scorer, &examples(), &options, &|_, _| {})
         .await
@@ -148,6 +150,7 @@ async fn failed_calls_are_recorded_not_dropped() {
         stop: vec![],
         output: "label".into(),
         seed: 1,
+        answer_after: None,
     };
     let report = evaluate(&prompt, &model, &scorer, &examples(), &options, &|_, _| {})
         .await
@@ -264,6 +267,7 @@ fn options() -> EvalOptions {
         stop: vec![],
         output: "label".into(),
         seed: 1,
+        answer_after: None,
     }
 }
 
@@ -374,4 +378,79 @@ fn label_continuations_get_a_leading_space() {
         continuation(&Prompt::Text("Sentiment: ".into()), "positive"),
         "positive"
     );
+}
+
+/// Worked answers whose working names the other label first: read from the whole output, the
+/// first label in it is wrong.
+fn worked_reply(r: &metaprompt_llm::Request) -> Result<String, metaprompt_llm::LlmError> {
+    let Prompt::Chat(m) = &r.prompt else {
+        return Ok(String::new());
+    };
+    Ok(if m.last().unwrap().content.contains("bad") {
+        "not positive: so far negative\nAnswer: negative".into()
+    } else {
+        "not negative: so far positive\nAnswer: positive".into()
+    })
+}
+
+/// A prompt that works its answer out first (`[run] answer_after`) is generated even where the
+/// model scores labels, runs with its own `max_tokens` and no stop, and is scored on what
+/// follows the marker; the results keep the whole working.
+#[tokio::test]
+async fn a_worked_answer_is_generated_and_scored_after_its_marker() {
+    let scripted = Arc::new(
+        ScriptedProvider::new("m")
+            .respond_with(worked_reply)
+            .score_with(|_| panic!("a worked answer is never label-scored")),
+    );
+    let model: Arc<dyn Provider> = scripted.clone();
+    let scorer = Scorer::new(&[MetricConfig::choice(["positive", "negative"])], None).unwrap();
+    let mut prompt = PromptFile::from_template("p", "Review: {{ text }}\nSentiment:");
+    prompt.run = Some(crate::settings::RunSettings {
+        temperature: 0.0,
+        max_tokens: 200,
+        stop: vec![],
+        labels: None,
+        generate: false,
+        answer: None,
+        answer_after: Some("Answer:".into()),
+    });
+    let mut task_options = options();
+    task_options.stop = vec!["\n".into()];
+    let report = evaluate(
+        &prompt,
+        &model,
+        &scorer,
+        &examples(),
+        &task_options,
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.summary.mode, "generation");
+    assert_eq!(report.summary.score.mean, 1.0, "{:?}", report.results);
+    assert!(report.results[1].output.starts_with("not positive"));
+    let calls = scripted.calls();
+    assert_eq!(calls.len(), 3);
+    for call in calls {
+        assert_eq!(call.max_tokens, 200);
+        assert!(
+            call.stop.is_empty(),
+            "the task's line stop would cut the working"
+        );
+    }
+    // The same outputs without the marker setting: each read from its first label, all wrong.
+    prompt.run = None;
+    let plain: Arc<dyn Provider> = Arc::new(ScriptedProvider::new("m").respond_with(worked_reply));
+    let report = evaluate(
+        &prompt,
+        &plain,
+        &scorer,
+        &examples(),
+        &options(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.summary.score.mean, 0.0);
 }

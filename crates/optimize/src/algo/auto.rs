@@ -6,7 +6,10 @@
 //! calls. Then OPRO improves the instruction around the best demonstrations, because it uses
 //! the score trajectory and so needs the fewest calls per improvement among the
 //! instruction-search methods implemented. Rounds alternate from there: odd rounds after the
-//! first two go back to demonstrations.
+//! first two go back to demonstrations. Round 2 first tries the worked-answer form of the best
+//! prompt ([`crate::worked`]: short working lines before the answer, written by the meta model
+//! for the demonstrations), unless `--no-worked`: on tasks of several steps it moves a small
+//! executor more than any wording does.
 
 use async_trait::async_trait;
 
@@ -23,12 +26,19 @@ impl Optimizer for Auto {
     }
 
     async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Halt> {
-        let demos_possible = !ctx.problem.train.is_empty() && ctx.settings.demos > 0;
+        // A prompt that works its answers out shows working in its demonstrations: a demo move
+        // would mix in bare answers from the train split.
+        let best = &ctx.pool[ctx.best()].prompt;
+        let worked = best.run.as_ref().is_some_and(|r| r.answer_after.is_some());
+        let demos_possible = !ctx.problem.train.is_empty() && ctx.settings.demos > 0 && !worked;
         if demos_possible && ctx.round % 2 == 1 {
             match fewshot::demo_round(ctx).await {
                 Err(Halt::Stop(StopReason::Exhausted)) => {}
                 other => return other,
             }
+        }
+        if ctx.round == 2 && ctx.settings.worked && crate::worked::round(ctx).await?.is_some() {
+            return Ok(());
         }
         opro::instruction_round(ctx).await
     }

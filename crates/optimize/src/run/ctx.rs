@@ -369,6 +369,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Say what the run is doing (a step of the run's log).
+    pub fn step(&self, message: &str) {
+        (self.observe)(Event::Step(message));
+    }
+
     /// Screen a meta-written instruction for junk ([`crate::junk`]): `false` when it is junk,
     /// which is then counted and recorded as a rejection (by `op`) with its reason.
     pub fn screen_instruction(&mut self, instruction: &str, op: &str) -> bool {

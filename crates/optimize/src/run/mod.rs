@@ -66,7 +66,7 @@ mod score;
 mod select;
 mod settings;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod verdict;
 
 pub use budget::{Budget, CostCap, Halt, Rates, StopReason};

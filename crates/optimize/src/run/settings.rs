@@ -82,6 +82,9 @@ pub struct Settings {
     /// it is scored. `None`: no cap.
     #[serde(default)]
     pub max_prompt_tokens: Option<u64>,
+    /// Try the worked-answer form of the best prompt (`auto`, round 2; [`crate::worked`]).
+    #[serde(default = "yes")]
+    pub worked: bool,
     /// What the caller needs to rebuild the same problem on resume (models, data limits, extra
     /// constraints…); opaque to the run, kept in the checkpoint.
     #[serde(default)]
@@ -101,9 +104,14 @@ impl Default for Settings {
             max_unscored: default_max_unscored(),
             proxy: false,
             max_prompt_tokens: None,
+            worked: true,
             invocation: Value::Null,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_unscored() -> f64 {

@@ -114,6 +114,7 @@ pub fn problem(dev: usize, test: usize) -> Problem {
             stop: vec![],
             output: "label".into(),
             seed: 1,
+            answer_after: None,
         },
         brief,
     }
