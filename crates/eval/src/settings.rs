@@ -82,7 +82,17 @@ pub fn answer_part<'a>(output: &'a str, marker: &str) -> &'a str {
     }
 }
 
-/// Why `marker` cannot mark answers, if it cannot: it must hold a letter or a symbol.
+/// The answer in `output`: [`answer_part`] after `marker` where there is one, else the whole
+/// output. The one reading of a worked answer that the evaluator, [`RunSettings::read`] and
+/// the server's online scoring share.
+pub fn answer_in<'a>(output: &'a str, marker: Option<&str>) -> &'a str {
+    match marker {
+        Some(marker) => answer_part(output, marker),
+        None => output,
+    }
+}
+
+/// Why `marker` cannot mark answers, if it cannot: it must not be blank.
 pub fn marker_problem(marker: &str) -> Option<String> {
     (marker.trim().is_empty())
         .then(|| "is empty: the answer needs a marker to follow, such as \"Answer:\"".into())
@@ -155,14 +165,14 @@ impl RunSettings {
         }
     }
 
-    /// These settings over a task's `own` (what [`RunSettings::of_task`] gave for it), as the
+    /// These settings over the `task`'s (what [`RunSettings::of_task`] gave for it), as the
     /// version a search wrote keeps them: the labels and reading stay the task's (its metrics
     /// score), the rest is this version's own; a choice after worked-out text is generated.
-    pub fn over(&self, own: &RunSettings) -> RunSettings {
+    pub fn over(&self, task: &RunSettings) -> RunSettings {
         RunSettings {
-            labels: own.labels.clone(),
-            answer: own.answer.clone(),
-            generate: own.generate || (own.labels.is_some() && self.answer_after.is_some()),
+            labels: task.labels.clone(),
+            answer: task.answer.clone(),
+            generate: task.generate || (task.labels.is_some() && self.answer_after.is_some()),
             ..self.clone()
         }
     }
@@ -184,10 +194,7 @@ impl RunSettings {
     /// `Ok(None)`: the version's answer is its whole text;
     /// `Err`: the output holds no answer of that form (why, in words).
     pub fn read(&self, output: &str) -> Result<Option<Answer>, String> {
-        let output = match &self.answer_after {
-            Some(marker) => answer_part(output, marker),
-            None => output,
-        };
+        let output = answer_in(output, self.answer_after.as_deref());
         if let Some(labels) = &self.labels {
             return metric::parse_choice(labels, output)
                 .map(|l| Some(Answer::Text(l.to_string())))

@@ -456,17 +456,14 @@ pub async fn run(
                     };
                     // Scored as the evaluation scored it: after the marker where the version
                     // works its answer out first.
-                    let answer = match target
-                        .file
-                        .run
-                        .as_ref()
-                        .and_then(|r| r.answer_after.as_deref())
-                    {
-                        Some(marker) => {
-                            metaprompt_eval::settings::answer_part(&response.text, marker)
-                        }
-                        None => &response.text,
-                    };
+                    let answer = metaprompt_eval::settings::answer_in(
+                        &response.text,
+                        target
+                            .file
+                            .run
+                            .as_ref()
+                            .and_then(|r| r.answer_after.as_deref()),
+                    );
                     Some(
                         online
                             .metric

@@ -268,10 +268,8 @@ pub async fn evaluate(
             let example = &examples[offset + k];
             let result = match answer {
                 Ok((output, usage, cost, latency, cached, label_probs)) => {
-                    let answer = match &options.answer_after {
-                        Some(marker) => crate::settings::answer_part(&output, marker),
-                        None => &output,
-                    };
+                    let answer =
+                        crate::settings::answer_in(&output, options.answer_after.as_deref());
                     let scored = scorer.score(example, answer).await;
                     let mut r = ExampleResult {
                         id: example.id.clone(),
